@@ -1,0 +1,3 @@
+"""kpdoctor: a doctor for Kubernetes Service networking (kube-proxy)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from kpdoctor.cli import main
+
+main()

@@ -1,0 +1,78 @@
+"""The `kpdoctor` command: wires sub-commands, turns KpdoctorError into one line and an exit code.
+
+Start-up must stay fast (`--help`, `--version`): command modules import the
+kubernetes client, paramiko and the renderers inside their function bodies.
+
+Exit codes (see docs/cli.md): 0 nothing at/above --fail-on; 1 findings at/above
+it (or the gate did not pass); 2 usage or input error; 3 the cluster or every
+node could not be reached (the gate: required evidence missing).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from kpdoctor import __version__
+from kpdoctor.commands import registry_of_commands
+from kpdoctor.errors import KpdoctorError
+
+app = typer.Typer(
+    name="kpdoctor",
+    help="A doctor for Kubernetes Service networking (kube-proxy). Read-only on clusters and nodes.\n\n"
+    "Exit codes: 0 ok, 1 findings at/above --fail-on (or gate failed), 2 bad input, 3 unreachable.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kpdoctor {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """kpdoctor: exact, read-only diagnosis of kube-proxy and Service networking."""
+
+
+registry_of_commands(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one clear line on stderr for every KpdoctorError, never a traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except KpdoctorError as exc:
+        print(f"kpdoctor: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("kpdoctor: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            print("kpdoctor: aborted", file=sys.stderr)
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2 if exc.exit_code not in (0, 1) else exc.exit_code or 2)
+        print(f"kpdoctor: internal error: {type(exc).__name__}: {exc} (run with KPDOCTOR_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        import os
+
+        if os.environ.get("KPDOCTOR_DEBUG"):
+            raise
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Load a ClusterState from a snapshot directory of `kubectl get -o json|yaml` files.
+
+A snapshot is how users analyse a cluster offline, and a bundle's `cluster/`
+folder is one. Each file holds a `List` or a single object; unknown kinds are
+ignored so a whole `kubectl get all -A -o json` can be dropped in. Errors name
+the file and, for JSON/YAML syntax, the line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from kpdoctor.cluster.model import ConfigMap, DaemonSet, EndpointSlice, Node, Pod, Service
+from kpdoctor.cluster.parse import (
+    parse_configmap,
+    parse_daemonset,
+    parse_endpointslice,
+    parse_node,
+    parse_pod,
+    parse_service,
+    require_dict,
+)
+from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
+from kpdoctor.errors import InputError
+
+SNAPSHOT_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def _parse_documents(text: str, where: str) -> list[Any]:
+    if where.endswith(".json"):
+        try:
+            return [json.loads(text)]
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON: {exc.msg} (column {exc.colno})", where=f"{where}:{exc.lineno}") from None
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"invalid YAML: {problem}", where=f"{where}{line}") from None
+
+
+def iter_objects(doc: Any, where: str) -> Iterator[dict[str, Any]]:
+    """Flatten Lists (`kind: List` or `*List`) into their items."""
+    obj = require_dict(doc, where)
+    kind = obj.get("kind")
+    if isinstance(obj.get("items"), list) and (kind is None or str(kind).endswith("List")):
+        for index, item in enumerate(obj["items"]):
+            yield require_dict(item, f"{where}: items[{index}]")
+    elif kind is None:
+        raise InputError("object has no 'kind'", where=where)
+    else:
+        yield obj
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.services: list[Service] = []
+        self.slices: list[EndpointSlice] = []
+        self.nodes: list[Node] = []
+        self.configmaps: list[ConfigMap] = []
+        self.daemonsets: list[DaemonSet] = []
+        self.pods: list[Pod] = []
+
+    def add(self, obj: dict[str, Any], where: str) -> None:
+        kind = obj.get("kind")
+        try:
+            if kind == "Service":
+                self.services.append(parse_service(obj))
+            elif kind == "EndpointSlice":
+                self.slices.append(parse_endpointslice(obj, source=where))
+            elif kind == "Node":
+                self.nodes.append(parse_node(obj))
+            elif kind == "ConfigMap":
+                self.configmaps.append(parse_configmap(obj, source=where))
+            elif kind == "DaemonSet":
+                self.daemonsets.append(parse_daemonset(obj))
+            elif kind == "Pod":
+                self.pods.append(parse_pod(obj))
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            name = (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else None
+            raise InputError(f"malformed {kind} {name!r}: {exc}", where=where) from None
+
+    def state(self, *, logs: dict[str, str], source: str) -> ClusterState:
+        return ClusterState(
+            services=tuple(self.services),
+            endpoint_slices=tuple(self.slices),
+            nodes=tuple(self.nodes),
+            configmaps=tuple(self.configmaps),
+            daemonsets=tuple(d for d in self.daemonsets if d.namespace == KUBE_SYSTEM),
+            pods=tuple(p for p in self.pods if p.namespace == KUBE_SYSTEM),
+            logs=MappingProxyType(logs),
+            source=source,
+        )
+
+
+def load_objects(objects: Iterable[tuple[dict[str, Any], str]], *, source: str = "") -> ClusterState:
+    """Build a ClusterState from (object, where) pairs; used by tests and the live loader."""
+    collector = _Collector()
+    for obj, where in objects:
+        collector.add(obj, where)
+    return collector.state(logs={}, source=source)
+
+
+def _read_logs(logs_dir: Path) -> dict[str, str]:
+    logs: dict[str, str] = {}
+    if not logs_dir.is_dir():
+        return logs
+    for ns_dir in sorted(p for p in logs_dir.iterdir() if p.is_dir()):
+        for log in sorted(ns_dir.glob("*.log")):
+            logs[f"{ns_dir.name}/{log.stem}"] = log.read_text(encoding="utf-8", errors="replace")
+    return logs
+
+
+def load_snapshot(directory: str | os.PathLike[str]) -> ClusterState:
+    root = Path(directory)
+    if not root.is_dir():
+        raise InputError("snapshot is not a directory", where=str(root))
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in SNAPSHOT_SUFFIXES)
+    if not files:
+        raise InputError("snapshot holds no *.json / *.yaml files", where=str(root))
+    collector = _Collector()
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read: {exc}", where=str(path)) from None
+        for doc in _parse_documents(text, str(path)):
+            for obj in iter_objects(doc, str(path)):
+                collector.add(obj, str(path))
+    return collector.state(logs=_read_logs(root / "logs"), source=str(root))

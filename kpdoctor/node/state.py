@@ -1,0 +1,60 @@
+"""NodeState: the facts of one node, each with where it came from.
+
+A fact is keyed by its file name in the bundle layout (`docs/bundle.md`), e.g.
+`iptables-save.txt` or `kube-proxy/metrics.txt`. That makes a bundle and a live
+collection the same thing: a collector fills facts from commands, the bundle
+reader from files, and checks read them by name without knowing which.
+A missing tool or file is itself a fact (`present=False` with the reason), not
+a crash and not a silent gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    key: str  # bundle file name, e.g. "iptables-save.txt"
+    content: str | None  # None when not collected / not present on the node
+    source: str = ""  # the command or file it came from, e.g. "iptables-nft-save" or "/proc/modules"
+    exit_code: int | None = None
+    stderr: str = ""
+    duration: float = 0.0
+    error: str = ""  # why content is None (not installed, timed out, permission denied, ...)
+    truncated: bool = False
+
+    @property
+    def present(self) -> bool:
+        return self.content is not None
+
+    def evidence(self) -> str:
+        """One line naming the source, for a finding's evidence."""
+        where = self.source or self.key
+        if self.content is None:
+            return f"{where}: not available ({self.error or 'not collected'})"
+        return f"{where} (exit {self.exit_code})" if self.exit_code not in (None, 0) else where
+
+
+@dataclass(frozen=True)
+class NodeState:
+    name: str
+    transport: str  # local | ssh | kube-exec | bundle
+    facts: Mapping[str, Fact] = field(default_factory=lambda: MappingProxyType({}))
+    address: str = ""
+    error: str = ""  # set when the node could not be reached at all
+    collected_at: str = ""
+
+    @property
+    def reachable(self) -> bool:
+        return not self.error
+
+    def fact(self, key: str) -> Fact:
+        return self.facts.get(key) or Fact(key=key, content=None, error="not collected")
+
+    def text(self, key: str) -> str | None:
+        """The content of a fact, or None when absent."""
+        found = self.facts.get(key)
+        return None if found is None else found.content
