@@ -1,0 +1,93 @@
+"""The contract a check plugin implements (built-in `checks/` and third-party packs alike).
+
+A check is metadata plus `run(ctx)`. `run` reads only what collectors gathered
+(`ctx`): no sockets, no subprocesses, no module-level clients. That is what
+makes checks testable on recorded data and safe to run on production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal, TypeVar
+
+from kpdoctor.cluster.state import ClusterState
+from kpdoctor.findings import Finding, Remediation, Severity
+from kpdoctor.node.state import NodeState
+
+Scope = Literal["cluster", "node"]
+T = TypeVar("T")
+DOCS_BASE = "https://github.com/kpdoctor/kpdoctor/blob/main/docs/checks"
+
+
+@dataclass
+class CheckContext:
+    """Everything a check may read. Built by the engine; shared, read-only by convention.
+
+    `node` is set for node-scope checks (one context per node); `nodes` holds every
+    collected node so cluster-scope checks can look across them. `derived` memoizes
+    expensive views (the reference proxier's expectation, parsed dataplanes) so that
+    ten checks asking for the same thing pay for it once.
+    """
+
+    cluster: ClusterState
+    node: NodeState | None = None
+    nodes: Mapping[str, NodeState] = field(default_factory=lambda: MappingProxyType({}))
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    _cache: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def derived(self, key: str, factory: Callable[[], T]) -> T:
+        cache_key = (self.node.name if self.node else "", key)
+        if cache_key not in self._cache:
+            self._cache[cache_key] = factory()
+        value: T = self._cache[cache_key]
+        return value
+
+
+class Check:
+    """Base class: subclasses set the metadata class attributes and implement `run`."""
+
+    id: ClassVar[str]  # stable, e.g. "KP-PROXIER-MODE"
+    title: ClassVar[str]
+    scope: ClassVar[Scope]
+    severity: ClassVar[Severity]
+    tags: ClassVar[tuple[str, ...]] = ()
+    rationale: ClassVar[str] = ""
+    remediation: ClassVar[str] = ""  # template text; findings carry the filled-in commands
+    references: ClassVar[tuple[str, ...]] = ()
+    docs_page: ClassVar[str] = ""  # file name under docs/checks/, default "<id>.md"
+
+    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+        raise NotImplementedError
+
+    # -- helpers for building findings ---------------------------------------------
+    @classmethod
+    def docs_url(cls) -> str:
+        return f"{DOCS_BASE}/{cls.docs_page or cls.id + '.md'}"
+
+    def finding(
+        self,
+        ctx: CheckContext,
+        subject: str,
+        message: str,
+        *,
+        severity: Severity | None = None,
+        evidence: Iterable[str] = (),
+        fix: str | None = None,
+        commands: Iterable[str] = (),
+        not_evaluated: bool = False,
+    ) -> Finding:
+        return Finding(
+            check_id=self.id,
+            severity=self.severity if severity is None else severity,
+            scope=ctx.node.name if ctx.node is not None and self.scope == "node" else "cluster",
+            subject=subject,
+            message=message,
+            evidence=tuple(evidence),
+            remediation=Remediation(fix if fix is not None else self.remediation, tuple(commands))
+            if (fix or self.remediation or commands)
+            else None,
+            docs=self.docs_url(),
+            not_evaluated=not_evaluated,
+        )
