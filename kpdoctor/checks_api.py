@@ -57,6 +57,10 @@ class Check:
     remediation: ClassVar[str] = ""  # template text; findings carry the filled-in commands
     references: ClassVar[tuple[str, ...]] = ()
     docs_page: ClassVar[str] = ""  # file name under docs/checks/, default "<id>.md"
+    # Cluster kinds the check reads ("Service", "EndpointSlice", "Node", "Pod", "DaemonSet", "ConfigMap").
+    # Optional: when one of them is in `cluster.gaps` (RBAC 403) the engine reports "not evaluated:
+    # forbidden" without running the check. Undeclared reads of a forbidden kind are caught too.
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def run(self, ctx: CheckContext) -> Iterable[Finding]:
         raise NotImplementedError

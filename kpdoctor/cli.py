@@ -47,7 +47,10 @@ registry_of_commands(app)
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one clear line on stderr for every KpdoctorError, never a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone_mode=False makes click *return* a typer.Exit's code instead of raising it
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except KpdoctorError as exc:
         print(f"kpdoctor: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -13,6 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kpdoctor.node.summary import NodeSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,10 @@ class Fact:
     @property
     def present(self) -> bool:
         return self.content is not None
+
+    def content_or(self, default: str) -> str:
+        """The content, or `default` when the fact is absent (for derived facts that tolerate gaps)."""
+        return default if self.content is None else self.content
 
     def evidence(self) -> str:
         """One line naming the source, for a finding's evidence."""
@@ -58,3 +66,9 @@ class NodeState:
         """The content of a fact, or None when absent."""
         found = self.facts.get(key)
         return None if found is None else found.content
+
+    def summary(self) -> NodeSummary:
+        """Derived facts (backends holding KUBE-* chains, IPVS availability, kube-proxy surfaces, ...)."""
+        from kpdoctor.node.summary import summarize
+
+        return summarize(self)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from kpdoctor.cluster.model import EndpointSlice
 from kpdoctor.cluster.state import ClusterState
-from kpdoctor.proxier.serviceport import IPV6, ServicePortInfo
+from kpdoctor.proxier.serviceport import IPV6, ServicePortInfo, canonical_ip
 
 PREFER_SAME_ZONE = "PreferSameZone"
 PREFER_SAME_NODE = "PreferSameNode"
@@ -48,34 +48,36 @@ def endpoints_for(
     """All endpoints of one service port from its EndpointSlices, deduplicated, sorted by `ip:port` string."""
     wanted_type = _family_address_type(info.family)
     found: dict[str, EndpointInfo] = {}
+    no_hints: frozenset[str] = frozenset()
     for eps in slices:
         if eps.address_type != wanted_type:
             continue
         for eport in eps.ports:
             if eport.name != info.port_name or eport.protocol != info.protocol or eport.port is None:
                 continue
+            port = eport.port
             for ep in eps.endpoints:
                 if not ep.addresses:
                     continue
-                try:
-                    ip = str(ipaddress.ip_address(ep.addresses[0]))
-                except ValueError:
+                ip = canonical_ip(ep.addresses[0])
+                if ip is None:
                     continue
                 is_local = ep.node_name is not None and ep.node_name == node_name
-                endpoint = EndpointInfo(
+                key = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+                # kube-proxy dedups overlapping slices by ip:port, preferring a local copy.
+                if key in found and not is_local:
+                    continue
+                found[key] = EndpointInfo(
                     ip=ip,
-                    port=eport.port,
+                    port=port,
                     is_local=is_local,
                     ready=ep.ready,
                     serving=ep.serving,
                     terminating=ep.terminating,
                     node_name=ep.node_name,
-                    zone_hints=frozenset(ep.hints_for_zones or ()),
-                    node_hints=frozenset(ep.hints_for_nodes or ()),
+                    zone_hints=frozenset(ep.hints_for_zones) if ep.hints_for_zones else no_hints,
+                    node_hints=frozenset(ep.hints_for_nodes) if ep.hints_for_nodes else no_hints,
                 )
-                # kube-proxy dedups overlapping slices by ip:port, preferring a local copy.
-                if endpoint.key not in found or is_local:
-                    found[endpoint.key] = endpoint
     return [found[k] for k in sorted(found)]
 
 

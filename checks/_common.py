@@ -1,0 +1,86 @@
+"""Small helpers shared by the built-in checks (not a check: the registry skips `_` modules)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from kpdoctor.cluster.model import DaemonSet, Pod
+from kpdoctor.cluster.state import ClusterState
+
+KUBE_PROXY_DOCS = "https://kubernetes.io/docs/reference/networking/virtual-ips/"
+KUBE_PROXY_CONFIG_DOCS = "https://kubernetes.io/docs/reference/config-api/kube-proxy-config.v1alpha1/"
+KUBE_PROXY_CLI_DOCS = "https://kubernetes.io/docs/reference/command-line-tools-reference/kube-proxy/"
+KUBE_PROXY_METRICS_DOCS = "https://kubernetes.io/docs/reference/instrumentation/metrics/"
+NFTABLES_BLOG = "https://kubernetes.io/blog/2025/02/28/nftables-kube-proxy/"
+
+
+def service_subject(service_port_name: str, protocol: str) -> str:
+    """`Service payments/ledger:http/TCP` (the ServicePortName plus protocol)."""
+    return f"Service {service_port_name}/{protocol.upper()}"
+
+
+def service_key(service_port_name: str) -> str:
+    """`payments/ledger` from `payments/ledger:http`."""
+    return service_port_name.split(":", 1)[0]
+
+
+def daemonset_of(cluster: ClusterState, pod: Pod | None) -> DaemonSet | None:
+    if pod is None:
+        return None
+    return next(
+        (d for d in cluster.kube_proxy_daemonsets if d.namespace == pod.namespace and d.name == pod.owner_name),
+        None,
+    )
+
+
+def pod_status_line(pod: Pod) -> str:
+    """One line describing a pod's containers as `kubectl get pod` would summarize them."""
+    parts = [f"pod {pod.key} on {pod.node_name or '?'}: phase {pod.phase or '?'}, ready={str(pod.ready).lower()}"]
+    for cs in pod.container_statuses:
+        state = cs.state + (f" ({cs.reason})" if cs.reason else "")
+        last = ""
+        if cs.last_exit_code is not None:
+            last = f", last terminated exit code {cs.last_exit_code}" + (f" ({cs.last_reason})" if cs.last_reason else "")
+        parts.append(f"container {cs.name}: {state}, restartCount {cs.restart_count}{last}")
+    return "; ".join(parts)
+
+
+def exit_code_meaning(code: int | None, reason: str = "") -> str:
+    if reason == "OOMKilled":
+        return "OOMKilled: the container hit its memory limit"
+    if code is None:
+        return ""
+    if code == 137:
+        return "exit 137 = killed by SIGKILL (OOM kill, a failing liveness probe, or something killing the process)"
+    if code == 143:
+        return "exit 143 = terminated by SIGTERM"
+    if code == 1:
+        return "exit 1 = kube-proxy stopped on an error (its log says which)"
+    if code > 128:
+        return f"exit {code} = killed by signal {code - 128}"
+    return f"exit {code}"
+
+
+_KLOG_TS = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+")
+
+
+def tail_lines(lines: Iterable[str], limit: int = 3) -> list[str]:
+    out = [line.rstrip() for line in lines if line.strip()]
+    return out[-limit:]
+
+
+def is_klog_line(line: str) -> bool:
+    return bool(_KLOG_TS.match(line))
+
+
+def shorten(text: str, limit: int = 240) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def count_services(cluster: ClusterState) -> tuple[int, int]:
+    """(proxied Services, endpoints) in the cluster, as kube-proxy counts its load."""
+    services = sum(1 for s in cluster.services if s.proxied)
+    endpoints = sum(len(e.endpoints) for e in cluster.endpoint_slices)
+    return services, endpoints

@@ -1,0 +1,111 @@
+"""KP-LEFTOVER-RULES: no kube-proxy state of a mode the node no longer runs.
+
+kube-proxy cleans the other modes' state when it starts, but nothing cleans a
+node where kube-proxy stopped running altogether (replaced by Cilium's kube-proxy
+replacement, or removed), and a mode switch done by hand can leave IPVS virtual
+servers, the kube-ipvs0 dummy interface (which answers ARP for every Service IP),
+KUBE-* ipsets, iptables KUBE-* chains or the nftables `kube-proxy` table behind.
+Frozen Service rules keep DNATing to whatever the endpoints were: traffic goes
+to the wrong place, or is handled twice by two dataplanes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from checks._common import KUBE_PROXY_CLI_DOCS
+from kpdoctor.analysis import configured_mode, iptables_rules_key, kube_proxy_expected, parsed, presence
+from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.findings import Finding, Severity
+
+
+def iptables_cleanup(node: str, key: str) -> list[str]:
+    save = "iptables-legacy-save" if "legacy" in key else "iptables-save"
+    restore = "iptables-legacy-restore" if "legacy" in key else "iptables-restore"
+    return [
+        f"{save} > /root/iptables-before-cleanup.txt   # on {node}",
+        f"{save} | grep -v KUBE | {restore}   # on {node}: drops every KUBE-* chain and rule (kubelet re-creates "
+        "its own KUBE-IPTABLES-HINT/KUBE-KUBELET-CANARY)",
+        f"ip6tables-save | grep -v KUBE | ip6tables-restore   # on {node}",
+    ]
+
+
+class LeftoverRules(Check):
+    id = "KP-LEFTOVER-RULES"
+    title = "No kube-proxy rules of a mode the node no longer runs"
+    scope = "node"
+    severity = Severity.WARNING
+    tags = ("iptables", "nftables", "ipvs", "cilium", "cleanup")
+    requires = ("ConfigMap", "DaemonSet", "Pod")
+    rationale = (
+        "Service rules nobody maintains keep translating traffic with an old view of the cluster: after a mode "
+        "switch both dataplanes act on packets; after replacing kube-proxy they fight the replacement."
+    )
+    remediation = "Remove the other mode's state (kube-proxy --cleanup, or the commands per dataplane)."
+    references = (
+        KUBE_PROXY_CLI_DOCS,
+        "https://docs.cilium.io/en/stable/network/kubernetes/kubeproxy-free/",
+    )
+
+    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+        node = ctx.node
+        assert node is not None
+        p = parsed(ctx)
+        pres = presence(p)
+        present = pres.modes()
+        if not present:
+            return
+        running = kube_proxy_expected(ctx)
+        found = configured_mode(ctx) if running else None
+        mode = (p.proxy_mode or found[0]) if found is not None else None
+        if mode is None:
+            why = f"no kube-proxy runs on {node.name}"
+            leftover = present
+            severity = Severity.ERROR
+        else:
+            why = f"kube-proxy on {node.name} runs in {mode} mode"
+            leftover = [m for m in present if m != mode]
+            severity = Severity.WARNING
+        for other in leftover:
+            if other == "iptables":
+                key = iptables_rules_key(p) or "iptables-save.txt"
+                evidence = [e for e in (pres.iptables, pres.iptables_legacy) if e]
+                if mode == "ipvs":
+                    # IPVS mode writes KUBE-SERVICES & co. itself; only iptables-mode service chains are leftovers.
+                    dump = p.iptables(key)
+                    chains = sorted(c for c in (dump.chains("nat") if dump else ())
+                                    if c.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-")) or c == "KUBE-NODEPORTS")
+                    if not chains:
+                        continue
+                    evidence = [f"{key}: iptables-mode chains {', '.join(chains[:4])} ({len(chains)} in all)"]
+                commands = iptables_cleanup(node.name, key)
+            elif other == "nftables":
+                evidence = [pres.nftables]
+                commands = [f"nft list table ip kube-proxy > /root/kube-proxy-nft-before-cleanup.txt   # on {node.name}",
+                            f"nft delete table ip kube-proxy   # on {node.name}",
+                            f"nft delete table ip6 kube-proxy   # on {node.name} (if present)"]
+            else:
+                evidence = [pres.ipvs]
+                commands = [f"ipvsadm --save -n > /root/ipvs-before-cleanup.txt   # on {node.name}",
+                            f"ipvsadm --clear   # on {node.name}",
+                            f"ip link delete kube-ipvs0   # on {node.name}",
+                            f"ipset list -n | grep '^KUBE-' | xargs -r -n1 ipset destroy   # on {node.name}"]
+            replacement = ""
+            if mode is None and ctx.cluster.cilium_daemonsets:
+                replacement = " (Cilium handles Services here; these rules compete with it)"
+            yield self.finding(
+                ctx,
+                f"Node {node.name}",
+                f"node {node.name} carries leftover kube-proxy {other} state but {why}{replacement}: those rules "
+                "are maintained by nobody and still translate traffic with an outdated view of the Services",
+                severity=severity,
+                evidence=[f"{found[2].origin}: {found[1]}" if found else f"no kube-proxy pod scheduled on {node.name}",
+                          *evidence],
+                fix="Remove the leftover state (save it first). `kube-proxy --cleanup` run once on the node removes "
+                "all of kube-proxy's iptables, IPVS and nftables state - only when kube-proxy is not meant to run "
+                "there, or run it before starting kube-proxy in its new mode.",
+                commands=commands,
+            )
+
+
+CHECK = LeftoverRules()

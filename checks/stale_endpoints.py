@@ -1,0 +1,301 @@
+"""KP-STALE-ENDPOINTS: the node's Service rules match the EndpointSlices, frontend by frontend.
+
+The reference proxier renders what kube-proxy v1.36 would program on this node
+from the *current* Services and EndpointSlices; the node's dump (iptables,
+nftables or IPVS) is read into the same mode-independent view; the difference
+is the finding: DNAT targets that no longer back the Service (the seed's
+"connection refused / timeouts after pod deletion"), ready endpoints missing,
+Services missing, rules left for deleted Services. UDP conntrack entries that
+still point at a dead endpoint keep a flow blackholed after the rules are
+fixed (UDP "connections" never end while the client keeps sending), so they
+are listed with the `conntrack -D` command that deletes exactly those.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+
+from checks._common import KUBE_PROXY_DOCS, pod_status_line, service_key, service_subject
+from kpdoctor.analysis import (
+    Comparison,
+    ViewUnavailable,
+    compare,
+    configured_mode,
+    grep_fact,
+    kube_proxy_expected,
+    kube_proxy_pod,
+    parsed,
+)
+from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.dataplane.semantic import DNAT, NODE_PORT, Frontend, FrontendDiff, SemanticView
+from kpdoctor.findings import Finding, Severity
+
+_KIND_SEVERITY = {
+    "stale-endpoints": Severity.ERROR,
+    "missing-endpoints": Severity.ERROR,
+    "missing-frontend": Severity.ERROR,
+    "verdict": Severity.ERROR,
+    "extra-frontend": Severity.WARNING,
+    "affinity": Severity.WARNING,
+}
+
+
+def _host(endpoint: str) -> str:
+    """`10.0.0.1` from `10.0.0.1:80`, `fd00::1` from `[fd00::1]:80`."""
+    if endpoint.startswith("["):
+        return endpoint[1:].split("]", 1)[0]
+    return endpoint.rsplit(":", 1)[0]
+
+
+def _port(endpoint: str) -> str:
+    return endpoint.rsplit(":", 1)[-1]
+
+
+def conntrack_delete(fe: Frontend, stale_ip: str) -> str:
+    """The `conntrack -D` that deletes exactly the entries NATed from this frontend to `stale_ip`."""
+    proto = fe.protocol.lower()
+    if fe.kind == NODE_PORT:
+        return f"conntrack -D -p {proto} --orig-port-dst {fe.port} --dst-nat {stale_ip}"
+    return f"conntrack -D -p {proto} --orig-dst {fe.address} --orig-port-dst {fe.port} --dst-nat {stale_ip}"
+
+
+def _verify(mode: str, fe: Frontend, stale: Iterable[str], rules_key: str) -> str:
+    ips = sorted({_host(e) for e in stale})
+    if mode == "nftables":
+        return "nft list table ip kube-proxy | grep -E '" + "|".join(re.escape(i) for i in ips) + "'"
+    if mode == "ipvs":
+        target = f"{fe.address}:{fe.port}" if fe.address else f"<node-ip>:{fe.port}"
+        return f"ipvsadm -Ln -{'u' if fe.protocol == 'UDP' else 't'} {target}"
+    save = "iptables-legacy-save" if "legacy" in rules_key else "iptables-save"
+    needle = "|".join(ips) if ips else (fe.address or str(fe.port))
+    return f"{save} -t nat | grep -E '{needle}'"
+
+
+def _nft_evidence(text: str | None, endpoint: str) -> list[str]:
+    if not text:
+        return []
+    host, port = _host(endpoint), _port(endpoint)
+    chains = sorted(set(re.findall(r'"(endpoint-[^"]*__' + re.escape(host.replace(":", ".")) + "/" + port + ')"',
+                                   text)))
+    if chains:
+        return [f"nft-ruleset.json: chain ip kube-proxy {c}" for c in chains[:2]]
+    count = text.count(f'"{host}"')
+    return [f"nft-ruleset.json: {host} appears {count} times in the kube-proxy table"] if count else []
+
+
+class StaleEndpoints(Check):
+    id = "KP-STALE-ENDPOINTS"
+    title = "Node Service rules match the current EndpointSlices (no stale or missing endpoints)"
+    scope = "node"
+    severity = Severity.ERROR
+    tags = ("dataplane", "iptables", "nftables", "ipvs", "conntrack", "seed")
+    requires = ("Service", "EndpointSlice", "Node", "ConfigMap", "DaemonSet", "Pod")
+    rationale = (
+        "Rules that still DNAT to a deleted pod's IP send a share of new connections into the void (or to the "
+        "wrong pod once the IP is reused); ready endpoints missing from rules get no traffic from this node."
+    )
+    remediation = (
+        "Make kube-proxy on the node sync again (it rewrites the rules from the API); clear conntrack entries "
+        "already NATed to removed endpoints. Never hand-edit KUBE-* rules."
+    )
+    references = (
+        KUBE_PROXY_DOCS,
+        "https://kubernetes.io/docs/tasks/debug/debug-application/debug-service/",
+        "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/conntrack/cleanup.go",
+    )
+
+    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+        node = ctx.node
+        assert node is not None
+        if not kube_proxy_expected(ctx):
+            return
+        found = configured_mode(ctx)
+        if found is None:
+            return
+        p = parsed(ctx)
+        mode = p.proxy_mode if p.proxy_mode in ("iptables", "nftables", "ipvs") else found[0]
+        try:
+            cmp = compare(ctx, mode)
+        except ViewUnavailable as exc:
+            yield self.finding(
+                ctx, f"Node {node.name}", f"the {mode} dataplane of node {node.name} could not be read: {exc}",
+                severity=Severity.INFO, evidence=[str(exc)], not_evaluated=True,
+            )
+            return
+        pod = kube_proxy_pod(ctx)
+        down = not p.has("kube-proxy/healthz.json") and not p.has("kube-proxy/metrics.txt")
+        cause_cmds: list[str] = []
+        cause = ""
+        if pod is not None and (down or not pod.ready):
+            cause = f" kube-proxy is not running on {node.name} (pod {pod.key} not ready)."
+            cause_cmds = [f"kubectl -n {pod.namespace} describe pod {pod.name}",
+                          f"kubectl -n {pod.namespace} logs {pod.name} --previous"]
+        elif pod is not None:
+            cause = (f" kube-proxy on {node.name} answers but has not applied the change: see KP-SYNC-LAG; "
+                     "deleting the pod forces a full resync.")
+            cause_cmds = [f"kubectl -n {pod.namespace} logs {pod.name} | grep -E 'Sync failed|restore|nft'",
+                          f"kubectl -n {pod.namespace} delete pod {pod.name}   # the DaemonSet recreates it; "
+                          "full resync on start"]
+        if cmp is None:
+            yield from self._no_rules(ctx, mode, found[2].origin, pod, cause, cause_cmds)
+            return
+        if not cmp.actual.frontends and cmp.expected.frontends:
+            yield from self._no_rules(ctx, mode, found[2].origin, pod, cause, cause_cmds, rules_key=cmp.rules_key)
+            return
+        if cause.startswith(" kube-proxy is not running"):
+            cause = cause[:-1] + ": the rules are frozen at its last sync."
+        grouped: dict[tuple[str, str, str], list[FrontendDiff]] = defaultdict(list)
+        for d in cmp.diffs:
+            grouped[(d.service, d.frontend.protocol, d.kind)].append(d)
+        for (service, protocol, kind), diffs in sorted(grouped.items()):
+            yield self._service_finding(ctx, cmp, service, protocol, kind, diffs, cause, cause_cmds, down)
+        yield from self._conntrack(ctx, cmp.expected)
+
+    # ------------------------------------------------------------------------------------------
+    def _no_rules(self, ctx: CheckContext, mode: str, origin: str, pod: object, cause: str,
+                  cause_cmds: list[str], rules_key: str = "") -> Iterable[Finding]:
+        node = ctx.node
+        assert node is not None
+        from kpdoctor.analysis import expected_for
+
+        expected = expected_for(ctx, mode)
+        if not expected.frontends:
+            return
+        services = sorted({v.service for v in expected.frontends.values()})
+        where = {"iptables": rules_key or "iptables-save.txt", "nftables": "nft-ruleset.json",
+                 "ipvs": "ipvsadm-save.txt"}[mode] if mode in ("iptables", "nftables", "ipvs") else mode
+        fact = node.fact(where)
+        evidence = [f"{origin}: mode {mode}",
+                    f"{where}: " + ("absent (" + (fact.error or "not collected") + ")" if not fact.present
+                                    else "holds no kube-proxy Service rules")]
+        if pod is not None and hasattr(pod, "key"):
+            evidence.append(pod_status_line(pod))  # type: ignore[arg-type]
+        yield self.finding(
+            ctx,
+            f"Node {node.name}",
+            f"node {node.name} has no {mode} Service rules at all: all {len(services)} Service ports "
+            f"({', '.join(services[:4])}{', ...' if len(services) > 4 else ''}) are unreachable through their "
+            f"ClusterIPs, NodePorts and load-balancer IPs from this node.{cause}",
+            severity=Severity.CRITICAL,
+            evidence=evidence,
+            fix="Get kube-proxy running and synced on the node (KP-PROXY-HEALTH / KP-PROXIER-MODE say why it is "
+            "not); keep the node out of service meanwhile.",
+            commands=[*cause_cmds, f"kubectl cordon {node.name}"],
+        )
+
+    def _service_finding(self, ctx: CheckContext, cmp: Comparison, service: str, protocol: str, kind: str,
+                         diffs: list[FrontendDiff], cause: str, cause_cmds: list[str], down: bool) -> Finding:
+        node = ctx.node
+        assert node is not None
+        fronts = ", ".join(str(d.frontend) for d in diffs)
+        stale = sorted({e for d in diffs for e in d.stale})
+        missing = sorted({e for d in diffs for e in d.missing})
+        svc = service_key(service) if service else ""
+        exists = svc in ctx.cluster.service_by_key
+        evidence: list[str] = []
+        for endpoint in stale:
+            if cmp.mode == "nftables":
+                evidence += _nft_evidence(node.text(cmp.rules_key), endpoint)
+            else:
+                evidence += grep_fact(node, cmp.rules_key, endpoint, limit=2)
+        for sl in ctx.cluster.slices_by_service.get(svc, ()):
+            ips = sorted({a for ep in sl.endpoints if ep.ready for a in ep.addresses})
+            evidence.append(f"EndpointSlice {sl.namespace}/{sl.name}: ready endpoints {', '.join(ips) or 'none'}")
+        if kind == "stale-endpoints":
+            first = diffs[0]
+            total = len(first.actual.endpoints) if first.actual else 0
+            message = (
+                f"on node {node.name}, {service}/{protocol} ({fronts}) still load-balances to "
+                f"{', '.join(stale)}, which no longer back{'s' if len(stale) == 1 else ''} the Service "
+                f"({len(stale)} of {total} DNAT targets: that share of new connections from this node goes to a "
+                "pod IP that is gone)"
+                + (f", and has no rule for ready endpoint(s) {', '.join(missing)}" if missing else "")
+                + "."
+                + cause
+            )
+        elif kind == "missing-endpoints":
+            message = (f"on node {node.name}, {service}/{protocol} ({fronts}) has no rule for ready endpoint(s) "
+                       f"{', '.join(missing)}: they get no traffic from this node.{cause}")
+        elif kind == "missing-frontend":
+            message = (f"on node {node.name}, {service}/{protocol} has no rule for {fronts}: connections to it "
+                       f"from this node are not load-balanced at all.{cause}")
+        elif kind == "extra-frontend":
+            what = "a Service port that no longer exists" if not exists else "a frontend the Service no longer has"
+            message = (f"node {node.name} still has rules for {fronts} ({service or 'unnamed'}): {what}"
+                       + (f", DNAT to {', '.join(stale)}" if stale else "") + f".{cause}")
+        elif kind == "verdict":
+            d = diffs[0]
+            want = d.expected.verdict if d.expected else "?"
+            have = d.actual.verdict if d.actual else "?"
+            message = (f"on node {node.name}, {service}/{protocol} ({fronts}) answers '{have}' where the API "
+                       f"says '{want}'"
+                       + (" - connections are refused although the Service has ready endpoints"
+                          if want == DNAT else "") + f".{cause}")
+        else:
+            d = diffs[0]
+            message = (f"on node {node.name}, {service}/{protocol} ({fronts}) has session affinity "
+                       f"{d.actual.affinity_seconds if d.actual else '?'} s, expected "
+                       f"{d.expected.affinity_seconds if d.expected else '?'} s.{cause}")
+        commands = list(cause_cmds)
+        if stale:
+            commands.append(_verify(cmp.mode, diffs[0].frontend, stale, cmp.rules_key) + f"   # on {node.name}")
+            for d in diffs:
+                for endpoint in sorted(d.stale):
+                    cmd = conntrack_delete(d.frontend, _host(endpoint)) + f"   # on {node.name}"
+                    if cmd not in commands:
+                        commands.append(cmd)
+        if kind in ("stale-endpoints", "missing-frontend", "verdict") and down:
+            commands.append(f"kubectl cordon {node.name}")
+        subject = service_subject(service, protocol) if service else f"Frontend {diffs[0].frontend}"
+        return self.finding(
+            ctx,
+            subject,
+            message,
+            severity=_KIND_SEVERITY.get(kind, Severity.ERROR),
+            evidence=[f"{cmp.rules_key}: {cmp.mode} rules of node {node.name}", *evidence],
+            commands=commands,
+        )
+
+    def _conntrack(self, ctx: CheckContext, expected: SemanticView) -> Iterable[Finding]:
+        node = ctx.node
+        assert node is not None
+        entries = parsed(ctx).conntrack_entries
+        if not entries:
+            return
+        by_addr = {(fe.address, fe.port, fe.protocol): v for fe, v in expected.frontends.items() if fe.address}
+        stale: dict[tuple[Frontend, str, str], list[str]] = defaultdict(list)
+        for e in entries:
+            if e.protocol != "udp" or e.dport is None:
+                continue
+            view = by_addr.get((e.dst, e.dport, "UDP"))
+            if view is None or view.verdict != DNAT:
+                continue
+            target = e.dnat_target
+            if e.reply_src == e.dst:
+                stale[(view.frontend, view.service, "")].append(e.line)  # never NATed: sent before rules existed
+            elif target not in view.endpoints:
+                stale[(view.frontend, view.service, e.reply_src)].append(e.line)
+        for (fe, service, dead_ip), lines in sorted(stale.items(), key=lambda kv: (kv[0][0], kv[0][2])):
+            if dead_ip:
+                cmd = conntrack_delete(fe, dead_ip)
+                what = f"still NATed to {dead_ip}, which no longer backs the Service"
+            else:
+                cmd = (f"conntrack -D -p udp --orig-dst {fe.address} --orig-port-dst {fe.port} "
+                       f"--reply-src {fe.address}")
+                what = "not NATed at all (created before the Service had endpoints)"
+            yield self.finding(
+                ctx,
+                service_subject(service, "UDP"),
+                f"on node {node.name}, {len(lines)} UDP conntrack entr{'y' if len(lines) == 1 else 'ies'} for "
+                f"{fe} {'is' if len(lines) == 1 else 'are'} {what}: UDP clients that keep sending from the same "
+                "port stay blackholed until the entry expires, even with correct rules",
+                severity=Severity.WARNING,
+                evidence=[f"conntrack-services.txt: {line}" for line in lines[:3]],
+                fix="Delete exactly these entries; the next packet creates a new one through the current rules.",
+                commands=[f"{cmd}   # on {node.name}"],
+            )
+
+
+CHECK = StaleEndpoints()

@@ -1,0 +1,194 @@
+"""Load a ClusterState from a live API server with the kubernetes client (imported lazily).
+
+Honours --kubeconfig, $KUBECONFIG, --context and in-cluster config. Every list
+is paginated (limit/continue) so a 10,000-Service cluster is read in pages
+instead of one giant response. Raw JSON is parsed by the same code as
+snapshots, so a live cluster and its `kpdoctor collect` bundle cannot disagree.
+An unreachable API or rejected credentials is UnreachableError (exit 3); a 403
+on one kind is a ResourceGap in ClusterState.gaps (checks needing it say so),
+never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from kpdoctor.cluster.model import ResourceGap
+from kpdoctor.cluster.snapshot import load_objects
+from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
+from kpdoctor.errors import UnreachableError
+
+PAGE = 500
+LOG_TAIL_LINES = 100
+REQUEST_TIMEOUT = (10.0, 60.0)  # connect, read
+
+# (bundle/snapshot name, Kind, API call suffix, namespaced in kube-system?)
+KINDS: tuple[tuple[str, str, str, bool], ...] = (
+    ("services", "Service", "core:list_service_for_all_namespaces", False),
+    ("endpointslices", "EndpointSlice", "discovery:list_endpoint_slice_for_all_namespaces", False),
+    ("nodes", "Node", "core:list_node", False),
+    ("configmaps", "ConfigMap", "core:list_namespaced_config_map", True),
+    ("daemonsets", "DaemonSet", "apps:list_namespaced_daemon_set", True),
+    ("pods", "Pod", "core:list_namespaced_pod", True),
+)
+
+
+@dataclass
+class LiveResult:
+    state: ClusterState
+    objects: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # raw API objects, for bundles
+    logs: dict[str, str] = field(default_factory=dict)
+    gaps: list[ResourceGap] = field(default_factory=list)
+    server: str = ""
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """An ApiClient from --kubeconfig / $KUBECONFIG / ~/.kube/config (+ --context), else in-cluster config."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    path = kubeconfig or os.environ.get("KUBECONFIG") or ""
+    default = Path("~/.kube/config").expanduser()
+    try:
+        if path or context or default.is_file():
+            config.load_kube_config(config_file=path or str(default), context=context, client_configuration=cfg,
+                                    persist_config=False)  # fmt: skip
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            raise UnreachableError("no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not in a cluster; "
+                                   "use --snapshot DIR or --bundle PATH to work offline")  # fmt: skip
+    except config.ConfigException as exc:
+        raise UnreachableError(f"cannot load cluster credentials: {exc}", where=path or "kubeconfig") from None
+    except (OSError, ValueError) as exc:  # unreadable file, bad YAML, failing exec credential plugin
+        raise UnreachableError(f"cannot load cluster credentials: {exc}", where=path or "kubeconfig") from None
+    cfg.retries = 1
+    return client.ApiClient(cfg)
+
+
+def _apis(api_client_obj: Any) -> dict[str, Any]:
+    from kubernetes import client
+
+    return {
+        "core": client.CoreV1Api(api_client_obj),
+        "discovery": client.DiscoveryV1Api(api_client_obj),
+        "apps": client.AppsV1Api(api_client_obj),
+    }
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import urllib3
+
+    return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError | OSError)
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status", None)
+    return status if isinstance(status, int) else None
+
+
+def _raw_json(response: Any) -> Any:
+    data = getattr(response, "data", response)
+    if isinstance(data, bytes | bytearray | str):
+        return json.loads(data)
+    return data
+
+
+def list_all(call: Callable[..., Any], kind: str, *, namespace: str | None = None, page: int = PAGE) -> list[dict[str, Any]]:
+    """Every object of a list call, page by page (limit/continue), as raw API dicts with `kind` set."""
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    for _ in range(100000):  # bounded: one iteration per page
+        kwargs: dict[str, Any] = {"limit": page, "_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
+        if token:
+            kwargs["_continue"] = token
+        doc = _raw_json(call(namespace, **kwargs) if namespace is not None else call(**kwargs))
+        for item in doc.get("items") or []:
+            item.setdefault("kind", kind)
+            items.append(item)
+        token = (doc.get("metadata") or {}).get("continue") or None
+        if not token:
+            break
+    return items
+
+
+def load_live(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    client_obj: Any = None,
+    with_logs: bool = True,
+) -> LiveResult:
+    """Read the cluster: UnreachableError when the API cannot be used at all, ResourceGap per forbidden kind."""
+    client_obj = client_obj if client_obj is not None else api_client(kubeconfig, context)
+    server = str(getattr(getattr(client_obj, "configuration", None), "host", "") or "")
+    apis = _apis(client_obj)
+    objects: dict[str, list[dict[str, Any]]] = {}
+    gaps: list[ResourceGap] = []
+    for name, kind, call_name, namespaced in KINDS:
+        group, method = call_name.split(":")
+        call = getattr(apis[group], method)
+        try:
+            objects[name] = list_all(call, kind, namespace=KUBE_SYSTEM if namespaced else None)
+        except Exception as exc:
+            _classify(exc, kind, namespaced, server, gaps)
+    state = load_objects(
+        ((obj, f"{server} {name}") for name, objs in objects.items() for obj in objs), source=server or "live API"
+    )
+    logs: dict[str, str] = {}
+    if with_logs:
+        logs = _pod_logs(apis["core"], state, gaps)
+    state = replace(state, logs=MappingProxyType(logs), gaps=tuple(gaps))
+    return LiveResult(state, objects, logs, gaps, server)
+
+
+def _classify(exc: BaseException, kind: str, namespaced: bool, server: str, gaps: list[ResourceGap]) -> None:
+    status = _status(exc)
+    scope = f" in {KUBE_SYSTEM}" if namespaced else ""
+    if status == 401:
+        raise UnreachableError("the API server rejected the credentials (401 Unauthorized): the token or client "
+                               "certificate is expired or invalid; refresh your kubeconfig", where=server) from None  # fmt: skip
+    if status == 403:
+        gaps.append(ResourceGap(kind, f"forbidden (403): cannot list {kind}s{scope}; RBAC needs list on it"))
+        return
+    if status is not None:
+        gaps.append(ResourceGap(kind, f"listing {kind}s{scope} failed: HTTP {status} {getattr(exc, 'reason', '')}".strip()))
+        return
+    if _is_connection_error(exc):
+        reason = str(getattr(exc, "reason", "") or exc).splitlines()[0][:300]
+        raise UnreachableError(f"cannot reach the API server: {reason}", where=server or None) from None
+    if isinstance(exc, ValueError):
+        gaps.append(ResourceGap(kind, f"listing {kind}s{scope}: invalid response ({exc})"))
+        return
+    raise exc
+
+
+def _pod_logs(core: Any, state: ClusterState, gaps: list[ResourceGap]) -> dict[str, str]:
+    """Last lines of each kube-proxy and Cilium pod; a crash-looping container's previous run."""
+    logs: dict[str, str] = {}
+    for pod in (*state.kube_proxy_pods, *state.cilium_pods):
+        container = next((c.name for c in pod.containers if c.name in ("kube-proxy", "cilium-agent")), None)
+        container = container or (pod.containers[0].name if pod.containers else None)
+        status = next((s for s in pod.container_statuses if s.name == container), None)
+        previous = bool(status and status.state != "running" and status.restart_count > 0)
+        try:
+            resp = core.read_namespaced_pod_log(
+                pod.name, pod.namespace, container=container, tail_lines=LOG_TAIL_LINES, previous=previous,
+                _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
+            )  # fmt: skip
+        except Exception as exc:
+            status_code = _status(exc)
+            if status_code == 403 and not any(g.kind == "pods/log" for g in gaps):
+                gaps.append(ResourceGap("pods/log", "forbidden (403): cannot read kube-proxy pod logs"))
+            if status_code is None and _is_connection_error(exc):
+                raise UnreachableError(f"cannot reach the API server: {exc}") from None
+            continue
+        data = getattr(resp, "data", resp)
+        logs[pod.key] = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
+    return logs

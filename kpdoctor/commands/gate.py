@@ -1,0 +1,84 @@
+"""`kpdoctor gate kube-proxy-removal`: prove it is safe to remove kube-proxy (or that it was removed cleanly).
+
+Heavy imports (the gate, renderers, kubernetes) happen inside the command so
+`kpdoctor --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+GATE_HELP = """CI gate for replacing kube-proxy with Cilium's kube-proxy replacement. Zero false passes:
+it passes only when every condition is proven from the evidence.
+
+Pre-removal (default): cilium-config kube-proxy-replacement=true (legacy `strict` accepted with a warning);
+a Running+Ready Cilium agent on every node that runs kube-proxy, each reporting KubeProxyReplacement True
+(Cilium 1.14-1.18); k8s-service-host/port set to the API server itself, not the `kubernetes` ClusterIP;
+every Service port kube-proxy programs covered by the agents' features and, where the agents' service
+tables were collected, present there with the same backends; Services served on every node now; every
+node ready for the switch. The report ends with the cleanup plan (DaemonSet + ConfigMap deletion, then
+`kube-proxy --cleanup` or the equivalent commands per node).
+
+Post-removal (--phase post-removal): kube-proxy DaemonSet/pods/ConfigMap gone, no kube-proxy state on any
+node, and the replacement healthy and covering every Service.
+
+Sources: --bundle PATH (a `kpdoctor collect` bundle with nodes/<node>/cilium/status.json and
+service-list.json; fully offline), --snapshot DIR (cluster objects only: can fail, never pass), or the live
+API (--kubeconfig/--context; agent status read by exec into the Cilium pods).
+
+Exit codes: 0 pass; 1 at least one blocking reason (all are listed); 2 bad input; 3 the cluster or
+required evidence could not be reached or recognised ("cannot prove"; an unknown is never a pass).
+"""
+
+
+def register(app: typer.Typer) -> None:
+    gate_app = typer.Typer(name="gate", help="CI gates with a strict verdict (exit 0 only on pass).",
+                           no_args_is_help=True)
+
+    @gate_app.command("kube-proxy-removal", help=GATE_HELP)
+    def kube_proxy_removal(
+        bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz (docs/bundle.md)."),
+        snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
+        kubeconfig: str = typer.Option(None, "--kubeconfig", help="Kubeconfig for the live API."),
+        context: str = typer.Option(None, "--context", help="Kubeconfig context for the live API."),
+        phase: str = typer.Option("pre-removal", "--phase", help="pre-removal | post-removal."),
+        fmt: str = typer.Option("console", "--format", "-o", help="console | json | junit."),
+        output: str = typer.Option(None, "--output", help="Write the report to FILE instead of stdout."),
+        timeout: float = typer.Option(30.0, "--timeout", help="Per-agent exec timeout for the live API (s)."),
+    ) -> None:
+        from dataclasses import replace
+        from typing import cast
+
+        from kpdoctor.errors import InputError
+        from kpdoctor.gate import run_gate
+        from kpdoctor.gate.model import PHASES, Phase
+        from kpdoctor.gate.render import FORMATS, render
+        from kpdoctor.gate.sources import load
+
+        if fmt not in FORMATS:
+            raise InputError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+        if phase not in PHASES:
+            raise InputError(f"--phase {phase!r}: choose from {', '.join(PHASES)}")
+        options = {"timeout": timeout} if not (bundle or snapshot) else {}
+        source = load(bundle, snapshot, kubeconfig, context, **options)
+        result = run_gate(source.cluster, source.nodes, phase=cast(Phase, phase))
+        result = replace(result, source=source.source, notes=source.notes)
+        if output:
+            text = render(fmt, result)
+            try:
+                Path(output).write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise InputError(f"cannot write report: {exc.strerror}", where=output) from None
+            print(f"kpdoctor: gate {result.gate} ({result.phase}): {result.verdict} — {fmt} report written to "
+                  f"{output} ({len(result.blocking_reasons)} blocking, {len(result.unknown_reasons)} cannot-prove; "
+                  f"exit {result.exit_code})", file=sys.stderr)
+        else:
+            tty = sys.stdout.isatty()
+            sys.stdout.write(render(fmt, result, color=tty and fmt == "console"))
+            sys.stdout.flush()
+        raise typer.Exit(result.exit_code)
+
+    app.add_typer(gate_app, name="gate")

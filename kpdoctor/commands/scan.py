@@ -1,0 +1,114 @@
+"""`kpdoctor scan`: diagnose Service networking from the live API, a snapshot, a bundle, or the demo.
+
+Heavy imports (the scanner, renderers, kubernetes, paramiko) happen inside the
+command so `kpdoctor --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+SCAN_HELP = (
+    "Run the checks and print a report with evidence and remediation commands.\n\n"
+    "Sources (pick one): the live API (default; --kubeconfig/--context); --snapshot DIR (cluster-scope checks, "
+    "plus node checks when --transport reaches the nodes); --bundle PATH (a `kpdoctor collect` bundle: cluster "
+    "and node checks fully offline); --demo (a bundle shipped inside kpdoctor, captured from real kube-proxy "
+    "v1.36.2 nodes with faults planted; needs no root and no cluster).\n\n"
+    "Exit codes: 0 nothing at/above --fail-on; 1 findings at/above --fail-on; 2 usage or input error (unknown "
+    "check id, malformed .kpdoctor.yaml, bad bundle); 3 the cluster or every requested node could not be "
+    "reached. --fail-on defaults to error; with --demo it is off (exit 0: the demo's faults are planted, not "
+    "yours) unless you pass --fail-on."
+)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("scan", help=SCAN_HELP)
+    def scan_cmd(
+        bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz (docs/bundle.md)."),
+        snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
+        demo: bool = typer.Option(False, "--demo", help="Scan the demo bundle shipped with kpdoctor (exit 0 "
+                                  "unless --fail-on is given)."),
+        kubeconfig: str = typer.Option(None, "--kubeconfig", help="Kubeconfig for the live API."),
+        context: str = typer.Option(None, "--context", help="Kubeconfig context for the live API."),
+        transport: str = typer.Option(None, "--transport",
+                                      help="How to reach nodes: ssh | kube-exec | local | none (default: the "
+                                      "bundle's files for --bundle/--demo, none otherwise)."),
+        nodes: str = typer.Option("", "--nodes", help="Comma-separated node names or globs (default: all)."),
+        node_selector: str = typer.Option("", "--node-selector", "-l", help="Node label selector k=v[,k=v]."),
+        checks: str = typer.Option(None, "--checks", help="Only these: ids, tag:<tag>, scope:cluster|node."),
+        skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>, scope:cluster|node."),
+        config_file: str = typer.Option(None, "--config-file",
+                                        help="Silences file (default: ./.kpdoctor.yaml when present)."),
+        no_config_file: bool = typer.Option(False, "--no-config-file", help="Ignore ./.kpdoctor.yaml."),
+        fmt: str = typer.Option("console", "--format", "-o", help="console | json | junit | markdown | html."),
+        output: str = typer.Option(None, "--output", help="Write the report to FILE instead of stdout."),
+        fail_on: str = typer.Option(None, "--fail-on", help="info | warning | error | critical (default error; "
+                                    "off with --demo)."),
+        probe: bool = typer.Option(False, "--probe", help="Opt-in active probes (connect to NodePorts from here)."),
+        concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
+        timeout: float = typer.Option(60.0, "--timeout", help="Per-node collection timeout (s)."),
+        ssh_user: str = typer.Option(None, "--ssh-user"),
+        ssh_key: Annotated[list[str] | None, typer.Option("--ssh-key", help="Private key file (repeatable).")] = None,
+        ssh_port: int = typer.Option(None, "--ssh-port"),
+        ssh_config: str = typer.Option(None, "--ssh-config"),
+        jump_host: str = typer.Option(None, "--jump-host"),
+        known_hosts: str = typer.Option(None, "--known-hosts"),
+        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys"),
+    ) -> None:
+        from kpdoctor.errors import InputError
+        from kpdoctor.findings import Severity
+        from kpdoctor.registry import discover
+        from kpdoctor.report import FORMATS, render
+        from kpdoctor.scanner import ScanRequest, scan
+        from kpdoctor.silences import load_silences
+
+        if fmt not in FORMATS:
+            raise InputError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+        try:
+            threshold = Severity.parse(fail_on) if fail_on else (None if demo else Severity.ERROR)
+        except ValueError as exc:
+            raise InputError(f"--fail-on: {exc}") from None
+        registry = discover()
+        silences = None if no_config_file else load_silences(config_file)
+        collect_options = None
+        if transport in ("ssh", "kube-exec", "local"):
+            from kpdoctor.commands.node import NodeFlags, options_from
+
+            kube_api = None
+            if transport == "kube-exec":
+                from kubernetes import client
+
+                from kpdoctor.cluster.live import api_client
+
+                kube_api = client.CoreV1Api(api_client(kubeconfig, context))
+            flags = NodeFlags(transport, None, ssh_user, list(ssh_key or []), ssh_port, ssh_config, jump_host, known_hosts,
+                              accept_new_host_keys, timeout, concurrency)
+            collect_options = options_from(flags, transport=transport, bundle=None, kube_api=kube_api)
+        req = ScanRequest(
+            bundle=bundle, snapshot=snapshot, demo=demo, kubeconfig=kubeconfig, context=context,
+            transport=transport, node_names=[n.strip() for n in nodes.split(",") if n.strip()],
+            node_selector=node_selector, checks=checks, skip=skip, fail_on=threshold, probe=probe,
+            collect_options=collect_options, progress=sys.stderr.isatty(),
+        )
+        outcome = scan(req, registry=registry, silences=silences)
+        if output:
+            text = render(fmt, outcome.report)
+            try:
+                Path(output).write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise InputError(f"cannot write report: {exc}", where=output) from None
+            s = outcome.report["summary"]["findings"]
+            print(f"kpdoctor: {fmt} report written to {output} ({', '.join(f'{v} {k}' for k, v in s.items())}; "
+                  f"exit {outcome.exit_code})", file=sys.stderr)
+        else:
+            tty = sys.stdout.isatty()
+            import shutil
+
+            width = shutil.get_terminal_size((110, 24)).columns if tty else None
+            sys.stdout.write(render(fmt, outcome.report, color=tty and fmt == "console", width=width))
+            sys.stdout.flush()
+        raise typer.Exit(outcome.exit_code)

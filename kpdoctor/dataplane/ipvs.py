@@ -1,0 +1,789 @@
+"""IPVS and ipset as a node prints them: `ipvsadm --save -n`, `ipvsadm -Ln [--stats]`, `ipset list`/`save`.
+
+IPVS mode keeps a node's Service state in three places (kernel IPVS table,
+ipsets, and a small iptables ruleset), and a doctor must read all of them from
+text a node printed, possibly cut short by a timeout. The model here is shared
+by the parsers and by the reference proxier (`kpdoctor.proxier.ipvs`), so the
+expected and the observed state are the same Python objects and compare with
+`==`.
+
+Formats follow ipvsadm 1.31 (`print_service_entry` / `print_title` in
+ipvsadm.c: `-A -t ADDR:PORT -s SCHED [-p T [-M MASK]] [-b FLAGS]`,
+`-a -t ADDR:PORT -r ADDR:PORT -m|-g|-i -w W`; the list form
+`TCP  ADDR:PORT SCHED [persistent T]` / `  -> ADDR:PORT Masq W Act InAct`) and
+ipset 7.x (`Name:`/`Type:`/`Header:`/.../`Members:` blocks; `create`/`add`
+lines). Every error is an `InputError` whose `where` is `source:line`.
+
+A node without IPVS is a fact, not a parse error: ipvsadm then prints
+"Can't initialize ipvs: Protocol not available" (seen with kube-proxy v1.36.2
+on this kernel, tests/fixtures/kube-proxy-v1.36/ipvs-unavailable), which
+`parse_ipvsadm` turns into an `IPVSTable(available=False, reason=...)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kpdoctor.errors import InputError
+from kpdoctor.node.state import NodeState
+
+# ipvsadm protocol spellings: save form flag -> API protocol, list form word -> API protocol
+_SAVE_PROTO = {"-t": "TCP", "--tcp-service": "TCP", "-u": "UDP", "--udp-service": "UDP", "--sctp-service": "SCTP"}
+_SAVE_FLAG = {"TCP": "-t", "UDP": "-u", "SCTP": "--sctp-service"}
+_LIST_PROTO = {"TCP": "TCP", "UDP": "UDP", "SCTP": "SCTP"}
+_FORWARD_SAVE = {"-m": "Masq", "--masquerading": "Masq", "-g": "Route", "--gatewaying": "Route",
+                 "-i": "Tunnel", "--ipip": "Tunnel"}
+_FORWARD_FLAG = {"Masq": "-m", "Route": "-g", "Tunnel": "-i", "Local": "-g"}
+_FORWARD_NAMES = {"Masq", "Route", "Tunnel", "Local", "Bypass"}
+_PROTO_NUMBER = {"TCP": 6, "UDP": 17, "SCTP": 132}
+UNAVAILABLE_MARKERS = ("Can't initialize ipvs", "Protocol not available", "IP Virtual Server is built")
+
+
+# --------------------------------------------------------------------------- model
+@dataclass(frozen=True, slots=True, order=True)
+class RealServer:
+    address: str
+    port: int
+    weight: int = 1
+    forward: str = "Masq"  # kube-proxy leaves ConnectionFlags 0 = IP_VS_CONN_F_MASQ
+
+    @property
+    def key(self) -> str:
+        return join_host_port(self.address, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualServer:
+    protocol: str  # TCP | UDP | SCTP ("" for fwmark services)
+    address: str
+    port: int
+    scheduler: str = "rr"
+    persistent: int | None = 0  # persistence timeout in seconds; 0 = not persistent; None = not shown (stats form)
+    sched_flags: tuple[str, ...] = ()  # e.g. ("mh-port",) for kube-proxy's "mh" scheduler
+    fwmark: int = 0
+    real_servers: tuple[RealServer, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.protocol, self.address, self.port)
+
+    @property
+    def service_arg(self) -> str:
+        """How ipvsadm names this service in its save form: `-t 10.0.0.1:80`."""
+        if self.fwmark:
+            return f"-f {self.fwmark}"
+        return f"{_SAVE_FLAG.get(self.protocol, '-t')} {join_host_port(self.address, self.port)}"
+
+    def sort_key(self) -> Any:
+        """ipvsadm's `ipvs_cmp_services` order: fwmark, family, protocol, address, port.
+
+        ipvsadm subtracts addresses as unsigned 32-bit words into an int, which wraps for
+        addresses more than 2^31 apart (192.0.2.1 sorts before 10.0.0.1); reproduced here. For
+        sets where that comparison is not transitive qsort's result is arbitrary: order
+        carries no meaning for IPVS, so compare tables as sets.
+        """
+        return _SERVICE_ORDER(self)
+
+
+@dataclass(frozen=True)
+class IPVSTable:
+    """The kernel IPVS table of a node, or why it could not be read."""
+
+    virtual_servers: tuple[VirtualServer, ...] = ()
+    available: bool = True
+    reason: str = ""  # why not available (kernel without IPVS, ipvsadm missing, not collected)
+    source: str = ""
+
+    def by_key(self) -> dict[tuple[str, str, int], VirtualServer]:
+        return {vs.key: vs for vs in self.virtual_servers}
+
+
+@dataclass(frozen=True)
+class IPSet:
+    name: str
+    type: str  # hash:ip,port | hash:ip | hash:ip,port,ip | hash:ip,port,net | bitmap:port
+    header: tuple[tuple[str, str], ...] = ()  # ("family", "inet"), ("hashsize", "1024"), ...
+    members: frozenset[str] = frozenset()
+    comment: str = ""  # only the reference proxier knows it (kube-proxy writes it into iptables comments)
+
+    def option(self, name: str) -> str | None:
+        return next((v for k, v in self.header if k == name), None)
+
+
+@dataclass(frozen=True)
+class IPSets:
+    sets: dict[str, IPSet] = field(default_factory=dict)
+    source: str = ""
+
+    def get(self, name: str) -> IPSet | None:
+        return self.sets.get(name)
+
+    def members(self, name: str) -> frozenset[str]:
+        found = self.sets.get(name)
+        return found.members if found is not None else frozenset()
+
+
+# --------------------------------------------------------------------------- helpers
+def join_host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _err(message: str, source: str, lineno: int, line: str) -> InputError:
+    shown = line if len(line) <= 120 else line[:117] + "..."
+    return InputError(f"{message}: {shown!r}", where=f"{source}:{lineno}")
+
+
+def _split_host_port(text: str, source: str, lineno: int, line: str) -> tuple[str, int]:
+    """`10.0.0.1:80` or `[fd00::1]:80` -> (address, port); numeric only (ipvsadm -n)."""
+    if text.startswith("["):
+        host, sep, port_s = text[1:].partition("]:")
+        if not sep:
+            raise _err("malformed [IPv6]:port", source, lineno, line)
+    else:
+        host, sep, port_s = text.rpartition(":")
+        if not sep:
+            raise _err("expected ADDRESS:PORT", source, lineno, line)
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise _err(f"not a numeric IP address {host!r} (was ipvsadm run with -n?)", source, lineno, line) from None
+    if not port_s.isdigit() or int(port_s) > 65535:
+        raise _err(f"not a port number {port_s!r} (was ipvsadm run with -n?)", source, lineno, line)
+    return address, int(port_s)
+
+
+def _int(text: str, what: str, source: str, lineno: int, line: str) -> int:
+    if not text.isdigit():
+        raise _err(f"{what} is not a number {text!r}", source, lineno, line)
+    return int(text)
+
+
+def unavailable_reason(text: str) -> str | None:
+    """ipvsadm's own words when the kernel has no IPVS (kept as the reason)."""
+    if any(marker in text for marker in UNAVAILABLE_MARKERS):
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("modprobe")]
+        return "IPVS not available in the kernel: " + (" ".join(lines[:2]) or "ipvsadm failed")
+    return None
+
+
+def absent_table(reason: str, source: str = "") -> IPVSTable:
+    """A node where ipvsadm output is missing (not installed, not collected, kernel without IPVS)."""
+    return IPVSTable(available=False, reason=reason, source=source)
+
+
+class _Builder:
+    """Collects services in input order and attaches real servers to the right one."""
+
+    def __init__(self) -> None:
+        self.order: list[tuple[str, str, int] | tuple[str, int]] = []
+        self.services: dict[object, VirtualServer] = {}
+        self.dests: dict[object, list[RealServer]] = {}
+
+    def add_service(self, key: object, vs: VirtualServer, source: str, lineno: int, line: str) -> None:
+        if key in self.services:
+            raise _err("duplicate virtual service", source, lineno, line)
+        self.services[key] = vs
+        self.dests[key] = []
+        self.order.append(key)  # type: ignore[arg-type]
+
+    def table(self, source: str) -> IPVSTable:
+        out = []
+        for key in self.order:
+            vs = self.services[key]
+            out.append(VirtualServer(
+                protocol=vs.protocol, address=vs.address, port=vs.port, scheduler=vs.scheduler,
+                persistent=vs.persistent, sched_flags=vs.sched_flags, fwmark=vs.fwmark,
+                real_servers=tuple(sorted(self.dests[key], key=_dest_sort_key)),
+            ))
+        return IPVSTable(virtual_servers=tuple(out), source=source)
+
+
+def _wrapped(a: int, b: int) -> int:
+    """C's `int r = (uint32)a - (uint32)b` on a two's-complement machine."""
+    r = (a - b) & 0xFFFFFFFF
+    return r - (1 << 32) if r & 0x80000000 else r
+
+
+def _words(address: str) -> tuple[int, ...]:
+    ip = ipaddress.ip_address(address)
+    value = int(ip)
+    if ip.version == 4:
+        return (value,)
+    return tuple((value >> shift) & 0xFFFFFFFF for shift in (96, 64, 32, 0))
+
+
+def _cmp_addr(a: str, b: str) -> int:
+    for wa, wb in zip(_words(a), _words(b), strict=False):
+        r = _wrapped(wa, wb)
+        if r:
+            return r
+    return 0
+
+
+def _cmp_services(s1: VirtualServer, s2: VirtualServer) -> int:
+    r = s1.fwmark - s2.fwmark
+    if r:
+        return r
+    v1 = 6 if ":" in s1.address else 4
+    v2 = 6 if ":" in s2.address else 4
+    if v1 != v2:
+        return v1 - v2
+    r = _PROTO_NUMBER.get(s1.protocol, 0) - _PROTO_NUMBER.get(s2.protocol, 0)
+    if r:
+        return r
+    if s1.address and s2.address:
+        r = _cmp_addr(s1.address, s2.address)
+        if r:
+            return r
+    return s1.port - s2.port
+
+
+def _cmp_dests(d1: RealServer, d2: RealServer) -> int:
+    v1 = 6 if ":" in d1.address else 4
+    v2 = 6 if ":" in d2.address else 4
+    if v1 != v2:
+        return v1 - v2
+    return _cmp_addr(d1.address, d2.address) or d1.port - d2.port
+
+
+_SERVICE_ORDER = functools.cmp_to_key(_cmp_services)
+_dest_sort_key = functools.cmp_to_key(_cmp_dests)
+
+
+# --------------------------------------------------------------------------- ipvsadm --save -n
+def _save_service_key(tokens: list[str], i: int, source: str, lineno: int, line: str) -> tuple[object, str, str, int, int]:
+    """Parse `-t ADDR:PORT` / `-f MARK` at tokens[i]; returns (key, proto, addr, port, fwmark)."""
+    if i + 1 >= len(tokens):
+        raise _err("truncated line: service address missing", source, lineno, line)
+    flag, value = tokens[i], tokens[i + 1]
+    if flag in ("-f", "--fwmark-service"):
+        mark = _int(value, "fwmark", source, lineno, line)
+        return (("FWM", mark), "", "", 0, mark)
+    proto = _SAVE_PROTO.get(flag)
+    if proto is None:
+        raise _err(f"expected -t/-u/--sctp-service/-f, found {flag!r}", source, lineno, line)
+    address, port = _split_host_port(value, source, lineno, line)
+    return ((proto, address, port), proto, address, port, 0)
+
+
+def parse_ipvsadm_save(text: str, source: str = "ipvsadm-save.txt") -> IPVSTable:
+    """`ipvsadm --save -n` (alias `-S -n`) output -> IPVSTable."""
+    reason = unavailable_reason(text)
+    if reason is not None:
+        return absent_table(reason, source)
+    builder = _Builder()
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        tokens = line.split()
+        cmd = tokens[0]
+        if cmd in ("-A", "--add-service"):
+            key, proto, address, port, mark = _save_service_key(tokens, 1, source, lineno, line)
+            scheduler, persistent = "", 0
+            flags: tuple[str, ...] = ()
+            i = 3
+            while i < len(tokens):
+                opt = tokens[i]
+                if opt in ("-s", "--scheduler", "-p", "--persistent", "-M", "--netmask", "-b", "--sched-flags", "pe"):
+                    if i + 1 >= len(tokens):
+                        raise _err(f"truncated line: {opt} without a value", source, lineno, line)
+                    value = tokens[i + 1]
+                    if opt in ("-s", "--scheduler"):
+                        scheduler = value
+                    elif opt in ("-p", "--persistent"):
+                        persistent = _int(value, "persistence timeout", source, lineno, line)
+                    elif opt in ("-b", "--sched-flags"):
+                        flags = tuple(value.split(","))
+                    i += 2
+                elif opt in ("ops", "-o", "--ops"):
+                    i += 1
+                else:
+                    raise _err(f"unknown virtual service option {opt!r}", source, lineno, line)
+            if not scheduler:
+                raise _err("virtual service without a scheduler (-s)", source, lineno, line)
+            builder.add_service(key, VirtualServer(proto, address, port, scheduler, persistent, flags, mark),
+                                source, lineno, line)
+        elif cmd in ("-a", "--add-server"):
+            key, *_ = _save_service_key(tokens, 1, source, lineno, line)
+            if key not in builder.services:
+                raise _err("real server for a virtual service not defined above", source, lineno, line)
+            rs_addr: tuple[str, int] | None = None
+            weight, forward = 1, "Route"  # ipvsadm's default forwarding method is gatewaying
+            i = 3
+            while i < len(tokens):
+                opt = tokens[i]
+                if opt in _FORWARD_SAVE:
+                    forward = _FORWARD_SAVE[opt]
+                    i += 1
+                    continue
+                if opt in ("-r", "--real-server", "-w", "--weight", "-x", "--u-threshold", "-y", "--l-threshold",
+                           "--tun-type", "--tun-port", "--tun-nocsum", "--tun-csum", "--tun-remcsum"):
+                    if i + 1 >= len(tokens):
+                        raise _err(f"truncated line: {opt} without a value", source, lineno, line)
+                    value = tokens[i + 1]
+                    if opt in ("-r", "--real-server"):
+                        rs_addr = _split_host_port(value, source, lineno, line)
+                    elif opt in ("-w", "--weight"):
+                        weight = _int(value, "weight", source, lineno, line)
+                    i += 2
+                    continue
+                raise _err(f"unknown real server option {opt!r}", source, lineno, line)
+            if rs_addr is None:
+                raise _err("truncated line: real server without -r ADDRESS:PORT", source, lineno, line)
+            builder.dests[key].append(RealServer(rs_addr[0], rs_addr[1], weight, forward))
+        else:
+            raise _err("expected an ipvsadm --save line (-A or -a)", source, lineno, line)
+    return builder.table(source)
+
+
+# --------------------------------------------------------------------------- ipvsadm -Ln [--stats]
+_VERSION_RE = re.compile(r"^IP Virtual Server version \d+\.\d+\.\d+ \(size=\d+\)$")
+_NUM_RE = re.compile(r"^\d+[KMGT]?$")
+
+
+def parse_ipvsadm_list(text: str, source: str = "ipvsadm-list.txt") -> IPVSTable:
+    """`ipvsadm -Ln` output (also `-Ln --stats`, `--rate`, `--thresholds`: only addresses are read there)."""
+    reason = unavailable_reason(text)
+    if reason is not None:
+        return absent_table(reason, source)
+    builder = _Builder()
+    lines = text.splitlines()
+    detailed = True  # plain -Ln shows scheduler, flags, forward and weight
+    seen_title = False
+    current: object | None = None
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.rstrip()
+        if not line.strip():
+            continue
+        stripped = line.strip()
+        if _VERSION_RE.match(stripped):
+            continue
+        if stripped.startswith("Prot LocalAddress:Port"):
+            seen_title = True
+            detailed = stripped.split()[2:4] == ["Scheduler", "Flags"]
+            continue
+        if stripped.startswith("-> RemoteAddress:Port"):
+            continue
+        if stripped.startswith("IP Virtual Server"):
+            raise _err("malformed ipvsadm header", source, lineno, line)
+        if not seen_title:
+            raise _err("expected the ipvsadm -Ln title line 'Prot LocalAddress:Port ...'", source, lineno, line)
+        tokens = stripped.split()
+        if tokens[0] == "->":
+            if current is None:
+                raise _err("real server line before any virtual service", source, lineno, line)
+            if len(tokens) < 2:
+                raise _err("truncated real server line", source, lineno, line)
+            address, port = _split_host_port(tokens[1], source, lineno, line)
+            weight, forward = 1, "Masq"
+            if detailed:
+                if len(tokens) != 6:
+                    raise _err("truncated real server line (want address, Forward, Weight, ActiveConn, InActConn)",
+                               source, lineno, line)
+                if tokens[2] not in _FORWARD_NAMES:
+                    raise _err(f"unknown forwarding method {tokens[2]!r}", source, lineno, line)
+                forward = tokens[2]
+                weight = _int(tokens[3], "weight", source, lineno, line)
+                for t in tokens[4:]:
+                    _int(t, "connection count", source, lineno, line)
+            else:
+                for t in tokens[2:]:
+                    if not _NUM_RE.match(t) and not _is_rate(t):
+                        raise _err(f"not a counter {t!r}", source, lineno, line)
+            builder.dests[current].append(RealServer(address, port, weight, forward))
+            continue
+        # a virtual service line
+        if tokens[0] == "FWM":
+            if len(tokens) < 2:
+                raise _err("truncated FWM line", source, lineno, line)
+            mark = _int(tokens[1], "fwmark", source, lineno, line)
+            key: object = ("FWM", mark)
+            proto, address, port = "", "", 0
+            rest = tokens[2:]
+        elif tokens[0] in _LIST_PROTO:
+            if len(tokens) < 2:
+                raise _err("truncated virtual service line", source, lineno, line)
+            proto = _LIST_PROTO[tokens[0]]
+            address, port = _split_host_port(tokens[1], source, lineno, line)
+            mark = 0
+            key = (proto, address, port)
+            rest = tokens[2:]
+        else:
+            raise _err("expected a virtual service (TCP/UDP/SCTP/FWM) or a '->' real server line", source, lineno, line)
+        scheduler = ""
+        persistent: int | None = 0 if detailed else None
+        flags: tuple[str, ...] = ()
+        if detailed:
+            if not rest:
+                raise _err("truncated virtual service line: scheduler missing", source, lineno, line)
+            scheduler = rest[0]
+            i = 1
+            while i < len(rest):
+                word = rest[i]
+                if word.startswith("(") and word.endswith(")"):
+                    flags = tuple(word[1:-1].split(","))
+                    i += 1
+                elif word in ("persistent", "mask", "pe"):
+                    if i + 1 >= len(rest):
+                        raise _err(f"truncated line: {word} without a value", source, lineno, line)
+                    if word == "persistent":
+                        persistent = _int(rest[i + 1], "persistence timeout", source, lineno, line)
+                    i += 2
+                elif word == "ops":
+                    i += 1
+                else:
+                    raise _err(f"unknown virtual service flag {word!r}", source, lineno, line)
+        else:
+            for t in rest:
+                if not _NUM_RE.match(t) and not _is_rate(t):
+                    raise _err(f"not a counter {t!r}", source, lineno, line)
+        builder.add_service(key, VirtualServer(proto, address, port, scheduler, persistent, flags, mark),
+                            source, lineno, line)
+        current = key
+    return builder.table(source)
+
+
+def _is_rate(token: str) -> bool:
+    return bool(re.match(r"^\d+(\.\d+)?[KMGT]?$", token))
+
+
+def parse_ipvsadm(text: str, source: str = "ipvsadm") -> IPVSTable:
+    """Either form, by its first meaningful line."""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith(("-A", "-a", "--add-service", "--add-server")):
+            return parse_ipvsadm_save(text, source)
+        return parse_ipvsadm_list(text, source)
+    return IPVSTable(source=source)
+
+
+def format_ipvsadm_save(vss: Iterable[VirtualServer]) -> str:
+    """What `ipvsadm --save -n` prints for these services (sorted as ipvsadm sorts, see `sort_key`)."""
+    out: list[str] = []
+    for vs in sorted(vss, key=VirtualServer.sort_key):
+        line = f"-A {vs.service_arg} -s {vs.scheduler}"
+        if vs.persistent:
+            line += f" -p {vs.persistent}"
+        if vs.sched_flags:
+            line += f" -b {','.join(vs.sched_flags)}"
+        out.append(line)
+        for rs in sorted(vs.real_servers, key=_dest_sort_key):
+            out.append(f"-a {vs.service_arg} -r {rs.key} {_FORWARD_FLAG.get(rs.forward, '-m')} -w {rs.weight}")
+    return "".join(line + "\n" for line in out)
+
+
+def format_ipvsadm_list(vss: Iterable[VirtualServer], *, size: int = 4096) -> str:
+    """What `ipvsadm -Ln` prints (ipvsadm 1.31 column widths, trailing blanks included)."""
+    out = [
+        f"IP Virtual Server version 1.2.1 (size={size})",
+        "Prot LocalAddress:Port Scheduler Flags",
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
+    ]
+    for vs in sorted(vss, key=VirtualServer.sort_key):
+        name = f"FWM  {vs.fwmark}" if vs.fwmark else f"{vs.protocol}  {join_host_port(vs.address, vs.port)}"
+        line = f"{name} {vs.scheduler}"
+        if vs.sched_flags:
+            line += f" ({','.join(vs.sched_flags)})"
+        if vs.persistent:
+            line += f" persistent {vs.persistent}"
+        out.append(line)
+        for rs in sorted(vs.real_servers, key=_dest_sort_key):
+            out.append(f"  -> {rs.key:<28} {rs.forward:<7} {rs.weight:<6} {0:<10} {0:<10}")
+    return "".join(line + "\n" for line in out)
+
+
+# --------------------------------------------------------------------------- ipset
+_IPSET_TYPES = {"hash:ip", "hash:ip,port", "hash:ip,port,ip", "hash:ip,port,net", "bitmap:port", "hash:net",
+                "hash:ip,mark", "hash:net,port", "hash:net,iface", "hash:net,net", "hash:net,port,net",
+                "hash:mac", "hash:ip,mac", "bitmap:ip", "bitmap:ip,mac", "list:set"}
+_PROTOS = {"tcp", "udp", "sctp", "udplite", "icmp", "icmpv6", "tcp6", "udp6"}
+
+
+def _check_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_net(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_proto_port(text: str) -> bool:
+    proto, sep, port = text.partition(":")
+    return bool(sep) and proto in _PROTOS and port.isdigit() and int(port) <= 65535
+
+
+def validate_member(set_type: str, member: str) -> bool:
+    """Does `member` have the syntax ipset prints for `set_type`? (kube-proxy's five types are checked.)"""
+    parts = member.split(",")
+    if set_type == "hash:ip":
+        return len(parts) == 1 and _check_ip(parts[0])
+    if set_type == "hash:ip,port":
+        return len(parts) == 2 and _check_ip(parts[0]) and _check_proto_port(parts[1])
+    if set_type == "hash:ip,port,ip":
+        return len(parts) == 3 and _check_ip(parts[0]) and _check_proto_port(parts[1]) and _check_ip(parts[2])
+    if set_type == "hash:ip,port,net":
+        return len(parts) == 3 and _check_ip(parts[0]) and _check_proto_port(parts[1]) and _check_net(parts[2])
+    if set_type == "bitmap:port":
+        return len(parts) == 1 and parts[0].isdigit() and int(parts[0]) <= 65535
+    return bool(member)
+
+
+def _header_pairs(words: list[str]) -> tuple[tuple[str, str], ...]:
+    """`family inet hashsize 1024 ...` -> pairs; lone flags (`counters`, `comment`) get ""."""
+    flags_without_value = {"counters", "comment", "skbinfo", "forceadd", "nomatch", "-exist"}
+    pairs: list[tuple[str, str]] = []
+    i = 0
+    while i < len(words):
+        if words[i] in flags_without_value or i + 1 >= len(words):
+            pairs.append((words[i], ""))
+            i += 1
+        else:
+            pairs.append((words[i], words[i + 1]))
+            i += 2
+    return tuple(pairs)
+
+
+def parse_ipset_list(text: str, source: str = "ipset-list.txt") -> IPSets:
+    """`ipset list` output (also `ipset list -t`, which has no Members section)."""
+    sets: dict[str, IPSet] = {}
+    block: dict[str, str] = {}
+    members: list[str] = []
+    in_members = False
+    start_line = 0
+
+    def finish(end_line: int) -> None:
+        nonlocal block, members, in_members
+        if not block:
+            return
+        name = block.get("Name", "")
+        if not name:
+            raise InputError("ipset block without 'Name:'", where=f"{source}:{start_line}")
+        set_type = block.get("Type", "")
+        if not set_type or "Header" not in block:
+            raise InputError(f"ipset {name} has no 'Type:'/'Header:' line (truncated output?)",
+                             where=f"{source}:{end_line}")
+        declared = block.get("Number of entries")
+        if declared is not None and in_members and int(declared) != len(members):
+            raise InputError(
+                f"ipset {name} declares {declared} entries but lists {len(members)} (truncated output?)",
+                where=f"{source}:{end_line}",
+            )
+        if name in sets:
+            raise InputError(f"ipset {name} listed twice", where=f"{source}:{start_line}")
+        sets[name] = IPSet(name, set_type, _header_pairs(block.get("Header", "").split()), frozenset(members))
+        block, members, in_members = {}, [], False
+
+    lines = text.splitlines()
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.rstrip()
+        if not line.strip():
+            if in_members:
+                finish(lineno - 1)
+            continue
+        if in_members and not line.startswith("Name: "):
+            member = line.split()[0]
+            if not validate_member(block.get("Type", ""), member):
+                raise _err(f"malformed member of {block.get('Type')} set {block.get('Name')}", source, lineno, line)
+            members.append(member)
+            continue
+        if line.startswith("Name: "):
+            finish(lineno - 1)
+            start_line = lineno
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise _err("expected 'Key: value' in an ipset list header", source, lineno, line)
+        key = key.strip()
+        if key not in ("Name", "Type", "Revision", "Header", "Size in memory", "References", "Number of entries",
+                       "Members"):
+            raise _err(f"unknown ipset list field {key!r}", source, lineno, line)
+        if not block and key != "Name":
+            raise _err("ipset list block must start with 'Name:'", source, lineno, line)
+        value = value.strip()
+        if key == "Type" and value not in _IPSET_TYPES:
+            raise _err(f"unknown ipset type {value!r}", source, lineno, line)
+        if key in ("Number of entries", "References", "Revision", "Size in memory") and not value.isdigit():
+            raise _err(f"{key} is not a number", source, lineno, line)
+        if key == "Members":
+            in_members = True
+            continue
+        block[key] = value
+    finish(len(lines))  # `ipset list -t` (terse) blocks have no Members section: nothing to count
+    return IPSets(sets, source)
+
+
+def parse_ipset_save(text: str, source: str = "ipset-save.txt") -> IPSets:
+    """`ipset save` output (`create NAME TYPE opts` / `add NAME MEMBER [opts]`)."""
+    types: dict[str, str] = {}
+    headers: dict[str, tuple[tuple[str, str], ...]] = {}
+    members: dict[str, list[str]] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        tokens = line.split()
+        if tokens[0] == "create":
+            if len(tokens) < 3:
+                raise _err("truncated create line", source, lineno, line)
+            name, set_type = tokens[1], tokens[2]
+            if set_type not in _IPSET_TYPES:
+                raise _err(f"unknown ipset type {set_type!r}", source, lineno, line)
+            if name in types:
+                raise _err(f"ipset {name} created twice", source, lineno, line)
+            types[name] = set_type
+            headers[name] = _header_pairs(tokens[3:])
+            members[name] = []
+        elif tokens[0] == "add":
+            if len(tokens) < 3:
+                raise _err("truncated add line", source, lineno, line)
+            name, member = tokens[1], tokens[2]
+            if name not in types:
+                raise _err(f"add to ipset {name} which was not created above", source, lineno, line)
+            if not validate_member(types[name], member):
+                raise _err(f"malformed member of {types[name]} set {name}", source, lineno, line)
+            members[name].append(member)
+        else:
+            raise _err("expected an ipset save line (create/add)", source, lineno, line)
+    return IPSets({n: IPSet(n, types[n], headers[n], frozenset(members[n])) for n in types}, source)
+
+
+def parse_ipset(text: str, source: str = "ipset") -> IPSets:
+    """`ipset list` or `ipset save` output, by its first meaningful line."""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith(("create ", "add ")):
+            return parse_ipset_save(text, source)
+        return parse_ipset_list(text, source)
+    return IPSets({}, source)
+
+
+def format_ipset_save(sets: Iterable[IPSet]) -> str:
+    """`ipset save` form (kernel hash order is random; members are sorted here)."""
+    out: list[str] = []
+    for s in sets:
+        opts = " ".join(f"{k} {v}" if v else k for k, v in s.header)
+        out.append(f"create {s.name} {s.type}" + (f" {opts}" if opts else ""))
+        out.extend(f"add {s.name} {m}" for m in sorted(s.members, key=_member_sort_key))
+    return "".join(line + "\n" for line in out)
+
+
+def format_ipset_list(sets: Iterable[IPSet]) -> str:
+    """`ipset list` form (what ipset 7.x prints; memory size / references are not modelled: 0)."""
+    blocks: list[str] = []
+    for s in sets:
+        header = " ".join(f"{k} {v}" if v else k for k, v in s.header)
+        lines = [f"Name: {s.name}", f"Type: {s.type}", "Revision: 0", f"Header: {header}", "Size in memory: 0",
+                 "References: 0", f"Number of entries: {len(s.members)}", "Members:"]
+        lines.extend(sorted(s.members, key=_member_sort_key))
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def _member_sort_key(member: str) -> tuple[int, str]:
+    head = member.split(",")[0]
+    if head.isdigit():
+        return (int(head), member)
+    try:
+        return (int(ipaddress.ip_address(head)), member)
+    except ValueError:
+        return (0, member)
+
+
+# --------------------------------------------------------------------------- the reference proxier's document
+SECTION_MARK = "#### "
+
+
+@dataclass(frozen=True)
+class IPVSDocument:
+    """The four parts of `kpdoctor proxier render --mode ipvs` output, each parsed by the node-output parsers."""
+
+    table: IPVSTable
+    ipsets: IPSets
+    addresses: tuple[str, ...]
+    iptables: str
+
+
+def split_ipvs_document(text: str, source: str = "ipvs-render") -> dict[str, str]:
+    """`#### <section>` delimited parts -> {section title: text}."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for lineno, line in enumerate(text.splitlines(keepends=True), 1):
+        if line.startswith(SECTION_MARK):
+            title = line[len(SECTION_MARK):].strip()
+            if title in sections:
+                raise InputError(f"section {title!r} appears twice", where=f"{source}:{lineno}")
+            current = sections.setdefault(title, [])
+        elif current is not None:
+            current.append(line)
+        elif line.strip() and not line.startswith("#"):
+            raise InputError("text before the first '#### <section>' line", where=f"{source}:{lineno}")
+    return {k: "".join(v) for k, v in sections.items()}
+
+
+def parse_ipvs_document(text: str, source: str = "ipvs-render") -> IPVSDocument:
+    parts = split_ipvs_document(text, source)
+    for needed in ("ipvsadm --save -n", "kube-ipvs0 addresses", "ipset save", "iptables-restore"):
+        if needed not in parts:
+            raise InputError(f"missing section '#### {needed}'", where=source)
+    addresses: list[str] = []
+    for lineno, raw in enumerate(parts["kube-ipvs0 addresses"].splitlines(), 1):
+        tokens = raw.split()
+        if not tokens or tokens[:3] == ["ip", "link", "add"]:
+            continue
+        if len(tokens) != 6 or tokens[:3] != ["ip", "addr", "add"] or tokens[4] != "dev":
+            raise _err("expected 'ip addr add IP/LEN dev kube-ipvs0'", f"{source}[addresses]", lineno, raw)
+        ip = tokens[3].split("/")[0]
+        if not _check_ip(ip):
+            raise _err("not an IP address", f"{source}[addresses]", lineno, raw)
+        addresses.append(ip)
+    return IPVSDocument(
+        table=parse_ipvsadm_save(parts["ipvsadm --save -n"], f"{source}[ipvsadm]"),
+        ipsets=parse_ipset_save(parts["ipset save"], f"{source}[ipset]"),
+        addresses=tuple(addresses),
+        iptables=parts["iptables-restore"],
+    )
+
+
+# --------------------------------------------------------------------------- node facts
+IPVSADM_FACT = "ipvsadm-save.txt"
+IPSET_FACT = "ipset-list.txt"
+
+
+def read_node_ipvs(node: NodeState) -> tuple[IPVSTable, IPSets | None]:
+    """A node's IPVS table and ipsets from its facts; a missing/failed `ipvsadm` is a fact, not an error.
+
+    B4-ipvs-unavailable (tests/fixtures/bundles) is the real case: `ipvsadm-save.txt` absent, `ipset-list.txt`
+    empty, because the kernel has no IPVS.
+    """
+    fact = node.fact(IPVSADM_FACT)
+    if fact.content is None:
+        table = absent_table(f"{IPVSADM_FACT}: {fact.error or 'not collected'} (no IPVS state known)", fact.source)
+    else:
+        text = fact.content + ("\n" + fact.stderr if fact.stderr else "")
+        reason = unavailable_reason(text)
+        if reason is not None:
+            table = absent_table(reason, fact.source or IPVSADM_FACT)
+        elif fact.exit_code not in (None, 0):
+            table = absent_table(f"ipvsadm exited {fact.exit_code}: {fact.stderr.strip()[:200]}", fact.source)
+        else:
+            table = parse_ipvsadm(fact.content, f"{node.name}/{IPVSADM_FACT}")
+    ipset_fact = node.fact(IPSET_FACT)
+    ipsets = None if ipset_fact.content is None else parse_ipset(ipset_fact.content, f"{node.name}/{IPSET_FACT}")
+    return table, ipsets

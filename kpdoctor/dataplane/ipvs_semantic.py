@@ -1,0 +1,163 @@
+"""IPVS virtual servers + KUBE-* ipsets (+ kube-proxy's IPVS iptables rules) -> `SemanticView`.
+
+An IPVS virtual server says where connections to one address:port go, but not
+*what* that address is: ClusterIP, external IP, load-balancer VIP and NodePort
+are told apart only by the ipsets kube-proxy fills next to them
+(`KUBE-CLUSTER-IP`, `KUBE-EXTERNAL-IP[-LOCAL]`, `KUBE-LOAD-BALANCER`,
+`KUBE-NODE-PORT-*`), and source ranges live only in `KUBE-LOAD-BALANCER-FW` /
+`-SOURCE-CIDR`. So this extractor reads all of them.
+
+Meaning of a virtual server for a *new* connection (kernel `ip_vs` behaviour):
+- real servers with weight > 0 are the DNAT targets; weight 0 is kube-proxy's
+  graceful deletion (draining, no new connections);
+- no real server with weight > 0: `ip_vs_leave()` answers ICMP port
+  unreachable, i.e. the client is refused: verdict `reject`;
+- persistence (`-p T`) is ClientIP session affinity with timeout T (0 on refused frontends);
+- source ranges: the CIDRs of `KUBE-LOAD-BALANCER-SOURCE-CIDR` plus `VIP/32` for the
+  `KUBE-LOAD-BALANCER-SOURCE-IP` entry kube-proxy adds when a range holds the node IP.
+
+IPVS keeps no Service names. `FrontendView.service` is filled from `names`
+(frontend -> "ns/name:port", e.g. taken from the cluster's expected view);
+without it, it is "".
+
+NodePort virtual servers exist once per node address; they collapse into one
+`node-port` frontend (address ""), their endpoints united so a stale real server
+on any address shows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from kpdoctor.dataplane.ipvs import IPSets, VirtualServer
+from kpdoctor.dataplane.semantic import (
+    CLUSTER_IP,
+    DNAT,
+    EXTERNAL_IP,
+    LOAD_BALANCER,
+    NODE_PORT,
+    REJECT,
+    Frontend,
+    FrontendView,
+    SemanticView,
+)
+
+
+def _names(base: str) -> tuple[str, str]:
+    """Both family spellings of a kube-proxy set name (IPv6: `KUBE-6-`, cut to 31 characters)."""
+    return base, ("KUBE-6-" + base[len("KUBE-"):])[:31]
+
+
+class _Sets:
+    def __init__(self, ipsets: IPSets | None) -> None:
+        self.ipsets = ipsets
+
+    def members(self, base: str) -> frozenset[str]:
+        if self.ipsets is None:
+            return frozenset()
+        v4, v6 = _names(base)
+        return self.ipsets.members(v4) | self.ipsets.members(v6)
+
+    @property
+    def known(self) -> bool:
+        return self.ipsets is not None and bool(self.ipsets.sets)
+
+
+def _entry(vs: VirtualServer) -> str:
+    return f"{vs.address},{vs.protocol.lower()}:{vs.port}"
+
+
+def _canonical_net(text: str) -> str:
+    return str(ipaddress.ip_network(text, strict=False))
+
+
+def _firewall_enforced(iptables: str | None, fw_sets: Iterable[str]) -> bool:
+    """Source ranges only bite if KUBE-PROXY-FIREWALL sends the FW set to KUBE-SOURCE-RANGES-FIREWALL
+    and that chain ends in DROP; without iptables text we take the sets at their word."""
+    if iptables is None:
+        return True
+    lines = iptables.splitlines()
+    jump = any(
+        line.startswith("-A KUBE-PROXY-FIREWALL") and "-j KUBE-SOURCE-RANGES-FIREWALL" in line
+        and any(f"--match-set {name} " in line for name in fw_sets)
+        for line in lines
+    )
+    drop = any(line.strip() == "-A KUBE-SOURCE-RANGES-FIREWALL -j DROP" for line in lines)
+    return jump and drop
+
+
+def ipvs_semantic_view(
+    virtual_servers: Iterable[VirtualServer],
+    ipsets: IPSets | None = None,
+    iptables: str | None = None,
+    *,
+    node_ips: Iterable[str] = (),
+    names: Mapping[Frontend, str] | None = None,
+) -> SemanticView:
+    """The per-frontend meaning of an IPVS node (see module docstring for the rules)."""
+    sets = _Sets(ipsets)
+    cluster = sets.members("KUBE-CLUSTER-IP")
+    external = sets.members("KUBE-EXTERNAL-IP") | sets.members("KUBE-EXTERNAL-IP-LOCAL")
+    lbs = sets.members("KUBE-LOAD-BALANCER")
+    lb_fw = sets.members("KUBE-LOAD-BALANCER-FW")
+    source_cidrs = sets.members("KUBE-LOAD-BALANCER-SOURCE-CIDR")
+    source_ips = sets.members("KUBE-LOAD-BALANCER-SOURCE-IP")  # VIP,proto:port,VIP when a range holds the node IP
+    np_ports = {
+        "TCP": sets.members("KUBE-NODE-PORT-TCP"),
+        "UDP": sets.members("KUBE-NODE-PORT-UDP"),
+    }
+    np_sctp = sets.members("KUBE-NODE-PORT-SCTP-HASH")
+    bound = sets.members("KUBE-IPVS-IPS")
+    node_addresses = set(node_ips)
+    fw_enforced = _firewall_enforced(iptables, _names("KUBE-LOAD-BALANCER-FW"))
+
+    def kind_of(vs: VirtualServer) -> str:
+        entry = _entry(vs)
+        if entry in cluster:
+            return CLUSTER_IP
+        if entry in lbs:
+            return LOAD_BALANCER
+        if entry in external:
+            return EXTERNAL_IP
+        if str(vs.port) in np_ports.get(vs.protocol, frozenset()) or entry in np_sctp:
+            return NODE_PORT
+        # Not in any set (a leftover, or only ipvsadm output was collected): addresses on kube-ipvs0
+        # are Service VIPs; node addresses (or anything unbound, when sets are known) carry node ports.
+        if vs.address in node_addresses or (sets.known and vs.address not in bound):
+            return NODE_PORT
+        return CLUSTER_IP
+
+    views: dict[Frontend, FrontendView] = {}
+    for vs in virtual_servers:
+        if vs.fwmark:
+            continue  # kube-proxy never makes fwmark services
+        kind = kind_of(vs)
+        frontend = Frontend(kind, "" if kind == NODE_PORT else vs.address, vs.port, vs.protocol)
+        endpoints = frozenset(rs.key for rs in vs.real_servers if rs.weight > 0)
+        ranges: frozenset[str] = frozenset()
+        if kind == LOAD_BALANCER and fw_enforced and _entry(vs) in lb_fw:
+            prefix = _entry(vs) + ","
+            ranges = frozenset(_canonical_net(m[len(prefix):]) for m in source_cidrs | source_ips
+                               if m.startswith(prefix))
+        previous = views.get(frontend)
+        if previous is not None:  # one node-port VS per node address: unite
+            endpoints |= previous.endpoints
+        affinity = max(vs.persistent or 0, previous.affinity_seconds if previous else 0) if endpoints else 0
+        view = FrontendView(
+            frontend=frontend,
+            service=(names or {}).get(frontend, ""),
+            verdict=DNAT if endpoints else REJECT,
+            endpoints=endpoints,
+            affinity_seconds=affinity,  # persistence of a refused frontend means nothing
+            source_ranges=ranges,
+        )
+        views[frontend] = view
+    return SemanticView.of(views.values())
+
+
+def label_services(view: SemanticView, names_from: SemanticView) -> SemanticView:
+    """Fill `service` from another view of the same node (IPVS itself stores no Service names)."""
+    names = {fe: v.service for fe, v in names_from.frontends.items()}
+    return SemanticView.of(replace(v, service=names.get(fe, v.service)) for fe, v in view.frontends.items())

@@ -1,0 +1,272 @@
+"""Coverage, Service by Service: would the replacement serve everything kube-proxy serves today?
+
+Two layers, both per node:
+
+1. *Features*: every Service port kube-proxy programs (the reference proxier's
+   `all_service_ports`) needs a Cilium feature — NodePort, external IPs,
+   session affinity, socket LB for host-network clients, the health-check node
+   port for eTP=Local LoadBalancers, source-range checks, IPv6, SCTP — and the
+   agent's own status (not just the ConfigMap) must say it is on.
+2. *Service table*: where the agent's `cilium-dbg service list -o json` is
+   available, every frontend the reference proxier derives from the API must be
+   there with the same backends as kube-proxy would use on that node
+   (`kpdoctor.proxier.endpoints`: readiness, terminating fallback, Local
+   policies; topology hints accepted either way, since Cilium honours them only
+   with `enable-service-topology`).
+
+A Service Cilium would not serve fails with its name, the node and the missing piece.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kpdoctor.cilium import (
+    SUPPORTED_RANGE,
+    TYPE_LOCAL_REDIRECT,
+    AgentStatus,
+    CiliumConfig,
+    CiliumFrontend,
+    ServiceTable,
+)
+from kpdoctor.cluster.model import Service
+from kpdoctor.gate.context import GateContext
+from kpdoctor.gate.model import GateCase, GateCondition, GateReason, blocking, unknown, warning
+from kpdoctor.proxier.endpoints import EndpointInfo, ServicePortEndpoints, endpoints_by_service_port
+from kpdoctor.proxier.serviceport import IPV4, IPV6, ServicePortInfo, all_service_ports
+
+TITLE = "Every Service kube-proxy serves today is served by the replacement (features and service table)"
+
+
+def _fmt(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _keys(endpoints: Iterable[EndpointInfo]) -> frozenset[str]:
+    return frozenset(ep.key for ep in endpoints)
+
+
+def _feature_gaps(info: ServicePortInfo, status: AgentStatus, cfg: CiliumConfig) -> list[str]:
+    """What the agent lacks to serve this port the way kube-proxy does (empty when nothing)."""
+    feats = status.features
+    gaps: list[str] = []
+    if cfg.service_proxy_name:
+        gaps.append(f"cilium-config k8s-service-proxy-name={cfg.service_proxy_name!r}: Cilium serves only Services "
+                    f"labelled service.kubernetes.io/service-proxy-name={cfg.service_proxy_name}, kube-proxy serves "
+                    "this unlabelled one")
+    if info.family == IPV6 and cfg.enable_ipv6 is not True:
+        gaps.append("IPv6 frontend but cilium-config enable-ipv6 is not true")
+    if info.family == IPV4 and cfg.enable_ipv4 is False:
+        gaps.append("IPv4 frontend but cilium-config enable-ipv4 is false")
+    if info.protocol == "SCTP" and cfg.enable_sctp is not True:
+        gaps.append("SCTP port but cilium-config enable-sctp is not true")
+    if not feats.socket_lb:
+        gaps.append(f"ClusterIP {_fmt(info.cluster_ip, info.port.port)}/{info.protocol} from host-network clients "
+                    "(kubelet probes, hostNetwork pods) needs socket LB, which the agent reports off "
+                    "(bpf-lb-sock)")
+    if info.node_port:
+        if not feats.node_port:
+            gaps.append(f"NodePort {info.node_port}/{info.protocol} needs the NodePort feature, which the agent "
+                        "reports off (enable-node-port)")
+        elif feats.node_port_min and feats.node_port_max and not (
+                feats.node_port_min <= info.node_port <= feats.node_port_max):
+            gaps.append(f"NodePort {info.node_port} is outside the agent's node-port range "
+                        f"{feats.node_port_min}-{feats.node_port_max} (node-port-range)")
+    if info.load_balancer_vips and not feats.node_port:
+        gaps.append(f"LoadBalancer ingress {', '.join(info.load_balancer_vips)} needs the NodePort feature, which "
+                    "the agent reports off (enable-node-port)")
+    if info.external_ips and not feats.external_ips:
+        gaps.append(f"externalIPs {', '.join(info.external_ips)} need the external-IPs feature, which the agent "
+                    "reports off (enable-external-ips)")
+    if info.session_affinity_seconds and not feats.session_affinity:
+        gaps.append(f"sessionAffinity ClientIP ({info.session_affinity_seconds}s) needs session affinity, which the "
+                    "agent reports off (enable-session-affinity)")
+    if info.health_check_node_port and cfg.health_check_node_port is False:
+        gaps.append(f"externalTrafficPolicy Local with healthCheckNodePort {info.health_check_node_port}: "
+                    "cilium-config enable-health-check-nodeport=false, so load balancers lose their node health "
+                    "check and send traffic to nodes without endpoints")
+    if info.load_balancer_source_ranges and cfg.source_range_check is False:
+        gaps.append(f"loadBalancerSourceRanges {', '.join(info.load_balancer_source_ranges)} are not enforced: "
+                    "cilium-config enable-svc-source-range-check=false")
+    return gaps
+
+
+def _expected(spe: ServicePortEndpoints, local: bool) -> tuple[frozenset[str], frozenset[str] | None]:
+    """The backend keys kube-proxy uses on this node (cluster or local set), and an accepted alternative.
+
+    The alternative is the hint-free set when topology hints are in use: kube-proxy honours hints by
+    default, Cilium only with `enable-service-topology`, and both serve the Service.
+    """
+    cat = spe.categorized
+    chosen = _keys(cat.local if local else cat.cluster)
+    alt: frozenset[str] | None = None
+    if cat.topology_mode and not local:
+        ready = [ep for ep in spe.endpoints if ep.ready]
+        alt = _keys(ready or [ep for ep in spe.endpoints if ep.serving and ep.terminating])
+    return chosen, alt
+
+
+def _compare(frontends: list[CiliumFrontend], expected: frozenset[str], alt: frozenset[str] | None,
+             what: str, node: str, table: ServiceTable) -> list[str]:
+    problems = []
+    for fe in frontends:
+        actual = fe.serving_backends
+        if actual == expected or (alt is not None and actual == alt):
+            continue
+        missing = sorted(expected - actual)
+        extra = sorted(actual - expected)
+        parts = []
+        if missing:
+            parts.append(f"missing backends {', '.join(missing)}")
+        if extra:
+            parts.append(f"backends kube-proxy would not use {', '.join(extra)}")
+        problems.append(f"{what} {fe.label} on {node}: {'; '.join(parts)} ({table.source})")
+    return problems
+
+
+def _table_gaps(spe: ServicePortEndpoints, table: ServiceTable, node: str) -> list[str]:
+    info = spe.info
+    proto = info.protocol
+    port = info.port.port
+    problems: list[str] = []
+
+    # ClusterIP
+    found = table.at(info.cluster_ip, port, proto)
+    if any(fe.type == TYPE_LOCAL_REDIRECT for fe in found):
+        return problems  # a LocalRedirectPolicy deliberately overrides this Service on this node
+    expected, alt = _expected(spe, local=info.internal_policy_local)
+    if not found:
+        if expected:
+            problems.append(f"ClusterIP frontend {_fmt(info.cluster_ip, port)}/{proto} is missing from the agent's "
+                            f"service table on {node} ({table.source})")
+    else:
+        problems += _compare(found, expected, alt, "ClusterIP frontend", node, table)
+
+    ext_expected, ext_alt = _expected(spe, local=info.external_policy_local)
+    # In-cluster traffic to an external frontend short-circuits to the cluster endpoints (kube-proxy's
+    # KUBE-EXT chain; Cilium's internal-scope copy of an eTP=Local frontend).
+    int_expected, int_alt = _expected(spe, local=False)
+
+    # Cilium keeps two scopes when the external and internal policies differ: external traffic uses the
+    # eTP set, in-cluster traffic the iTP one (kube-proxy's KUBE-EXT short-circuit does the same).
+    two_scopes = info.external_policy_local != info.internal_policy_local
+
+    def external(frontends: list[CiliumFrontend], what: str) -> None:
+        ext = [fe for fe in frontends if fe.scope != "internal"]
+        internal = [fe for fe in frontends if fe.scope == "internal"]
+        if not ext:
+            problems.append(f"{what} is missing from the agent's service table on {node} ({table.source})")
+            return
+        if two_scopes and not internal:
+            problems.append(f"{what}: the internal-scope copy that sends in-cluster clients to all endpoints "
+                            f"(externalTrafficPolicy Local) is missing on {node} ({table.source})")
+        problems.extend(_compare(ext, ext_expected, ext_alt, "frontend", node, table))
+        problems.extend(_compare(internal, int_expected, int_alt, "frontend", node, table))
+
+    if info.node_port:
+        external(table.node_ports(info.node_port, proto), f"NodePort frontend *:{info.node_port}/{proto}")
+    for vip in info.load_balancer_vips:
+        external(table.at(vip, port, proto), f"LoadBalancer frontend {_fmt(vip, port)}/{proto}")
+    for eip in info.external_ips:
+        external(table.at(eip, port, proto), f"externalIP frontend {_fmt(eip, port)}/{proto}")
+    return problems
+
+
+def _port_label(info: ServicePortInfo) -> str:
+    name = f" ({info.port_name})" if info.port_name else ""
+    return f"{info.port.port}/{info.protocol}{name} [{info.family}]"
+
+
+def service_coverage(ctx: GateContext) -> GateCondition:
+    cfg = ctx.cilium_config
+    infos = all_service_ports(ctx.cluster, IPV4) + all_service_ports(ctx.cluster, IPV6)
+    cond_reasons: list[GateReason] = []
+    if ctx.cluster.gap("Service") or ctx.cluster.gap("EndpointSlice"):
+        cond_reasons.append(unknown("Services", "cannot prove: Services or EndpointSlices could not be read"))
+    if cfg is None:
+        cond_reasons.append(unknown("ConfigMap kube-system/cilium-config",
+                                    "cannot prove coverage: cilium-config is not in the input"))
+    nodes = ctx.agent_nodes
+    if not nodes:
+        cond_reasons.append(unknown("Nodes", "cannot prove: no nodes in the input"))
+    known: dict[str, AgentStatus] = {}
+    unproven: list[str] = []
+    for node in nodes:
+        status = ctx.agent_status(node)
+        if status is None or not status.supported:
+            unproven.append(node)
+            why = ctx.agent_status_error(node) or (
+                f"Cilium {status.version_label} is outside {SUPPORTED_RANGE}" if status else "")
+            cond_reasons.append(unknown(f"Node {node}", f"cannot prove coverage on {node}: {why}"))
+        else:
+            known[node] = status
+    tables: dict[str, ServiceTable] = {}
+    no_table: list[str] = []
+    for node in known:
+        err = ctx.service_table_error(node)
+        if err:
+            cond_reasons.append(unknown(f"Node {node}", f"cannot prove frontends on {node}: {err}"))
+            unproven.append(node)
+            continue
+        table = ctx.service_table(node)
+        if table is None:
+            no_table.append(node)
+        else:
+            tables[node] = table
+    if no_table:
+        cond_reasons.append(warning("Nodes", (
+            "agents' service tables not collected on " + ", ".join(no_table)
+            + ": features checked, frontends/backends not compared (collect `cilium-dbg service list -o json` "
+            "into nodes/<node>/cilium/service-list.json)")))
+
+    by_service: dict[str, list[ServicePortInfo]] = {}
+    services: dict[str, Service] = {}
+    for info in infos:
+        by_service.setdefault(info.service.key, []).append(info)
+        services[info.service.key] = info.service
+    per_node: dict[str, dict[tuple[str, str, str], ServicePortEndpoints]] = {}
+    for node in tables:
+        per_node[node] = {
+            (spe.info.service.key, spe.info.family, f"{spe.info.port_name}/{spe.info.protocol}/{spe.info.port.port}"):
+                spe
+            for spe in endpoints_by_service_port(ctx.cluster, infos, node)
+        }
+
+    cases = []
+    for key in sorted(by_service):
+        subject = f"Service {key}"
+        reasons: list[GateReason] = []
+        for info in by_service[key]:
+            if cfg is not None:
+                for node, status in known.items():
+                    if not status.kpr_true:
+                        continue  # reported by agents-kpr-mode; feature flags mean nothing without KPR
+                    for gap in _feature_gaps(info, status, cfg):
+                        reasons.append(blocking(subject, f"port {_port_label(info)} not served on {node}: {gap}",
+                                                evidence=(f"{status.source}: kube-proxy-replacement.features",)))
+                for node, table in tables.items():
+                    status = known[node]
+                    if not status.kpr_true:
+                        continue
+                    spe = per_node[node][(info.service.key, info.family,
+                                          f"{info.port_name}/{info.protocol}/{info.port.port}")]
+                    for problem in _table_gaps(spe, table, node):
+                        reasons.append(blocking(subject, f"port {_port_label(info)}: {problem}"))
+        inactive = sorted(node for node, status in known.items() if not status.kpr_true)
+        if inactive:
+            reasons.append(blocking(subject, "not served by the replacement on " + ", ".join(inactive)
+                                    + ": the agent there does not report KubeProxyReplacement True"))
+        if unproven and not any(r.kind == "blocking" for r in reasons):
+            reasons.append(unknown(subject, "not proven on " + ", ".join(sorted(set(unproven)))))
+        if cfg is None and not reasons:
+            reasons.append(unknown(subject, "not evaluated: cilium-config missing"))
+        # one line per distinct problem: the same gap on 40 nodes is 40 lines, but identical lines collapse
+        seen: set[tuple[str, str]] = set()
+        unique = []
+        for r in reasons:
+            if (r.kind, r.message) not in seen:
+                seen.add((r.kind, r.message))
+                unique.append(r)
+        cases.append(GateCase(subject, tuple(unique)))
+    return GateCondition("service-coverage", TITLE, tuple(cond_reasons), cases=tuple(cases),
+                         evidence=(f"{len(infos)} service ports of {len(by_service)} Services (reference proxier)",))

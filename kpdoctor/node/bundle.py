@@ -1,0 +1,358 @@
+"""Read and write bundles: the offline form of a cluster snapshot plus node facts (docs/bundle.md).
+
+A bundle is a directory or the same packed as .tar.gz. manifest.json is
+optional on read: a hand-assembled bundle (plain shell on a node) is read from
+its files alone, where an absent file means "not collected / not present" and
+an empty file means "ran and printed nothing". With a manifest, facts keep
+their command, exit code, stderr, duration and error, so a live collection and
+its bundle give the same NodeState. A truncated .tar.gz yields everything read
+before the cut plus a clear error, never a traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any
+
+from kpdoctor import __version__
+from kpdoctor.errors import InputError
+from kpdoctor.node.redact import redact_text, sanitize_object
+from kpdoctor.node.state import Fact, NodeState
+
+FORMAT = "kpdoctor-bundle/v1"
+LOG_MAX_LINES = 100
+LOG_MAX_BYTES = 256 * 1024
+_NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
+CLUSTER_FILES = {
+    "services": "services.json",
+    "endpointslices": "endpointslices.json",
+    "nodes": "nodes.json",
+    "configmaps": "configmaps.json",
+    "daemonsets": "daemonsets.json",
+    "pods": "pods.json",
+}
+
+
+def is_tarball(path: str | Path) -> bool:
+    name = str(path)
+    return name.endswith((".tar.gz", ".tgz"))
+
+
+def safe_node_name(name: str) -> bool:
+    """A Node name usable as a directory name (DNS subdomain; never '..' or a path)."""
+    return bool(_NODE_NAME.match(name)) and ".." not in name
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass
+class Bundle:
+    """The files of a bundle, by relative POSIX path, plus the manifest when there is one."""
+
+    label: str
+    files: dict[str, bytes]
+    manifest: Mapping[str, Any] | None = None
+    error: str = ""  # e.g. truncated archive: what was read before the cut is still here
+    cut_at: str = ""  # member being read when the archive ended
+    _dir: Path | None = field(default=None, repr=False)
+
+    def node_names(self) -> list[str]:
+        names = {p.split("/")[1] for p in self.files if p.startswith("nodes/") and p.count("/") >= 2}
+        if self.manifest:
+            names.update((self.manifest.get("nodes") or {}).keys())
+        if self.cut_at.startswith("nodes/") and self.cut_at.count("/") >= 2:
+            names.add(self.cut_at.split("/")[1])
+        return sorted(n for n in names if safe_node_name(n))
+
+    def node_state(self, name: str) -> NodeState:
+        """The NodeState of one node; an unknown node is an InputError naming the nodes present."""
+        if name not in self.node_names():
+            known = ", ".join(self.node_names()) or "none"
+            extra = f" ({self.error})" if self.error else ""
+            raise InputError(f"node {name!r} is not in this bundle (nodes: {known}){extra}", where=self.label)
+        prefix = f"nodes/{name}/"
+        node_meta = ((self.manifest or {}).get("nodes") or {}).get(name) or {}
+        file_meta: Mapping[str, Any] = node_meta.get("files") or {}
+        facts: dict[str, Fact] = {}
+        for path, data in self.files.items():
+            if path.startswith(prefix):
+                key = path[len(prefix) :]
+                facts[key] = _fact_from_file(key, data, file_meta.get(key))
+        for key, meta in file_meta.items():
+            if key in facts or not isinstance(meta, dict):
+                continue
+            if meta.get("present", True):
+                error = "listed in manifest.json but missing from the bundle"
+                if self.error:
+                    error += f" ({self.error})"
+            else:
+                error = str(meta.get("error") or "not collected")
+            facts[key] = Fact(
+                key, None, str(meta.get("source") or ""), meta.get("exit_code"), str(meta.get("stderr") or ""),
+                float(meta.get("duration") or 0.0), error, bool(meta.get("truncated")),
+            )  # fmt: skip
+        error = str(node_meta.get("error") or "")
+        if self.cut_at.startswith(prefix):
+            cut = f"bundle truncated while reading {self.cut_at}: facts of this node are incomplete"
+            error = f"{error}; {cut}" if error else cut
+        return NodeState(
+            name=name,
+            transport="bundle",
+            facts=MappingProxyType(dict(sorted(facts.items()))),
+            address=str(node_meta.get("address") or ""),
+            error=error,
+            collected_at=str(node_meta.get("collected_at") or ""),
+        )
+
+    def node_states(self) -> dict[str, NodeState]:
+        return {name: self.node_state(name) for name in self.node_names()}
+
+    def has_cluster(self) -> bool:
+        return any(p.startswith("cluster/") and p.endswith((".json", ".yaml", ".yml")) for p in self.files)
+
+    def cluster_state(self) -> Any:
+        """The ClusterState of `cluster/` (the snapshot format), loaded with the snapshot loader."""
+        from kpdoctor.cluster.snapshot import load_snapshot
+
+        if not self.has_cluster():
+            raise InputError("bundle has no cluster/ snapshot", where=self.label)
+        if self._dir is not None:
+            return load_snapshot(self._dir / "cluster")
+        with tempfile.TemporaryDirectory(prefix="kpd-bundle-") as tmp:
+            root = Path(tmp)
+            for path, data in self.files.items():
+                if path.startswith("cluster/"):
+                    target = root / path
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+            state = load_snapshot(root / "cluster")
+        return replace(state, source=f"{self.label}:cluster")
+
+
+def _fact_from_file(key: str, data: bytes, meta: Any) -> Fact:
+    text = data.decode("utf-8", errors="replace")
+    if not isinstance(meta, dict):
+        return Fact(key=key, content=text, source=key)
+    exit_code = meta.get("exit_code")
+    return Fact(
+        key, text, str(meta.get("source") or key), exit_code if isinstance(exit_code, int) else None,
+        str(meta.get("stderr") or ""), float(meta.get("duration") or 0.0), str(meta.get("error") or ""),
+        bool(meta.get("truncated")),
+    )  # fmt: skip
+
+
+def _clean_member(name: str) -> str | None:
+    """A safe relative path inside the bundle, dropping a single top-level folder if all share one."""
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        return None
+    return str(path).lstrip("./") if str(path) not in (".", "") else None
+
+
+def _rebase(files: dict[str, bytes]) -> dict[str, bytes]:
+    """Accept `bundle/...` or `<anything>/...` wrappers around cluster/ and nodes/ (tar -C habits)."""
+    if any(p.startswith(("cluster/", "nodes/", "manifest.json")) for p in files):
+        return files
+    tops = {p.split("/", 1)[0] for p in files if "/" in p}
+    for top in sorted(tops):
+        inner = {p[len(top) + 1 :]: d for p, d in files.items() if p.startswith(top + "/")}
+        if any(p.startswith(("cluster/", "nodes/")) for p in inner):
+            return inner
+    return files
+
+
+def read_bundle(path: str | Path) -> Bundle:
+    """Open a bundle directory or .tar.gz; InputError if it is neither or holds nothing usable."""
+    root = Path(path)
+    if root.is_dir():
+        base = root / "bundle" if not (root / "nodes").is_dir() and (root / "bundle").is_dir() else root
+        files: dict[str, bytes] = {}
+        for file in sorted(base.rglob("*")):
+            if file.is_file() and not file.is_symlink():
+                rel = file.relative_to(base).as_posix()
+                if rel.startswith(("nodes/", "cluster/")) or rel == "manifest.json":
+                    try:
+                        files[rel] = file.read_bytes()
+                    except OSError as exc:
+                        raise InputError(f"cannot read: {exc.strerror}", where=str(file)) from None
+        bundle = Bundle(str(root), files, _dir=base)
+    elif root.is_file():
+        bundle = _read_tar(root)
+    else:
+        raise InputError("bundle not found (a directory or .tar.gz)", where=str(root))
+    bundle.manifest = _manifest(bundle)
+    if not bundle.node_names() and not bundle.has_cluster():
+        raise InputError(
+            "not a kpdoctor bundle: no nodes/<name>/ and no cluster/ inside" + (f" ({bundle.error})" if bundle.error else ""),
+            where=str(root),
+        )
+    return bundle
+
+
+def _read_tar(path: Path) -> Bundle:
+    files: dict[str, bytes] = {}
+    error = ""
+    current = ""
+    try:
+        with tarfile.open(path, mode="r|*") as archive:
+            for member in archive:
+                current = member.name
+                if not member.isfile():
+                    continue
+                name = _clean_member(member.name)
+                handle = archive.extractfile(member)
+                if name is None or handle is None:
+                    continue
+                files[name] = handle.read()
+            current = ""
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        kind = "truncated or corrupt archive" if files or current else "not a readable .tar.gz"
+        error = f"{kind}: {exc or type(exc).__name__}"
+    if error and not files:
+        raise InputError(error, where=str(path))
+    files = _rebase(files)
+    cut = ""
+    if error and current:
+        cleaned = _clean_member(current) or ""
+        rebased = _rebase({cleaned: b""})
+        cut = next(iter(rebased), cleaned)
+    return Bundle(str(path), files, error=error, cut_at=cut)
+
+
+def _manifest(bundle: Bundle) -> Mapping[str, Any] | None:
+    raw = bundle.files.pop("manifest.json", None)
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise InputError(f"invalid manifest.json: {exc}", where=f"{bundle.label}:manifest.json") from None
+    if not isinstance(doc, dict) or not str(doc.get("format", "")).startswith("kpdoctor-bundle/"):
+        raise InputError(f"manifest.json is not a {FORMAT} manifest", where=f"{bundle.label}:manifest.json")
+    if doc["format"] != FORMAT:
+        raise InputError(f"unsupported bundle format {doc['format']!r} (this kpdoctor reads {FORMAT})",
+                         where=f"{bundle.label}:manifest.json")  # fmt: skip
+    return doc
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+
+
+def _fact_meta(fact: Fact) -> dict[str, Any]:
+    return {
+        "present": fact.present,
+        "source": fact.source,
+        "exit_code": fact.exit_code,
+        "stderr": fact.stderr[:4096],
+        "duration": fact.duration,
+        "error": fact.error,
+        "truncated": fact.truncated,
+    }
+
+
+def _cap_log(text: str) -> tuple[str, bool]:
+    lines = text.splitlines(keepends=True)
+    capped = len(lines) > LOG_MAX_LINES
+    text = "".join(lines[-LOG_MAX_LINES:])
+    if len(text.encode()) > LOG_MAX_BYTES:
+        text = text.encode()[-LOG_MAX_BYTES:].decode("utf-8", errors="ignore")
+        capped = True
+    return text, capped
+
+
+def write_bundle(
+    out: str | Path,
+    *,
+    nodes: Mapping[str, NodeState],
+    cluster_objects: Mapping[str, Iterable[dict[str, Any]]] | None = None,
+    logs: Mapping[str, str] | None = None,
+    cluster_source: str = "",
+    gaps: Iterable[tuple[str, str]] = (),
+) -> Path:
+    """Write a bundle directory (or .tar.gz when `out` ends so). Returns the path written."""
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise InputError("output exists and is not an empty directory; choose a new path", where=str(target))
+    entries: dict[str, bytes] = {}
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kpdoctor_version": __version__,
+        "caps": {
+            "logs": f"last {LOG_MAX_LINES} lines / {LOG_MAX_BYTES // 1024} KiB per pod",
+            "conntrack-services.txt": "at most 5000 entries (see each node's file entry for whether it was hit)",
+        },
+        "redaction": "Secrets are never written; kubeconfig credentials, PEM blocks, JWTs and bearer tokens are "
+        "replaced with '<redacted by kpdoctor>'",
+        "cluster": {"source": cluster_source, "files": [], "gaps": [{"kind": k, "reason": r} for k, r in gaps],
+                    "logs": {}},  # fmt: skip
+        "nodes": {},
+    }
+    if cluster_objects is not None:
+        for kind, objects in cluster_objects.items():
+            filename = CLUSTER_FILES.get(kind, f"{kind}.json")
+            items = [s for s in (sanitize_object(o) for o in objects) if s is not None]
+            doc = {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}
+            entries[f"cluster/{filename}"] = (redact_text(json.dumps(doc, indent=1)) + "\n").encode()
+            manifest["cluster"]["files"].append(filename)
+    for pod_key, text in sorted((logs or {}).items()):
+        namespace, _, pod = pod_key.partition("/")
+        if not (safe_node_name(namespace) and safe_node_name(pod)):
+            continue
+        capped_text, capped = _cap_log(text)
+        entries[f"cluster/logs/{namespace}/{pod}.log"] = redact_text(capped_text).encode()
+        manifest["cluster"]["logs"][pod_key] = {"capped": capped}
+    for name, state in sorted(nodes.items()):
+        if not safe_node_name(name):
+            raise InputError(f"node name {name!r} cannot be a bundle directory name", where=str(target))
+        files_meta: dict[str, Any] = {}
+        for key, fact in sorted(state.facts.items()):
+            rel = PurePosixPath(key)
+            if rel.is_absolute() or ".." in rel.parts:
+                continue
+            files_meta[key] = _fact_meta(fact)
+            if fact.content is not None:
+                entries[f"nodes/{name}/{key}"] = redact_text(fact.content).encode("utf-8", errors="replace")
+        manifest["nodes"][name] = {
+            "transport": state.transport,
+            "address": state.address,
+            "error": state.error,
+            "collected_at": state.collected_at,
+            "files": files_meta,
+        }
+    # manifest first: a truncated archive still says what every node's files were
+    entries = {"manifest.json": (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode(), **entries}
+    if is_tarball(target):
+        _write_tar(target, entries)
+    else:
+        for rel, data in entries.items():
+            path = target / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    return target
+
+
+def _write_tar(target: Path, entries: Mapping[str, bytes]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    now = datetime.now(UTC).timestamp()
+    with tarfile.open(partial, mode="w:gz") as archive:
+        for rel, data in entries.items():
+            info = tarfile.TarInfo(rel)
+            info.size = len(data)
+            info.mtime = int(now)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    partial.replace(target)

@@ -1,0 +1,406 @@
+"""Run the fixed fact list over one transport, within one node deadline, and turn results into Facts.
+
+Two phases: phase 1 reads the cheap facts (tool presence, kernel, proc files)
+that decide what phase 2 may safely run (which iptables tables may be read per
+table, whether IPVS is loaded, which nft tables exist). Within a phase facts
+are read concurrently over the same connection, because a node's wall time is
+what the fan-out waits for. Every failure becomes a Fact with an error; only
+losing the connection itself is a node-level error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kpdoctor.node import collectors as C
+from kpdoctor.node.state import Fact
+from kpdoctor.node.transport import NOT_FOUND, CancelToken, RunResult, Transport
+
+STDERR_MAX = 4096
+_TABLE_NAME = re.compile(r"^[a-z_]{1,32}$")
+_MIN_SLICE = 0.05
+
+
+class Budget:
+    """The node's deadline and cancel flag, shared by every fact of that node."""
+
+    def __init__(self, deadline: float, cancel: CancelToken | None) -> None:
+        self.deadline = deadline
+        self.cancel = cancel
+
+    def timeout(self, wanted: float) -> float | None:
+        """The time a command may take, or None when it must not start (deadline passed or Ctrl-C)."""
+        if self.cancel is not None and self.cancel.cancelled:
+            return None
+        left = self.deadline - time.monotonic()
+        return None if left < _MIN_SLICE else min(wanted, left)
+
+    def why_not(self) -> str:
+        if self.cancel is not None and self.cancel.cancelled:
+            return "interrupted (Ctrl-C) before it ran"
+        return "skipped: the node's --timeout was reached"
+
+
+def decode(data: bytes) -> tuple[str, int]:
+    """UTF-8 text and the number of undecodable bytes replaced (node output is not always UTF-8)."""
+    try:
+        return data.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        return text, text.count("\ufffd") - data.decode("utf-8", errors="ignore").count("\ufffd")
+
+
+def _stderr(res: RunResult, replaced: int = 0) -> str:
+    text = res.stderr[:STDERR_MAX].decode("utf-8", errors="replace").strip()
+    if replaced:
+        note = f"[kpdoctor] output was not valid UTF-8: {replaced} byte(s) replaced with U+FFFD"
+        text = f"{text}\n{note}" if text else note
+    return text
+
+
+def to_fact(key: str, source: str, res: RunResult, *, http: bool = False) -> Fact:
+    """A RunResult as a Fact: content only when the command ran and succeeded (any status for HTTP)."""
+    usable = not res.error and not res.timed_out and (res.exit_code is not None if http else res.exit_code == 0)
+    if not usable:
+        error = res.error or _exit_reason(res)
+        return Fact(key, None, source, res.exit_code, _stderr(res), round(res.duration, 6), error, res.truncated)
+    text, replaced = decode(res.stdout)
+    return Fact(key, text, source, res.exit_code, _stderr(res, replaced), round(res.duration, 6), "", res.truncated)
+
+
+def _exit_reason(res: RunResult) -> str:
+    if res.exit_code == NOT_FOUND:
+        return "not installed"
+    last = res.stderr.decode("utf-8", errors="replace").strip().splitlines()
+    return f"exit status {res.exit_code}" + (f": {last[-1][:300]}" if last else "")
+
+
+def missing(key: str, source: str, error: str) -> Fact:
+    return Fact(key=key, content=None, source=source, error=error)
+
+
+class Gatherer:
+    def __init__(
+        self,
+        transport: Transport,
+        plan: C.CollectPlan,
+        budget: Budget,
+        *,
+        workers: int = 4,
+        legacy_reader: Callable[[Sequence[str]], str] | None = None,
+    ) -> None:
+        self.t = transport
+        self.plan = plan
+        self.budget = budget
+        self.workers = workers
+        self.legacy_reader = legacy_reader
+        self.tools: set[str] = set()
+        self.facts: dict[str, Fact] = {}
+
+    # ---- primitives ------------------------------------------------------------------
+    def _run(self, argv: Sequence[str], timeout: float, max_bytes: int) -> RunResult | None:
+        slot = self.budget.timeout(timeout)
+        if slot is None:
+            return None
+        return self.t.run(argv, timeout=slot, max_bytes=max_bytes)
+
+    def spec_fact(self, spec: C.FactSpec) -> Fact:
+        if spec.kind == "file":
+            slot = self.budget.timeout(spec.timeout)
+            if slot is None:
+                return missing(spec.key, spec.path, self.budget.why_not())
+            res = self.t.read_file(spec.path, timeout=slot, max_bytes=spec.max_bytes)
+            return to_fact(spec.key, spec.path, res)
+        if spec.tool not in self.tools:
+            return missing(spec.key, spec.source, f"{spec.tool} not installed")
+        res = self._run(spec.argv, spec.timeout, spec.max_bytes)
+        if res is None:
+            return missing(spec.key, spec.source, self.budget.why_not())
+        fact = to_fact(spec.key, spec.source, res)
+        if not fact.present and spec.per_table and res.exit_code != NOT_FOUND and not res.truncated:
+            return self._per_table(spec, fact)
+        return fact
+
+    def _loaded_tables(self, key: str) -> list[str]:
+        text = self.facts.get(key)
+        if text is None or text.content is None:
+            return []
+        return [t for t in text.content.split() if _TABLE_NAME.match(t)]
+
+    def _per_table(self, spec: C.FactSpec, failed: Fact) -> Fact:
+        """A full save failed (segfault, timeout): read table by table, but never create a legacy table."""
+        default_nft = "nf_tables" in (self.facts.get("iptables-version.txt") or missing("", "", "")).content_or("")
+        if spec.per_table == "nft" or (spec.per_table.startswith("default") and default_nft):
+            tables = list(C.IPTABLES_TABLES)
+        elif spec.per_table in ("legacy4", "default4"):
+            tables = self._loaded_tables("ip_tables_names.txt")
+        else:
+            tables = self._loaded_tables("ip6_tables_names.txt")
+        if not tables:
+            return failed
+        parts: list[str] = []
+        ok: list[str] = []
+        bad: list[str] = []
+        total = 0.0
+        for table in tables:
+            res = self._run((*spec.argv, "-t", table), spec.timeout, spec.max_bytes)
+            if res is None:
+                bad.append(f"{table} ({self.budget.why_not()})")
+                continue
+            total += res.duration
+            one = to_fact(spec.key, "", res)
+            if one.content is not None:
+                parts.append(one.content)
+                ok.append(table)
+            else:
+                bad.append(f"{table} ({one.error})")
+        if not ok:
+            return failed
+        note = f"{spec.source} failed ({failed.error}); read per table instead: {', '.join(ok)}"
+        if bad:
+            note += f"; could not read: {', '.join(bad)}"
+        source = "; ".join(f"{spec.source} -t {t}" for t in ok)
+        return Fact(spec.key, "".join(parts), source, 0, failed.stderr, round(failed.duration + total, 6), note, False)
+
+    # ---- the two phases ----------------------------------------------------------------
+    def run(self) -> dict[str, Fact]:
+        slot = self.budget.timeout(10.0)
+        if slot is not None:
+            self.tools = set(self.t.which(C.TOOLS, slot))
+        jobs1: list[Callable[[], Iterable[Fact]]] = [_one(self.spec_fact, s) for s in C.PHASE1]
+        jobs1 += [_one(self.http_fact, h) for h in self.plan.http]
+        jobs1.append(lambda: [self.nft_tables_fact()])
+        if "journalctl" in self.tools:
+            jobs1.append(lambda: [self.journal_fact()])
+        self._parallel(jobs1)
+        jobs2: list[Callable[[], Iterable[Fact]]] = [_one(self.spec_fact, s) for s in C.PHASE2]
+        jobs2.append(lambda: [self.modules_builtin_fact()])
+        jobs2.append(lambda: [self.ipvsadm_fact()])
+        jobs2.append(lambda: [self.conntrack_services_fact()])
+        if self.plan.health_check_ports:
+            jobs2.append(lambda: [self.health_check_fact()])
+        nft_tables = self._nft_table_list()
+        if nft_tables is not None:
+            jobs2.append(lambda: [self.nft_ruleset_fact(nft_tables)])
+        self._parallel(jobs2)
+        if self.legacy_reader is not None and "iptables-legacy-save" not in self.tools:
+            self.facts.update({f.key: f for f in [self.iptc_fact()]})
+        return dict(sorted(self.facts.items()))
+
+    def _parallel(self, jobs: list[Callable[[], Iterable[Fact]]]) -> None:
+        with ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="kpd-fact") as pool:
+            for facts in pool.map(lambda job: list(job()), jobs):
+                for fact in facts:
+                    self.facts[fact.key] = fact
+
+    # ---- facts that need more than one command ------------------------------------------
+    def http_fact(self, target: C.HttpTarget) -> Fact:
+        source = f"GET http://{_hostport(target.host, target.port)}{target.path}"
+        slot = self.budget.timeout(5.0)
+        if slot is None:
+            return missing(target.key, source, self.budget.why_not())
+        res = self.t.http_get(target.host, target.port, target.path, timeout=slot, max_bytes=C.HTTP_MAX)
+        return to_fact(target.key, source, res, http=True)
+
+    def health_check_fact(self) -> Fact:
+        key = "kube-proxy/healthcheck-nodeports.json"
+        host = self.plan.extra.get("node_ip") or "127.0.0.1"
+        answers: dict[str, Any] = {}
+        answered = 0
+        total = 0.0
+        for port in self.plan.health_check_ports:
+            slot = self.budget.timeout(3.0)
+            if slot is None:
+                answers[str(port)] = {"error": self.budget.why_not()}
+                continue
+            res = self.t.http_get(host, port, "/", timeout=slot, max_bytes=1 * C.MiB)
+            total += res.duration
+            if res.error or res.exit_code is None:
+                answers[str(port)] = {"error": res.error or "no response"}
+                continue
+            answered += 1
+            body, _ = decode(res.stdout)
+            try:
+                answers[str(port)] = {"status": res.exit_code, "body": json.loads(body)}
+            except ValueError:
+                answers[str(port)] = {"status": res.exit_code, "body": body}
+        source = f"GET http://{_hostport(host, 0).rsplit(':', 1)[0]}:<healthCheckNodePort>/"
+        if not answered:
+            return Fact(key, None, source, None, "", round(total, 6), "no health-check node port answered")
+        return Fact(key, json.dumps(answers, indent=1, sort_keys=True) + "\n", source, 0, "", round(total, 6))
+
+    def modules_builtin_fact(self) -> Fact:
+        release = (self.facts.get("uname-r.txt") or missing("", "", "")).content_or("")
+        spec = C.modules_builtin_spec(release)
+        if spec is None:
+            return missing("modules-builtin.txt", "/lib/modules/$(uname -r)/modules.builtin",
+                           "kernel release unknown (uname -r failed)")  # fmt: skip
+        return self.spec_fact(spec)
+
+    def ipvsadm_fact(self) -> Fact:
+        ip_vs = self.facts.get("proc-net-ip_vs.txt")
+        if ip_vs is None or ip_vs.content is None:
+            # ipvsadm modprobes ip_vs when it is absent: collection must not load kernel modules.
+            return missing(C.IPVSADM.key, C.IPVSADM.source, "IPVS not loaded (/proc/net/ip_vs absent); ipvsadm not run")
+        return self.spec_fact(C.IPVSADM)
+
+    def journal_fact(self) -> Fact:
+        fact = self.spec_fact(C.JOURNAL)
+        if fact.content is not None and fact.content.strip() in ("", "-- No entries --"):
+            return missing(C.JOURNAL.key, C.JOURNAL.source, "no journal entries for unit kube-proxy")
+        return fact
+
+    # ---- nftables: list tables, then each table, so one huge table cannot hide the others -----
+    def nft_tables_fact(self) -> Fact:
+        return self.spec_fact(C.NFT_TABLES)
+
+    def _nft_table_list(self) -> list[tuple[str, str]] | None:
+        listing = self.facts.pop(C.NFT_TABLES.key, None)
+        if listing is None:
+            return None
+        if listing.content is None:
+            self.facts[C.NFT_TABLES.key] = listing
+            return None
+        try:
+            doc = json.loads(listing.content)
+            return [
+                (str(o["table"]["family"]), str(o["table"]["name"]))
+                for o in doc.get("nftables", [])
+                if isinstance(o, dict) and "table" in o
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            self.facts[C.NFT_TABLES.key] = Fact(C.NFT_TABLES.key, None, listing.source, listing.exit_code,
+                                                listing.stderr, listing.duration, "nft printed invalid JSON")
+            return None
+
+    def nft_ruleset_fact(self, tables: list[tuple[str, str]]) -> Fact:
+        key = "nft-ruleset.json"
+        objects: list[Any] = []
+        meta: Any = None
+        problems: list[str] = []
+        total = 0.0
+        partial = False
+        for family, name in tables:
+            if not C.safe_nft_name(family, name):
+                problems.append(f"table {family} {name!r}: name not read (unexpected characters)")
+                partial = True
+                continue
+            res = self._run(("nft", "-j", "list", "table", family, name), C.NFT_TIMEOUT, C.RULES_MAX)
+            if res is None:
+                problems.append(f"table {family} {name}: {self.budget.why_not()}")
+                partial = True
+                continue
+            total += res.duration
+            got = _nft_objects(res)
+            if got is None:
+                problems.append(f"table {family} {name}: {res.error or _exit_reason(res)}")
+                partial = True
+                if name == "kube-proxy":
+                    objects.extend(self._nft_kube_proxy_objects(family, problems))
+                continue
+            table_meta, table_objects = got
+            meta = meta or table_meta
+            objects.extend(table_objects)
+        doc = {"nftables": ([meta] if meta else []) + objects}
+        source = "nft -j list tables; nft -j list table <family> <name> (each table)"
+        return Fact(key, json.dumps(doc, separators=(", ", ": ")), source, 0, "", round(total, 6),
+                    "; ".join(problems), partial)  # fmt: skip
+
+    def _nft_kube_proxy_objects(self, family: str, problems: list[str]) -> list[Any]:
+        found: list[Any] = []
+        for kind, obj in C.NFT_KUBE_PROXY_OBJECTS:
+            res = self._run(("nft", "-j", "list", kind, family, "kube-proxy", obj), 10.0, C.RULES_MAX)
+            got = None if res is None else _nft_objects(res)
+            if got is None:
+                problems.append(f"{kind} {family} kube-proxy {obj}: not read")
+                continue
+            found.extend(got[1])
+        return found
+
+    # ---- conntrack towards Service IPs (bounded) -------------------------------------
+    def conntrack_services_fact(self) -> Fact:
+        key = "conntrack-services.txt"
+        ips = self.plan.service_ips
+        if "conntrack" not in self.tools:
+            return missing(key, "conntrack -L", "conntrack not installed")
+        if not ips:
+            return missing(key, "conntrack -L", "no Service IPs known (no cluster source)")
+        wanted = set(ips)
+        lines: list[str] = []
+        capped = False
+        total = 0.0
+        errors: list[str] = []
+        if len(ips) <= C.CONNTRACK_PER_IP_LIMIT:
+            source = "conntrack -L -f <family> -d <Service IP> (each Service IP)"
+            argvs = [C.conntrack_per_ip_argv(ip) for ip in ips]
+        else:
+            source = f"conntrack -L -f ipv4|ipv6 (first {C.CONNTRACK_SCAN_BYTES // C.MiB} MiB, filtered by Service IP)"
+            argvs = [("conntrack", "-L", "-f", fam) for fam in ("ipv4", "ipv6")]
+        for argv in argvs:
+            res = self._run(argv, 10.0, C.CONNTRACK_SCAN_BYTES)
+            if res is None:
+                errors.append(self.budget.why_not())
+                break
+            total += res.duration
+            if not (res.ok or res.truncated):
+                errors.append(res.error or _exit_reason(res))
+                continue
+            capped = capped or res.truncated
+            for line in decode(res.stdout)[0].splitlines():
+                if original_in(line, wanted):
+                    if len(lines) >= C.CONNTRACK_MAX_LINES:
+                        capped = True
+                        break
+                    lines.append(line)
+        if errors and not lines and len(errors) == len(argvs):
+            return missing(key, source, errors[0])
+        note = f"capped at {C.CONNTRACK_MAX_LINES} entries / {C.CONNTRACK_SCAN_BYTES // C.MiB} MiB read" if capped else ""
+        if errors:
+            note = "; ".join(filter(None, [note, *errors]))
+        text = "".join(line + "\n" for line in lines)
+        return Fact(key, text, source, 0, "", round(total, 6), note, capped)
+
+    # ---- legacy tables via python-iptables (local only, when iptables-legacy-save is absent) -----
+    def iptc_fact(self) -> Fact:
+        key = "iptables-legacy-iptc.json"
+        tables = self._loaded_tables("ip_tables_names.txt")
+        if not tables:
+            return missing(key, "python-iptables", "no legacy tables loaded (/proc/net/ip_tables_names empty)")
+        assert self.legacy_reader is not None
+        start = time.monotonic()
+        try:
+            text = self.legacy_reader(tables)
+        except Exception as exc:  # python-iptables raises bare exceptions from libiptc
+            return missing(key, "python-iptables", f"python-iptables failed: {exc}")
+        return Fact(key, text, "python-iptables (libiptc) tables " + ",".join(tables), 0, "",
+                    round(time.monotonic() - start, 6))  # fmt: skip
+
+
+def original_in(line: str, wanted: set[str]) -> bool:
+    dst = C.original_destination(line)
+    return dst is not None and dst in wanted
+
+
+def _nft_objects(res: RunResult) -> tuple[Any, list[Any]] | None:
+    if not res.ok:
+        return None
+    try:
+        doc = json.loads(res.stdout)
+        items = doc["nftables"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    meta = next((o for o in items if isinstance(o, dict) and "metainfo" in o), None)
+    return meta, [o for o in items if not (isinstance(o, dict) and "metainfo" in o)]
+
+
+def _one(fn: Callable[[Any], Fact], arg: Any) -> Callable[[], Iterable[Fact]]:
+    return lambda: [fn(arg)]
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,826 @@
+"""Parsers for the small node facts the checks read (everything except the big rule dumps).
+
+Each parser takes the text a node printed and returns a plain value; none raises
+on odd input, because a node that prints something unexpected is a finding to
+explain, not a crash of the whole scan. `ParsedNode` caches the parsed views of
+one NodeState so ten checks asking for the sysctls parse them once.
+
+The full iptables/nft/IPVS parsers that build the semantic view live in
+`kpdoctor.dataplane`; the light `IptablesDump`/`NftTables` readers here only
+answer structural questions (which chains exist, policies, the order of the
+rules in a built-in chain) that the firewall, backend-split and leftover checks ask.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from kpdoctor.cluster.config import KubeProxyConfig, config_from_dict
+from kpdoctor.errors import InputError
+from kpdoctor.node.state import NodeState
+
+# ---------------------------------------------------------------------------- sysctl
+
+
+def parse_sysctl(text: str | None) -> dict[str, str]:
+    """`key = value` lines as `sysctl` prints them; keys also accepted in /proc/sys path form."""
+    out: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = key.strip().replace("/", ".")
+        if key.startswith("proc.sys."):
+            key = key[len("proc.sys.") :]
+        if key:
+            out[key] = value.strip()
+    return out
+
+
+def sysctl_int(values: Mapping[str, str], key: str) -> int | None:
+    raw = values.get(key)
+    if raw is None:
+        return None
+    try:
+        return int(raw.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+# --------------------------------------------------------------------------- kernel
+
+
+def _module_name(name: str) -> str:
+    """Kernel module names treat '-' and '_' alike; normalise to '_'."""
+    return name.strip().replace("-", "_")
+
+
+def parse_proc_modules(text: str | None) -> set[str]:
+    """Names of loaded modules (first column of /proc/modules)."""
+    return {_module_name(line.split()[0]) for line in (text or "").splitlines() if line.split()}
+
+
+def parse_modules_builtin(text: str | None) -> set[str]:
+    """Names of built-in modules from `modules.builtin` (paths like kernel/net/netfilter/ipvs/ip_vs.ko)."""
+    names: set[str] = set()
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        base = line.rsplit("/", 1)[-1]
+        for suffix in (".ko.xz", ".ko.zst", ".ko.gz", ".ko"):
+            if base.endswith(suffix):
+                base = base[: -len(suffix)]
+                break
+        names.add(_module_name(base))
+    return names
+
+
+def parse_lines(text: str | None) -> set[str]:
+    """One name per line (/proc/net/ip_tables_names, _matches, _targets)."""
+    return {line.strip() for line in (text or "").splitlines() if line.strip()}
+
+
+@dataclass(frozen=True, slots=True)
+class IptablesVersion:
+    version: tuple[int, ...]
+    backend: str  # "nf_tables" | "legacy" | "" (unknown)
+    raw: str
+
+
+_IPT_VERSION = re.compile(r"v(\d+(?:\.\d+)*)\s*(?:\((\w+)\))?")
+
+
+def parse_iptables_version(text: str | None) -> IptablesVersion | None:
+    """`iptables v1.8.9 (nf_tables)`; versions before 1.8 print no backend and are legacy."""
+    if not text or not text.strip():
+        return None
+    match = _IPT_VERSION.search(text)
+    if match is None:
+        return None
+    version = tuple(int(p) for p in match.group(1).split("."))
+    backend = match.group(2) or ("legacy" if version < (1, 8) else "")
+    return IptablesVersion(version, backend, text.strip())
+
+
+_RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_kernel_release(text: str | None) -> tuple[int, int, int] | None:
+    match = _RELEASE.match((text or "").strip())
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+_NFT_VERSION = re.compile(r"nftables v(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_nft_version(text: str | None) -> tuple[int, int, int] | None:
+    """`nftables v1.0.6 (Lester Gooch #5)` (from `nft --version`) or the JSON metainfo version."""
+    match = _NFT_VERSION.search(text or "")
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+# ----------------------------------------------------------------------- Prometheus
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    name: str
+    labels: Mapping[str, str]
+    value: float
+
+    def render(self) -> str:
+        if not self.labels:
+            return f"{self.name} {_fmt(self.value)}"
+        inner = ",".join(f'{k}="{v}"' for k, v in self.labels.items())
+        return f"{self.name}{{{inner}}} {_fmt(self.value)}"
+
+
+def _fmt(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _parse_labels(text: str) -> dict[str, str]:
+    """Lenient label parser: handles escaped quotes/backslashes and commas inside values."""
+    labels: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in " ,":
+            i += 1
+        eq = text.find("=", i)
+        if eq < 0:
+            break
+        key = text[i:eq].strip()
+        i = eq + 1
+        if i < n and text[i] == '"':
+            i += 1
+            buf: list[str] = []
+            while i < n and text[i] != '"':
+                if text[i] == "\\" and i + 1 < n:
+                    nxt = text[i + 1]
+                    buf.append({"n": "\n", '"': '"', "\\": "\\"}.get(nxt, nxt))
+                    i += 2
+                    continue
+                buf.append(text[i])
+                i += 1
+            i += 1
+            labels[key] = "".join(buf)
+        else:
+            end = text.find(",", i)
+            end = n if end < 0 else end
+            labels[key] = text[i:end].strip()
+            i = end
+    return labels
+
+
+def _parse_value(text: str) -> float | None:
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        lowered = text.lower()
+        if lowered in ("+inf", "inf"):
+            return math.inf
+        if lowered == "-inf":
+            return -math.inf
+        if lowered == "nan":
+            return math.nan
+        return None
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Parsed Prometheus text exposition, indexed by metric name."""
+
+    samples: Mapping[str, tuple[Sample, ...]]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.samples
+
+    def get(self, name: str, **labels: str) -> list[Sample]:
+        """Samples of `name` whose labels include all of `labels` (extra labels are fine)."""
+        return [s for s in self.samples.get(name, ()) if all(s.labels.get(k) == v for k, v in labels.items())]
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The sum over matching samples (e.g. over ip_family), or None when the metric is absent."""
+        found = self.get(name, **labels)
+        return sum(s.value for s in found) if found else None
+
+    def histogram_quantile(self, q: float, name: str, **labels: str) -> float | None:
+        """Prometheus-style quantile from cumulative `_bucket` samples, merged over other labels."""
+        by_le: dict[float, float] = defaultdict(float)
+        for s in self.get(name + "_bucket", **labels):
+            le = _parse_value(s.labels.get("le", ""))
+            if le is not None:
+                by_le[le] += s.value
+        if not by_le:
+            return None
+        bounds = sorted(by_le)
+        total = by_le[bounds[-1]]
+        if total <= 0:
+            return None
+        rank = q * total
+        prev_bound, prev_count = 0.0, 0.0
+        for bound in bounds:
+            count = by_le[bound]
+            if count >= rank:
+                if math.isinf(bound):
+                    return prev_bound
+                if count == prev_count:
+                    return bound
+                return prev_bound + (bound - prev_bound) * (rank - prev_count) / (count - prev_count)
+            prev_bound, prev_count = bound, count
+        return bounds[-1]
+
+
+def parse_metrics(text: str | None) -> Metrics:
+    grouped: dict[str, list[Sample]] = defaultdict(list)
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        brace = line.find("{")
+        space = line.find(" ")
+        if brace >= 0 and (space < 0 or brace < space):
+            close = line.rfind("}")
+            if close < brace:
+                continue
+            name = line[:brace]
+            labels = _parse_labels(line[brace + 1 : close])
+            rest = line[close + 1 :].split()
+        else:
+            parts = line.split()
+            name, labels, rest = parts[0], {}, parts[1:]
+        if not rest:
+            continue
+        value = _parse_value(rest[0])
+        if value is None:
+            continue
+        grouped[name].append(Sample(name, labels, value))
+    return Metrics({k: tuple(v) for k, v in grouped.items()})
+
+
+# --------------------------------------------------------------- kube-proxy surfaces
+
+
+def parse_go_time(text: str | None) -> datetime | None:
+    """RFC 3339 with nanoseconds (Go's time.Time JSON), trimmed to microseconds for Python."""
+    if not text:
+        return None
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text.strip())
+    if match is None:
+        return None
+    frac = (match.group(2) or "")[:7]
+    tz = match.group(3) or "Z"
+    tz = "+00:00" if tz == "Z" else tz
+    try:
+        return datetime.fromisoformat(match.group(1) + frac + tz)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Healthz:
+    healthy: bool | None  # None when the body has no "healthy" field (older kube-proxy)
+    last_updated: datetime | None
+    current_time: datetime | None
+    node_eligible: bool | None
+    families: Mapping[str, tuple[bool | None, datetime | None]]
+    raw: str
+
+    @property
+    def age_seconds(self) -> float | None:
+        """currentTime - lastUpdated as the node saw it (no clock skew between node and scanner)."""
+        if self.last_updated is None or self.current_time is None:
+            return None
+        return (self.current_time - self.last_updated).total_seconds()
+
+
+def parse_healthz(text: str | None) -> Healthz | None:
+    if not text or not text.strip():
+        return None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    families: dict[str, tuple[bool | None, datetime | None]] = {}
+    status = doc.get("status")
+    if isinstance(status, dict):
+        for fam, body in status.items():
+            if isinstance(body, dict):
+                healthy = body.get("healthy")
+                families[str(fam)] = (
+                    healthy if isinstance(healthy, bool) else None,
+                    parse_go_time(body.get("lastUpdated")),
+                )
+    healthy = doc.get("healthy")
+    eligible = doc.get("nodeEligible")
+    return Healthz(
+        healthy=healthy if isinstance(healthy, bool) else None,
+        last_updated=parse_go_time(doc.get("lastUpdated")),
+        current_time=parse_go_time(doc.get("currentTime")),
+        node_eligible=eligible if isinstance(eligible, bool) else None,
+        families=families,
+        raw=text.strip(),
+    )
+
+
+def parse_configz(text: str | None, *, source: str = "kube-proxy/configz.json") -> KubeProxyConfig | None:
+    """/configz body -> KubeProxyConfig (None when absent or unreadable)."""
+    if not text or not text.strip():
+        return None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    try:
+        return config_from_dict(doc, source=source)
+    except (InputError, TypeError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------ conntrack
+
+
+def parse_conntrack_stats(text: str | None) -> dict[str, int]:
+    """`conntrack -S` per-CPU lines summed per counter (drop, insert_failed, early_drop, ...)."""
+    totals: dict[str, int] = defaultdict(int)
+    for line in (text or "").splitlines():
+        for token in line.split():
+            key, sep, value = token.partition("=")
+            if sep and key != "cpu":
+                try:
+                    totals[key] += int(value)
+                except ValueError:
+                    continue
+    return dict(totals)
+
+
+@dataclass(frozen=True, slots=True)
+class ConntrackEntry:
+    protocol: str  # tcp | udp | sctp | icmp ...
+    state: str  # TCP state or ""
+    src: str
+    dst: str
+    sport: int | None
+    dport: int | None
+    reply_src: str
+    reply_dst: str
+    reply_sport: int | None
+    reply_dport: int | None
+    flags: tuple[str, ...]
+    line: str
+
+    @property
+    def dnat_target(self) -> str:
+        """The backend the connection was translated to (reply source), `ip:port`."""
+        port = "" if self.reply_sport is None else f":{self.reply_sport}"
+        host = f"[{self.reply_src}]" if ":" in self.reply_src else self.reply_src
+        return host + port
+
+
+_PROTOS = {"tcp", "udp", "sctp", "icmp", "icmpv6", "udplite", "dccp", "gre", "unknown"}
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def parse_conntrack_line(line: str) -> ConntrackEntry | None:
+    """One `conntrack -L` line (or /proc/net/nf_conntrack line); None when it is not an entry."""
+    tokens = line.split()
+    proto = next((t for t in tokens[:4] if t in _PROTOS), None)
+    if proto is None:
+        return None
+    groups: list[dict[str, str]] = [{}, {}]
+    idx = 0
+    state = ""
+    flags: list[str] = []
+    for token in tokens:
+        if token.startswith("[") and token.endswith("]"):
+            flags.append(token[1:-1])
+            continue
+        key, sep, value = token.partition("=")
+        if not sep:
+            if token.isupper() and token.replace("_", "").isalpha():
+                state = token
+            continue
+        if key == "src" and "src" in groups[idx]:
+            idx = 1 if idx == 0 else idx
+        if key in ("src", "dst", "sport", "dport") and idx < 2 and key not in groups[idx]:
+            groups[idx][key] = value
+    orig, reply = groups
+    if "src" not in orig or "dst" not in orig:
+        return None
+    return ConntrackEntry(
+        protocol=proto,
+        state=state,
+        src=orig["src"],
+        dst=orig["dst"],
+        sport=_int(orig.get("sport")),
+        dport=_int(orig.get("dport")),
+        reply_src=reply.get("src", ""),
+        reply_dst=reply.get("dst", ""),
+        reply_sport=_int(reply.get("sport")),
+        reply_dport=_int(reply.get("dport")),
+        flags=tuple(flags),
+        line=line.strip(),
+    )
+
+
+def parse_conntrack_entries(text: str | None) -> list[ConntrackEntry]:
+    entries = []
+    for line in (text or "").splitlines():
+        entry = parse_conntrack_line(line)
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
+# ------------------------------------------------------------------------ addresses
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    name: str
+    kind: str  # link_info.info_kind when shown (bridge, veth, dummy), else link_type
+    flags: tuple[str, ...]
+    addresses: tuple[tuple[str, int, str], ...]  # (address, prefixlen, scope)
+    master: str = ""
+
+
+def parse_ip_addr(text: str | None) -> list[Interface]:
+    """`ip -j addr` (optionally `-d` for link kinds)."""
+    if not text or not text.strip():
+        return []
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    out: list[Interface] = []
+    for link in doc if isinstance(doc, list) else []:
+        if not isinstance(link, dict) or "ifname" not in link:
+            continue
+        info = link.get("linkinfo") or {}
+        kind = str(info.get("info_kind") or link.get("link_type") or "")
+        addrs = tuple(
+            (str(a.get("local")), int(a.get("prefixlen", 0)), str(a.get("scope", "")))
+            for a in link.get("addr_info") or ()
+            if isinstance(a, dict) and a.get("local")
+        )
+        out.append(
+            Interface(
+                name=str(link["ifname"]),
+                kind=kind,
+                flags=tuple(str(f) for f in link.get("flags") or ()),
+                addresses=addrs,
+                master=str(link.get("master") or ""),
+            )
+        )
+    return out
+
+
+# ----------------------------------------------------------- light iptables structure
+
+
+@dataclass(frozen=True, slots=True)
+class IptRule:
+    table: str
+    chain: str
+    index: int  # position in its chain, 0-based
+    line: str  # as printed by iptables-save ("-A CHAIN ...")
+    lineno: int
+
+    @property
+    def target(self) -> str:
+        tokens = self.line.split()
+        for i, tok in enumerate(tokens):
+            if tok in ("-j", "--jump", "-g", "--goto") and i + 1 < len(tokens):
+                return tokens[i + 1]
+        return ""
+
+
+@dataclass(frozen=True)
+class IptablesDump:
+    """Tables -> chains (with policy) and rules in order, from `iptables-save` text."""
+
+    policies: Mapping[str, Mapping[str, str]]  # table -> chain -> policy ("-" for user chains)
+    rules: Mapping[str, Mapping[str, tuple[IptRule, ...]]]  # table -> chain -> rules
+
+    def chains(self, table: str | None = None) -> set[str]:
+        tables = [table] if table else list(self.policies)
+        return {c for t in tables for c in self.policies.get(t, {})}
+
+    def kube_chains(self) -> dict[str, list[str]]:
+        """KUBE-* chains per table, excluding kubelet's own (KUBE-IPTABLES-HINT, KUBE-KUBELET-CANARY, KUBE-FIREWALL)."""
+        out: dict[str, list[str]] = {}
+        for table, chains in self.policies.items():
+            names = sorted(c for c in chains if c.startswith("KUBE-") and c not in KUBELET_CHAINS)
+            if names:
+                out[table] = names
+        return out
+
+    def chain_rules(self, table: str, chain: str) -> tuple[IptRule, ...]:
+        return self.rules.get(table, {}).get(chain, ())
+
+    @property
+    def rule_count(self) -> int:
+        return sum(len(r) for chains in self.rules.values() for r in chains.values())
+
+    @property
+    def empty(self) -> bool:
+        return not self.policies
+
+
+# kubelet (not kube-proxy) creates these; iptables-wrappers looks for the first two.
+KUBELET_CHAINS = frozenset({"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY", "KUBE-FIREWALL"})
+
+
+def parse_iptables_dump(text: str | None) -> IptablesDump:
+    policies: dict[str, dict[str, str]] = {}
+    rules: dict[str, dict[str, list[IptRule]]] = {}
+    table = ""
+    for lineno, raw in enumerate((text or "").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            table = line[1:].strip()
+            policies.setdefault(table, {})
+            rules.setdefault(table, {})
+        elif line.startswith(":") and table:
+            parts = line[1:].split()
+            if parts:
+                policies[table][parts[0]] = parts[1] if len(parts) > 1 else "-"
+        elif line.startswith("-A ") and table:
+            parts = line.split(None, 2)
+            if len(parts) < 2:
+                continue
+            chain = parts[1]
+            bucket = rules[table].setdefault(chain, [])
+            bucket.append(IptRule(table, chain, len(bucket), line, lineno))
+    return IptablesDump(
+        policies={t: dict(c) for t, c in policies.items()},
+        rules={t: {c: tuple(r) for c, r in chains.items()} for t, chains in rules.items()},
+    )
+
+
+# ------------------------------------------------------------- light nftables structure
+
+
+@dataclass(frozen=True, slots=True)
+class NftChain:
+    family: str
+    table: str
+    name: str
+    hook: str = ""
+    prio: int | None = None
+    policy: str = ""
+    type: str = ""
+
+
+@dataclass(frozen=True)
+class NftTables:
+    """Tables and base chains of `nft -j list ruleset`, plus which tables iptables-nft owns."""
+
+    tables: tuple[tuple[str, str], ...]  # (family, name)
+    chains: tuple[NftChain, ...]
+    rule_counts: Mapping[tuple[str, str], int]  # (family, table) -> number of rules
+    xt_tables: frozenset[tuple[str, str]]  # tables whose rules use xt (iptables-nft compat) expressions
+    version: str = ""
+    valid: bool = True
+
+    def has_table(self, family: str, name: str) -> bool:
+        return (family, name) in self.tables
+
+    def base_chains(self) -> list[NftChain]:
+        return [c for c in self.chains if c.hook]
+
+
+_IPTABLES_NFT_TABLES = {"filter", "nat", "mangle", "raw", "security"}
+
+
+def parse_nft_json(text: str | None) -> NftTables | None:
+    """None when absent; `valid=False` when the JSON is unreadable."""
+    if text is None:
+        return None
+    if not text.strip():
+        return NftTables((), (), {}, frozenset())
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return NftTables((), (), {}, frozenset(), valid=False)
+    items = doc.get("nftables") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        return NftTables((), (), {}, frozenset(), valid=False)
+    tables: list[tuple[str, str]] = []
+    chains: list[NftChain] = []
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    xt: set[tuple[str, str]] = set()
+    version = ""
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if "metainfo" in item and isinstance(item["metainfo"], dict):
+            version = str(item["metainfo"].get("version", ""))
+        elif "table" in item and isinstance(item["table"], dict):
+            tables.append((str(item["table"].get("family")), str(item["table"].get("name"))))
+        elif "chain" in item and isinstance(item["chain"], dict):
+            c = item["chain"]
+            prio = c.get("prio")
+            chains.append(
+                NftChain(
+                    family=str(c.get("family")),
+                    table=str(c.get("table")),
+                    name=str(c.get("name")),
+                    hook=str(c.get("hook") or ""),
+                    prio=prio if isinstance(prio, int) else None,
+                    policy=str(c.get("policy") or ""),
+                    type=str(c.get("type") or ""),
+                )
+            )
+        elif "rule" in item and isinstance(item["rule"], dict):
+            r = item["rule"]
+            key = (str(r.get("family")), str(r.get("table")))
+            counts[key] += 1
+            if '"xt"' in json.dumps(r.get("expr") or []):
+                xt.add(key)
+    # iptables-nft tables without any rule carry no xt expression; recognise them by name and family.
+    for fam, name in tables:
+        if name in _IPTABLES_NFT_TABLES and fam in ("ip", "ip6"):
+            xt.add((fam, name))
+    return NftTables(tuple(tables), tuple(chains), dict(counts), frozenset(xt), version)
+
+
+# -------------------------------------------------------------------------- IPVS / ipset
+
+
+def ipvs_virtual_servers(text: str | None) -> list[str]:
+    """`-A -t/-u/-s/-f ...` lines of `ipvsadm --save -n` (virtual servers only)."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip().startswith("-A ")]
+
+
+def ipset_names(text: str | None) -> list[str]:
+    """Set names of `ipset list` (or `ipset save`) output."""
+    names = []
+    for line in (text or "").splitlines():
+        if line.startswith("Name:"):
+            names.append(line.split(":", 1)[1].strip())
+        elif line.startswith("create "):
+            parts = line.split()
+            if len(parts) > 1:
+                names.append(parts[1])
+    return names
+
+
+# ---------------------------------------------------------------------- one node, cached
+
+
+@dataclass
+class ParsedNode:
+    """Lazily parsed facts of one node; build one per node (see `parsed_node`)."""
+
+    state: NodeState
+    _extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    def has(self, key: str) -> bool:
+        return self.state.text(key) is not None
+
+    @cached_property
+    def sysctl(self) -> dict[str, str]:
+        return parse_sysctl(self.state.text("sysctl.txt"))
+
+    @cached_property
+    def loaded_modules(self) -> set[str] | None:
+        text = self.state.text("proc-modules.txt")
+        return None if text is None else parse_proc_modules(text)
+
+    @cached_property
+    def builtin_modules(self) -> set[str] | None:
+        text = self.state.text("modules-builtin.txt")
+        return None if text is None else parse_modules_builtin(text)
+
+    @cached_property
+    def ip_tables_names(self) -> set[str] | None:
+        text = self.state.text("ip_tables_names.txt")
+        return None if text is None else parse_lines(text)
+
+    @cached_property
+    def ip_tables_matches(self) -> set[str] | None:
+        text = self.state.text("ip_tables_matches.txt")
+        return None if text is None else parse_lines(text)
+
+    @cached_property
+    def ip_tables_targets(self) -> set[str] | None:
+        text = self.state.text("ip_tables_targets.txt")
+        return None if text is None else parse_lines(text)
+
+    @cached_property
+    def iptables_version(self) -> IptablesVersion | None:
+        return parse_iptables_version(self.state.text("iptables-version.txt"))
+
+    @cached_property
+    def kernel(self) -> tuple[int, int, int] | None:
+        return parse_kernel_release(self.state.text("uname-r.txt"))
+
+    @cached_property
+    def nft_version(self) -> tuple[int, int, int] | None:
+        found = parse_nft_version(self.state.text("nft-version.txt"))
+        if found is None and self.nft is not None and self.nft.version:
+            found = parse_kernel_release(self.nft.version)
+        return found
+
+    @cached_property
+    def metrics(self) -> Metrics | None:
+        text = self.state.text("kube-proxy/metrics.txt")
+        return None if text is None else parse_metrics(text)
+
+    @cached_property
+    def healthz(self) -> Healthz | None:
+        return parse_healthz(self.state.text("kube-proxy/healthz.json"))
+
+    @cached_property
+    def configz(self) -> KubeProxyConfig | None:
+        return parse_configz(self.state.text("kube-proxy/configz.json"))
+
+    @cached_property
+    def proxy_mode(self) -> str | None:
+        text = self.state.text("kube-proxy/proxyMode.txt")
+        return None if text is None else text.strip()
+
+    @cached_property
+    def conntrack_stats(self) -> dict[str, int] | None:
+        text = self.state.text("conntrack-stats.txt")
+        return None if text is None else parse_conntrack_stats(text)
+
+    @cached_property
+    def conntrack_entries(self) -> list[ConntrackEntry] | None:
+        text = self.state.text("conntrack-services.txt")
+        return None if text is None else parse_conntrack_entries(text)
+
+    @cached_property
+    def interfaces(self) -> list[Interface] | None:
+        text = self.state.text("ip-addr.json")
+        return None if text is None else parse_ip_addr(text)
+
+    def iptables(self, key: str) -> IptablesDump | None:
+        """A light parse of one iptables dump fact (`iptables-save.txt`, `iptables-legacy-save.txt`, ...)."""
+        cache_key = "ipt:" + key
+        if cache_key not in self._extra:
+            text = self.state.text(key)
+            self._extra[cache_key] = None if text is None else parse_iptables_dump(text)
+        found: IptablesDump | None = self._extra[cache_key]
+        return found
+
+    @cached_property
+    def nft(self) -> NftTables | None:
+        return parse_nft_json(self.state.text("nft-ruleset.json"))
+
+    @cached_property
+    def ipvs_services(self) -> list[str] | None:
+        text = self.state.text("ipvsadm-save.txt")
+        return None if text is None else ipvs_virtual_servers(text)
+
+    @cached_property
+    def ipsets(self) -> list[str] | None:
+        text = self.state.text("ipset-list.txt")
+        return None if text is None else ipset_names(text)
+
+    def addresses(self, family: int = 4) -> list[str]:
+        out = []
+        for iface in self.interfaces or ():
+            for addr, _plen, scope in iface.addresses:
+                if (":" in addr) == (family == 6) and scope != "host" and not addr.startswith("fe80:"):
+                    out.append(addr)
+        return out
+
+
+def iter_present(node: NodeState, keys: Iterable[str]) -> list[str]:
+    return [k for k in keys if node.text(k) is not None]

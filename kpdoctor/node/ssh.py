@@ -1,0 +1,380 @@
+"""SSH transport (paramiko): one connection per node, many channels, host keys verified by default.
+
+Security rules this module keeps:
+- host keys are checked against known_hosts; an unknown host is refused unless
+  `--accept-new-host-keys` (which still refuses a *changed* key, like
+  OpenSSH's accept-new);
+- the remote command line is built only from fixed argv lists, each element
+  passed through shlex.quote, so no Node, Service or nft name reaches a shell
+  unquoted;
+- kube-proxy's HTTP ports are read through a direct-tcpip channel: nothing
+  listens on the node that was not there before;
+- `sudo -n` is used only when the login user is not root and sudo works without
+  a password; otherwise commands run unprivileged and their failures are facts.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kpdoctor.node.local import http_request, http_result
+from kpdoctor.node.transport import NOT_FOUND, RunResult, TransportError, cut_at_line
+
+# paramiko logs every refused forward at WARNING; refused kube-proxy ports are facts, not log noise
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
+
+REMOTE_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_POLL = 0.25
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    user: str | None = None
+    key_files: tuple[str, ...] = ()
+    port: int | None = None
+    config_path: str | None = None  # default ~/.ssh/config when it exists
+    jump_host: str | None = None  # [user@]host[:port]
+    known_hosts: str | None = None  # default ~/.ssh/known_hosts (+ /etc/ssh/ssh_known_hosts)
+    accept_new_host_keys: bool = False
+    connect_timeout: float = 10.0
+    sudo: bool = True  # use `sudo -n` when not root and it works
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    user: str
+    key_files: tuple[str, ...]
+    jump: str | None
+    known_hosts: str
+
+
+def _ssh_config(path: str | None) -> Any:
+    import paramiko
+
+    candidate = Path(path).expanduser() if path else Path("~/.ssh/config").expanduser()
+    if path and not candidate.is_file():
+        raise TransportError(f"--ssh-config {path}: no such file")
+    if candidate.is_file():
+        try:
+            return paramiko.SSHConfig.from_path(str(candidate))
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"cannot read ssh config {candidate}: {exc}") from None
+    return paramiko.SSHConfig()
+
+
+def resolve_endpoint(node_name: str, address: str, options: SshOptions) -> Endpoint:
+    """Flags win over ~/.ssh/config (looked up by node name and by address), which wins over defaults."""
+    config = _ssh_config(options.config_path)
+    by_name = config.lookup(node_name)
+    by_addr = config.lookup(address) if address else {}
+    merged: dict[str, Any] = {**by_name, **{k: v for k, v in by_addr.items() if k != "hostname"}}
+    host = address or str(by_name.get("hostname") or node_name)
+    user = options.user or merged.get("user") or getpass.getuser()
+    port = options.port or int(merged.get("port") or 22)
+    keys = options.key_files or tuple(str(Path(k).expanduser()) for k in merged.get("identityfile") or ())
+    jump = options.jump_host or merged.get("proxyjump")
+    known = options.known_hosts or str(merged.get("userknownhostsfile") or "~/.ssh/known_hosts").split()[0]
+    return Endpoint(host, port, str(user), tuple(keys), jump or None, str(Path(known).expanduser()))
+
+
+def _parse_jump(spec: str, default_user: str) -> tuple[str, str, int]:
+    user, _, rest = spec.rpartition("@")
+    host, port = rest, 22
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = int(tail[1:]) if tail.startswith(":") else 22
+    elif rest.count(":") == 1:
+        host, port_text = rest.split(":")
+        port = int(port_text)
+    return user or default_user, host, port
+
+
+class _AcceptNew:
+    """Accept and record unknown host keys (a changed key is still refused by paramiko itself)."""
+
+    def __init__(self, path: str, lock: threading.Lock) -> None:
+        self.path = path
+        self.lock = lock
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        with self.lock:
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="ascii") as handle:
+                    handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            except OSError:
+                pass  # accepted for this run even when the file is read-only
+
+
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+def _client(endpoint: Endpoint, options: SshOptions) -> Any:
+    import paramiko
+
+    client = paramiko.SSHClient()
+    if options.known_hosts is None:
+        try:
+            client.load_system_host_keys()
+        except (OSError, paramiko.SSHException):
+            pass
+    if Path(endpoint.known_hosts).is_file():
+        try:
+            client.load_host_keys(endpoint.known_hosts)
+        except (OSError, paramiko.SSHException) as exc:
+            raise TransportError(f"cannot read known_hosts {endpoint.known_hosts}: {exc}") from None
+    elif options.known_hosts is not None and not options.accept_new_host_keys:
+        raise TransportError(f"--known-hosts {options.known_hosts}: no such file")
+    if options.accept_new_host_keys:
+        client.set_missing_host_key_policy(_AcceptNew(endpoint.known_hosts, _KNOWN_HOSTS_LOCK))
+    else:
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return client
+
+
+def _describe(exc: BaseException, where: str, timeout: float) -> str:
+    import paramiko
+
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return (f"host key of {where} does not match known_hosts ({exc.key.get_name()} "
+                f"{exc.key.get_fingerprint().hex()}): refusing to connect (possible man-in-the-middle)")  # fmt: skip
+    if isinstance(exc, paramiko.AuthenticationException):
+        return f"authentication failed for {where} ({exc})"
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+        return f"host key of {where} is not in known_hosts: refusing (add it, or pass --accept-new-host-keys)"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"connect to {where} timed out after {timeout:g}s"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection to {where} refused"
+    if isinstance(exc, paramiko.ChannelException):
+        return f"jump host could not reach {where}: {exc.text if hasattr(exc, 'text') else exc}"
+    if isinstance(exc, OSError):
+        return f"cannot connect to {where}: {exc.strerror or exc}"
+    return f"ssh to {where} failed: {exc}"
+
+
+class SshTransport:
+    name = "ssh"
+
+    def __init__(self, node_name: str, address: str, options: SshOptions | None = None) -> None:
+        self.node_name = node_name
+        self.options = options or SshOptions()
+        self.address = address
+        self.endpoint: Endpoint | None = None
+        self._client: Any = None
+        self._jump: Any = None
+        self._prefix: list[str] = []
+        self._timeout_tool = False
+        self.privilege = ""  # "root" | "sudo" | "unprivileged (...)"
+
+    # ---- connection -----------------------------------------------------------------
+    def connect(self, timeout: float) -> None:
+        opts = self.options
+        endpoint = resolve_endpoint(self.node_name, self.address, opts)
+        self.endpoint = endpoint
+        self.address = endpoint.host
+        where = f"{endpoint.user}@{endpoint.host}:{endpoint.port}"
+        limit = min(timeout, opts.connect_timeout)
+        sock = None
+        try:
+            if endpoint.jump:
+                juser, jhost, jport = _parse_jump(endpoint.jump, endpoint.user)
+                jump_ep = Endpoint(jhost, jport, juser, endpoint.key_files, None, endpoint.known_hosts)
+                self._jump = _client(jump_ep, opts)
+                try:
+                    self._jump.connect(jhost, jport, username=juser, key_filename=list(endpoint.key_files) or None,
+                                       timeout=limit, banner_timeout=limit, auth_timeout=limit)  # fmt: skip
+                except Exception as exc:
+                    raise TransportError("jump host: " + _describe(exc, f"{juser}@{jhost}:{jport}", limit)) from None
+                sock = self._jump.get_transport().open_channel(
+                    "direct-tcpip", (endpoint.host, endpoint.port), ("127.0.0.1", 0), timeout=limit
+                )
+            client = _client(endpoint, opts)
+            client.connect(
+                endpoint.host, endpoint.port, username=endpoint.user,
+                key_filename=list(endpoint.key_files) or None, timeout=limit, banner_timeout=limit,
+                auth_timeout=limit, sock=sock,
+            )  # fmt: skip
+            self._client = client
+        except TransportError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise TransportError(_describe(exc, where, limit)) from None
+        self._setup_privilege(limit)
+
+    def _setup_privilege(self, timeout: float) -> None:
+        uid = self._exec(["id", "-u"], timeout, 1024, prefix=False)
+        if uid.ok and uid.stdout.strip() == b"0":
+            self.privilege = "root"
+            self._prefix = ["env", "LC_ALL=C", REMOTE_PATH]
+            return
+        if self.options.sudo:
+            probe = self._exec(["sudo", "-n", "true"], timeout, 1024, prefix=False)
+            if probe.ok:
+                self.privilege = "sudo"
+                self._prefix = ["sudo", "-n", "env", "LC_ALL=C", REMOTE_PATH]
+                return
+            why = probe.stderr.decode(errors="replace").strip().splitlines() or [probe.error or "sudo failed"]
+            self.privilege = f"unprivileged (sudo -n not usable: {why[-1][:200]})"
+        else:
+            self.privilege = "unprivileged"
+        self._prefix = ["env", "LC_ALL=C", REMOTE_PATH]
+
+    def close(self) -> None:
+        for client in (self._client, self._jump):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:
+                    pass
+        self._client = None
+        self._jump = None
+
+    # ---- commands ---------------------------------------------------------------------
+    def command_line(self, argv: Sequence[str], timeout: float | None = None) -> str:
+        """The exact remote command line: fixed prefix + argv, every element shell-quoted."""
+        parts = list(self._prefix)
+        if timeout is not None and self._timeout_tool:
+            parts += ["timeout", "-k", "2", f"{max(1, int(timeout + 1))}"]
+        parts += list(argv)
+        return " ".join(shlex.quote(p) for p in parts)
+
+    def which(self, tools: Sequence[str], timeout: float) -> set[str]:
+        script = 'for t in "$@"; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; exit 0'
+        res = self._exec(["sh", "-c", script, "sh", *tools], timeout, 65536)
+        found = set(res.stdout.decode(errors="replace").split()) & set(tools)
+        self._timeout_tool = "timeout" in found
+        return found
+
+    def run(self, argv: Sequence[str], *, timeout: float, max_bytes: int) -> RunResult:
+        return self._exec(argv, timeout, max_bytes, remote_timeout=True)
+
+    def read_file(self, path: str, *, timeout: float, max_bytes: int) -> RunResult:
+        res = self._exec(["cat", "--", path], timeout, max_bytes, remote_timeout=True)
+        if res.exit_code == 1 and b"No such file" in res.stderr:
+            return RunResult(exit_code=1, stderr=res.stderr, duration=res.duration, error="no such file")
+        return res
+
+    def _exec(
+        self, argv: Sequence[str], timeout: float, max_bytes: int, *, prefix: bool = True, remote_timeout: bool = False
+    ) -> RunResult:
+        start = time.monotonic()
+        deadline = start + timeout
+        if self._client is None or self._client.get_transport() is None:
+            return RunResult(error="not connected")
+        line = self.command_line(argv, timeout if remote_timeout else None) if prefix else \
+            " ".join(shlex.quote(a) for a in argv)  # fmt: skip
+        try:
+            chan = self._client.get_transport().open_session(timeout=timeout)
+        except Exception as exc:
+            return RunResult(duration=time.monotonic() - start, error=f"cannot open channel: {exc}")
+        out = bytearray()
+        err = bytearray()
+        try:
+            chan.exec_command(line)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return RunResult(b"", bytes(err), None, time.monotonic() - start, True, False,
+                                     f"timed out after {timeout:g}s")  # fmt: skip
+                chan.settimeout(min(_POLL, left))
+                try:
+                    chunk = chan.recv(1 << 20)
+                except TimeoutError:
+                    chunk = None
+                while chan.recv_stderr_ready():
+                    piece = chan.recv_stderr(65536)
+                    if len(err) < 65536:
+                        err.extend(piece)
+                if chunk == b"":
+                    break
+                if chunk:
+                    out.extend(chunk)
+                    if len(out) > max_bytes:
+                        return RunResult(cut_at_line(bytes(out[:max_bytes])), bytes(err), 0,
+                                         time.monotonic() - start, False, True)  # fmt: skip
+            left = deadline - time.monotonic()
+            if not chan.status_event.wait(max(left, 0.0)):
+                return RunResult(b"", bytes(err), None, time.monotonic() - start, True, False,
+                                 f"timed out after {timeout:g}s")  # fmt: skip
+            while chan.recv_stderr_ready():
+                err.extend(chan.recv_stderr(65536))
+            code = chan.recv_exit_status()
+        except (OSError, EOFError) as exc:
+            return RunResult(bytes(out), bytes(err), None, time.monotonic() - start, False, False,
+                             f"connection lost: {exc}")  # fmt: skip
+        finally:
+            chan.close()
+        duration = time.monotonic() - start
+        error = ""
+        if code == -1:
+            error = "terminated by a signal (no exit status)"
+        elif code == 124 and remote_timeout and self._timeout_tool:
+            error = f"timed out after {timeout:g}s"
+        elif code == NOT_FOUND:
+            error = "not installed"
+        return RunResult(bytes(out), bytes(err[:65536]), code, duration, False, False, error)
+
+    # ---- kube-proxy's HTTP surfaces through a forwarded channel --------------------------
+    def http_get(self, host: str, port: int, path: str, *, timeout: float, max_bytes: int) -> RunResult:
+        import paramiko
+
+        start = time.monotonic()
+        if self._client is None or self._client.get_transport() is None:
+            return RunResult(error="not connected")
+        try:
+            chan = self._client.get_transport().open_channel(
+                "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout
+            )
+        except paramiko.ChannelException as exc:
+            reason = "connection refused" if exc.code == 2 else f"forwarding refused ({exc})"
+            return RunResult(duration=time.monotonic() - start, error=reason)
+        except paramiko.SSHException as exc:
+            if "Unable to open channel" in str(exc):  # paramiko's message for a refused open under concurrency
+                return RunResult(duration=time.monotonic() - start, error="connection refused")
+            return RunResult(duration=time.monotonic() - start, error=f"cannot open forwarded channel: {exc}")
+        except (OSError, EOFError) as exc:
+            return RunResult(duration=time.monotonic() - start, error=f"cannot open forwarded channel: {exc}")
+        buf = bytearray()
+        try:
+            chan.sendall(http_request(host, port, path))
+            while len(buf) <= max_bytes + 65536:
+                left = start + timeout - time.monotonic()
+                if left <= 0:
+                    return RunResult(duration=time.monotonic() - start, timed_out=True,
+                                     error=f"timed out after {timeout:g}s")  # fmt: skip
+                chan.settimeout(left)
+                try:
+                    chunk = chan.recv(1 << 20)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                buf.extend(chunk)
+        except (OSError, EOFError) as exc:
+            return RunResult(duration=time.monotonic() - start, error=f"connection lost: {exc}")
+        finally:
+            chan.close()
+        return http_result(bytes(buf), time.monotonic() - start, max_bytes)
+
+
+def default_key_files() -> tuple[str, ...]:
+    home = Path(os.path.expanduser("~/.ssh"))
+    return tuple(str(home / n) for n in ("id_ed25519", "id_ecdsa", "id_rsa") if (home / n).is_file())

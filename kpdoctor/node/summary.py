@@ -1,0 +1,256 @@
+"""Derived facts of a node: the questions every check asks first, answered once from the raw facts.
+
+Which iptables backend(s) hold KUBE-* chains, what the iptables-wrappers
+detection would pick, whether IPVS is available, which kube-proxy surfaces
+answered. Derived only from facts, so a bundle and a live node summarise
+identically, and each answer names the facts it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kpdoctor.node.state import NodeState
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+KUBELET_HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
+SURFACES = ("healthz", "metrics", "proxyMode", "configz")
+FIREWALL_NFT_TABLES = ("firewalld", "ufw")
+FIREWALL_CHAIN_PREFIXES = ("ufw-", "ufw6-", "f2b-", "IN_public", "FWDI_", "INPUT_direct", "cali-")
+_VERSION = re.compile(r"iptables v([\d.]+)(?: \((\w+)\))?")
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    kernel: str | None = None
+    iptables_version: str | None = None
+    iptables_backend: str | None = None  # "nf_tables" | "legacy": what plain `iptables` is
+    backends_with_kube_chains: tuple[str, ...] = ()  # any ":KUBE-*" chain (kubelet's or kube-proxy's)
+    backends_with_kube_proxy_rules: tuple[str, ...] = ()  # a KUBE-SERVICES chain: kube-proxy wrote there
+    wrapper_mode: str | None = None  # what kubernetes-sigs/iptables-wrappers would select
+    wrapper_reason: str = ""
+    legacy_tables_loaded: tuple[str, ...] = ()
+    ipvs_available: bool | None = None
+    ipvs_evidence: str = ""
+    ipvs_virtual_services: int | None = None
+    kube_ipvs0: bool | None = None
+    nft_tables: tuple[str, ...] = ()
+    nft_kube_proxy_tables: tuple[str, ...] = ()
+    host_firewall: tuple[str, ...] = ()
+    filter_policies: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: _EMPTY)
+    kube_proxy_surfaces: Mapping[str, bool] = field(default_factory=lambda: _EMPTY)
+    proxy_mode: str | None = None
+    healthz_healthy: bool | None = None
+    sysctls: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    conntrack_service_entries: int | None = None
+    conntrack_stats: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    unavailable: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    truncated: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                value = {k: dict(v) if isinstance(v, Mapping) else v for k, v in value.items()}
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+def chains_by_table(save: str) -> dict[str, list[str]]:
+    """`iptables-save` text -> table -> declared chain names."""
+    tables: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in save.splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:].strip(), [])
+        elif line.startswith(":") and current is not None:
+            current.append(line[1:].split(" ", 1)[0])
+    return tables
+
+
+def policies(save: str) -> dict[str, str]:
+    """Built-in chain policies of the filter table, e.g. {"INPUT": "ACCEPT", "FORWARD": "DROP"}."""
+    out: dict[str, str] = {}
+    in_filter = False
+    for line in save.splitlines():
+        if line.startswith("*"):
+            in_filter = line.strip() == "*filter"
+        elif in_filter and line.startswith(":"):
+            parts = line[1:].split()
+            if len(parts) >= 2 and parts[1] != "-":
+                out[parts[0]] = parts[1]
+    return out
+
+
+def _rule_lines(save: str | None) -> int:
+    return 0 if not save else sum(1 for line in save.splitlines() if line.startswith("-"))
+
+
+def _backend_texts(state: NodeState, backend: str | None) -> dict[str, str | None]:
+    """The save text of each backend; the default `iptables-save` stands in for its own backend."""
+    nft = state.text("iptables-nft-save.txt")
+    legacy = state.text("iptables-legacy-save.txt")
+    default = state.text("iptables-save.txt")
+    if nft is None and backend == "nf_tables":
+        nft = default
+    if legacy is None and backend == "legacy":
+        legacy = default
+    return {"nf_tables": nft, "legacy": legacy}
+
+
+def wrapper_detection(nft: str | None, legacy: str | None) -> tuple[str | None, str]:
+    """kubernetes-sigs/iptables-wrappers' choice: kubelet's hint chains in mangle first, then rule counts."""
+    if nft is None and legacy is None:
+        return None, "no iptables dump of either backend"
+    nft_hint = [c for c in chains_by_table(nft or "").get("mangle", []) if c in KUBELET_HINT_CHAINS]
+    if nft_hint:
+        return "nft", f"{nft_hint[0]} chain in the nf_tables mangle table"
+    legacy_hint = [c for chains in chains_by_table(legacy or "").values() for c in chains if c in KUBELET_HINT_CHAINS]
+    if legacy_hint:
+        return "legacy", f"{legacy_hint[0]} chain in the legacy tables"
+    n_legacy, n_nft = _rule_lines(legacy), _rule_lines(nft)
+    if n_legacy > n_nft:
+        return "legacy", f"no kubelet hint chain; legacy has more rules ({n_legacy} > {n_nft})"
+    return "nft", f"no kubelet hint chain; nf_tables has at least as many rules ({n_nft} >= {n_legacy})"
+
+
+def _ipvs(state: NodeState) -> tuple[bool | None, str]:
+    ip_vs = state.facts.get("proc-net-ip_vs.txt")
+    if ip_vs is not None and ip_vs.present:
+        return True, "/proc/net/ip_vs present (ip_vs loaded)"
+    modules = state.text("proc-modules.txt")
+    builtin = state.text("modules-builtin.txt")
+    if modules is not None and re.search(r"^ip_vs\s", modules, re.M):
+        return True, "ip_vs listed in /proc/modules"
+    if builtin is not None and "/ip_vs.ko" in builtin:
+        return True, "ip_vs built into the kernel (modules.builtin)"
+    if ip_vs is not None and ip_vs.error and "no such file" not in ip_vs.error.lower():
+        return None, f"/proc/net/ip_vs not read: {ip_vs.error}"
+    if ip_vs is not None or state.transport == "bundle":
+        # a bundle without the file is the collector's way of saying "absent on the node"
+        detail = "/proc/net/ip_vs absent"
+        if modules is None:
+            detail += ", no /proc/modules"
+        if builtin is not None:
+            detail += ", not in modules.builtin"
+        return False, detail
+    return None, "not collected"
+
+
+def _nft_tables(state: NodeState) -> list[tuple[str, str]]:
+    text = state.text("nft-ruleset.json")
+    if not text:
+        return []
+    try:
+        items = json.loads(text).get("nftables", [])
+    except (ValueError, AttributeError):
+        return []
+    return [
+        (str(o["table"].get("family")), str(o["table"].get("name")))
+        for o in items
+        if isinstance(o, dict) and isinstance(o.get("table"), dict)
+    ]
+
+
+def _sysctls(text: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _conntrack_stats(text: str | None) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for token in (text or "").split():
+        key, sep, value = token.partition("=")
+        if sep and key != "cpu" and value.isdigit():
+            totals[key] = totals.get(key, 0) + int(value)
+    return totals
+
+
+def _kube_ipvs0(text: str | None) -> bool | None:
+    if text is None:
+        return None
+    try:
+        links = json.loads(text)
+    except ValueError:
+        return None
+    return any(isinstance(link, dict) and link.get("ifname") == "kube-ipvs0" for link in links or [])
+
+
+def _healthz(text: str | None) -> bool | None:
+    if text is None:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    healthy = doc.get("healthy") if isinstance(doc, dict) else None
+    return healthy if isinstance(healthy, bool) else None
+
+
+def summarize(state: NodeState) -> NodeSummary:
+    version_text = (state.text("iptables-version.txt") or "").strip()
+    match = _VERSION.search(version_text)
+    backend = None
+    if match:
+        backend = "nf_tables" if match.group(2) == "nf_tables" else "legacy"
+    texts = _backend_texts(state, backend)
+    with_kube = tuple(b for b in ("legacy", "nf_tables") if texts[b] and re.search(r"^:KUBE-", texts[b] or "", re.M))
+    with_proxy = tuple(
+        b for b in ("legacy", "nf_tables") if texts[b] and re.search(r"^:KUBE-SERVICES ", texts[b] or "", re.M)
+    )
+    mode, reason = wrapper_detection(texts["nf_tables"], texts["legacy"])
+    tables = _nft_tables(state)
+    firewall = [f"nft table {f} {n}" for f, n in tables if n in FIREWALL_NFT_TABLES]
+    for backend_name, text in texts.items():
+        for table, chains in chains_by_table(text or "").items():
+            prefixes = sorted({p for c in chains for p in FIREWALL_CHAIN_PREFIXES if c.startswith(p)})
+            firewall += [f"{backend_name} {table}: {p}* chains" for p in prefixes]
+    ipvs, ipvs_why = _ipvs(state)
+    ipvsadm = state.text("ipvsadm-save.txt")
+    ct = state.text("conntrack-services.txt")
+    return NodeSummary(
+        kernel=(state.text("uname-r.txt") or "").strip() or None,
+        iptables_version=match.group(1) if match else None,
+        iptables_backend=backend,
+        backends_with_kube_chains=with_kube,
+        backends_with_kube_proxy_rules=with_proxy,
+        wrapper_mode=mode,
+        wrapper_reason=reason,
+        legacy_tables_loaded=tuple((state.text("ip_tables_names.txt") or "").split()),
+        ipvs_available=ipvs,
+        ipvs_evidence=ipvs_why,
+        ipvs_virtual_services=None if ipvsadm is None else sum(1 for line in ipvsadm.splitlines()
+                                                                if line.startswith("-A"))  # fmt: skip
+        ,
+        kube_ipvs0=_kube_ipvs0(state.text("ip-addr.json")),
+        nft_tables=tuple(f"{f} {n}" for f, n in tables),
+        nft_kube_proxy_tables=tuple(f"{f} {n}" for f, n in tables if n == "kube-proxy"),
+        host_firewall=tuple(firewall),
+        filter_policies=MappingProxyType(
+            {b: MappingProxyType(policies(t)) for b, t in texts.items() if t and "*filter" in t}
+        ),
+        kube_proxy_surfaces=MappingProxyType(
+            {s: state.text(f"kube-proxy/{s}.{'json' if s in ('healthz', 'configz') else 'txt'}") is not None
+             for s in SURFACES}  # fmt: skip
+        ),
+        proxy_mode=(state.text("kube-proxy/proxyMode.txt") or "").strip() or None,
+        healthz_healthy=_healthz(state.text("kube-proxy/healthz.json")),
+        sysctls=MappingProxyType(_sysctls(state.text("sysctl.txt"))),
+        conntrack_service_entries=None if ct is None else len(ct.splitlines()),
+        conntrack_stats=MappingProxyType(_conntrack_stats(state.text("conntrack-stats.txt"))),
+        unavailable=MappingProxyType({k: f.error or "not collected" for k, f in state.facts.items() if not f.present}),
+        truncated=tuple(k for k, f in state.facts.items() if f.truncated),
+    )

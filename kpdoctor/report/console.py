@@ -1,0 +1,110 @@
+"""Console renderer (rich): what a human reads first, grouped by check then subject, worst first."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from kpdoctor.report.model import SEVERITIES
+
+_STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "yellow", "info": "cyan"}
+_MAX_COMMANDS = 12
+_MAX_EVIDENCE = 6
+
+
+def _severity_rank(group: Mapping[str, Any]) -> int:
+    return SEVERITIES.index(group["severity"])
+
+
+def render_console(report: Mapping[str, Any], *, color: bool = False, width: int | None = None) -> str:
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=color, no_color=not color, width=width or 160, highlight=False,
+                  soft_wrap=False, emoji=False)
+    src = report["source"]
+    s = report["summary"]
+    _say(con, 0, f"[bold]kpdoctor {escape(report['kpdoctor_version'])}[/] scan of {escape(src['kind'])} "
+              f"[bold]{escape(src['location'])}[/] - {s['checks_run']} checks, "
+              f"{s['nodes_reachable']}/{s['nodes_total']} nodes reachable (transport {escape(src['transport'])})")
+    if src["kind"] == "demo":
+        _say(con, 0, "[dim]This is kpdoctor's demo: a real kube-proxy v1.36.2 capture with faults planted (see "
+             "kpdoctor/demo/README.md). Scan yours with `kpdoctor scan` (live API) or `kpdoctor scan --bundle DIR`.[/]")
+    for gap in report["gaps"]:
+        con.print(f"[yellow]cannot read {escape(gap['kind'])}: {escape(gap['reason'])}[/]")
+    counts = ", ".join(f"[{_STYLE[k]}]{v} {k}[/]" for k, v in s["findings"].items() if v) or "[green]no findings[/]"
+    extra = []
+    if s["silenced"]:
+        extra.append(f"{s['silenced']} silenced")
+    if s["not_evaluated"]:
+        extra.append(f"{s['not_evaluated']} not evaluated")
+    con.print(f"Summary: {counts}" + (f" ({', '.join(extra)})" if extra else ""))
+    con.print()
+    checks = [c for c in report["checks"] if c["groups"]]
+    checks.sort(key=lambda c: min(_severity_rank(g) + (10 if g["silenced"] else 0) for g in c["groups"]))
+    for check in checks:
+        con.rule(f"[bold]{escape(check['id'])}[/] {escape(check['title'])}", align="left")
+        for g in check["groups"]:
+            _group(con, g)
+        if check["docs"]:
+            _say(con, 0, f"[dim]docs {escape(check['docs'])}[/]")
+            con.print()
+    passed = [c["id"] for c in report["checks"] if c["status"] == "passed"]
+    if passed:
+        con.print(f"[green]passed[/] ({len(passed)}): {escape(', '.join(passed))}")
+    skipped = [c["id"] for c in report["checks"] if c["status"] == "not_evaluated" and not c["groups"]]
+    if skipped:
+        con.print(f"[yellow]not evaluated[/] (no reachable node): {escape(', '.join(skipped))}")
+    fail_on = report["fail_on"]
+    verdict = {0: "ok", 1: f"findings at or above {fail_on}", 3: "cluster or nodes unreachable"}.get(
+        report["exit_code"], "error")
+    con.print(f"exit {report['exit_code']}: {verdict}" + ("" if fail_on else " (--fail-on not set: never fails)"))
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
+
+
+def _say(con: Console, indent: int, markup: str) -> None:
+    """Print with a hanging indent so wrapped lines stay under their label."""
+    con.print(Padding(Text.from_markup(markup), (0, 0, 0, indent), expand=False))
+
+
+def _group(con: Console, g: Mapping[str, Any]) -> None:
+    """One group as a two-column grid: the severity label, then a hanging-indented block."""
+    sev = g["severity"]
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=8, no_wrap=True)
+    grid.add_column(overflow="fold")
+
+    def row(markup: str, label: str = "") -> None:
+        grid.add_row(Text.from_markup(label), Text.from_markup(markup))
+
+    where = ""
+    nodes = g["nodes"]
+    if nodes and not (len(nodes) == 1 and nodes[0] in g["subject"]):
+        shown = ", ".join(nodes[:8]) + (f" +{len(nodes) - 8} more" if len(nodes) > 8 else "")
+        where = f" [dim]on {len(nodes)} node{'s' if len(nodes) != 1 else ''}:[/] {escape(shown)}"
+    row(f"[bold]{escape(g['subject'])}[/]{where}", f"[{_STYLE[sev]}]{sev.upper()}[/]")
+    row(escape(g["message"]))
+    if g["silenced"]:
+        row(f"[magenta]silenced:[/] {escape(g['silenced_reason'])}")
+    evidence = [(o["scope"], e) for o in g["occurrences"] for e in o["evidence"]]
+    multi = len({o["scope"] for o in g["occurrences"]}) > 1
+    for scope, line in evidence[:_MAX_EVIDENCE]:
+        prefix = f"{escape(scope)}: " if multi else ""
+        row(f"[dim]evidence[/] {prefix}{escape(line)}")
+    if len(evidence) > _MAX_EVIDENCE:
+        row(f"[dim]... {len(evidence) - _MAX_EVIDENCE} more evidence lines (-o json)[/]")
+    rem = g.get("remediation")
+    if rem and not g["silenced"]:
+        if rem["text"]:
+            row(f"[green]fix[/] {escape(rem['text'])}")
+        for cmd in rem["commands"][:_MAX_COMMANDS]:
+            row(f"  $ {escape(cmd)}")
+        if len(rem["commands"]) > _MAX_COMMANDS:
+            row(f"  [dim]... {len(rem['commands']) - _MAX_COMMANDS} more commands (-o json)[/]")
+    con.print(grid)
+    con.print()

@@ -1,0 +1,59 @@
+"""Markdown renderer: a report to paste into a ticket (GitHub/GitLab flavoured)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _fence(lines: list[str]) -> list[str]:
+    body = "\n".join(lines)
+    ticks = "````" if "```" in body else "```"
+    return [ticks, body, ticks]
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    s = report["summary"]
+    src = report["source"]
+    out = [
+        f"# kpdoctor report: {src['kind']} `{src['location']}`",
+        "",
+        f"kpdoctor {report['kpdoctor_version']}, {report['generated_at']}; {s['checks_run']} checks; "
+        f"nodes reachable {s['nodes_reachable']}/{s['nodes_total']} (transport {src['transport']}); "
+        f"exit code {report['exit_code']} (fail-on {report['fail_on'] or 'not set'}).",
+        "",
+        "| severity | count |",
+        "|---|---|",
+    ]
+    out += [f"| {k} | {v} |" for k, v in s["findings"].items()]
+    out += [f"| silenced | {s['silenced']} |", f"| not evaluated | {s['not_evaluated']} |", ""]
+    for gap in report["gaps"]:
+        out.append(f"> cannot read **{gap['kind']}**: {gap['reason']}")
+    for check in report["checks"]:
+        if not check["groups"]:
+            continue
+        out += [f"## {check['id']}: {check['title']}", ""]
+        if check["docs"]:
+            out += [f"Docs: {check['docs']}", ""]
+        for g in check["groups"]:
+            nodes = f" on {len(g['nodes'])} node(s): {', '.join(g['nodes'])}" if g["nodes"] else ""
+            out += [f"### [{g['severity'].upper()}] {_cell(g['subject'])}{nodes}", "", g["message"], ""]
+            if g["silenced"]:
+                out += [f"*Silenced:* {g['silenced_reason']}", ""]
+            evidence = [f"{o['scope']}: {e}" if len(g["occurrences"]) > 1 else e
+                        for o in g["occurrences"] for e in o["evidence"]]
+            if evidence:
+                out += ["Evidence:", "", *_fence(evidence), ""]
+            rem = g.get("remediation")
+            if rem:
+                out += [f"**Fix:** {rem['text']}", ""]
+                if rem["commands"]:
+                    out += [*_fence(rem["commands"]), ""]
+    passed = [c["id"] for c in report["checks"] if c["status"] == "passed"]
+    if passed:
+        out += ["## Passed", "", ", ".join(f"`{p}`" for p in passed), ""]
+    return "\n".join(out).rstrip() + "\n"

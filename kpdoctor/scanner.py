@@ -1,0 +1,230 @@
+"""The scan pipeline without the CLI: sources -> ClusterState + NodeStates -> engine -> report dict.
+
+`kpdoctor scan`, the benchmark and the tests all call `scan()`, so what the
+tests prove is what the command does. Sources are a live API (H5's
+`kpdoctor.cluster.live`), a snapshot directory, a bundle (directory or
+`.tar.gz`) or the demo bundle shipped inside the package.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kpdoctor.cluster.snapshot import load_snapshot
+from kpdoctor.cluster.state import ClusterState
+from kpdoctor.engine import ListNodes, NodeSource, ScanResult, exit_code, run_checks
+from kpdoctor.errors import InputError
+from kpdoctor.findings import Severity
+from kpdoctor.node.state import NodeState
+from kpdoctor.registry import Registry, discover
+from kpdoctor.report.model import SourceInfo, build_report
+from kpdoctor.silences import SilenceSet
+
+DEMO_BUNDLE = Path(__file__).resolve().parent / "demo" / "bundle"
+EXIT_UNREACHABLE = 3
+
+
+@dataclass
+class ScanRequest:
+    bundle: str | None = None
+    snapshot: str | None = None
+    demo: bool = False
+    kubeconfig: str | None = None
+    context: str | None = None
+    transport: str | None = None  # None: bundle for --bundle/--demo, none otherwise
+    node_names: Sequence[str] = ()  # explicit names or globs; empty = every Node
+    node_selector: str = ""  # label selector k=v[,k=v]
+    checks: str | None = None
+    skip: str | None = None
+    fail_on: Severity | None = Severity.ERROR
+    probe: bool = False
+    collect_options: Any = None  # kpdoctor.node.collect.CollectOptions for ssh / kube-exec / local
+    progress: bool = False
+
+
+@dataclass
+class ScanOutcome:
+    result: ScanResult
+    report: dict[str, Any]
+    exit_code: int
+
+
+# ---- sources -------------------------------------------------------------------------------------
+def load_bundle(path: str | os.PathLike[str]) -> tuple[ClusterState, list[NodeState]]:
+    """Cluster and every node state of a bundle directory or .tar.gz, in memory (tests, small bundles)."""
+    from kpdoctor.node.bundle import read_bundle
+
+    bundle = read_bundle(Path(path))
+    return bundle.cluster_state(), list(bundle.node_states().values())
+
+
+class DirectoryBundleNodes:
+    """A NodeSource over a bundle *directory* that reads one node's files at a time.
+
+    The nodes helper's reader (`kpdoctor.node.bundle`) holds every file of a bundle in memory,
+    which for 100 nodes' dumps of a 10,000-Service cluster is gigabytes; the scan only ever needs
+    one node's facts at once. Each node is turned into a NodeState by that same reader (a Bundle
+    holding just that node's files and the manifest), so facts mean the same thing either way.
+    """
+
+    def __init__(self, base: Path, manifest: Any) -> None:
+        self.base = base
+        self.manifest = manifest
+        nodes_dir = base / "nodes"
+        names = {p.name for p in nodes_dir.iterdir() if p.is_dir()} if nodes_dir.is_dir() else set()
+        if manifest:
+            names.update((manifest.get("nodes") or {}).keys())
+        from kpdoctor.node.bundle import safe_node_name
+
+        self._names = sorted(n for n in names if safe_node_name(n))
+
+    def names(self) -> Sequence[str]:
+        return self._names
+
+    def load(self, name: str) -> NodeState:
+        from kpdoctor.node.bundle import Bundle
+
+        node_dir = self.base / "nodes" / name
+        files: dict[str, bytes] = {}
+        if node_dir.is_dir():
+            for file in sorted(node_dir.rglob("*")):
+                if file.is_file() and not file.is_symlink():
+                    try:
+                        files[file.relative_to(self.base).as_posix()] = file.read_bytes()
+                    except OSError as exc:
+                        raise InputError(f"cannot read: {exc.strerror}", where=str(file)) from None
+        return Bundle(str(self.base), files, manifest=self.manifest).node_state(name)
+
+
+def open_bundle(path: str | os.PathLike[str]) -> tuple[ClusterState, NodeSource]:
+    """The cluster of a bundle and a NodeSource for its nodes (streaming for directories)."""
+    from kpdoctor.node import bundle as nb
+
+    root = Path(path)
+    if root.is_dir():
+        base = root / "bundle" if not (root / "nodes").is_dir() and (root / "bundle").is_dir() else root
+        manifest = None
+        raw = base / "manifest.json"
+        if raw.is_file():
+            manifest = nb._manifest(nb.Bundle(str(root), {"manifest.json": raw.read_bytes()}))
+        if not (base / "cluster").is_dir():
+            if not (base / "nodes").is_dir():
+                raise InputError("not a kpdoctor bundle: no nodes/<name>/ and no cluster/ inside", where=str(root))
+            raise InputError("bundle has no cluster/ snapshot", where=str(root))
+        return load_snapshot(base / "cluster"), DirectoryBundleNodes(base, manifest)
+    bundle = nb.read_bundle(root)
+    return bundle.cluster_state(), ListNodes(bundle.node_states().values())
+
+
+class _Subset:
+    """Only the selected nodes of a source (--nodes / --node-selector)."""
+
+    def __init__(self, source: NodeSource, names: Sequence[str]) -> None:
+        self._source = source
+        self._names = list(names)
+
+    def names(self) -> Sequence[str]:
+        return self._names
+
+    def load(self, name: str) -> NodeState:
+        return self._source.load(name)
+
+
+# ---- node selection ---------------------------------------------------------------------------------
+def select_nodes(cluster: ClusterState, names: Sequence[str], selector: str,
+                 available: Sequence[str] | None = None) -> list[str]:
+    from fnmatch import fnmatchcase
+
+    pool = list(available) if available is not None else [n.name for n in cluster.nodes]
+    chosen = pool
+    if names:
+        chosen = [n for n in pool if any(fnmatchcase(n, pat) for pat in names)]
+        missing = [pat for pat in names if not any(fnmatchcase(n, pat) for n in pool)]
+        if missing:
+            raise InputError(f"--nodes: no node matches {', '.join(missing)} (nodes: {', '.join(pool) or 'none'})")
+    if selector:
+        wanted: dict[str, str] = {}
+        for part in selector.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise InputError(f"--node-selector: {part!r} is not key=value")
+            wanted[key.strip()] = value.strip()
+        by_name = cluster.node_by_name
+        chosen = [n for n in chosen if n in by_name and all(by_name[n].labels.get(k) == v for k, v in wanted.items())]
+    return chosen
+
+
+def _collect_live_nodes(cluster: ClusterState, names: list[str], req: ScanRequest) -> list[NodeState]:
+    """Reach nodes through the nodes helper's fan-out (local / ssh / kube-exec), bounded and with progress."""
+    from kpdoctor.node.collect import CollectOptions, collect_nodes
+    from kpdoctor.node.fanout import Interrupted, default_reporter
+
+    options = req.collect_options if req.collect_options is not None else CollectOptions(transport=req.transport or "")
+    try:
+        states = collect_nodes(names, cluster=cluster, options=options,
+                               reporter=default_reporter() if req.progress else None)
+    except Interrupted as exc:  # Ctrl-C: scan what was collected; the rest is reported as not reached
+        states = exc.partial
+    return list(states.values())
+
+
+def _load_live(req: ScanRequest) -> ClusterState:
+    from kpdoctor.cluster.live import load_live
+
+    return load_live(req.kubeconfig, req.context).state
+
+
+# ---- the pipeline ------------------------------------------------------------------------------------
+def gather(req: ScanRequest) -> tuple[ClusterState, NodeSource, SourceInfo, bool]:
+    """Load the cluster and nodes the request names; the bool says whether nodes were asked for."""
+    sources = sum(bool(x) for x in (req.bundle, req.snapshot, req.demo))
+    if sources > 1:
+        raise InputError("choose one of --bundle, --snapshot, --demo (or none for the live API)")
+    if req.demo or req.bundle:
+        location = str(DEMO_BUNDLE) if req.demo else str(req.bundle)
+        if req.demo and not DEMO_BUNDLE.is_dir():
+            raise InputError("the demo bundle is missing from this installation", where=str(DEMO_BUNDLE))
+        transport = req.transport or "bundle"
+        if transport not in ("bundle", "none"):
+            raise InputError(f"--transport {transport} cannot be used with a bundle (its nodes are files)")
+        cluster, source = open_bundle(location)
+        names = list(source.names()) if transport == "bundle" else []
+        keep = select_nodes(cluster, req.node_names, req.node_selector, names)
+        kind = "demo" if req.demo else "bundle"
+        info = SourceInfo(kind, "kpdoctor demo bundle" if req.demo else location, transport)
+        return cluster, _Subset(source, keep), info, False
+    if req.snapshot:
+        cluster = load_snapshot(req.snapshot)
+        location, kind = req.snapshot, "snapshot"
+    else:
+        cluster = _load_live(req)
+        location, kind = cluster.source or (req.context or "current context"), "live"
+    transport = req.transport or "none"
+    if transport == "none":
+        return cluster, ListNodes(()), SourceInfo(kind, location, "none"), False
+    if transport not in ("ssh", "kube-exec", "local"):
+        raise InputError(f"--transport {transport!r}: choose ssh, kube-exec, local or none")
+    names = select_nodes(cluster, req.node_names, req.node_selector)
+    nodes = _collect_live_nodes(cluster, names, req)
+    return cluster, ListNodes(nodes), SourceInfo(kind, location, transport), bool(names)
+
+
+def scan(req: ScanRequest, *, registry: Registry | None = None, silences: SilenceSet | None = None,
+         checks_override: Sequence[Any] | None = None) -> ScanOutcome:
+    reg = registry or discover()
+    checks = list(checks_override) if checks_override is not None else reg.select(req.checks, req.skip)
+    if silences is not None:
+        silences.validate_checks(reg.ids() + [c.id for c in checks])
+    cluster, nodes, source, wanted_nodes = gather(req)
+    options = {"probe": req.probe, "source": source.kind, "transport": source.transport}
+    result = run_checks(checks, cluster, node_source=nodes, options=options, silences=silences,
+                        load_errors=reg.load_errors)
+    code = exit_code(result.findings, req.fail_on)
+    if wanted_nodes and result.nodes and not any(n.reachable for n in result.nodes):
+        code = EXIT_UNREACHABLE
+    report = build_report(result, source=source, fail_on=req.fail_on, exit_code=code, origins=reg.origins)
+    return ScanOutcome(result, report, code)

@@ -1,0 +1,231 @@
+"""Plumbing for the check tests (no tests here): load real bundles, run checks, build lab namespaces.
+
+Bundles are read into NodeState exactly as the bundle layout defines them (one
+fact per file under nodes/<node>/, absent file = absent fact). Lab namespaces
+are real: rules are loaded with the real iptables-restore / nft inside a fresh
+network namespace and the node facts are collected by running the same commands
+a collector runs, inside that namespace.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pkgutil
+import secrets
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import checks
+from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.cluster.snapshot import load_snapshot
+from kpdoctor.cluster.state import ClusterState
+from kpdoctor.findings import Finding, Severity
+from kpdoctor.node.state import Fact, NodeState
+
+HERE = Path(__file__).parent
+BUNDLES = HERE / "fixtures" / "bundles"
+GOLDEN = HERE / "fixtures" / "kube-proxy-v1.36"
+
+
+# ------------------------------------------------------------------------------ bundles
+
+
+def node_from_dir(name: str, root: Path, transport: str = "bundle") -> NodeState:
+    facts: dict[str, Fact] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            rel = path.relative_to(root).as_posix()
+            facts[rel] = Fact(key=rel, content=path.read_text(encoding="utf-8", errors="replace"), source=rel,
+                              exit_code=0)
+    return NodeState(name=name, transport=transport, facts=MappingProxyType(facts))
+
+
+def load_bundle(scenario: str) -> tuple[ClusterState, dict[str, NodeState]]:
+    root = BUNDLES / scenario / "bundle"
+    cluster = load_snapshot(root / "cluster")
+    nodes = {d.name: node_from_dir(d.name, d) for d in sorted((root / "nodes").iterdir()) if d.is_dir()}
+    return cluster, nodes
+
+
+def with_facts(node: NodeState, **changes: str | None) -> NodeState:
+    """A copy of `node` with facts replaced (key with '__' for '/'); None removes the fact."""
+    facts = dict(node.facts)
+    for raw_key, content in changes.items():
+        key = raw_key.replace("__", "/")
+        if content is None:
+            facts.pop(key, None)
+        else:
+            facts[key] = Fact(key=key, content=content, source=key, exit_code=0)
+    return NodeState(name=node.name, transport=node.transport, facts=MappingProxyType(facts))
+
+
+def replace_fact(node: NodeState, key: str, content: str | None) -> NodeState:
+    facts = dict(node.facts)
+    if content is None:
+        facts.pop(key, None)
+    else:
+        facts[key] = Fact(key=key, content=content, source=key, exit_code=0)
+    return NodeState(name=node.name, transport=node.transport, facts=MappingProxyType(facts))
+
+
+# ------------------------------------------------------------------------------- checks
+
+
+def all_checks() -> list[Check]:
+    found = []
+    for info in sorted(pkgutil.iter_modules(checks.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"checks.{info.name}")
+        found.append(module.CHECK)
+    return found
+
+
+def run_check(
+    check: Check,
+    cluster: ClusterState,
+    nodes: Mapping[str, NodeState] | None = None,
+    *,
+    node: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> list[Finding]:
+    """Run one check: cluster scope once, node scope on `node` (or every node)."""
+    nodes = dict(nodes or {})
+    view = MappingProxyType(nodes)
+    opts = MappingProxyType(dict(options or {}))
+    cache: dict[tuple[str, str], Any] = {}
+    if check.scope == "cluster":
+        return list(check.run(CheckContext(cluster=cluster, nodes=view, options=opts, _cache=cache)))
+    out: list[Finding] = []
+    for name in [node] if node else sorted(nodes):
+        ctx = CheckContext(cluster=cluster, node=nodes[name], nodes=view, options=opts, _cache=cache)
+        out += list(check.run(ctx))
+    return out
+
+
+def scan(cluster: ClusterState, nodes: Mapping[str, NodeState], **kw: Any) -> list[Finding]:
+    out: list[Finding] = []
+    for check in all_checks():
+        out += run_check(check, cluster, nodes, **kw)
+    return out
+
+
+def at_least(findings: Iterable[Finding], severity: Severity) -> list[Finding]:
+    return [f for f in findings if f.severity >= severity]
+
+
+def describe(findings: Iterable[Finding]) -> str:
+    return "\n".join(f"[{f.severity.label}] {f.check_id} {f.scope} {f.subject}: {f.message}" for f in findings)
+
+
+# ---------------------------------------------------------------------------------- lab
+
+
+def sh(args: list[str], *, netns: str | None = None, input: str | None = None, check: bool = True,
+       timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    argv = ["ip", "netns", "exec", netns, *args] if netns else args
+    proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+@contextmanager
+def netns(prefix: str = "kpd") -> Iterator[str]:
+    """A fresh, uniquely named network namespace (loopback up), always deleted afterwards."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    sh(["ip", "netns", "add", name])
+    try:
+        sh(["ip", "link", "set", "lo", "up"], netns=name)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30)
+
+
+def prepare_nfacct(ns: str) -> None:
+    """kube-proxy's rules reference these nfacct objects; iptables-restore fails without them."""
+    for counter in ("ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts"):
+        subprocess.run(["ip", "netns", "exec", ns, "nfacct", "add", counter], capture_output=True, timeout=10)
+
+
+SYSCTL_KEYS = (
+    "net.ipv4.ip_forward",
+    "net.ipv4.conf.all.route_localnet",
+    "net.bridge.bridge-nf-call-iptables",
+    "net.netfilter.nf_conntrack_max",
+    "net.netfilter.nf_conntrack_count",
+    "net.netfilter.nf_conntrack_tcp_be_liberal",
+)
+
+# fact file -> command run inside the namespace (what a collector runs on a node)
+_COMMANDS: dict[str, list[str]] = {
+    "uname-r.txt": ["uname", "-r"],
+    "iptables-version.txt": ["iptables", "--version"],
+    "iptables-save.txt": ["iptables-save"],
+    "iptables-nft-save.txt": ["iptables-nft-save"],
+    "iptables-legacy-save.txt": ["iptables-legacy-save"],
+    "ip6tables-save.txt": ["ip6tables-save"],
+    "nft-ruleset.json": ["nft", "-j", "list", "ruleset"],
+    "ipvsadm-save.txt": ["ipvsadm", "--save", "-n"],
+    "ipset-list.txt": ["ipset", "list"],
+    "ip-addr.json": ["ip", "-j", "addr"],
+    "conntrack-stats.txt": ["conntrack", "-S"],
+}
+_FILES = {
+    "proc-modules.txt": "/proc/modules",
+    "proc-net-ip_vs.txt": "/proc/net/ip_vs",
+    "ip_tables_names.txt": "/proc/net/ip_tables_names",
+    "ip_tables_matches.txt": "/proc/net/ip_tables_matches",
+    "ip_tables_targets.txt": "/proc/net/ip_tables_targets",
+}
+
+
+def collect_facts(ns: str, name: str, *, conntrack_dst: Iterable[str] = (),
+                  extra: Mapping[str, str] | None = None) -> NodeState:
+    """Run the collector's commands inside `ns`; a failing command or missing file is an absent fact."""
+    facts: dict[str, Fact] = {}
+    for key, argv in _COMMANDS.items():
+        proc = sh(argv, netns=ns, check=False)
+        if proc.returncode == 0:
+            facts[key] = Fact(key, proc.stdout, source=" ".join(argv), exit_code=0)
+    for key, path in _FILES.items():
+        proc = sh(["cat", path], netns=ns, check=False)
+        if proc.returncode == 0:
+            facts[key] = Fact(key, proc.stdout, source=path, exit_code=0)
+    release = os.uname().release
+    builtin = Path(f"/lib/modules/{release}/modules.builtin")
+    if builtin.is_file():
+        facts["modules-builtin.txt"] = Fact("modules-builtin.txt", builtin.read_text(), source=str(builtin))
+    lines = []
+    for key in SYSCTL_KEYS:
+        proc = sh(["sysctl", key], netns=ns, check=False)
+        if proc.returncode == 0:
+            lines.append(proc.stdout.strip())
+    facts["sysctl.txt"] = Fact("sysctl.txt", "\n".join(lines) + "\n", source="sysctl", exit_code=0)
+    entries = []
+    for dst in conntrack_dst:
+        proc = sh(["conntrack", "-L", "--orig-dst", dst], netns=ns, check=False)
+        entries += [line for line in proc.stdout.splitlines() if line.strip()]
+    facts["conntrack-services.txt"] = Fact("conntrack-services.txt", "".join(e + "\n" for e in entries),
+                                           source="conntrack -L", exit_code=0)
+    for key, content in (extra or {}).items():
+        facts[key] = Fact(key, content, source=key, exit_code=0)
+    return NodeState(name=name, transport="local", facts=MappingProxyType(facts))
+
+
+def golden_text(scenario: str, *parts: str) -> str:
+    return (GOLDEN / scenario).joinpath(*parts).read_text(encoding="utf-8")
+
+
+def golden_cluster(scenario: str) -> ClusterState:
+    return load_snapshot(GOLDEN / scenario / "cluster")
+
+
+def json_dump(obj: Any) -> str:
+    return json.dumps(obj)
