@@ -172,9 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
     big_text = render_iptables(build_input(synth_cluster(big_spec), node))
     big_lines = big_text.count("\n")
-    wall, cpu, big_dump = best_of(args.runs, lambda: parse_iptables_save(big_text, "big"))
+    wall, cpu, _ = best_of(args.runs, lambda: parse_iptables_save(big_text, "big"))
     print(f"parse {big_lines}-line dump ({big_spec.services} Services): {wall:.3f} s (cpu {cpu:.3f} s)")
-    del big_text, big_dump
 
     # 4. real netfilter in a throwaway namespace
     if args.skip_netns or os.geteuid() != 0:
@@ -186,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         if "save_s" in res:
             line += f", save {res['save_s']:.2f} s ({res['save_status']})"
         if res.get("dump"):
-            saved = res["dump"]
-            w, _, parsed = best_of(args.runs, lambda saved=saved: parse_iptables_save(saved, "save"))
+            saved: str = res["dump"]
+
+            def parse_saved(saved: str = saved) -> object:
+                return parse_iptables_save(saved, "save")
+
+            w, _, _ = best_of(args.runs, parse_saved)
             line += f"; parse of its iptables-save output ({saved.count(chr(10))} lines): {w:.3f} s"
         print(f"{spec.services} Services: {line}")
     if args.nft_services and args.nft_services < args.services:

@@ -10,7 +10,7 @@ Markdown table for docs/perf/lab.md.
 Defaults keep the run bounded on a 2-core box: iptables-legacy and nftables
 at 1k/5k/10k, iptables-nft at 1k/5k only (`--nft-backend-limit`).
 
-    python3 bench/bench_lab_latency.py [--services 1000,5000,10000] [--rounds 7] [--per-round 100]
+    python3 bench/bench_lab_latency.py [--services 1000,5000,10000] [--rounds 20] [--per-round 50]
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--services", default="1000,5000,10000")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--per-round", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--per-round", type=int, default=50)
     parser.add_argument("--nft-backend-limit", type=int, default=5000)
     parser.add_argument("--from", dest="client", default="pod", choices=("pod", "node"))
     args = parser.parse_args(argv)
@@ -58,17 +58,22 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         print(f"{r.variant:16} {r.services:6}  lines {r.rules_lines:7}  render {r.render_seconds:5.2f}s  "
               f"load {r.apply_seconds:6.2f}s  first {_fmt(r.first_us):>6}us  last {_fmt(r.last_us):>6}us  "
-              f"delta {_fmt(r.delta_us):>6}us  pod-ip {_fmt(r.direct_us):>6}us  failures {r.failures}  "
+              f"delta {_fmt(r.delta_us):>6}us  pod-ip {_fmt(r.direct_us):>6}us  "
+              f"p10 first/last {_fmt(r.extra.get('first_p10_us'))}/{_fmt(r.extra.get('last_p10_us'))}us  "
+              f"failures {r.failures}  "
               f"(loadavg {load:.2f})", flush=True)
     print()
-    print("| variant | Services | rule lines | load (s) | first (µs) | last (µs) | last - first (µs) | pod IP (µs) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| variant | Services | rule lines | load (s) | first (µs) | last (µs) | last - first (µs) | pod IP (µs) "
+          "| p10 first / last (µs) | load avg |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         if r.skipped:
-            print(f"| {r.variant} | {r.services} | - | - | - | - | - | skipped |")
+            print(f"| {r.variant} | {r.services} | - | - | - | - | - | - | - | skipped |")
         else:
             print(f"| {r.variant} | {r.services} | {r.rules_lines} | {r.apply_seconds:.2f} | {_fmt(r.first_us)} | "
-                  f"{_fmt(r.last_us)} | {_fmt(r.delta_us)} | {_fmt(r.direct_us)} |")
+                  f"{_fmt(r.last_us)} | {_fmt(r.delta_us)} | {_fmt(r.direct_us)} | "
+                  f"{_fmt(r.extra.get('first_p10_us'))} / {_fmt(r.extra.get('last_p10_us'))} | "
+                  f"{r.extra.get('load_average', 0):.1f} |")
     return 0
 
 

@@ -34,6 +34,7 @@ from kpdoctor.dataplane.nft_semantic import semantic_view  # noqa: E402
 from kpdoctor.proxier.context import build_input  # noqa: E402
 from kpdoctor.proxier.nftables import render_nftables  # noqa: E402
 
+
 def synth_cluster(services: int, endpoints: int) -> tuple[ClusterState, str, str]:
     """(cluster, node name, cluster CIDR) from the shared generator bench/synth.py (realistic mix:
     NodePort/LoadBalancer/eTP=Local/ClientIP affinity/externalIPs), or a minimal local one."""
@@ -72,12 +73,18 @@ def _minimal_cluster(services: int, endpoints: int) -> ClusterState:
     return load_objects(objs, source="synth")
 
 
+CPU: list[float] = []  # CPU seconds of the last `timed` call (median), printed next to wall time
+
+
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, result = [], None
+    """Median wall time; the median CPU time goes to CPU[-1] (other load on a shared box inflates wall time)."""
+    times, cpu, result = [], [], None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    CPU.append(statistics.median(cpu))
     return statistics.median(times), result
 
 
@@ -101,10 +108,11 @@ def main() -> None:
     inp = build_input(cluster, NODE, config=config, version=(1, 36))
     inp.service_ports()
     t_render_only, _ = timed(lambda: render_nftables(inp, service_cidrs=("10.96.0.0/16",)), args.repeat)
+    cpu_render_only = CPU[-1]
     t_full, text = timed(full, args.repeat)
-    print(f"render (endpoint selection + nft text), median of {args.repeat}: {t_full:.3f} s  "
+    print(f"render (endpoint selection + nft text), median of {args.repeat}: {t_full:.3f} s (cpu {CPU[-1]:.3f})  "
           f"[{len(text.splitlines())} lines, {len(text) / 1e6:.1f} MB]")
-    print(f"render (nft text only, endpoints pre-categorized):      {t_render_only:.3f} s")
+    print(f"render (nft text only, endpoints pre-categorized):      {t_render_only:.3f} s (cpu {cpu_render_only:.3f})")
 
     if os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("ip") is None:
         print("apply/parse of the kernel dump skipped: needs root, nft and ip")
@@ -131,11 +139,14 @@ def main() -> None:
     print(f"nft -j list ruleset: {t_dump_json:.3f} s ({len(dump_json) / 1e6:.1f} MB); "
           f"nft list ruleset: {t_dump_text:.3f} s ({len(dump_text) / 1e6:.1f} MB)")
     t_pj, rs = timed(lambda: parse_nft_json(dump_json), args.repeat)
+    print(f"parse nft -j JSON (median):                              {t_pj:.3f} s (cpu {CPU[-1]:.3f})")
     t_pt, _ = timed(lambda: parse_nft_text(dump_text), args.repeat)
+    print(f"parse nft text (median):                                 {t_pt:.3f} s (cpu {CPU[-1]:.3f})")
     t_sem, view = timed(lambda: semantic_view(rs), args.repeat)
-    print(f"parse nft -j JSON (median):                              {t_pj:.3f} s")
-    print(f"parse nft text (median):                                 {t_pt:.3f} s")
-    print(f"semantic view from the parsed JSON (median):             {t_sem:.3f} s  [{len(view.frontends)} frontends]")
+    print(f"semantic view from the parsed JSON (median):             {t_sem:.3f} s (cpu {CPU[-1]:.3f})  "
+          f"[{len(view.frontends)} frontends]")
+    load = os.getloadavg()[0]
+    print(f"load average during the run: {load:.1f} (2 cores: anything above 2 inflates wall times)")
     print(f"machine: {os.cpu_count()} cpus, kernel {platform.release()}, python {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d')}")
 

@@ -126,13 +126,17 @@ def _required_gap(check: Check, cluster: ClusterState) -> Any:
     return next((forbidden[normalize_kind(k)] for k in check.requires if normalize_kind(k) in forbidden), None)
 
 
+def _is_forbidden(reason: str) -> bool:
+    return "403" in reason or "forbidden" in reason.lower()
+
+
 def _not_evaluated(check: Check, scope: str, kind: str, reason: str) -> Finding:
     return Finding(
         check_id=check.id,
         severity=Severity.WARNING,
         scope=scope,
         subject="Cluster" if scope == "cluster" else f"Node {scope}",
-        message=f"not evaluated: forbidden: cannot read {kind} ({reason})",
+        message=f"not evaluated: {'forbidden: ' if _is_forbidden(reason) else ''}cannot read {kind} ({reason})",
         evidence=(f"cluster source could not list {kind}: {reason}",),
         remediation=Remediation(
             f"Grant the identity kpdoctor runs as 'list' on {kind} (read-only), or run the scan with a kubeconfig "

@@ -124,10 +124,6 @@ def test_local_collection_round_trip_and_read_only(tmp_path: Path) -> None:
 def test_per_table_nft_listing_equals_list_ruleset(tmp_path: Path) -> None:
     """nft-ruleset.json is built table by table (a huge table cannot hide the others); same objects as
     `nft -j list ruleset` on a real ruleset."""
-    from kpdoctor.node.collectors import CollectPlan
-    from kpdoctor.node.gather import Budget, Gatherer
-    from kpdoctor.node.local import LocalTransport
-
     with scratch_netns("kpd-nft") as netns:
         subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", str(V1 / "nftables" / "nft-ruleset.txt")],
                        check=True, timeout=60)  # fmt: skip
@@ -141,7 +137,6 @@ def test_per_table_nft_listing_equals_list_ruleset(tmp_path: Path) -> None:
         ours = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code], capture_output=True,
                               check=True, timeout=60, env=_env()).stdout  # fmt: skip
     assert json.loads(ours) == json.loads(whole)
-    del CollectPlan, Budget, Gatherer, LocalTransport
 
 
 def test_secrets_never_enter_a_bundle(tmp_path: Path) -> None:

@@ -118,3 +118,20 @@ def test_every_check_runs_on_every_bundle_without_error(bundle) -> None:  # type
             assert f.remediation is not None and (f.remediation.text or f.remediation.commands), f
             for cmd in f.remediation.commands:
                 assert "<" not in cmd.split("#")[0] or "<version>" in cmd or "<API_SERVER_IP>" in cmd, cmd
+
+
+def test_every_builtin_check_validates_and_has_a_docs_page() -> None:
+    from pathlib import Path
+
+    from test_check_support import all_checks
+
+    from kpdoctor.registry import validate_check
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "checks"
+    checks = all_checks()
+    assert len(checks) >= 11
+    for check in checks:
+        assert validate_check(check, docs_dir=docs) == [], check.id
+        page = (docs / f"{check.id}.md").read_text()
+        for heading in ("## What it means", "## How it is detected", "## How to fix", "## References"):
+            assert heading in page, (check.id, heading)

@@ -93,3 +93,15 @@ def test_small_real_bench_run_reports_every_variant_and_cleans_up() -> None:
     prefixes = {row["lab_prefix"] for row in rows.values()}
     assert len(prefixes) == 3 and all(p.startswith("kpd-") for p in prefixes)
     assert not [n for n in netns.list_namespaces() if any(n.startswith(p + "-") for p in prefixes)]
+
+
+def test_without_root_the_bench_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from kpdoctor.cli import main
+
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lab", "bench", "--services", "10"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["kpdoctor: error: the lab needs root (it creates network namespaces and loads netfilter rules)"]

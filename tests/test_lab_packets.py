@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from kpdoctor.lab.apply import apply_rendered, dump_ruleset
-from kpdoctor.lab.cluster import LabService, lab_cluster
-from kpdoctor.lab.rules import render_rules
+from kpdoctor.lab.apply import dump_ruleset
+from kpdoctor.lab.cluster import LabService
+from kpdoctor.lab.scenario import load_services
 from kpdoctor.lab.servers import Attempt, connect, connect_once
 from kpdoctor.lab.topology import NODE_IP, POD_GATEWAY, Lab
 
@@ -61,9 +61,7 @@ def rendered(request: pytest.FixtureRequest) -> Iterator[RenderedLab]:
             LabService(**{**STICKY.__dict__, "endpoints": eps}),
             LabService(**{**SINGLE.__dict__, "endpoints": [lab.pods[1].ip]}),
         ]
-        cluster = lab_cluster(services, node_name=lab.node_name, mode=mode)
-        rules = render_rules(cluster, lab.node_name, mode)
-        apply_rendered(lab.node_ns, rules, mode=mode, backend=backend)
+        _, rules = load_services(lab, services, mode=mode, backend=backend)
         for pod in lab.pods:
             lab.serve(pod, POD_PORT)
         yield RenderedLab(lab, mode, backend, rules)
@@ -117,7 +115,7 @@ def test_service_without_endpoints_is_refused_not_timed_out(rendered: RenderedLa
     ):
         attempt = connect_once(netns, ip, port, timeout=3.0)
         assert attempt.outcome == "refused", (ip, port, attempt)
-        assert attempt.seconds < 0.5, attempt  # the REJECT answers at once, no SYN retransmit
+        assert attempt.seconds < 0.9, attempt  # answered at once: no SYN retransmit (1 s)
 
 
 def test_two_endpoints_are_both_reached(rendered: RenderedLab) -> None:
@@ -135,3 +133,29 @@ def test_client_ip_affinity_keeps_one_pod(rendered: RenderedLab) -> None:
     for netns in (rendered.pod_client, rendered.lab.pods[1].netns):
         pods = {a.pod for a in connect(netns, STICKY.cluster_ip, STICKY.port, count=10, timeout=2.0)}
         assert len(pods) == 1 and "" not in pods, pods
+
+
+def test_faults_break_what_they_say(rendered: RenderedLab) -> None:
+    """Run last in each lab (it changes the node): each fault is visible in real packets."""
+    from kpdoctor.lab import faults
+    from kpdoctor.lab.netns import read_sysctl
+
+    lab, client = rendered.lab, rendered.pod_client
+    if rendered.mode == "iptables":
+        svc_chain = next(
+            line.split(" -j ")[-1] for line in dump_ruleset(lab.node_ns).get(
+                "iptables-nft-save" if rendered.backend == "nft" else "iptables-legacy-save").splitlines()
+            if line.startswith("-A KUBE-SERVICES -d 10.96.0.13/32")
+        )
+        faults.delete_chain(lab.node_ns, svc_chain, backend=rendered.backend)
+        # the ClusterIP now has no rule: it leaves via the default route and is lost
+        assert connect_once(client, SINGLE.cluster_ip, SINGLE.port, timeout=0.5).outcome == "timeout"
+        faults.add_stale_dnat(lab.node_ns, WEB.cluster_ip, WEB.port, "10.244.1.99:8080", backend=rendered.backend)
+        assert connect_once(client, WEB.cluster_ip, WEB.port, timeout=0.5).outcome in ("timeout", "EHOSTUNREACH")
+    else:
+        faults.delete_nft_table(lab.node_ns)
+        assert "kube-proxy" not in dump_ruleset(lab.node_ns).get("nft list ruleset")
+        assert connect_once(client, SINGLE.cluster_ip, SINGLE.port, timeout=0.5).outcome == "timeout"
+    faults.set_sysctl(lab.node_ns, "net.ipv4.ip_forward", "0")
+    assert read_sysctl(lab.node_ns, "net.ipv4.ip_forward") == "0"
+    assert connect_once(client, lab.pods[1].ip, POD_PORT, timeout=0.5).outcome != "ok"

@@ -22,7 +22,7 @@ SEED = next(p for p in nft_scenarios() if p.name.startswith("V2")) / "nftables"
 SEED_TEXT = (SEED / "nft-ruleset.txt").read_text()
 SEED_JSON = (SEED / "nft-ruleset.json").read_text()
 SEED_DOC = json.loads(SEED_JSON)
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _consume(parse: Any, text: str) -> None:

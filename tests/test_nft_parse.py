@@ -123,7 +123,6 @@ def test_semantic_view_details_v2() -> None:
 def test_semantic_view_reads_old_layout_endpoint_chains() -> None:
     """The vmap-to-endpoint-chain layout (1.31-1.35) resolves to the same endpoints and affinity."""
     from kpdoctor.proxier.expected import expected_view
-
     from kpdoctor.proxier.nftables import render_nftables
 
     scenario = next(p for p in SCENARIOS if p.name.startswith("V3"))

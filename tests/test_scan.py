@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -274,3 +275,79 @@ def test_demo_runs_without_root_or_cluster_and_exits_0() -> None:
 def test_demo_bundle_is_package_data() -> None:
     assert (DEMO_BUNDLE / "cluster" / "services.json").is_file()
     assert sorted(p.name for p in (DEMO_BUNDLE / "nodes").iterdir()) == ["edge-1", "edge-2"]
+
+
+def test_every_node_unreachable_exits_3_with_a_report(tmp_path: Path) -> None:
+    """A snapshot whose Nodes point at 127.0.0.1, scanned over real SSH to a closed loopback port."""
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    for file in (B1.parent / "bundle" / "cluster").glob("*.json"):
+        text = file.read_text()
+        if file.name == "nodes.json":
+            text = text.replace('"10.81.0.2"', '"127.0.0.1"').replace('"10.82.0.2"', '"127.0.0.1"')
+        (snap / file.name).write_text(text)
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: bind, note it, close
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = kpd("scan", "--snapshot", str(snap), "--transport", "ssh", "--ssh-port", str(port), "--timeout", "10",
+              "-o", "json", "--known-hosts", str(tmp_path / "known_hosts"), cwd=tmp_path)
+    assert out.returncode == 3, out.stderr
+    report = json.loads(out.stdout)
+    jsonschema.validate(report, SCHEMA)
+    assert report["exit_code"] == 3 and report["summary"]["nodes_reachable"] == 0
+    scan_groups = next(c for c in report["checks"] if c["id"] == "kpdoctor.scan")["groups"]
+    assert sorted(n for g in scan_groups for n in g["nodes"]) == ["edge-1", "edge-2"]
+    assert all("could not be reached over ssh" in o["message"] for g in scan_groups for o in g["occurrences"])
+
+
+PLACEHOLDER = re.compile(r"<[A-Za-z][A-Za-z _-]*>|\{[A-Za-z_]+\}|\$\{|\bNODE_NAME\b|\bSERVICE_NAME\b|\bPOD_NAME\b")
+
+
+@pytest.mark.parametrize("source", ["demo", "B2-stale-endpoint", "B3-backend-split", "B4-ipvs-unavailable"])
+def test_real_remediation_commands_name_real_objects(source: str) -> None:
+    """On real captures, every remediation command is filled in (no <node>, {service}, ... placeholders)."""
+    req = ScanRequest(demo=True) if source == "demo" else ScanRequest(bundle=str(BUNDLES / source / "bundle"))
+    report = scan(req).report
+    commands = [(c["id"], cmd) for c in report["checks"] for g in c["groups"] if g["remediation"]
+                for cmd in g["remediation"]["commands"]]
+    assert commands
+    bad = [(cid, cmd) for cid, cmd in commands if PLACEHOLDER.search(cmd.split("#", 1)[0])]
+    assert bad == []
+    names = {n["name"] for n in report["nodes"]} | {"kube-proxy", "payments", "inventory", "media"}
+    assert any(any(name in cmd for name in names) for _, cmd in commands)
+
+
+def test_demo_bundle_is_b2_plus_exactly_the_documented_plants() -> None:
+    """Provenance (kpdoctor/demo/README.md): only edge-2's four re-dumped files differ from the B2 capture,
+    the captured kube-proxy nf_tables objects are unchanged, and the planted table is the FORWARD-drop one."""
+    b2 = BUNDLES / "B2-stale-endpoint" / "bundle"
+    demo_files = {p.relative_to(DEMO_BUNDLE).as_posix() for p in DEMO_BUNDLE.rglob("*") if p.is_file()}
+    b2_files = {p.relative_to(b2).as_posix() for p in b2.rglob("*") if p.is_file()}
+    assert demo_files == b2_files
+    differ = sorted(f for f in demo_files if (DEMO_BUNDLE / f).read_bytes() != (b2 / f).read_bytes())
+    assert differ == ["nodes/edge-2/iptables-nft-save.txt", "nodes/edge-2/iptables-save.txt",
+                      "nodes/edge-2/nft-ruleset.json", "nodes/edge-2/sysctl.txt"]
+    captured = json.loads((b2 / differ[2]).read_text())["nftables"]
+    demo = json.loads((DEMO_BUNDLE / differ[2]).read_text())["nftables"]
+    assert demo[: len(captured)] == captured
+    added = demo[len(captured):]
+    assert {"table": {"family": "ip", "name": "filter", "handle": 5}} in added
+    assert any(x.get("chain", {}).get("name") == "FORWARD" and x["chain"]["policy"] == "drop" for x in added)
+    assert ":FORWARD DROP [0:0]" in (DEMO_BUNDLE / differ[1]).read_text()
+    assert (DEMO_BUNDLE / differ[3]).read_text().splitlines()[0] == "net.ipv4.ip_forward = 0"
+
+
+def test_demo_reports_every_planted_fault() -> None:
+    report = scan(ScanRequest(demo=True, fail_on=Severity.ERROR)).report
+    found = {(c["id"], n) for c in report["checks"] for g in c["groups"]
+             if Severity.parse(g["severity"]) >= Severity.ERROR for n in (g["nodes"] or ["cluster"])}
+    texts = " ".join(o["message"] for c in report["checks"] for g in c["groups"] for o in g["occurrences"])
+    assert "10.244.53.12:8080" in texts  # fault 2: the stale DNAT target on edge-1
+    assert "kube-proxy-76gg5" in texts  # fault 1: the crash-looping kube-proxy
+    assert re.search(r"FORWARD[^.]*DROP[^.]*edge-2", texts)  # fault 3
+    assert re.search(r"ip_forward[^.]*0[^.]*edge-2", texts)  # fault 4
+    assert {("KP-STALE-ENDPOINTS", "edge-1"), ("KP-NODEPORT-FIREWALL", "edge-2"),
+            ("KP-SYSCTL-CONNTRACK", "edge-2"), ("KP-PROXY-NODE-HEALTH", "edge-1")} <= found
+    assert report["exit_code"] == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kpdoctor.node.collect import CollectOptions, collect_node, collect_nodes
-from kpdoctor.node.collectors import CollectPlan, kube_proxy_targets
+from kpdoctor.node.collectors import kube_proxy_targets
 from kpdoctor.node.ssh import SshOptions, SshTransport
 from kpdoctor.node.sshlab import SshLab, ruleset_of
 from kpdoctor.node.transport import TransportError
@@ -203,7 +203,6 @@ def test_remote_command_line_quotes_every_element(lab: SshLab) -> None:
         assert not Path("/tmp/kpd-pwned-0").exists()
     finally:
         t.close()
-    del CollectPlan
 
 
 def test_cli_node_over_ssh(lab: SshLab) -> None:

@@ -100,12 +100,14 @@ def _raw_json(response: Any) -> Any:
     return data
 
 
-def list_all(call: Callable[..., Any], kind: str, *, namespace: str | None = None, page: int = PAGE) -> list[dict[str, Any]]:
+def list_all(
+    call: Callable[..., Any], kind: str, *, namespace: str | None = None, page: int | None = None
+) -> list[dict[str, Any]]:
     """Every object of a list call, page by page (limit/continue), as raw API dicts with `kind` set."""
     items: list[dict[str, Any]] = []
     token: str | None = None
     for _ in range(100000):  # bounded: one iteration per page
-        kwargs: dict[str, Any] = {"limit": page, "_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
+        kwargs: dict[str, Any] = {"limit": page or PAGE, "_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
         if token:
             kwargs["_continue"] = token
         doc = _raw_json(call(namespace, **kwargs) if namespace is not None else call(**kwargs))

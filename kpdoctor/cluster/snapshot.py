@@ -69,6 +69,7 @@ class _Collector:
         self.configmaps: list[ConfigMap] = []
         self.daemonsets: list[DaemonSet] = []
         self.pods: list[Pod] = []
+        self.service_cidrs: list[str] = []
 
     def add(self, obj: dict[str, Any], where: str) -> None:
         kind = obj.get("kind")
@@ -85,6 +86,8 @@ class _Collector:
                 self.daemonsets.append(parse_daemonset(obj))
             elif kind == "Pod":
                 self.pods.append(parse_pod(obj))
+            elif kind == "ServiceCIDR":
+                self.service_cidrs.extend(str(c) for c in (obj.get("spec") or {}).get("cidrs") or ())
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             name = (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else None
             raise InputError(f"malformed {kind} {name!r}: {exc}", where=where) from None
@@ -98,6 +101,7 @@ class _Collector:
             daemonsets=tuple(d for d in self.daemonsets if d.namespace == KUBE_SYSTEM),
             pods=tuple(p for p in self.pods if p.namespace == KUBE_SYSTEM),
             logs=MappingProxyType(logs),
+            service_cidrs=tuple(self.service_cidrs),
             source=source,
         )
 

@@ -55,6 +55,8 @@ class ClusterState:
     logs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # kinds that could not be read (RBAC 403, not collected)
     gaps: tuple[ResourceGap, ...] = ()
+    # networking.k8s.io ServiceCIDR ranges (nftables mode drops traffic to unallocated ClusterIPs in them)
+    service_cidrs: tuple[str, ...] = ()
     source: str = ""
 
     # ---- indexes --------------------------------------------------------------------

@@ -37,12 +37,15 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(box=None, show_edge=False, pad_edge=False)
-        for col in ("ID", "SCOPE", "SEVERITY", "TAGS", "TITLE"):
-            table.add_column(col, overflow="fold")
+        for col in ("ID", "SCOPE", "SEVERITY", "TAGS"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("TITLE", overflow="fold")
         for c in selected:
             table.add_row(c.id, c.scope, c.severity.label, ",".join(c.tags), c.title)
-        con = Console(highlight=False)
-        con.print(table)
+        con = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+        with con.capture() as captured:
+            con.print(table)
+        sys.stdout.write("\n".join(line.rstrip() for line in captured.get().splitlines()) + "\n")
         for e in reg.load_errors:
             con.print(f"[red]plugin {e.name} ({e.origin}) not loaded: {e.message}[/]")
 

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
     @app.command("collect")
     def collect(
         out: str = typer.Option(..., "-o", "--output", help="Bundle to write: a new directory, or a path ending .tar.gz."),
-        node: list[str] = typer.Option([], "--node", help="Node to collect (repeatable). Default: every Node of the cluster."),
+        node: list[str] = typer.Option([], "--node", help="Node to collect (repeatable). Default: every Node of the cluster."),  # noqa: B008
         no_nodes: bool = typer.Option(False, "--no-nodes", help="Write only the cluster snapshot."),
         transport: str = typer.Option(None, "--transport", help=TRANSPORT_HELP + " Default ssh (local with no cluster)."),
         snapshot: str = typer.Option(None, "--snapshot", help="Use this snapshot directory instead of the live API."),
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         offline: bool = typer.Option(False, "--offline", help="Do not contact the API (local node facts only)."),
         address: str = typer.Option(None, "--address", help="Address of the single --node (overrides InternalIP)."),
         ssh_user: str = typer.Option(None, "--ssh-user"),
-        ssh_key: list[str] = typer.Option([], "--ssh-key"),
+        ssh_key: list[str] = typer.Option([], "--ssh-key"),  # noqa: B008
         ssh_port: int = typer.Option(None, "--ssh-port"),
         ssh_config: str = typer.Option(None, "--ssh-config"),
         jump_host: str = typer.Option(None, "--jump-host"),

@@ -87,14 +87,28 @@ def register(app: typer.Typer) -> None:
     )
     app.add_typer(group, name="lab")
 
+    @group.command("cleanup")
+    def cleanup_cmd() -> None:
+        """Delete namespaces left by lab runs whose process died (killed outright), and nothing else.
+
+        Each lab records its creator PID and its namespaces under /run/kpdoctor-lab/; only labs whose
+        creator is no longer running are removed. Namespaces of running labs are never touched.
+        """
+        from kpdoctor.lab.netns import require_tools
+        from kpdoctor.lab.topology import cleanup_stale
+
+        require_tools()
+        removed = cleanup_stale()
+        typer.echo(f"removed {len(removed)} namespace(s) of dead lab runs" + (": " + ", ".join(removed) if removed else ""))
+
     @group.command("bench", help=BENCH_HELP)
     def bench_cmd(
         services: str = typer.Option("1000,5000,10000", "--services", "-n",
                                      help="Comma-separated Service counts (1000,5k,10k)."),
         variants: str = typer.Option("iptables-nft,iptables-legacy,nftables", "--variants",
                                      help="Comma-separated: iptables-nft, iptables-legacy, nftables."),
-        rounds: int = typer.Option(5, "--rounds", min=1, max=100, help="Rounds; each times every target once."),
-        per_round: int = typer.Option(100, "--per-round", min=1, max=10000, help="Connects per target per round."),
+        rounds: int = typer.Option(10, "--rounds", min=1, max=100, help="Rounds; each times every target once."),
+        per_round: int = typer.Option(50, "--per-round", min=1, max=10000, help="Connects per target per round."),
         endpoints: int = typer.Option(1, "--endpoints-per-service", min=1, max=200,
                                       help="Endpoints per Service (pods in the lab); the chain walk does not "
                                       "depend on it, the load time does."),

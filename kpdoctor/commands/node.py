@@ -174,7 +174,7 @@ def register(app: typer.Typer) -> None:
         context: str = typer.Option(None, "--context", help="kubeconfig context."),
         address: str = typer.Option(None, "--address", help="Connect here instead of the Node's InternalIP."),
         ssh_user: str = typer.Option(None, "--ssh-user", help="SSH user (default: ~/.ssh/config, then $USER)."),
-        ssh_key: list[str] = typer.Option([], "--ssh-key", help="SSH private key (repeatable); agent and ~/.ssh keys also tried."),
+        ssh_key: list[str] = typer.Option([], "--ssh-key", help="SSH private key (repeatable); agent and ~/.ssh keys also tried."),  # noqa: B008
         ssh_port: int = typer.Option(None, "--ssh-port", help="SSH port (default: ~/.ssh/config, then 22)."),
         ssh_config: str = typer.Option(None, "--ssh-config", help="ssh_config file (default ~/.ssh/config)."),
         jump_host: str = typer.Option(None, "--jump-host", help="Jump host [user@]host[:port] (or ProxyJump in ssh config)."),

@@ -67,7 +67,7 @@ def tokenize(spec: str) -> list[str]:
                     break
                 cur.append(c)
                 i += 1
-        elif c in " \t":
+        elif c.isspace():
             if in_token:
                 out.append("".join(cur))
                 cur = []
@@ -105,7 +105,7 @@ def _tokenize_quoted_fast(spec: str) -> list[str] | None:
 
 def quote_arg(arg: str) -> str:
     """Quote one argument as iptables-save does (only when needed)."""
-    if arg and not any(c in arg for c in ' \t"\\\'') :
+    if arg and not any(c.isspace() or c in "\"\\'" for c in arg):
         return arg
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -146,18 +146,23 @@ class Rule:
         return self.option("--comment")
 
 
-@dataclass(slots=True)
 class Chain:
     """A chain and its rules. Rules are kept as indexes into the dump's lines (no copy per rule),
     which is what makes a 1,000,000-line dump parse in about a second."""
 
-    name: str
-    policy: str  # "-" for user chains
-    counters: str
-    line: int
-    src: list[str] = field(default_factory=list, repr=False)  # the dump's lines (shared)
-    idx: list[int] = field(default_factory=list, repr=False)  # 0-based line index of each rule
-    overrides: dict[int, tuple[str, str]] = field(default_factory=dict)  # rule position -> (counters, spec)
+    __slots__ = ("name", "policy", "counters", "line", "src", "idx", "overrides")
+
+    def __init__(self, name: str, policy: str, counters: str, line: int, src: list[str] | None = None) -> None:
+        self.name = name
+        self.policy = policy  # "-" for user chains
+        self.counters = counters
+        self.line = line
+        self.src: list[str] = src if src is not None else []  # the dump's lines (shared)
+        self.idx: list[int] = []  # 0-based line index of each rule
+        self.overrides: dict[int, tuple[str, str]] = {}  # rule position -> (counters, spec)
+
+    def __repr__(self) -> str:
+        return f"Chain({self.name!r}, {self.policy!r}, rules={len(self.idx)})"
 
     @property
     def builtin(self) -> bool:
@@ -288,14 +293,19 @@ def parse_iptables_save(text: str, source: str = "<iptables-save>") -> IptablesD
         if c == ":":
             if table is None:
                 raise fail(i + 1, line, "chain declaration outside a table")
-            parts = line[1:].split(" ")
-            if len(parts) != 3 or not _valid_chain_name(parts[0]) or parts[1] not in _POLICIES \
-                    or not _valid_counters(parts[2]):
-                raise fail(i + 1, line, "bad chain line (expected ':NAME POLICY [packets:bytes]')")
-            name = parts[0]
+            if line.endswith(" - [0:0]"):  # the usual user chain line, checked cheaply
+                name, policy, counters = line[1:-8], "-", "[0:0]"
+                if not name or " " in name or '"' in name or "'" in name or name[0] == "-" or len(name) > 128:
+                    raise fail(i + 1, line, "bad chain line (expected ':NAME POLICY [packets:bytes]')")
+            else:
+                parts = line[1:].split(" ")
+                if len(parts) != 3 or not _valid_chain_name(parts[0]) or parts[1] not in _POLICIES \
+                        or not _valid_counters(parts[2]):
+                    raise fail(i + 1, line, "bad chain line (expected ':NAME POLICY [packets:bytes]')")
+                name, policy, counters = parts
             if name in chains:
                 raise fail(i + 1, line, f"chain {name!r} declared twice")
-            chains[name] = Chain(name, parts[1], parts[2], i + 1, src)
+            chains[name] = Chain(name, policy, counters, i + 1, src)
         elif c == "#":
             continue
         elif c == "*":
@@ -337,9 +347,11 @@ def parse_iptables_save(text: str, source: str = "<iptables-save>") -> IptablesD
         else:
             raise fail(i + 1, line, "not an iptables-save line")
     if table is not None:
+        last = next((n for n in range(len(src) - 1, -1, -1) if src[n].strip()), i)
         raise InputError(
-            f"table {table.name!r} (from line {table.line}) has no COMMIT: the dump is truncated",
-            where=f"{source}:{i + 1}",
+            f"table {table.name!r} (from line {table.line}) has no COMMIT: the dump is truncated "
+            f"after {_quote_line(src[last])}",
+            where=f"{source}:{last + 1}",
         )
     return dump
 

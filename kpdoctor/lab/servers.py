@@ -12,6 +12,7 @@ Servers are subprocesses started here and stopped here, by PID only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -104,6 +105,16 @@ print(json.dumps({"samples": out, "failures": fails}))
 """
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the lab's process dies, even by SIGKILL (no orphan servers
+    keeping a deleted namespace alive). `ip netns exec` execs the server, which keeps the setting."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @dataclass(frozen=True)
 class Attempt:
     outcome: str  # "ok" | "refused" | "timeout" | errno name (EHOSTUNREACH, ...)
@@ -135,7 +146,7 @@ class Server:
         argv = ns_argv(self.netns, [sys.executable, "-c", _SERVER_CODE, self.name, str(self.port)])
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)

@@ -21,7 +21,10 @@ servers it started, by PID, and deletes its uniquely named namespaces.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from kpdoctor.lab import netns
@@ -97,8 +100,11 @@ class Lab:
         self.teardown()
 
     def _new_ns(self, name: str) -> str:
-        netns.create(name)
+        if netns.exists(name):  # never adopt (and later delete) a namespace that is not ours
+            raise netns.LabError("network namespace already exists", where=name)
         self._created.append(name)
+        write_marker(self.prefix, self._created)  # before creating: a crash right after still leaves a record
+        netns.create(name)
         return name
 
     def build(self) -> None:
@@ -158,5 +164,54 @@ class Lab:
         for name in reversed(self._created):
             with contextlib.suppress(Exception):
                 netns.delete(name)
+        if not any(netns.exists(n) for n in self._created):
+            with contextlib.suppress(OSError):
+                (MARKER_DIR / f"{self.prefix}.json").unlink()
         self._created.clear()
         self.pods.clear()
+
+
+# Each live lab leaves a marker naming its creator PID and namespaces, so a lab whose process was
+# killed outright (SIGKILL, OOM, power cut of a CI runner) can be found and removed later by
+# `cleanup_stale()` / `kpdoctor lab cleanup` -- without ever guessing from names alone.
+MARKER_DIR = Path("/run/kpdoctor-lab")
+
+
+def write_marker(prefix: str, namespaces: list[str]) -> None:
+    MARKER_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = MARKER_DIR / f".{prefix}.tmp"
+    tmp.write_text(json.dumps({"pid": os.getpid(), "namespaces": namespaces}), encoding="utf-8")
+    tmp.replace(MARKER_DIR / f"{prefix}.json")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cleanup_stale() -> list[str]:
+    """Delete the namespaces of labs whose creating process is gone; return what was deleted."""
+    removed: list[str] = []
+    if not MARKER_DIR.is_dir():
+        return removed
+    for marker in sorted(MARKER_DIR.glob("*.json")):
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+            pid, names = int(data["pid"]), [str(n) for n in data["namespaces"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        prefix = marker.name.removesuffix(".json")
+        if _alive(pid) or not all(n.startswith(prefix + "-") for n in names):
+            continue
+        for name in reversed(names):
+            if netns.exists(name):
+                netns.delete(name)
+                removed.append(name)
+        with contextlib.suppress(OSError):
+            marker.unlink()
+    return removed

@@ -319,8 +319,8 @@ def write_bundle(
             raise InputError(f"node name {name!r} cannot be a bundle directory name", where=str(target))
         files_meta: dict[str, Any] = {}
         for key, fact in sorted(state.facts.items()):
-            rel = PurePosixPath(key)
-            if rel.is_absolute() or ".." in rel.parts:
+            key_path = PurePosixPath(key)
+            if key_path.is_absolute() or ".." in key_path.parts:
                 continue
             files_meta[key] = _fact_meta(fact)
             if fact.content is not None:
@@ -338,9 +338,9 @@ def write_bundle(
         _write_tar(target, entries)
     else:
         for rel, data in entries.items():
-            path = target / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            out_path = target / rel
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_bytes(data)
     return target
 
 

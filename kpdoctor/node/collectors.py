@@ -100,6 +100,9 @@ PHASE2 = (
 IPVSADM = _cmd("ipvsadm-save.txt", "ipvsadm", "--save", "-n", timeout=RULES_TIMEOUT, max_bytes=RULES_MAX)
 NFT_TABLES = _cmd("nft-ruleset.json", "nft", "-j", "list", "tables", timeout=10.0)
 NFT_TIMEOUT = 30.0
+# iptables-nft tables with more rules than this are not listed again in nft-ruleset.json (listing a 15k-chain
+# `ip nat` table as JSON takes seconds; its rules are already in iptables-nft-save.txt)
+NFT_COMPAT_RELIST_MAX = 2000
 # Objects kube-proxy's nftables mode keeps its verdicts in: read one by one when a whole table is too slow.
 NFT_KUBE_PROXY_OBJECTS = (
     ("map", "service-ips"),

@@ -14,7 +14,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 from kpdoctor.node.state import NodeState
 from kpdoctor.node.transport import CancelToken
@@ -32,8 +35,8 @@ class Reporter(Protocol):
 class QuietLines:
     """One line per node on stderr: what CI logs should show."""
 
-    def __init__(self, stream: object = None) -> None:
-        self.stream = stream or sys.stderr
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream: TextIO = stream or sys.stderr
         self.total = 0
         self.count = 0
         self.lock = threading.Lock()
@@ -50,7 +53,7 @@ class QuietLines:
                 present = sum(1 for f in state.facts.values() if f.present)
                 status = f"ok ({present}/{len(state.facts)} facts)"
             print(f"kpdoctor: [{self.count}/{self.total}] node {state.name}: {status} in {seconds:.2f}s",
-                  file=self.stream, flush=True)  # type: ignore[call-overload]  # fmt: skip
+                  file=self.stream, flush=True)  # fmt: skip
 
     def stop(self) -> None:
         return None
@@ -68,7 +71,7 @@ class RichProgress:
             TextColumn("collecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.description}"), console=self.console, transient=True,
         )  # fmt: skip
-        self.task = None
+        self.task: TaskID | None = None
         self.failed = 0
 
     def start(self, total: int) -> None:

@@ -114,8 +114,7 @@ class Gatherer:
             slot = self.budget.timeout(spec.timeout)
             if slot is None:
                 return missing(spec.key, spec.path, self.budget.why_not())
-            res = self.t.read_file(spec.path, timeout=slot, max_bytes=spec.max_bytes)
-            return to_fact(spec.key, spec.path, res)
+            return to_fact(spec.key, spec.path, self.t.read_file(spec.path, timeout=slot, max_bytes=spec.max_bytes))
         if spec.tool not in self.tools:
             return missing(spec.key, spec.source, f"{spec.tool} not installed")
         res = self._run(spec.argv, spec.timeout, spec.max_bytes)
@@ -172,31 +171,74 @@ class Gatherer:
         slot = self.budget.timeout(10.0)
         if slot is not None:
             self.tools = set(self.t.which(C.TOOLS, slot))
-        jobs1: list[Callable[[], Iterable[Fact]]] = [_one(self.spec_fact, s) for s in C.PHASE1]
+        batchable = list(C.PHASE1)
+        if hasattr(self.t, "run_batch"):
+            jobs1: list[Callable[[], Iterable[Fact]]] = [lambda: self.batch_facts(batchable)]
+        else:
+            jobs1 = [_one(self.spec_fact, s) for s in batchable]
         jobs1 += [_one(self.http_fact, h) for h in self.plan.http]
-        jobs1.append(lambda: [self.nft_tables_fact()])
         if "journalctl" in self.tools:
             jobs1.append(lambda: [self.journal_fact()])
         self._parallel(jobs1)
-        jobs2: list[Callable[[], Iterable[Fact]]] = [_one(self.spec_fact, s) for s in C.PHASE2]
+        same_as = self._default_backend_tool()
+        phase2 = [s for s in C.PHASE2 if not (s.key == "iptables-save.txt" and same_as)]
+        jobs2: list[Callable[[], Iterable[Fact]]] = [_one(self.spec_fact, s) for s in phase2]
         jobs2.append(lambda: [self.modules_builtin_fact()])
         jobs2.append(lambda: [self.ipvsadm_fact()])
         jobs2.append(lambda: [self.conntrack_services_fact()])
+        # `nft list tables` loads nft's whole cache (~1 s at 15k chains): run it beside the big dumps
+        jobs2.append(lambda: [self.nft_tables_fact()])
         if self.plan.health_check_ports:
             jobs2.append(lambda: [self.health_check_fact()])
+        self._parallel(jobs2)
+        if same_as:
+            self.facts["iptables-save.txt"] = self._same_backend_save(same_as)
+        # nft last: iptables-nft's own tables are already in iptables-nft-save.txt, so big ones are not re-listed
         nft_tables = self._nft_table_list()
         if nft_tables is not None:
-            jobs2.append(lambda: [self.nft_ruleset_fact(nft_tables)])
-        self._parallel(jobs2)
+            self.facts["nft-ruleset.json"] = self.nft_ruleset_fact(nft_tables)
         if self.legacy_reader is not None and "iptables-legacy-save" not in self.tools:
             self.facts.update({f.key: f for f in [self.iptc_fact()]})
         return dict(sorted(self.facts.items()))
+
+    def _default_backend_tool(self) -> str:
+        """`iptables-nft-save` / `iptables-legacy-save` when plain `iptables` is that backend (read it once)."""
+        version = (self.facts.get("iptables-version.txt") or missing("", "", "")).content_or("")
+        tool = "iptables-nft-save" if "(nf_tables)" in version else "iptables-legacy-save" if "(legacy)" in version else ""
+        return tool if tool in self.tools and "iptables-save" in self.tools else ""
+
+    def _same_backend_save(self, tool: str) -> Fact:
+        key = f"{tool}.txt"
+        base = self.facts.get(key)
+        if base is None:
+            return missing("iptables-save.txt", "iptables-save", f"{tool} was not read")
+        source = f"{base.source} (iptables-save is the same backend per iptables --version: dumped once)"
+        return Fact("iptables-save.txt", base.content, source, base.exit_code, base.stderr, 0.0, base.error,
+                    base.truncated)  # fmt: skip
 
     def _parallel(self, jobs: list[Callable[[], Iterable[Fact]]]) -> None:
         with ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="kpd-fact") as pool:
             for facts in pool.map(lambda job: list(job()), jobs):
                 for fact in facts:
                     self.facts[fact.key] = fact
+
+    def batch_facts(self, specs: Sequence[C.FactSpec]) -> list[Fact]:
+        """Small facts in one round trip (SSH): same Facts as one command each, minus per-command stderr."""
+        facts: list[Fact] = []
+        items: list[tuple[str, str, Sequence[str]]] = []
+        for spec in specs:
+            if spec.kind == "cmd" and spec.tool not in self.tools:
+                facts.append(missing(spec.key, spec.source, f"{spec.tool} not installed"))
+            else:
+                items.append((spec.key, spec.kind, spec.argv if spec.kind == "cmd" else (spec.path,)))
+        slot = self.budget.timeout(max(s.timeout for s in specs))
+        if slot is None:
+            return facts + [missing(k, "", self.budget.why_not()) for k, _, _ in items]
+        results = self.t.run_batch(items, timeout=slot, max_bytes=sum(s.max_bytes for s in specs))  # type: ignore[attr-defined]
+        by_key = {s.key: s for s in specs}
+        for key, res in results.items():
+            facts.append(to_fact(key, by_key[key].source, res))
+        return facts
 
     # ---- facts that need more than one command ------------------------------------------
     def http_fact(self, target: C.HttpTarget) -> Fact:
@@ -286,6 +328,12 @@ class Gatherer:
         total = 0.0
         partial = False
         for family, name in tables:
+            big = self._compat_table_rules(family, name)
+            if big:
+                objects.append({"table": {"family": family, "name": name}})
+                problems.append(f"table {family} {name}: iptables-nft table with {big} rules, not listed again "
+                                f"(its rules are in {'ip6tables' if family == 'ip6' else 'iptables'}-nft dump)")
+                continue
             if not C.safe_nft_name(family, name):
                 problems.append(f"table {family} {name!r}: name not read (unexpected characters)")
                 partial = True
@@ -310,6 +358,21 @@ class Gatherer:
         source = "nft -j list tables; nft -j list table <family> <name> (each table)"
         return Fact(key, json.dumps(doc, separators=(", ", ": ")), source, 0, "", round(total, 6),
                     "; ".join(problems), partial)  # fmt: skip
+
+    def _compat_table_rules(self, family: str, name: str) -> int:
+        """Rule count of an iptables-nft table above the re-list threshold (0 = list it in nft JSON)."""
+        if name not in C.IPTABLES_TABLES or family not in ("ip", "ip6"):
+            return 0
+        key = "iptables-nft-save.txt" if family == "ip" else "ip6tables-save.txt"
+        text = (self.facts.get(key) or missing("", "", "")).content_or("")
+        count = 0
+        current = ""
+        for line in text.splitlines():
+            if line.startswith("*"):
+                current = line[1:].strip()
+            elif current == name and line.startswith("-A "):
+                count += 1
+        return count if count > C.NFT_COMPAT_RELIST_MAX else 0
 
     def _nft_kube_proxy_objects(self, family: str, problems: list[str]) -> list[Any]:
         found: list[Any] = []

@@ -10,6 +10,7 @@ read through the API's pod proxy, which reaches only ports bound on the pod
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -122,10 +123,8 @@ class KubeExecTransport:
             return RunResult(bytes(out), bytes(err), None, time.monotonic() - start, False, False,
                              f"exec stream failed: {_reason(exc)}")  # fmt: skip
         finally:
-            try:
+            with contextlib.suppress(Exception):
                 resp.close()
-            except Exception:
-                pass
         error = ""
         if code is None:
             code = NOT_FOUND if b"executable file not found" in err else None

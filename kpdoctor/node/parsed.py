@@ -39,7 +39,7 @@ def parse_sysctl(text: str | None) -> dict[str, str]:
             key, sep, value = line.partition(":")
         if not sep:
             continue
-        key = key.strip().replace("/", ".")
+        key = key.strip().lstrip("/").replace("/", ".")
         if key.startswith("proc.sys."):
             key = key[len("proc.sys.") :]
         if key:

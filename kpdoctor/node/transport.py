@@ -9,6 +9,7 @@ gets a result describing what happened instead of an exception.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -82,10 +83,8 @@ class CancelToken:
         with self._lock:
             hooks, self._hooks = self._hooks, []
         for hook in hooks:
-            try:
+            with contextlib.suppress(Exception):
                 hook()
-            except Exception:
-                pass
 
     def on_cancel(self, hook: Callable[[], None]) -> None:
         with self._lock:

@@ -8,7 +8,6 @@ one place is what lets the three renderers and the semantic view agree.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -94,6 +93,8 @@ def topology_mode(endpoints: list[EndpointInfo], node_name: str, zone: str) -> s
             has_for_zone = True
         if not ep.node_hints:
             all_node_hints = False
+            if not all_zone_hints:
+                return ""  # neither kind of hint can apply any more (the common case: no hints at all)
         elif node_name in ep.node_hints:
             has_for_node = True
     if all_node_hints and has_for_node:
@@ -135,7 +136,10 @@ def categorize(info: ServicePortInfo, endpoints: list[EndpointInfo], node_name: 
     mode = ""
     if info.uses_cluster_endpoints:
         mode = topology_mode(endpoints, node_name, zone)
-        cluster = _select(endpoints, lambda ep: ep.ready and _available_for_topology(ep, mode, node_name, zone))
+        if mode == "":
+            cluster = [ep for ep in endpoints if ep.ready]
+        else:
+            cluster = _select(endpoints, lambda ep: ep.ready and _available_for_topology(ep, mode, node_name, zone))
         if not cluster:
             cluster = _select(
                 endpoints,

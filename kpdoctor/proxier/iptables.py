@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kpdoctor.proxier.context import ProxierInput
-from kpdoctor.proxier.names import port_proto_hash, sep_chain
+from kpdoctor.proxier.names import hash16, port_proto_hash
 from kpdoctor.proxier.serviceport import IPV4, IPV6, canonical_ip, cidr_family
 
 LARGE_CLUSTER_ENDPOINTS_THRESHOLD = 1000
@@ -425,23 +425,30 @@ def sync_rules(inp: ProxierInput, options: IptablesOptions | None = None) -> Ipt
         reachable = cat.all_reachable
         if not (uses_cluster_chain or uses_local_chain or reachable):
             continue
-        named: dict[int, tuple[str, str]] = {}
-        for ep in reachable:
-            key = f"[{ep.ip}]:{ep.port}" if is_ipv6 else f"{ep.ip}:{ep.port}"
-            named[id(ep)] = (key, sep_chain(spn, proto, key))
+        # With no Local policy, the cluster endpoints *are* all reachable endpoints (same order): reuse
+        # their (key, chain) pairs; otherwise map the categorized lists back by object identity.
+        sep_prefix = spn + proto
+        if is_ipv6:
+            pairs = [(k, "KUBE-SEP-" + hash16(sep_prefix + k)) for k in (f"[{ep.ip}]:{ep.port}" for ep in reachable)]
+        else:
+            pairs = [(k, "KUBE-SEP-" + hash16(sep_prefix + k)) for k in (f"{ep.ip}:{ep.port}" for ep in reachable)]
         affinity = info.session_affinity_seconds
+        if info.uses_local_endpoints:
+            named = {id(ep): pair for ep, pair in zip(reachable, pairs, strict=True)}
+            cluster_pairs = [named[id(ep)] for ep in cluster_eps]
+            local_pairs = [named[id(ep)] for ep in local_eps]
+        else:
+            cluster_pairs = pairs
+            local_pairs = []
         if uses_cluster_chain:
             natc_add(_chain_line(cluster_chain))
-            _write_service_to_endpoint_rules(nat_rules, spn, cluster_chain, [named[id(ep)] for ep in cluster_eps],
-                                             affinity, large, probability)
+            _write_service_to_endpoint_rules(nat_rules, spn, cluster_chain, cluster_pairs, affinity, large, probability)
         if uses_local_chain:
             natc_add(_chain_line(local_chain))
-            _write_service_to_endpoint_rules(nat_rules, spn, local_chain, [named[id(ep)] for ep in local_eps],
-                                             affinity, large, probability)
+            _write_service_to_endpoint_rules(nat_rules, spn, local_chain, local_pairs, affinity, large, probability)
         comment = "" if large else f" -m comment --comment {spn}"
         recent_tail = f" {match} -j DNAT --to-destination "
-        for ep in reachable:
-            key, sep = named[id(ep)]
+        for ep, (key, sep) in zip(reachable, pairs, strict=True):
             natc_add(f":{sep} - [0:0]")
             nat_add(f"-A {sep}{comment} -s {ep.ip} -j {KUBE_MARK_MASQ}")
             if affinity:

@@ -1,0 +1,116 @@
+"""Benchmark `kpdoctor scan --bundle` on synthetic clusters: N Services x 10 endpoints, K nodes' dumps.
+
+Each node's `iptables-save.txt` is what the reference proxier renders for that node (kube-proxy v1.36
+iptables mode; it differs per node where eTP=Local Services have local endpoints), so the scan's
+stale-endpoint comparison really parses and compares a full dump per node. Bundles are cached under
+bench/out/ (gitignored); building the 10,000-Service / 100-node one takes a while (rendering, not timed).
+
+The scan runs as a subprocess exactly as a user runs it; wall time and peak RSS (ru_maxrss of that
+process) are measured; per-check times come from the JSON report.
+
+    python3 bench/bench_scan.py --services 1000,5000,10000 --nodes 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from synth import SynthSpec, synth_cluster, write_snapshot  # noqa: E402
+
+OUT = HERE / "out"
+_SPEC: SynthSpec | None = None
+_CLUSTER = None
+
+SYSCTL = ("net.ipv4.ip_forward = 1\nnet.ipv4.conf.all.route_localnet = 0\n"
+          "net.netfilter.nf_conntrack_max = 262144\nnet.netfilter.nf_conntrack_count = 100\n")
+
+
+def _init(spec: SynthSpec) -> None:
+    global _SPEC, _CLUSTER
+    _SPEC = spec
+    _CLUSTER = synth_cluster(spec)
+
+
+def _render_node(args: tuple[str, str]) -> str:
+    from kpdoctor.proxier.context import build_input
+    from kpdoctor.proxier.render import render
+
+    name, base = args
+    node_dir = Path(base) / "nodes" / name
+    node_dir.mkdir(parents=True, exist_ok=True)
+    dump = render(build_input(_CLUSTER, name))  # type: ignore[arg-type]
+    (node_dir / "iptables-save.txt").write_text(dump)
+    (node_dir / "iptables-nft-save.txt").write_text(dump)
+    (node_dir / "iptables-legacy-save.txt").write_text("")
+    (node_dir / "iptables-version.txt").write_text("iptables v1.8.9 (nf_tables)\n")
+    (node_dir / "sysctl.txt").write_text(SYSCTL)
+    (node_dir / "uname-r.txt").write_text(platform.release() + "\n")
+    return name
+
+
+def build_bundle(services: int, nodes: int, endpoints: int, workers: int) -> Path:
+    base = OUT / f"scan-{services}x{endpoints}-{nodes}nodes"
+    stamp = base / ".complete"
+    if stamp.exists():
+        return base
+    spec = SynthSpec(services=services, endpoints=endpoints, nodes=nodes)
+    write_snapshot(spec, base / "cluster")
+    names = [spec.node_name(k) for k in range(nodes)]
+    t0 = time.perf_counter()
+    with get_context("fork").Pool(workers, initializer=_init, initargs=(spec,)) as pool:
+        for done, _ in enumerate(pool.imap_unordered(_render_node, [(n, str(base)) for n in names]), 1):
+            if done % 10 == 0:
+                print(f"  rendered {done}/{nodes} nodes ({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
+    stamp.write_text("ok\n")
+    return base
+
+
+def run_scan(bundle: Path) -> tuple[float, int, dict]:
+    report = bundle / "report.json"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "kpdoctor", "scan", "--bundle", str(bundle), "-o", "json",
+                             "--output", str(report), "--fail-on", "critical"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"scan failed ({proc.returncode}): {proc.stderr.read().decode() if proc.stderr else ''}")
+    return wall, usage.ru_maxrss * 1024, json.loads(report.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", default="1000,5000,10000")
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--endpoints", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    print(f"# kpdoctor scan --bundle: {os.cpu_count()} cpus, kernel {platform.release()}, "
+          f"{time.strftime('%Y-%m-%d')}")
+    print("| services | endpoints | nodes | dump lines/node | wall s | peak RSS MiB | slowest checks (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for services in (int(s) for s in args.services.split(",")):
+        bundle = build_bundle(services, args.nodes, args.endpoints, args.workers)
+        with open(bundle / "nodes" / "node-0000" / "iptables-save.txt", encoding="utf-8") as dump:
+            lines = sum(1 for _ in dump)
+        wall, rss, report = run_scan(bundle)
+        slow = sorted(report["checks"], key=lambda c: -c["duration_ms"])[:3]
+        slowest = ", ".join(f"{c['id']} {c['duration_ms'] / 1000:.1f}" for c in slow)
+        print(f"| {services} | {services * args.endpoints} | {args.nodes} | {lines} | {wall:.1f} | "
+              f"{rss / 2**20:.0f} | {slowest} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
