@@ -6,7 +6,7 @@ Usage (root): python3 bench/bench_ssh_fanout.py [--nodes 50] [--services 5000]
    (sequentially) -> per-node median and slowest; then all at once (--concurrency N) -> fan-out wall time,
    compared with the target "<= 1.5x the slowest single node".
 2. One node carrying S Services' rules in iptables mode (iptables-nft backend, synthetic kube-proxy-shaped
-   chains: KUBE-SERVICES -> KUBE-SVC-* -> 2 x KUBE-SEP-* DNAT) -> `kpdoctor node <name> --transport ssh -o json`
+   chains: KUBE-SERVICES -> KUBE-SVC-* -> 2 x KUBE-SEP-* DNAT) -> `kpdoctor node <name> --transport ssh --facts-json`
    wall time as a subprocess (target <= 2 s).
 Prints the figures; copy them into docs/perf/nodes.md.
 """
@@ -118,7 +118,7 @@ def main() -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         argv = [sys.executable, "-m", "kpdoctor", "node", "big", "--transport", "ssh", "--address",
                 lab.nodes["big"].address, "--ssh-user", lab.user, "--ssh-key", str(lab.user_key),
-                "--known-hosts", str(lab.known_hosts), "-o", "json"]  # fmt: skip
+                "--known-hosts", str(lab.known_hosts), "--facts-json"]  # fmt: skip
         times = []
         size = 0
         for _ in range(3):

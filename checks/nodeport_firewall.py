@@ -54,6 +54,11 @@ class PortUse:
 
 
 def node_ports(ctx: CheckContext) -> list[PortUse]:
+    """Every NodePort and health-check node port of the cluster (the same for every node: once per scan)."""
+    return ctx.shared("nodeport-firewall:node-ports", lambda: _node_ports(ctx))
+
+
+def _node_ports(ctx: CheckContext) -> list[PortUse]:
     out: list[PortUse] = []
     seen_hc: set[int] = set()
     for info in all_service_ports(ctx.cluster, IPV4):
@@ -371,9 +376,8 @@ class NodePortFirewall(Check):
             expected = expected_for(ctx, mode)
         except Exception:  # noqa: BLE001 - an expectation we cannot render is reported by KP-STALE-ENDPOINTS
             return
-        for fe, view in sorted(expected.frontends.items()):
-            if fe.kind != NODE_PORT or view.verdict != DROP:
-                continue
+        dropped = [(fe, view) for fe, view in expected.frontends.items() if fe.kind == NODE_PORT and view.verdict == DROP]
+        for fe, view in sorted(dropped):
             yield self.finding(
                 ctx, service_subject(view.service, fe.protocol),
                 f"NodePort {fe.port}/{fe.protocol} of {view.service} (externalTrafficPolicy: Local) drops on node "

@@ -29,7 +29,7 @@ from kpdoctor.analysis import (
     parsed,
 )
 from kpdoctor.checks_api import Check, CheckContext
-from kpdoctor.dataplane.semantic import DNAT, NODE_PORT, Frontend, FrontendDiff, SemanticView
+from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT, REJECT, Frontend, FrontendDiff, SemanticView
 from kpdoctor.findings import Finding, Severity
 
 _KIND_SEVERITY = {
@@ -61,13 +61,19 @@ def conntrack_delete(fe: Frontend, stale_ip: str) -> str:
     return f"conntrack -D -p {proto} --orig-dst {fe.address} --orig-port-dst {fe.port} --dst-nat {stale_ip}"
 
 
-def _verify(mode: str, fe: Frontend, stale: Iterable[str], rules_key: str) -> str:
+def _verify(mode: str, fe: Frontend, stale: Iterable[str], rules_key: str, node_ip: str = "") -> str | None:
+    """The command that shows the stale targets on the node; None when no real address can be named."""
     ips = sorted({_host(e) for e in stale})
     if mode == "nftables":
         return "nft list table ip kube-proxy | grep -E '" + "|".join(re.escape(i) for i in ips) + "'"
     if mode == "ipvs":
-        target = f"{fe.address}:{fe.port}" if fe.address else f"<node-ip>:{fe.port}"
-        return f"ipvsadm -Ln -{'u' if fe.protocol == 'UDP' else 't'} {target}"
+        # A NodePort virtual server exists once per node address (the view collapses them, address ""):
+        # name it by the node's InternalIP, or give no command rather than a placeholder.
+        address = fe.address or node_ip
+        if not address:
+            return None
+        host = f"[{address}]" if ":" in address else address
+        return f"ipvsadm -Ln -{'u' if fe.protocol == 'UDP' else 't'} {host}:{fe.port}"
     save = "iptables-legacy-save" if "legacy" in rules_key else "iptables-save"
     needle = "|".join(ips) if ips else (fe.address or str(fe.port))
     return f"{save} -t nat | grep -E '{needle}'"
@@ -220,7 +226,8 @@ class StaleEndpoints(Check):
                        f"{', '.join(missing)}: they get no traffic from this node.{cause}")
         elif kind == "missing-frontend":
             message = (f"on node {node.name}, {service}/{protocol} has no rule for {fronts}: connections to it "
-                       f"from this node are not load-balanced at all.{cause}")
+                       f"from this node are not load-balanced at all"
+                       + (f" (expected: DNAT to {', '.join(missing)})" if missing else "") + f".{cause}")
         elif kind == "extra-frontend":
             what = "a Service port that no longer exists" if not exists else "a frontend the Service no longer has"
             message = (f"node {node.name} still has rules for {fronts} ({service or 'unnamed'}): {what}"
@@ -229,10 +236,14 @@ class StaleEndpoints(Check):
             d = diffs[0]
             want = d.expected.verdict if d.expected else "?"
             have = d.actual.verdict if d.actual else "?"
+            # a drop makes clients time out, a reject refuses them; the expected targets may be serving
+            # terminating endpoints (kube-proxy's fallback), so "ready" is not said here
+            effect = {DROP: "new connections time out", REJECT: "new connections are refused"}.get(have, "")
             message = (f"on node {node.name}, {service}/{protocol} ({fronts}) answers '{have}' where the API "
                        f"says '{want}'"
-                       + (" - connections are refused although the Service has ready endpoints"
-                          if want == DNAT else "") + f".{cause}")
+                       + (f" to {', '.join(missing)}" if want == DNAT and missing else "")
+                       + (f" - {effect} although the Service has endpoints" if want == DNAT and effect else "")
+                       + f".{cause}")
         else:
             d = diffs[0]
             message = (f"on node {node.name}, {service}/{protocol} ({fronts}) has session affinity "
@@ -240,7 +251,12 @@ class StaleEndpoints(Check):
                        f"{d.expected.affinity_seconds if d.expected else '?'} s.{cause}")
         commands = list(cause_cmds)
         if stale:
-            commands.append(_verify(cmp.mode, diffs[0].frontend, stale, cmp.rules_key) + f"   # on {node.name}")
+            api_node = ctx.cluster.node_by_name.get(node.name)
+            node_ips = api_node.internal_ips if api_node is not None else ()
+            node_ip = next((ip for ip in node_ips if ":" not in ip), node_ips[0] if node_ips else "")
+            verify = _verify(cmp.mode, diffs[0].frontend, stale, cmp.rules_key, node_ip)
+            if verify:
+                commands.append(verify + f"   # on {node.name}")
             for d in diffs:
                 for endpoint in sorted(d.stale):
                     cmd = conntrack_delete(d.frontend, _host(endpoint)) + f"   # on {node.name}"

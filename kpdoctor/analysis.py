@@ -9,16 +9,16 @@ dataplane parsers (written per mode) lives only in `actual_view`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kpdoctor.checks_api import CheckContext
 from kpdoctor.cluster.config import KubeProxyConfig
 from kpdoctor.cluster.model import Pod
-from kpdoctor.cluster.state import NodeProxyConfig
-from kpdoctor.dataplane.semantic import FrontendDiff, SemanticView, diff
-from kpdoctor.node.parsed import ParsedNode
+from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
+from kpdoctor.dataplane.semantic import FrontendDiff, FrontendView, SemanticView, diff
+from kpdoctor.node.parsed import IptablesDump, IptRule, ParsedNode
 from kpdoctor.node.state import NodeState
 
 # kube-proxy's chains per mode (kubelet's KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY / KUBE-FIREWALL excluded).
@@ -32,19 +32,175 @@ KUBE_PROXY_LOG = "kube-proxy/log.txt"
 
 
 def parsed(ctx: CheckContext) -> ParsedNode:
-    """The parsed facts of `ctx.node` (one ParsedNode per node per scan)."""
+    """The parsed facts of `ctx.node` (one ParsedNode per node per scan).
+
+    Its `iptables(key)` structure views come from the same single parse of each dump that the
+    expected-vs-actual comparison uses (`node_dumps`), so a 400k-line dump is read once per node.
+    """
     node = ctx.node
     if node is None:
         raise ValueError("parsed() needs a node-scope context")
-    return ctx.derived("parsed-node", lambda: ParsedNode(node))
+    return ctx.derived("parsed-node", lambda: SharedParsedNode(node, _dumps=node_dumps(ctx)))
 
 
 def parsed_of(ctx: CheckContext, node: NodeState) -> ParsedNode:
     """Parsed facts of another node (cluster-scope checks looking across nodes)."""
     found: dict[str, ParsedNode] = ctx.derived("parsed-nodes", dict)
     if node.name not in found:
-        found[node.name] = ParsedNode(node)
+        found[node.name] = SharedParsedNode(node, _dumps=NodeDumps(node))
     return found[node.name]
+
+
+# ------------------------------------------------------------------ one parse per iptables dump
+
+# Line breaks other than \n / \r\n that str.splitlines() (the light parser) honours and the full
+# parser does not: a dump containing one is read by the light parser itself, so line numbers agree.
+_ODD_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
+
+class NodeDumps:
+    """The iptables dumps of one node, each parsed once with the full parser and shared.
+
+    Byte-identical facts (`iptables-save.txt` and `iptables-nft-save.txt` on an nf_tables node)
+    share one parse. The structure view the firewall/backend/leftover checks read
+    (`kpdoctor.node.parsed.IptablesDump`) is derived from that parse instead of a second pass
+    over the text; a dump the full parser rejects (or whose lines it would number differently)
+    gets the lenient light parser, exactly as before.
+    """
+
+    def __init__(self, node: NodeState) -> None:
+        self.node = node
+        self._full: dict[str, tuple[str, Any]] = {}  # key -> (text, FullDump | InputError)
+        self._light: dict[str, IptablesDump | None] = {}
+        self._light_of: dict[int, tuple[Any, LightDump]] = {}  # id(full parse) -> (full parse, its view)
+
+    def full(self, key: str) -> Any:
+        """The `kpdoctor.dataplane.iptables_save.IptablesDump` of fact `key` (None when absent).
+
+        Raises the parser's InputError for a dump it cannot read."""
+        from kpdoctor.dataplane.iptables_save import parse_iptables_save
+        from kpdoctor.errors import InputError
+
+        text = self.node.text(key)
+        if text is None:
+            return None
+        known = self._full.get(key)
+        if known is None or known[0] is not text:
+            known = None
+            for other, (seen, result) in self._full.items():
+                if other != key and not isinstance(result, InputError) and len(seen) == len(text) and seen == text:
+                    known = (text, result)
+                    break
+            if known is None:
+                try:
+                    known = (text, parse_iptables_save(text, f"{self.node.name}/{key}"))
+                except InputError as exc:
+                    known = (text, exc)
+            self._full[key] = known
+        result = known[1]
+        if isinstance(result, InputError):
+            raise result
+        return result
+
+    def light(self, key: str) -> IptablesDump | None:
+        if key not in self._light:
+            self._light[key] = self._build_light(key)
+        return self._light[key]
+
+    def _build_light(self, key: str) -> IptablesDump | None:
+        from kpdoctor.errors import InputError
+        from kpdoctor.node.parsed import parse_iptables_dump
+
+        text = self.node.text(key)
+        if text is None:
+            return None
+        if not any(c in text for c in _ODD_BREAKS):
+            try:
+                full = self.full(key)
+            except InputError:
+                full = None
+            if full is not None and not any(ch.overrides for t in full.tables.values() for ch in t.chains.values()):
+                known = self._light_of.get(id(full))
+                if known is None:
+                    known = self._light_of[id(full)] = (full, _light_from_full(full))
+                return known[1]
+        return parse_iptables_dump(text)
+
+
+def node_dumps(ctx: CheckContext) -> NodeDumps:
+    node = ctx.node
+    if node is None:
+        raise ValueError("node_dumps() needs a node-scope context")
+    return ctx.derived("iptables-dumps", lambda: NodeDumps(node))
+
+
+class _ChainRules(Mapping[str, tuple[IptRule, ...]]):
+    """One table's rules per chain, built on first access (the light parser's `IptRule`s, same numbers).
+
+    Chains iterate in the order of their first rule, as the light parser inserts them."""
+
+    def __init__(self, table: str, chains: Mapping[str, Any]) -> None:
+        self._table = table
+        self._chains = chains
+        self._built: dict[str, tuple[IptRule, ...]] = {}
+        self._order: list[str] | None = None
+
+    def __getitem__(self, chain: str) -> tuple[IptRule, ...]:
+        found = self._built.get(chain)
+        if found is None:
+            ch = self._chains.get(chain)
+            if ch is None or not ch.idx:
+                raise KeyError(chain)
+            src = ch.src
+            table = self._table
+            found = tuple(IptRule(table, chain, n, src[i].strip(), i + 1) for n, i in enumerate(ch.idx))
+            self._built[chain] = found
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        if self._order is None:
+            with_rules = [(ch.idx[0], name) for name, ch in self._chains.items() if ch.idx]
+            self._order = [name for _, name in sorted(with_rules)]
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return sum(1 for ch in self._chains.values() if ch.idx)
+
+
+@dataclass(frozen=True)
+class LightDump(IptablesDump):
+    """`IptablesDump` whose set-building questions are answered once (they are asked per check)."""
+
+    def kube_chains(self) -> dict[str, list[str]]:
+        cached: dict[str, list[str]] | None = self.__dict__.get("_kube_chains")
+        if cached is None:
+            cached = super().kube_chains()
+            object.__setattr__(self, "_kube_chains", cached)
+        return cached
+
+    def chains(self, table: str | None = None) -> set[str]:
+        memo: dict[str | None, set[str]] = self.__dict__.setdefault("_chain_sets", {})
+        if table not in memo:
+            memo[table] = super().chains(table)
+        return memo[table]
+
+
+def _light_from_full(full: Any) -> LightDump:
+    policies = {name: {c: ch.policy for c, ch in t.chains.items()} for name, t in full.tables.items()}
+    rules = {name: _ChainRules(name, t.chains) for name, t in full.tables.items()}
+    return LightDump(policies=policies, rules=rules)
+
+
+@dataclass
+class SharedParsedNode(ParsedNode):
+    """A ParsedNode whose iptables structure views come from the node's one full parse per dump."""
+
+    _dumps: NodeDumps | None = None
+
+    def iptables(self, key: str) -> IptablesDump | None:
+        if self._dumps is None:
+            return super().iptables(key)
+        return self._dumps.light(key)
 
 
 # ------------------------------------------------------------------ kube-proxy on a node
@@ -160,7 +316,8 @@ def _ipt_evidence(p: ParsedNode, key: str) -> str:
     if dump is None:
         return ""
     chains = dump.kube_chains()
-    names = [c for t in ("nat", "filter") for c in chains.get(t, ()) if c in IPTABLES_MARKER_CHAINS]
+    # The markers are KUBE-* chains kubelet does not own, so "declared in the table" is "in kube_chains".
+    names = [c for t in ("nat", "filter") for c in IPTABLES_MARKER_CHAINS if c in dump.policies.get(t, {})]
     if not names:
         return ""
     total = sum(len(v) for v in chains.values())
@@ -215,30 +372,38 @@ class ViewUnavailable(Exception):
 
 def actual_view(
     node: NodeState, mode: str, *, rules_key: str | None = None, expected: SemanticView | None = None,
-    family: str = "IPv4",
+    family: str = "IPv4", parsed_node: ParsedNode | None = None, dumps: NodeDumps | None = None,
+    jump_memo: Any = None,
 ) -> SemanticView | None:
     """The node's dataplane as a SemanticView for `mode`; None when the node has no dump for it.
 
     `expected` (the reference proxier's view) only lends names: which address is a
     load balancer vs an external IP, and Service names for IPVS (which stores none).
     Raises ViewUnavailable when a dump exists but cannot be read (the message says why).
+    `parsed_node` / `dumps` are the node's already-parsed facts (checks pass theirs, so nothing
+    is parsed twice); without them the node is parsed here. `jump_memo` (an iptables_semantic
+    JumpMemo shared by a scan) lets identical chains of different nodes be read once.
     """
     from kpdoctor.errors import InputError
 
+    if dumps is None:
+        dumps = parsed_node._dumps if isinstance(parsed_node, SharedParsedNode) else None
+        dumps = dumps or NodeDumps(node)
+    if parsed_node is None:
+        parsed_node = SharedParsedNode(node, _dumps=dumps)
     try:
         if mode == "iptables":
-            from kpdoctor.dataplane.iptables_save import parse_iptables_save
             from kpdoctor.dataplane.iptables_semantic import address_kinds_of
             from kpdoctor.dataplane.iptables_semantic import semantic_view as ipt_view
 
-            key = rules_key or iptables_rules_key(ParsedNode(node))
+            key = rules_key or iptables_rules_key(parsed_node)
             if family == "IPv6":
                 key = "ip6tables-save.txt"
-            text = node.text(key) if key else None
-            if text is None:
+            dump = dumps.full(key) if key else None
+            if dump is None:
                 return None
             kinds = address_kinds_of(expected) if expected is not None else None
-            return ipt_view(parse_iptables_save(text, f"{node.name}/{key}"), address_kinds=kinds)
+            return ipt_view(dump, address_kinds=kinds, memo=jump_memo)
         if mode == "nftables":
             from kpdoctor.dataplane.iptables_semantic import address_kinds_of
             from kpdoctor.dataplane.nft import parse_nft_json
@@ -259,7 +424,7 @@ def actual_view(
             table, ipsets = read_node_ipvs(node)
             if not table.available:
                 raise ViewUnavailable(table.reason)
-            p = ParsedNode(node)
+            p = parsed_node
             view = ipvs_semantic_view(
                 table.virtual_servers, ipsets, node.text(iptables_rules_key(p) or "iptables-save.txt"),
                 node_ips=p.addresses(6 if family == "IPv6" else 4),
@@ -278,17 +443,82 @@ def expected_for(ctx: CheckContext, mode: str | None = None) -> SemanticView:
 
     def build() -> SemanticView:
         from kpdoctor.proxier.context import build_input
-        from kpdoctor.proxier.expected import expected_view
 
         found = node_proxy_config(ctx, node.name)
         config: KubeProxyConfig | None = None
         if found is not None:
             config = found.config
         inp = build_input(ctx.cluster, node.name, config=config, mode=mode)
-        view: SemanticView = expected_view(inp)
-        return view
+        family = inp.family
+        shared = ctx.shared(f"expected-shared:{family}", lambda: SharedExpectation(ctx.cluster, family))
+        api_node = ctx.cluster.node_by_name.get(node.name)
+        zone = (api_node.zone or "") if api_node is not None else ""
+        return shared.view_for(node.name, zone, inp.primary_node_ip)
 
     return ctx.derived(f"expected-view:{mode or ''}", build)
+
+
+_NO_NODE = "\0no-node"  # a node name no endpoint carries: every endpoint is remote
+
+
+class SharedExpectation:
+    """The node-independent part of the reference proxier's expectation, computed once per scan.
+
+    `kpdoctor.proxier.expected.expected_view(build_input(cluster, node))` is the definition; for
+    most service ports its result is the same on every node: the endpoints (sorted, deduplicated)
+    and their categorisation depend on the node only through Local traffic policies, topology
+    hints, a source-range check against the node's IP, and which copy of an endpoint listed in
+    two slices wins (the local one). Ports with none of those keep their frontend views from the
+    first computation; the others are recomputed per node exactly as `expected_view` does.
+    """
+
+    def __init__(self, cluster: ClusterState, family: str) -> None:
+        from kpdoctor.proxier.endpoints import ServicePortEndpoints, categorize, endpoints_for
+        from kpdoctor.proxier.expected import service_port_views
+        from kpdoctor.proxier.serviceport import all_service_ports
+
+        slices = cluster.slices_by_service
+        self._entries: list[tuple[Any, tuple[Any, ...], list[FrontendView] | None]] = []
+        for info in all_service_ports(cluster, family):
+            svc_slices = tuple(slices.get(info.service.key, ()))
+            eps = endpoints_for(info, svc_slices, _NO_NODE)
+            views: list[FrontendView] | None = None
+            if not _node_dependent(info, eps, svc_slices):
+                spe = ServicePortEndpoints(info, tuple(eps), categorize(info, eps, _NO_NODE, ""))
+                views = service_port_views(spe, None)
+            self._entries.append((info, svc_slices, views))
+
+    def view_for(self, node_name: str, zone: str, node_ip: str | None) -> SemanticView:
+        from kpdoctor.proxier.endpoints import ServicePortEndpoints, categorize, endpoints_for
+        from kpdoctor.proxier.expected import service_port_views
+
+        out: list[FrontendView] = []
+        for info, svc_slices, views in self._entries:
+            if views is None:
+                eps = endpoints_for(info, svc_slices, node_name)
+                spe = ServicePortEndpoints(info, tuple(eps), categorize(info, eps, node_name, zone))
+                views = service_port_views(spe, node_ip)
+            out += views
+        return SemanticView.of(out)
+
+
+def _node_dependent(info: Any, eps: list[Any], slices: tuple[Any, ...]) -> bool:
+    if info.uses_local_endpoints or (info.load_balancer_source_ranges and info.load_balancer_vips):
+        return True
+    if any(ep.zone_hints or ep.node_hints for ep in eps):
+        return True
+    # An endpoint listed by two slices: kube-proxy keeps the local copy, so the node decides which
+    # copy's conditions count. Count every candidate; fewer endpoints than candidates means overlap
+    # (or an unparsable address, which costs nothing to treat the same way).
+    wanted = "IPv6" if info.family == "IPv6" else "IPv4"
+    candidates = 0
+    for sl in slices:
+        if sl.address_type != wanted:
+            continue
+        for eport in sl.ports:
+            if eport.name == info.port_name and eport.protocol == info.protocol and eport.port is not None:
+                candidates += sum(1 for ep in sl.endpoints if ep.addresses)
+    return candidates != len(eps)
 
 
 @dataclass(frozen=True)
@@ -312,7 +542,11 @@ def compare(ctx: CheckContext, mode: str) -> Comparison | None:
             "nft-ruleset.json" if mode == "nftables" else "ipvsadm-save.txt"
         )
         expected = expected_for(ctx, mode)
-        actual = actual_view(node, mode, rules_key=key, expected=expected)
+        from kpdoctor.dataplane.iptables_semantic import JumpMemo
+
+        memo = ctx.shared("iptables-jump-memo", JumpMemo) if mode == "iptables" else None
+        actual = actual_view(node, mode, rules_key=key, expected=expected, parsed_node=p, dumps=node_dumps(ctx),
+                             jump_memo=memo)
         if actual is None:
             return None
         return Comparison(mode, key or "", expected, actual, diff(expected, actual))

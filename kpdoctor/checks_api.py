@@ -19,6 +19,7 @@ from kpdoctor.node.state import NodeState
 Scope = Literal["cluster", "node"]
 T = TypeVar("T")
 DOCS_BASE = "https://github.com/kpdoctor/kpdoctor/blob/main/docs/checks"
+SHARED_SCOPE = "\0scan"  # the cache scope of `CheckContext.shared` (no node is named so)
 
 
 @dataclass
@@ -39,6 +40,19 @@ class CheckContext:
 
     def derived(self, key: str, factory: Callable[[], T]) -> T:
         cache_key = (self.node.name if self.node else "", key)
+        if cache_key not in self._cache:
+            self._cache[cache_key] = factory()
+        value: T = self._cache[cache_key]
+        return value
+
+    def shared(self, key: str, factory: Callable[[], T]) -> T:
+        """Like `derived`, but one value for the whole scan (every node), not one per node.
+
+        For views that do not depend on the node (the cluster-wide part of the reference
+        proxier's expectation): the engine passes one cache to every context of a scan and
+        drops only the per-node entries after each node, so these live until the scan ends.
+        """
+        cache_key = (SHARED_SCOPE, key)
         if cache_key not in self._cache:
             self._cache[cache_key] = factory()
         value: T = self._cache[cache_key]

@@ -44,6 +44,8 @@ class ScanRequest:
     probe: bool = False
     collect_options: Any = None  # kpdoctor.node.collect.CollectOptions for ssh / kube-exec / local
     progress: bool = False
+    probe_options: Any = None  # kpdoctor.node.probe.ProbeOptions for --probe (None: its defaults)
+    collected: Any = None  # (ClusterState, NodeSource, SourceInfo) the caller gathered itself (`kpdoctor node`)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class ScanOutcome:
     result: ScanResult
     report: dict[str, Any]
     exit_code: int
+    probe: Any = None  # kpdoctor.node.probe.ProbeRun when --probe ran
 
 
 # ---- sources -------------------------------------------------------------------------------------
@@ -181,6 +184,9 @@ def _load_live(req: ScanRequest) -> ClusterState:
 # ---- the pipeline ------------------------------------------------------------------------------------
 def gather(req: ScanRequest) -> tuple[ClusterState, NodeSource, SourceInfo, bool]:
     """Load the cluster and nodes the request names; the bool says whether nodes were asked for."""
+    if req.collected is not None:  # `kpdoctor node` collected its one node itself: same pipeline from here
+        cluster, source, info = req.collected
+        return cluster, source, info, bool(list(source.names()))
     sources = sum(bool(x) for x in (req.bundle, req.snapshot, req.demo))
     if sources > 1:
         raise InputError("choose one of --bundle, --snapshot, --demo (or none for the live API)")
@@ -209,6 +215,8 @@ def gather(req: ScanRequest) -> tuple[ClusterState, NodeSource, SourceInfo, bool
     if transport not in ("ssh", "kube-exec", "local"):
         raise InputError(f"--transport {transport!r}: choose ssh, kube-exec, local or none")
     names = select_nodes(cluster, req.node_names, req.node_selector)
+    if transport == "local" and len(names) != 1:
+        raise InputError("--transport local reads this machine: name the one node it is with --nodes NAME")
     nodes = _collect_live_nodes(cluster, names, req)
     return cluster, ListNodes(nodes), SourceInfo(kind, location, transport), bool(names)
 
@@ -220,11 +228,27 @@ def scan(req: ScanRequest, *, registry: Registry | None = None, silences: Silenc
     if silences is not None:
         silences.validate_checks(reg.ids() + [c.id for c in checks])
     cluster, nodes, source, wanted_nodes = gather(req)
-    options = {"probe": req.probe, "source": source.kind, "transport": source.transport}
+    probe_run = run_probe(req, cluster, nodes) if req.probe else None
+    options = {"probe": probe_run.results if probe_run is not None else False, "source": source.kind,
+               "transport": source.transport}
     result = run_checks(checks, cluster, node_source=nodes, options=options, silences=silences,
                         load_errors=reg.load_errors)
     code = exit_code(result.findings, req.fail_on)
     if wanted_nodes and result.nodes and not any(n.reachable for n in result.nodes):
         code = EXIT_UNREACHABLE
     report = build_report(result, source=source, fail_on=req.fail_on, exit_code=code, origins=reg.origins)
-    return ScanOutcome(result, report, code)
+    return ScanOutcome(result, report, code, probe_run)
+
+
+def run_probe(req: ScanRequest, cluster: ClusterState, nodes: NodeSource) -> Any:
+    """--probe: connect to the NodePorts of the scanned (reachable) nodes from here (`kpdoctor.node.probe`);
+    KP-NODEPORT-FIREWALL reads the results from `options["probe"]` on each node."""
+    from kpdoctor.node.probe import probe_node_ports
+
+    names = list(nodes.names())
+    if not names:
+        raise InputError("--probe: no node is scanned, so no node check would read the results; reach the nodes "
+                         "with --bundle or --transport (the probe connects to each scanned node's InternalIP)")
+    if isinstance(nodes, ListNodes):  # collected live: an unreachable node gets no node checks to read results
+        names = [n for n in names if nodes.load(n).reachable]
+    return probe_node_ports(cluster, names, req.probe_options)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,9 @@ def _service(draw: st.DrawFn, nodes: tuple[str, ...], i: int) -> list[dict[str, 
                            "metadata": {"namespace": "shop", "name": f"svc{i}"}, "spec": spec}
     if kind == "LoadBalancer":
         obj["status"] = {"loadBalancer": {"ingress": [{"ip": f"192.0.2.{i + 1}"}]}}
+        ranges = draw(st.sampled_from([None, None, ["203.0.113.0/24"], ["10.77.0.0/16", "203.0.113.0/24"]]))
+        if ranges:
+            spec["loadBalancerSourceRanges"] = ranges
     eps = [draw(_endpoint(nodes, i, k)) for k in range(draw(st.integers(0, 4)))]
     slice_ = {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
@@ -153,9 +157,24 @@ def kube_proxy_objects(mode: str, nodes: tuple[str, ...]) -> list[dict[str, Any]
     return objects
 
 
+def apiserver_service() -> list[dict[str, Any]]:
+    """default/kubernetes, which every cluster has (its endpoint is the API server, on no node)."""
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "default", "name": "kubernetes"},
+         "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"], "ipFamilies": ["IPv4"],
+                  "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
+                  "sessionAffinity": "None"}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+         "metadata": {"namespace": "default", "name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+         "endpoints": [{"addresses": ["10.77.0.100"], "conditions": dict(READY)}],
+         "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]},
+    ]
+
+
 @st.composite
 def cluster_objects(draw: st.DrawFn, mode: str) -> list[dict[str, Any]]:
-    """Nodes n1..n{2,3}, kube-proxy in `mode`, 1-4 Services of mixed types/policies with their slices."""
+    """Nodes n1..n{2,3}, kube-proxy in `mode`, default/kubernetes and 1-4 Services of mixed types/policies
+    with their slices."""
     nodes = ALL_NODES[: draw(st.integers(2, 3))]
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Node",
@@ -165,7 +184,7 @@ def cluster_objects(draw: st.DrawFn, mode: str) -> list[dict[str, Any]]:
                     "conditions": [{"type": "Ready", "status": "True"}]}}
         for n in nodes
     ]
-    objects += kube_proxy_objects(mode, nodes)
+    objects += kube_proxy_objects(mode, nodes) + apiserver_service()
     for i in range(draw(st.integers(1, 4))):
         objects += draw(_service(nodes, i))
     return objects
@@ -262,3 +281,375 @@ def describe(findings: list[Finding] | tuple[Finding, ...]) -> str:
         out.append(f"[{f.severity.label}] {f.check_id} {f.scope} {f.subject}: {f.message}")
         out += [f"      evidence: {e}" for e in f.evidence[:6]]
     return "\n".join(out) or "(none)"
+
+
+# ----------------------------------------------------------------------------- perturbations
+IPTABLES = "iptables-nft"  # the backend the lab restores into (iptables-nft-restore)
+DEAD_ENDPOINT_HOST = 250  # 10.244.<n>.250 is never generated: a pod IP that backs nothing
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One change to a node's live dataplane (argv lists run inside the namespace, in order) and the one
+    finding that must name it: check id, subject, and strings its message/evidence must mention."""
+
+    kind: str
+    what: str
+    commands: tuple[tuple[str, ...], ...]
+    check_id: str
+    subject: str
+    needles: tuple[str, ...]
+
+    def apply(self, ns: str) -> None:
+        for argv in self.commands:
+            run(list(argv), ns)
+
+    def __str__(self) -> str:  # what hypothesis prints for a failing example
+        return f"{self.kind}: {self.what}"
+
+
+def service_subject(service_port_name: str, protocol: str) -> str:
+    return f"Service {service_port_name}/{protocol.upper()}"
+
+
+def sysctl_perturbations(mode: str) -> list[Perturbation]:
+    out = [Perturbation("sysctl", "net.ipv4.ip_forward=0", (("sysctl", "-qw", "net.ipv4.ip_forward=0"),),
+                        "KP-SYSCTL-CONNTRACK", f"Node {LAB_NODE}", ("net.ipv4.ip_forward = 0",))]
+    if mode == "iptables":  # localhost NodePorts (the v1.36 default) need it; kube-proxy set it at start
+        out.append(Perturbation("sysctl", "net.ipv4.conf.all.route_localnet=0",
+                                (("sysctl", "-qw", "net.ipv4.conf.all.route_localnet=0"),),
+                                "KP-SYSCTL-CONNTRACK", f"Node {LAB_NODE}",
+                                ("net.ipv4.conf.all.route_localnet = 0",)))
+    return out
+
+
+# ---- iptables
+#
+# Only faults that change what the SemanticView describes are drawn: the path of traffic that does not
+# short-circuit (KUBE-SERVICES / KUBE-NODEPORTS -> KUBE-FW -> KUBE-EXT's unconditional jump -> KUBE-SVC/SVL
+# -> KUBE-SEP -> DNAT). Faults outside it are known gaps of that model, listed in test_checks_vs_proxier.
+_NOT_A_PATH = {"KUBE-MARK-MASQ", "KUBE-MARK-DROP", "RETURN", "ACCEPT", "DROP", "REJECT", "DNAT", "MARK",
+               "MASQUERADE", "KUBE-NODEPORTS"}
+
+
+@dataclass(frozen=True)
+class IptRule:
+    table: str
+    chain: str
+    words: tuple[str, ...]  # after `-A CHAIN`, quotes resolved
+    index: int  # 1-based position in its chain
+
+    def opt(self, name: str) -> str | None:
+        w = self.words
+        return next((w[i + 1] for i in range(len(w) - 1) if w[i] == name), None)
+
+    @property
+    def target(self) -> str:
+        return self.opt("-j") or ""
+
+    @property
+    def comment(self) -> str:
+        return self.opt("--comment") or ""
+
+    @property
+    def service(self) -> str:
+        """The ServicePortName a kube-proxy comment starts with ("" for kube-proxy's own plumbing)."""
+        first = self.comment.split(" ", 1)[0]
+        return first if "/" in first and ":" in first else ""
+
+    @property
+    def dest(self) -> str:
+        """`-d` without its /32 ("" when absent or negated)."""
+        i = self.words.index("-d") if "-d" in self.words else -1
+        if i < 0 or (i > 0 and self.words[i - 1] == "!"):
+            return ""
+        return self.words[i + 1].split("/", 1)[0]
+
+    def frontend(self) -> tuple[str, str, str]:
+        """(address or "*" for node ports, port, protocol) of a frontend rule."""
+        return (self.dest or "*", self.opt("--dport") or "", (self.opt("-p") or "").upper())
+
+    def delete(self) -> tuple[str, ...]:
+        """By position: iptables-nft cannot delete some rules by their saved text (`-m recent --set ...`)."""
+        return (IPTABLES, "-w", "5", "-t", self.table, "-D", self.chain, str(self.index))
+
+
+def parse_save(text: str) -> list[IptRule]:
+    import shlex
+
+    rules: list[IptRule] = []
+    table = ""
+    counts: dict[tuple[str, str], int] = {}
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif line.startswith("-A "):
+            words = shlex.split(line)
+            key = (table, words[1])
+            counts[key] = counts.get(key, 0) + 1
+            rules.append(IptRule(table, words[1], tuple(words[2:]), counts[key]))
+    return rules
+
+
+def _is_lb_jump(r: IptRule) -> bool:
+    """A KUBE-SVC/SVL rule that load-balances to an endpoint (the `--rcheck` affinity rules only keep clients)."""
+    return r.target.startswith("KUBE-SEP-") and "--rcheck" not in r.words
+
+
+def _on_path(starts: list[str], by_chain: dict[str, list[IptRule]]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(starts)
+    while todo:
+        chain = todo.pop()
+        if chain in seen or chain in _NOT_A_PATH:
+            continue
+        seen.add(chain)
+        rules = by_chain.get(chain, [])
+        if chain.startswith("KUBE-EXT-"):  # only the jump without a source condition (no short-circuit)
+            rules = [r for r in rules if r.target not in _NOT_A_PATH and "-s" not in r.words
+                     and "--src-type" not in r.words and "-i" not in r.words][:1]
+        elif chain.startswith(("KUBE-SVC-", "KUBE-SVL-")):
+            rules = [r for r in rules if _is_lb_jump(r)]
+        todo += [r.target for r in rules if r.target]
+    return seen
+
+
+def iptables_perturbations(save: str) -> list[Perturbation]:
+    """Every single-rule/chain fault of kube-proxy's Service rules found in the live `iptables-save`."""
+    rules = parse_save(save)
+    nat: dict[str, list[IptRule]] = {}
+    for r in rules:
+        if r.table == "nat":
+            nat.setdefault(r.chain, []).append(r)
+    nat_fronts = [r for r in rules if r.table == "nat" and r.service and r.opt("--dport") and r.target
+                  and r.chain in ("KUBE-SERVICES", "KUBE-NODEPORTS") and not r.dest.startswith("127.")]
+    filter_fronts = [r for r in rules if r.table == "filter" and r.service and r.opt("--dport")
+                     and r.chain in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES") and r.target in ("REJECT", "DROP")]
+    nat_keys = {r.frontend() for r in nat_fronts}
+    filter_keys = {r.frontend() for r in filter_fronts}
+    out: list[Perturbation] = []
+    # a frontend's own rule: nat jump (DNAT frontends) or filter REJECT/DROP (frontends without endpoints)
+    for r in [*nat_fronts, *filter_fronts]:
+        other = filter_keys if r.table == "nat" else nat_keys
+        if r.frontend() in other:
+            continue  # eTP/iTP=Local without local endpoints: only short-circuited traffic uses the nat path
+        addr, port, proto = r.frontend()
+        out.append(Perturbation("delete-frontend-rule", f"{r.table} {r.chain} `{' '.join(r.words)}` deleted",
+                                (r.delete(),), "KP-STALE-ENDPOINTS", service_subject(r.service, proto),
+                                (f"{addr}:{port}",)))
+    path = _on_path([r.target for r in nat_fronts if r.frontend() not in filter_keys], nat)
+    for chain in sorted(c for c in path if c.startswith(("KUBE-SVC-", "KUBE-SVL-"))):
+        jumps = [r for r in nat[chain] if _is_lb_jump(r)]
+        if not jumps:
+            continue
+        svc = jumps[0].comment.partition(" -> ")[0]
+        dnats = {j.target: next(x for x in nat[j.target] if x.target == "DNAT") for j in jumps}
+        proto = (dnats[jumps[0].target].opt("-p") or "tcp").lower()
+        subject = service_subject(svc, proto)
+        for j in jumps:
+            dest = dnats[j.target].opt("--to-destination") or ""
+            out.append(Perturbation("drop-sep-jump", f"nat {chain}: jump to {j.target} ({dest}) deleted",
+                                    (j.delete(),), "KP-STALE-ENDPOINTS", subject, (dest,)))
+        first = dnats[jumps[0].target].opt("--to-destination") or ""
+        dead = "10.244.{}.{}:{}".format(first.split(".")[2], DEAD_ENDPOINT_HOST, first.rsplit(":", 1)[1])
+        stale_chain = "KUBE-SEP-STALE" + chain[-10:]
+        ipt = (IPTABLES, "-w", "5", "-t", "nat")
+        out.append(Perturbation(
+            "stale-dnat", f"nat {chain}: jump to {stale_chain} (DNAT {dead}) inserted before the others",
+            ((*ipt, "-N", stale_chain),
+             (*ipt, "-A", stale_chain, "-m", "comment", "--comment", svc, "-p", proto, "-m", proto, "-j", "DNAT",
+              "--to-destination", dead),
+             (*ipt, "-I", chain, str(jumps[0].index), "-m", "comment", "--comment", f"{svc} -> {dead}", "-m",
+              "statistic", "--mode", "random", "--probability", "0.5", "-j", stale_chain)),
+            "KP-STALE-ENDPOINTS", subject, (dead,)))
+        # the chain and every jump to it (last position first within a chain: earlier positions stay valid)
+        to_it = sorted((x for x in rules if x.table == "nat" and x.target == chain), key=lambda x: (x.chain, -x.index))
+        out.append(Perturbation(
+            "delete-service-chain", f"nat {chain} and the {len(to_it)} jump(s) to it deleted",
+            (*(x.delete() for x in to_it), (*ipt, "-F", chain), (*ipt, "-X", chain)),
+            "KP-STALE-ENDPOINTS", subject, tuple(sorted({d.opt("--to-destination") or "" for d in dnats.values()}))))
+    for chain in sorted(c for c in path if c.startswith("KUBE-SEP-")):
+        dnat = next(x for x in nat[chain] if x.target == "DNAT")
+        dest = dnat.opt("--to-destination") or ""
+        out.append(Perturbation("drop-dnat", f"nat {chain}: its DNAT to {dest} deleted", (dnat.delete(),),
+                                "KP-STALE-ENDPOINTS", service_subject(dnat.comment, dnat.opt("-p") or ""), (dest,)))
+    return out
+
+
+# ---- nftables (same model: the path of traffic that does not short-circuit)
+_NUMGEN = re.compile(r"numgen random mod (\d+) (v?map) \{ (.*) \}")
+_HANDLE = re.compile(r"^\s*(.*?) # handle (\d+)$")
+_PER_SERVICE = re.compile(r"^(service|local|external|endpoint|firewall)-[A-Z0-9]{8}-")
+NFT_TABLE = ("ip", "kube-proxy")
+
+
+def _svc_of_chain(chain: str) -> tuple[str, str]:
+    """`service-HASH-ns/name/tcp/p0` (or endpoint-...__ip/port) -> ("ns/name:p0", "tcp")."""
+    body = chain.split("-", 2)[2].split("__", 1)[0]
+    ns, name, proto, port = body.split("/", 3)
+    return (f"{ns}/{name}:{port}" if port else f"{ns}/{name}"), proto
+
+
+def nft_chains(ns: str) -> dict[str, list[tuple[int, str]]]:
+    """Chains of `table ip kube-proxy` with their rules as (handle, text), from `nft -a list table`."""
+    text = run(["nft", "-a", "list", "table", *NFT_TABLE], ns)
+    chains: dict[str, list[tuple[int, str]]] = {}
+    current = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("chain "):
+            current = stripped.split()[1]
+            chains[current] = []
+        elif stripped == "}":
+            current = ""
+        elif current:
+            m = _HANDLE.match(line)
+            if m and not m.group(1).startswith(("type ", "comment ")):
+                chains[current].append((int(m.group(2)), m.group(1)))
+    return chains
+
+
+def nft_map_elements(ns: str) -> dict[str, list[tuple[str, str, str]]]:
+    """(key text, verdict text, comment) of kube-proxy's verdict maps, from `nft -j list table`."""
+    doc = json.loads(run(["nft", "-j", "list", "table", *NFT_TABLE], ns))
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for item in doc["nftables"]:
+        body = item.get("map")
+        if not body:
+            continue
+        elems = []
+        for key, value in body.get("elem", []):
+            comment = ""
+            if isinstance(key, dict) and "elem" in key:
+                comment = key["elem"].get("comment", "")
+                key = key["elem"]["val"]
+            parts = key["concat"] if isinstance(key, dict) and "concat" in key else [key]
+            verdict = next(iter(value)) if isinstance(value, dict) else str(value)
+            target = value[verdict]["target"] if isinstance(value, dict) and isinstance(value[verdict], dict) else ""
+            elems.append((" . ".join(str(p) for p in parts), f"{verdict} {target}".strip(), comment))
+        out[body["name"]] = elems
+    return out
+
+
+def _nft_targets(text: str) -> list[str]:
+    """Chains a rule sends every matching packet to (vmap entries, goto/jump); conditional rules excluded by
+    the caller."""
+    m = _NUMGEN.search(text)
+    if m and m.group(2) == "vmap":
+        return [v.split(" : ", 1)[1].split()[1] for v in m.group(3).split(", ")]
+    words = text.split()
+    return [words[1]] if len(words) == 2 and words[0] in ("goto", "jump") else []
+
+
+def nftables_perturbations(ns: str) -> list[Perturbation]:
+    """Every single-element/rule/chain fault of the live kube-proxy table, with the finding it must cause."""
+    chains = nft_chains(ns)
+    maps = nft_map_elements(ns)
+    table = NFT_TABLE
+    fronts = {(m, k): (v, c) for m in ("service-ips", "service-nodeports") for k, v, c in maps.get(m, [])}
+    verdicts = {(m, k): (v, c) for m in ("no-endpoint-services", "no-endpoint-nodeports") for k, v, c in maps.get(m, [])}
+    pair = {"service-ips": "no-endpoint-services", "service-nodeports": "no-endpoint-nodeports",
+            "no-endpoint-services": "service-ips", "no-endpoint-nodeports": "service-nodeports"}
+    out: list[Perturbation] = []
+    for (map_name, key), (verdict, comment) in [*fronts.items(), *verdicts.items()]:
+        if (pair[map_name], key) in fronts or (pair[map_name], key) in verdicts:
+            continue  # Local policy without local endpoints: the goto only serves short-circuited traffic
+        parts = key.split(" . ")
+        target = verdict.split(" ", 1)[1] if " " in verdict else ""
+        svc = _svc_of_chain(target)[0] if _PER_SERVICE.match(target) else comment
+        needle = f"{parts[0]}:{parts[2]}" if len(parts) == 3 else f"*:{parts[1]}"
+        out.append(Perturbation("delete-frontend-element", f"map {map_name}: element `{key} : {verdict}` deleted",
+                                (("nft", "delete", "element", *table, map_name, f"{{ {key} }}"),),
+                                "KP-STALE-ENDPOINTS", service_subject(svc, parts[-2]), (needle,)))
+    # chains on the non-short-circuit path of a DNAT frontend
+    todo = [v.split()[1] for (m, k), (v, _) in fronts.items() if (pair[m], k) not in verdicts and " " in v]
+    path: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in path or name not in chains:
+            continue
+        path.add(name)
+        for _, text in chains[name]:
+            if name.startswith("external-") or not text.startswith("ip saddr @affinity-"):
+                todo += _nft_targets(text)
+    for name in sorted(path):
+        if not name.startswith(("service-", "local-", "endpoint-")):
+            continue
+        svc, proto = _svc_of_chain(name)
+        subject = service_subject(svc, proto)
+        for handle, text in chains[name]:
+            if name.startswith("endpoint-") and " dnat to " in text:
+                dest = text.rsplit(" dnat to ", 1)[1].split()[0]
+                out.append(Perturbation("drop-dnat", f"{name}: `{text}` deleted",
+                                        (("nft", "delete", "rule", *table, name, "handle", str(handle)),),
+                                        "KP-STALE-ENDPOINTS", subject, (dest,)))
+            m = _NUMGEN.search(text)
+            if m:
+                out += _numgen_perturbations(name, handle, text, m, subject, proto)
+        if not name.startswith("endpoint-"):
+            out.append(_delete_nft_chain(name, chains, maps, subject))
+    return out
+
+
+def _endpoint_of(item: str, direct: bool) -> str:
+    if direct:  # `IP . PORT`
+        ip, port = item.split(" . ")
+        return f"{ip}:{port}"
+    return item.rsplit("__", 1)[1].replace("/", ":")  # `goto endpoint-HASH-ns/name/proto/port__IP/PORT`
+
+
+def _numgen_perturbations(name: str, handle: int, text: str, m: re.Match[str], subject: str,
+                          proto: str) -> list[Perturbation]:
+    """Drop one endpoint from kube-proxy's `numgen random mod N (v)map {...}`, or add a dead one to it."""
+    table = NFT_TABLE
+    items = [v.split(" : ", 1)[1] for v in m.group(3).split(", ")]
+    direct = m.group(2) == "map"  # `dnat ip to numgen ... map { 0 : IP . PORT }` (no endpoint chains)
+
+    def rewrite(new_items: list[str]) -> str:
+        body = ", ".join(f"{k} : {v}" for k, v in enumerate(new_items))
+        return text[: m.start()] + f"numgen random mod {len(new_items)} {m.group(2)} {{ {body} }}" + text[m.end():]
+
+    out = []
+    for k, item in enumerate(items):
+        dest = _endpoint_of(item, direct)
+        rest = items[:k] + items[k + 1:]
+        cmd = (("nft", "replace", "rule", *table, name, "handle", str(handle), rewrite(rest)) if rest
+               else ("nft", "delete", "rule", *table, name, "handle", str(handle)))
+        out.append(Perturbation("drop-endpoint", f"{name}: {dest} removed from `{text}`", (cmd,),
+                                "KP-STALE-ENDPOINTS", subject, (dest,)))
+    first = _endpoint_of(items[0], direct)
+    dead = "10.244.{}.{}:{}".format(first.split(".")[2], DEAD_ENDPOINT_HOST, first.rsplit(":", 1)[1])
+    cmds: list[tuple[str, ...]] = []
+    if direct:
+        new = [*items, dead.replace(":", " . ")]
+    else:
+        stale_chain = f"endpoint-STALE{handle:03d}-{name.split('-', 2)[2]}__{dead.replace(':', '/')}"
+        cmds += [("nft", "add", "chain", *table, stale_chain),
+                 ("nft", "add", "rule", *table, stale_chain, f"meta l4proto {proto} dnat to {dead}")]
+        new = [*items, f"goto {stale_chain}"]
+    cmds.append(("nft", "replace", "rule", *table, name, "handle", str(handle), rewrite(new)))
+    out.append(Perturbation("stale-dnat", f"{name}: {dead} added to `{text}`", tuple(cmds),
+                            "KP-STALE-ENDPOINTS", subject, (dead,)))
+    return out
+
+
+def _delete_nft_chain(name: str, chains: dict[str, list[tuple[int, str]]],
+                      maps: dict[str, list[tuple[str, str, str]]], subject: str) -> Perturbation:
+    """A service/local chain deleted for good: first every map element and rule that sends packets to it
+    (nft refuses to delete a chain still referenced)."""
+    table = NFT_TABLE
+    cmds: list[tuple[str, ...]] = []
+    for map_name, elems in sorted(maps.items()):
+        for key, verdict, _ in elems:
+            if verdict.split()[-1] == name:
+                cmds.append(("nft", "delete", "element", *table, map_name, f"{{ {key} }}"))
+    for other, rules in sorted(chains.items()):
+        for handle, text in rules:
+            if other != name and name in text.split():
+                cmds.append(("nft", "delete", "rule", *table, other, "handle", str(handle)))
+    cmds.append(("nft", "delete", "chain", *table, name))
+    dests = sorted({_endpoint_of(v.split(" : ", 1)[1], m.group(2) == "map")
+                    for _, text in chains[name] for m in [_NUMGEN.search(text)] if m
+                    for v in m.group(3).split(", ")})
+    return Perturbation("delete-service-chain", f"chain {name} and the {len(cmds) - 1} references to it deleted",
+                        tuple(cmds), "KP-STALE-ENDPOINTS", subject, tuple(dests))

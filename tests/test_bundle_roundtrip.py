@@ -93,8 +93,8 @@ def test_local_collection_round_trip_and_read_only(tmp_path: Path) -> None:
                 "duration": f.duration, "error": f.error, "truncated": f.truncated}
             for k, f in back.facts.items()} == live["facts"]  # fmt: skip
     # the CLI reading the bundle prints the same NodeState facts
-    shown = subprocess.run([sys.executable, "-m", "kpdoctor", "node", "kpnode1", "--bundle", str(bundle_dir), "-o",
-                            "json"], capture_output=True, text=True, timeout=60, env=_env())  # fmt: skip
+    shown = subprocess.run([sys.executable, "-m", "kpdoctor", "node", "kpnode1", "--bundle", str(bundle_dir),
+                            "--facts-json"], capture_output=True, text=True, timeout=60, env=_env())  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["facts"] == live["facts"]
 

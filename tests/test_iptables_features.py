@@ -182,3 +182,12 @@ def test_feature_variants_restore_into_real_netfilter() -> None:
     v6 = make_input(objs, "clusterCIDR: 10.0.0.0/8,fd00:10::/64\n", family="IPv6", node_addresses=("fd00:1::2",))
     saved = kernel_round_trip(render_iptables(v6), family="IPv6")
     assert "--to-destination [fd00:10::5]:80" in saved
+
+
+def test_addresses_are_canonicalized_like_go_net_ip() -> None:
+    """kube-proxy prints net.IP.String(): `fd00:10:0::05` -> `fd00:10::5`; dotted quads stay as they are."""
+    objs = [svc("ns", "v6", "fd00:30:0::10"), {**eps("ns", "v6", ("fd00:10:0::05", None)), "addressType": "IPv6"}]
+    text = render_restore_payload(make_input(objs, "clusterCIDR: fd00:10::/64\n", family="IPv6",
+                                             node_addresses=("fd00:1::2",)))
+    assert "-d fd00:30::10 --dport 80" in text and "--to-destination [fd00:10::5]:80" in text
+    assert "fd00:10:0::05" not in text

@@ -132,3 +132,29 @@ def test_no_endpoint_lb_and_external_ip_are_told_apart_with_address_kinds() -> N
 def test_empty_and_non_kube_dumps() -> None:
     assert _view("").frontends == {}
     assert _view("*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n").frontends == {}
+
+
+def test_real_stale_node_bundle_is_diagnosed() -> None:
+    """Recorded real data (bundle B2): kube-proxy was SIGKILLed on edge-1 before an endpoint change.
+
+    The expert diagnosis in its README: payments/ledger still DNATs to 10.244.53.12 and lacks
+    10.244.53.19 on edge-1. The healthy bundle B1 shows no difference at all.
+    """
+    from kpdoctor.cluster.snapshot import load_snapshot
+    from kpdoctor.dataplane.iptables_save import load_iptables_save
+    from kpdoctor.proxier.context import build_input
+    from tests.iptables_helpers import GOLDEN
+
+    bundles = GOLDEN.parent / "bundles"
+    results = {}
+    for name in ("B1-healthy", "B2-stale-endpoint"):
+        root = bundles / name / "bundle"
+        expected = expected_view(build_input(load_snapshot(root / "cluster"), "edge-1"))
+        actual = semantic_view(load_iptables_save(str(root / "nodes" / "edge-1" / "iptables-save.txt")),
+                               address_kinds=address_kinds_of(expected))
+        results[name] = diff(expected, actual)
+    assert results["B1-healthy"] == []
+    [stale] = results["B2-stale-endpoint"]
+    assert (str(stale.frontend), stale.service, stale.kind) == (
+        "cluster-ip 10.96.150.30:80/TCP", "payments/ledger:http", "stale-endpoints")
+    assert stale.stale == {"10.244.53.12:8080"} and stale.missing == {"10.244.53.19:8080"}

@@ -208,7 +208,7 @@ def test_remote_command_line_quotes_every_element(lab: SshLab) -> None:
 def test_cli_node_over_ssh(lab: SshLab) -> None:
     out = subprocess.run([sys.executable, "-m", "kpdoctor", "node", "edge-a", "--transport", "ssh", "--address",
                           lab.nodes["edge-a"].address, "--ssh-user", lab.user, "--ssh-key", str(lab.user_key),
-                          "--known-hosts", str(lab.known_hosts), "--timeout", "20", "-o", "json"],
+                          "--known-hosts", str(lab.known_hosts), "--timeout", "20", "--facts-json"],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert '"iptables-nft-save.txt"' in out.stdout

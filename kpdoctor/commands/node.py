@@ -1,4 +1,8 @@
-"""`kpdoctor node <name>`: collect one node's dataplane facts and show what was collected.
+"""`kpdoctor node <name>`: collect one node's dataplane facts, show them, and run the node-scope checks.
+
+The checks run through `kpdoctor.scanner.scan` (handed the collected node via `ScanRequest.collected`), so
+`kpdoctor node X` and `kpdoctor scan --nodes X --checks scope:node` give the same findings; `--facts-json`
+prints the bare NodeState (what `-o json` printed before the checks were wired in).
 
 The shared flag definitions (transport, SSH, timeouts) live here too so that
 `kpdoctor collect` (and later `scan`) spell them identically.
@@ -163,8 +167,27 @@ def print_state(state: Any) -> None:
         console.print(facts)
 
 
+NODE_HELP = (
+    "Collect one node's dataplane facts (rules, kernel, kube-proxy surfaces), show what was collected, and run "
+    "the node-scope checks on it (the same pipeline as `kpdoctor scan`). Read-only, except the opt-in --probe.\n\n"
+    "The checks need the cluster (Services, EndpointSlices, kube-proxy's ConfigMap): from --bundle's cluster/, "
+    "--snapshot DIR, or the live API (--kubeconfig/--context; also used for ssh without --address and for "
+    "kube-exec). Without a cluster only the collected facts are shown.\n\n"
+    "-o picks the report format like `kpdoctor scan`; --facts-json prints the collected NodeState as JSON "
+    "instead (no checks). Exit codes: 0 nothing at/above --fail-on; 1 findings at/above it; 2 bad input; 3 the "
+    "node could not be reached."
+)
+REPORT_FORMATS = ("console", "json", "junit", "markdown", "html")
+
+
+def _cluster_needed(fmt: str) -> str:
+    return (f"-o {fmt}: the node-check report needs the cluster's Services, EndpointSlices and kube-proxy config: "
+            "pass --snapshot DIR, --kubeconfig/--context, or a bundle with cluster/ (--facts-json prints the "
+            "collected facts alone)")
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("node")
+    @app.command("node", help=NODE_HELP)
     def node(
         name: str = typer.Argument(..., help="Node name (as in the cluster / bundle)."),
         transport: str = typer.Option(None, "--transport", help=TRANSPORT_HELP + " Default: bundle with --bundle, else ssh."),
@@ -182,24 +205,59 @@ def register(app: typer.Typer) -> None:
         accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys", help="Accept and record unknown host keys (changed keys are still refused)."),
         timeout: float = typer.Option(120.0, "--timeout", help="Seconds per node, connect included."),
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once (commands visiting many nodes)."),
-        output: str = typer.Option("text", "-o", "--output", help="text | json (the NodeState)."),
+        fmt: str = typer.Option("console", "-o", "--format", help="Report: console | json | junit | markdown | html ('text' = console)."),
+        output: str = typer.Option(None, "--output", help="Write the report to FILE instead of stdout."),
+        facts_json: bool = typer.Option(False, "--facts-json", help="Print the collected NodeState as JSON instead (no checks run)."),
+        checks: str = typer.Option(None, "--checks", help="Only these node checks: ids, tag:<tag>."),
+        skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>."),
+        fail_on: str = typer.Option(None, "--fail-on", help="info | warning | error | critical (default error)."),
+        config_file: str = typer.Option(None, "--config-file", help="Silences file (default: ./.kpdoctor.yaml when present)."),
+        no_config_file: bool = typer.Option(False, "--no-config-file", help="Ignore ./.kpdoctor.yaml."),
+        probe: bool = typer.Option(False, "--probe", help="Opt-in: TCP-connect to the cluster's NodePorts on this node's InternalIP from here."),
+        probe_timeout: float = typer.Option(1.0, "--probe-timeout", help="Seconds per probe connect (--probe)."),
+        probe_limit: int = typer.Option(512, "--probe-limit", help="At most this many probe connects (--probe)."),
+        probe_concurrency: int = typer.Option(32, "--probe-concurrency", help="Probe connects at once (--probe)."),
     ) -> None:
-        """Collect one node's dataplane facts (rules, kernel, kube-proxy surfaces) and show them. Read-only."""
         from kpdoctor.errors import InputError, UnreachableError
         from kpdoctor.node.collect import collect_node
 
-        if output not in ("text", "json"):
-            raise InputError(f"-o {output!r}: choose text or json")
+        fmt = "console" if fmt == "text" else fmt
+        if fmt not in REPORT_FORMATS:
+            raise InputError(f"-o {fmt!r}: choose from {', '.join(REPORT_FORMATS)} (--facts-json for the NodeState)")
+        if output in ("text", *REPORT_FORMATS):
+            raise InputError(f"--output names the report FILE; for the format use -o {output}")
         if snapshot and bundle:
             raise InputError("use either --snapshot or --bundle, not both")
+        if facts_json and (probe or output):
+            raise InputError("--facts-json prints the collected NodeState to stdout; it runs no checks, no probe "
+                             "and writes no report")
         chosen = transport or ("bundle" if bundle else "ssh")
         flags = NodeFlags(transport, address, ssh_user, ssh_key, ssh_port, ssh_config, jump_host, known_hosts,
                           accept_new_host_keys, timeout, concurrency)  # fmt: skip
-        need_live = not snapshot and not bundle and (
-            chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(kubeconfig or context)
-        )
+        # everything that can be wrong with the flags fails here, before any node or API is contacted
+        selected: list[Any] = []
+        silences, threshold, probe_options = (None, None, None)
+        if not facts_json:
+            selected, silences, threshold, probe_options = _check_setup(
+                checks, skip, fail_on, config_file, no_config_file,
+                (probe_timeout, probe_limit, probe_concurrency) if probe else None,
+            )
         cluster, live = (None, None)
-        if chosen != "bundle":
+        if chosen == "bundle":
+            from kpdoctor.node.bundle import read_bundle
+
+            if not bundle:
+                raise InputError("--transport bundle needs --bundle PATH")
+            opened = read_bundle(bundle)
+            state = opened.node_state(name)
+            if not facts_json and opened.has_cluster():
+                cluster = opened.cluster_state()
+            if cluster is None and not facts_json and fmt != "console":
+                raise InputError(_cluster_needed(fmt))
+        else:
+            need_live = not snapshot and not bundle and (
+                chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(kubeconfig or context)
+            )
             cluster, live = load_cluster(snapshot=snapshot, bundle=bundle, kubeconfig=kubeconfig, context=context,
                                          live=need_live)  # fmt: skip
             if cluster is not None and cluster.nodes and name not in cluster.node_by_name:
@@ -207,19 +265,77 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"node {name!r} not found in the cluster (nodes: {known})")
             if chosen == "ssh" and not address and cluster is None:
                 raise InputError("ssh needs the node's address: pass --address, --snapshot DIR or a kubeconfig")
-        kube_api = None
-        if chosen == "kube-exec":
-            from kubernetes import client
+            if cluster is None and not facts_json and fmt != "console":
+                raise InputError(_cluster_needed(fmt))
+            kube_api = None
+            if chosen == "kube-exec":
+                from kubernetes import client
 
-            from kpdoctor.cluster.live import api_client
+                from kpdoctor.cluster.live import api_client
 
-            kube_api = client.CoreV1Api(api_client(kubeconfig, context))
-        options = options_from(flags, transport=chosen, bundle=bundle, kube_api=kube_api)
-        state = collect_node(name, cluster=cluster, options=options)
-        if output == "json":
+                kube_api = client.CoreV1Api(api_client(kubeconfig, context))
+            options = options_from(flags, transport=chosen, bundle=bundle, kube_api=kube_api)
+            state = collect_node(name, cluster=cluster, options=options)
+        unreachable = bool(state.error and not state.facts)
+        if facts_json:
             json.dump(state_to_dict(state), sys.stdout, indent=1)
             sys.stdout.write("\n")
-        else:
+            if unreachable:
+                raise UnreachableError(state.error, where=f"node {name}")
+            return
+        if fmt == "console":
             print_state(state)
-        if state.error and not state.facts:
+        if cluster is None:
+            print("\nnode checks not run: no cluster state (Services, EndpointSlices, kube-proxy config). Pass "
+                  "--snapshot DIR, --kubeconfig/--context, or a bundle with cluster/.")
+            if unreachable:
+                raise UnreachableError(state.error, where=f"node {name}")
+            return
+        from kpdoctor.commands.scan import emit_report
+        from kpdoctor.engine import ListNodes
+        from kpdoctor.report.model import SourceInfo
+        from kpdoctor.scanner import ScanRequest, scan
+
+        if chosen == "bundle" or bundle:
+            kind, location = "bundle", str(bundle)
+        elif snapshot:
+            kind, location = "snapshot", str(snapshot)
+        else:
+            kind, location = "live", (cluster.source or context or "current context")
+        req = ScanRequest(fail_on=threshold, probe=probe, probe_options=probe_options,
+                          collected=(cluster, ListNodes([state]), SourceInfo(kind, location, chosen)))
+        outcome = scan(req, silences=silences, checks_override=selected)
+        if fmt == "console" and not output:
+            print()
+        emit_report(outcome, fmt, output)
+        if unreachable:
             raise UnreachableError(state.error, where=f"node {name}")
+        raise typer.Exit(outcome.exit_code)
+
+
+def _check_setup(checks: str | None, skip: str | None, fail_on: str | None, config_file: str | None,
+                 no_config_file: bool, probe: tuple[float, int, int] | None) -> tuple[list[Any], Any, Any, Any]:
+    """(node checks, silences, --fail-on threshold, probe options) from the flags; InputError when bad."""
+    from kpdoctor.errors import InputError
+    from kpdoctor.findings import Severity
+    from kpdoctor.registry import discover
+    from kpdoctor.silences import load_silences
+
+    try:
+        threshold = Severity.parse(fail_on) if fail_on else Severity.ERROR
+    except ValueError as exc:
+        raise InputError(f"--fail-on: {exc}") from None
+    registry = discover()
+    selected = [c for c in registry.select(checks, skip) if c.scope == "node"]
+    if not selected:
+        raise InputError("--checks/--skip leave no node-scope check to run (`kpdoctor node` runs node checks; "
+                         "cluster checks run in `kpdoctor scan`)")
+    silences = None if no_config_file else load_silences(config_file)
+    if silences is not None:
+        silences.validate_checks(registry.ids())
+    probe_options = None
+    if probe is not None:
+        from kpdoctor.commands.scan import probe_options_from
+
+        probe_options = probe_options_from(*probe)
+    return selected, silences, threshold, probe_options

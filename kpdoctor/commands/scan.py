@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,7 +48,11 @@ def register(app: typer.Typer) -> None:
         output: str = typer.Option(None, "--output", help="Write the report to FILE instead of stdout."),
         fail_on: str = typer.Option(None, "--fail-on", help="info | warning | error | critical (default error; "
                                     "off with --demo)."),
-        probe: bool = typer.Option(False, "--probe", help="Opt-in active probes (connect to NodePorts from here)."),
+        probe: bool = typer.Option(False, "--probe", help="Opt-in active probe: TCP-connect to every NodePort on each "
+                                   "scanned node's InternalIP from here; results read by KP-NODEPORT-FIREWALL."),
+        probe_timeout: float = typer.Option(1.0, "--probe-timeout", help="Seconds per probe connect (--probe)."),
+        probe_limit: int = typer.Option(512, "--probe-limit", help="At most this many probe connects (--probe)."),
+        probe_concurrency: int = typer.Option(32, "--probe-concurrency", help="Probe connects at once (--probe)."),
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
         timeout: float = typer.Option(60.0, "--timeout", help="Per-node collection timeout (s)."),
         ssh_user: str = typer.Option(None, "--ssh-user"),
@@ -62,7 +66,7 @@ def register(app: typer.Typer) -> None:
         from kpdoctor.errors import InputError
         from kpdoctor.findings import Severity
         from kpdoctor.registry import discover
-        from kpdoctor.report import FORMATS, render
+        from kpdoctor.report import FORMATS
         from kpdoctor.scanner import ScanRequest, scan
         from kpdoctor.silences import load_silences
 
@@ -88,27 +92,47 @@ def register(app: typer.Typer) -> None:
             flags = NodeFlags(transport, None, ssh_user, list(ssh_key or []), ssh_port, ssh_config, jump_host, known_hosts,
                               accept_new_host_keys, timeout, concurrency)
             collect_options = options_from(flags, transport=transport, bundle=None, kube_api=kube_api)
+        if probe and demo:
+            raise InputError("--probe cannot be used with --demo: the demo's node addresses are not real machines")
+        probe_options = probe_options_from(probe_timeout, probe_limit, probe_concurrency) if probe else None
         req = ScanRequest(
             bundle=bundle, snapshot=snapshot, demo=demo, kubeconfig=kubeconfig, context=context,
             transport=transport, node_names=[n.strip() for n in nodes.split(",") if n.strip()],
             node_selector=node_selector, checks=checks, skip=skip, fail_on=threshold, probe=probe,
-            collect_options=collect_options, progress=sys.stderr.isatty(),
+            collect_options=collect_options, progress=sys.stderr.isatty(), probe_options=probe_options,
         )
         outcome = scan(req, registry=registry, silences=silences)
-        if output:
-            text = render(fmt, outcome.report)
-            try:
-                Path(output).write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise InputError(f"cannot write report: {exc}", where=output) from None
-            s = outcome.report["summary"]["findings"]
-            print(f"kpdoctor: {fmt} report written to {output} ({', '.join(f'{v} {k}' for k, v in s.items())}; "
-                  f"exit {outcome.exit_code})", file=sys.stderr)
-        else:
-            tty = sys.stdout.isatty()
-            import shutil
-
-            width = shutil.get_terminal_size((110, 24)).columns if tty else None
-            sys.stdout.write(render(fmt, outcome.report, color=tty and fmt == "console", width=width))
-            sys.stdout.flush()
+        emit_report(outcome, fmt, output)
         raise typer.Exit(outcome.exit_code)
+
+
+def probe_options_from(timeout: float, limit: int, concurrency: int) -> Any:
+    """--probe-* flags -> a validated ProbeOptions (bad values exit 2 before anything is contacted)."""
+    from kpdoctor.node.probe import ProbeOptions
+
+    return ProbeOptions(timeout=timeout, concurrency=concurrency, limit=limit).validated()
+
+
+def emit_report(outcome: Any, fmt: str, output: str | None) -> None:
+    """Render a ScanOutcome to stdout or --output FILE (shared by `scan` and `node`), plus the probe summary."""
+    from kpdoctor.errors import InputError
+    from kpdoctor.report import render
+
+    if outcome.probe is not None:
+        print(f"kpdoctor: probe: {outcome.probe.summary()}", file=sys.stderr)
+    if output:
+        text = render(fmt, outcome.report)
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot write report: {exc}", where=output) from None
+        s = outcome.report["summary"]["findings"]
+        print(f"kpdoctor: {fmt} report written to {output} ({', '.join(f'{v} {k}' for k, v in s.items())}; "
+              f"exit {outcome.exit_code})", file=sys.stderr)
+    else:
+        tty = sys.stdout.isatty()
+        import shutil
+
+        width = shutil.get_terminal_size((110, 24)).columns if tty else None
+        sys.stdout.write(render(fmt, outcome.report, color=tty and fmt == "console", width=width))
+        sys.stdout.flush()

@@ -13,6 +13,7 @@ function's docstring).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -252,6 +253,18 @@ def _valid_chain_name(name: str) -> bool:
 
 
 def parse_iptables_save(text: str, source: str = "<iptables-save>") -> IptablesDump:
+    """Parse iptables-save / ip6tables-save output; see `_parse` (the cyclic GC is paused meanwhile:
+    its full passes over hundreds of thousands of fresh chains and lists cost as much as the parse)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse(text, source)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse(text: str, source: str) -> IptablesDump:
     """Parse iptables-save / ip6tables-save output (nft or legacy backend; restore syntax with -A only).
 
     Raises InputError naming `source:line` and quoting the line for anything

@@ -20,12 +20,12 @@ IPV6 = "IPv6"
 
 # Canonical dotted-quad IPv4 (no leading zeros): the common case, checked without `ipaddress`
 # (which costs ~3 us per address; a 100,000-endpoint cluster parses every address).
-_CANONICAL_V4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
+CANONICAL_V4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
 
 
 def canonical_ip(address: str) -> str | None:
     """The canonical text of an IP address (as Go's net.IP.String() prints it), or None if invalid."""
-    if _CANONICAL_V4.fullmatch(address):
+    if CANONICAL_V4.fullmatch(address):
         return address
     try:
         return str(ipaddress.ip_address(address.strip()))
@@ -34,7 +34,7 @@ def canonical_ip(address: str) -> str | None:
 
 
 def ip_family(address: str) -> str | None:
-    if _CANONICAL_V4.fullmatch(address):
+    if CANONICAL_V4.fullmatch(address):
         return IPV4
     try:
         return IPV6 if ipaddress.ip_address(address.strip()).version == 6 else IPV4

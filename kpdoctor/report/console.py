@@ -59,7 +59,9 @@ def render_console(report: Mapping[str, Any], *, color: bool = False, width: int
         con.print(f"[green]passed[/] ({len(passed)}): {escape(', '.join(passed))}")
     skipped = [c["id"] for c in report["checks"] if c["status"] == "not_evaluated" and not c["groups"]]
     if skipped:
-        con.print(f"[yellow]not evaluated[/] (no reachable node): {escape(', '.join(skipped))}")
+        why = ("node checks need --transport ssh|kube-exec|local or a --bundle" if src["transport"] == "none"
+               else "no reachable node")
+        _say(con, 0, f"[yellow]not evaluated[/] ({why}): {escape(', '.join(skipped))}")
     fail_on = report["fail_on"]
     verdict = {0: "ok", 1: f"findings at or above {fail_on}", 3: "cluster or nodes unreachable"}.get(
         report["exit_code"], "error")
