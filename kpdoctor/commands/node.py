@@ -237,7 +237,15 @@ def register(app: typer.Typer) -> None:
         # everything that can be wrong with the flags fails here, before any node or API is contacted
         selected: list[Any] = []
         silences, threshold, probe_options = (None, None, None)
-        if not facts_json:
+        need_live = not snapshot and not bundle and (
+            chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(kubeconfig or context)
+        )
+        # No cluster source at all: the checks cannot run, so with every check flag at its default there is
+        # nothing to validate but a ./.kpdoctor.yaml; skipping the check registry saves ~0.2 s of start-up.
+        no_cluster = chosen != "bundle" and not snapshot and not bundle and not need_live
+        check_flags = (checks, skip, fail_on, config_file, probe, no_config_file)
+        skip_setup = no_cluster and not any(check_flags) and not Path(".kpdoctor.yaml").is_file()
+        if not facts_json and not skip_setup:
             selected, silences, threshold, probe_options = _check_setup(
                 checks, skip, fail_on, config_file, no_config_file,
                 (probe_timeout, probe_limit, probe_concurrency) if probe else None,
@@ -255,9 +263,6 @@ def register(app: typer.Typer) -> None:
             if cluster is None and not facts_json and fmt != "console":
                 raise InputError(_cluster_needed(fmt))
         else:
-            need_live = not snapshot and not bundle and (
-                chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(kubeconfig or context)
-            )
             cluster, live = load_cluster(snapshot=snapshot, bundle=bundle, kubeconfig=kubeconfig, context=context,
                                          live=need_live)  # fmt: skip
             if cluster is not None and cluster.nodes and name not in cluster.node_by_name:

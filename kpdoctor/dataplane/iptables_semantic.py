@@ -182,7 +182,7 @@ class JumpMemo(dict[tuple[str, ...], list[tuple[str | None, str | None, int | No
     Bounded: it starts over past `limit` chains.
     """
 
-    def __init__(self, limit: int = 1_000_000) -> None:
+    def __init__(self, limit: int = 400_000) -> None:
         super().__init__()
         self.limit = limit
 
@@ -194,6 +194,7 @@ class _Resolver:
         self._parsed: dict[str, list[_Rule]] = {}
         self._jumps: dict[str, list[tuple[str | None, str | None, int | None]]] = {}
         self._resolved: dict[str, _Path] = {}
+        self._on_path: set[str] = set()
 
     def rules(self, chain: str) -> list[_Rule]:
         cached = self._parsed.get(chain)
@@ -212,18 +213,29 @@ class _Resolver:
         when no chain on the way was cut short as a cycle, because only such a result does not
         depend on `seen`. Returned paths are shared: callers read them, never change them.
         """
-        return self._resolve(chain, seen)[0]
+        self._on_path = set(seen)
+        return self._resolve(chain)[0]
 
-    def _resolve(self, chain: str, seen: frozenset[str]) -> tuple[_Path, bool]:
+    def _resolve(self, chain: str) -> tuple[_Path, bool]:
         done = self._resolved.get(chain)
         if done is not None:
             return done, True
         path = _Path()
         if chain in _NOT_A_PATH:
             return path, True
-        if chain in seen:
+        on_path = self._on_path  # the chains being resolved above this one (a jump back is a cycle)
+        if chain in on_path:
             return path, False
-        seen = seen | {chain}
+        on_path.add(chain)
+        try:
+            complete = self._resolve_rules(chain, path)
+        finally:
+            on_path.discard(chain)
+        if complete:
+            self._resolved[chain] = path
+        return path, complete
+
+    def _resolve_rules(self, chain: str, path: _Path) -> bool:
         complete = True
         if chain.startswith("KUBE-FW-"):
             rules = self.rules(chain)
@@ -232,7 +244,7 @@ class _Resolver:
                     path.ranges.add(_cidr(r.source))
             follow = next((r.target for r in rules if r.target and r.target not in _NOT_A_PATH), None)
             if follow:
-                sub, complete = self._resolve(follow, seen)
+                sub, complete = self._resolve(follow)
                 path.endpoints, path.affinity = sub.endpoints, sub.affinity
         elif chain.startswith("KUBE-EXT-"):
             rules = self.rules(chain)
@@ -242,7 +254,7 @@ class _Resolver:
                 None,
             )
             if default:
-                sub, complete = self._resolve(default, seen)
+                sub, complete = self._resolve(default)
                 path.endpoints, path.affinity = sub.endpoints, sub.affinity
         else:
             for target, endpoint, seconds in self.jumps(chain):
@@ -254,12 +266,10 @@ class _Resolver:
                         # KUBE-SEP chain, which only its random/plain jump enters: affinity, never new clients
                         path.affinity = max(path.affinity, seconds)
                         continue
-                    sub, ok = self._resolve(target, seen)
+                    sub, ok = self._resolve(target)
                     complete = complete and ok
                     path.endpoints |= sub.endpoints
-        if complete:
-            self._resolved[chain] = path
-        return path, complete
+        return complete
 
     def jumps(self, chain: str) -> list[tuple[str | None, str | None, int | None]]:
         """(target, DNAT endpoint key of --to-destination, --rcheck --seconds) per rule of a

@@ -13,16 +13,19 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kpdoctor.node import collectors as C
 from kpdoctor.node.state import Fact
-from kpdoctor.node.transport import NOT_FOUND, CancelToken, RunResult, Transport
+from kpdoctor.node.transport import NOT_FOUND, BatchItem, CancelToken, RunResult, Transport
 
 STDERR_MAX = 4096
 _TABLE_NAME = re.compile(r"^[a-z_]{1,32}$")
+_NFT_TABLE_LINE = re.compile(r"^table (\S+) (\S+) \{$")
+# phase-2 dumps that go in their own session, beside the rest (v4 and v6 / nft dumps of a big node overlap)
+_V4_DUMPS = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt")
 _MIN_SLICE = 0.05
 
 
@@ -101,6 +104,7 @@ class Gatherer:
         self.legacy_reader = legacy_reader
         self.tools: set[str] = set()
         self.facts: dict[str, Fact] = {}
+        self._rule_counts: dict[tuple[str, str], int] = {}
 
     # ---- primitives ------------------------------------------------------------------
     def _run(self, argv: Sequence[str], timeout: float, max_bytes: int) -> RunResult | None:
@@ -120,6 +124,10 @@ class Gatherer:
         res = self._run(spec.argv, spec.timeout, spec.max_bytes)
         if res is None:
             return missing(spec.key, spec.source, self.budget.why_not())
+        return self.spec_result(spec, res)
+
+    def spec_result(self, spec: C.FactSpec, res: RunResult) -> Fact:
+        """The Fact of a spec from its RunResult (single or batched); a failed iptables dump is re-read per table."""
         fact = to_fact(spec.key, spec.source, res)
         if not fact.present and spec.per_table and res.exit_code != NOT_FOUND and not res.truncated:
             return self._per_table(spec, fact)
@@ -168,17 +176,25 @@ class Gatherer:
 
     # ---- the two phases ----------------------------------------------------------------
     def run(self) -> dict[str, Fact]:
+        if hasattr(self.t, "run_batch"):
+            self._run_batched()
+        else:
+            self._run_each()
+        if self.legacy_reader is not None and "iptables-legacy-save" not in self.tools:
+            self.facts.update({f.key: f for f in [self.iptc_fact()]})
+        return dict(sorted(self.facts.items()))
+
+    def _run_each(self) -> None:
+        """One command per fact (local subprocesses, kube-exec): facts of a phase run concurrently."""
         slot = self.budget.timeout(10.0)
         if slot is not None:
             self.tools = set(self.t.which(C.TOOLS, slot))
-        batchable = list(C.PHASE1)
-        if hasattr(self.t, "run_batch"):
-            jobs1: list[Callable[[], Iterable[Fact]]] = [lambda: self.batch_facts(batchable)]
-        else:
-            jobs1 = [_one(self.spec_fact, s) for s in batchable]
+        jobs1: list[Callable[[], Iterable[Fact]]] = [_one(self.spec_fact, s) for s in C.PHASE1]
         jobs1 += [_one(self.http_fact, h) for h in self.plan.http]
         if "journalctl" in self.tools:
             jobs1.append(lambda: [self.journal_fact()])
+        # the table names are cheap (`nft list flowtables`): read them with the cheap facts
+        jobs1.append(lambda: [self.nft_tables_fact()])
         self._parallel(jobs1)
         same_as = self._default_backend_tool()
         phase2 = [s for s in C.PHASE2 if not (s.key == "iptables-save.txt" and same_as)]
@@ -186,8 +202,6 @@ class Gatherer:
         jobs2.append(lambda: [self.modules_builtin_fact()])
         jobs2.append(lambda: [self.ipvsadm_fact()])
         jobs2.append(lambda: [self.conntrack_services_fact()])
-        # `nft list tables` loads nft's whole cache (~1 s at 15k chains): run it beside the big dumps
-        jobs2.append(lambda: [self.nft_tables_fact()])
         if self.plan.health_check_ports:
             jobs2.append(lambda: [self.health_check_fact()])
         self._parallel(jobs2)
@@ -197,9 +211,104 @@ class Gatherer:
         nft_tables = self._nft_table_list()
         if nft_tables is not None:
             self.facts["nft-ruleset.json"] = self.nft_ruleset_fact(nft_tables)
-        if self.legacy_reader is not None and "iptables-legacy-save" not in self.tools:
-            self.facts.update({f.key: f for f in [self.iptc_fact()]})
-        return dict(sorted(self.facts.items()))
+
+    def _run_batched(self) -> None:
+        """Remote transports: as few sessions as the facts' dependencies allow.
+
+        Every SSH session is a fork (and shell) on the node plus channel set-up here, and in a fan-out the
+        nodes' CPU and ours are what the wall time is made of. Session 1 carries the tool probe, the cheap
+        facts, the journal and the nft table names, beside the HTTP reads (forwarded channels, no fork).
+        Phase 2 is two sessions at once: the IPv4 iptables dumps, and everything else (IPv6 dump, ipset,
+        modules.builtin, ipvsadm, per-IP conntrack, nft tables that are not iptables-nft's), so a big node's
+        two big dumps still overlap. Phase 3 lists the small iptables-nft tables as nft JSON (that needs the
+        iptables-nft dump's rule counts). Anything that failed is retried the single-command way.
+        """
+        journal = C.JOURNAL
+        phase1 = [*C.PHASE1, journal, C.NFT_TABLE_NAMES]
+        which = BatchItem("which", "which", C.TOOLS, 10.0, 65536)
+        jobs1: list[Callable[[], Iterable[Fact]]] = [lambda: self._phase1_batch(which, phase1)]
+        jobs1 += [_one(self.http_fact, h) for h in self.plan.http]
+        self._parallel(jobs1)
+        same_as = self._default_backend_tool()
+        nft_tables = self._nft_table_list()
+        specs: list[C.FactSpec] = [s for s in C.PHASE2 if not (s.key == "iptables-save.txt" and same_as)]
+        release = (self.facts.get("uname-r.txt") or missing("", "", "")).content_or("")
+        builtin = C.modules_builtin_spec(release)
+        if builtin is None:
+            self.facts["modules-builtin.txt"] = self.modules_builtin_fact()
+        else:
+            specs.append(builtin)
+        ip_vs = self.facts.get("proc-net-ip_vs.txt")
+        if ip_vs is None or ip_vs.content is None:
+            self.facts[C.IPVSADM.key] = self.ipvsadm_fact()
+        else:
+            specs.append(C.IPVSADM)
+        for spec in specs:
+            if spec.kind == "cmd" and spec.tool not in self.tools:
+                self.facts[spec.key] = missing(spec.key, spec.source, f"{spec.tool} not installed")
+        runnable = [s for s in specs if s.key not in self.facts]
+        conntrack = self._conntrack_argvs()
+        ct_items = [BatchItem(f"conntrack:{i}", "cmd", argv, 10.0, C.CONNTRACK_SCAN_BYTES)
+                    for i, argv in enumerate(conntrack or ())]  # fmt: skip
+        nft_items = [] if nft_tables is None else [
+            _nft_item(f, n) for f, n in nft_tables if not _compat_name(f, n) and C.safe_nft_name(f, n)
+        ]  # fmt: skip
+        group_a = [_item(s) for s in runnable if s.key in _V4_DUMPS]
+        group_b = [_item(s) for s in runnable if s.key not in _V4_DUMPS] + ct_items + nft_items
+        results: dict[str, RunResult] = {}
+
+        def batch(items: list[BatchItem]) -> Iterable[Fact]:
+            results.update(self._batch(items))
+            return []
+
+        jobs2: list[Callable[[], Iterable[Fact]]] = [_bind(batch, g) for g in (group_a, group_b) if g]
+        if conntrack is None or (conntrack and not self._conntrack_batchable()):
+            jobs2.append(lambda: [self.conntrack_services_fact()])
+        if self.plan.health_check_ports:
+            jobs2.append(lambda: [self.health_check_fact()])
+        self._parallel(jobs2)
+        for spec in runnable:
+            res = results.get(spec.key)
+            self.facts[spec.key] = (missing(spec.key, spec.source, self.budget.why_not()) if res is None
+                                    else self.spec_result(spec, res))  # fmt: skip
+        if conntrack and self._conntrack_batchable():
+            got = [results.get(i.key) for i in ct_items]
+            self.facts["conntrack-services.txt"] = self.conntrack_services_fact(got)
+        if same_as:
+            self.facts["iptables-save.txt"] = self._same_backend_save(same_as)
+        if nft_tables is not None:
+            done = {(i.argv[4], i.argv[5]): results[i.key] for i in nft_items if i.key in results}
+            self.facts["nft-ruleset.json"] = self.nft_ruleset_fact(nft_tables, done)
+
+    def _phase1_batch(self, which: BatchItem, specs: Sequence[C.FactSpec]) -> list[Fact]:
+        items = [which, *(_item(s) for s in specs)]
+        results = self._batch(items)
+        found = results.get(which.key)
+        if found is not None and (found.error or found.timed_out):
+            found = None  # the batch itself failed: the facts carry its error, not "not installed"
+        self.tools = set() if found is None else set(found.stdout.decode(errors="replace").split()) & set(C.TOOLS)
+        facts: list[Fact] = []
+        for spec in specs:
+            res = results.get(spec.key)
+            if spec.kind == "cmd" and found is not None and spec.tool not in self.tools:
+                if spec is not C.JOURNAL:  # no journalctl: no journal fact (as with single commands)
+                    facts.append(missing(spec.key, spec.source, f"{spec.tool} not installed"))
+            elif res is None:
+                facts.append(missing(spec.key, spec.source, self.budget.why_not()))
+            elif spec is C.JOURNAL:
+                facts.append(_journal(to_fact(spec.key, spec.source, res)))
+            else:
+                facts.append(to_fact(spec.key, spec.source, res))
+        return facts
+
+    def _batch(self, items: Sequence[BatchItem]) -> dict[str, RunResult]:
+        """Run items in one session within the node's budget; {} when the budget is spent (callers say why)."""
+        if not items:
+            return {}
+        slot = self.budget.timeout(sum(i.timeout for i in items))
+        if slot is None:
+            return {}
+        return dict(self.t.run_batch(items, timeout=slot))  # type: ignore[attr-defined]
 
     def _default_backend_tool(self) -> str:
         """`iptables-nft-save` / `iptables-legacy-save` when plain `iptables` is that backend (read it once)."""
@@ -221,24 +330,6 @@ class Gatherer:
             for facts in pool.map(lambda job: list(job()), jobs):
                 for fact in facts:
                     self.facts[fact.key] = fact
-
-    def batch_facts(self, specs: Sequence[C.FactSpec]) -> list[Fact]:
-        """Small facts in one round trip (SSH): same Facts as one command each, minus per-command stderr."""
-        facts: list[Fact] = []
-        items: list[tuple[str, str, Sequence[str]]] = []
-        for spec in specs:
-            if spec.kind == "cmd" and spec.tool not in self.tools:
-                facts.append(missing(spec.key, spec.source, f"{spec.tool} not installed"))
-            else:
-                items.append((spec.key, spec.kind, spec.argv if spec.kind == "cmd" else (spec.path,)))
-        slot = self.budget.timeout(max(s.timeout for s in specs))
-        if slot is None:
-            return facts + [missing(k, "", self.budget.why_not()) for k, _, _ in items]
-        results = self.t.run_batch(items, timeout=slot, max_bytes=sum(s.max_bytes for s in specs))  # type: ignore[attr-defined]
-        by_key = {s.key: s for s in specs}
-        for key, res in results.items():
-            facts.append(to_fact(key, by_key[key].source, res))
-        return facts
 
     # ---- facts that need more than one command ------------------------------------------
     def http_fact(self, target: C.HttpTarget) -> Fact:
@@ -292,19 +383,25 @@ class Gatherer:
         return self.spec_fact(C.IPVSADM)
 
     def journal_fact(self) -> Fact:
-        fact = self.spec_fact(C.JOURNAL)
-        if fact.content is not None and fact.content.strip() in ("", "-- No entries --"):
-            return missing(C.JOURNAL.key, C.JOURNAL.source, "no journal entries for unit kube-proxy")
-        return fact
+        return _journal(self.spec_fact(C.JOURNAL))
 
     # ---- nftables: list tables, then each table, so one huge table cannot hide the others -----
     def nft_tables_fact(self) -> Fact:
-        return self.spec_fact(C.NFT_TABLES)
+        """The table names: `nft list flowtables` (cheap; see collectors.NFT_TABLE_NAMES), else the JSON listing."""
+        if "nft" not in self.tools:
+            return self.spec_fact(C.NFT_TABLES)  # "nft not installed"
+        fact = self.spec_fact(C.NFT_TABLE_NAMES)
+        return fact if _table_names(fact) is not None else self.spec_fact(C.NFT_TABLES)
 
     def _nft_table_list(self) -> list[tuple[str, str]] | None:
         listing = self.facts.pop(C.NFT_TABLES.key, None)
         if listing is None:
             return None
+        if listing.content is not None and not listing.content.lstrip().startswith("{"):
+            names = _table_names(listing)
+            if names is not None:
+                return names
+            listing = self.spec_fact(C.NFT_TABLES)  # the cheap listing was not usable: ask the authoritative way
         if listing.content is None:
             self.facts[C.NFT_TABLES.key] = listing
             return None
@@ -320,8 +417,17 @@ class Gatherer:
                                                 listing.stderr, listing.duration, "nft printed invalid JSON")
             return None
 
-    def nft_ruleset_fact(self, tables: list[tuple[str, str]]) -> Fact:
+    def nft_ruleset_fact(self, tables: list[tuple[str, str]],
+                         prefetched: Mapping[tuple[str, str], RunResult] | None = None) -> Fact:  # fmt: skip
+        """nft-ruleset.json, table by table (`prefetched`: listings already read in a batch)."""
         key = "nft-ruleset.json"
+        done = dict(prefetched or {})
+        if hasattr(self.t, "run_batch"):
+            wanted = [(f, n) for f, n in tables if (f, n) not in done and C.safe_nft_name(f, n)
+                      and not self._compat_table_rules(f, n)]  # fmt: skip
+            items = {_nft_item(f, n).key: (f, n) for f, n in wanted}
+            listed = self._batch([_nft_item(f, n) for f, n in wanted])
+            done.update({items[k]: r for k, r in listed.items()})
         objects: list[Any] = []
         meta: Any = None
         problems: list[str] = []
@@ -338,7 +444,8 @@ class Gatherer:
                 problems.append(f"table {family} {name!r}: name not read (unexpected characters)")
                 partial = True
                 continue
-            res = self._run(("nft", "-j", "list", "table", family, name), C.NFT_TIMEOUT, C.RULES_MAX)
+            res = done.get((family, name)) or self._run(("nft", "-j", "list", "table", family, name), C.NFT_TIMEOUT,
+                                                        C.RULES_MAX)  # fmt: skip
             if res is None:
                 problems.append(f"table {family} {name}: {self.budget.why_not()}")
                 partial = True
@@ -355,24 +462,33 @@ class Gatherer:
             meta = meta or table_meta
             objects.extend(table_objects)
         doc = {"nftables": ([meta] if meta else []) + objects}
-        source = "nft -j list tables; nft -j list table <family> <name> (each table)"
+        source = "nft list flowtables (table names); nft -j list table <family> <name> (each table)"
         return Fact(key, json.dumps(doc, separators=(", ", ": ")), source, 0, "", round(total, 6),
                     "; ".join(problems), partial)  # fmt: skip
 
     def _compat_table_rules(self, family: str, name: str) -> int:
         """Rule count of an iptables-nft table above the re-list threshold (0 = list it in nft JSON)."""
-        if name not in C.IPTABLES_TABLES or family not in ("ip", "ip6"):
+        if not _compat_name(family, name):
             return 0
         key = "iptables-nft-save.txt" if family == "ip" else "ip6tables-save.txt"
+        cached = self._rule_counts.get((key, name))
+        if cached is not None:
+            return cached
         text = (self.facts.get(key) or missing("", "", "")).content_or("")
         count = 0
-        current = ""
-        for line in text.splitlines():
-            if line.startswith("*"):
-                current = line[1:].strip()
-            elif current == name and line.startswith("-A "):
-                count += 1
-        return count if count > C.NFT_COMPAT_RELIST_MAX else 0
+        header = f"*{name}\n"
+        # every `*name` section (a dump read table by table may hold one per read); count its rule lines
+        starts = [len(header)] if text.startswith(header) else []
+        at = text.find("\n" + header)
+        while at >= 0:
+            starts.append(at + 1 + len(header))
+            at = text.find("\n" + header, at + 1)
+        for start in starts:
+            stop = text.find("\n*", start)
+            count += text.count("\n-A ", start - 1, len(text) if stop < 0 else stop)
+        count = count if count > C.NFT_COMPAT_RELIST_MAX else 0
+        self._rule_counts[(key, name)] = count
+        return count
 
     def _nft_kube_proxy_objects(self, family: str, problems: list[str]) -> list[Any]:
         found: list[Any] = []
@@ -386,7 +502,20 @@ class Gatherer:
         return found
 
     # ---- conntrack towards Service IPs (bounded) -------------------------------------
-    def conntrack_services_fact(self) -> Fact:
+    def _conntrack_argvs(self) -> list[tuple[str, ...]] | None:
+        """The conntrack reads for the plan's Service IPs (None: none to run, the fact says why)."""
+        if "conntrack" not in self.tools or not self.plan.service_ips:
+            return None
+        ips = self.plan.service_ips
+        if len(ips) <= C.CONNTRACK_PER_IP_LIMIT:
+            return [C.conntrack_per_ip_argv(ip) for ip in ips]
+        return [("conntrack", "-L", "-f", fam) for fam in ("ipv4", "ipv6")]
+
+    def _conntrack_batchable(self) -> bool:
+        """Per-IP reads go in a batch; whole-table scans do not (their byte cap must stop the read at once)."""
+        return len(self.plan.service_ips) <= C.CONNTRACK_PER_IP_LIMIT
+
+    def conntrack_services_fact(self, prefetched: Sequence[RunResult | None] | None = None) -> Fact:
         key = "conntrack-services.txt"
         ips = self.plan.service_ips
         if "conntrack" not in self.tools:
@@ -400,12 +529,11 @@ class Gatherer:
         errors: list[str] = []
         if len(ips) <= C.CONNTRACK_PER_IP_LIMIT:
             source = "conntrack -L -f <family> -d <Service IP> (each Service IP)"
-            argvs = [C.conntrack_per_ip_argv(ip) for ip in ips]
         else:
             source = f"conntrack -L -f ipv4|ipv6 (first {C.CONNTRACK_SCAN_BYTES // C.MiB} MiB, filtered by Service IP)"
-            argvs = [("conntrack", "-L", "-f", fam) for fam in ("ipv4", "ipv6")]
-        for argv in argvs:
-            res = self._run(argv, 10.0, C.CONNTRACK_SCAN_BYTES)
+        argvs = self._conntrack_argvs() or []
+        for index, argv in enumerate(argvs):
+            res = prefetched[index] if prefetched is not None else self._run(argv, 10.0, C.CONNTRACK_SCAN_BYTES)
             if res is None:
                 errors.append(self.budget.why_not())
                 break
@@ -459,6 +587,47 @@ def _nft_objects(res: RunResult) -> tuple[Any, list[Any]] | None:
         return None
     meta = next((o for o in items if isinstance(o, dict) and "metainfo" in o), None)
     return meta, [o for o in items if not (isinstance(o, dict) and "metainfo" in o)]
+
+
+def _item(spec: C.FactSpec) -> BatchItem:
+    # the cheap facts (5 s limit) are bounded by their batch's timeout; anything slower gets its own
+    return BatchItem(spec.key, spec.kind, spec.argv if spec.kind == "cmd" else (spec.path,), spec.timeout,
+                     spec.max_bytes, guard=spec.timeout > C.CHEAP_TIMEOUT)  # fmt: skip
+
+
+def _nft_item(family: str, name: str) -> BatchItem:
+    return BatchItem(f"nft:{family}:{name}", "cmd", ("nft", "-j", "list", "table", family, name), C.NFT_TIMEOUT,
+                     C.RULES_MAX)  # fmt: skip
+
+
+def _compat_name(family: str, name: str) -> bool:
+    """A table name iptables-nft uses (its rules are in the iptables-nft dump)."""
+    return name in C.IPTABLES_TABLES and family in ("ip", "ip6")
+
+
+def _journal(fact: Fact) -> Fact:
+    if fact.content is not None and fact.content.strip() in ("", "-- No entries --"):
+        return missing(C.JOURNAL.key, C.JOURNAL.source, "no journal entries for unit kube-proxy")
+    return fact
+
+
+def _table_names(listing: Fact) -> list[tuple[str, str]] | None:
+    """Tables from `nft list flowtables` text; None when unusable (failed, odd line, or a flowtable shown)."""
+    if listing.content is None:
+        return None
+    names: list[tuple[str, str]] = []
+    for line in listing.content.splitlines():
+        if not line.strip() or line == "}":
+            continue
+        match = _NFT_TABLE_LINE.match(line)
+        if match is None:
+            return None  # a flowtable declaration, or a name printed in a way this parser does not know
+        names.append((match.group(1), match.group(2)))
+    return names
+
+
+def _bind(fn: Callable[[Any], Iterable[Fact]], arg: Any) -> Callable[[], Iterable[Fact]]:
+    return lambda: fn(arg)
 
 
 def _one(fn: Callable[[Any], Fact], arg: Any) -> Callable[[], Iterable[Fact]]:

@@ -15,12 +15,14 @@ Security rules this module keeps:
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import getpass
 import logging
 import os
 import secrets
 import shlex
+import signal
 import socket
 import threading
 import time
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kpdoctor.node.local import http_request, http_result
-from kpdoctor.node.transport import NOT_FOUND, RunResult, TransportError, cut_at_line
+from kpdoctor.node.transport import NOT_FOUND, BatchItem, RunResult, TransportError, cut_at_line
 
 # paramiko logs every refused forward at WARNING; refused kube-proxy ports are facts, not log noise
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -274,28 +276,34 @@ class SshTransport:
     def run(self, argv: Sequence[str], *, timeout: float, max_bytes: int) -> RunResult:
         return self._exec(argv, timeout, max_bytes, remote_timeout=True)
 
-    def run_batch(self, items: Sequence[tuple[str, str, Sequence[str]]], *, timeout: float,
-                  max_bytes: int) -> dict[str, RunResult]:  # fmt: skip
-        """Many small commands/files in ONE session (each SSH session costs a fork on the node and CPU here).
+    def run_batch(self, items: Sequence[BatchItem], *, timeout: float) -> dict[str, RunResult]:
+        """Many commands/files in ONE session (each SSH session costs a fork on the node and CPU here).
 
-        items: (key, "cmd"|"file", argv-or-[path]). The script is built only from shell-quoted fixed
-        elements; output is framed by a random boundary, so command output cannot forge a frame.
+        The script is built only from shell-quoted fixed elements. Each item's stdout AND stderr are framed by
+        a random boundary (stderr frames travel on the channel's stderr, in the same order), so command output
+        cannot forge a frame and every item keeps its own exit code and stderr. Each command runs under its
+        own `timeout` when the node has it (decided in the script: the first batch carries the `which`), so
+        one hanging command costs its own fact, not the batch. A "which" item also sets this transport's
+        knowledge of `timeout` for later single commands.
         """
         boundary = "KPD" + secrets.token_hex(12)
-        q = shlex.quote
-        parts = []
-        for key, kind, argv in items:
-            begin = f"printf '%s\\n' {q(boundary + ' BEGIN ' + key)}"
-            if kind == "file":
-                path = q(argv[0])
-                body = (f"if [ -e {path} ]; then cat -- {path} 2>/dev/null; rc=$?; else rc=200; fi; "
-                        f"printf '\\n%s %s\\n' {q(boundary + ' END ' + key)} \"$rc\"")  # fmt: skip
-            else:
-                body = (f"{' '.join(q(a) for a in argv)} 2>/dev/null </dev/null; rc=$?; "
-                        f"printf '\\n%s %s\\n' {q(boundary + ' END ' + key)} \"$rc\"")  # fmt: skip
-            parts.append(f"{begin}; {body}")
-        res = self._exec(["sh", "-c", "; ".join(parts)], timeout, max_bytes, remote_timeout=True)
-        return parse_batch(res, boundary, [k for k, _, _ in items])
+        script = batch_script(items, boundary)
+        argv = ["sh", "-c", script]
+        if not self._timeout_tool:
+            # `timeout` not known to exist yet (this batch carries the `which`): bound the batch when it does
+            secs = f"{max(1, int(timeout + 1))}"
+            argv = ["sh", "-c", 'if command -v timeout >/dev/null 2>&1; then exec timeout -k 2 "$1" sh -c "$2"; '
+                    'fi; exec sh -c "$2"', "sh", secs, script]  # fmt: skip
+        timeline: list[tuple[int, float]] = []
+        total = sum(i.max_bytes for i in items) + 4096 * len(items)
+        res = self._exec(argv, timeout, total, remote_timeout=True, timeline=timeline,
+                         max_stderr=65536 + 16384 * len(items), keep_partial=True)  # fmt: skip
+        out = parse_batch(res, boundary, items, timeline)
+        for item in items:
+            if item.kind == "which":
+                found = out[item.key]
+                self._timeout_tool = "timeout" in set(found.stdout.decode(errors="replace").split())
+        return out
 
     def read_file(self, path: str, *, timeout: float, max_bytes: int) -> RunResult:
         res = self._exec(["cat", "--", path], timeout, max_bytes, remote_timeout=True)
@@ -304,8 +312,9 @@ class SshTransport:
         return res
 
     def _exec(
-        self, argv: Sequence[str], timeout: float, max_bytes: int, *, prefix: bool = True, remote_timeout: bool = False
-    ) -> RunResult:
+        self, argv: Sequence[str], timeout: float, max_bytes: int, *, prefix: bool = True, remote_timeout: bool = False,
+        timeline: list[tuple[int, float]] | None = None, max_stderr: int = 65536, keep_partial: bool = False,
+    ) -> RunResult:  # fmt: skip
         start = time.monotonic()
         deadline = start + timeout
         if self._client is None or self._client.get_transport() is None:
@@ -323,8 +332,8 @@ class SshTransport:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return RunResult(b"", bytes(err), None, time.monotonic() - start, True, False,
-                                     f"timed out after {timeout:g}s")  # fmt: skip
+                    return RunResult(bytes(out) if keep_partial else b"", bytes(err), None, time.monotonic() - start,
+                                     True, False, f"timed out after {timeout:g}s")  # fmt: skip
                 chan.settimeout(min(_POLL, left))
                 try:
                     chunk = chan.recv(1 << 20)
@@ -332,21 +341,25 @@ class SshTransport:
                     chunk = None
                 while chan.recv_stderr_ready():
                     piece = chan.recv_stderr(65536)
-                    if len(err) < 65536:
+                    if len(err) < max_stderr:
                         err.extend(piece)
                 if chunk == b"":
                     break
                 if chunk:
                     out.extend(chunk)
+                    if timeline is not None:
+                        timeline.append((len(out), time.monotonic()))
                     if len(out) > max_bytes:
                         return RunResult(cut_at_line(bytes(out[:max_bytes])), bytes(err), 0,
                                          time.monotonic() - start, False, True)  # fmt: skip
             left = deadline - time.monotonic()
             if not chan.status_event.wait(max(left, 0.0)):
-                return RunResult(b"", bytes(err), None, time.monotonic() - start, True, False,
-                                 f"timed out after {timeout:g}s")  # fmt: skip
+                return RunResult(bytes(out) if keep_partial else b"", bytes(err), None, time.monotonic() - start,
+                                 True, False, f"timed out after {timeout:g}s")  # fmt: skip
             while chan.recv_stderr_ready():
-                err.extend(chan.recv_stderr(65536))
+                piece = chan.recv_stderr(65536)
+                if len(err) < max_stderr:
+                    err.extend(piece)
             code = chan.recv_exit_status()
         except (OSError, EOFError) as exc:
             return RunResult(bytes(out), bytes(err), None, time.monotonic() - start, False, False,
@@ -361,7 +374,7 @@ class SshTransport:
             error = f"timed out after {timeout:g}s"
         elif code == NOT_FOUND:
             error = "not installed"
-        return RunResult(bytes(out), bytes(err[:65536]), code, duration, False, False, error)
+        return RunResult(bytes(out), bytes(err[:max_stderr]), code, duration, False, False, error)
 
     # ---- kube-proxy's HTTP surfaces through a forwarded channel --------------------------
     def http_get(self, host: str, port: int, path: str, *, timeout: float, max_bytes: int) -> RunResult:
@@ -406,30 +419,96 @@ class SshTransport:
         return http_result(bytes(buf), time.monotonic() - start, max_bytes)
 
 
-def parse_batch(res: RunResult, boundary: str, keys: Sequence[str]) -> dict[str, RunResult]:
-    """Split a framed batch output back into one RunResult per key (missing frames: the batch's error)."""
+def batch_script(items: Sequence[BatchItem], boundary: str) -> str:
+    """The `sh -c` text of a batch: fixed shell glue plus shell-quoted items, nothing else."""
+    q = shlex.quote
+    lines = ['if command -v timeout >/dev/null 2>&1; then kpd_t() { timeout -k 2 "$@"; }; '
+             'else kpd_t() { shift; "$@"; }; fi']  # fmt: skip
+    for item in items:
+        begin, end = q(f"{boundary} BEGIN {item.key}"), q(f"{boundary} END {item.key}")
+        lines.append(f"printf '%s\\n' {begin}; printf '%s\\n' {begin} >&2")
+        if item.kind == "file":
+            path = q(item.argv[0])
+            lines.append(f"if [ -e {path} ]; then cat -- {path}; rc=$?; else rc=200; fi")
+        elif item.kind == "which":
+            tools = " ".join(q(t) for t in item.argv)
+            lines.append(f'for t in {tools}; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; rc=0')
+        else:
+            guard = f"kpd_t {max(1, int(item.timeout + 0.999))} " if item.guard else ""
+            lines.append(f"{guard}{' '.join(q(a) for a in item.argv)} </dev/null; rc=$?")
+        lines.append(f"printf '\\n%s %s\\n' {end} \"$rc\"; printf '\\n%s\\n' {end} >&2")
+    return "\n".join(lines)
+
+
+def parse_batch(res: RunResult, boundary: str, items: Sequence[BatchItem],
+                timeline: Sequence[tuple[int, float]] = ()) -> dict[str, RunResult]:  # fmt: skip
+    """Split a framed batch output back into one RunResult per item (a missing frame: the batch's error).
+
+    Durations come from when each frame's first and last bytes arrived here (`timeline`: cumulative byte
+    count, arrival time), which is the item's run time on the node plus nothing but streaming.
+    """
     out: dict[str, RunResult] = {}
     data = res.stdout
-    share = res.duration / max(1, len(keys))
-    for key in keys:
+    errs = res.stderr
+    share = res.duration / max(1, len(items))
+    offsets = [n for n, _ in timeline]
+    pos = 0
+    for item in items:
+        key = item.key
         begin = f"{boundary} BEGIN {key}\n".encode()
         end_prefix = f"\n{boundary} END {key} ".encode()
-        start = data.find(begin)
+        start = data.find(begin, pos)
         stop = data.find(end_prefix, start + len(begin)) if start >= 0 else -1
         if start < 0 or stop < 0:
             out[key] = RunResult(duration=share, timed_out=res.timed_out,
                                  error=res.error or "batch output incomplete")  # fmt: skip
             continue
-        body = data[start + len(begin) : stop]
-        rc_line = data[stop + len(end_prefix) : data.find(b"\n", stop + len(end_prefix))]
+        line_end = data.find(b"\n", stop + len(end_prefix))
+        pos = line_end if line_end >= 0 else len(data)
+        rc_line = data[stop + len(end_prefix) : pos]
         code = int(rc_line) if rc_line.strip().isdigit() else None
-        if code == 200:
-            out[key] = RunResult(exit_code=1, duration=share, error="no such file")
+        # BEGIN is printed (a shell builtin) right before the item starts, END right after it exits
+        duration = _arrival(offsets, timeline, stop) - _arrival(offsets, timeline, start) if timeline else share
+        body = data[start + len(begin) : stop]
+        stderr = _frame(errs, boundary, key)
+        truncated = False
+        if len(body) > item.max_bytes:
+            body, truncated = cut_at_line(body[: item.max_bytes]), True
+        duration = max(0.0, duration)
+        if code == 200 and item.kind == "file":
+            out[key] = RunResult(exit_code=1, duration=duration, error="no such file")
         elif code == NOT_FOUND:
-            out[key] = RunResult(exit_code=code, duration=share, error="not installed")
+            out[key] = RunResult(exit_code=code, stderr=stderr, duration=duration, error="not installed")
+        elif code == 124 and item.kind == "cmd" and item.guard:  # `timeout` (kpd_t) stopped it
+            out[key] = RunResult(b"", stderr, None, duration, True, False, f"timed out after {item.timeout:g}s")
+        elif code is not None and 128 < code < 128 + 65 and item.kind == "cmd" and not truncated:
+            out[key] = RunResult(b"", stderr, code, duration, False, False,
+                                 f"killed by signal {code - 128} ({_signame(code - 128)})")  # fmt: skip
         else:
-            out[key] = RunResult(body, b"", code, share)
+            out[key] = RunResult(body, stderr, 0 if truncated else code, duration, False, truncated)
     return out
+
+
+def _arrival(offsets: Sequence[int], timeline: Sequence[tuple[int, float]], offset: int) -> float:
+    """When byte `offset` of the batch output arrived (the chunk that carried it)."""
+    index = bisect.bisect_right(offsets, offset)
+    return timeline[min(index, len(timeline) - 1)][1]
+
+
+def _frame(errs: bytes, boundary: str, key: str) -> bytes:
+    begin = f"{boundary} BEGIN {key}\n".encode()
+    start = errs.find(begin)
+    if start < 0:
+        return b""
+    stop = errs.find(f"\n{boundary} END {key}\n".encode(), start + len(begin))
+    return errs[start + len(begin) : stop if stop >= 0 else len(errs)]
+
+
+def _signame(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return "unknown"
 
 
 def default_key_files() -> tuple[str, ...]:

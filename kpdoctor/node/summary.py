@@ -65,34 +65,62 @@ class NodeSummary:
         return out
 
 
+def sections(save: str) -> list[tuple[str, str]]:
+    """(table, the text after its `*table` line) for each table of an `iptables-save` dump, in order.
+
+    Splits on line-initial `*` (only table headers start so) instead of walking lines: a 5,000-Service
+    dump is 50k lines, and the summary reads it several times on the `kpdoctor node` path.
+    """
+    out: list[tuple[str, str]] = []
+    for part in ("\n" + save).split("\n*")[1:]:
+        name, _, body = part.partition("\n")
+        out.append((name.strip(), body))
+    return out
+
+
+def _chain_names(body: str) -> list[str]:
+    names: list[str] = []
+    for piece in ("\n" + body).split("\n:")[1:]:
+        cut = len(piece)
+        for sep in (" ", "\n"):
+            at = piece.find(sep, 0, cut)
+            if at >= 0:
+                cut = at
+        names.append(piece[:cut])
+    return names
+
+
 def chains_by_table(save: str) -> dict[str, list[str]]:
     """`iptables-save` text -> table -> declared chain names."""
     tables: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in save.splitlines():
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:].strip(), [])
-        elif line.startswith(":") and current is not None:
-            current.append(line[1:].split(" ", 1)[0])
+    for name, body in sections(save):
+        tables.setdefault(name, []).extend(_chain_names(body))
     return tables
 
 
 def policies(save: str) -> dict[str, str]:
     """Built-in chain policies of the filter table, e.g. {"INPUT": "ACCEPT", "FORWARD": "DROP"}."""
     out: dict[str, str] = {}
-    in_filter = False
-    for line in save.splitlines():
-        if line.startswith("*"):
-            in_filter = line.strip() == "*filter"
-        elif in_filter and line.startswith(":"):
-            parts = line[1:].split()
-            if len(parts) >= 2 and parts[1] != "-":
-                out[parts[0]] = parts[1]
+    for name, body in sections(save):
+        if name != "filter":
+            continue
+        for line in body.splitlines():
+            if line.startswith(":"):
+                parts = line[1:].split()
+                if len(parts) >= 2 and parts[1] != "-":
+                    out[parts[0]] = parts[1]
     return out
 
 
 def _rule_lines(save: str | None) -> int:
-    return 0 if not save else sum(1 for line in save.splitlines() if line.startswith("-"))
+    return 0 if not save else save.count("\n-") + save.startswith("-")
+
+
+def _has_line(text: str | None, prefix: str) -> bool:
+    """Whether a line starts with `prefix` (what `re.search("^" + prefix, text, re.M)` answered, faster)."""
+    if not text:
+        return False
+    return text.startswith(prefix) or f"\n{prefix}" in text
 
 
 def _backend_texts(state: NodeState, backend: str | None) -> dict[str, str | None]:
@@ -107,14 +135,20 @@ def _backend_texts(state: NodeState, backend: str | None) -> dict[str, str | Non
     return {"nf_tables": nft, "legacy": legacy}
 
 
-def wrapper_detection(nft: str | None, legacy: str | None) -> tuple[str | None, str]:
-    """kubernetes-sigs/iptables-wrappers' choice: kubelet's hint chains in mangle first, then rule counts."""
+def wrapper_detection(nft: str | None, legacy: str | None,
+                      chains: Mapping[str, Mapping[str, list[str]]] | None = None) -> tuple[str | None, str]:  # fmt: skip
+    """kubernetes-sigs/iptables-wrappers' choice: kubelet's hint chains in mangle first, then rule counts.
+
+    `chains`: chains_by_table of each backend ("nf_tables", "legacy") when the caller has them already.
+    """
     if nft is None and legacy is None:
         return None, "no iptables dump of either backend"
-    nft_hint = [c for c in chains_by_table(nft or "").get("mangle", []) if c in KUBELET_HINT_CHAINS]
+    nft_chains = chains["nf_tables"] if chains else chains_by_table(nft or "")
+    legacy_chains = chains["legacy"] if chains else chains_by_table(legacy or "")
+    nft_hint = [c for c in nft_chains.get("mangle", []) if c in KUBELET_HINT_CHAINS]
     if nft_hint:
         return "nft", f"{nft_hint[0]} chain in the nf_tables mangle table"
-    legacy_hint = [c for chains in chains_by_table(legacy or "").values() for c in chains if c in KUBELET_HINT_CHAINS]
+    legacy_hint = [c for chains in legacy_chains.values() for c in chains if c in KUBELET_HINT_CHAINS]
     if legacy_hint:
         return "legacy", f"{legacy_hint[0]} chain in the legacy tables"
     n_legacy, n_nft = _rule_lines(legacy), _rule_lines(nft)
@@ -207,16 +241,16 @@ def summarize(state: NodeState) -> NodeSummary:
     if match:
         backend = "nf_tables" if match.group(2) == "nf_tables" else "legacy"
     texts = _backend_texts(state, backend)
-    with_kube = tuple(b for b in ("legacy", "nf_tables") if texts[b] and re.search(r"^:KUBE-", texts[b] or "", re.M))
-    with_proxy = tuple(
-        b for b in ("legacy", "nf_tables") if texts[b] and re.search(r"^:KUBE-SERVICES ", texts[b] or "", re.M)
-    )
-    mode, reason = wrapper_detection(texts["nf_tables"], texts["legacy"])
+    with_kube = tuple(b for b in ("legacy", "nf_tables") if _has_line(texts[b], ":KUBE-"))
+    with_proxy = tuple(b for b in ("legacy", "nf_tables") if _has_line(texts[b], ":KUBE-SERVICES "))
+    chains = {b: chains_by_table(t or "") for b, t in texts.items()}  # once per dump: they can be 5 MB each
+    mode, reason = wrapper_detection(texts["nf_tables"], texts["legacy"], chains)
     tables = _nft_tables(state)
     firewall = [f"nft table {f} {n}" for f, n in tables if n in FIREWALL_NFT_TABLES]
-    for backend_name, text in texts.items():
-        for table, chains in chains_by_table(text or "").items():
-            prefixes = sorted({p for c in chains for p in FIREWALL_CHAIN_PREFIXES if c.startswith(p)})
+    for backend_name in texts:
+        for table, chains_of in chains[backend_name].items():
+            prefixes = sorted({p for c in chains_of if c.startswith(FIREWALL_CHAIN_PREFIXES)
+                               for p in FIREWALL_CHAIN_PREFIXES if c.startswith(p)})  # fmt: skip
             firewall += [f"{backend_name} {table}: {p}* chains" for p in prefixes]
     ipvs, ipvs_why = _ipvs(state)
     ipvsadm = state.text("ipvsadm-save.txt")

@@ -36,6 +36,25 @@ class RunResult:
         return not self.error and not self.timed_out and self.exit_code == 0
 
 
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One command, file or tool probe inside a batched session (`run_batch` on transports that offer it).
+
+    Batching exists because every remote session costs a fork on the node and a channel round trip here;
+    each item keeps its own timeout, byte cap, exit code and stderr, so a batched fact is the same Fact a
+    single command would have produced.
+    """
+
+    key: str
+    kind: str  # cmd | file | which (argv = the tools to look up)
+    argv: tuple[str, ...]  # the command, or (path,) for a file
+    timeout: float = 10.0
+    max_bytes: int = 16 << 20
+    # run under its own `timeout` on the node (a fork + exec more): for anything that may be slow; the cheap
+    # facts (proc files, uname, sysctl) are bounded by the batch's own timeout, as single commands were
+    guard: bool = True
+
+
 class TransportError(Exception):
     """The node cannot be reached at all (connect, auth, host key): the whole node fails, not one fact."""
 

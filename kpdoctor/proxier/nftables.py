@@ -28,8 +28,10 @@ normalizes that.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from kpdoctor.errors import InputError
@@ -290,6 +292,7 @@ class _Renderer:
     def __init__(self, inp: ProxierInput, service_cidrs: Sequence[str] | None) -> None:
         self.inp = inp
         self.layout = layout_for(inp.version)
+        self._new_layout = self.layout == LAYOUT_136
         self.fam = _Family.of(inp.family)
         self.mark = inp.config.masquerade_mark
         self.masquerade_all = inp.config.masquerade_all
@@ -303,7 +306,7 @@ class _Renderer:
     # --- helpers ------------------------------------------------------------------------
     @property
     def new_layout(self) -> bool:
-        return self.layout == LAYOUT_136
+        return self._new_layout
 
     def mark_masq(self) -> str:
         """The statement that marks a packet for masquerading."""
@@ -400,32 +403,44 @@ class _Renderer:
         tx.rule("reject-chain", "reject")
 
     # --- per service port -----------------------------------------------------------------
+    # `service` runs once per service port (10,000s) and is the renderer's whole cost at scale, so it
+    # appends finished lines to the three line lists directly; the text is what `_Tx` would write.
     def service(self, spe: ServicePortEndpoints) -> None:
         info, cat = spe.info, spe.categorized
-        tx, ch, el, ipx = self.tx, self.chains, self.elements, self.fam.ipx
+        new_layout = self.new_layout
+        head = self.tx.head
+        tx_add = self.tx.lines.append
+        ch_add = self.chains.lines.append
+        el_add = self.elements.lines.append
+        ipx = self.fam.ipx
+        namespace, svc_name, port_name = info.namespace, info.name, info.port_name
         proto = info.protocol_lower
-        base = service_chain_base(info.namespace, info.name, proto, info.port_name)
+        base = service_chain_base(namespace, svc_name, proto, port_name)
         cluster_chain, local_chain = f"service-{base}", f"local-{base}"
         external_chain, fw_chain = f"external-{base}", f"firewall-{base}"
         name = info.service_port_name
         affinity = info.session_affinity_seconds > 0
+        all_reachable = cat.all_reachable
+        with_ep_chains = affinity or not new_layout  # v1.36 has endpoint chains only for ClientIP affinity
 
         ep_chain: dict[str, str] = {}
         ep_set: dict[str, str] = {}
-        if affinity or not self.new_layout:  # v1.36 has endpoint chains only for ClientIP affinity
-            for ep in cat.all_reachable:
-                eb = endpoint_chain_base(info.namespace, info.name, proto, info.port_name, ep)
+        if with_ep_chains:
+            for ep in all_reachable:
+                eb = endpoint_chain_base(namespace, svc_name, proto, port_name, ep)
                 ep_chain[ep.key], ep_set[ep.key] = f"endpoint-{eb}", f"affinity-{eb}"
 
         uses_cluster_chain = bool(cat.cluster) and info.uses_cluster_endpoints
         uses_local_chain = bool(cat.local) and info.uses_local_endpoints
         has_endpoints = cat.has_any
+        internal_policy_local = info.internal_policy_local
+        external_policy_local = info.external_policy_local
         internal_chain, has_internal = cluster_chain, has_endpoints
-        if info.internal_policy_local:
+        if internal_policy_local:
             internal_chain = local_chain
             has_internal = bool(cat.local) and has_endpoints
         external_policy_chain, has_external = cluster_chain, has_endpoints
-        if info.external_policy_local:
+        if external_policy_local:
             external_policy_chain = local_chain
             has_external = bool(cat.local) and has_endpoints
         uses_external_chain = has_endpoints and info.externally_accessible
@@ -438,127 +453,159 @@ class _Renderer:
             if not has_external:
                 external_verdict = "drop"
 
+        # map/set elements (`_Tx.element`): `add element <head> <map> { <key>[ comment "…"][ : <value>] }`
         port = str(info.port.port)
-        el.element("cluster-ips", info.cluster_ip)
+        cluster_ip = info.cluster_ip
+        el = f"add element {head} "
+        no_ep_comment = f" comment {_comment(name)}" if name else ""
+        el_add(f"{el}cluster-ips {{ {cluster_ip} }}")
         if has_internal:
-            el.element("service-ips", f"{info.cluster_ip} . {proto} . {port}", f"goto {internal_chain}")
+            el_add(f"{el}service-ips {{ {cluster_ip} . {proto} . {port} : goto {internal_chain} }}")
         else:
-            el.element("no-endpoint-services", f"{info.cluster_ip} . {proto} . {port}", internal_verdict, name)
+            el_add(f"{el}no-endpoint-services {{ {cluster_ip} . {proto} . {port}{no_ep_comment} : {internal_verdict} }}")
         for ext in info.external_ips:
             if has_endpoints:
-                el.element("service-ips", f"{ext} . {proto} . {port}", f"goto {external_chain}")
+                el_add(f"{el}service-ips {{ {ext} . {proto} . {port} : goto {external_chain} }}")
             if not has_external:
-                el.element("no-endpoint-services", f"{ext} . {proto} . {port}", external_verdict, name)
-        ranges = _normalized_ranges(info.load_balancer_source_ranges)
-        uses_fw = bool(info.load_balancer_vips) and bool(ranges)
-        for lb in info.load_balancer_vips:
+                el_add(f"{el}no-endpoint-services {{ {ext} . {proto} . {port}{no_ep_comment} : {external_verdict} }}")
+        lb_vips = info.load_balancer_vips
+        ranges = _normalized_ranges(info.load_balancer_source_ranges) if lb_vips else []
+        uses_fw = bool(lb_vips) and bool(ranges)
+        for lb in lb_vips:
             if has_endpoints:
-                el.element("service-ips", f"{lb} . {proto} . {port}", f"goto {external_chain}")
+                el_add(f"{el}service-ips {{ {lb} . {proto} . {port} : goto {external_chain} }}")
             if uses_fw:
-                el.element("firewall-ips", f"{lb} . {proto} . {port}", f"goto {fw_chain}")
+                el_add(f"{el}firewall-ips {{ {lb} . {proto} . {port} : goto {fw_chain} }}")
         if not has_external:
-            for lb in info.load_balancer_vips:
-                el.element("no-endpoint-services", f"{lb} . {proto} . {port}", external_verdict, name)
-        if info.node_port:
+            for lb in lb_vips:
+                el_add(f"{el}no-endpoint-services {{ {lb} . {proto} . {port}{no_ep_comment} : {external_verdict} }}")
+        node_port = info.node_port
+        if node_port:
             if has_endpoints:
-                el.element("service-nodeports", f"{proto} . {info.node_port}", f"goto {external_chain}")
+                el_add(f"{el}service-nodeports {{ {proto} . {node_port} : goto {external_chain} }}")
             if not has_external:
-                el.element("no-endpoint-nodeports", f"{proto} . {info.node_port}", external_verdict, name)
+                el_add(f"{el}no-endpoint-nodeports {{ {proto} . {node_port}{no_ep_comment} : {external_verdict} }}")
 
-        if self.new_layout:
-            for ep in cat.all_reachable:
+        if new_layout:
+            for ep in all_reachable:
                 if ep.is_local:
-                    el.element("hairpin-connections", f"{ep.ip} . {ep.ip} . {proto} . {ep.port}")
+                    el_add(f"{el}hairpin-connections {{ {ep.ip} . {ep.ip} . {proto} . {ep.port} }}")
 
-        # chains, in kube-proxy's creation order: endpoints, cluster, local, external, firewall
-        if affinity or not self.new_layout:
-            for ep in cat.all_reachable:
-                ch.chain(ep_chain[ep.key])
+        # chains (`_Tx.chain`), in kube-proxy's creation order: endpoints, cluster, local, external, firewall
+        add_chain, flush_chain = f"add chain {head} ", f"flush chain {head} "
+        created = [ep_chain[ep.key] for ep in all_reachable] if with_ep_chains else []
         if uses_cluster_chain:
-            ch.chain(cluster_chain)
+            created.append(cluster_chain)
         if uses_local_chain:
-            ch.chain(local_chain)
+            created.append(local_chain)
         if uses_external_chain:
-            ch.chain(external_chain)
+            created.append(external_chain)
         if uses_fw:
-            ch.chain(fw_chain)
+            created.append(fw_chain)
+        for chain in created:
+            ch_add(add_chain + chain)
+            ch_add(flush_chain + chain)
 
-        if has_internal and not self.new_layout:
+        # rules (`_Tx.rule`): `add rule <head> <chain> <rule>[ comment "…"]`
+        rule = f"add rule {head} "
+        if has_internal and not new_layout:
             if self.layout == LAYOUT_131:
-                match = f"{ipx} daddr {info.cluster_ip} {proto} dport {port}"
+                match = f"{ipx} daddr {cluster_ip} {proto} dport {port}"
             else:
-                match = f"{ipx} daddr {info.cluster_ip}"
+                match = f"{ipx} daddr {cluster_ip}"
             if self.masquerade_all:
-                ch.rule(internal_chain, f"{match} jump mark-for-masquerade")
+                ch_add(f"{rule}{internal_chain} {match} jump mark-for-masquerade")
             elif self.detector.implemented:
-                ch.rule(internal_chain, f"{match} {self.detector.if_not_local} jump mark-for-masquerade")
+                ch_add(f"{rule}{internal_chain} {match} {self.detector.if_not_local} jump mark-for-masquerade")
 
         if uses_external_chain:
-            if not info.external_policy_local:
-                ch.rule(external_chain, self.mark_masq(), "masquerade" if self.new_layout else None)
+            mark_masq = self.mark_masq()
+            if not external_policy_local:
+                ch_add(f"{rule}{external_chain} {mark_masq}" + (' comment "masquerade"' if new_layout else ""))
             else:
                 if self.detector.implemented:
-                    ch.rule(external_chain, f"{self.detector.if_local} goto {cluster_chain}", "short-circuit pod traffic")
-                ch.rule(external_chain, f"fib saddr type local {self.mark_masq()}", "masquerade local traffic")
-                ch.rule(external_chain, f"fib saddr type local goto {cluster_chain}", "short-circuit local traffic")
+                    ch_add(f"{rule}{external_chain} {self.detector.if_local} goto {cluster_chain}"
+                           ' comment "short-circuit pod traffic"')
+                ch_add(f'{rule}{external_chain} fib saddr type local {mark_masq} comment "masquerade local traffic"')
+                ch_add(f'{rule}{external_chain} fib saddr type local goto {cluster_chain} '
+                       'comment "short-circuit local traffic"')
             if has_external:
-                ch.rule(external_chain, f"goto {external_policy_chain}")
+                ch_add(f"{rule}{external_chain} goto {external_policy_chain}")
 
         if uses_fw:
             sources = list(ranges)
             node_ip = self.inp.primary_node_ip
             if node_ip and any(ipaddress.ip_address(node_ip) in ipaddress.ip_network(r) for r in ranges):
-                sources.extend(info.load_balancer_vips)
-            ch.rule(fw_chain, f"{ipx} saddr != {{ {', '.join(sources)} }} drop")
+                sources.extend(lb_vips)
+            ch_add(f"{rule}{fw_chain} {ipx} saddr != {{ {', '.join(sources)} }} drop")
 
         if affinity:
             timeout = info.session_affinity_seconds
-            for ep in cat.all_reachable:
-                spec = f"type {self.fam.addr_type} ; flags dynamic,timeout ; timeout {timeout}s"
-                tx.container("set", ep_set[ep.key], spec, flush=False)
+            spec = f"type {self.fam.addr_type} ; flags dynamic,timeout ; timeout {timeout}s"
+            for ep in all_reachable:
+                tx_add(f"add set {head} {ep_set[ep.key]} {{ {spec} ; }}")
 
         if uses_cluster_chain:
             self._to_endpoints(cluster_chain, proto, cat.cluster, ep_chain, ep_set, affinity)
         if uses_local_chain:
             self._to_endpoints(local_chain, proto, cat.local, ep_chain, ep_set, affinity)
 
-        if affinity or not self.new_layout:
-            for ep in cat.all_reachable:
-                chain = ep_chain[ep.key]
-                if not self.new_layout:
-                    ch.rule(chain, f"{ipx} saddr {ep.ip} jump mark-for-masquerade")
+        if with_ep_chains:
+            for ep in all_reachable:
+                key = ep.key
+                prefix = f"{rule}{ep_chain[key]} "
+                if not new_layout:
+                    ch_add(f"{prefix}{ipx} saddr {ep.ip} jump mark-for-masquerade")
                 if affinity:
-                    ch.rule(chain, f"update @{ep_set[ep.key]} {{ {ipx} saddr }}")
-                ch.rule(chain, f"meta l4proto {proto} dnat to {_dnat_target(ep)}")
+                    ch_add(f"{prefix}update @{ep_set[key]} {{ {ipx} saddr }}")
+                ch_add(f"{prefix}meta l4proto {proto} dnat to {_dnat_target(ep)}")
 
     def _to_endpoints(
         self, chain: str, proto: str, endpoints: Sequence[EndpointInfo],
         ep_chain: dict[str, str], ep_set: dict[str, str], affinity: bool,
     ) -> None:
-        ch, ipx = self.chains, self.fam.ipx
+        ipx = self.fam.ipx
+        ch_add = self.chains.lines.append
+        prefix = f"add rule {self.tx.head} {chain} "
         if affinity:
             for ep in endpoints:
-                ch.rule(chain, f"{ipx} saddr @{ep_set[ep.key]} goto {ep_chain[ep.key]}")
+                key = ep.key
+                ch_add(f"{prefix}{ipx} saddr @{ep_set[key]} goto {ep_chain[key]}")
         n = len(endpoints)
         if self.new_layout and not affinity:
-            entries = ", ".join(f"{i} : {ep.ip} . {ep.port}" for i, ep in enumerate(endpoints))
-            ch.rule(chain, f"meta l4proto {proto} dnat {ipx} to numgen random mod {n} map {{ {entries} }}")
+            entries = ", ".join([f"{i} : {ep.ip} . {ep.port}" for i, ep in enumerate(endpoints)])
+            ch_add(f"{prefix}meta l4proto {proto} dnat {ipx} to numgen random mod {n} map {{ {entries} }}")
         else:
-            entries = ", ".join(f"{i} : goto {ep_chain[ep.key]}" for i, ep in enumerate(endpoints))
-            ch.rule(chain, f"numgen random mod {n} vmap {{ {entries} }}")
+            entries = ", ".join([f"{i} : goto {ep_chain[ep.key]}" for i, ep in enumerate(endpoints)])
+            ch_add(f"{prefix}numgen random mod {n} vmap {{ {entries} }}")
 
     def render(self) -> str:
         self.setup()
+        service = self.service
         for spe in self.inp.service_ports():
-            self.service(spe)
-        # dedup set elements shared by several service ports (cluster-ips of multi-port services, hairpins)
-        seen: set[str] = set()
-        elements = []
-        for line in self.elements.lines:
-            if line not in seen:
-                seen.add(line)
-                elements.append(line)
+            service(spe)
+        # dedup set elements shared by several service ports (cluster-ips of multi-port services, hairpins):
+        # dict keys keep the first occurrence's position
+        elements = dict.fromkeys(self.elements.lines)
         return "\n".join([*self.tx.lines, *self.chains.lines, *elements]) + "\n"
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a render builds its big, acyclic results.
+
+    Endpoint selection keeps one object per endpoint and the transaction ~100,000 lines at
+    10,000 Services; with the collector on, its passes re-walk all of them again and again
+    (a third of the render time). Nothing built here forms reference cycles, so reference
+    counting frees it as before; the collector comes back on (if it was on) however we exit.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def render_nftables(inp: ProxierInput, *, service_cidrs: Sequence[str] | None = None) -> str:
@@ -568,7 +615,8 @@ def render_nftables(inp: ProxierInput, *, service_cidrs: Sequence[str] | None = 
     objects for the "Drop traffic to unallocated ClusterIPs" rule); None means
     "whatever the snapshot carries", and without them that one rule is left out.
     """
-    return _Renderer(inp, service_cidrs).render()
+    with _gc_paused():  # also covers `inp.service_ports()`, the endpoint selection, when not computed yet
+        return _Renderer(inp, service_cidrs).render()
 
 
 def render_nftables_families(inps: Sequence[ProxierInput], *, service_cidrs: Sequence[str] | None = None) -> str:
