@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from kpdoctor.checks_api import CheckContext
@@ -437,11 +438,16 @@ def actual_view(
 
 def expected_for(ctx: CheckContext, mode: str | None = None) -> SemanticView:
     """The reference proxier's expectation for `ctx.node` (IPv4), from current Services/EndpointSlices."""
+    return expected_detail(ctx, mode).view
+
+
+def expected_detail(ctx: CheckContext, mode: str | None = None) -> NodeExpectation:
+    """`expected_for` with what an incremental comparison needs (which views are node-specific)."""
     node = ctx.node
     if node is None:
         raise ValueError("expected_for() needs a node-scope context")
 
-    def build() -> SemanticView:
+    def build() -> NodeExpectation:
         from kpdoctor.proxier.context import build_input
 
         found = node_proxy_config(ctx, node.name)
@@ -453,12 +459,38 @@ def expected_for(ctx: CheckContext, mode: str | None = None) -> SemanticView:
         shared = ctx.shared(f"expected-shared:{family}", lambda: SharedExpectation(ctx.cluster, family))
         api_node = ctx.cluster.node_by_name.get(node.name)
         zone = (api_node.zone or "") if api_node is not None else ""
-        return shared.view_for(node.name, zone, inp.primary_node_ip)
+        return shared.expectation_for(node.name, zone, inp.primary_node_ip)
 
     return ctx.derived(f"expected-view:{mode or ''}", build)
 
 
 _NO_NODE = "\0no-node"  # a node name no endpoint carries: every endpoint is remote
+
+
+@dataclass(frozen=True)
+class NodeExpectation:
+    """One node's expected view, and the views of the node-dependent service ports it was built from.
+
+    Two expectations of the same `SharedExpectation` differ at most in the frontends of
+    `node_views` (same positions, same frontends), which is what lets a comparison reuse another
+    node's result for every other frontend.
+    """
+
+    view: SemanticView
+    shared: SharedExpectation
+    node_views: tuple[tuple[FrontendView, ...], ...]
+    kinds: Mapping[str, str] | None = None  # address -> kind when shared by every node (`address_kinds_of`)
+
+    def differing(self, other: NodeExpectation) -> set[Any] | None:
+        """Frontends whose expected view differs between the two nodes; None when not comparable."""
+        if other.shared is not self.shared or len(other.node_views) != len(self.node_views):
+            return None
+        out: set[Any] = set()
+        for mine, theirs in zip(self.node_views, other.node_views, strict=True):
+            if mine != theirs:
+                out.update(v.frontend for v in mine)
+                out.update(v.frontend for v in theirs)
+        return out
 
 
 class SharedExpectation:
@@ -470,6 +502,10 @@ class SharedExpectation:
     hints, a source-range check against the node's IP, and which copy of an endpoint listed in
     two slices wins (the local one). Ports with none of those keep their frontend views from the
     first computation; the others are recomputed per node exactly as `expected_view` does.
+
+    When no two service ports share a frontend (the usual case), a node's view is a copy of one
+    template mapping with the node-dependent ports' views written over their placeholders: the same
+    keys in the same order as `SemanticView.of` would give, without rebuilding 10,000s of entries.
     """
 
     def __init__(self, cluster: ClusterState, family: str) -> None:
@@ -479,27 +515,58 @@ class SharedExpectation:
 
         slices = cluster.slices_by_service
         self._entries: list[tuple[Any, tuple[Any, ...], list[FrontendView] | None]] = []
+        template: dict[Any, FrontendView] = {}
+        total = 0
         for info in all_service_ports(cluster, family):
             svc_slices = tuple(slices.get(info.service.key, ()))
             eps = endpoints_for(info, svc_slices, _NO_NODE)
+            spe = ServicePortEndpoints(info, tuple(eps), categorize(info, eps, _NO_NODE, ""))
+            placeholder = service_port_views(spe, None)
             views: list[FrontendView] | None = None
             if not _node_dependent(info, eps, svc_slices):
-                spe = ServicePortEndpoints(info, tuple(eps), categorize(info, eps, _NO_NODE, ""))
-                views = service_port_views(spe, None)
+                views = placeholder
             self._entries.append((info, svc_slices, views))
+            for v in placeholder:
+                template[v.frontend] = v
+            total += len(placeholder)
+        # Frontend keys do not depend on the node; a shared key would make "later wins" order-dependent.
+        self._template: dict[Any, FrontendView] | None = template if len(template) == total else None
+        self._kinds = address_kinds(template) if self._template is not None else None
 
     def view_for(self, node_name: str, zone: str, node_ip: str | None) -> SemanticView:
+        return self.expectation_for(node_name, zone, node_ip).view
+
+    def expectation_for(self, node_name: str, zone: str, node_ip: str | None) -> NodeExpectation:
         from kpdoctor.proxier.endpoints import ServicePortEndpoints, categorize, endpoints_for
         from kpdoctor.proxier.expected import service_port_views
 
+        template = self._template
         out: list[FrontendView] = []
+        node_views: list[tuple[FrontendView, ...]] = []
         for info, svc_slices, views in self._entries:
             if views is None:
                 eps = endpoints_for(info, svc_slices, node_name)
                 spe = ServicePortEndpoints(info, tuple(eps), categorize(info, eps, node_name, zone))
                 views = service_port_views(spe, node_ip)
-            out += views
-        return SemanticView.of(out)
+                node_views.append(tuple(views))
+                if template is None:
+                    out += views
+            elif template is None:
+                out += views
+        if template is None:
+            return NodeExpectation(SemanticView.of(out), self, tuple(node_views))
+        merged = dict(template)
+        for group in node_views:
+            for v in group:
+                merged[v.frontend] = v
+        return NodeExpectation(SemanticView(MappingProxyType(merged)), self, tuple(node_views), self._kinds)
+
+
+def address_kinds(frontends: Mapping[Any, Any]) -> dict[str, str]:
+    """`iptables_semantic.address_kinds_of` over a frontend mapping (the same loop, kept in one place)."""
+    from kpdoctor.dataplane.semantic import NODE_PORT
+
+    return {fe.address: fe.kind for fe in frontends if fe.address and fe.kind != NODE_PORT}
 
 
 def _node_dependent(info: Any, eps: list[Any], slices: tuple[Any, ...]) -> bool:
@@ -556,19 +623,33 @@ def compare(ctx: CheckContext, mode: str) -> Comparison | None:
 
 
 def grep_fact(node: NodeState, key: str, needle: str, limit: int = 3) -> list[str]:
-    """`key:LINE: text` for the first lines of a fact containing `needle` (evidence for a finding)."""
+    """`key:LINE: text` for the first lines of a fact containing `needle` (evidence for a finding).
+
+    Searches with `str.find` and counts newlines only up to each hit: a scan of a node whose rules
+    are far from the API's can produce thousands of findings, and re-splitting a 5 MB dump for
+    each of them made evidence gathering quadratic (minutes, measured).
+    """
     text = node.text(key)
     if not text:
         return []
-    out = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if needle in line:
-            shown = line.strip()
-            if len(shown) > 240:
-                shown = shown[:237] + "..."
-            out.append(f"{key}:{lineno}: {shown}")
-            if len(out) >= limit:
-                break
+    out: list[str] = []
+    pos = counted = 0
+    lineno = 1
+    while len(out) < limit:
+        hit = text.find(needle, pos)
+        if hit < 0:
+            break
+        start = text.rfind("\n", 0, hit) + 1
+        end = text.find("\n", hit)
+        if end < 0:
+            end = len(text)
+        lineno += text.count("\n", counted, start)
+        counted = start
+        shown = text[start:end].strip()
+        if len(shown) > 240:
+            shown = shown[:237] + "..."
+        out.append(f"{key}:{lineno}: {shown}")
+        pos = end + 1
     return out
 
 

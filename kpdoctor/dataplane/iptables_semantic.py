@@ -25,6 +25,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from kpdoctor.dataplane.iptables_save import IptablesDump, Table, tokenize
 from kpdoctor.dataplane.semantic import (
@@ -195,6 +196,9 @@ class _Resolver:
         self._jumps: dict[str, list[tuple[str | None, str | None, int | None]]] = {}
         self._resolved: dict[str, _Path] = {}
         self._on_path: set[str] = set()
+        # chain -> the chains its result was built from (for incremental re-derivation); None: not traced
+        self.deps: dict[str, list[str]] | None = None
+        self.cut = False  # a cycle was cut somewhere: some result depends on the path it was reached by
 
     def rules(self, chain: str) -> list[_Rule]:
         cached = self._parsed.get(chain)
@@ -225,6 +229,7 @@ class _Resolver:
             return path, True
         on_path = self._on_path  # the chains being resolved above this one (a jump back is a cycle)
         if chain in on_path:
+            self.cut = True
             return path, False
         on_path.add(chain)
         try:
@@ -235,8 +240,15 @@ class _Resolver:
             self._resolved[chain] = path
         return path, complete
 
+    def _follow(self, parent: str, chain: str) -> tuple[_Path, bool]:
+        if self.deps is not None:
+            self.deps.setdefault(parent, []).append(chain)
+        return self._resolve(chain)
+
     def _resolve_rules(self, chain: str, path: _Path) -> bool:
         complete = True
+        if self.deps is not None:
+            self.deps.setdefault(chain, [])
         if chain.startswith("KUBE-FW-"):
             rules = self.rules(chain)
             for r in rules:
@@ -244,7 +256,7 @@ class _Resolver:
                     path.ranges.add(_cidr(r.source))
             follow = next((r.target for r in rules if r.target and r.target not in _NOT_A_PATH), None)
             if follow:
-                sub, complete = self._resolve(follow)
+                sub, complete = self._follow(chain, follow)
                 path.endpoints, path.affinity = sub.endpoints, sub.affinity
         elif chain.startswith("KUBE-EXT-"):
             rules = self.rules(chain)
@@ -254,7 +266,7 @@ class _Resolver:
                 None,
             )
             if default:
-                sub, complete = self._resolve(default)
+                sub, complete = self._follow(chain, default)
                 path.endpoints, path.affinity = sub.endpoints, sub.affinity
         else:
             for target, endpoint, seconds in self.jumps(chain):
@@ -266,7 +278,7 @@ class _Resolver:
                         # KUBE-SEP chain, which only its random/plain jump enters: affinity, never new clients
                         path.affinity = max(path.affinity, seconds)
                         continue
-                    sub, ok = self._resolve(target)
+                    sub, ok = self._follow(chain, target)
                     complete = complete and ok
                     path.endpoints |= sub.endpoints
         return complete
@@ -352,21 +364,98 @@ def semantic_view(dump: IptablesDump, *, address_kinds: Mapping[str, str] | None
     """The frontends kube-proxy's iptables rules in `dump` serve (empty when there are none).
 
     `memo` (optional) shares the cutting of identical chains between the dumps of one scan."""
+    return semantic_view_traced(dump, address_kinds=address_kinds, memo=memo, trace=False)[0]
+
+
+# The chains whose rules decide which frontends exist (and their filter verdicts): a node whose copy of
+# one of these differs from the reference's is extracted in full, not incrementally.
+ENTRY_CHAINS = frozenset({("nat", "KUBE-SERVICES"), ("nat", "KUBE-NODEPORTS"), ("filter", "KUBE-SERVICES"),
+                          ("filter", "KUBE-EXTERNAL-SERVICES")})
+
+
+@dataclass
+class SemanticTrace:
+    """How a view was derived, so a nearly identical dump can be re-derived only where it differs.
+
+    `entries` are the frontends created from nat rules in creation order (frontend, service, target
+    chain); `resolved`/`deps` are the resolver's per-chain results and the chains each was built from.
+    Valid for incremental use only when `complete` (no cycle was cut: every result is path-independent).
+    """
+
+    view: SemanticView
+    kinds: dict[str, str]
+    entries: list[tuple[Frontend, str, str]]
+    filter_ip: dict[tuple[str, int, str], tuple[str, str, str]]
+    filter_np: dict[tuple[int, str], tuple[str, str]]
+    resolved: dict[str, _Path]
+    deps: dict[str, list[str]]
+    complete: bool
+    _parents: dict[str, list[str]] | None = None
+    _by_target: dict[str, list[int]] | None = None
+
+    def affected_chains(self, changed: Iterable[str]) -> set[str]:
+        """`changed` and every chain whose resolution read one of them (transitively)."""
+        if self._parents is None:
+            parents: dict[str, list[str]] = {}
+            for parent, children in self.deps.items():
+                for child in children:
+                    parents.setdefault(child, []).append(parent)
+            self._parents = parents
+        out = set(changed)
+        todo = list(out)
+        while todo:
+            for parent in self._parents.get(todo.pop(), ()):
+                if parent not in out:
+                    out.add(parent)
+                    todo.append(parent)
+        return out
+
+    def entries_via(self, chains: set[str]) -> list[int]:
+        """Indexes of `entries` whose target chain is in `chains` (in creation order)."""
+        if self._by_target is None:
+            by_target: dict[str, list[int]] = {}
+            for n, (_, _, target) in enumerate(self.entries):
+                by_target.setdefault(target, []).append(n)
+            self._by_target = by_target
+        found = [n for c in chains for n in self._by_target.get(c, ())]
+        found.sort()
+        return found
+
+
+def _frontend_view(fe: Frontend, service: str, path: _Path,
+                   filter_ip: Mapping[tuple[str, int, str], tuple[str, str, str]],
+                   filter_np: Mapping[tuple[int, str], tuple[str, str]]) -> FrontendView:
+    ranges = frozenset(path.ranges) if fe.kind == LOAD_BALANCER else frozenset()
+    if path.endpoints:
+        return FrontendView(fe, service, DNAT, frozenset(path.endpoints), path.affinity, ranges)
+    if fe.kind == NODE_PORT:
+        verdict, fservice = filter_np.get((fe.port, fe.protocol), (DROP, service))
+    else:
+        verdict, fservice, _ = filter_ip.get((fe.address, fe.port, fe.protocol), (DROP, service, ""))
+    return FrontendView(fe, service or fservice, verdict, frozenset(), 0, ranges)
+
+
+def semantic_view_traced(dump: IptablesDump, *, address_kinds: Mapping[str, str] | None = None,
+                         memo: JumpMemo | None = None, trace: bool = True) -> tuple[SemanticView, SemanticTrace | None]:
+    """`semantic_view` plus (when `trace`) how it was derived, for `semantic_view_delta`."""
     was_enabled = gc.isenabled()
     gc.disable()  # many small acyclic objects: the collector's full passes would dominate at scale
     try:
-        return _semantic_view(dump, address_kinds, memo)
+        return _semantic_view(dump, address_kinds, memo, trace)
     finally:
         if was_enabled:
             gc.enable()
 
 
 def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
-                   memo: JumpMemo | None = None) -> SemanticView:
+                   memo: JumpMemo | None = None, trace: bool = False) -> tuple[SemanticView, SemanticTrace | None]:
     kinds = address_kinds or {}
     nat = dump.table("nat")
     filt = dump.table("filter")
     resolver = _Resolver(nat, memo)
+    if trace:
+        resolver.deps = {}
+    entries: list[tuple[Frontend, str, str]] = []
 
     # Filter-table verdicts for frontends without a DNAT path.
     filter_ip: dict[tuple[str, int, str], tuple[str, str, str]] = {}  # -> (verdict, service, kind)
@@ -392,16 +481,10 @@ def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
     def add(fe: Frontend, service: str, target: str | None) -> None:
         if fe in views:
             return  # the first matching rule wins, as in the kernel
+        if target:
+            entries.append((fe, service, target))
         path = resolver.resolve(target) if target else _Path()
-        ranges = frozenset(path.ranges) if fe.kind == LOAD_BALANCER else frozenset()
-        if path.endpoints:
-            views[fe] = FrontendView(fe, service, DNAT, frozenset(path.endpoints), path.affinity, ranges)
-            return
-        if fe.kind == NODE_PORT:
-            verdict, fservice = filter_np.get((fe.port, fe.protocol), (DROP, service))
-        else:
-            verdict, fservice, _ = filter_ip.get((fe.address, fe.port, fe.protocol), (DROP, service, ""))
-        views[fe] = FrontendView(fe, service or fservice, verdict, frozenset(), 0, ranges)
+        views[fe] = _frontend_view(fe, service, path, filter_ip, filter_np)
 
     if nat is not None:
         for r in resolver.rules("KUBE-SERVICES"):
@@ -444,7 +527,49 @@ def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
         fe = Frontend(NODE_PORT, "", port, proto)
         if fe not in views:
             views[fe] = FrontendView(fe, service, verdict)
-    return SemanticView.of(views.values())
+    view = SemanticView.of(views.values())
+    if not trace:
+        return view, None
+    return view, SemanticTrace(view, dict(kinds), entries, filter_ip, filter_np, resolver._resolved,
+                               resolver.deps or {}, not resolver.cut)
+
+
+def semantic_view_delta(base: SemanticTrace, nat: Table | None, changed: Iterable[str],
+                        address_kinds: Mapping[str, str] | None = None,
+                        memo: JumpMemo | None = None) -> tuple[SemanticView, set[Frontend]] | None:
+    """The view of a dump that equals `base`'s dump except for the nat chains `changed`.
+
+    Only the frontends whose resolution read a changed chain are re-derived (from `nat`, the
+    node's own nat table); everything else is `base`'s result, which the full extraction would
+    reproduce exactly because those chains' rules and everything they lead to are identical.
+    Returns (view, frontends whose view differs from base's), or None when the delta cannot be
+    trusted (base had a cycle, different address kinds, a cycle in the re-derivation): the caller
+    then extracts in full. The entry chains (`ENTRY_CHAINS`) must be unchanged.
+    """
+    if not base.complete or dict(address_kinds or {}) != base.kinds:
+        return None
+    affected = base.affected_chains(changed)
+    redo = base.entries_via(affected)
+    if not redo:
+        return base.view, set()
+    resolver = _Resolver(nat, memo)
+    resolved = dict(base.resolved)
+    for chain in affected:
+        resolved.pop(chain, None)
+    resolver._resolved = resolved
+    views = dict(base.view.frontends)
+    differ: set[Frontend] = set()
+    for n in redo:
+        fe, service, target = base.entries[n]
+        new = _frontend_view(fe, service, resolver.resolve(target), base.filter_ip, base.filter_np)
+        if resolver.cut:
+            return None
+        if new != views[fe]:
+            views[fe] = new
+            differ.add(fe)
+    if not differ:
+        return base.view, differ
+    return SemanticView(MappingProxyType(views)), differ
 
 
 def address_kinds_of(view: SemanticView) -> dict[str, str]:

@@ -596,7 +596,7 @@ def _gc_paused() -> Iterator[None]:
 
     Endpoint selection keeps one object per endpoint and the transaction ~100,000 lines at
     10,000 Services; with the collector on, its passes re-walk all of them again and again
-    (a third of the render time). Nothing built here forms reference cycles, so reference
+    (a quarter to a third of the render time). Nothing built here forms reference cycles, so reference
     counting frees it as before; the collector comes back on (if it was on) however we exit.
     """
     was_enabled = gc.isenabled()
