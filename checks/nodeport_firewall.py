@@ -103,8 +103,8 @@ def read_rule(rule: IptRule) -> Match:
             spans = []
             for part in nxt.split(","):
                 lo, _, hi = part.partition(":")
-                if lo.isdigit():
-                    spans.append((int(lo), int(hi) if hi.isdigit() else (65535 if hi == "" and ":" in part
+                if lo.isdecimal():
+                    spans.append((int(lo), int(hi) if hi.isdecimal() else (65535 if hi == "" and ":" in part
                                                                          else int(lo))))
             ports, neg = tuple(spans), negate_next
         elif tok in ("-s", "--source", "-d", "--destination", "--src-range", "--dst-range", "--match-set",

@@ -67,13 +67,20 @@ class NodeDumps:
     (`kpdoctor.node.parsed.IptablesDump`) is derived from that parse instead of a second pass
     over the text; a dump the full parser rejects (or whose lines it would number differently)
     gets the lenient light parser, exactly as before.
+
+    With `refs` (the scan's `IptablesRefs`), a big dump that differs from a dump already parsed
+    in this scan in only a few lines is not parsed at all: `delta(key)` describes it as that
+    reference plus the chains that differ (see `DeltaDump`), and the structure view and the
+    expected-vs-actual comparison are derived from that.
     """
 
-    def __init__(self, node: NodeState) -> None:
+    def __init__(self, node: NodeState, refs: IptablesRefs | None = None) -> None:
         self.node = node
+        self.refs = refs
         self._full: dict[str, tuple[str, Any]] = {}  # key -> (text, FullDump | InputError)
         self._light: dict[str, IptablesDump | None] = {}
         self._light_of: dict[int, tuple[Any, LightDump]] = {}  # id(full parse) -> (full parse, its view)
+        self._delta: dict[str, DeltaDump | None] = {}
 
     def full(self, key: str) -> Any:
         """The `kpdoctor.dataplane.iptables_save.IptablesDump` of fact `key` (None when absent).
@@ -97,11 +104,39 @@ class NodeDumps:
                     known = (text, parse_iptables_save(text, f"{self.node.name}/{key}"))
                 except InputError as exc:
                     known = (text, exc)
+                else:
+                    if self.refs is not None:
+                        self.refs.offer(text, known[1], self.node.name)
             self._full[key] = known
         result = known[1]
         if isinstance(result, InputError):
             raise result
         return result
+
+    def delta(self, key: str) -> DeltaDump | None:
+        """Fact `key` as a reference dump of this scan plus its differing chains; None when it is not
+        one (no reference yet, too different, anything unusual): then `full(key)` is the way."""
+        if key in self._delta:
+            return self._delta[key]
+        text = self.node.text(key)
+        found: DeltaDump | None = None
+        if text is not None and self.refs is not None and key not in self._full:
+            for known in self._delta.values():
+                if known is not None and len(known.text) == len(text) and known.text == text:
+                    found = known
+                    break
+            else:
+                if not any(len(seen) == len(text) and seen == text for seen, _ in self._full.values()):
+                    found = self.refs.delta(text, f"{self.node.name}/{key}")
+        self._delta[key] = found
+        return found
+
+    def ref_of(self, key: str) -> IptablesRef | None:
+        """The scan reference made from this node's parse of `key`, if it became one."""
+        known = self._full.get(key)
+        if self.refs is None or known is None:
+            return None
+        return self.refs.of_dump(known[1])
 
     def light(self, key: str) -> IptablesDump | None:
         if key not in self._light:
@@ -115,6 +150,9 @@ class NodeDumps:
         text = self.node.text(key)
         if text is None:
             return None
+        delta = self.delta(key)
+        if delta is not None:
+            return delta.light()
         if not any(c in text for c in _ODD_BREAKS):
             try:
                 full = self.full(key)
@@ -124,15 +162,418 @@ class NodeDumps:
                 known = self._light_of.get(id(full))
                 if known is None:
                     known = self._light_of[id(full)] = (full, _light_from_full(full))
+                    ref = self.refs.of_dump(full) if self.refs is not None else None
+                    if ref is not None and ref.light is None:
+                        ref.light = known[1]
                 return known[1]
         return parse_iptables_dump(text)
+
+
+# ------------------------------------------------------------ dumps as a delta of another node's
+
+# Dumps shorter than this are parsed in full (the bookkeeping would cost more than the parse).
+DELTA_MIN_LINES = 2000
+# At most this share of a dump's lines may differ from the reference (beyond it: a full parse).
+DELTA_MAX_SHARE = 0.05
+MAX_REFS = 2  # dumps kept as references per scan (each holds its parse: memory)
+
+
+class IptablesRef:
+    """A fully parsed dump of this scan that later nodes' dumps are compared against, line by line.
+
+    Holds the parse, its lines, where each line is (for aligning another dump with it), the
+    structure view, and - once the node it came from has been compared - how its semantic view
+    was derived and the comparison's result (`recorded`).
+    """
+
+    def __init__(self, text: str, full: Any, node: str) -> None:
+        self.text = text
+        self.full = full
+        self.node = node
+        src = next((ch.src for t in full.tables.values() for ch in t.chains.values()), None)
+        self.lines: list[str] = src if src is not None else text.split("\n")
+        self.light: LightDump | None = None
+        self.recorded: list[RecordedComparison] = []
+        self._pos: dict[str, int] | None = None
+        self._dups: dict[str, list[int]] = {}
+        order = sorted((t.line - 1, name) for name, t in full.tables.items())
+        self.table_starts = [i for i, _ in order]
+        self.table_names = [name for _, name in order]
+
+    def positions(self) -> tuple[dict[str, int], dict[str, list[int]]]:
+        """line -> index for lines that occur once; line -> sorted indexes for repeated lines."""
+        if self._pos is None:
+            lines = self.lines
+            pos = dict(zip(lines, range(len(lines)), strict=False))
+            dups: dict[str, list[int]] = {}
+            if len(pos) != len(lines):
+                from collections import Counter
+
+                repeated = {line for line, n in Counter(lines).items() if n > 1}
+                for i, line in enumerate(lines):
+                    if line in repeated:
+                        dups.setdefault(line, []).append(i)
+                for line in repeated:
+                    del pos[line]
+            self._pos, self._dups = pos, dups
+        return self._pos, self._dups
+
+    def table_at(self, index: int) -> str:
+        from bisect import bisect_right
+
+        k = bisect_right(self.table_starts, index) - 1
+        return self.table_names[k] if k >= 0 else ""
+
+
+@dataclass
+class RecordedComparison:
+    """A reference node's comparison: reused for every frontend a delta node has in common with it."""
+
+    expectation: NodeExpectation
+    trace: Any  # iptables_semantic.SemanticTrace
+    diffs: list[FrontendDiff]
+
+
+class IptablesRefs:
+    """The reference dumps of one scan (`ctx.shared`): the first big dumps parsed in full."""
+
+    def __init__(self) -> None:
+        self.refs: list[IptablesRef] = []
+
+    def offer(self, text: str, full: Any, node: str) -> None:
+        """Keep a freshly parsed dump as a reference when there is room and it is an ordinary one."""
+        if len(self.refs) >= MAX_REFS or text.count("\n") < DELTA_MIN_LINES:
+            return
+        if any(c in text for c in _ODD_BREAKS):
+            return
+        if any(ch.overrides for t in full.tables.values() for ch in t.chains.values()):
+            return  # per-rule counters: their lines differ on every dump
+        self.refs.append(IptablesRef(text, full, node))
+
+    def of_dump(self, full: Any) -> IptablesRef | None:
+        return next((r for r in self.refs if r.full is full), None)
+
+    def delta(self, text: str, source: str) -> DeltaDump | None:
+        """`text` as the delta of a reference; prefers one whose delta leaves the entry chains alone."""
+        from kpdoctor.dataplane.iptables_semantic import NAT_ENTRY_CHAINS
+
+        if not self.refs or "\r" in text:
+            return None
+        lines = text.split("\n")
+        if len(lines) < DELTA_MIN_LINES:
+            return None
+        first: DeltaDump | None = None
+        for ref in self.refs:
+            found = _make_delta(ref, text, lines, source)
+            if found is None:
+                continue
+            if not NAT_ENTRY_CHAINS & found.changed.keys():
+                return found
+            first = first or found
+        return first
+
+
+def _align(new: list[str], old: list[str], pos: Mapping[str, int], dups: Mapping[str, list[int]],
+           limit: int) -> tuple[list[int], list[int]] | None:
+    """Indexes of `new`'s lines and `old`'s lines left out of a common subsequence of the two lists.
+
+    Greedy, at C speed along matching runs (`map(ne, ...)` over list iterators positioned in O(1));
+    at a mismatch, the next line of `new` that occurs in `old` further on is the anchor to resume
+    from. The result is always a valid alignment (equal lines, in order), maybe not a minimal one:
+    what it leaves out is re-derived from the new dump's own lines. None past `limit` lines.
+    """
+    from bisect import bisect_left
+    from itertools import compress, count
+    from operator import ne
+
+    un: list[int] = []
+    ur: list[int] = []
+    nn, nr = len(new), len(old)
+    i = j = 0
+    while True:
+        a = iter(new)
+        a.__setstate__(i)  # type: ignore[attr-defined]
+        b = iter(old)
+        b.__setstate__(j)  # type: ignore[attr-defined]
+        off = j - i
+        resume = i
+        moved = False
+        for p in compress(count(i), map(ne, a, b)):
+            if p < resume:
+                continue
+            q = p + off
+            k, t = p, -1
+            while k < nn:
+                line = new[k]
+                x = pos.get(line)
+                if x is None:
+                    seen = dups.get(line)
+                    if seen is not None:
+                        y = bisect_left(seen, q)
+                        if y < len(seen):
+                            t = seen[y]
+                            break
+                elif x >= q:
+                    t = x
+                    break
+                k += 1
+                if k - p > limit:
+                    return None
+            if t < 0:
+                un.extend(range(p, nn))
+                ur.extend(range(q, nr))
+                return (un, ur) if len(un) + len(ur) <= limit else None
+            un.extend(range(p, k))
+            ur.extend(range(q, t))
+            if len(un) + len(ur) > limit:
+                return None
+            if t - k == off:
+                resume = k
+                continue
+            i, j, moved = k, t, True
+            break
+        if moved:
+            continue
+        m = min(nn - i, nr - j)
+        un.extend(range(i + m, nn))
+        ur.extend(range(j + m, nr))
+        return (un, ur) if len(un) + len(ur) <= limit else None
+
+
+def _line_kind(line: str) -> str:
+    """How the full parser treats a line: rule, decl, skip, or other (anything else: no delta)."""
+    if line.startswith("-A "):
+        return "rule"
+    if not line or line[0] == "#" or line.isspace():
+        return "skip"
+    if line[0] == ":":
+        return "decl"
+    return "other"
+
+
+def _chain_of(line: str, kind: str) -> str:
+    if kind == "rule":
+        j = line.find(" ", 3)
+        return line[3:j] if j > 0 else line[3:]
+    return line[1:].split(" ", 1)[0]
+
+
+def _make_delta(ref: IptablesRef, text: str, lines: list[str], source: str) -> DeltaDump | None:
+    from bisect import bisect_right
+
+    from kpdoctor.dataplane.iptables_save import Chain, parse_iptables_save
+    from kpdoctor.errors import InputError
+
+    old = ref.lines
+    if text == ref.text:
+        return DeltaDump(ref, text, old, [], [], {}, False)
+    pos, dups = ref.positions()
+    limit = max(200, int(len(old) * DELTA_MAX_SHARE))
+    aligned = _align(lines, old, pos, dups, limit)
+    if aligned is None:
+        return None
+    un, ur = aligned
+    delta = DeltaDump(ref, text, lines, un, ur, {}, False)
+    for j in ur:
+        kind = _line_kind(old[j])
+        if kind == "other":
+            return None  # a table line or COMMIT of the reference is not in this dump
+    node_starts = [delta.node_index(j) for j in ref.table_starts]
+    changed: set[tuple[str, str]] = set()
+    keep: list[int] = []
+    decl_changed = False
+    for i in un:
+        line = lines[i]
+        kind = _line_kind(line)
+        if kind == "other" or any(c in line for c in _ODD_BREAKS):
+            return None
+        if kind == "skip":
+            continue
+        k = bisect_right(node_starts, i) - 1
+        if k < 0:
+            return None
+        changed.add((ref.table_names[k], _chain_of(line, kind)))
+        decl_changed = decl_changed or kind == "decl"
+        keep.append(i)
+    for j in ur:
+        line = old[j]
+        kind = _line_kind(line)
+        if kind == "skip":
+            continue
+        changed.add((ref.table_at(j), _chain_of(line, kind)))
+        decl_changed = decl_changed or kind == "decl"
+    # The changed chains' lines in this dump (with the table lines around them) go through the real
+    # parser: what it rejects there, it would reject in the whole dump (then: a full parse reports it).
+    unmatched_old = set(ur)
+    keep += node_starts
+    commit = pos.get("COMMIT")
+    commits = [commit] if commit is not None else dups.get("COMMIT", [])
+    keep += [delta.node_index(j) for j in commits]
+    for table, name in changed:
+        found = ref.full.tables[table].chains.get(name) if table in ref.full.tables else None
+        if found is None:
+            continue
+        if found.line - 1 not in unmatched_old:
+            keep.append(delta.node_index(found.line - 1))
+        keep += [delta.node_index(j) for j in found.idx if j not in unmatched_old]
+    order = sorted(set(keep))
+    try:
+        reduced = parse_iptables_save("\n".join(lines[i] for i in order), source)
+    except InputError:
+        return None
+    if list(reduced.tables) != list(ref.full.tables):
+        return None
+    chains: dict[tuple[str, str], Any] = {}
+    for table, name in changed:
+        got = reduced.tables[table].chains.get(name)
+        if got is None:
+            chains[(table, name)] = None
+            continue
+        if got.overrides:
+            return None
+        mine = Chain(name, got.policy, got.counters, order[got.line - 1] + 1, lines)
+        mine.idx = [order[k] for k in got.idx]
+        chains[(table, name)] = mine
+    delta.changed = chains
+    delta.decl_changed = decl_changed
+    return delta
+
+
+class DeltaDump:
+    """A dump described as a reference dump plus the chains whose lines differ.
+
+    `changed[(table, chain)]` is this dump's own chain (None: absent here); every other chain has
+    exactly the reference's rules. Line numbers are this dump's own: a reference line index maps
+    to this dump's through the unmatched lines of both sides (`node_index`).
+    """
+
+    def __init__(self, ref: IptablesRef, text: str, lines: list[str], un: list[int], ur: list[int],
+                 changed: dict[tuple[str, str], Any], decl_changed: bool) -> None:
+        self.ref = ref
+        self.text = text
+        self.lines = lines
+        self.changed = changed
+        self.decl_changed = decl_changed
+        self._ur = ur
+        self._gaps = [i - t for t, i in enumerate(un)]  # matched lines of this dump before each unmatched one
+
+    def node_index(self, j: int) -> int:
+        """This dump's index of the reference's (matched) line `j`."""
+        from bisect import bisect_left, bisect_right
+
+        k = j - bisect_left(self._ur, j)
+        return k + bisect_right(self._gaps, k)
+
+    def chain(self, table: str, name: str) -> Any:
+        """This dump's chain (with its own line numbers), None when it has none of that name."""
+        if (table, name) in self.changed:
+            return self.changed[(table, name)]
+        t = self.ref.full.tables.get(table)
+        base = t.chains.get(name) if t is not None else None
+        if base is None:
+            return None
+        from kpdoctor.dataplane.iptables_save import Chain
+
+        mine = Chain(name, base.policy, base.counters, self.node_index(base.line - 1) + 1, self.lines)
+        mine.idx = [self.node_index(j) for j in base.idx]
+        return mine
+
+    def spec_table(self, table: str) -> Any:
+        """The table as the semantic extractor reads it (chain specs only: unchanged chains are the
+        reference's objects, whose texts are this dump's too)."""
+        base = self.ref.full.tables.get(table)
+        if base is None:
+            return None
+        return _SpecTable(_SpecChains(base.chains, {n: c for (t, n), c in self.changed.items() if t == table}))
+
+    def light(self) -> LightDump:
+        """The structure view `_light_from_full` would give for this dump's own full parse.
+
+        Not kept here (the caller, `NodeDumps`, keeps it): the view refers back to this delta, and a
+        reference cycle would keep a node's lines alive until the cyclic collector runs."""
+        ref_light = self.ref.light
+        if ref_light is None:
+            ref_light = self.ref.light = _light_from_full(self.ref.full)
+        if not self.decl_changed:
+            policies: Mapping[str, Mapping[str, str]] = ref_light.policies
+        else:
+            edited = {name: dict(p) for name, p in ref_light.policies.items()}
+            for (table, name), ch in self.changed.items():
+                if ch is None:
+                    edited[table].pop(name, None)
+                else:
+                    edited[table][name] = ch.policy
+            policies = edited
+        rules = {name: _ChainRules(name, _DeltaChains(self, name)) for name in self.ref.full.tables}
+        light = LightDump(policies=policies, rules=rules)
+        if not self.decl_changed:
+            for memo in ("_kube_chains", "_chain_sets"):
+                if memo in ref_light.__dict__:
+                    object.__setattr__(light, memo, ref_light.__dict__[memo])
+        return light
+
+
+class _SpecChains(dict[str, Any]):
+    """Chains by name for the semantic extractor: this dump's changed chains over the reference's."""
+
+    def __init__(self, base: Mapping[str, Any], changed: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._base = base
+        self._changed = changed
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name in self._changed:
+            found = self._changed[name]
+            return default if found is None else found
+        return self._base.get(name, default)
+
+
+@dataclass
+class _SpecTable:
+    chains: _SpecChains
+
+
+class _DeltaChains(Mapping[str, Any]):
+    """One table's chains of a DeltaDump with this dump's line numbers, built on access."""
+
+    def __init__(self, delta: DeltaDump, table: str) -> None:
+        self._delta = delta
+        self._table = table
+        self._built: dict[str, Any] = {}
+        self._names: list[str] | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            found = self._delta.chain(self._table, name)
+            if found is None:
+                raise KeyError(name)
+            self._built[name] = found
+        return self._built[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __iter__(self) -> Iterator[str]:
+        if self._names is None:
+            base = self._delta.ref.full.tables[self._table].chains
+            names = [n for n in base if (self._table, n) not in self._delta.changed]
+            names += [n for (t, n), c in self._delta.changed.items() if t == self._table and c is not None]
+            self._names = sorted(names, key=lambda n: self[n].line)
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def node_dumps(ctx: CheckContext) -> NodeDumps:
     node = ctx.node
     if node is None:
         raise ValueError("node_dumps() needs a node-scope context")
-    return ctx.derived("iptables-dumps", lambda: NodeDumps(node))
+    refs = ctx.shared("iptables-refs", IptablesRefs)
+    return ctx.derived("iptables-dumps", lambda: NodeDumps(node, refs))
 
 
 class _ChainRules(Mapping[str, tuple[IptRule, ...]]):
@@ -612,6 +1053,8 @@ def compare(ctx: CheckContext, mode: str) -> Comparison | None:
         from kpdoctor.dataplane.iptables_semantic import JumpMemo
 
         memo = ctx.shared("iptables-jump-memo", JumpMemo) if mode == "iptables" else None
+        if mode == "iptables" and key:
+            return _compare_iptables(ctx, key, memo)
         actual = actual_view(node, mode, rules_key=key, expected=expected, parsed_node=p, dumps=node_dumps(ctx),
                              jump_memo=memo)
         if actual is None:
@@ -620,6 +1063,59 @@ def compare(ctx: CheckContext, mode: str) -> Comparison | None:
 
     result: Comparison | None = ctx.derived(f"compare:{mode}", build)
     return result
+
+
+def _compare_iptables(ctx: CheckContext, key: str, memo: Any) -> Comparison | None:
+    """`compare` for iptables mode: what `actual_view` + `diff` give, derived incrementally when the
+    node's dump is a delta of a reference dump whose node was compared already.
+
+    The node's diffs are the reference's for every frontend whose expected view and actual view are
+    the same on both nodes (its diff is then the same), plus `diff` over the rest: frontends the
+    delta re-derived and found different, and the node-dependent expected ones that differ.
+    """
+    from kpdoctor.dataplane.iptables_semantic import (
+        NAT_ENTRY_CHAINS,
+        semantic_view_delta,
+        semantic_view_traced,
+    )
+    from kpdoctor.errors import InputError
+
+    dumps = node_dumps(ctx)
+    detail = expected_detail(ctx, "iptables")
+    kinds = dict(detail.kinds) if detail.kinds is not None else address_kinds(detail.view.frontends)
+    delta = dumps.delta(key)
+    if delta is not None and not NAT_ENTRY_CHAINS & delta.changed.keys():
+        for rec in delta.ref.recorded:
+            expected_changed = detail.differing(rec.expectation)
+            if expected_changed is None:
+                continue
+            got = semantic_view_delta(rec.trace, delta.spec_table("nat"), delta.spec_table("filter"),
+                                      delta.changed, kinds, memo)
+            if got is None:
+                break
+            actual, actual_changed = got
+            redo = expected_changed | actual_changed
+            diffs = rec.diffs
+            if redo:
+                kept = [d for d in rec.diffs if d.frontend not in redo]
+                want, have = detail.view.frontends, actual.frontends
+                new = diff(SemanticView.of(want[f] for f in redo if f in want),
+                           SemanticView.of(have[f] for f in redo if f in have))
+                diffs = sorted(kept + new, key=lambda d: d.frontend) if new else kept
+            return Comparison("iptables", key, detail.view, actual, diffs)
+    try:
+        dump = dumps.full(key)
+    except InputError as exc:
+        raise ViewUnavailable(str(exc)) from None
+    if dump is None:
+        return None
+    ref = dumps.ref_of(key)
+    record = ref is not None and len(ref.recorded) < 2
+    actual, trace = semantic_view_traced(dump, address_kinds=kinds, memo=memo, trace=record)
+    diffs = diff(detail.view, actual)
+    if ref is not None and trace is not None and trace.complete:
+        ref.recorded.append(RecordedComparison(detail, trace, diffs))
+    return Comparison("iptables", key, detail.view, actual, diffs)
 
 
 def grep_fact(node: NodeState, key: str, needle: str, limit: int = 3) -> list[str]:

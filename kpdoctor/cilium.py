@@ -116,7 +116,7 @@ def parse_cilium_config(cm: ConfigMap) -> CiliumConfig:
     raw_range = data.get("node-port-range")
     if raw_range:
         parts = re.split(r"[-,]", raw_range.strip())
-        if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+        if len(parts) == 2 and all(p.strip().isdecimal() for p in parts):
             port_range = (int(parts[0]), int(parts[1]))
     return CiliumConfig(
         kpr_raw=data.get("kube-proxy-replacement"),

@@ -60,14 +60,17 @@ def main(argv: list[str] | None = None) -> None:
         print("kpdoctor: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+        aborts, usage = _click_exception_types()
+        if isinstance(exc, aborts):
             print("kpdoctor: aborted", file=sys.stderr)
             sys.exit(130)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2 if exc.exit_code not in (0, 1) else exc.exit_code or 2)
+        if isinstance(exc, usage):
+            # one line, like every other input error (click's own form adds usage and hint lines); an empty
+            # message is no_args_is_help, whose help text is already printed
+            message = exc.format_message()  # type: ignore[attr-defined]
+            if message:
+                print(f"kpdoctor: error: {message} (see --help)", file=sys.stderr)
+            sys.exit(2)
         print(f"kpdoctor: internal error: {type(exc).__name__}: {exc} (run with KPDOCTOR_DEBUG=1 for a traceback)",
               file=sys.stderr)
         import os
@@ -75,6 +78,17 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("KPDOCTOR_DEBUG"):
             raise
         sys.exit(70)
+
+
+def _click_exception_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(abort, usage-error) classes of click AND of the click copy newer typer releases vendor
+    (typer._click): a bad flag raises the vendored class, which `click.ClickException` does not match."""
+    import click
+
+    aborts: list[type[BaseException]] = [click.exceptions.Abort, typer.Abort]
+    usage: list[type[BaseException]] = [click.ClickException]
+    usage += [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
+    return tuple(aborts), tuple(usage)
 
 
 if __name__ == "__main__":

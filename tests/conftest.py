@@ -13,6 +13,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI (CI=true) runs every property/fuzz test with a fixed seed and no example database, so a
+# submission's result does not depend on the draw; developers keep the random exploration that
+# finds new bugs (and the database that replays them).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI") or os.environ.get("KPDOCTOR_HYPOTHESIS_PROFILE") == "ci":
+    settings.load_profile("ci")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = FIXTURES / "kube-proxy-v1.36"

@@ -275,6 +275,8 @@ def load_config_file(path: str) -> KubeProxyConfig:
             text = handle.read()
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", where=path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start}): not a KubeProxyConfiguration", where=path) from None
     return parse_config_text(text, source=path)
 
 

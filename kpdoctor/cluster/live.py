@@ -6,7 +6,10 @@ instead of one giant response. Raw JSON is parsed by the same code as
 snapshots, so a live cluster and its `kpdoctor collect` bundle cannot disagree.
 An unreachable API or rejected credentials is UnreachableError (exit 3); a 403
 on one kind is a ResourceGap in ClusterState.gaps (checks needing it say so),
-never a crash.
+never a crash. ServiceCIDRs (networking.k8s.io/v1, GA in 1.33) are read too:
+kube-proxy's nftables mode drops traffic to unallocated ClusterIPs inside them.
+A cluster that does not serve that API (404: older than 1.33, or the API
+disabled) simply has none, which is what kube-proxy sees there as well.
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ KINDS: tuple[tuple[str, str, str, bool], ...] = (
     ("configmaps", "ConfigMap", "core:list_namespaced_config_map", True),
     ("daemonsets", "DaemonSet", "apps:list_namespaced_daemon_set", True),
     ("pods", "Pod", "core:list_namespaced_pod", True),
+    ("servicecidrs", "ServiceCIDR", "networking:list_service_cidr", False),
 )
+# kinds whose API may legitimately not exist on the server: 404 means "none", not a gap
+OPTIONAL_KINDS = frozenset({"ServiceCIDR"})
 
 
 @dataclass
@@ -79,6 +85,7 @@ def _apis(api_client_obj: Any) -> dict[str, Any]:
         "core": client.CoreV1Api(api_client_obj),
         "discovery": client.DiscoveryV1Api(api_client_obj),
         "apps": client.AppsV1Api(api_client_obj),
+        "networking": client.NetworkingV1Api(api_client_obj),
     }
 
 
@@ -135,10 +142,16 @@ def load_live(
     gaps: list[ResourceGap] = []
     for name, kind, call_name, namespaced in KINDS:
         group, method = call_name.split(":")
-        call = getattr(apis[group], method)
+        call = getattr(apis[group], method, None)
+        if call is None:  # a kubernetes client older than the API (ServiceCIDR v1 came with client 33)
+            gaps.append(ResourceGap(kind, f"this kubernetes Python client cannot list {kind}s; upgrade it"))
+            continue
         try:
             objects[name] = list_all(call, kind, namespace=KUBE_SYSTEM if namespaced else None)
         except Exception as exc:
+            if kind in OPTIONAL_KINDS and _status(exc) == 404:
+                objects[name] = []  # the API is not served: the cluster has none
+                continue
             _classify(exc, kind, namespaced, server, gaps)
     state = load_objects(
         ((obj, f"{server} {name}") for name, objs in objects.items() for obj in objs), source=server or "live API"

@@ -19,12 +19,16 @@ from kpdoctor.commands.node import TRANSPORT_HELP, NodeFlags, load_cluster, opti
 
 
 def snapshot_objects(directory: str) -> dict[str, list[dict[str, Any]]]:
-    """Raw objects of a snapshot directory grouped by bundle file (services, endpointslices, ...)."""
+    """Raw objects of a snapshot directory grouped by bundle file (services, endpointslices, ...).
+
+    ServiceCIDRs get a file only when the snapshot has some: an empty servicecidrs.json would
+    claim "the cluster has none", which a snapshot without them does not know.
+    """
     from kpdoctor.cluster.snapshot import SNAPSHOT_SUFFIXES, _parse_documents, iter_objects
     from kpdoctor.node.bundle import CLUSTER_FILES
 
     by_kind = {"Service": "services", "EndpointSlice": "endpointslices", "Node": "nodes", "ConfigMap": "configmaps",
-               "DaemonSet": "daemonsets", "Pod": "pods"}  # fmt: skip
+               "DaemonSet": "daemonsets", "Pod": "pods", "ServiceCIDR": "servicecidrs"}  # fmt: skip
     grouped: dict[str, list[dict[str, Any]]] = {k: [] for k in CLUSTER_FILES}
     for path in sorted(Path(directory).iterdir()):
         if not (path.is_file() and path.suffix in SNAPSHOT_SUFFIXES):
@@ -34,6 +38,8 @@ def snapshot_objects(directory: str) -> dict[str, list[dict[str, Any]]]:
                 bucket = by_kind.get(str(obj.get("kind")))
                 if bucket:
                     grouped[bucket].append(obj)
+    if not grouped.get("servicecidrs"):
+        grouped.pop("servicecidrs", None)
     return grouped
 
 

@@ -1,7 +1,9 @@
 """`kpdoctor proxier`: the reference proxier on the command line.
 
 `render` prints the ruleset real kube-proxy leaves on a node (iptables-restore
-input for iptables mode); `view` prints the mode-independent semantic view
+input for iptables mode, an `nft -f` transaction for nftables mode: both the
+`ip` and `ip6` tables by default, as a dual-stack kube-proxy writes them);
+`view` prints the mode-independent semantic view
 (what each Service frontend does), either expected from the snapshot or parsed
 from a node's `iptables-save` dump, and can diff the two. The renderers and the
 cluster loader are imported inside the commands so `kpdoctor --help` stays fast.
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.\d+)?$")
 FAMILIES = ("IPv4", "IPv6")
+BOTH = "both"
 
 
 def parse_version(text: str | None) -> tuple[int, int] | None:
@@ -48,6 +51,124 @@ def check_slices_have_services(cluster: ClusterState) -> None:
                 "which is not in the snapshot (incomplete snapshot? add the Service or remove the slice)",
                 where=eps.source or cluster.source or None,
             )
+
+
+def _cidr(text: str) -> str | None:
+    """The canonical form of a CIDR with a prefix length, or None when `text` is not one."""
+    import ipaddress
+
+    if "/" not in text:
+        return None
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        return None
+
+
+def parse_service_cidrs(values: list[str] | None) -> tuple[str, ...] | None:
+    """`--service-cidr` values (repeatable, comma-separated) -> CIDRs without duplicates; None when not given.
+
+    kube-proxy keeps the ServiceCIDRs in a set, so a CIDR given twice is one CIDR (and nft
+    would reject the duplicate element in the anonymous set).
+    """
+    from kpdoctor.errors import InputError
+
+    if not values:
+        return None
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            text = part.strip()
+            if not text:
+                continue
+            cidr = _cidr(text)
+            if cidr is None:
+                example = "10.96.0.0/16 or fd00:10:96::/112"
+                raise InputError(f"--service-cidr {text!r}: expected a CIDR such as {example}")
+            if cidr not in out:
+                out.append(cidr)
+    return tuple(out) or None
+
+
+def snapshot_service_cidrs(cluster: ClusterState) -> tuple[str, ...]:
+    """The `spec.cidrs` of the snapshot's ServiceCIDR objects, deduplicated as kube-proxy's set does."""
+    from kpdoctor.errors import InputError
+
+    out: list[str] = []
+    for text in cluster.service_cidrs:
+        cidr = _cidr(str(text).strip())
+        if cidr is None:
+            raise InputError(f"ServiceCIDR spec.cidrs holds {text!r}, which is not a CIDR", where=cluster.source or None)
+        if cidr not in out:
+            out.append(cidr)
+    return tuple(out)
+
+
+def load_render_cluster(snapshot: str) -> ClusterState:
+    from kpdoctor.cluster.snapshot import load_snapshot
+
+    cluster = load_snapshot(snapshot)
+    check_slices_have_services(cluster)
+    return cluster
+
+
+def primary_family(cluster: ClusterState, node: str) -> str:
+    """kube-proxy's primary IP family: that of the node's first InternalIP (else its first address), else IPv4."""
+    from kpdoctor.proxier.serviceport import ip_family
+
+    obj = cluster.node_by_name.get(node)
+    if obj is not None:
+        ordered = sorted(obj.addresses, key=lambda a: a.type != "InternalIP")
+        for address in ordered:
+            family = ip_family(address.address) if address.type in ("InternalIP", "ExternalIP") else None
+            if family in FAMILIES:
+                return family
+    return FAMILIES[0]
+
+
+def build_proxier_inputs(
+    cluster: ClusterState,
+    node: str,
+    *,
+    mode: str | None = None,
+    config: str | None = None,
+    version: str | None = None,
+    family: str | None = None,
+) -> list[ProxierInput]:
+    """One ProxierInput per IP family to render, in kube-proxy's order (IPv4, then IPv6).
+
+    Without `family`, nftables mode renders both families: kube-proxy's nftables mode always
+    runs dual-stack on Linux (`platformCheckSupported` assumes both families, so even an
+    IPv4-only node gets an empty-ish `ip6 kube-proxy` table; the golden captures show it).
+    iptables and IPVS output is one family per restore input, so they default to the node's
+    primary family. `both` is accepted for nftables only.
+    """
+    from kpdoctor.cluster.config import load_config_file
+    from kpdoctor.errors import InputError
+    from kpdoctor.proxier.context import build_input
+
+    if family is not None and family not in (*FAMILIES, BOTH):
+        raise InputError(f"--family {family!r}: choose IPv4, IPv6 or both")
+    if mode is not None and mode not in ("iptables", "nftables", "ipvs"):
+        raise InputError(f"--mode {mode!r}: choose iptables, nftables or ipvs")
+    cfg = load_config_file(config) if config else None
+    parsed_version = parse_version(version)
+    first = build_input(cluster, node, config=cfg, mode=mode, family=family if family in FAMILIES else "IPv4",
+                        version=parsed_version)  # fmt: skip
+    if first.mode == "nftables" and family in (None, BOTH):
+        families: tuple[str, ...] = FAMILIES
+    elif family == BOTH:
+        raise InputError(f"--family both: only nftables mode writes both families in one transaction; {first.mode} "
+                         "mode takes one restore input per family (run with --family IPv4 and --family IPv6)")  # fmt: skip
+    else:
+        families = (family or primary_family(cluster, node),)
+    inputs = []
+    for fam in families:
+        if fam == first.family:
+            inputs.append(first)
+        else:
+            inputs.append(build_input(cluster, node, config=cfg, mode=mode, family=fam, version=parsed_version))
+    return inputs
 
 
 def build_proxier_input(
@@ -128,15 +249,40 @@ def register(app: typer.Typer) -> None:
         mode: str = typer.Option(None, "--mode", help="iptables | nftables | ipvs (default: the node's config)."),
         config: str = typer.Option(None, "--config", help="KubeProxyConfiguration file (overrides the snapshot)."),
         version: str = typer.Option(None, "--kube-proxy-version", help="MAJOR.MINOR (default: from the "
-                                    "kube-proxy image, else 1.36)."),
-        family: str = typer.Option("IPv4", "--family", help="IPv4 | IPv6."),
+                                    "kube-proxy image tag in the snapshot, else 1.36). nftables mode: 1.31-1.32, "
+                                    "1.33-1.35 and 1.36+ write different base chains."),
+        family: str = typer.Option(None, "--family", help="IPv4 | IPv6 | both. Default: nftables mode both "
+                                   "(`ip` and `ip6` tables, as kube-proxy runs dual-stack); other modes the "
+                                   "node's primary family."),
+        service_cidr: list[str] = typer.Option([], "--service-cidr", help="nftables mode: the cluster's "  # noqa: B008
+                                               "ServiceCIDRs (repeatable or comma-separated; overrides ServiceCIDR "
+                                               "objects in the snapshot). Without any, the 'Drop traffic to "
+                                               "unallocated ClusterIPs' rule is omitted. Ignored by other modes."),
         output: str = typer.Option(None, "--output", help="Write to FILE instead of stdout."),
     ) -> None:
-        """Print the complete ruleset kube-proxy leaves on NODE (iptables mode: iptables-restore input)."""
+        """Print the complete ruleset kube-proxy leaves on NODE.
+
+        iptables: iptables-restore input. IPVS: ipvsadm, kube-ipvs0, ipset and iptables sections.
+
+        nftables: the `nft -f` transaction, `ip` and `ip6` tables unless --family picks one.
+
+        nftables ServiceCIDRs come from ServiceCIDR objects in the snapshot or from --service-cidr.
+
+        Without either, the "Drop traffic to unallocated ClusterIPs" rule is omitted.
+        """
         from kpdoctor.proxier.render import render
 
-        inp = build_proxier_input(snapshot, node, mode=mode, config=config, version=version, family=family)
-        _write(render(inp), output)
+        cidrs = parse_service_cidrs(service_cidr)
+        cluster = load_render_cluster(snapshot)
+        inps = build_proxier_inputs(cluster, node, mode=mode, config=config, version=version, family=family)
+        if inps[0].mode == "nftables":
+            from kpdoctor.proxier.nftables import render_nftables_families
+
+            if cidrs is None:
+                cidrs = snapshot_service_cidrs(cluster)
+            _write(render_nftables_families(inps, service_cidrs=cidrs), output)
+            return
+        _write("".join(render(inp) for inp in inps), output)
 
     @proxier.command("view")
     def view_cmd(

@@ -245,7 +245,7 @@ def _valid_counters(text: str) -> bool:
     if len(text) < 5 or text[0] != "[" or text[-1] != "]":
         return False
     packets, sep, octets = text[1:-1].partition(":")
-    return bool(sep) and packets.isdigit() and octets.isdigit()
+    return bool(sep) and packets.isdecimal() and octets.isdecimal()
 
 
 def _valid_chain_name(name: str) -> bool:

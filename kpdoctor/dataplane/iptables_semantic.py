@@ -141,13 +141,13 @@ def _parse(spec: str) -> _Rule:
         elif t in ("-p", "--protocol"):
             r.proto = val
         elif t in ("--dport", "--destination-port"):
-            r.dport = int(val) if val.isdigit() else None
+            r.dport = int(val) if val.isdecimal() else None
         elif t in ("-j", "-g", "--jump", "--goto"):
             r.target = val
         elif t == "--to-destination":
             r.to_destination = val
         elif t == "--seconds":
-            r.rcheck_seconds = int(val) if val.isdigit() else None
+            r.rcheck_seconds = int(val) if val.isdecimal() else None
         elif t == "--src-type":
             r.src_type_local = val == "LOCAL" and not neg
         elif t == "--dst-type":
@@ -329,7 +329,7 @@ class _Resolver:
             elif "--rcheck" in spec:
                 k = spec.find("--seconds ")
                 value = spec[k + 10:].split(" ", 1)[0] if k >= 0 else ""
-                seconds = int(value) if value.isdigit() else None
+                seconds = int(value) if value.isdecimal() else None
             out.append((target, _endpoint_key(to_destination) if to_destination else None, seconds))
         return out
 
@@ -367,10 +367,9 @@ def semantic_view(dump: IptablesDump, *, address_kinds: Mapping[str, str] | None
     return semantic_view_traced(dump, address_kinds=address_kinds, memo=memo, trace=False)[0]
 
 
-# The chains whose rules decide which frontends exist (and their filter verdicts): a node whose copy of
-# one of these differs from the reference's is extracted in full, not incrementally.
-ENTRY_CHAINS = frozenset({("nat", "KUBE-SERVICES"), ("nat", "KUBE-NODEPORTS"), ("filter", "KUBE-SERVICES"),
-                          ("filter", "KUBE-EXTERNAL-SERVICES")})
+# The chains whose rules decide which frontends exist: a node whose copy of one of these differs from
+# the reference's is extracted in full, not incrementally.
+NAT_ENTRY_CHAINS = frozenset({("nat", "KUBE-SERVICES"), ("nat", "KUBE-NODEPORTS")})
 
 
 @dataclass
@@ -447,19 +446,14 @@ def semantic_view_traced(dump: IptablesDump, *, address_kinds: Mapping[str, str]
             gc.enable()
 
 
-def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
-                   memo: JumpMemo | None = None, trace: bool = False) -> tuple[SemanticView, SemanticTrace | None]:
-    kinds = address_kinds or {}
-    nat = dump.table("nat")
-    filt = dump.table("filter")
-    resolver = _Resolver(nat, memo)
-    if trace:
-        resolver.deps = {}
-    entries: list[tuple[Frontend, str, str]] = []
+_FilterIp = dict[tuple[str, int, str], tuple[str, str, str]]  # (addr, port, proto) -> (verdict, service, kind)
+_FilterNp = dict[tuple[int, str], tuple[str, str]]  # (port, proto) -> (verdict, service)
 
-    # Filter-table verdicts for frontends without a DNAT path.
-    filter_ip: dict[tuple[str, int, str], tuple[str, str, str]] = {}  # -> (verdict, service, kind)
-    filter_np: dict[tuple[int, str], tuple[str, str]] = {}
+
+def _filter_verdicts(filt: Table | None) -> tuple[_FilterIp, _FilterNp]:
+    """Filter-table verdicts for frontends without a DNAT path."""
+    filter_ip: _FilterIp = {}
+    filter_np: _FilterNp = {}
     if filt is not None:
         for chain, kind in (("KUBE-SERVICES", CLUSTER_IP), ("KUBE-EXTERNAL-SERVICES", EXTERNAL_IP)):
             found = filt.chains.get(chain)
@@ -475,6 +469,35 @@ def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
                     filter_ip.setdefault((addr, r.dport, proto), (verdict, service, kind))
                 elif r.dst_type_local:
                     filter_np.setdefault((r.dport, proto), (verdict, service))
+    return filter_ip, filter_np
+
+
+def _add_filter_only(views: dict[Frontend, FrontendView], filter_ip: _FilterIp, filter_np: _FilterNp,
+                     kinds: Mapping[str, str]) -> None:
+    """Frontends the filter table rejects or drops before any nat rule exists for them."""
+    for (addr, port, proto), (verdict, service, kind) in filter_ip.items():
+        if kind == EXTERNAL_IP:
+            kind = kinds.get(addr, EXTERNAL_IP)
+        fe = Frontend(kind, addr, port, proto)
+        if fe not in views:
+            views[fe] = FrontendView(fe, service, verdict)
+    for (port, proto), (verdict, service) in filter_np.items():
+        fe = Frontend(NODE_PORT, "", port, proto)
+        if fe not in views:
+            views[fe] = FrontendView(fe, service, verdict)
+
+
+def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
+                   memo: JumpMemo | None = None, trace: bool = False) -> tuple[SemanticView, SemanticTrace | None]:
+    kinds = address_kinds or {}
+    nat = dump.table("nat")
+    filt = dump.table("filter")
+    resolver = _Resolver(nat, memo)
+    if trace:
+        resolver.deps = {}
+    entries: list[tuple[Frontend, str, str]] = []
+
+    filter_ip, filter_np = _filter_verdicts(filt)
 
     views: dict[Frontend, FrontendView] = {}
 
@@ -516,58 +539,78 @@ def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
                 continue  # localhost NodePorts only: without the general rule the node's own IPs get nothing
             add(Frontend(NODE_PORT, "", r.dport, r.proto.upper()), _service_from_comment(r.comment, ()), r.target)
 
-    # Frontends the filter table rejects or drops before any nat rule exists for them.
-    for (addr, port, proto), (verdict, service, kind) in filter_ip.items():
-        if kind == EXTERNAL_IP:
-            kind = kinds.get(addr, EXTERNAL_IP)
-        fe = Frontend(kind, addr, port, proto)
-        if fe not in views:
-            views[fe] = FrontendView(fe, service, verdict)
-    for (port, proto), (verdict, service) in filter_np.items():
-        fe = Frontend(NODE_PORT, "", port, proto)
-        if fe not in views:
-            views[fe] = FrontendView(fe, service, verdict)
+    from_nat = len(views)
+    _add_filter_only(views, filter_ip, filter_np, kinds)
     view = SemanticView.of(views.values())
     if not trace:
         return view, None
+    complete = not resolver.cut and from_nat == len(entries)
     return view, SemanticTrace(view, dict(kinds), entries, filter_ip, filter_np, resolver._resolved,
-                               resolver.deps or {}, not resolver.cut)
+                               resolver.deps or {}, complete)
 
 
-def semantic_view_delta(base: SemanticTrace, nat: Table | None, changed: Iterable[str],
+def semantic_view_delta(base: SemanticTrace, nat: Table | None, filt: Table | None, changed: Iterable[tuple[str, str]],
                         address_kinds: Mapping[str, str] | None = None,
                         memo: JumpMemo | None = None) -> tuple[SemanticView, set[Frontend]] | None:
-    """The view of a dump that equals `base`'s dump except for the nat chains `changed`.
+    """The view of a dump that equals `base`'s dump except for the chains `changed` ((table, chain)).
 
-    Only the frontends whose resolution read a changed chain are re-derived (from `nat`, the
-    node's own nat table); everything else is `base`'s result, which the full extraction would
-    reproduce exactly because those chains' rules and everything they lead to are identical.
-    Returns (view, frontends whose view differs from base's), or None when the delta cannot be
-    trusted (base had a cycle, different address kinds, a cycle in the re-derivation): the caller
-    then extracts in full. The entry chains (`ENTRY_CHAINS`) must be unchanged.
+    Only what a changed chain can influence is re-derived (from `nat` / `filt`, the node's own
+    tables): frontends whose resolution read a changed nat chain, and - when the filter table's
+    KUBE-SERVICES / KUBE-EXTERNAL-SERVICES differ - the verdicts taken from them. Everything else is
+    `base`'s result, which the full extraction would reproduce exactly because those chains' rules
+    and everything they lead to are identical. Returns (view, frontends whose view differs from
+    base's), or None when the delta cannot be trusted (base had a cycle, different address kinds,
+    a changed nat entry chain, a cycle in the re-derivation): the caller then extracts in full.
     """
+    changed = set(changed)
     if not base.complete or dict(address_kinds or {}) != base.kinds:
         return None
-    affected = base.affected_chains(changed)
-    redo = base.entries_via(affected)
-    if not redo:
+    if ("nat", "KUBE-SERVICES") in changed or ("nat", "KUBE-NODEPORTS") in changed:
+        return None  # which frontends exist: the full extraction
+    affected = base.affected_chains(n for t, n in changed if t == "nat")
+    redo = set(base.entries_via(affected))
+    filter_ip, filter_np = base.filter_ip, base.filter_np
+    refilter = ("filter", "KUBE-SERVICES") in changed or ("filter", "KUBE-EXTERNAL-SERVICES") in changed
+    if refilter:
+        filter_ip, filter_np = _filter_verdicts(filt)
+        ip_keys = {k for k in filter_ip.keys() | base.filter_ip.keys() if filter_ip.get(k) != base.filter_ip.get(k)}
+        np_keys = {k for k in filter_np.keys() | base.filter_np.keys() if filter_np.get(k) != base.filter_np.get(k)}
+        for n, (fe, _, _) in enumerate(base.entries):
+            if ((fe.port, fe.protocol) in np_keys if fe.kind == NODE_PORT
+                    else (fe.address, fe.port, fe.protocol) in ip_keys):
+                redo.add(n)
+    if not redo and not refilter:
         return base.view, set()
     resolver = _Resolver(nat, memo)
     resolved = dict(base.resolved)
     for chain in affected:
         resolved.pop(chain, None)
     resolver._resolved = resolved
-    views = dict(base.view.frontends)
+    old = base.view.frontends
+    if refilter:
+        views: dict[Frontend, FrontendView] = {}
+        for fe, _, _ in base.entries:
+            views[fe] = old[fe]
+    else:
+        views = dict(old)
     differ: set[Frontend] = set()
-    for n in redo:
+    for n in sorted(redo):
         fe, service, target = base.entries[n]
-        new = _frontend_view(fe, service, resolver.resolve(target), base.filter_ip, base.filter_np)
+        new = _frontend_view(fe, service, resolver.resolve(target), filter_ip, filter_np)
         if resolver.cut:
             return None
         if new != views[fe]:
             views[fe] = new
             differ.add(fe)
-    if not differ:
+    if refilter:
+        from_nat = len(views)
+        _add_filter_only(views, filter_ip, filter_np, base.kinds)
+        trailing = list(views)[from_nat:]
+        before = list(old)[len(base.entries):]
+        for fe in {*trailing, *before}:
+            if views.get(fe) != old.get(fe):
+                differ.add(fe)
+    if not differ and list(views) == list(old):
         return base.view, differ
     return SemanticView(MappingProxyType(views)), differ
 

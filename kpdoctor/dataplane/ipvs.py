@@ -152,13 +152,13 @@ def _split_host_port(text: str, source: str, lineno: int, line: str) -> tuple[st
         address = str(ipaddress.ip_address(host))
     except ValueError:
         raise _err(f"not a numeric IP address {host!r} (was ipvsadm run with -n?)", source, lineno, line) from None
-    if not port_s.isdigit() or int(port_s) > 65535:
+    if not port_s.isdecimal() or int(port_s) > 65535:
         raise _err(f"not a port number {port_s!r} (was ipvsadm run with -n?)", source, lineno, line)
     return address, int(port_s)
 
 
 def _int(text: str, what: str, source: str, lineno: int, line: str) -> int:
-    if not text.isdigit():
+    if not text.isdecimal():
         raise _err(f"{what} is not a number {text!r}", source, lineno, line)
     return int(text)
 
@@ -525,7 +525,7 @@ def _check_net(text: str) -> bool:
 
 def _check_proto_port(text: str) -> bool:
     proto, sep, port = text.partition(":")
-    return bool(sep) and proto in _PROTOS and port.isdigit() and int(port) <= 65535
+    return bool(sep) and proto in _PROTOS and port.isdecimal() and int(port) <= 65535
 
 
 def validate_member(set_type: str, member: str) -> bool:
@@ -540,7 +540,7 @@ def validate_member(set_type: str, member: str) -> bool:
     if set_type == "hash:ip,port,net":
         return len(parts) == 3 and _check_ip(parts[0]) and _check_proto_port(parts[1]) and _check_net(parts[2])
     if set_type == "bitmap:port":
-        return len(parts) == 1 and parts[0].isdigit() and int(parts[0]) <= 65535
+        return len(parts) == 1 and parts[0].isdecimal() and int(parts[0]) <= 65535
     return bool(member)
 
 
@@ -617,7 +617,7 @@ def parse_ipset_list(text: str, source: str = "ipset-list.txt") -> IPSets:
         value = value.strip()
         if key == "Type" and value not in _IPSET_TYPES:
             raise _err(f"unknown ipset type {value!r}", source, lineno, line)
-        if key in ("Number of entries", "References", "Revision", "Size in memory") and not value.isdigit():
+        if key in ("Number of entries", "References", "Revision", "Size in memory") and not value.isdecimal():
             raise _err(f"{key} is not a number", source, lineno, line)
         if key == "Members":
             in_members = True
@@ -698,7 +698,7 @@ def format_ipset_list(sets: Iterable[IPSet]) -> str:
 
 def _member_sort_key(member: str) -> tuple[int, str]:
     head = member.split(",")[0]
-    if head.isdigit():
+    if head.isdecimal():
         return (int(head), member)
     try:
         return (int(ipaddress.ip_address(head)), member)

@@ -127,7 +127,7 @@ _DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0}
 def parse_duration(text: str) -> int:
     """nft durations (`10m`, `3h`, `1h30m`, `600s`) in whole seconds."""
     text = text.strip()
-    if text.isdigit():
+    if text.isdecimal():
         return int(text)
     pos, total = 0, 0
     for m in _DURATION.finditer(text):
@@ -148,7 +148,7 @@ def parse_priority(text: str) -> int:
     base = m.group(1)
     if base in _PRIORITY_NAMES:
         value = _PRIORITY_NAMES[base]
-    elif base.lstrip("-").isdigit():
+    elif base.lstrip("-").isdecimal():
         value = int(base)
     else:
         raise ValueError(f"unknown priority name {base!r}")

@@ -160,7 +160,7 @@ def apiserver_direct(ctx: GateContext) -> GateCondition:
             evidence=evidence))
     if not port:
         reasons.append(blocking(CILIUM_CM, "k8s-service-port is not set", evidence=evidence))
-    elif not port.isdigit() or not 0 < int(port) < 65536:
+    elif not port.isdecimal() or not 0 < int(port) < 65536:
         reasons.append(blocking(CILIUM_CM, f"k8s-service-port={port!r} is not a port number", evidence=evidence))
     if host and _is_ip(host):
         normal = str(ipaddress.ip_address(host.strip("[]")))

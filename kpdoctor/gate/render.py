@@ -198,5 +198,8 @@ def render(fmt: str, result: GateResult, *, color: bool = False, width: int | No
     if fmt == "json":
         return render_json(result)
     if fmt == "junit":
-        return render_junit(result)
+        from kpdoctor.report import printable
+
+        # agents' and nodes' output reaches the reasons verbatim; XML 1.0 forbids control characters
+        return str(printable(render_junit(result)))
     return render_console(result, color=color, width=width)

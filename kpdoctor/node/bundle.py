@@ -39,6 +39,7 @@ CLUSTER_FILES = {
     "configmaps": "configmaps.json",
     "daemonsets": "daemonsets.json",
     "pods": "pods.json",
+    "servicecidrs": "servicecidrs.json",  # networking.k8s.io/v1 ServiceCIDRs (nftables' unallocated-ClusterIP drop)
 }
 
 
@@ -334,13 +335,16 @@ def write_bundle(
         }
     # manifest first: a truncated archive still says what every node's files were
     entries = {"manifest.json": (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode(), **entries}
-    if is_tarball(target):
-        _write_tar(target, entries)
-    else:
-        for rel, data in entries.items():
-            out_path = target / rel
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            out_path.write_bytes(data)
+    try:
+        if is_tarball(target):
+            _write_tar(target, entries)
+        else:
+            for rel, data in entries.items():
+                out_path = target / rel
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                out_path.write_bytes(data)
+    except OSError as exc:  # read-only or missing location, disk full: one line, not an internal error
+        raise InputError(f"cannot write the bundle: {exc.strerror or exc}", where=str(target)) from None
     return target
 
 

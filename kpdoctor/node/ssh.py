@@ -466,7 +466,7 @@ def parse_batch(res: RunResult, boundary: str, items: Sequence[BatchItem],
         line_end = data.find(b"\n", stop + len(end_prefix))
         pos = line_end if line_end >= 0 else len(data)
         rc_line = data[stop + len(end_prefix) : pos]
-        code = int(rc_line) if rc_line.strip().isdigit() else None
+        code = int(rc_line) if rc_line.strip().isdigit() else None  # bytes.isdigit: ASCII digits only
         # BEGIN is printed (a shell builtin) right before the item starts, END right after it exits
         duration = _arrival(offsets, timeline, stop) - _arrival(offsets, timeline, start) if timeline else share
         body = data[start + len(begin) : stop]

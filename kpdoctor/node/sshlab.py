@@ -10,6 +10,14 @@ removed on close: by default a uid-0 alias (so collection runs privileged
 without sudo), or an ordinary user for the sudo / unprivileged paths.
 Only the sshd PIDs started here are killed; only the namespaces made here are
 deleted. Never touches /root/.ssh or the host's ruleset.
+
+A run that dies without `close()` (SIGKILL, a crashed CI runner) would leave a
+uid-0 account and possibly a sudoers drop-in in /etc: `create()` first removes
+such leftovers of earlier runs. An account is the lab's only when its name,
+shell and home (a `kpd-sshlab-*` directory in the temp dir) all match, and it is
+stale only when the process that made it is gone (its PID and start time are
+recorded in the home directory) or, for an account without that record, its
+home is gone or older than STALE_AFTER; a concurrent run's lab is never touched.
 """
 
 from __future__ import annotations
@@ -29,6 +37,12 @@ from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
 SSH_PORT = 22
+USER_RE = re.compile(r"^kpd[0-9a-f]{6}$")
+WORKDIR_PREFIX = "kpd-sshlab-"
+OWNER_FILE = "owner"
+STALE_AFTER = 6 * 3600.0  # an account without an owner record is stale when its home is older than this
+SUDOERS_DIR = Path("/etc/sudoers.d")
+PASSWD = Path("/etc/passwd")
 
 
 @dataclass
@@ -58,9 +72,11 @@ class SshLab:
 
     @classmethod
     def create(cls, *, privileged: bool = True, sudo: bool = False) -> SshLab:
+        remove_stale_accounts()
         tag = secrets.token_hex(3)
-        workdir = Path(tempfile.mkdtemp(prefix=f"kpd-sshlab-{tag}-"))
+        workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{tag}-"))
         os.chmod(workdir, 0o755)
+        (workdir / OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
         lab = cls(workdir=workdir, prefix=f"kpd-{tag}", _base=secrets.randbelow(400) * 64)
         try:
             lab._make_user(privileged=privileged, sudo=sudo)
@@ -75,6 +91,9 @@ class SshLab:
 
     def _make_user(self, *, privileged: bool, sudo: bool) -> None:
         self.user = f"kpd{secrets.token_hex(3)}"
+        if _passwd_entry(self.user) is not None:  # an existing account (2^24 names) is never taken over
+            self.user = ""
+            raise RuntimeError("lab account name already in use; try again")
         argv = ["useradd", "-M", "-d", str(self.workdir), "-s", "/bin/sh"]
         if privileged:
             argv += ["-o", "-u", "0", "-g", "0"]
@@ -171,10 +190,98 @@ class SshLab:
             subprocess.run(["ip", "netns", "del", node.netns], capture_output=True, timeout=30)
         if self.sudoers is not None:
             self.sudoers.unlink(missing_ok=True)
+        left = ""
         if self.user:
-            # -f: a uid-0 alias always "is used by" some process; without -r nothing but the account goes
-            subprocess.run(["userdel", "-f", self.user], capture_output=True, timeout=30)
+            left = _delete_account(self.user)
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if left:  # loud: a uid-0 alias left in /etc/passwd must not go unnoticed
+            raise RuntimeError(f"could not remove lab account {self.user}: {left}")
+
+
+def _delete_account(user: str) -> str:
+    """userdel with retries (another run's useradd may hold the passwd lock); '' when the account is gone."""
+    why = ""
+    for attempt in range(3):
+        # -f: a uid-0 alias always "is used by" some process; without -r nothing but the account goes
+        proc = subprocess.run(["userdel", "-f", user], capture_output=True, text=True, timeout=60)
+        if _passwd_entry(user) is None:
+            return ""
+        why = proc.stderr.strip() or f"userdel exit status {proc.returncode}"
+        time.sleep(0.5 * (attempt + 1))
+    return why
+
+
+def _passwd_entry(user: str) -> list[str] | None:
+    try:
+        lines = PASSWD.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) >= 7 and fields[0] == user:
+            return fields
+    return None
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time (field 22 of /proc/PID/stat): a PID alone may be reused by a later process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19] if ")" in stat else ""
+
+
+def _is_stale(home: Path) -> bool:
+    try:
+        pid_text, _, started = (home / OWNER_FILE).read_text().strip().partition(" ")
+        pid = int(pid_text)
+    except FileNotFoundError:
+        if not home.is_dir():
+            return True
+        try:
+            return time.time() - home.stat().st_mtime > STALE_AFTER
+        except OSError:
+            return True
+    except (OSError, ValueError):
+        return True
+    return _start_time(pid) != started or not started
+
+
+def _lab_home(fields: list[str]) -> Path | None:
+    """The account's home when it has the exact shape of a lab account (name, shell, home), else None."""
+    home = Path(fields[5])
+    tmp = Path(tempfile.gettempdir())
+    if not USER_RE.match(fields[0]) or fields[6] != "/bin/sh" or home.parent != tmp:
+        return None
+    return home if home.name.startswith(WORKDIR_PREFIX) else None
+
+
+def remove_stale_accounts() -> list[str]:
+    """Remove lab accounts (and their sudoers drop-ins) left by runs that died without close()."""
+    try:
+        lines = PASSWD.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    removed: list[str] = []
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) < 7:
+            continue
+        home = _lab_home(fields)
+        if home is None or not _is_stale(home):
+            continue
+        (SUDOERS_DIR / fields[0]).unlink(missing_ok=True)
+        if not _delete_account(fields[0]):
+            removed.append(fields[0])
+            shutil.rmtree(home, ignore_errors=True)
+    # drop-ins whose account no longer exists (the account went, the drop-in stayed)
+    with contextlib.suppress(OSError):
+        for path in SUDOERS_DIR.iterdir():
+            if USER_RE.match(path.name) and _passwd_entry(path.name) is None:
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+    return removed
 
 
 def _run(argv: list[str]) -> None:

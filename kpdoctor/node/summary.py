@@ -208,7 +208,7 @@ def _conntrack_stats(text: str | None) -> dict[str, int]:
     totals: dict[str, int] = {}
     for token in (text or "").split():
         key, sep, value = token.partition("=")
-        if sep and key != "cpu" and value.isdigit():
+        if sep and key != "cpu" and value.isdecimal():
             totals[key] = totals.get(key, 0) + int(value)
     return totals
 

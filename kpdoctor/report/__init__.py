@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 FORMATS = ("console", "json", "junit", "markdown", "html")
+# Node output (rule dumps, kube-proxy's HTTP answers, logs) reaches findings verbatim. Control characters in it
+# would drive the reader's terminal (ESC sequences) and make JUnit XML unparsable (XML 1.0 forbids them), so
+# every text renderer gets them as visible escapes; JSON escapes them itself.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(value: Any) -> Any:
+    """A copy of a report value with control characters (except tab and newline) shown as \\xNN escapes."""
+    if isinstance(value, str):
+        return _CONTROL.sub(_escape, value) if _CONTROL.search(value) else value
+    if isinstance(value, Mapping):
+        return {k: printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable(v) for v in value]
+    return value
 
 
 def render(fmt: str, report: Mapping[str, Any], *, color: bool = False, width: int | None = None) -> str:
@@ -14,6 +35,7 @@ def render(fmt: str, report: Mapping[str, Any], *, color: bool = False, width: i
         from kpdoctor.report.json_report import render_json
 
         return render_json(report)
+    report = printable(report)
     if fmt == "junit":
         from kpdoctor.report.junit import render_junit
 
