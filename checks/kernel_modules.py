@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from checks._common import KUBE_PROXY_DOCS
-from kpdoctor.analysis import configured_mode, iptables_rules_key, kube_proxy_expected, parsed
+from kpdoctor.analysis import configured_mode, fact_contains, iptables_rules_key, kube_proxy_expected, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
@@ -52,8 +52,7 @@ def _rule_uses(token: str) -> Probe:
         key = iptables_rules_key(p)
         if key is None:
             return ""
-        text = p.state.text(key) or ""
-        return f"{key}: the kernel holds rules using '{token.strip()}'" if token in text else ""
+        return f"{key}: the kernel holds rules using '{token.strip()}'" if fact_contains(p, key, token) else ""
 
     return probe
 

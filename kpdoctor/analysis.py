@@ -194,6 +194,7 @@ class IptablesRef:
         self.lines: list[str] = src if src is not None else text.split("\n")
         self.light: LightDump | None = None
         self.recorded: list[RecordedComparison] = []
+        self.token_counts: dict[str, int] = {}
         self._pos: dict[str, int] | None = None
         self._dups: dict[str, list[int]] = {}
         order = sorted((t.line - 1, name) for name, t in full.tables.items())
@@ -455,6 +456,8 @@ class DeltaDump:
         self.changed = changed
         self.decl_changed = decl_changed
         self._ur = ur
+        self.unmatched_ref = ur
+        self.unmatched_new = un
         self._gaps = [i - t for t, i in enumerate(un)]  # matched lines of this dump before each unmatched one
 
     def node_index(self, j: int) -> int:
@@ -510,7 +513,31 @@ class DeltaDump:
             for memo in ("_kube_chains", "_chain_sets"):
                 if memo in ref_light.__dict__:
                     object.__setattr__(light, memo, ref_light.__dict__[memo])
+        elif "_kube_chains" in ref_light.__dict__:
+            object.__setattr__(light, "_kube_chains", self._kube_chains(ref_light.__dict__["_kube_chains"], policies))
         return light
+
+    def _kube_chains(self, known: dict[str, list[str]], policies: Mapping[str, Mapping[str, str]]) -> dict[str, list[str]]:
+        """`IptablesDump.kube_chains()` of this dump from the reference's: only the declarations that differ."""
+        from bisect import bisect_left, insort
+
+        from kpdoctor.node.parsed import KUBELET_CHAINS
+
+        out: dict[str, list[str]] = {}
+        for table, declared in policies.items():
+            names = list(known.get(table, ()))
+            for (t, name), _ in self.changed.items():
+                if t != table or not name.startswith("KUBE-") or name in KUBELET_CHAINS:
+                    continue
+                k = bisect_left(names, name)
+                present = k < len(names) and names[k] == name
+                if name in declared and not present:
+                    insort(names, name)
+                elif name not in declared and present:
+                    del names[k]
+            if names:
+                out[table] = names
+        return out
 
 
 class _SpecChains(dict[str, Any]):
@@ -623,7 +650,8 @@ class LightDump(IptablesDump):
     def chains(self, table: str | None = None) -> set[str]:
         memo: dict[str | None, set[str]] = self.__dict__.setdefault("_chain_sets", {})
         if table not in memo:
-            memo[table] = super().chains(table)
+            tables = [table] if table else list(self.policies)
+            memo[table] = set().union(*(self.policies.get(t, {}) for t in tables))  # the keys, at C speed
         return memo[table]
 
 
@@ -956,6 +984,10 @@ class SharedExpectation:
 
         slices = cluster.slices_by_service
         self._entries: list[tuple[Any, tuple[Any, ...], list[FrontendView] | None]] = []
+        # per node-dependent entry: what its result depends on, when that is only which endpoints are local
+        # (plus the zone/node with topology hints, the node IP with source ranges), and results seen so far
+        self._reuse: dict[int, tuple[dict[str, tuple[int, ...]], bool, bool]] = {}
+        self._seen: dict[tuple[int, Any], tuple[FrontendView, ...]] = {}
         template: dict[Any, FrontendView] = {}
         total = 0
         for info in all_service_ports(cluster, family):
@@ -966,6 +998,15 @@ class SharedExpectation:
             views: list[FrontendView] | None = None
             if not _node_dependent(info, eps, svc_slices):
                 views = placeholder
+            elif _candidates(info, svc_slices) == len(eps):
+                # No endpoint listed twice: on any node the endpoints are these, only `is_local` differs.
+                by_node: dict[str, tuple[int, ...]] = {}
+                for n, ep in enumerate(eps):
+                    if ep.node_name is not None:
+                        by_node[ep.node_name] = (*by_node.get(ep.node_name, ()), n)
+                hints = any(ep.zone_hints or ep.node_hints for ep in eps)
+                ranges = bool(info.load_balancer_source_ranges and info.load_balancer_vips)
+                self._reuse[len(self._entries)] = (by_node, hints, ranges)
             self._entries.append((info, svc_slices, views))
             for v in placeholder:
                 template[v.frontend] = v
@@ -984,12 +1025,27 @@ class SharedExpectation:
         template = self._template
         out: list[FrontendView] = []
         node_views: list[tuple[FrontendView, ...]] = []
-        for info, svc_slices, views in self._entries:
+        reuse, seen = self._reuse, self._seen
+        for n, (info, svc_slices, views) in enumerate(self._entries):
             if views is None:
+                how = reuse.get(n)
+                key: Any = None
+                if how is not None:
+                    by_node, hints, ranges = how
+                    key = (n, by_node.get(node_name, ()), (node_name, zone) if hints else None,
+                           node_ip if ranges else None)
+                    known = seen.get(key)
+                    if known is not None:
+                        node_views.append(known)
+                        if template is None:
+                            out += known
+                        continue
                 eps = endpoints_for(info, svc_slices, node_name)
                 spe = ServicePortEndpoints(info, tuple(eps), categorize(info, eps, node_name, zone))
                 views = service_port_views(spe, node_ip)
                 node_views.append(tuple(views))
+                if key is not None:
+                    seen[key] = node_views[-1]
                 if template is None:
                     out += views
             elif template is None:
@@ -1010,14 +1066,8 @@ def address_kinds(frontends: Mapping[Any, Any]) -> dict[str, str]:
     return {fe.address: fe.kind for fe in frontends if fe.address and fe.kind != NODE_PORT}
 
 
-def _node_dependent(info: Any, eps: list[Any], slices: tuple[Any, ...]) -> bool:
-    if info.uses_local_endpoints or (info.load_balancer_source_ranges and info.load_balancer_vips):
-        return True
-    if any(ep.zone_hints or ep.node_hints for ep in eps):
-        return True
-    # An endpoint listed by two slices: kube-proxy keeps the local copy, so the node decides which
-    # copy's conditions count. Count every candidate; fewer endpoints than candidates means overlap
-    # (or an unparsable address, which costs nothing to treat the same way).
+def _candidates(info: Any, slices: tuple[Any, ...]) -> int:
+    """How many endpoint entries the slices list for this service port (before deduplication)."""
     wanted = "IPv6" if info.family == "IPv6" else "IPv4"
     candidates = 0
     for sl in slices:
@@ -1026,7 +1076,18 @@ def _node_dependent(info: Any, eps: list[Any], slices: tuple[Any, ...]) -> bool:
         for eport in sl.ports:
             if eport.name == info.port_name and eport.protocol == info.protocol and eport.port is not None:
                 candidates += sum(1 for ep in sl.endpoints if ep.addresses)
-    return candidates != len(eps)
+    return candidates
+
+
+def _node_dependent(info: Any, eps: list[Any], slices: tuple[Any, ...]) -> bool:
+    if info.uses_local_endpoints or (info.load_balancer_source_ranges and info.load_balancer_vips):
+        return True
+    if any(ep.zone_hints or ep.node_hints for ep in eps):
+        return True
+    # An endpoint listed by two slices: kube-proxy keeps the local copy, so the node decides which
+    # copy's conditions count. Count every candidate; fewer endpoints than candidates means overlap
+    # (or an unparsable address, which costs nothing to treat the same way).
+    return _candidates(info, slices) != len(eps)
 
 
 @dataclass(frozen=True)
@@ -1116,6 +1177,31 @@ def _compare_iptables(ctx: CheckContext, key: str, memo: Any) -> Comparison | No
     if ref is not None and trace is not None and trace.complete:
         ref.recorded.append(RecordedComparison(detail, trace, diffs))
     return Comparison("iptables", key, detail.view, actual, diffs)
+
+
+def fact_contains(p: ParsedNode, key: str, token: str) -> bool:
+    """`token in p.state.text(key)`, answered from the scan's reference dump when `key` is a delta of one.
+
+    A token without a line break occurs in a text iff it occurs in one of its lines; a delta's lines
+    are the reference's matched lines plus its own unmatched ones, so only those few are searched
+    (the reference's count of the token is kept per token).
+    """
+    text = p.state.text(key)
+    if text is None:
+        return False
+    dumps = p._dumps if isinstance(p, SharedParsedNode) else None
+    delta = dumps.delta(key) if dumps is not None and "\n" not in token else None
+    if delta is None:
+        return token in text
+    ref = delta.ref
+    total = ref.token_counts.get(token)
+    if total is None:
+        total = ref.token_counts[token] = ref.text.count(token)
+    old = ref.lines
+    if total > sum(old[j].count(token) for j in delta.unmatched_ref):
+        return True
+    lines = delta.lines
+    return any(token in lines[i] for i in delta.unmatched_new)
 
 
 def grep_fact(node: NodeState, key: str, needle: str, limit: int = 3) -> list[str]:

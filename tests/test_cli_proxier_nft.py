@@ -29,8 +29,7 @@ from nft_helpers import (
 
 from kpdoctor.proxier.nftables import render_nftables, render_nftables_families
 
-KPDOCTOR = shutil.which("kpdoctor")
-pytestmark = pytest.mark.skipif(KPDOCTOR is None, reason="the kpdoctor console script is not installed")
+KPDOCTOR = shutil.which("kpdoctor")  # no skip without it: `pip install -e .` provides it
 SCENARIOS = nft_scenarios()
 V1 = GOLDEN / "V1-basic-clusterip"
 V2 = GOLDEN / "V2-nodeport-lb"
@@ -43,7 +42,7 @@ def nft_node(scenario: Path) -> str:
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    assert KPDOCTOR is not None
+    assert KPDOCTOR is not None, "the kpdoctor console script is not installed (pip install -e .)"
     return subprocess.run([KPDOCTOR, *args], capture_output=True, text=True, timeout=120)
 
 

@@ -90,7 +90,7 @@ def test_bundle_dumps_parse(path: Path) -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.name)
 def test_semantic_view_of_golden_equals_expectation(scenario: Path) -> None:
     """The nftables dataplane real kube-proxy built means exactly what the mode-independent expectation says."""
-    expected_mod = pytest.importorskip("kpdoctor.proxier.expected")
+    import kpdoctor.proxier.expected as expected_mod
     for inp, nft_family in zip(scenario_inputs(scenario), ("ip", "ip6"), strict=True):
         expected = expected_mod.expected_view(inp)
         kinds = {fe.address: fe.kind for fe in expected.frontends}

@@ -37,8 +37,7 @@ GOLDEN_RULE = 'ip daddr 10.96.0.0/16 drop comment "Drop traffic to unallocated C
 RENDERED_RULE = ('add rule ip kube-proxy cluster-ips-check ip daddr { 10.96.0.0/16 } drop '
                  'comment "Drop traffic to unallocated ClusterIPs"')
 SERVICECIDRS_PATH = "/apis/networking.k8s.io/v1/servicecidrs"
-KPDOCTOR = shutil.which("kpdoctor")
-needs_cli = pytest.mark.skipif(KPDOCTOR is None, reason="the kpdoctor console script is not installed")
+KPDOCTOR = shutil.which("kpdoctor")  # no skip without it: `pip install -e .` provides it
 
 
 def service_cidr(name: str, *cidrs: str) -> dict[str, Any]:
@@ -55,7 +54,7 @@ def service_cidr(name: str, *cidrs: str) -> dict[str, Any]:
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    assert KPDOCTOR is not None
+    assert KPDOCTOR is not None, "the kpdoctor console script is not installed (pip install -e .)"
     return subprocess.run([KPDOCTOR, *args], capture_output=True, text=True, timeout=120)
 
 
@@ -84,7 +83,6 @@ def test_golden_has_the_rule_the_flag_adds() -> None:
     assert GOLDEN_RULE in ip_table and "unallocated" not in ip6_table
 
 
-@needs_cli
 def test_flag_adds_the_drop_rule_and_without_it_the_rule_is_omitted() -> None:
     with_flag = render_v1(V1 / "cluster", "--service-cidr", "10.96.0.0/16")
     assert with_flag.count("Drop traffic to unallocated ClusterIPs") == 1
@@ -95,7 +93,6 @@ def test_flag_adds_the_drop_rule_and_without_it_the_rule_is_omitted() -> None:
     assert [line for line in with_flag.splitlines() if line not in without.splitlines()] == [RENDERED_RULE]
 
 
-@needs_cli
 def test_help_says_the_rule_is_omitted_without_servicecidrs() -> None:
     proc = run("proxier", "render", "--help")
     assert proc.returncode == 0
@@ -103,14 +100,12 @@ def test_help_says_the_rule_is_omitted_without_servicecidrs() -> None:
     assert "--service-cidr" in text and "unallocated ClusterIPs" in text and "omitted" in text
 
 
-@needs_cli
 def test_snapshot_servicecidr_object_gives_the_same_output_as_the_flag(tmp_path: Path) -> None:
     snap = snapshot_with(tmp_path, service_cidr("kubernetes", "10.96.0.0/16"))
     assert load_snapshot(snap).service_cidrs == ("10.96.0.0/16",)
     assert render_v1(snap) == render_v1(V1 / "cluster", "--service-cidr", "10.96.0.0/16")
 
 
-@needs_cli
 def test_flag_overrides_the_snapshot_and_families_are_split(tmp_path: Path) -> None:
     snap = snapshot_with(tmp_path, service_cidr("kubernetes", "10.96.0.0/16"))
     out = render_v1(snap, "--service-cidr", "10.100.0.0/16,fd00:10:96::/112", "--service-cidr", "10.100.0.0/16")
@@ -123,7 +118,6 @@ def test_flag_overrides_the_snapshot_and_families_are_split(tmp_path: Path) -> N
     ]  # fmt: skip
 
 
-@needs_cli
 def test_several_servicecidr_objects_and_duplicates(tmp_path: Path) -> None:
     """kube-proxy keeps ServiceCIDRs in a set: a range listed by two objects is one element."""
     snap = snapshot_with(tmp_path, service_cidr("kubernetes", "10.96.0.0/16"),
@@ -133,7 +127,6 @@ def test_several_servicecidr_objects_and_duplicates(tmp_path: Path) -> None:
                      'comment "Drop traffic to unallocated ClusterIPs"']  # fmt: skip
 
 
-@needs_cli
 def test_bad_service_cidr_is_one_line_exit_2() -> None:
     for bad in ("10.96.0.0", "10.96.0.0/33", "not-a-cidr"):
         proc = run("proxier", "render", "--snapshot", str(V1 / "cluster"), "--node", V1_NFT_NODE,
@@ -143,7 +136,6 @@ def test_bad_service_cidr_is_one_line_exit_2() -> None:
         assert proc.stderr.startswith("kpdoctor: error: --service-cidr") and repr(bad) in proc.stderr
 
 
-@needs_cli
 def test_malformed_servicecidr_in_the_snapshot_is_one_line_exit_2(tmp_path: Path) -> None:
     snap = snapshot_with(tmp_path, service_cidr("kubernetes", "10.96.0.0/16", "ten-ninety-six"))
     proc = run("proxier", "render", "--snapshot", str(snap), "--node", V1_NFT_NODE, "--mode", "nftables")
@@ -153,7 +145,6 @@ def test_malformed_servicecidr_in_the_snapshot_is_one_line_exit_2(tmp_path: Path
     assert RENDERED_RULE in render_v1(snap, "--service-cidr", "10.96.0.0/16").splitlines()
 
 
-@needs_cli
 @pytest.mark.root("nft")
 def test_applied_cluster_ips_check_equals_the_golden(tmp_path: Path) -> None:
     """From a snapshot carrying the ServiceCIDR: nft -f + nft list gives the golden `cluster-ips-check` chains."""
@@ -242,7 +233,6 @@ def test_live_cluster_without_the_api_has_none(api: tuple[Path, type[CIDRReplay]
     assert any(p.startswith(SERVICECIDRS_PATH) for p in handler.seen)
 
 
-@needs_cli
 def test_collect_writes_servicecidrs_and_render_uses_them(api: tuple[Path, type[CIDRReplay]], tmp_path: Path) -> None:
     kubeconfig, handler = api
     handler.cidr_items = [service_cidr("kubernetes", "10.96.0.0/16")]
@@ -257,7 +247,6 @@ def test_collect_writes_servicecidrs_and_render_uses_them(api: tuple[Path, type[
     assert read_bundle(out).cluster_state().service_cidrs == ("10.96.0.0/16",)
 
 
-@needs_cli
 def test_collect_with_forbidden_servicecidrs_records_the_gap(api: tuple[Path, type[CIDRReplay]],
                                                              tmp_path: Path) -> None:  # fmt: skip
     kubeconfig, handler = api
@@ -270,7 +259,6 @@ def test_collect_with_forbidden_servicecidrs_records_the_gap(api: tuple[Path, ty
     assert [g["kind"] for g in gaps] == ["ServiceCIDR"] and "403" in gaps[0]["reason"]
 
 
-@needs_cli
 def test_collect_from_snapshot_keeps_servicecidrs_only_when_present(tmp_path: Path) -> None:
     snap = snapshot_with(tmp_path, service_cidr("kubernetes", "10.96.0.0/16"))
     proc = run("collect", "-o", str(tmp_path / "with"), "--no-nodes", "--snapshot", str(snap))

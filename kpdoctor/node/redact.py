@@ -3,9 +3,15 @@
 Bundles are attached to tickets and mailed around, so the writer scrubs
 everything it writes: Secrets are never written, kubeconfig-shaped ConfigMap
 values lose their credentials, the last-applied annotation (a full copy of the
-object, credentials included) and managedFields are dropped, env values whose
-names look secret are masked, and any PEM block or JWT left in free text
-(logs, /configz, command output) is replaced.
+object, credentials included) and managedFields are dropped, and any PEM
+block or JWT left in free text (logs, /configz, command output) is replaced.
+Names that look secret (token, secret, password, credential, api/access/private
+key) mask what they name wherever a name and a value meet: ConfigMap data keys,
+`name: value` / `name = value` / `"name": "value"` / `NAME=value` lines inside
+ConfigMap values, annotations, container args (`--token=X`, `--password X`).
+Container env values are masked unless the variable is one of a few known
+non-secret ones (node/pod identity, the API server address): kpdoctor reads no
+env value, so failing closed costs nothing.
 """
 
 from __future__ import annotations
@@ -30,20 +36,38 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _PEM = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.S)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
-_SECRET_ENV = re.compile(r"(?i)token|secret|passw|credential|api_?key|private")
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@")
+_SECRET_NAME = re.compile(
+    r"(?i)token|secret|passw|passphrase|pwd|credential|api[_.-]?key|access[_.-]?key|private[_.-]?key|"
+    r"auth[_.-]?key|(?<![a-z])pass(?![a-z])"
+)
+_SECRET_ENV = _SECRET_NAME  # kept for callers of the old name
+# Env values that carry no secret and help a reader (what Cilium and kube-proxy get about the API and node).
+_PLAIN_ENV = re.compile(
+    r"^(KUBERNETES_SERVICE_(HOST|PORT)|K8S_NODE_NAME|NODE_NAME|HOSTNAME|POD_(NAME|NAMESPACE|IP)|"
+    r"CILIUM_K8S_NAMESPACE|GOMEMLIMIT|GOMAXPROCS|KUBE_PROXY_MODE)$"
+)
+# `name: value`, `name = value`, `"name": "value",`, `NAME=value` (one per line, YAML/INI/JSON/env files)
+_NAMED_LINE = re.compile(
+    r"""^(?P<head>[ \t]*(?:-[ \t]+)?(?:export[ \t]+)?(?P<q>["']?)(?P<name>[A-Za-z0-9_.-]+)(?P=q)[ \t]*[:=][ \t]*)"""
+    r"""(?P<value>\S.*?)(?P<tail>,?)[ \t]*$""",
+    re.M,
+)
 _LINE_FIELD = re.compile(
     r"^(\s*(?:-\s+)?(?:" + "|".join(re.escape(f) for f in SECRET_KUBECONFIG_FIELDS) + r")\s*:\s*)(\S.*)$", re.M
 )
 
 
 def redact_text(text: str) -> str:
-    """Mask PEM blocks, JWTs and bearer tokens in free text (cheap when there is nothing to mask)."""
+    """Mask PEM blocks, JWTs, bearer tokens and URL passwords in free text (cheap when there is none)."""
     if "-----BEGIN" in text:
         text = _PEM.sub(lambda m: f"-----BEGIN {m.group(1)}-----{REDACTED}-----END {m.group(1)}-----", text)
     if "eyJ" in text:
         text = _JWT.sub(REDACTED, text)
     if "earer" in text or "EARER" in text:
         text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    if "://" in text and "@" in text:
+        text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", text)
     return text
 
 
@@ -67,8 +91,26 @@ def _strip_kubeconfig(doc: Any) -> bool:
     return changed
 
 
+def _mask_named_line(match: re.Match[str]) -> str:
+    if not _SECRET_NAME.search(match.group("name")):
+        return match.group(0)
+    value = match.group("value")
+    if value[:1] in ("|", ">", "{", "["):  # a block or a nested document: its lines are masked on their own
+        return match.group(0)
+    quote = value[0] if value[:1] in ('"', "'") and value[-1:] == value[:1] and len(value) > 1 else ""
+    return f"{match.group('head')}{quote}{REDACTED}{quote}{match.group('tail')}"
+
+
+def redact_named_values(text: str) -> str:
+    """Mask the value of every `name: value`-style line whose name looks secret (YAML, INI, JSON, env files)."""
+    return _NAMED_LINE.sub(_mask_named_line, text)
+
+
 def redact_config_value(key: str, value: str) -> str:
-    """A ConfigMap value with kubeconfig credentials masked; other values only lose PEM/JWT text."""
+    """A ConfigMap value with credentials masked: a secret-named key loses its whole value, a kubeconfig its
+    credentials, other text its secret-named lines and any PEM/JWT."""
+    if _SECRET_NAME.search(key):
+        return REDACTED
     if any(f in value for f in SECRET_KUBECONFIG_FIELDS):
         try:
             doc = yaml.safe_load(value)
@@ -79,7 +121,34 @@ def redact_config_value(key: str, value: str) -> str:
                 value = yaml.safe_dump(doc, sort_keys=False)
         else:
             value = _LINE_FIELD.sub(lambda m: m.group(1) + REDACTED, value)
-    return redact_text(value)
+    return redact_text(redact_named_values(value))
+
+
+def _redact_args(args: Any) -> Any:
+    """`--token=X` -> `--token=<redacted>`; `--password X` -> `--password <redacted>`."""
+    if not isinstance(args, list):
+        return args
+    out: list[Any] = []
+    mask_next = False
+    for arg in args:
+        if not isinstance(arg, str):
+            out.append(arg)
+            mask_next = False
+            continue
+        if mask_next:
+            out.append(REDACTED)
+            mask_next = False
+            continue
+        flag, eq, _ = arg.partition("=")
+        if flag.startswith("-") and _SECRET_NAME.search(flag):
+            if eq:
+                out.append(f"{flag}={REDACTED}")
+            else:
+                out.append(arg)
+                mask_next = True
+            continue
+        out.append(redact_text(arg))
+    return out
 
 
 def _scrub_pod_spec(spec: Any) -> None:
@@ -90,8 +159,11 @@ def _scrub_pod_spec(spec: Any) -> None:
             if not isinstance(container, dict):
                 continue
             for env in container.get("env") or ():
-                if isinstance(env, dict) and "value" in env and _SECRET_ENV.search(str(env.get("name", ""))):
+                if isinstance(env, dict) and "value" in env and not _PLAIN_ENV.match(str(env.get("name", ""))):
                     env["value"] = REDACTED
+            for field_name in ("command", "args"):
+                if field_name in container:
+                    container[field_name] = _redact_args(container[field_name])
 
 
 def sanitize_object(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -108,7 +180,7 @@ def sanitize_object(obj: dict[str, Any]) -> dict[str, Any] | None:
             annotations.pop(LAST_APPLIED, None)
             for name, value in list(annotations.items()):
                 if isinstance(value, str):
-                    annotations[name] = redact_text(value)
+                    annotations[name] = REDACTED if _SECRET_NAME.search(str(name)) else redact_text(value)
     if kind == "ConfigMap":
         data = out.get("data")
         if isinstance(data, dict):
