@@ -29,7 +29,16 @@ from kpdoctor.analysis import (
     parsed,
 )
 from kpdoctor.checks_api import Check, CheckContext
-from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT, REJECT, Frontend, FrontendDiff, SemanticView
+from kpdoctor.dataplane.semantic import (
+    DNAT,
+    DROP,
+    LOCALHOST_NODE_PORT,
+    NODE_PORT,
+    REJECT,
+    Frontend,
+    FrontendDiff,
+    SemanticView,
+)
 from kpdoctor.findings import Finding, Severity
 
 _KIND_SEVERITY = {
@@ -40,6 +49,18 @@ _KIND_SEVERITY = {
     "extra-frontend": Severity.WARNING,
     "affinity": Severity.WARNING,
 }
+# The short-circuit path's differences are reported with the outside path's of the same kind: one finding
+# per Service port and kind of fault, its frontends saying which path each is.
+_KIND_GROUP = {"stale-internal-endpoints": "stale-endpoints", "missing-internal-endpoints": "missing-endpoints"}
+
+
+def _where(d: FrontendDiff) -> str:
+    """The frontend and the path a difference is on, as the finding names it."""
+    fe = d.frontend
+    text = f"localhost NodePort 127.0.0.1:{fe.port}" if fe.kind == LOCALHOST_NODE_PORT else str(fe)
+    if d.kind in _KIND_GROUP:
+        text += " from pods/node (short-circuit)"
+    return text
 
 
 def _host(endpoint: str) -> str:
@@ -154,7 +175,7 @@ class StaleEndpoints(Check):
             cause = cause[:-1] + ": the rules are frozen at its last sync."
         grouped: dict[tuple[str, str, str], list[FrontendDiff]] = defaultdict(list)
         for d in cmp.diffs:
-            grouped[(d.service, d.frontend.protocol, d.kind)].append(d)
+            grouped[(d.service, d.frontend.protocol, _KIND_GROUP.get(d.kind, d.kind))].append(d)
         for (service, protocol, kind), diffs in sorted(grouped.items()):
             yield self._service_finding(ctx, cmp, service, protocol, kind, diffs, cause, cause_cmds, down)
         yield from self._conntrack(ctx, cmp.expected)
@@ -195,7 +216,7 @@ class StaleEndpoints(Check):
                          diffs: list[FrontendDiff], cause: str, cause_cmds: list[str], down: bool) -> Finding:
         node = ctx.node
         assert node is not None
-        fronts = ", ".join(str(d.frontend) for d in diffs)
+        fronts = ", ".join(_where(d) for d in diffs)
         stale = sorted({e for d in diffs for e in d.stale})
         missing = sorted({e for d in diffs for e in d.missing})
         svc = service_key(service) if service else ""
@@ -211,7 +232,8 @@ class StaleEndpoints(Check):
             evidence.append(f"EndpointSlice {sl.namespace}/{sl.name}: ready endpoints {', '.join(ips) or 'none'}")
         if kind == "stale-endpoints":
             first = diffs[0]
-            total = len(first.actual.endpoints) if first.actual else 0
+            total = len(first.actual.internal_targets if first.kind in _KIND_GROUP else first.actual.endpoints) \
+                if first.actual else 0
             message = (
                 f"on node {node.name}, {service}/{protocol} ({fronts}) still load-balances to "
                 f"{', '.join(stale)}, which no longer back{'s' if len(stale) == 1 else ''} the Service "
@@ -243,6 +265,8 @@ class StaleEndpoints(Check):
                        f"says '{want}'"
                        + (f" to {', '.join(missing)}" if want == DNAT and missing else "")
                        + (f" - {effect} although the Service has endpoints" if want == DNAT and effect else "")
+                       + (" - clients are refused instead of dropped: the DROP kube-proxy programs for a Local "
+                          "traffic policy without local endpoints is gone" if want == DROP and have == REJECT else "")
                        + f".{cause}")
         else:
             d = diffs[0]

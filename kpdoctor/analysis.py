@@ -176,6 +176,9 @@ DELTA_MIN_LINES = 2000
 # At most this share of a dump's lines may differ from the reference (beyond it: a full parse).
 DELTA_MAX_SHARE = 0.05
 MAX_REFS = 2  # dumps kept as references per scan (each holds its parse: memory)
+# Analyse nodes incrementally against a reference dump (False: every dump parsed and extracted in full;
+# the tests run both ways and compare the findings).
+INCREMENTAL = True
 
 
 class IptablesRef:
@@ -599,7 +602,7 @@ def node_dumps(ctx: CheckContext) -> NodeDumps:
     node = ctx.node
     if node is None:
         raise ValueError("node_dumps() needs a node-scope context")
-    refs = ctx.shared("iptables-refs", IptablesRefs)
+    refs = ctx.shared("iptables-refs", IptablesRefs) if INCREMENTAL else None
     return ctx.derived("iptables-dumps", lambda: NodeDumps(node, refs))
 
 
@@ -918,6 +921,7 @@ def expected_detail(ctx: CheckContext, mode: str | None = None) -> NodeExpectati
 
     def build() -> NodeExpectation:
         from kpdoctor.proxier.context import build_input
+        from kpdoctor.proxier.expected import view_options
 
         found = node_proxy_config(ctx, node.name)
         config: KubeProxyConfig | None = None
@@ -925,7 +929,9 @@ def expected_detail(ctx: CheckContext, mode: str | None = None) -> NodeExpectati
             config = found.config
         inp = build_input(ctx.cluster, node.name, config=config, mode=mode)
         family = inp.family
-        shared = ctx.shared(f"expected-shared:{family}", lambda: SharedExpectation(ctx.cluster, family))
+        options = view_options(inp)  # mode/config-dependent parts (short-circuit, localhost NodePorts)
+        shared = ctx.shared(f"expected-shared:{family}:{options}",
+                            lambda: SharedExpectation(ctx.cluster, family, options))
         api_node = ctx.cluster.node_by_name.get(node.name)
         zone = (api_node.zone or "") if api_node is not None else ""
         return shared.expectation_for(node.name, zone, inp.primary_node_ip)
@@ -977,11 +983,12 @@ class SharedExpectation:
     keys in the same order as `SemanticView.of` would give, without rebuilding 10,000s of entries.
     """
 
-    def __init__(self, cluster: ClusterState, family: str) -> None:
+    def __init__(self, cluster: ClusterState, family: str, options: Any = None) -> None:
         from kpdoctor.proxier.endpoints import ServicePortEndpoints, categorize, endpoints_for
-        from kpdoctor.proxier.expected import service_port_views
+        from kpdoctor.proxier.expected import ViewOptions, service_port_views
         from kpdoctor.proxier.serviceport import all_service_ports
 
+        self._options = options if options is not None else ViewOptions()
         slices = cluster.slices_by_service
         self._entries: list[tuple[Any, tuple[Any, ...], list[FrontendView] | None]] = []
         # per node-dependent entry: what its result depends on, when that is only which endpoints are local
@@ -994,7 +1001,7 @@ class SharedExpectation:
             svc_slices = tuple(slices.get(info.service.key, ()))
             eps = endpoints_for(info, svc_slices, _NO_NODE)
             spe = ServicePortEndpoints(info, tuple(eps), categorize(info, eps, _NO_NODE, ""))
-            placeholder = service_port_views(spe, None)
+            placeholder = service_port_views(spe, None, self._options)
             views: list[FrontendView] | None = None
             if not _node_dependent(info, eps, svc_slices):
                 views = placeholder
@@ -1042,7 +1049,7 @@ class SharedExpectation:
                         continue
                 eps = endpoints_for(info, svc_slices, node_name)
                 spe = ServicePortEndpoints(info, tuple(eps), categorize(info, eps, node_name, zone))
-                views = service_port_views(spe, node_ip)
+                views = service_port_views(spe, node_ip, self._options)
                 node_views.append(tuple(views))
                 if key is not None:
                     seen[key] = node_views[-1]

@@ -25,6 +25,7 @@ from kpdoctor.report.model import SourceInfo, build_report
 from kpdoctor.silences import SilenceSet
 
 DEMO_BUNDLE = Path(__file__).resolve().parent / "demo" / "bundle"
+_DEDUP_MIN_BYTES = 1 << 20  # node files at least this big are decoded once when two are byte-identical
 EXIT_UNREACHABLE = 3
 
 
@@ -89,6 +90,9 @@ class DirectoryBundleNodes:
         return self._names
 
     def load(self, name: str) -> NodeState:
+        from dataclasses import replace
+        from types import MappingProxyType
+
         from kpdoctor.node.bundle import Bundle
 
         node_dir = self.base / "nodes" / name
@@ -100,7 +104,30 @@ class DirectoryBundleNodes:
                         files[file.relative_to(self.base).as_posix()] = file.read_bytes()
                     except OSError as exc:
                         raise InputError(f"cannot read: {exc.strerror}", where=str(file)) from None
-        return Bundle(str(self.base), files, manifest=self.manifest).node_state(name)
+        # A big file byte-identical to another of the node (iptables-nft-save.txt and iptables-save.txt on an
+        # nf_tables node: tens of MB each) is decoded once; its fact gets the same text (decoding is
+        # deterministic) and everything else the reader derives for it (source, exit code from the manifest).
+        copies: dict[str, str] = {}
+        by_size: dict[int, list[str]] = {}
+        for path, data in files.items():
+            if len(data) >= _DEDUP_MIN_BYTES:
+                same = by_size.setdefault(len(data), [])
+                first = next((p for p in same if files[p] == data), None)  # memcmp, no hashing
+                if first is None:
+                    same.append(path)
+                else:
+                    copies[path] = first
+        for path in copies:
+            files[path] = b""
+        state = Bundle(str(self.base), files, manifest=self.manifest).node_state(name)
+        if not copies:
+            return state
+        prefix = f"nodes/{name}/"
+        facts = dict(state.facts)
+        for path, first in copies.items():
+            key, source = path[len(prefix):], facts[first[len(prefix):]]
+            facts[key] = replace(facts[key], content=source.content)
+        return replace(state, facts=MappingProxyType(facts))
 
 
 def open_bundle(path: str | os.PathLike[str]) -> tuple[ClusterState, NodeSource]:

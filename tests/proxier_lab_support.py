@@ -26,7 +26,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -473,6 +473,58 @@ def iptables_perturbations(save: str) -> list[Perturbation]:
         dest = dnat.opt("--to-destination") or ""
         out.append(Perturbation("drop-dnat", f"nat {chain}: its DNAT to {dest} deleted", (dnat.delete(),),
                                 "KP-STALE-ENDPOINTS", service_subject(dnat.comment, dnat.opt("-p") or ""), (dest,)))
+    return out + _iptables_model_paths(rules, nat, nat_keys, path)
+
+
+def _iptables_model_paths(rules: list[IptRule], nat: dict[str, list[IptRule]], nat_keys: set[tuple[str, str, str]],
+                          path: set[str]) -> list[Perturbation]:
+    """Faults on the paths outside the outside-traffic one: the short-circuit, the "no local endpoints" DROP
+    of a node port whose nat rule exists, and the localhost NodePort tail rule."""
+    out: list[Perturbation] = []
+    ipt = (IPTABLES, "-w", "5", "-t", "nat")
+    # a KUBE-SVC only pods and the node reach (eTP=Local short-circuit): a stale endpoint there
+    shortcut = {r.target for chain, rs in nat.items() if chain.startswith("KUBE-EXT-") for r in rs
+                if r.target.startswith("KUBE-SVC-") and ("-s" in r.words or "--src-type" in r.words)}
+    for chain in sorted(shortcut - path):
+        jumps = [r for r in nat.get(chain, []) if _is_lb_jump(r)]
+        if not jumps:
+            continue
+        svc = jumps[0].comment.partition(" -> ")[0]
+        dnat = next(x for x in nat[jumps[0].target] if x.target == "DNAT")
+        first, proto = dnat.opt("--to-destination") or "", (dnat.opt("-p") or "tcp").lower()
+        dead = "10.244.{}.{}:{}".format(first.split(".")[2], DEAD_ENDPOINT_HOST, first.rsplit(":", 1)[1])
+        stale_chain = "KUBE-SEP-SHORT" + chain[-10:]
+        out.append(Perturbation(
+            "stale-short-circuit", f"nat {chain} (short-circuit only): jump to {stale_chain} (DNAT {dead}) inserted",
+            ((*ipt, "-N", stale_chain),
+             (*ipt, "-A", stale_chain, "-m", "comment", "--comment", svc, "-p", proto, "-m", proto, "-j", "DNAT",
+              "--to-destination", dead),
+             (*ipt, "-I", chain, str(jumps[0].index), "-m", "comment", "--comment", f"{svc} -> {dead}", "-m",
+              "statistic", "--mode", "random", "--probability", "0.5", "-j", stale_chain)),
+            "KP-STALE-ENDPOINTS", service_subject(svc, proto), (dead, "from pods/node (short-circuit)")))
+    # eTP=Local without local endpoints: the node port's filter DROP, its nat rule kept for the short-circuit
+    for r in rules:
+        if (r.table == "filter" and r.chain == "KUBE-EXTERNAL-SERVICES" and r.target == "DROP" and r.service
+                and "--dst-type" in r.words and r.frontend() in nat_keys):
+            _, port, proto = r.frontend()
+            out.append(Perturbation("delete-no-local-drop", f"filter {r.chain} `{' '.join(r.words)}` deleted",
+                                    (r.delete(),), "KP-STALE-ENDPOINTS", service_subject(r.service, proto),
+                                    (f"*:{port}", "answers 'reject' where the API says 'drop'")))
+    # localhost NodePorts switched off in the rules (kube-proxy's tail rule with localhostNodePorts=false);
+    # drawn when one service port has node ports, so that exactly one finding names it
+    tail = [r for r in rules if r.table == "nat" and r.chain == "KUBE-SERVICES" and r.target == "KUBE-NODEPORTS"
+            and "-d" not in r.words]
+    nodeports = {(r.service, r.opt("--dport"), (r.opt("-p") or "").upper()) for r in rules
+                 if r.table in ("nat", "filter") and r.chain in ("KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES")
+                 and r.service and r.opt("--dport") and (r.chain == "KUBE-NODEPORTS" or "--dst-type" in r.words)
+                 and "health check node port" not in r.comment}
+    if len(tail) == 1 and len(nodeports) == 1:
+        (svc, port, proto), = nodeports
+        out.append(Perturbation(
+            "localhost-nodeports-off", "nat KUBE-SERVICES: the KUBE-NODEPORTS tail rule excludes 127.0.0.0/8",
+            ((*ipt, "-R", "KUBE-SERVICES", str(tail[0].index), "-m", "comment", "--comment", tail[0].comment, "-m",
+              "addrtype", "--dst-type", "LOCAL", "!", "-d", "127.0.0.0/8", "-j", "KUBE-NODEPORTS"),),
+            "KP-STALE-ENDPOINTS", service_subject(svc, proto), (f"localhost NodePort 127.0.0.1:{port}",)))
     return out
 
 
@@ -588,6 +640,34 @@ def nftables_perturbations(ns: str) -> list[Perturbation]:
                 out += _numgen_perturbations(name, handle, text, m, subject, proto)
         if not name.startswith("endpoint-"):
             out.append(_delete_nft_chain(name, chains, maps, subject))
+    return out + _nft_model_paths(chains, maps, path)
+
+
+def _nft_model_paths(chains: dict[str, list[tuple[int, str]]], maps: dict[str, list[tuple[str, str, str]]],
+                     path: set[str]) -> list[Perturbation]:
+    """The short-circuit's `service-` chain (a stale endpoint) and the "no local endpoints" drop element of a
+    node port whose `service-nodeports` element exists."""
+    out: list[Perturbation] = []
+    shortcut = {text.split()[-1] for name, rules in chains.items() if name.startswith("external-")
+                for _, text in rules if text.split()[-2:-1] == ["goto"] and len(text.split()) > 2
+                and text.split()[-1].startswith("service-")}
+    for name in sorted(shortcut - path):
+        svc, proto = _svc_of_chain(name)
+        for handle, text in chains.get(name, []):
+            m = _NUMGEN.search(text)
+            if m:
+                out += [replace(p, kind="stale-short-circuit", needles=(*p.needles, "from pods/node (short-circuit)"))
+                        for p in _numgen_perturbations(name, handle, text, m, service_subject(svc, proto), proto)
+                        if p.kind == "stale-dnat"]
+    table = NFT_TABLE
+    nodeports = {k for k, _, _ in maps.get("service-nodeports", [])}
+    for key, verdict, comment in maps.get("no-endpoint-nodeports", []):
+        if key in nodeports and verdict == "drop":
+            proto, port = key.split(" . ")
+            out.append(Perturbation("delete-no-local-drop", f"map no-endpoint-nodeports: element `{key} : drop` deleted",
+                                    (("nft", "delete", "element", *table, "no-endpoint-nodeports", f"{{ {key} }}"),),
+                                    "KP-STALE-ENDPOINTS", service_subject(comment, proto),
+                                    (f"*:{port}", "answers 'reject' where the API says 'drop'")))
     return out
 
 

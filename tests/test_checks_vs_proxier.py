@@ -26,9 +26,11 @@ shows as one entry.
 Only kube-proxy's process does not run in the lab: its HTTP surfaces are the recorded real ones of
 kube-proxy v1.36.2 (bundle B1), see tests/proxier_lab_support.py. No IPVS here: this kernel has none.
 
-Faults outside the SemanticView's model (traffic that short-circuits: pods and the node itself reaching
-external frontends of an eTP=Local Service; localhost NodePorts; an eTP/iTP=Local "no local endpoints"
-DROP whose nat path still exists) are not drawn; `test_known_model_gaps` pins them down.
+Faults on the paths the SemanticView learned after this test was written - traffic that short-circuits
+(pods and the node itself reaching external frontends of an eTP=Local Service: `internal_endpoints`),
+localhost NodePorts (`localhost-node-port` frontends), the "no local endpoints" DROP whose nat path still
+exists (a node port without it answers `reject`) - are drawn too (tests/proxier_lab_support.py), and pinned
+down one by one in `test_known_model_gaps` / `test_localhost_nodeport`.
 """
 
 from __future__ import annotations
@@ -69,9 +71,10 @@ from kpdoctor.proxier.render import render
 LAB = settings(max_examples=int(os.environ.get("KPDOCTOR_LAB_EXAMPLES", "12")), deadline=None, derandomize=True,
                database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 KINDS = {
-    "iptables": ("drop-dnat", "drop-sep-jump", "stale-dnat", "delete-frontend-rule", "delete-service-chain", "sysctl"),
+    "iptables": ("drop-dnat", "drop-sep-jump", "stale-dnat", "delete-frontend-rule", "delete-service-chain", "sysctl",
+                 "stale-short-circuit", "delete-no-local-drop", "localhost-nodeports-off"),
     "nftables": ("drop-dnat", "drop-endpoint", "stale-dnat", "delete-frontend-element", "delete-service-chain",
-                 "sysctl"),
+                 "sysctl", "stale-short-circuit", "delete-no-local-drop"),
 }
 DATAPLANE_KINDS = {k for kinds in KINDS.values() for k in kinds} - {"sysctl"}
 
@@ -228,30 +231,19 @@ def test_verdict_finding_names_the_expected_endpoints_and_the_real_effect() -> N
     assert "answers 'drop' where the API says 'dnat' to 10.244.1.5:8080 - new connections time out" in found[0].message
 
 
-# ----------------------------------------------------------------------------- what the model cannot see
-GAP = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "outside the SemanticView: it describes traffic that does not short-circuit, with node ports on the "
-    "node's addresses; see the test's docstring"))
-
-
+# ----------------------------------------------------------------------------- paths the model learned later
 @pytest.mark.root("iptables-restore", "iptables-nft-restore", "nft", "nfacct")
-@pytest.mark.parametrize("gap", [
-    pytest.param("short-circuit", marks=GAP, id="stale-endpoint-on-the-short-circuit-path"),
-    pytest.param("localhost-nodeport", marks=GAP, id="localhost-nodeport-rule-deleted"),
-    pytest.param("no-local-endpoints-drop", marks=GAP, id="etp-local-drop-deleted"),
-])
+@pytest.mark.parametrize("gap", ["short-circuit", "no-local-endpoints-drop"])
 def test_known_model_gaps(gap: str) -> None:
-    """Real faults kpdoctor does not report yet, each planted on real netfilter (strict xfail: when the
-    model learns one, this fails and the case moves into the property test's draw).
+    """Faults the SemanticView could not express at first (a strict xfail each until `internal_endpoints` and
+    the node-port verdict were added), each planted on real netfilter; now also in the property test's draw.
 
     - short-circuit: eTP=Local and iTP=Local; pods and the node itself reaching the LoadBalancer IP or node
       port are sent to KUBE-SVC (all endpoints), which no frontend's outside path uses: a stale DNAT there
-      breaks 1/N of pod -> LB-IP connections from this node.
-    - localhost-nodeport: the `-d 127.0.0.0/8` KUBE-NODEPORTS rule deleted: `curl 127.0.0.1:30080` on the
-      node fails; localhost NodePorts are not in the mode-independent view.
+      breaks pod -> LB-IP connections from this node (`internal_endpoints`).
     - no-local-endpoints-drop: eTP=Local with no endpoint on this node; its filter DROP deleted: outside
-      clients are no longer dropped but reach the node un-NATed (RST on the node port). The extractor treats
-      "no endpoints and no filter rule" as DROP.
+      clients are no longer dropped but reach the node un-NATed, where nothing listens on the node port
+      (reset): the node port's verdict is now `reject`, not `drop`.
     """
     local = {"externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local", "healthCheckNodePort": 32080}
     on = "n2" if gap == "no-local-endpoints-drop" else "n1"
@@ -269,11 +261,6 @@ def test_known_model_gaps(gap: str) -> None:
             run([*ipt, "nat", "-A", "KUBE-SEP-STALEGAP", "-p", "tcp", "-m", "tcp", "-j", "DNAT", "--to-destination",
                  "10.244.1.250:8080"], ns)
             run([*ipt, "nat", "-I", svc, "1", "-j", "KUBE-SEP-STALEGAP"], ns)
-        elif gap == "localhost-nodeport":
-            run([*ipt, "nat", "-D", "KUBE-NODEPORTS", "-d", "127.0.0.0/8", "-p", "tcp", "-m", "comment", "--comment",
-                 "shop/web:http", "-m", "tcp", "--dport", "30080", "-m", "nfacct", "--nfacct-name",
-                 "localhost_nps_accepted_pkts", "-j", next(w.split()[-1] for w in save.splitlines()
-                                                           if w.startswith("-A KUBE-NODEPORTS -d 127"))], ns)
         else:
             run([*ipt, "filter", "-D", "KUBE-EXTERNAL-SERVICES", "-p", "tcp", "-m", "comment", "--comment",
                  "shop/web:http has no local endpoints", "-m", "addrtype", "--dst-type", "LOCAL", "-m", "tcp",
@@ -281,3 +268,84 @@ def test_known_model_gaps(gap: str) -> None:
         broken = collect(ns, objects, "iptables")
     found = scan(cluster, broken).at_least(Severity.WARNING)
     assert [(f.check_id, f.subject) for f in found] == [("KP-STALE-ENDPOINTS", "Service shop/web:http/TCP")]
+    said = found[0].message
+    if gap == "short-circuit":
+        assert "10.244.1.250:8080" in said and "from pods/node (short-circuit)" in said, said
+        assert "localhost NodePort 127.0.0.1:30080" in said, said  # the node's own 127.0.0.1 takes KUBE-SVC too
+    else:
+        assert "answers 'reject' where the API says 'drop'" in said and "node-port *:30080/TCP" in said, said
+
+
+# ---- localhost NodePorts, with real connections from the node (a veth address stands for the pod)
+_LISTEN = ("import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+           "s.bind(('10.244.1.5', 8080)); s.listen(8)\nwhile True:\n    c, _ = s.accept(); c.sendall(b'pod'); c.close()")
+_CONNECT = ("import socket, sys\ntry:\n    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)\n"
+            "    print(c.recv(8).decode())\nexcept OSError as e:\n    print(type(e).__name__)")
+_NODEPORTS_COMMENT = "kubernetes service nodeports; NOTE: this must be the last rule in this chain"
+
+
+def _connect(ns: str, ip: str, port: int = 30080) -> str:
+    import subprocess
+    import sys
+
+    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", _CONNECT, ip, str(port)],
+                          capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+
+
+@pytest.mark.root("iptables-restore", "iptables-nft-restore", "nft", "nfacct")
+@pytest.mark.parametrize("fault", ["nfacct-duplicate-deleted", "tail-rule-excludes-localhost"])
+def test_localhost_nodeport(fault: str) -> None:
+    """Localhost NodePorts (iptables mode, the v1.36 default): `curl 127.0.0.1:NODEPORT` on the node.
+
+    The former third "gap" deleted KUBE-NODEPORTS' `-d 127.0.0.0/8 ... -m nfacct` rule and expected a
+    finding. It is not a fault: that rule only counts packets for kube-proxy's
+    `localhost_nodeports_accepted_packets` metric ahead of the general rule of the same node port, which
+    leads to the same KUBE-EXT chain - real connections to 127.0.0.1:30080 still reach the pod, and the
+    scan rightly stays silent. What does break localhost NodePorts in the rules is the KUBE-SERVICES tail
+    rule excluding 127.0.0.0/8 (what kube-proxy writes with localhostNodePorts=false): 127.0.0.1:30080 is
+    refused while the node's own address still works, and KP-STALE-ENDPOINTS names the localhost NodePort.
+    """
+    import subprocess
+    import sys
+    import time
+
+    objects = _objects("iptables", (_web("NodePort"), [("10.244.1.5", "n1", {})]))
+    cluster = to_cluster(objects)
+    with lab_node("iptables") as ns:
+        apply_rendered(ns, render(build_input(cluster, LAB_NODE)), mode="iptables")
+        run(["ip", "link", "add", "pod0", "type", "veth", "peer", "name", "pod0p"], ns)
+        for link in ("pod0", "pod0p"):
+            run(["ip", "link", "set", link, "up"], ns)
+        run(["ip", "addr", "add", "10.244.1.5/32", "dev", "pod0"], ns)
+        server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", _LISTEN])
+        try:
+            for _ in range(50):  # bounded: the listener is up within a second
+                if _connect(ns, "10.244.1.5", 8080) == "pod":
+                    break
+                time.sleep(0.1)
+            assert (_connect(ns, "127.0.0.1"), _connect(ns, "10.77.0.1")) == ("pod", "pod")
+            assert not scan(cluster, collect(ns, objects, "iptables")).at_least(Severity.WARNING)
+            nat = [w for w in run(["iptables-nft-save", "-t", "nat"], ns).splitlines() if w.startswith("-A ")]
+            ipt = ["iptables-nft", "-w", "5", "-t", "nat"]
+            if fault == "nfacct-duplicate-deleted":
+                rules = [w for w in nat if w.startswith("-A KUBE-NODEPORTS ")]
+                n = next(i for i, w in enumerate(rules, 1) if "-d 127.0.0.0/8" in w and "nfacct" in w)
+                run([*ipt, "-D", "KUBE-NODEPORTS", str(n)], ns)
+                want = ("pod", "pod")
+            else:
+                rules = [w for w in nat if w.startswith("-A KUBE-SERVICES ")]
+                n = next(i for i, w in enumerate(rules, 1) if w.endswith("-j KUBE-NODEPORTS"))
+                run([*ipt, "-R", "KUBE-SERVICES", str(n), "-m", "comment", "--comment", _NODEPORTS_COMMENT, "-m",
+                     "addrtype", "--dst-type", "LOCAL", "!", "-d", "127.0.0.0/8", "-j", "KUBE-NODEPORTS"], ns)
+                want = ("ConnectionRefusedError", "pod")
+            assert (_connect(ns, "127.0.0.1"), _connect(ns, "10.77.0.1")) == want
+            broken = collect(ns, objects, "iptables")
+        finally:
+            server.kill()
+            server.wait(timeout=10)
+    found = scan(cluster, broken).at_least(Severity.WARNING)
+    if fault == "nfacct-duplicate-deleted":
+        assert found == [], describe(found)
+        return
+    assert [(f.check_id, f.subject) for f in found] == [("KP-STALE-ENDPOINTS", "Service shop/web:http/TCP")]
+    assert "localhost NodePort 127.0.0.1:30080" in found[0].message, found[0].message

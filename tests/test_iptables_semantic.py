@@ -75,10 +75,12 @@ def test_stale_endpoint_left_in_the_chains_is_found() -> None:
     expected = expected_view(scenario_input(V2))
     diffs = diff(expected, _view(text, expected))
     stale = {(str(d.frontend), d.kind, tuple(sorted(d.stale))) for d in diffs}
-    # The cluster IP and the node port of web/site-np both reach the stale endpoint.
+    # The cluster IP and the node port of web/site-np both reach the stale endpoint, and so does the node port
+    # through 127.0.0.1 (localhost NodePorts: the v1.36 default in iptables mode).
     assert stale == {
         ("cluster-ip 10.96.20.10:80/TCP", "stale-endpoints", ("10.244.9.99:8080",)),
         ("node-port *:30100/TCP", "stale-endpoints", ("10.244.9.99:8080",)),
+        ("localhost-node-port 127.0.0.1:30100/TCP", "stale-endpoints", ("10.244.9.99:8080",)),
     }
 
 

@@ -15,7 +15,15 @@ External IPs and LoadBalancer VIPs of a service *without endpoints* appear only
 as identical REJECT rules in filter KUBE-EXTERNAL-SERVICES; pass `address_kinds`
 (address -> frontend kind, e.g. from the expected view) to label them, otherwise
 they are reported as external IPs. A frontend whose nat path reaches no
-endpoint and that has no filter rule is reported as `drop` (nothing DNATs it).
+endpoint and that has no filter rule is reported as `drop` (nothing DNATs it:
+the packet is routed on), except a node port: un-NATed it is delivered to the
+node itself, where nothing listens: `reject` (TCP reset / port unreachable), as
+for an eTP=Local Service without local endpoints whose filter DROP is gone.
+
+Two more paths are read (see `kpdoctor.dataplane.semantic`): KUBE-EXT's
+short-circuit jumps (`-s` / `-i` / `--src-type LOCAL`) give `internal_endpoints`,
+and when nat KUBE-SERVICES sends 127.0.0.1 to KUBE-NODEPORTS each node port also
+gets a `localhost-node-port` frontend that follows KUBE-EXT's node-local path.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from kpdoctor.dataplane.semantic import (
     DROP,
     EXTERNAL_IP,
     LOAD_BALANCER,
+    LOCALHOST_NODE_PORT,
     NODE_PORT,
     REJECT,
     Frontend,
@@ -173,6 +182,11 @@ class _Path:
     endpoints: set[str] = field(default_factory=set)
     affinity: int = 0
     ranges: set[str] = field(default_factory=set)
+    # KUBE-EXT's short-circuit: where pods / node-local sources go (None: no such rule), and where a
+    # node-local source (src-type LOCAL, no input interface) goes (None: not an EXT path)
+    internal: set[str] | None = None
+    local_source: set[str] | None = None
+    local_affinity: int = 0
 
 
 class JumpMemo(dict[tuple[str, ...], list[tuple[str | None, str | None, int | None]]]):
@@ -258,16 +272,36 @@ class _Resolver:
             if follow:
                 sub, complete = self._follow(chain, follow)
                 path.endpoints, path.affinity = sub.endpoints, sub.affinity
+                path.internal, path.local_source = sub.internal, sub.local_source
+                path.local_affinity = sub.local_affinity
         elif chain.startswith("KUBE-EXT-"):
             rules = self.rules(chain)
+            jumps = [r for r in rules if r.target and r.target not in _NOT_A_PATH and r.target != "DNAT"]
             default = next(
-                (r.target for r in rules if r.target and r.target not in _NOT_A_PATH and r.target != "DNAT"
-                 and not r.source and not r.src_type_local and not r.in_iface and not r.negated),
+                (r.target for r in jumps
+                 if not r.source and not r.src_type_local and not r.in_iface and not r.negated),
                 None,
             )
             if default:
                 sub, complete = self._follow(chain, default)
                 path.endpoints, path.affinity = sub.endpoints, sub.affinity
+            # eTP=Local: `-s <cluster CIDR>` / `-i <prefix>` (pods) and `--src-type LOCAL` (the node) jump to
+            # KUBE-SVC before the default; a node-local source (no input interface) takes the first jump
+            # that is not a pod condition
+            shortcut = [r for r in jumps if r.source or r.src_type_local or r.in_iface]
+            if shortcut:
+                path.internal = set()
+                for r in shortcut:
+                    assert r.target is not None
+                    sub, ok = self._follow(chain, r.target)
+                    complete = complete and ok
+                    path.internal |= sub.endpoints
+            local = next((r.target for r in jumps if not r.source and not r.in_iface and not r.negated), None)
+            path.local_source = set()
+            if local:
+                sub, ok = self._follow(chain, local)
+                complete = complete and ok
+                path.local_source, path.local_affinity = set(sub.endpoints), sub.affinity
         else:
             for target, endpoint, seconds in self.jumps(chain):
                 if target == "DNAT" and endpoint:
@@ -334,6 +368,33 @@ class _Resolver:
         return out
 
 
+LOCALHOST = "127.0.0.1"
+
+
+def _holds_localhost(dest: str) -> bool:
+    try:
+        return ipaddress.ip_address(LOCALHOST) in ipaddress.ip_network(dest, strict=False)
+    except ValueError:
+        return False
+
+
+def _localhost_reaches_nodeports(services: Iterable[_Rule]) -> bool:
+    """Whether nat KUBE-SERVICES sends 127.0.0.1 to KUBE-NODEPORTS (localhost NodePorts, iptables/proxier.go).
+
+    kube-proxy's tail rule is `--dst-type LOCAL -j KUBE-NODEPORTS` with localhostNodePorts, `... ! -d
+    127.0.0.0/8 ...` without (IPv6: always `! -d ::1/128`), or one `-d IP` rule per nodePortAddresses
+    address (127.0.0.1 among them only with localhostNodePorts). The only negated `-d` kube-proxy writes
+    there is that loopback exclusion. Whether the kernel then routes 127.0.0.1 to a pod is the
+    route_localnet sysctl's business, not the rules'.
+    """
+    for r in services:
+        if r.target != "KUBE-NODEPORTS" or "-d" in r.negated or r.source or "-s" in r.negated:
+            continue
+        if r.dest is None or _holds_localhost(r.dest):
+            return True
+    return False
+
+
 def _is_loopback(dest: str) -> bool:
     try:
         return ipaddress.ip_network(dest, strict=False).is_loopback
@@ -391,6 +452,7 @@ class SemanticTrace:
     complete: bool
     _parents: dict[str, list[str]] | None = None
     _by_target: dict[str, list[int]] | None = None
+    localhost: bool = False  # nat KUBE-SERVICES sends 127.0.0.1 to KUBE-NODEPORTS
 
     def affected_chains(self, changed: Iterable[str]) -> set[str]:
         """`changed` and every chain whose resolution read one of them (transitively)."""
@@ -425,13 +487,23 @@ def _frontend_view(fe: Frontend, service: str, path: _Path,
                    filter_ip: Mapping[tuple[str, int, str], tuple[str, str, str]],
                    filter_np: Mapping[tuple[int, str], tuple[str, str]]) -> FrontendView:
     ranges = frozenset(path.ranges) if fe.kind == LOAD_BALANCER else frozenset()
-    if path.endpoints:
-        return FrontendView(fe, service, DNAT, frozenset(path.endpoints), path.affinity, ranges)
-    if fe.kind == NODE_PORT:
-        verdict, fservice = filter_np.get((fe.port, fe.protocol), (DROP, service))
+    endpoints, affinity, internal = path.endpoints, path.affinity, path.internal
+    if fe.kind == LOCALHOST_NODE_PORT:  # from the node itself: KUBE-EXT's src-type LOCAL path
+        if path.local_source is not None:
+            endpoints, affinity = path.local_source, path.local_affinity
+        internal = None
+    internal_eps = frozenset(internal) if internal is not None else None
+    if endpoints:
+        dnat = frozenset(endpoints)
+        return FrontendView(fe, service, DNAT, dnat, affinity, ranges, internal_eps if internal_eps != dnat else None)
+    if fe.kind in (NODE_PORT, LOCALHOST_NODE_PORT):
+        # un-NATed, a node port is delivered locally: unless the filter table drops or rejects it, nothing
+        # listens there and the kernel answers with a reset / port unreachable
+        verdict, fservice = filter_np.get((fe.port, fe.protocol), (REJECT, service))
     else:
+        # un-NATed, a Service IP is routed on as plain traffic: nothing on this node answers it
         verdict, fservice, _ = filter_ip.get((fe.address, fe.port, fe.protocol), (DROP, service, ""))
-    return FrontendView(fe, service or fservice, verdict, frozenset(), 0, ranges)
+    return FrontendView(fe, service or fservice, verdict, frozenset(), 0, ranges, internal_eps or None)
 
 
 def semantic_view_traced(dump: IptablesDump, *, address_kinds: Mapping[str, str] | None = None,
@@ -473,8 +545,9 @@ def _filter_verdicts(filt: Table | None) -> tuple[_FilterIp, _FilterNp]:
 
 
 def _add_filter_only(views: dict[Frontend, FrontendView], filter_ip: _FilterIp, filter_np: _FilterNp,
-                     kinds: Mapping[str, str]) -> None:
-    """Frontends the filter table rejects or drops before any nat rule exists for them."""
+                     kinds: Mapping[str, str], localhost: bool = False) -> None:
+    """Frontends the filter table rejects or drops before any nat rule exists for them (with `localhost`,
+    the filter's `--dst-type LOCAL` node-port rules hold for 127.0.0.1 too)."""
     for (addr, port, proto), (verdict, service, kind) in filter_ip.items():
         if kind == EXTERNAL_IP:
             kind = kinds.get(addr, EXTERNAL_IP)
@@ -485,6 +558,10 @@ def _add_filter_only(views: dict[Frontend, FrontendView], filter_ip: _FilterIp, 
         fe = Frontend(NODE_PORT, "", port, proto)
         if fe not in views:
             views[fe] = FrontendView(fe, service, verdict)
+        if localhost:
+            fe = Frontend(LOCALHOST_NODE_PORT, LOCALHOST, port, proto)
+            if fe not in views:
+                views[fe] = FrontendView(fe, service, verdict)
 
 
 def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
@@ -500,6 +577,7 @@ def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
     filter_ip, filter_np = _filter_verdicts(filt)
 
     views: dict[Frontend, FrontendView] = {}
+    localhost = False
 
     def add(fe: Frontend, service: str, target: str | None) -> None:
         if fe in views:
@@ -538,15 +616,26 @@ def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
             if r.dest and "-d" not in r.negated and _is_loopback(r.dest):
                 continue  # localhost NodePorts only: without the general rule the node's own IPs get nothing
             add(Frontend(NODE_PORT, "", r.dport, r.proto.upper()), _service_from_comment(r.comment, ()), r.target)
+        localhost = _localhost_reaches_nodeports(resolver.rules("KUBE-SERVICES"))
+        if localhost:
+            # 127.0.0.1:PORT from the node: the first KUBE-NODEPORTS rule that matches it (kube-proxy's nfacct
+            # `-d 127.0.0.0/8` duplicate, else the general rule - both lead to the same KUBE-EXT chain)
+            for r in nodeports:
+                if r.dport is None or not r.proto or not r.target or r.target in _NOT_A_PATH or r.negated:
+                    continue
+                if r.dest and not _holds_localhost(r.dest):
+                    continue
+                add(Frontend(LOCALHOST_NODE_PORT, LOCALHOST, r.dport, r.proto.upper()),
+                    _service_from_comment(r.comment, ()), r.target)
 
     from_nat = len(views)
-    _add_filter_only(views, filter_ip, filter_np, kinds)
+    _add_filter_only(views, filter_ip, filter_np, kinds, localhost)
     view = SemanticView.of(views.values())
     if not trace:
         return view, None
     complete = not resolver.cut and from_nat == len(entries)
     return view, SemanticTrace(view, dict(kinds), entries, filter_ip, filter_np, resolver._resolved,
-                               resolver.deps or {}, complete)
+                               resolver.deps or {}, complete, localhost=localhost)
 
 
 def semantic_view_delta(base: SemanticTrace, nat: Table | None, filt: Table | None, changed: Iterable[tuple[str, str]],
@@ -576,7 +665,7 @@ def semantic_view_delta(base: SemanticTrace, nat: Table | None, filt: Table | No
         ip_keys = {k for k in filter_ip.keys() | base.filter_ip.keys() if filter_ip.get(k) != base.filter_ip.get(k)}
         np_keys = {k for k in filter_np.keys() | base.filter_np.keys() if filter_np.get(k) != base.filter_np.get(k)}
         for n, (fe, _, _) in enumerate(base.entries):
-            if ((fe.port, fe.protocol) in np_keys if fe.kind == NODE_PORT
+            if ((fe.port, fe.protocol) in np_keys if fe.kind in (NODE_PORT, LOCALHOST_NODE_PORT)
                     else (fe.address, fe.port, fe.protocol) in ip_keys):
                 redo.add(n)
     if not redo and not refilter:
@@ -604,7 +693,7 @@ def semantic_view_delta(base: SemanticTrace, nat: Table | None, filt: Table | No
             differ.add(fe)
     if refilter:
         from_nat = len(views)
-        _add_filter_only(views, filter_ip, filter_np, base.kinds)
+        _add_filter_only(views, filter_ip, filter_np, base.kinds, base.localhost)
         trailing = list(views)[from_nat:]
         before = list(old)[len(base.entries):]
         for fe in {*trailing, *before}:

@@ -44,6 +44,9 @@ _AFFINITY = re.compile(r"^ip6? saddr @(?P<set>\S+) goto (?P<chain>\S+)$")
 _UPDATE = re.compile(r"\bupdate @(?P<set>\S+) \{")
 _UNCONDITIONAL = re.compile(r"^(?:goto|jump) (?P<chain>\S+)$")
 _SOURCE_FILTER = re.compile(r"^ip6? saddr != (?:\{ (?P<set>[^}]*) \}|(?P<one>\S+)) drop$")
+# an `external-` chain's short-circuit: `ip saddr <cluster CIDR>` / `iifname ...` (pods) or `fib saddr type local`
+# (the node) followed by a goto/jump to the `service-` chain
+_SHORT_CIRCUIT = re.compile(r"^(?!meta mark )(?P<cond>\S.*?) (?:goto|jump) (?P<chain>\S+)$")
 
 
 def _endpoint(ip: str, port: str) -> str:
@@ -139,6 +142,18 @@ class _Extractor:
         self.cache[chain_name] = resolved
         return resolved
 
+    def short_circuit(self, chain_name: str) -> frozenset[str] | None:
+        """Where the conditional gotos of an `external-` chain send pods / the node (None: it has none)."""
+        chain = self.table.chains.get(chain_name) if chain_name.startswith("external-") else None
+        if chain is None:
+            return None
+        found: set[str] | None = None
+        for rule in chain.rules:
+            m = _SHORT_CIRCUIT.match(rule.text)
+            if m and m.group("chain") != "mark-for-masquerade":
+                found = (found or set()) | self.resolve(m.group("chain")).endpoints
+        return frozenset(found) if found is not None else None
+
     def _timeout(self, set_name: str) -> int:
         s = self.set_(set_name)
         return s.timeout or 0 if s is not None else 0
@@ -197,6 +212,10 @@ def semantic_view(
         return [(e.key, e.value, e.comment) for e in s.elements] if s else []
 
     cluster_ips = {k[0] for k, _, _ in elements("cluster-ips")}
+    check = table.chains.get("cluster-ips-check")
+    rejects_cluster_ips = check is not None and any(r.text.startswith("ip daddr @cluster-ips reject") or
+                                                    r.text.startswith("ip6 daddr @cluster-ips reject")
+                                                    for r in check.rules)
     firewall: dict[tuple[str, str, str], str] = {}
     for key, value, _ in elements("firewall-ips"):
         target = _verdict_target(value)
@@ -218,20 +237,33 @@ def semantic_view(
             fw_chain = firewall.get((fe.address, fe.protocol.lower(), str(fe.port))) if fe.address else None
             source_ranges = ex.source_ranges(table.chains.get(fw_chain)) if fw_chain else frozenset()
             res = ex.resolve(target_chain)
+            internal = ex.short_circuit(target_chain)
             previous = views.get(fe)
             if previous is not None and previous.verdict != DNAT and not res.endpoints:
                 return  # a no-endpoint verdict already says what happens
-            verdict = DNAT
-            views[fe] = FrontendView(fe, service, verdict, res.endpoints, res.affinity_seconds, source_ranges)
+            if res.endpoints:
+                views[fe] = FrontendView(fe, service, DNAT, res.endpoints, res.affinity_seconds, source_ranges,
+                                         internal if internal != res.endpoints else None)
+                return
+            # Nothing DNATs traffic that does not short-circuit (unless a no-endpoint element below says
+            # otherwise): a node port is delivered to the node, where nothing listens (reset / port
+            # unreachable); a cluster IP is rejected by `cluster-ips-check`; other IPs are routed on.
+            if fe.kind == NODE_PORT or (fe.kind == CLUSTER_IP and rejects_cluster_ips):
+                verdict = REJECT
+            else:
+                verdict = DROP
+            views[fe] = FrontendView(fe, service, verdict, frozenset(), 0, source_ranges, internal or None)
             return
         verdict = REJECT if verdict_value and "reject" in verdict_value else DROP
         previous = views.get(fe)
         if previous is not None and previous.endpoints:
             return
         # eTP=Local without local endpoints: the external chain exists (short-circuits) and the firewall
-        # still guards it; keep the ranges found on that path
+        # still guards it; keep the ranges and the short-circuit found on that path
         ranges = previous.source_ranges if previous is not None else frozenset()
-        views[fe] = FrontendView(fe, service or (previous.service if previous else ""), verdict, frozenset(), 0, ranges)
+        internal = previous.internal_endpoints if previous is not None else None
+        views[fe] = FrontendView(fe, service or (previous.service if previous else ""), verdict, frozenset(), 0, ranges,
+                                 internal)
 
     for key, value, _ in elements("service-ips"):
         target = _verdict_target(value)

@@ -18,6 +18,10 @@ CLUSTER_IP = "cluster-ip"
 EXTERNAL_IP = "external-ip"
 LOAD_BALANCER = "load-balancer"
 NODE_PORT = "node-port"
+# A NodePort reached through 127.0.0.1 from the node itself (address "127.0.0.1"): only iptables mode
+# programs it (IPv4, `localhostNodePorts`, nodePortAddresses holding 127.0.0.1); nftables and IPVS never do.
+# Its traffic is node-local, so it takes KUBE-EXT's short-circuit: its endpoints are the cluster endpoints.
+LOCALHOST_NODE_PORT = "localhost-node-port"
 
 # Verdicts for a new connection to a frontend
 DNAT = "dnat"  # load-balanced to `endpoints`
@@ -46,6 +50,13 @@ class FrontendView:
     `endpoints` are the DNAT targets (`ip:port`, IPv6 as `[ip]:port`) of the path
     taken by traffic that does not short-circuit: for eTP/iTP=Local that is the
     local endpoint set. `service` is the ServicePortName (`ns/name:port`).
+
+    `internal_endpoints` are the DNAT targets of traffic that *does* short-circuit - from pods
+    (kube-proxy's local-traffic detector) and from the node itself to an external frontend (external
+    IP, load-balancer IP, node port) of an eTP=Local Service, which iptables and nftables send to the
+    cluster endpoints - when they differ from `endpoints`; None when those sources take the same path
+    (no short-circuit, or it leads to the same endpoints). With no local endpoint the verdict is the
+    outside clients' (`drop`) while pods still reach `internal_endpoints`.
     """
 
     frontend: Frontend
@@ -54,6 +65,12 @@ class FrontendView:
     endpoints: frozenset[str] = frozenset()
     affinity_seconds: int = 0
     source_ranges: frozenset[str] = frozenset()
+    internal_endpoints: frozenset[str] | None = None
+
+    @property
+    def internal_targets(self) -> frozenset[str]:
+        """Where short-circuited traffic goes (`endpoints` when it takes the outside path)."""
+        return self.endpoints if self.internal_endpoints is None else self.internal_endpoints
 
 
 @dataclass(frozen=True)
@@ -74,7 +91,10 @@ class FrontendDiff:
 
     frontend: Frontend
     service: str
-    kind: str  # "missing-frontend" | "extra-frontend" | "missing-endpoints" | "stale-endpoints" | "verdict" | "affinity"
+    # "missing-frontend" | "extra-frontend" | "missing-endpoints" | "stale-endpoints" | "verdict" | "affinity" |
+    # "stale-internal-endpoints" | "missing-internal-endpoints" (the short-circuit path of pods and the node:
+    # `missing` / `stale` compare `internal_targets`)
+    kind: str
     expected: FrontendView | None
     actual: FrontendView | None
     missing: frozenset[str] = frozenset()  # endpoints expected but absent
@@ -110,4 +130,15 @@ def diff(expected: SemanticView, actual: SemanticView) -> list[FrontendDiff]:
             out.append(FrontendDiff(fe, want.service, "missing-endpoints", want, have, missing=missing))
         if want.affinity_seconds != have.affinity_seconds:
             out.append(FrontendDiff(fe, want.service, "affinity", want, have))
+        if want.internal_endpoints is not None or have.internal_endpoints is not None:
+            want_in, have_in = want.internal_targets, have.internal_targets
+            # only what the outside path's diff above has not already said
+            stale_in = have_in - want_in - (have.endpoints - want.endpoints)
+            missing_in = want_in - have_in - (want.endpoints - have.endpoints)
+            if stale_in:
+                out.append(FrontendDiff(fe, want.service, "stale-internal-endpoints", want, have,
+                                        missing=missing_in, stale=stale_in))
+            elif missing_in:
+                out.append(FrontendDiff(fe, want.service, "missing-internal-endpoints", want, have,
+                                        missing=missing_in))
     return out

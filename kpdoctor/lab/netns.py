@@ -46,7 +46,13 @@ def require_tools(*tools: str) -> None:
 
 
 def ns_argv(netns: str | None, args: Sequence[str]) -> list[str]:
-    return ["ip", "netns", "exec", netns, *args] if netns else list(args)
+    """`ip netns exec NETNS args`; None means the host (read-only callers only). An empty or blank name is
+    refused: it would silently run a lab command (iptables-restore, nft -f, sysctl -w) on the host."""
+    if netns is None:
+        return list(args)
+    if not netns.strip():
+        raise LabError("empty network namespace name: refusing to run on the host", where=repr(netns))
+    return ["ip", "netns", "exec", netns, *args]
 
 
 def run(

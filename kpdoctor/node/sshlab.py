@@ -130,8 +130,8 @@ class SshLab:
         host_ip = f"{net}.{n % 256 + 1}"
         node_ip = f"{net}.{n % 256 + 2}"
         node = LabNode(name, netns, node_ip, host_ip)
+        _run(["ip", "netns", "add", netns])  # fails if the name exists: never adopt (and later delete) another's
         self.nodes[name] = node
-        _run(["ip", "netns", "add", netns])
         _run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if, "netns", netns])
         _run(["ip", "addr", "add", f"{host_ip}/30", "dev", host_if])
         _run(["ip", "link", "set", host_if, "up"])

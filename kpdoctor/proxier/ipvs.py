@@ -441,14 +441,17 @@ def expected_ipvs_view(inp: ProxierInput) -> SemanticView:
       endpoints; iptables mode builds no firewall for a rejected Service.
     - NodePorts exist only on the node's addresses: with none (or none matching nodePortAddresses)
       there is no NodePort virtual server, and kube-proxy also skips the health check port.
+    - No short-circuit (`ViewOptions(short_circuit=False)`): pods and the node reach an eTP=Local
+      external frontend through the same virtual server as outside clients (`syncEndpoint` picks
+      the endpoints per virtual server, not per source); no localhost NodePorts either.
     """
-    from kpdoctor.proxier.expected import service_port_views, source_ranges
+    from kpdoctor.proxier.expected import ViewOptions, service_port_views, source_ranges
 
     node_ip = inp.primary_node_ip
     has_node_port_ips = bool(_node_port_ips(inp))
     views = []
     for spe in inp.service_ports():
-        for view in service_port_views(spe, node_ip):
+        for view in service_port_views(spe, node_ip, ViewOptions(short_circuit=False)):
             kind = view.frontend.kind
             if kind == sem.NODE_PORT and not has_node_port_ips:
                 continue
