@@ -76,7 +76,7 @@ def build_bundle(services: int, nodes: int, endpoints: int, workers: int) -> Pat
     return base
 
 
-def run_scan(bundle: Path) -> tuple[float, int, dict]:
+def run_scan(bundle: Path) -> tuple[float, float, int, dict]:
     report = bundle / "report.json"
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "kpdoctor", "scan", "--bundle", str(bundle), "-o", "json",
@@ -87,7 +87,8 @@ def run_scan(bundle: Path) -> tuple[float, int, dict]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"scan failed ({proc.returncode}): {proc.stderr.read().decode() if proc.stderr else ''}")
-    return wall, usage.ru_maxrss * 1024, json.loads(report.read_text())
+    cpu = usage.ru_utime + usage.ru_stime  # less sensitive than wall time to other work sharing the cores
+    return wall, cpu, usage.ru_maxrss * 1024, json.loads(report.read_text())
 
 
 def main() -> None:
@@ -99,22 +100,24 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# kpdoctor scan --bundle: {os.cpu_count()} cpus, kernel {platform.release()}, "
           f"{time.strftime('%Y-%m-%d')}")
-    print("| services | endpoints | nodes | dump lines/node | wall s | node checks s/node | rest s | peak RSS MiB "
-          "| slowest checks (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| services | endpoints | nodes | dump lines/node | wall s | CPU s | node checks s/node | rest s "
+          "| peak RSS MiB | load avg | slowest checks (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for services in (int(s) for s in args.services.split(",")):
         bundle = build_bundle(services, args.nodes, args.endpoints, args.workers)
         with open(bundle / "nodes" / "node-0000" / "iptables-save.txt", encoding="utf-8") as dump:
             lines = sum(1 for _ in dump)
-        wall, rss, report = run_scan(bundle)
+        load_before = os.getloadavg()[0]
+        wall, cpu, rss, report = run_scan(bundle)
+        load = f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"
         slow = sorted(report["checks"], key=lambda c: -c["duration_ms"])[:3]
         slowest = ", ".join(f"{c['id']} {c['duration_ms'] / 1000:.1f}" for c in slow)
         # Per-node cost measured, not extrapolated: the node checks' summed time over the nodes they ran on;
         # "rest" is everything else (loading the cluster snapshot, reading node files, cluster checks, report).
         node_s = sum(c["duration_ms"] for c in report["checks"] if c["scope"] == "node") / 1000
         per_node = node_s / max(1, args.nodes)
-        print(f"| {services} | {services * args.endpoints} | {args.nodes} | {lines} | {wall:.1f} | {per_node:.2f} | "
-              f"{wall - node_s:.1f} | {rss / 2**20:.0f} | {slowest} |", flush=True)
+        print(f"| {services} | {services * args.endpoints} | {args.nodes} | {lines} | {wall:.1f} | {cpu:.1f} | "
+              f"{per_node:.2f} | {wall - node_s:.1f} | {rss / 2**20:.0f} | {load} | {slowest} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -245,13 +245,19 @@ class IptablesRefs:
         self.refs: list[IptablesRef] = []
 
     def offer(self, text: str, full: Any, node: str) -> None:
-        """Keep a freshly parsed dump as a reference when there is room and it is an ordinary one."""
-        if len(self.refs) >= MAX_REFS or text.count("\n") < DELTA_MIN_LINES:
-            return
-        if any(c in text for c in _ODD_BREAKS):
+        """Keep a freshly parsed dump as a reference when there is room and it is an ordinary one.
+
+        A reference whose node recorded no comparison (its rules were not compared: kube-proxy not
+        expected there, another mode) makes room for a new one: it can serve structure views only."""
+        if text.count("\n") < DELTA_MIN_LINES or any(c in text for c in _ODD_BREAKS):
             return
         if any(ch.overrides for t in full.tables.values() for ch in t.chains.values()):
             return  # per-rule counters: their lines differ on every dump
+        if len(self.refs) >= MAX_REFS:
+            idle = next((r for r in self.refs if not r.recorded and r.node != node), None)
+            if idle is None:
+                return
+            self.refs.remove(idle)
         self.refs.append(IptablesRef(text, full, node))
 
     def of_dump(self, full: Any) -> IptablesRef | None:
@@ -267,7 +273,7 @@ class IptablesRefs:
         if len(lines) < DELTA_MIN_LINES:
             return None
         first: DeltaDump | None = None
-        for ref in self.refs:
+        for ref in sorted(self.refs, key=lambda r: not r.recorded):  # those with a comparison to reuse first
             found = _make_delta(ref, text, lines, source)
             if found is None:
                 continue

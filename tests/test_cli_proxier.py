@@ -71,7 +71,8 @@ def test_view_expected_json_and_diff_against_real_dump() -> None:
     proc = run("proxier", "view", "--snapshot", str(V2 / "cluster"), "--node", "kpnode1", "--json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    assert {r["kind"] for r in rows} == {"cluster-ip", "external-ip", "load-balancer", "node-port"}
+    assert {r["kind"] for r in rows} == {"cluster-ip", "external-ip", "load-balancer", "node-port",
+                                         "localhost-node-port"}  # iptables mode: localhost NodePorts by default
     site = next(r for r in rows if r["service"] == "web/site-np:http" and r["kind"] == "node-port")
     assert site["port"] == 30100 and len(site["endpoints"]) == 4
     proc = run("proxier", "view", "--snapshot", str(V2 / "cluster"), "--node", "kpnode1",

@@ -276,3 +276,18 @@ def test_align_is_a_valid_common_subsequence() -> None:
         kept_old = [x for j, x in enumerate(old) if j not in set(ur)]
         assert kept_new == kept_old
         assert un == sorted(set(un)) and ur == sorted(set(ur))
+
+
+def test_bundle_loader_decodes_identical_files_once(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The streaming bundle reader shares one decoded text between byte-identical big files and still
+    gives exactly the node state the plain reader gives (same facts, same order, same metadata)."""
+    import kpdoctor.scanner as scanner
+
+    _, source = scanner.open_bundle(bundle)
+    monkeypatch.setattr(scanner, "_DEDUP_MIN_BYTES", 1000)
+    shared = {name: source.load(name) for name in source.names()}
+    monkeypatch.setattr(scanner, "_DEDUP_MIN_BYTES", 10**12)
+    for name, state in shared.items():
+        plain = source.load(name)
+        assert state == plain and list(state.facts) == list(plain.facts)
+        assert state.text("iptables-save.txt") is state.text("iptables-nft-save.txt")

@@ -217,6 +217,7 @@ def view_to_json(view: SemanticView) -> list[dict[str, Any]]:
             "kind": fe.kind, "address": fe.address, "port": fe.port, "protocol": fe.protocol,
             "service": v.service, "verdict": v.verdict, "endpoints": sorted(v.endpoints),
             "affinity_seconds": v.affinity_seconds, "source_ranges": sorted(v.source_ranges),
+            "internal_endpoints": sorted(v.internal_endpoints) if v.internal_endpoints is not None else None,
         })
     return out
 
@@ -230,6 +231,8 @@ def view_to_text(view: SemanticView) -> str:
             extra += f" affinity={v.affinity_seconds}s"
         if v.source_ranges:
             extra += f" sources={','.join(sorted(v.source_ranges))}"
+        if v.internal_endpoints is not None:
+            extra += f" short-circuit={','.join(sorted(v.internal_endpoints)) or 'none'}"
         eps = " ".join(sorted(v.endpoints))
         lines.append(f"{fe}  {v.service}  {v.verdict}{(' -> ' + eps) if eps else ''}{extra}")
     return "\n".join(lines) + ("\n" if lines else "")
