@@ -101,3 +101,14 @@ def test_bad_flags_of_the_proxier_input() -> None:
     with pytest.raises(InputError, match="--mode"):
         build_proxier_input(str(V1_CLUSTER), "kpnode1", mode="userspace")
     assert build_proxier_input(str(V1_CLUSTER), "kpnode1", version="v1.33.2").version == (1, 33)
+
+
+def test_config_with_unknown_fields_is_refused_like_kube_proxy_does(tmp_path: Path) -> None:
+    """kube-proxy decodes its config strictly; a file that is not a KubeProxyConfiguration must not render as defaults."""
+    bad = tmp_path / "random.json"
+    bad.write_text('{"foo": 1, "mode": "iptables"}')
+    with pytest.raises(InputError, match=r"random\.json: unknown KubeProxyConfiguration field\(s\) foo"):
+        load_config_file(str(bad))
+    # every real config of the golden data (stored, as run, and /configz) still loads
+    for path in sorted(GOLDEN.glob("*/kube-proxy-config.yaml")) + sorted(GOLDEN.glob("*/*/configz.json")):
+        assert load_config_file(str(path)).source == str(path)

@@ -198,6 +198,18 @@ def _opt_bool(value: Any) -> bool | None:
     return None if value is None else bool(value)
 
 
+# Top-level fields of KubeProxyConfiguration v1alpha1 (k8s.io/kube-proxy/config/v1alpha1/types.go, v1.36).
+KNOWN_FIELDS = frozenset(
+    {
+        "apiVersion", "kind", "featureGates", "clientConnection", "logging", "hostnameOverride",
+        "bindAddress", "healthzBindAddress", "metricsBindAddress", "bindAddressHardFail", "enableProfiling",
+        "showHiddenMetricsForVersion", "mode", "iptables", "ipvs", "nftables", "winkernel", "detectLocalMode",
+        "detectLocal", "clusterCIDR", "nodePortAddresses", "oomScoreAdj", "conntrack", "configSyncPeriod",
+        "portRange", "windowsRunAsService", "linux",
+    }
+)
+
+
 def config_from_dict(doc: dict[str, Any], *, source: str = "") -> KubeProxyConfig:
     """Build from a KubeProxyConfiguration document (YAML file, ConfigMap key, or /configz body)."""
     if "kubeproxy.config.k8s.io" in doc and isinstance(doc["kubeproxy.config.k8s.io"], dict):
@@ -205,6 +217,14 @@ def config_from_dict(doc: dict[str, Any], *, source: str = "") -> KubeProxyConfi
     kind = doc.get("kind")
     if kind not in (None, "KubeProxyConfiguration"):
         raise InputError(f"expected kind KubeProxyConfiguration, found {kind!r}", where=source or None)
+    unknown = sorted(str(k) for k in doc if k not in KNOWN_FIELDS)
+    if unknown:
+        # kube-proxy decodes its config strictly and refuses to start on unknown fields; so do we,
+        # rather than silently rendering the defaults for a file that is not a kube-proxy config.
+        raise InputError(
+            f"unknown KubeProxyConfiguration field(s) {', '.join(unknown)} (kube-proxy rejects them too)",
+            where=source or None,
+        )
 
     def dur(*path: str) -> float:
         return parse_duration(_get(doc, *path), where=f"{source}: {'.'.join(path)}" if source else ".".join(path))
