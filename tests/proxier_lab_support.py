@@ -648,9 +648,9 @@ def _nft_model_paths(chains: dict[str, list[tuple[int, str]]], maps: dict[str, l
     """The short-circuit's `service-` chain (a stale endpoint) and the "no local endpoints" drop element of a
     node port whose `service-nodeports` element exists."""
     out: list[Perturbation] = []
-    shortcut = {text.split()[-1] for name, rules in chains.items() if name.startswith("external-")
-                for _, text in rules if text.split()[-2:-1] == ["goto"] and len(text.split()) > 2
-                and text.split()[-1].startswith("service-")}
+    shortcut = {words[words.index("goto") + 1] for name, rules in chains.items() if name.startswith("external-")
+                for words in (text.split() for _, text in rules)  # `COND goto service-… comment "…"`
+                if "goto" in words[1:-1] and words[words.index("goto") + 1].startswith("service-")}
     for name in sorted(shortcut - path):
         svc, proto = _svc_of_chain(name)
         for handle, text in chains.get(name, []):

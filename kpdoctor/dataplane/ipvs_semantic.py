@@ -23,6 +23,14 @@ without it, it is "".
 NodePort virtual servers exist once per node address; they collapse into one
 `node-port` frontend (address ""), their endpoints united so a stale real server
 on any address shows.
+
+What IPVS mode cannot show, because kube-proxy's IPVS proxier does not program it
+(not an extractor limit; derived from kube-proxy's source and replayed IPVS state
+only - this kernel has no IPVS): `internal_endpoints` is always None (no
+short-circuit: `syncEndpoint` gives a virtual server one endpoint set for every
+source, so pods reaching an eTP=Local LB IP get the local endpoints - or, with none,
+the cluster ones, kubernetes#97081), and there are no `localhost-node-port`
+frontends (node-port virtual servers only on non-loopback node addresses).
 """
 
 from __future__ import annotations
