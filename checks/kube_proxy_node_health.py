@@ -73,6 +73,29 @@ class KubeProxyNodeHealth(Check):
                 )
             return
         hz = p.healthz
+        metrics = p.metrics
+        if hz is None and (metrics is None or LAST_SYNC not in metrics):
+            # Something answered, but neither surface says anything we can read (truncated or garbled
+            # output, a proxy in front, another program on the port): unknown is not healthy.
+            yield self.finding(
+                ctx,
+                f"Node {node.name}",
+                f"kube-proxy's health on node {node.name} could not be evaluated: /healthz is not kube-proxy's "
+                f"JSON and /metrics has no {LAST_SYNC}",
+                severity=Severity.WARNING,
+                evidence=[
+                    node.fact("kube-proxy/healthz.json").evidence(),
+                    node.fact("kube-proxy/metrics.txt").evidence(),
+                ],
+                fix="Read kube-proxy's endpoints on the node directly and check what answers on those ports.",
+                commands=[
+                    f"curl -s http://127.0.0.1:10256/healthz   # on {node.name}",
+                    f"curl -s http://127.0.0.1:10249/metrics | grep {LAST_SYNC}   # on {node.name}",
+                    f"ss -ltnp 'sport = :10256 or sport = :10249'   # on {node.name}",
+                ],
+                not_evaluated=True,
+            )
+            return
         if hz is not None and hz.healthy is False:
             age = hz.age_seconds
             age_txt = f"{age:.0f} s" if age is not None else "unknown time"
@@ -91,7 +114,6 @@ class KubeProxyNodeHealth(Check):
                     f"# on {node.name}",
                 ],
             )
-        metrics = p.metrics
         if metrics is not None and LAST_SYNC in metrics:
             never = [s for s in metrics.get(LAST_SYNC) if s.value == 0]
             if never:

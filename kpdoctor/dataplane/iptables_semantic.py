@@ -31,6 +31,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 import re
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -452,16 +453,17 @@ class SemanticTrace:
     complete: bool
     _parents: dict[str, list[str]] | None = None
     _by_target: dict[str, list[int]] | None = None
+    _filter_rules: dict[str, _Rule] = field(default_factory=dict)  # filter rule text -> parsed (read-only)
     localhost: bool = False  # nat KUBE-SERVICES sends 127.0.0.1 to KUBE-NODEPORTS
 
     def affected_chains(self, changed: Iterable[str]) -> set[str]:
         """`changed` and every chain whose resolution read one of them (transitively)."""
         if self._parents is None:
-            parents: dict[str, list[str]] = {}
+            parents: defaultdict[str, list[str]] = defaultdict(list)
             for parent, children in self.deps.items():
                 for child in children:
-                    parents.setdefault(child, []).append(parent)
-            self._parents = parents
+                    parents[child].append(parent)
+            self._parents = dict(parents)
         out = set(changed)
         todo = list(out)
         while todo:
@@ -522,15 +524,19 @@ _FilterIp = dict[tuple[str, int, str], tuple[str, str, str]]  # (addr, port, pro
 _FilterNp = dict[tuple[int, str], tuple[str, str]]  # (port, proto) -> (verdict, service)
 
 
-def _filter_verdicts(filt: Table | None) -> tuple[_FilterIp, _FilterNp]:
-    """Filter-table verdicts for frontends without a DNAT path."""
+def _filter_verdicts(filt: Table | None, parsed: dict[str, _Rule] | None = None) -> tuple[_FilterIp, _FilterNp]:
+    """Filter-table verdicts for frontends without a DNAT path (`parsed`: rules already cut apart, by text)."""
     filter_ip: _FilterIp = {}
     filter_np: _FilterNp = {}
     if filt is not None:
         for chain, kind in (("KUBE-SERVICES", CLUSTER_IP), ("KUBE-EXTERNAL-SERVICES", EXTERNAL_IP)):
             found = filt.chains.get(chain)
             for spec in found.specs if found is not None else ():
-                r = _parse(spec)
+                r = parsed.get(spec) if parsed is not None else None
+                if r is None:
+                    r = _parse(spec)
+                    if parsed is not None:
+                        parsed[spec] = r
                 if r.target not in ("REJECT", "DROP") or r.dport is None or not r.proto:
                     continue
                 verdict = REJECT if r.target == "REJECT" else DROP
@@ -661,7 +667,9 @@ def semantic_view_delta(base: SemanticTrace, nat: Table | None, filt: Table | No
     filter_ip, filter_np = base.filter_ip, base.filter_np
     refilter = ("filter", "KUBE-SERVICES") in changed or ("filter", "KUBE-EXTERNAL-SERVICES") in changed
     if refilter:
-        filter_ip, filter_np = _filter_verdicts(filt)
+        if len(base._filter_rules) > 50_000:
+            base._filter_rules.clear()
+        filter_ip, filter_np = _filter_verdicts(filt, base._filter_rules)
         ip_keys = {k for k in filter_ip.keys() | base.filter_ip.keys() if filter_ip.get(k) != base.filter_ip.get(k)}
         np_keys = {k for k in filter_np.keys() | base.filter_np.keys() if filter_np.get(k) != base.filter_np.get(k)}
         for n, (fe, _, _) in enumerate(base.entries):
@@ -676,12 +684,12 @@ def semantic_view_delta(base: SemanticTrace, nat: Table | None, filt: Table | No
         resolved.pop(chain, None)
     resolver._resolved = resolved
     old = base.view.frontends
-    if refilter:
-        views: dict[Frontend, FrontendView] = {}
-        for fe, _, _ in base.entries:
-            views[fe] = old[fe]
-    else:
-        views = dict(old)
+    views = dict(old)  # a copy keeps the stored hashes: no Frontend.__hash__ per entry
+    trailing_before: list[Frontend] = []
+    if refilter:  # the filter-only frontends come last: drop them, re-add them from the node's verdicts
+        trailing_before = list(old)[len(base.entries):]
+        for fe in trailing_before:
+            del views[fe]
     differ: set[Frontend] = set()
     for n in sorted(redo):
         fe, service, target = base.entries[n]
@@ -695,8 +703,7 @@ def semantic_view_delta(base: SemanticTrace, nat: Table | None, filt: Table | No
         from_nat = len(views)
         _add_filter_only(views, filter_ip, filter_np, base.kinds, base.localhost)
         trailing = list(views)[from_nat:]
-        before = list(old)[len(base.entries):]
-        for fe in {*trailing, *before}:
+        for fe in {*trailing, *trailing_before}:
             if views.get(fe) != old.get(fe):
                 differ.add(fe)
     if not differ and list(views) == list(old):
