@@ -6,7 +6,7 @@ stale-endpoint comparison really parses and compares a full dump per node. Bundl
 bench/out/ (gitignored); building the 10,000-Service / 100-node one takes a while (rendering, not timed).
 
 The scan runs as a subprocess exactly as a user runs it; wall time and peak RSS (ru_maxrss of that
-process) are measured; per-check times come from the JSON report.
+process) and its CPU time (user + sys) are measured; per-check times come from the JSON report.
 
     python3 bench/bench_scan.py --services 1000,5000,10000 --nodes 100
 """

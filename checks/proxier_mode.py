@@ -133,7 +133,7 @@ class ProxierMode(Check):
 
         # 5. scale advice for iptables mode
         if mode == "iptables":
-            services, endpoints = count_services(ctx.cluster)
+            services, endpoints = ctx.shared("count-services", lambda: count_services(ctx.cluster))
             if services > SCALE_SERVICES:
                 new_enough = version is None or version >= (1, 31)
                 target = "nftables" if new_enough else "IPVS (nftables is GA from v1.33, beta from v1.31)"

@@ -97,7 +97,7 @@ class SyncLag(Check):
         pod = kube_proxy_pod(ctx)
         ds = origin.daemonset.name if origin.daemonset else "kube-proxy"
         cm = origin.configmap.name if origin.configmap else "kube-proxy"
-        services, endpoints = count_services(ctx.cluster)
+        services, endpoints = ctx.shared("count-services", lambda: count_services(ctx.cluster))
 
         # --- configuration against its meaning ---
         if raw.sync_period and raw.sync_period < 30:

@@ -81,13 +81,24 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _click_exception_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    """(abort, usage-error) classes of click AND of the click copy newer typer releases vendor
-    (typer._click): a bad flag raises the vendored class, which `click.ClickException` does not match."""
-    import click
-
-    aborts: list[type[BaseException]] = [click.exceptions.Abort, typer.Abort]
-    usage: list[type[BaseException]] = [click.ClickException]
-    usage += [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
+    """(abort, usage-error) classes of click and of the click copy newer typer releases vendor
+    (typer._click, typer >= 0.29, which no longer installs click at all): a bad flag raises whichever
+    copy typer runs on, so both are looked up and neither is required."""
+    aborts: list[type[BaseException]] = [typer.Abort]
+    usage: list[type[BaseException]] = [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
+    try:
+        from typer._click import exceptions as vendored  # typer >= 0.29
+    except ImportError:
+        pass
+    else:
+        aborts.append(vendored.Abort)
+    try:
+        import click
+    except ModuleNotFoundError:
+        pass
+    else:
+        aborts.append(click.exceptions.Abort)
+        usage.append(click.ClickException)
     return tuple(aborts), tuple(usage)
 
 
