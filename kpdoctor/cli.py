@@ -87,12 +87,6 @@ def _click_exception_types() -> tuple[tuple[type[BaseException], ...], tuple[typ
     aborts: list[type[BaseException]] = [typer.Abort]
     usage: list[type[BaseException]] = [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
     try:
-        from typer._click import exceptions as vendored  # typer >= 0.29
-    except ImportError:
-        pass
-    else:
-        aborts.append(vendored.Abort)
-    try:
         import click
     except ModuleNotFoundError:
         pass
