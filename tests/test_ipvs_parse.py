@@ -1,4 +1,4 @@
-"""IPVS/ipset parsers and the IPVS semantic view, on recorded samples and on bad input.
+"""IPVS/ipset parsers and the IPVS semantic view, on the samples of tests/fixtures/ipvs (ipset output is real ipset 7.17; the ipvsadm text is hand-built in ipvsadm 1.31's exact format because this kernel has no IPVS - see that README) and on bad input.
 
 No IPVS kernel here: the `ipvsadm` samples under tests/fixtures/ipvs/ are written in ipvsadm 1.31's exact
 shapes, not captured (see that folder's README); the `ipset` samples are real ipset 7.17 output captured
@@ -52,7 +52,7 @@ def read(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-# ----------------------------------------------------------------- recorded samples
+# ------------------------------------------------ samples (real ipset output; ipvsadm text hand-built, no IPVS here)
 def test_save_list_and_stats_forms_agree() -> None:
     """`--save -n`, `-Ln` and `-Ln --stats` of one node parse to the same services and real servers."""
     save = parse_ipvsadm_save(read(SAMPLES / "ipvsadm-save.txt"))
@@ -80,7 +80,7 @@ def test_real_ipset_output_matches_rendered_sets() -> None:
 
 
 def test_round_trip_semantic_view_equals_expectation() -> None:
-    """parse(recorded) -> semantic view == the IPVS expectation for the cluster, and == the reference state's."""
+    """parse(sample) -> semantic view == the IPVS expectation for the cluster, and == the reference state's."""
     inp = v2_input()
     expected = expected_ipvs_view(inp)
     names = {fe: v.service for fe, v in expected.frontends.items()}
@@ -232,7 +232,7 @@ def test_fuzz_parsers(text: str) -> None:
 @given(st.sampled_from(["ipvsadm-save.txt", "ipvsadm-Ln.txt", "ipvsadm-Ln-stats.txt", "ipset-list.txt",
                         "ipset-save.txt"]), st.integers(0, 20000), st.integers(0, 20000), st.text(max_size=5))
 def test_fuzz_mutated_samples(name: str, cut: int, at: int, junk: str) -> None:
-    """Recorded samples truncated anywhere or with junk spliced in: parsed or InputError, nothing else."""
+    """Samples truncated anywhere or with junk spliced in: parsed or InputError, nothing else."""
     text = read(SAMPLES / name)
     _only_input_errors(text[: cut % (len(text) + 1)])
     pos = at % (len(text) + 1)
