@@ -53,8 +53,9 @@ def best_of(runs: int, fn: Callable[[], Any]) -> tuple[float, float, Any]:
 
 def render_once(cluster: Any, node: str) -> tuple[float, float, str]:
     """(seconds for endpoint selection alone, seconds for a full render from a fresh input, text)."""
+    from kpdoctor.gcpause import gc_paused
     from kpdoctor.proxier.context import build_input
-    from kpdoctor.proxier.iptables import gc_paused, render_iptables
+    from kpdoctor.proxier.iptables import render_iptables
 
     inp = build_input(cluster, node)
     t0 = time.perf_counter()

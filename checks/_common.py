@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from kpdoctor.analysis import configured_mode, kube_proxy_expected
+from kpdoctor.checks_api import CheckContext
 from kpdoctor.cluster.model import DaemonSet, Pod
-from kpdoctor.cluster.state import ClusterState
+from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
 
 KUBE_PROXY_DOCS = "https://kubernetes.io/docs/reference/networking/virtual-ips/"
 KUBE_PROXY_CONFIG_DOCS = "https://kubernetes.io/docs/reference/config-api/kube-proxy-config.v1alpha1/"
@@ -23,6 +25,12 @@ def service_subject(service_port_name: str, protocol: str) -> str:
 def service_key(service_port_name: str) -> str:
     """`payments/ledger` from `payments/ledger:http`."""
     return service_port_name.split(":", 1)[0]
+
+
+def expected_mode(ctx: CheckContext) -> tuple[str, str, NodeProxyConfig] | None:
+    """(mode, explanation, config origin) of the kube-proxy meant to run on the node, or None when none is
+    meant to run there or its config cannot be found: the mode-specific checks then have nothing to judge."""
+    return configured_mode(ctx) if kube_proxy_expected(ctx) else None
 
 
 def daemonset_of(cluster: ClusterState, pod: Pod | None) -> DaemonSet | None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from checks._common import KUBE_PROXY_DOCS
-from kpdoctor.analysis import configured_mode, fact_contains, iptables_rules_key, kube_proxy_expected, parsed
+from checks._common import KUBE_PROXY_DOCS, expected_mode
+from kpdoctor.analysis import fact_contains, iptables_rules_key, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
@@ -179,9 +179,7 @@ class KernelModules(Check):
     def run(self, ctx: CheckContext) -> Iterable[Finding]:
         node = ctx.node
         assert node is not None
-        if not kube_proxy_expected(ctx):
-            return
-        found = configured_mode(ctx)
+        found = expected_mode(ctx)
         if found is None:
             return
         mode, why, origin = found

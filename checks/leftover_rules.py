@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CLI_DOCS
-from kpdoctor.analysis import configured_mode, iptables_rules_key, kube_proxy_expected, parsed, presence
+from checks._common import KUBE_PROXY_CLI_DOCS, expected_mode
+from kpdoctor.analysis import iptables_rules_key, parsed, presence
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 
@@ -55,8 +55,7 @@ class LeftoverRules(Check):
         present = pres.modes()
         if not present:
             return
-        running = kube_proxy_expected(ctx)
-        found = configured_mode(ctx) if running else None
+        found = expected_mode(ctx)
         mode = (p.proxy_mode or found[0]) if found is not None else None
         if mode is None:
             why = f"no kube-proxy runs on {node.name}"

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CONFIG_DOCS, KUBE_PROXY_DOCS, NFTABLES_BLOG, count_services
+from checks._common import (
+    KUBE_PROXY_CONFIG_DOCS,
+    KUBE_PROXY_DOCS,
+    NFTABLES_BLOG,
+    count_services,
+    expected_mode,
+)
 from kpdoctor.analysis import (
-    configured_mode,
-    kube_proxy_expected,
     kube_proxy_pod,
     kube_proxy_version,
     log_of,
@@ -51,9 +55,7 @@ class ProxierMode(Check):
     def run(self, ctx: CheckContext) -> Iterable[Finding]:
         node = ctx.node
         assert node is not None
-        if not kube_proxy_expected(ctx):
-            return
-        found = configured_mode(ctx)
+        found = expected_mode(ctx)
         if found is None:
             return
         mode, why, origin = found

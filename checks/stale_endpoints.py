@@ -17,14 +17,12 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_DOCS, pod_status_line, service_key, service_subject
+from checks._common import KUBE_PROXY_DOCS, expected_mode, pod_status_line, service_key, service_subject
 from kpdoctor.analysis import (
     Comparison,
     ViewUnavailable,
     compare,
-    configured_mode,
     grep_fact,
-    kube_proxy_expected,
     kube_proxy_pod,
     parsed,
 )
@@ -136,9 +134,7 @@ class StaleEndpoints(Check):
     def run(self, ctx: CheckContext) -> Iterable[Finding]:
         node = ctx.node
         assert node is not None
-        if not kube_proxy_expected(ctx):
-            return
-        found = configured_mode(ctx)
+        found = expected_mode(ctx)
         if found is None:
             return
         p = parsed(ctx)

@@ -20,8 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CONFIG_DOCS, KUBE_PROXY_METRICS_DOCS, NFTABLES_BLOG, count_services
-from kpdoctor.analysis import configured_mode, kube_proxy_expected, kube_proxy_pod, parsed
+from checks._common import (
+    KUBE_PROXY_CONFIG_DOCS,
+    KUBE_PROXY_METRICS_DOCS,
+    NFTABLES_BLOG,
+    count_services,
+    expected_mode,
+)
+from kpdoctor.analysis import kube_proxy_pod, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.config import format_duration
 from kpdoctor.findings import Finding, Severity
@@ -83,9 +89,7 @@ class SyncLag(Check):
     def run(self, ctx: CheckContext) -> Iterable[Finding]:
         node = ctx.node
         assert node is not None
-        if not kube_proxy_expected(ctx):
-            return
-        found = configured_mode(ctx)
+        found = expected_mode(ctx)
         if found is None:
             return
         mode, _why, origin = found

@@ -18,8 +18,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CONFIG_DOCS
-from kpdoctor.analysis import configured_mode, kube_proxy_expected, parsed
+from checks._common import KUBE_PROXY_CONFIG_DOCS, expected_mode
+from kpdoctor.analysis import kube_proxy_expected, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode, sysctl_int
@@ -100,7 +100,7 @@ class SysctlConntrack(Check):
     def _route_localnet(self, ctx: CheckContext, p: ParsedNode) -> Iterable[Finding]:
         node = ctx.node
         assert node is not None
-        found = configured_mode(ctx) if kube_proxy_expected(ctx) else None
+        found = expected_mode(ctx)
         if found is None or found[0] != "iptables":
             return
         config = found[2].config

@@ -28,6 +28,7 @@ from test_check_support import (
     netns,
     prepare_nfacct,
     run_check,
+    run_on_node,
     sh,
 )
 
@@ -113,10 +114,10 @@ def test_stale_endpoints_iptables_lab_both_ways() -> None:
         make_node(ns, "10.81.0.2")
         restore(ns, EDGE1_RULES)
         node = lab_node(ns, "edge-1")
-        assert run_check(stale.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1") == []
+        assert run_on_node(stale.CHECK, cluster, nodes, node) == []
         # fault 1: the API moved catalog's edge-1 endpoint 10.244.50.11 -> 10.244.50.19; the rules did not follow
         moved = move_endpoint(cluster, "10.244.50.11", "10.244.50.19")
-        found = run_check(stale.CHECK, moved, {**nodes, "edge-1": node}, node="edge-1")
+        found = run_on_node(stale.CHECK, moved, nodes, node)
         assert [(f.subject, f.severity) for f in found] == [("Service storefront/catalog:http/TCP", Severity.ERROR)]
         assert "10.244.50.11:8080" in found[0].message and "10.244.50.19:8080" in found[0].message
         assert any("--to-destination 10.244.50.11:8080" in e for e in found[0].evidence)
@@ -124,14 +125,14 @@ def test_stale_endpoints_iptables_lab_both_ways() -> None:
         line = next(x for x in EDGE1_RULES.splitlines() if x.startswith("-A KUBE-SERVICES -d 10.96.150.15/32"))
         sh(["iptables", "-t", "nat", *shlex.split(line.replace("-A ", "-D ", 1))], netns=ns)
         node = lab_node(ns, "edge-1")
-        found = run_check(stale.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1")
+        found = run_on_node(stale.CHECK, cluster, nodes, node)
         assert [(f.subject, f.message.split(":")[0]) for f in found] == [
             ("Service storefront/sessions:redis/TCP", "on node edge-1, storefront/sessions")
         ], describe(found)
         assert "no rule for cluster-ip 10.96.150.15:6379/TCP" in found[0].message
         # fault 3: a Service deleted from the API while its rules stay (rules for a deleted Service)
         gone = replace(cluster, services=tuple(s for s in cluster.services if s.name != "statsd"))
-        found = run_check(stale.CHECK, gone, {**nodes, "edge-1": node}, node="edge-1")
+        found = run_on_node(stale.CHECK, gone, nodes, node)
         extra = [f for f in found if f.subject == "Service storefront/statsd:statsd/UDP"]
         assert extra and extra[0].severity == Severity.WARNING and "no longer exists" in extra[0].message
 
@@ -143,14 +144,14 @@ def test_stale_endpoints_nftables_lab_both_ways(tmp_path: Path) -> None:
         make_node(ns, "10.82.0.2")
         load_nft(ns, EDGE2_NFT, tmp_path)
         node = lab_node(ns, "edge-2")
-        assert run_check(stale.CHECK, cluster, {**nodes, "edge-2": node}, node="edge-2") == []
+        assert run_on_node(stale.CHECK, cluster, nodes, node) == []
     # plant: the nft ruleset still DNATs catalog to 10.244.51.12 while the API moved it to .22
     with netns("kpd-sn") as ns:
         make_node(ns, "10.82.0.2")
         load_nft(ns, EDGE2_NFT, tmp_path)
         node = lab_node(ns, "edge-2")
         moved = move_endpoint(cluster, "10.244.51.12", "10.244.51.22")
-        found = run_check(stale.CHECK, moved, {**nodes, "edge-2": node}, node="edge-2")
+        found = run_on_node(stale.CHECK, moved, nodes, node)
         assert [(f.scope, f.subject) for f in found] == [("edge-2", "Service storefront/catalog:http/TCP")]
         assert "10.244.51.12:8080" in found[0].message
         assert found[0].remediation is not None
@@ -170,12 +171,12 @@ def test_udp_conntrack_to_dead_endpoint_and_the_exact_delete_command() -> None:
         sh(["python3", "-c", code], netns=ns)
         before = lab_node(ns, "edge-1", conntrack_dst=("10.96.150.14",))
         assert "dst=10.96.150.14" in (before.text("conntrack-services.txt") or "")
-        assert run_check(stale.CHECK, cluster, {**nodes, "edge-1": before}, node="edge-1") == []
+        assert run_on_node(stale.CHECK, cluster, nodes, before) == []
         # the endpoint moves to 10.244.51.52 and the rules follow (as kube-proxy would); conntrack does not
         restore(ns, EDGE1_RULES.replace("10.244.51.51", "10.244.51.52"))
         moved = move_endpoint(cluster, "10.244.51.51", "10.244.51.52")
         node = lab_node(ns, "edge-1", conntrack_dst=("10.96.150.14",))
-        found = run_check(stale.CHECK, moved, {**nodes, "edge-1": node}, node="edge-1")
+        found = run_on_node(stale.CHECK, moved, nodes, node)
         assert [(f.subject, f.severity) for f in found] == [("Service storefront/statsd:statsd/UDP", Severity.WARNING)]
         assert "still NATed to 10.244.51.51" in found[0].message
         assert any("dst=10.96.150.14" in e and "src=10.244.51.51" in e for e in found[0].evidence)
@@ -186,7 +187,7 @@ def test_udp_conntrack_to_dead_endpoint_and_the_exact_delete_command() -> None:
         sh(cmd.split(), netns=ns)
         after = lab_node(ns, "edge-1", conntrack_dst=("10.96.150.14",))
         assert "10.244.51.51" not in (after.text("conntrack-services.txt") or "")
-        assert run_check(stale.CHECK, moved, {**nodes, "edge-1": after}, node="edge-1") == []
+        assert run_on_node(stale.CHECK, moved, nodes, after) == []
 
 
 # ----------------------------------------------------------------------------- backend split / leftovers
@@ -199,10 +200,10 @@ def test_backend_split_lab_both_ways() -> None:
         make_node(ns, "10.81.0.2")
         restore(ns, EDGE1_RULES)
         node = lab_node(ns, "edge-1")
-        assert run_check(backend_split.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1") == []
+        assert run_on_node(backend_split.CHECK, cluster, nodes, node) == []
         restore(ns, EDGE1_RULES, tool="iptables-legacy-restore")
         node = lab_node(ns, "edge-1")
-        found = run_check(backend_split.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1")
+        found = run_on_node(backend_split.CHECK, cluster, nodes, node)
         assert [(f.subject, f.severity) for f in found] == [("Node edge-1", Severity.ERROR)]
         assert any(e.startswith("iptables-legacy-save.txt: kube-proxy chains") for e in found[0].evidence)
         # the remediation's cleanup, run for real, clears the split
@@ -211,7 +212,7 @@ def test_backend_split_lab_both_ways() -> None:
             subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", cmd.split("#")[0].replace("/root/", "/tmp/")],
                            check=True, capture_output=True, timeout=30)
         node = lab_node(ns, "edge-1")
-        assert run_check(backend_split.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1") == []
+        assert run_on_node(backend_split.CHECK, cluster, nodes, node) == []
 
 
 @pytest.mark.root("iptables-restore", "nft", "nfacct")
@@ -221,10 +222,10 @@ def test_leftover_nft_table_on_iptables_node_both_ways(tmp_path: Path) -> None:
         make_node(ns, "10.81.0.2")
         restore(ns, EDGE1_RULES)
         node = lab_node(ns, "edge-1")
-        assert run_check(leftover.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1") == []
+        assert run_on_node(leftover.CHECK, cluster, nodes, node) == []
         load_nft(ns, EDGE2_NFT, tmp_path)  # a previous nftables-mode kube-proxy's table left behind
         node = lab_node(ns, "edge-1")
-        found = run_check(leftover.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1")
+        found = run_on_node(leftover.CHECK, cluster, nodes, node)
         assert [(f.subject, f.severity) for f in found] == [("Node edge-1", Severity.WARNING)]
         assert "leftover kube-proxy nftables state" in found[0].message
         assert "nft-ruleset.json: table ip kube-proxy, table ip6 kube-proxy" in found[0].evidence
@@ -232,7 +233,7 @@ def test_leftover_nft_table_on_iptables_node_both_ways(tmp_path: Path) -> None:
         for cmd in found[0].remediation.commands[1:3]:
             sh(cmd.split("#")[0].split(), netns=ns)
         node = lab_node(ns, "edge-1")
-        assert run_check(leftover.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1") == []
+        assert run_on_node(leftover.CHECK, cluster, nodes, node) == []
 
 
 @pytest.mark.root("iptables-restore", "nfacct")
@@ -245,14 +246,14 @@ def test_leftover_iptables_rules_after_kube_proxy_removed() -> None:
         make_node(ns, "10.81.0.2")
         restore(ns, EDGE1_RULES)
         node = lab_node(ns, "edge-1")
-        found = run_check(leftover.CHECK, removed, {**nodes, "edge-1": node}, node="edge-1")
+        found = run_on_node(leftover.CHECK, removed, nodes, node)
         assert [(f.subject, f.severity) for f in found] == [("Node edge-1", Severity.ERROR)]
         assert found[0].remediation is not None
         cleanup = found[0].remediation.commands[1].split("#")[0]
         assert cleanup.strip() == "iptables-save | grep -v KUBE | iptables-restore"
         subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", cleanup], check=True, timeout=30)
         node = lab_node(ns, "edge-1")
-        assert run_check(leftover.CHECK, removed, {**nodes, "edge-1": node}, node="edge-1") == []
+        assert run_on_node(leftover.CHECK, removed, nodes, node) == []
 
 
 # ----------------------------------------------------------------------------- NodePort firewall
@@ -265,12 +266,12 @@ def test_nodeport_firewall_lab_both_ways() -> None:
         make_node(ns, "10.81.0.2")
         restore(ns, EDGE1_RULES)
         node = lab_node(ns, "edge-1")
-        assert run_check(firewall.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1") == []
+        assert run_on_node(firewall.CHECK, cluster, nodes, node) == []
         # a host firewall dropping the NodePort range in raw PREROUTING (before kube-proxy's DNAT)
         sh(["iptables", "-t", "raw", "-A", "PREROUTING", "-p", "tcp", "--dport", "30000:32767", "-j", "DROP"],
            netns=ns)
         node = lab_node(ns, "edge-1")
-        found = run_check(firewall.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1")
+        found = run_on_node(firewall.CHECK, cluster, nodes, node)
         assert [(f.subject, f.severity) for f in found] == [("Node edge-1", Severity.ERROR)], describe(found)
         assert "31110/TCP" in found[0].message and "31111/TCP" in found[0].message
         assert re.search(r"iptables-save.txt:\d+: -A PREROUTING -p tcp -m tcp --dport 30000:32767 -j DROP",
@@ -281,7 +282,7 @@ def test_nodeport_firewall_lab_both_ways() -> None:
         sh(["iptables", "-D", "FORWARD", "-m", "comment", "--comment", "kubernetes forwarding rules",
             "-j", "KUBE-FORWARD"], netns=ns)
         node = lab_node(ns, "edge-1")
-        found = run_check(firewall.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1")
+        found = run_on_node(firewall.CHECK, cluster, nodes, node)
         assert [f.subject for f in found] == ["Node edge-1"]
         assert "FORWARD policy is DROP" in found[0].message and "KUBE-FORWARD" in found[0].message
         assert "iptables-save.txt: :FORWARD DROP" in found[0].evidence
@@ -289,7 +290,7 @@ def test_nodeport_firewall_lab_both_ways() -> None:
         sh(["iptables", "-P", "FORWARD", "ACCEPT"], netns=ns)
         sh(["iptables", "-I", "INPUT", "1", "-p", "tcp", "--dport", "31119", "-j", "REJECT"], netns=ns)
         node = lab_node(ns, "edge-1")
-        found = run_check(firewall.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1")
+        found = run_on_node(firewall.CHECK, cluster, nodes, node)
         assert len(found) == 1 and "31119/TCP" in found[0].message and "health-check" in found[0].message
 
 
@@ -324,10 +325,10 @@ def test_ip_forward_lab_both_ways() -> None:
     with netns("kpd-sy") as ns:
         make_node(ns, "10.81.0.2")
         node = lab_node(ns, "edge-1")
-        assert run_check(sysctls.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1") == []
+        assert run_on_node(sysctls.CHECK, cluster, nodes, node) == []
         sh(["sysctl", "-qw", "net.ipv4.ip_forward=0"], netns=ns)
         node = lab_node(ns, "edge-1")
-        found = run_check(sysctls.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1")
+        found = run_on_node(sysctls.CHECK, cluster, nodes, node)
         assert [(f.subject, f.severity) for f in found] == [("Node edge-1", Severity.CRITICAL)]
         assert found[0].evidence == ("sysctl.txt: net.ipv4.ip_forward = 0",)
         assert found[0].remediation is not None
@@ -341,17 +342,17 @@ def test_bridge_nf_call_iptables_only_matters_with_a_pod_bridge() -> None:
         make_node(ns, "10.81.0.2")
         sh(["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"], netns=ns)
         node = lab_node(ns, "edge-1")  # no bridge: irrelevant, silent
-        assert run_check(sysctls.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1") == []
+        assert run_on_node(sysctls.CHECK, cluster, nodes, node) == []
         sh(["ip", "link", "add", "cni0", "type", "bridge"], netns=ns)
         sh(["ip", "link", "add", "veth1a2b", "type", "veth", "peer", "name", "vpod1"], netns=ns)
         sh(["ip", "link", "set", "veth1a2b", "master", "cni0"], netns=ns)
         node = lab_node(ns, "edge-1")
-        found = run_check(sysctls.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1")
+        found = run_on_node(sysctls.CHECK, cluster, nodes, node)
         assert [(f.subject, f.severity) for f in found] == [("Node edge-1", Severity.ERROR)]
         assert "cni0" in found[0].message
         sh(["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"], netns=ns)
         node = lab_node(ns, "edge-1")
-        assert run_check(sysctls.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1") == []
+        assert run_on_node(sysctls.CHECK, cluster, nodes, node) == []
 
 
 @pytest.mark.root("sysctl")
@@ -367,11 +368,10 @@ def test_conntrack_fill_ratio() -> None:
         full = re.sub(r"nf_conntrack_count = \d+", f"nf_conntrack_count = {int(limit * 0.95)}", text)
         from test_check_support import replace_fact
 
-        found = run_check(sysctls.CHECK, cluster, {**nodes, "edge-1": replace_fact(node, "sysctl.txt", full)},
-                          node="edge-1")
+        found = run_on_node(sysctls.CHECK, cluster, nodes, replace_fact(node, "sysctl.txt", full))
         assert [(f.subject, f.severity) for f in found] == [("Node edge-1", Severity.ERROR)]
         assert "95% full" in found[0].message
-        assert run_check(sysctls.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1") == []
+        assert run_on_node(sysctls.CHECK, cluster, nodes, node) == []
 
 
 # ----------------------------------------------------------------------------- kernel modules
@@ -391,8 +391,7 @@ def test_this_kernel_fails_for_ipvs_only() -> None:
             replace(c, data={**c.data, "config.conf": re.sub(r"(?m)^mode: .*$", f"mode: {mode}",
                                                              c.data["config.conf"])})
             if c.name == "kube-proxy" else c for c in cluster.configmaps)
-        found = run_check(kernel_modules.CHECK, replace(cluster, configmaps=cms), {**nodes, "edge-1": node},
-                          node="edge-1")
+        found = run_on_node(kernel_modules.CHECK, replace(cluster, configmaps=cms), nodes, node)
         verdicts[mode] = [f.severity for f in found if f.severity >= Severity.WARNING]
         if mode == "ipvs":
             assert "IPVS (ip_vs)" in found[0].message
@@ -411,5 +410,5 @@ def test_everything_built_in_without_proc_modules_passes_ipvs() -> None:
     ip_vs = "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n"
     node = with_facts(nodes["edge-1"], **{"modules-builtin.txt": builtin, "proc-net-ip_vs.txt": ip_vs})
     assert node.text("proc-modules.txt") is None
-    assert run_check(kernel_modules.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1") == []
+    assert run_on_node(kernel_modules.CHECK, cluster, nodes, node) == []
     assert time.time() > 0

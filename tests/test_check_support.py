@@ -55,14 +55,9 @@ def load_bundle(scenario: str) -> tuple[ClusterState, dict[str, NodeState]]:
 
 def with_facts(node: NodeState, **changes: str | None) -> NodeState:
     """A copy of `node` with facts replaced (key with '__' for '/'); None removes the fact."""
-    facts = dict(node.facts)
     for raw_key, content in changes.items():
-        key = raw_key.replace("__", "/")
-        if content is None:
-            facts.pop(key, None)
-        else:
-            facts[key] = Fact(key=key, content=content, source=key, exit_code=0)
-    return NodeState(name=node.name, transport=node.transport, facts=MappingProxyType(facts))
+        node = replace_fact(node, raw_key.replace("__", "/"), content)
+    return node
 
 
 def replace_fact(node: NodeState, key: str, content: str | None) -> NodeState:
@@ -107,6 +102,12 @@ def run_check(
         ctx = CheckContext(cluster=cluster, node=nodes[name], nodes=view, options=opts, _cache=cache)
         out += list(check.run(ctx))
     return out
+
+
+def run_on_node(check: Check, cluster: ClusterState, nodes: Mapping[str, NodeState], state: NodeState) -> list[Finding]:
+    """Run a node check on `state`, standing in for the node of the same name among `nodes` (the other nodes
+    stay visible to the check, as in a real scan)."""
+    return run_check(check, cluster, {**nodes, state.name: state}, node=state.name)
 
 
 def scan(cluster: ClusterState, nodes: Mapping[str, NodeState], **kw: Any) -> list[Finding]:

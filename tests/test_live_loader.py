@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -78,9 +79,9 @@ class Replay(BaseHTTPRequestHandler):
         self._send(200, json.dumps({"kind": "List", "metadata": {"continue": token}, "items": page}).encode())
 
 
-@pytest.fixture()
-def server(tmp_path: Path) -> Iterator[tuple[Path, type[Replay]]]:
-    handler = type("H", (Replay,), {"forbidden": set(), "status_all": None, "seen": []})
+@contextmanager
+def serve_replay(handler: type[Replay], tmp_path: Path) -> Iterator[Path]:
+    """Serve `handler` on a loopback port for the block; yields a kubeconfig (in tmp_path) pointing at it."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -92,10 +93,17 @@ def server(tmp_path: Path) -> Iterator[tuple[Path, type[Replay]]]:
         "contexts:\n- name: replay\n  context:\n    cluster: replay\n    user: u\n"
     )
     try:
-        yield kubeconfig, handler
+        yield kubeconfig
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[tuple[Path, type[Replay]]]:
+    handler = type("H", (Replay,), {"forbidden": set(), "status_all": None, "seen": []})
+    with serve_replay(handler, tmp_path) as kubeconfig:
+        yield kubeconfig, handler
 
 
 def test_paginated_load_equals_the_snapshot(server: tuple[Path, type[Replay]], monkeypatch: pytest.MonkeyPatch) -> None:

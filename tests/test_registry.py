@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from scan_support import fake_distribution
 
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.errors import InputError
@@ -118,18 +118,6 @@ def test_builtin_checks_are_valid_unique_and_documented() -> None:
         assert (REPO / "docs" / "checks" / (check.docs_page or f"{check.id}.md")).is_file()
 
 
-def _fake_distribution(root: Path, module: str, body: str, entry: str) -> Path:
-    """A real installed-distribution layout (dist-info + entry_points.txt) that importlib.metadata finds."""
-    site = root / "site"
-    site.mkdir()
-    (site / f"{module}.py").write_text(textwrap.dedent(body))
-    info = site / "kpd_fake_pack-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kpd-fake-pack\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[kpdoctor.checks]\n{entry}\n")
-    return site
-
-
 PLUGIN = """
 from kpdoctor.checks_api import Check
 from kpdoctor.findings import Severity
@@ -147,7 +135,7 @@ class PluginCheck(Check):
 
 
 def test_entry_point_plugin_is_discovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    site = _fake_distribution(tmp_path, "kpd_fake_plugin", PLUGIN,
+    site = fake_distribution(tmp_path, "kpd_fake_plugin", PLUGIN,
                               "acme = kpd_fake_plugin:PluginCheck\nbroken = kpd_fake_plugin:Missing")
     monkeypatch.syspath_prepend(str(site))
     loaded, errors = entry_point_checks()
@@ -157,7 +145,7 @@ def test_entry_point_plugin_is_discovered(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_cli_lists_plugin_and_shows_builtin(tmp_path: Path) -> None:
-    site = _fake_distribution(tmp_path, "kpd_fake_plugin", PLUGIN, "acme = kpd_fake_plugin:PluginCheck")
+    site = fake_distribution(tmp_path, "kpd_fake_plugin", PLUGIN, "acme = kpd_fake_plugin:PluginCheck")
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-m", "kpdoctor", "checks", "list", "-o", "json"], env=env,
                          capture_output=True, text=True, timeout=60)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from scan_support import fake_distribution
 
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.model import ResourceGap
@@ -199,13 +200,8 @@ class Buggy(Check):
 
 
 def test_cli_plugin_that_raises_is_reported_and_scan_goes_on(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "acme_buggy.py").write_text(PLUGIN)
-    info = site / "acme_buggy-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-buggy\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[kpdoctor.checks]\nbuggy = acme_buggy:Buggy\n")
+    site = fake_distribution(tmp_path, "acme_buggy", PLUGIN, "buggy = acme_buggy:Buggy", dist="acme-buggy",
+                             version="1.0")
     env = {**os.environ, "PYTHONPATH": str(site)}
     out = kpd("scan", "--bundle", str(B1), "-o", "json", env=env)
     assert out.returncode == 1, out.stderr  # an ERROR finding for the plugin, at the default --fail-on error

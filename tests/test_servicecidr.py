@@ -15,17 +15,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 import zlib
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from nft_helpers import GOLDEN, apply_and_list, normalize
-from test_live_loader import Replay
+from test_live_loader import Replay, serve_replay
 
 from kpdoctor.cluster.live import load_live
 from kpdoctor.cluster.snapshot import load_snapshot
@@ -185,21 +183,8 @@ class CIDRReplay(Replay):
 @pytest.fixture()
 def api(tmp_path: Path) -> Iterator[tuple[Path, type[CIDRReplay]]]:
     handler = type("H", (CIDRReplay,), {"forbidden": set(), "status_all": None, "seen": [], "cidr_items": None})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: replay\n"
-        f"clusters:\n- name: replay\n  cluster:\n    server: http://127.0.0.1:{httpd.server_address[1]}\n"
-        "users:\n- name: u\n  user:\n    token: not-a-real-token\n"
-        "contexts:\n- name: replay\n  context:\n    cluster: replay\n    user: u\n"
-    )
-    try:
+    with serve_replay(handler, tmp_path) as kubeconfig:
         yield kubeconfig, handler
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_live_lists_servicecidrs_paginated(api: tuple[Path, type[CIDRReplay]], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,11 +13,11 @@ function's docstring).
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from kpdoctor.errors import InputError
+from kpdoctor.gcpause import gc_paused
 
 _POLICIES = frozenset({"ACCEPT", "DROP", "RETURN", "QUEUE", "-"})
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
@@ -255,13 +255,8 @@ def _valid_chain_name(name: str) -> bool:
 def parse_iptables_save(text: str, source: str = "<iptables-save>") -> IptablesDump:
     """Parse iptables-save / ip6tables-save output; see `_parse` (the cyclic GC is paused meanwhile:
     its full passes over hundreds of thousands of fresh chains and lists cost as much as the parse)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _parse(text, source)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _parse(text: str, source: str) -> IptablesDump:

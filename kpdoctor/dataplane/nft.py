@@ -12,18 +12,17 @@ Only `kpdoctor.errors.InputError` escapes on bad input: JSON errors carry
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from kpdoctor.errors import InputError
+from kpdoctor.gcpause import gc_paused
 
 # The JSON decoder. orjson is an optional accelerator, not a dependency: with the collector paused
-# (`_gc_paused`) it decodes a 20 MB dump in ~0.2 s against the stdlib's ~0.3 s. Its JSONDecodeError
+# (`gc_paused`) it decodes a 20 MB dump in ~0.2 s against the stdlib's ~0.3 s. Its JSONDecodeError
 # subclasses json's (lineno/colno), so error reporting is the same either way.
 _loads: Callable[[str], Any] = json.loads
 try:
@@ -32,27 +31,6 @@ try:
     _loads = orjson.loads
 except ImportError:  # pragma: no cover - depends on the environment
     pass
-
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a dump is turned into objects.
-
-    A 20 MB dump decodes into ~770,000 dicts and lists before the model is built from
-    them; every 700 net container allocations CPython runs a collection, and the older
-    generations get re-walked as objects survive: with the collector on, `json.loads`
-    alone took 3x as long. The objects built here form no reference cycles, so reference
-    counting frees them exactly as before; the collector is switched back on (if it was
-    on) however the parse ends.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +429,7 @@ def _type_tuple(t: Any) -> tuple[str, ...]:
 
 def parse_nft_json(text: str, *, source: str = "nft-ruleset.json") -> NftRuleset:
     """`nft -j list ruleset` -> NftRuleset. Errors name `source:line:column` or the object index."""
-    with _gc_paused():
+    with gc_paused():
         return _parse_nft_json(text, source)
 
 
@@ -605,7 +583,7 @@ def _unquote(s: str) -> str:
 
 def parse_nft_text(text: str, *, source: str = "nft-ruleset.txt") -> NftRuleset:
     """`nft list ruleset` -> NftRuleset; a truncated or garbled dump names the offending line."""
-    with _gc_paused():
+    with gc_paused():
         return _parse_nft_text(text, source)
 
 

@@ -17,15 +17,17 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from kpdoctor.cluster.config import KubeProxyConfig, config_from_dict
 from kpdoctor.errors import InputError
 from kpdoctor.node.state import NodeState
+
+_T = TypeVar("_T")
 
 # ---------------------------------------------------------------------------- sysctl
 
@@ -713,34 +715,35 @@ class ParsedNode:
     def has(self, key: str) -> bool:
         return self.state.text(key) is not None
 
+    def _parsed_fact(self, key: str, parse: Callable[[str], _T]) -> _T | None:
+        """`parse` of the fact's text; None only when the fact was not collected (an empty file still parses,
+        so checks can tell 'not collected' from 'collected, nothing in it')."""
+        text = self.state.text(key)
+        return None if text is None else parse(text)
+
     @cached_property
     def sysctl(self) -> dict[str, str]:
         return parse_sysctl(self.state.text("sysctl.txt"))
 
     @cached_property
     def loaded_modules(self) -> set[str] | None:
-        text = self.state.text("proc-modules.txt")
-        return None if text is None else parse_proc_modules(text)
+        return self._parsed_fact("proc-modules.txt", parse_proc_modules)
 
     @cached_property
     def builtin_modules(self) -> set[str] | None:
-        text = self.state.text("modules-builtin.txt")
-        return None if text is None else parse_modules_builtin(text)
+        return self._parsed_fact("modules-builtin.txt", parse_modules_builtin)
 
     @cached_property
     def ip_tables_names(self) -> set[str] | None:
-        text = self.state.text("ip_tables_names.txt")
-        return None if text is None else parse_lines(text)
+        return self._parsed_fact("ip_tables_names.txt", parse_lines)
 
     @cached_property
     def ip_tables_matches(self) -> set[str] | None:
-        text = self.state.text("ip_tables_matches.txt")
-        return None if text is None else parse_lines(text)
+        return self._parsed_fact("ip_tables_matches.txt", parse_lines)
 
     @cached_property
     def ip_tables_targets(self) -> set[str] | None:
-        text = self.state.text("ip_tables_targets.txt")
-        return None if text is None else parse_lines(text)
+        return self._parsed_fact("ip_tables_targets.txt", parse_lines)
 
     @cached_property
     def iptables_version(self) -> IptablesVersion | None:
@@ -759,8 +762,7 @@ class ParsedNode:
 
     @cached_property
     def metrics(self) -> Metrics | None:
-        text = self.state.text("kube-proxy/metrics.txt")
-        return None if text is None else parse_metrics(text)
+        return self._parsed_fact("kube-proxy/metrics.txt", parse_metrics)
 
     @cached_property
     def healthz(self) -> Healthz | None:
@@ -772,30 +774,25 @@ class ParsedNode:
 
     @cached_property
     def proxy_mode(self) -> str | None:
-        text = self.state.text("kube-proxy/proxyMode.txt")
-        return None if text is None else text.strip()
+        return self._parsed_fact("kube-proxy/proxyMode.txt", str.strip)
 
     @cached_property
     def conntrack_stats(self) -> dict[str, int] | None:
-        text = self.state.text("conntrack-stats.txt")
-        return None if text is None else parse_conntrack_stats(text)
+        return self._parsed_fact("conntrack-stats.txt", parse_conntrack_stats)
 
     @cached_property
     def conntrack_entries(self) -> list[ConntrackEntry] | None:
-        text = self.state.text("conntrack-services.txt")
-        return None if text is None else parse_conntrack_entries(text)
+        return self._parsed_fact("conntrack-services.txt", parse_conntrack_entries)
 
     @cached_property
     def interfaces(self) -> list[Interface] | None:
-        text = self.state.text("ip-addr.json")
-        return None if text is None else parse_ip_addr(text)
+        return self._parsed_fact("ip-addr.json", parse_ip_addr)
 
     def iptables(self, key: str) -> IptablesDump | None:
         """A light parse of one iptables dump fact (`iptables-save.txt`, `iptables-legacy-save.txt`, ...)."""
         cache_key = "ipt:" + key
         if cache_key not in self._extra:
-            text = self.state.text(key)
-            self._extra[cache_key] = None if text is None else parse_iptables_dump(text)
+            self._extra[cache_key] = self._parsed_fact(key, parse_iptables_dump)
         found: IptablesDump | None = self._extra[cache_key]
         return found
 
@@ -805,13 +802,11 @@ class ParsedNode:
 
     @cached_property
     def ipvs_services(self) -> list[str] | None:
-        text = self.state.text("ipvsadm-save.txt")
-        return None if text is None else ipvs_virtual_servers(text)
+        return self._parsed_fact("ipvsadm-save.txt", ipvs_virtual_servers)
 
     @cached_property
     def ipsets(self) -> list[str] | None:
-        text = self.state.text("ipset-list.txt")
-        return None if text is None else ipset_names(text)
+        return self._parsed_fact("ipset-list.txt", ipset_names)
 
     def addresses(self, family: int = 4) -> list[str]:
         out = []

@@ -24,12 +24,11 @@ addresses (for CIDR `nodePortAddresses`).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import ipaddress
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kpdoctor.gcpause import gc_paused
 from kpdoctor.proxier.context import ProxierInput
 from kpdoctor.proxier.names import hash16, port_proto_hash
 from kpdoctor.proxier.serviceport import IPV4, IPV6, canonical_ip, cidr_family
@@ -211,23 +210,6 @@ class _Probabilities:
         while len(cache) <= n:
             cache.append(f"{1.0 / len(cache):.10f}")
         return cache[n]
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building big, acyclic results.
-
-    Rendering creates ~10 objects per rule and keeps them; with the collector on, its
-    generation-2 passes re-scan the whole cluster state again and again (half of the
-    render time at 100,000 endpoints). Nothing built here forms reference cycles.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def sync_rules(inp: ProxierInput, options: IptablesOptions | None = None) -> IptablesRuleset:

@@ -28,13 +28,12 @@ normalizes that.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import ipaddress
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from kpdoctor.errors import InputError
+from kpdoctor.gcpause import gc_paused
 from kpdoctor.proxier.context import ProxierInput
 from kpdoctor.proxier.endpoints import EndpointInfo, ServicePortEndpoints
 from kpdoctor.proxier.names import _PAIRS, _sha256
@@ -590,24 +589,6 @@ class _Renderer:
         return "\n".join([*self.tx.lines, *self.chains.lines, *elements]) + "\n"
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a render builds its big, acyclic results.
-
-    Endpoint selection keeps one object per endpoint and the transaction ~100,000 lines at
-    10,000 Services; with the collector on, its passes re-walk all of them again and again
-    (a quarter to a third of the render time). Nothing built here forms reference cycles, so reference
-    counting frees it as before; the collector comes back on (if it was on) however we exit.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def render_nftables(inp: ProxierInput, *, service_cidrs: Sequence[str] | None = None) -> str:
     """The `nft -f` input kube-proxy (nftables mode, `inp.version`) applies for `inp.family` on `inp.node_name`.
 
@@ -615,7 +596,7 @@ def render_nftables(inp: ProxierInput, *, service_cidrs: Sequence[str] | None = 
     objects for the "Drop traffic to unallocated ClusterIPs" rule); None means
     "whatever the snapshot carries", and without them that one rule is left out.
     """
-    with _gc_paused():  # also covers `inp.service_ports()`, the endpoint selection, when not computed yet
+    with gc_paused():  # also covers `inp.service_ports()`, the endpoint selection, when not computed yet
         return _Renderer(inp, service_cidrs).render()
 
 
