@@ -370,13 +370,12 @@ class NodePortFirewall(Check):
     def _local_policy(self, ctx: CheckContext, mode: str) -> Iterator[Finding]:
         node = ctx.node
         assert node is not None
-        from kpdoctor.analysis import expected_for
+        from kpdoctor.analysis import expected_node_port_drops
 
         try:
-            expected = expected_for(ctx, mode)
+            dropped = expected_node_port_drops(ctx, mode)  # the expected view's NodePort DROPs
         except Exception:  # noqa: BLE001 - an expectation we cannot render is reported by KP-STALE-ENDPOINTS
             return
-        dropped = [(fe, view) for fe, view in expected.frontends.items() if fe.kind == NODE_PORT and view.verdict == DROP]
         for fe, view in sorted(dropped):
             yield self.finding(
                 ctx, service_subject(view.service, fe.protocol),

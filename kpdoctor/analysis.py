@@ -9,7 +9,7 @@ dataplane parsers (written per mode) lives only in `actual_view`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -200,6 +200,7 @@ class IptablesRef:
         self.token_counts: dict[str, int] = {}
         self._pos: dict[str, int] | None = None
         self._dups: dict[str, list[int]] = {}
+        self._offsets: list[int] | None = None
         order = sorted((t.line - 1, name) for name, t in full.tables.items())
         self.table_starts = [i for i, _ in order]
         self.table_names = [name for _, name in order]
@@ -221,6 +222,14 @@ class IptablesRef:
                     del pos[line]
             self._pos, self._dups = pos, dups
         return self._pos, self._dups
+
+    def offsets(self) -> list[int]:
+        """Where each line starts in `text` (one more entry: the end of the text plus one)."""
+        if self._offsets is None:
+            from itertools import accumulate
+
+            self._offsets = list(accumulate((len(line) + 1 for line in self.lines), initial=0))
+        return self._offsets
 
     def table_at(self, index: int) -> str:
         from bisect import bisect_right
@@ -269,18 +278,28 @@ class IptablesRefs:
 
         if not self.refs or "\r" in text:
             return None
-        lines = text.split("\n")
-        if len(lines) < DELTA_MIN_LINES:
+        if not _has_lines(text, DELTA_MIN_LINES):
             return None
         first: DeltaDump | None = None
         for ref in sorted(self.refs, key=lambda r: not r.recorded):  # those with a comparison to reuse first
-            found = _make_delta(ref, text, lines, source)
+            found = _make_delta(ref, text, None, source)
             if found is None:
                 continue
             if not NAT_ENTRY_CHAINS & found.changed.keys():
                 return found
             first = first or found
         return first
+
+
+def _has_lines(text: str, n: int) -> bool:
+    """`len(text.split("\n")) >= n` without counting a 35 MB text's line breaks (~15 ms)."""
+    end = 1 << 16
+    while True:
+        if text.count("\n", 0, end) >= n - 1:
+            return True
+        if end >= len(text):
+            return False
+        end *= 4
 
 
 def _align(new: list[str], old: list[str], pos: Mapping[str, int], dups: Mapping[str, list[int]],
@@ -350,6 +369,171 @@ def _align(new: list[str], old: list[str], pos: Mapping[str, int], dups: Mapping
         return (un, ur) if len(un) + len(ur) <= limit else None
 
 
+_BLOCK_MIN = 1 << 15
+_BLOCK_MAX = 1 << 22
+
+
+def _common_prefix(a: str, pa: int, b: str, pb: int) -> int:
+    """How many characters `a[pa:]` and `b[pb:]` have in common at their start.
+
+    Compares blocks (memcmp of a slice copy), doubling while they agree, then bisects the first block
+    that differs: ~2 copies of each text instead of one Python object per line."""
+    n = min(len(a) - pa, len(b) - pb)
+    d = 0
+    step = _BLOCK_MIN
+    while d < n:
+        size = min(step, n - d)
+        if a.startswith(b[pb + d:pb + d + size], pa + d):
+            d += size
+            step = min(step * 2, _BLOCK_MAX)
+            continue
+        lo, hi = d, d + size  # a[pa:pa+lo] == b[pb:pb+lo]; they differ before hi
+        while hi - lo > 64:
+            mid = (lo + hi) // 2
+            if a.startswith(b[pb + lo:pb + mid], pa + lo):
+                lo = mid
+            else:
+                hi = mid
+        while a[pa + lo] == b[pb + lo]:
+            lo += 1
+        return lo
+    return n
+
+
+class _NodeLines(Sequence[str]):
+    """A delta dump's lines without splitting its text: unmatched lines are its own (cut out while
+    aligning), every matched line is the reference's equal line."""
+
+    __slots__ = ("_own", "_ref", "_un", "_gaps", "_n")
+
+    def __init__(self, own: dict[int, str], ref: list[str], un: list[int], ur: list[int], n: int) -> None:
+        self._own = own
+        self._ref = ref
+        self._un = un
+        self._gaps = [j - t for t, j in enumerate(ur)]  # matched reference lines before each unmatched one
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def pick(self, indexes: list[int]) -> list[str]:
+        """`[self[i] for i in indexes]` for sorted indexes, walking the unmatched lists once."""
+        own, un, gaps, ref = self._own, self._un, self._gaps, self._ref
+        nu, ng = len(un), len(gaps)
+        out: list[str] = []
+        u = g = 0
+        for i in indexes:
+            line = own.get(i)
+            if line is None:
+                while u < nu and un[u] < i:
+                    u += 1
+                k = i - u
+                while g < ng and gaps[g] <= k:
+                    g += 1
+                line = ref[k + g]
+            out.append(line)
+        return out
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        own = self._own.get(i)
+        if own is not None:
+            return own
+        from bisect import bisect_left, bisect_right
+
+        k = i - bisect_left(self._un, i)  # matched lines before line i
+        return self._ref[k + bisect_right(self._gaps, k)]
+
+
+def _align_text(text: str, ref: IptablesRef, pos: Mapping[str, int], dups: Mapping[str, list[int]],
+                limit: int) -> tuple[list[int], list[int], Any] | None:
+    """`_align(text.split("\n"), ref.lines, ...)` - the same result - on the raw text.
+
+    Equal stretches are skipped by comparing large blocks of text (`_common_prefix`); only at a
+    difference are the node's lines cut out (`str.find`) and looked up in the reference, exactly as
+    `_align` does. Returns the unmatched indexes of both sides and the node's lines (`_NodeLines`)."""
+    from bisect import bisect_left, bisect_right
+
+    old = ref.lines
+    rtext = ref.text
+    starts = ref.offsets()
+    nr = len(old)
+    nt, rt = len(text), len(rtext)
+    own: dict[int, str] = {}
+    un: list[int] = []
+    ur: list[int] = []
+
+    def line_at(start: int) -> tuple[str, int]:
+        end = text.find("\n", start)
+        if end < 0:
+            end = nt
+        return text[start:end], end + 1
+
+    i = j = 0
+    at = 0  # where node line i starts in text; ref line j starts at starts[j]
+    while True:
+        q0 = starts[j]
+        d = _common_prefix(text, at, rtext, q0)
+        pa, pb = at + d, q0 + d
+        if pa == nt and pb == rt:
+            break  # equal to the end
+        # the first line that differs (a line that ends where one text ends may still be equal)
+        q = bisect_right(starts, pb) - 1
+        p = i + (q - j)
+        if pa == nt and rtext[pb] == "\n":
+            ur.extend(range(q + 1, nr))  # the node's lines end here; the reference has more
+            break
+        if pb == rt and text[pa] == "\n":
+            start = at + (starts[q] - q0) + len(old[q]) + 1  # the node's lines go on; the reference has none
+            k = p + 1
+            while start <= nt:
+                if len(un) + len(ur) >= limit:
+                    return None
+                own[k], start = line_at(start)
+                un.append(k)
+                k += 1
+            break
+        start = at + (starts[q] - q0)  # node line p
+        k, t = p, -1
+        while start <= nt:  # node line k exists
+            line, after = line_at(start)
+            x = pos.get(line)
+            if x is None:
+                seen = dups.get(line)
+                if seen is not None:
+                    y = bisect_left(seen, q)
+                    if y < len(seen):
+                        t = seen[y]
+                        break
+            elif x >= q:
+                t = x
+                break
+            own[k] = line
+            k += 1
+            start = after
+            if k - p > limit:
+                return None
+        if t < 0:
+            un.extend(range(p, k))  # k: the node's line count
+            ur.extend(range(q, nr))
+            if len(un) + len(ur) > limit:
+                return None
+            break
+        un.extend(range(p, k))
+        ur.extend(range(q, t))
+        if len(un) + len(ur) > limit:
+            return None
+        i, j, at = k, t, start
+    if len(un) + len(ur) > limit:
+        return None
+    return un, ur, _NodeLines(own, old, un, ur, nr - len(ur) + len(un))
+
+
 def _line_kind(line: str) -> str:
     """How the full parser treats a line: rule, decl, skip, or other (anything else: no delta)."""
     if line.startswith("-A "):
@@ -368,7 +552,7 @@ def _chain_of(line: str, kind: str) -> str:
     return line[1:].split(" ", 1)[0]
 
 
-def _make_delta(ref: IptablesRef, text: str, lines: list[str], source: str) -> DeltaDump | None:
+def _make_delta(ref: IptablesRef, text: str, lines: list[str] | None, source: str) -> DeltaDump | None:
     from bisect import bisect_right
 
     from kpdoctor.dataplane.iptables_save import Chain, parse_iptables_save
@@ -379,10 +563,16 @@ def _make_delta(ref: IptablesRef, text: str, lines: list[str], source: str) -> D
         return DeltaDump(ref, text, old, [], [], {}, False)
     pos, dups = ref.positions()
     limit = max(200, int(len(old) * DELTA_MAX_SHARE))
-    aligned = _align(lines, old, pos, dups, limit)
-    if aligned is None:
-        return None
-    un, ur = aligned
+    if lines is None:
+        found = _align_text(text, ref, pos, dups, limit)
+        if found is None:
+            return None
+        un, ur, lines = found
+    else:
+        aligned = _align(lines, old, pos, dups, limit)
+        if aligned is None:
+            return None
+        un, ur = aligned
     delta = DeltaDump(ref, text, lines, un, ur, {}, False)
     for j in ur:
         kind = _line_kind(old[j])
@@ -427,8 +617,10 @@ def _make_delta(ref: IptablesRef, text: str, lines: list[str], source: str) -> D
             keep.append(delta.node_index(found.line - 1))
         keep += [delta.node_index(j) for j in found.idx if j not in unmatched_old]
     order = sorted(set(keep))
+    picked = lines.pick(order) if isinstance(lines, _NodeLines) else [lines[i] for i in order]
+    src = dict(zip(order, picked, strict=True))  # the changed chains' lines, by this dump's index
     try:
-        reduced = parse_iptables_save("\n".join(lines[i] for i in order), source)
+        reduced = parse_iptables_save("\n".join(picked), source)
     except InputError:
         return None
     if list(reduced.tables) != list(ref.full.tables):
@@ -441,7 +633,7 @@ def _make_delta(ref: IptablesRef, text: str, lines: list[str], source: str) -> D
             continue
         if got.overrides:
             return None
-        mine = Chain(name, got.policy, got.counters, order[got.line - 1] + 1, lines)
+        mine = Chain(name, got.policy, got.counters, order[got.line - 1] + 1, src)  # type: ignore[arg-type]
         mine.idx = [order[k] for k in got.idx]
         chains[(table, name)] = mine
     delta.changed = chains
@@ -486,8 +678,12 @@ class DeltaDump:
             return None
         from kpdoctor.dataplane.iptables_save import Chain
 
-        mine = Chain(name, base.policy, base.counters, self.node_index(base.line - 1) + 1, self.lines)
-        mine.idx = [self.node_index(j) for j in base.idx]
+        idx = [self.node_index(j) for j in base.idx]
+        old = base.src
+        # Its lines are the reference's (by this dump's index): no lookup through a delta's `_NodeLines`.
+        mine = Chain(name, base.policy, base.counters, self.node_index(base.line - 1) + 1,
+                     dict(zip(idx, [old[j] for j in base.idx], strict=True)))  # type: ignore[arg-type]
+        mine.idx = idx
         return mine
 
     def spec_table(self, table: str) -> Any:
@@ -519,9 +715,8 @@ class DeltaDump:
         rules = {name: _ChainRules(name, _DeltaChains(self, name)) for name in self.ref.full.tables}
         light = LightDump(policies=policies, rules=rules)
         if not self.decl_changed:
-            for memo in ("_kube_chains", "_chain_sets"):
-                if memo in ref_light.__dict__:
-                    object.__setattr__(light, memo, ref_light.__dict__[memo])
+            # Same declarations (same `policies` object): the name sets are the reference's, computed once.
+            object.__setattr__(light, "_same_as", ref_light)
         elif "_kube_chains" in ref_light.__dict__:
             object.__setattr__(light, "_kube_chains", self._kube_chains(ref_light.__dict__["_kube_chains"], policies))
         return light
@@ -652,11 +847,15 @@ class LightDump(IptablesDump):
     def kube_chains(self) -> dict[str, list[str]]:
         cached: dict[str, list[str]] | None = self.__dict__.get("_kube_chains")
         if cached is None:
-            cached = super().kube_chains()
+            same = self.__dict__.get("_same_as")  # a delta dump declaring exactly its reference's chains
+            cached = same.kube_chains() if same is not None else super().kube_chains()
             object.__setattr__(self, "_kube_chains", cached)
         return cached
 
     def chains(self, table: str | None = None) -> set[str]:
+        same = self.__dict__.get("_same_as")
+        if same is not None:
+            return same.chains(table)
         memo: dict[str | None, set[str]] = self.__dict__.setdefault("_chain_sets", {})
         if table not in memo:
             tables = [table] if table else list(self.policies)
@@ -811,7 +1010,8 @@ def presence(p: ParsedNode) -> Presence:
     for key in ("iptables-save.txt", "iptables-legacy-save.txt"):
         dump = p.iptables(key)
         if dump is not None:
-            hit = sorted(c for c in dump.chains("nat") if c in IPVS_IPTABLES_MARKERS)
+            nat = dump.policies.get("nat", {})  # == dump.chains("nat"), without building a 100k-name set
+            hit = sorted(c for c in IPVS_IPTABLES_MARKERS if c in nat)
             if hit:
                 ipvs_chains = f"{key}: IPVS-mode chains {', '.join(hit)}"
                 break
@@ -945,6 +1145,34 @@ def expected_detail(ctx: CheckContext, mode: str | None = None) -> NodeExpectati
     return ctx.derived(f"expected-view:{mode or ''}", build)
 
 
+def expected_node_port_drops(ctx: CheckContext, mode: str | None = None) -> list[tuple[Any, FrontendView]]:
+    """The expected view's NodePort frontends that DROP: `(fe, view)` for each, in no particular order.
+
+    The set `[(fe, v) for fe, v in expected_for(ctx, mode).frontends.items() if fe.kind == NODE_PORT and
+    v.verdict == DROP]` gives, without walking every frontend per node: the node-independent ones once
+    per scan, the node's own (node-dependent service ports) per node."""
+    from kpdoctor.dataplane.semantic import DROP, NODE_PORT
+
+    detail = expected_detail(ctx, mode)
+    shared = detail.shared
+    frontends = detail.view.frontends
+    template = shared._template
+    if template is None or detail.kinds is None:
+        return [(fe, v) for fe, v in frontends.items() if fe.kind == NODE_PORT and v.verdict == DROP]
+    # The view's keys are the template's (written over by the node's views) plus any node view's own.
+    if shared._node_port_keys is None:
+        shared._node_port_keys = [fe for fe in template if fe.kind == NODE_PORT]
+    keys = list(shared._node_port_keys)
+    keys += {v.frontend for group in detail.node_views for v in group
+             if v.frontend.kind == NODE_PORT and v.frontend not in template}
+    out = []
+    for fe in keys:
+        v = frontends.get(fe)
+        if v is not None and v.verdict == DROP:
+            out.append((fe, v))
+    return out
+
+
 _NO_NODE = "\0no-node"  # a node name no endpoint carries: every endpoint is remote
 
 
@@ -1026,6 +1254,8 @@ class SharedExpectation:
             total += len(placeholder)
         # Frontend keys do not depend on the node; a shared key would make "later wins" order-dependent.
         self._template: dict[Any, FrontendView] | None = template if len(template) == total else None
+        self._dependent: list[tuple[int, Any]] | None = None
+        self._node_port_keys: list[Any] | None = None
         self._kinds = address_kinds(template) if self._template is not None else None
 
     def view_for(self, node_name: str, zone: str, node_ip: str | None) -> SemanticView:
@@ -1039,7 +1269,13 @@ class SharedExpectation:
         out: list[FrontendView] = []
         node_views: list[tuple[FrontendView, ...]] = []
         reuse, seen = self._reuse, self._seen
-        for n, (info, svc_slices, views) in enumerate(self._entries):
+        if template is not None:  # only the node-dependent entries matter (in order)
+            if self._dependent is None:
+                self._dependent = [(n, e) for n, e in enumerate(self._entries) if e[2] is None]
+            entries: Any = self._dependent
+        else:
+            entries = enumerate(self._entries)
+        for n, (info, svc_slices, views) in entries:
             if views is None:
                 how = reuse.get(n)
                 key: Any = None
@@ -1156,7 +1392,8 @@ def _compare_iptables(ctx: CheckContext, key: str, memo: Any) -> Comparison | No
 
     dumps = node_dumps(ctx)
     detail = expected_detail(ctx, "iptables")
-    kinds = dict(detail.kinds) if detail.kinds is not None else address_kinds(detail.view.frontends)
+    # The shared mapping itself (read only): a delta recognises it and skips comparing 12k addresses.
+    kinds = detail.kinds if detail.kinds is not None else address_kinds(detail.view.frontends)
     delta = dumps.delta(key)
     if delta is not None and not NAT_ENTRY_CHAINS & delta.changed.keys():
         for rec in delta.ref.recorded:

@@ -17,6 +17,7 @@ the report with their reason.
 
 from __future__ import annotations
 
+import gc
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -278,6 +279,32 @@ def _light(node: NodeState) -> NodeState:
                      collected_at=node.collected_at)
 
 
+def _node_loop(names: list[str], source: NodeSource, seen: list[NodeState], reachable: list[str],
+               findings: list[Finding], node_checks: list[Check], guarded: ClusterState,
+               all_nodes: Mapping[str, NodeState], opts: Mapping[str, Any], cache: dict[tuple[str, str], Any],
+               produced: dict[str, list[Finding]], runs: dict[str, CheckRun],
+               on_progress: Callable[[str], None] | None) -> None:
+    for name in names:
+        node = source.load(name)
+        seen.append(_light(node))
+        if not node.reachable:
+            findings.append(unreachable_finding(node, node_checks))
+            continue
+        reachable.append(name)
+        if on_progress is not None:
+            on_progress(f"node {name}")
+        for check in node_checks:
+            t0 = time.perf_counter()
+            ctx = CheckContext(cluster=guarded, node=node, nodes=all_nodes, options=opts, _cache=cache)
+            produced[check.id] += _run_one(check, ctx, name, runs[check.id])
+            runs[check.id].evaluated.append(name)
+            runs[check.id].duration += time.perf_counter() - t0
+        for key in [k for k in cache if k[0] == name]:
+            del cache[key]
+        del node
+        gc.collect(1)
+
+
 def run_checks(
     checks: Sequence[Check],
     cluster: ClusterState,
@@ -305,24 +332,18 @@ def run_checks(
     all_nodes: Mapping[str, NodeState] = _LazyNodes(source, names)
     seen: list[NodeState] = []
     reachable: list[str] = []
-    for name in names:
-        node = source.load(name)
-        seen.append(_light(node))
-        if not node.reachable:
-            findings.append(unreachable_finding(node, node_checks))
-            continue
-        reachable.append(name)
-        if on_progress is not None:
-            on_progress(f"node {name}")
-        for check in node_checks:
-            t0 = time.perf_counter()
-            ctx = CheckContext(cluster=guarded, node=node, nodes=all_nodes, options=opts, _cache=cache)
-            produced[check.id] += _run_one(check, ctx, name, runs[check.id])
-            runs[check.id].evaluated.append(name)
-            runs[check.id].duration += time.perf_counter() - t0
-        for key in [k for k in cache if k[0] == name]:
-            del cache[key]
-        del node
+    # The cyclic collector's automatic full passes re-scan the scan-long views (a reference dump's parse:
+    # millions of objects) again and again. Off during the node loop; after each node a young-generation
+    # pass frees that node's own cycles (everything it allocated is young then), so memory stays as flat
+    # as before, and what survives it (scan-long views) is not scanned again.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _node_loop(names, source, seen, reachable, findings, node_checks, guarded, all_nodes, opts, cache,
+                   produced, runs, on_progress)
+    finally:
+        if enabled:
+            gc.enable()
     cluster_nodes: Mapping[str, NodeState] = _LazyNodes(source, reachable)
     for check in cluster_checks:
         t0 = time.perf_counter()

@@ -28,13 +28,13 @@ gets a `localhost-node-port` frontend that follows KUBE-EXT's node-local path.
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from kpdoctor.dataplane.iptables_save import IptablesDump, Table, tokenize
 from kpdoctor.dataplane.semantic import (
@@ -50,6 +50,7 @@ from kpdoctor.dataplane.semantic import (
     FrontendView,
     SemanticView,
 )
+from kpdoctor.gcpause import gc_paused
 
 _KIND_SUFFIXES = ((" cluster IP", CLUSTER_IP), (" external IP", EXTERNAL_IP), (" loadbalancer IP", LOAD_BALANCER))
 _FILTER_SUFFIXES = (" has no local endpoints", " has no endpoints")
@@ -453,6 +454,8 @@ class SemanticTrace:
     complete: bool
     _parents: dict[str, list[str]] | None = None
     _by_target: dict[str, list[int]] | None = None
+    _by_filter_key: tuple[dict[Any, list[int]], dict[Any, list[int]]] | None = None
+    _kinds_checked: Mapping[str, str] | None = None  # an address_kinds mapping found equal to `kinds`
     _filter_rules: dict[str, _Rule] = field(default_factory=dict)  # filter rule text -> parsed (read-only)
     localhost: bool = False  # nat KUBE-SERVICES sends 127.0.0.1 to KUBE-NODEPORTS
 
@@ -472,6 +475,20 @@ class SemanticTrace:
                     out.add(parent)
                     todo.append(parent)
         return out
+
+    def entries_by_filter_key(self) -> tuple[dict[Any, list[int]], dict[Any, list[int]]]:
+        """Indexes of `entries` by the filter verdict key their view reads: (port, proto) for node ports,
+        (address, port, proto) for the others."""
+        if self._by_filter_key is None:
+            by_np: dict[Any, list[int]] = {}
+            by_ip: dict[Any, list[int]] = {}
+            for n, (fe, _, _) in enumerate(self.entries):
+                if fe.kind in (NODE_PORT, LOCALHOST_NODE_PORT):
+                    by_np.setdefault((fe.port, fe.protocol), []).append(n)
+                else:
+                    by_ip.setdefault((fe.address, fe.port, fe.protocol), []).append(n)
+            self._by_filter_key = (by_np, by_ip)
+        return self._by_filter_key
 
     def entries_via(self, chains: set[str]) -> list[int]:
         """Indexes of `entries` whose target chain is in `chains` (in creation order)."""
@@ -511,13 +528,8 @@ def _frontend_view(fe: Frontend, service: str, path: _Path,
 def semantic_view_traced(dump: IptablesDump, *, address_kinds: Mapping[str, str] | None = None,
                          memo: JumpMemo | None = None, trace: bool = True) -> tuple[SemanticView, SemanticTrace | None]:
     """`semantic_view` plus (when `trace`) how it was derived, for `semantic_view_delta`."""
-    was_enabled = gc.isenabled()
-    gc.disable()  # many small acyclic objects: the collector's full passes would dominate at scale
-    try:
+    with gc_paused():  # many small acyclic objects: the collector's full passes would dominate at scale
         return _semantic_view(dump, address_kinds, memo, trace)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 _FilterIp = dict[tuple[str, int, str], tuple[str, str, str]]  # (addr, port, proto) -> (verdict, service, kind)
@@ -644,6 +656,24 @@ def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
                                resolver.deps or {}, complete, localhost=localhost)
 
 
+class _Overlay(dict[str, "_Path"]):
+    """The resolver's results for a delta: its own, else `base`'s except for the `hidden` chains
+    (what a copy of `base` without them would answer, without copying 100k entries per node)."""
+
+    def __init__(self, base: Mapping[str, _Path], hidden: set[str]) -> None:
+        super().__init__()
+        self._base = base
+        self._hidden = hidden
+
+    def get(self, chain: str, default: Any = None) -> Any:
+        found = dict.get(self, chain)
+        if found is not None:
+            return found
+        if chain in self._hidden:
+            return default
+        return self._base.get(chain, default)
+
+
 def semantic_view_delta(base: SemanticTrace, nat: Table | None, filt: Table | None, changed: Iterable[tuple[str, str]],
                         address_kinds: Mapping[str, str] | None = None,
                         memo: JumpMemo | None = None) -> tuple[SemanticView, set[Frontend]] | None:
@@ -658,8 +688,13 @@ def semantic_view_delta(base: SemanticTrace, nat: Table | None, filt: Table | No
     a changed nat entry chain, a cycle in the re-derivation): the caller then extracts in full.
     """
     changed = set(changed)
-    if not base.complete or dict(address_kinds or {}) != base.kinds:
+    if not base.complete:
         return None
+    if address_kinds is None or address_kinds is not base._kinds_checked:
+        if dict(address_kinds or {}) != base.kinds:
+            return None
+        base._kinds_checked = address_kinds  # the same (shared, unchanging) mapping again: no 12k-entry compare
+
     if ("nat", "KUBE-SERVICES") in changed or ("nat", "KUBE-NODEPORTS") in changed:
         return None  # which frontends exist: the full extraction
     affected = base.affected_chains(n for t, n in changed if t == "nat")
@@ -672,17 +707,15 @@ def semantic_view_delta(base: SemanticTrace, nat: Table | None, filt: Table | No
         filter_ip, filter_np = _filter_verdicts(filt, base._filter_rules)
         ip_keys = {k for k in filter_ip.keys() | base.filter_ip.keys() if filter_ip.get(k) != base.filter_ip.get(k)}
         np_keys = {k for k in filter_np.keys() | base.filter_np.keys() if filter_np.get(k) != base.filter_np.get(k)}
-        for n, (fe, _, _) in enumerate(base.entries):
-            if ((fe.port, fe.protocol) in np_keys if fe.kind in (NODE_PORT, LOCALHOST_NODE_PORT)
-                    else (fe.address, fe.port, fe.protocol) in ip_keys):
-                redo.add(n)
+        by_np, by_ip = base.entries_by_filter_key()  # the entries whose verdict key changed
+        for np_key in np_keys:
+            redo.update(by_np.get(np_key, ()))
+        for ip_key in ip_keys:
+            redo.update(by_ip.get(ip_key, ()))
     if not redo and not refilter:
         return base.view, set()
     resolver = _Resolver(nat, memo)
-    resolved = dict(base.resolved)
-    for chain in affected:
-        resolved.pop(chain, None)
-    resolver._resolved = resolved
+    resolver._resolved = _Overlay(base.resolved, affected)  # base's results but for the affected chains
     old = base.view.frontends
     views = dict(old)  # a copy keeps the stored hashes: no Frontend.__hash__ per entry
     trailing_before: list[Frontend] = []

@@ -3,9 +3,132 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+# json.dumps(indent=2) runs the standard library's generator-based pure-Python encoder (its C encoder is
+# used only without indent): ~1.3 s for the 58 MB report of a 10,000-Service / 100-node scan. `_Indented`
+# writes the very same text (byte for byte: same separators, same escaping through the C string encoder,
+# same int/float/None/bool spellings, same TypeError for what JSON cannot hold) with one list of pieces.
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+_INDENT = "  "
+
+
+def _float(o: float) -> str:
+    if o != o:
+        return "NaN"
+    if o == float("inf"):
+        return "Infinity"
+    if o == -float("inf"):
+        return "-Infinity"
+    return float.__repr__(o)
+
+
+class _Indented:
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self._nl: list[str] = ["\n"]
+
+    def newline(self, level: int) -> str:
+        nl = self._nl
+        while len(nl) <= level:
+            nl.append("\n" + _INDENT * len(nl))
+        return nl[level]
+
+    def scalar(self, o: Any) -> str | None:
+        if isinstance(o, str):
+            return _encode_str(o)
+        if o is None:
+            return "null"
+        if o is True:
+            return "true"
+        if o is False:
+            return "false"
+        if isinstance(o, int):
+            return int.__repr__(o)
+        if isinstance(o, float):
+            return _float(o)
+        return None
+
+    def value(self, o: Any, level: int) -> None:
+        t = type(o)
+        if t is str:
+            self.out.append(_encode_str(o))
+            return
+        if t is dict:
+            self.mapping(o, level)
+            return
+        if t is list:
+            self.sequence(o, level)
+            return
+        text = self.scalar(o)
+        if text is not None:
+            self.out.append(text)
+        elif isinstance(o, (list, tuple)):
+            self.sequence(o, level)
+        elif isinstance(o, dict):
+            self.mapping(o, level)
+        else:
+            raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+    def sequence(self, o: list[Any] | tuple[Any, ...], level: int) -> None:
+        out = self.out
+        if not o:
+            out.append("[]")
+            return
+        inner = self.newline(level + 1)
+        sep = "," + inner
+        out.append("[" + inner)
+        first = True
+        for item in o:
+            if not first:
+                out.append(sep)
+            first = False
+            if type(item) is str:
+                out.append(_encode_str(item))
+            else:
+                self.value(item, level + 1)
+        out.append(self.newline(level) + "]")
+
+    def mapping(self, o: dict[Any, Any], level: int) -> None:
+        out = self.out
+        if not o:
+            out.append("{}")
+            return
+        inner = self.newline(level + 1)
+        sep = "," + inner
+        out.append("{" + inner)
+        first = True
+        for key, item in o.items():
+            if type(key) is not str:
+                if isinstance(key, str):
+                    pass
+                elif isinstance(key, float):
+                    key = _float(key)
+                elif key is True:
+                    key = "true"
+                elif key is False:
+                    key = "false"
+                elif key is None:
+                    key = "null"
+                elif isinstance(key, int):
+                    key = int.__repr__(key)
+                else:
+                    raise TypeError(f"keys must be str, int, float, bool or None, not {key.__class__.__name__}")
+            if not first:
+                out.append(sep)
+            first = False
+            out.append(_encode_str(key) + ": ")
+            if type(item) is str:
+                out.append(_encode_str(item))
+            else:
+                self.value(item, level + 1)
+        out.append(self.newline(level) + "}")
 
 
 def render_json(report: Mapping[str, Any]) -> str:
-    return json.dumps(report, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    if not isinstance(report, dict):
+        return json.dumps(report, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    writer = _Indented()
+    writer.value(report, 0)
+    return "".join(writer.out) + "\n"
