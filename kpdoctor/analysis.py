@@ -282,7 +282,7 @@ class IptablesRefs:
             return None
         first: DeltaDump | None = None
         for ref in sorted(self.refs, key=lambda r: not r.recorded):  # those with a comparison to reuse first
-            found = _make_delta(ref, text, None, source)
+            found = _make_delta(ref, text, source)
             if found is None:
                 continue
             if not NAT_ENTRY_CHAINS & found.changed.keys():
@@ -310,6 +310,8 @@ def _align(new: list[str], old: list[str], pos: Mapping[str, int], dups: Mapping
     at a mismatch, the next line of `new` that occurs in `old` further on is the anchor to resume
     from. The result is always a valid alignment (equal lines, in order), maybe not a minimal one:
     what it leaves out is re-derived from the new dump's own lines. None past `limit` lines.
+    Scans use `_align_text`, which gives the same result on the raw text without splitting it; this
+    list form is its definition, and the tests hold the two equal.
     """
     from bisect import bisect_left
     from itertools import compress, count
@@ -552,7 +554,7 @@ def _chain_of(line: str, kind: str) -> str:
     return line[1:].split(" ", 1)[0]
 
 
-def _make_delta(ref: IptablesRef, text: str, lines: list[str] | None, source: str) -> DeltaDump | None:
+def _make_delta(ref: IptablesRef, text: str, source: str) -> DeltaDump | None:
     from bisect import bisect_right
 
     from kpdoctor.dataplane.iptables_save import Chain, parse_iptables_save
@@ -563,16 +565,10 @@ def _make_delta(ref: IptablesRef, text: str, lines: list[str] | None, source: st
         return DeltaDump(ref, text, old, [], [], {}, False)
     pos, dups = ref.positions()
     limit = max(200, int(len(old) * DELTA_MAX_SHARE))
-    if lines is None:
-        found = _align_text(text, ref, pos, dups, limit)
-        if found is None:
-            return None
-        un, ur, lines = found
-    else:
-        aligned = _align(lines, old, pos, dups, limit)
-        if aligned is None:
-            return None
-        un, ur = aligned
+    found = _align_text(text, ref, pos, dups, limit)
+    if found is None:
+        return None
+    un, ur, lines = found
     delta = DeltaDump(ref, text, lines, un, ur, {}, False)
     for j in ur:
         kind = _line_kind(old[j])

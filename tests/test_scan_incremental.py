@@ -291,3 +291,43 @@ def test_bundle_loader_decodes_identical_files_once(bundle: Path, monkeypatch: p
         plain = source.load(name)
         assert state == plain and list(state.facts) == list(plain.facts)
         assert state.text("iptables-save.txt") is state.text("iptables-nft-save.txt")
+
+
+def test_align_text_equals_the_line_by_line_definition() -> None:
+    """Scans align a node's raw dump with `_align_text`; it must give `_align`'s result on the split
+    lines, for edits anywhere (first/last line, truncation, appended lines, repeated lines)."""
+    from kpdoctor.dataplane.iptables_save import parse_iptables_save
+    from tests.conftest import GOLDEN
+
+    text = (GOLDEN / "V5-large-cluster" / "iptables" / "iptables-save.txt").read_text()
+    ref = analysis.IptablesRef(text, parse_iptables_save(text), "ref")
+    pos, dups = ref.positions()
+    rng = random.Random(11)
+    base = text.split("\n")
+    differing = 0
+    for _ in range(150):
+        new = list(base)
+        for _ in range(rng.randint(0, 6)):
+            op = rng.random()
+            at = rng.randrange(len(new)) if new else 0
+            if op < 0.3 and new:
+                del new[at]
+            elif op < 0.55:
+                new.insert(rng.randint(0, len(new)), rng.choice(base))  # a repeated or moved line
+            elif op < 0.75 and new:
+                new[at] = new[at] + " -j X"
+            elif op < 0.85:
+                new = new[: rng.randint(0, len(new))]  # truncated dump
+            else:
+                new.append(f"-A KUBE-SERVICES -j EXTRA{rng.randrange(9)}")
+        node_text = "\n".join(new)
+        want = analysis._align(node_text.split("\n"), ref.lines, pos, dups, 10**6)
+        got = analysis._align_text(node_text, ref, pos, dups, 10**6)
+        if want is None:
+            assert got is None
+            continue
+        assert got is not None
+        assert (got[0], got[1]) == want
+        assert [got[2][i] for i in range(len(new))] == new
+        differing += bool(want[0] or want[1])
+    assert differing > 100  # the edits really made the two sides differ
