@@ -48,6 +48,7 @@ class ScanRequest:
     progress: bool = False
     probe_options: Any = None  # kpdoctor.node.probe.ProbeOptions for --probe (None: its defaults)
     collected: Any = None  # (ClusterState, NodeSource, SourceInfo) the caller gathered itself (`kpdoctor node`)
+    pod_namespaces: Sequence[str] = ()  # also load the Pods of these namespaces (`why`, `scan --service`)
 
 
 @dataclass
@@ -131,7 +132,7 @@ class DirectoryBundleNodes:
         return replace(state, facts=MappingProxyType(facts))
 
 
-def open_bundle(path: str | os.PathLike[str]) -> tuple[ClusterState, NodeSource]:
+def open_bundle(path: str | os.PathLike[str], pod_namespaces: Sequence[str] = ()) -> tuple[ClusterState, NodeSource]:
     """The cluster of a bundle and a NodeSource for its nodes (streaming for directories)."""
     from kpdoctor.node import bundle as nb
 
@@ -146,9 +147,9 @@ def open_bundle(path: str | os.PathLike[str]) -> tuple[ClusterState, NodeSource]
             if not (base / "nodes").is_dir():
                 raise InputError("not a kpdoctor bundle: no nodes/<name>/ and no cluster/ inside", where=str(root))
             raise InputError("bundle has no cluster/ snapshot", where=str(root))
-        return load_snapshot(base / "cluster"), DirectoryBundleNodes(base, manifest)
+        return load_snapshot(base / "cluster", pod_namespaces=pod_namespaces), DirectoryBundleNodes(base, manifest)
     bundle = nb.read_bundle(root)
-    return bundle.cluster_state(), ListNodes(bundle.node_states().values())
+    return bundle.cluster_state(pod_namespaces), ListNodes(bundle.node_states().values())
 
 
 class _Subset:
@@ -206,7 +207,7 @@ def _collect_live_nodes(cluster: ClusterState, names: list[str], req: ScanReques
 def _load_live(req: ScanRequest) -> ClusterState:
     from kpdoctor.cluster.live import load_live
 
-    return load_live(req.kubeconfig, req.context).state
+    return load_live(req.kubeconfig, req.context, pod_namespaces=req.pod_namespaces).state
 
 
 # ---- the pipeline ------------------------------------------------------------------------------------
@@ -225,14 +226,14 @@ def gather(req: ScanRequest) -> tuple[ClusterState, NodeSource, SourceInfo, bool
         transport = req.transport or "bundle"
         if transport not in ("bundle", "none"):
             raise InputError(f"--transport {transport} cannot be used with a bundle (its nodes are files)")
-        cluster, source = open_bundle(location)
+        cluster, source = open_bundle(location, req.pod_namespaces)
         names = list(source.names()) if transport == "bundle" else []
         keep = select_nodes(cluster, req.node_names, req.node_selector, names)
         kind = "demo" if req.demo else "bundle"
         info = SourceInfo(kind, "kpdoctor demo bundle" if req.demo else location, transport)
         return cluster, _Subset(source, keep), info, False
     if req.snapshot:
-        cluster = load_snapshot(req.snapshot)
+        cluster = load_snapshot(req.snapshot, pod_namespaces=req.pod_namespaces)
         location, kind = req.snapshot, "snapshot"
     else:
         cluster = _load_live(req)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -133,6 +133,7 @@ def load_live(
     *,
     client_obj: Any = None,
     with_logs: bool = True,
+    pod_namespaces: Collection[str] = (),
 ) -> LiveResult:
     """Read the cluster: UnreachableError when the API cannot be used at all, ResourceGap per forbidden kind."""
     client_obj = client_obj if client_obj is not None else api_client(kubeconfig, context)
@@ -153,14 +154,38 @@ def load_live(
                 objects[name] = []  # the API is not served: the cluster has none
                 continue
             _classify(exc, kind, namespaced, server, gaps)
+    workload = _workload_pods(apis["core"], pod_namespaces, server, gaps)
+    objects.setdefault("pods", []).extend(workload)
     state = load_objects(
-        ((obj, f"{server} {name}") for name, objs in objects.items() for obj in objs), source=server or "live API"
+        ((obj, f"{server} {name}") for name, objs in objects.items() for obj in objs), source=server or "live API",
+        pod_namespaces=pod_namespaces,
     )
     logs: dict[str, str] = {}
     if with_logs:
         logs = _pod_logs(apis["core"], state, gaps)
     state = replace(state, logs=MappingProxyType(logs), gaps=tuple(gaps))
     return LiveResult(state, objects, logs, gaps, server)
+
+
+WORKLOAD_PODS_GAP = "workload-pods"  # not "Pod": a 403 here must not block the checks that read kube-system pods
+
+
+def _workload_pods(core: Any, namespaces: Collection[str], server: str, gaps: list[ResourceGap]) -> list[dict[str, Any]]:
+    """Pods of the asked namespaces (besides kube-system, which is always read); 403 -> a gap."""
+    items: list[dict[str, Any]] = []
+    for namespace in sorted(set(namespaces) - {KUBE_SYSTEM}):
+        try:
+            items += list_all(core.list_namespaced_pod, "Pod", namespace=namespace)
+        except Exception as exc:
+            status = _status(exc)
+            if status is None and _is_connection_error(exc):
+                raise UnreachableError(f"cannot reach the API server: {exc}", where=server or None) from None
+            if status is None and not isinstance(exc, ValueError):
+                raise
+            why = f"forbidden (403): cannot list Pods in {namespace}" if status == 403 else \
+                f"listing Pods in {namespace} failed: {f'HTTP {status}' if status else exc}"
+            gaps.append(ResourceGap(WORKLOAD_PODS_GAP, why))
+    return items
 
 
 def _classify(exc: BaseException, kind: str, namespaced: bool, server: str, gaps: list[ResourceGap]) -> None:

@@ -21,6 +21,8 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+ENDPOINTSLICE_CONTROLLER = "endpointslice-controller.k8s.io"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
@@ -58,6 +60,9 @@ class Service:
     traffic_distribution: str | None = None
     ip_families: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    # spec.selector: empty for a selector-less Service (its EndpointSlices are someone else's job)
+    selector: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    external_name: str = ""
 
     @property
     def key(self) -> str:
@@ -98,6 +103,7 @@ class Endpoint:
     zone: str | None = None
     hints_for_zones: tuple[str, ...] | None = None
     hints_for_nodes: tuple[str, ...] | None = None
+    target_pod: str | None = None  # targetRef name when the target is a Pod (same namespace as the slice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +122,7 @@ class EndpointSlice:
     endpoints: tuple[Endpoint, ...] = ()
     ports: tuple[EndpointPort, ...] = ()
     source: str = ""
+    managed_by: str = ""  # label endpointslice.kubernetes.io/managed-by
 
     @property
     def service_key(self) -> str:
@@ -163,11 +170,19 @@ class ConfigMap:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerPort:
+    container_port: int
+    name: str = ""
+    protocol: Protocol = "TCP"
+
+
+@dataclass(frozen=True, slots=True)
 class Container:
     name: str
     image: str = ""
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +218,14 @@ class ContainerStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class PodCondition:
+    type: str  # Ready, PodScheduled, ContainersReady, ...
+    status: str  # "True" | "False" | "Unknown"
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Pod:
     namespace: str
     name: str
@@ -217,10 +240,15 @@ class Pod:
     containers: tuple[Container, ...] = ()
     configmap_volumes: tuple[str, ...] = ()
     container_statuses: tuple[ContainerStatus, ...] = ()
+    conditions: tuple[PodCondition, ...] = ()
+    deleting: bool = False  # metadata.deletionTimestamp is set (terminating)
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def condition(self, kind: str) -> PodCondition | None:
+        return next((c for c in self.conditions if c.type == kind), None)
 
     @property
     def restart_count(self) -> int:

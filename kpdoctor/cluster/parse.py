@@ -12,9 +12,11 @@ from types import MappingProxyType
 from typing import Any
 
 from kpdoctor.cluster.model import (
+    MANAGED_BY_LABEL,
     SERVICE_NAME_LABEL,
     ConfigMap,
     Container,
+    ContainerPort,
     ContainerStatus,
     DaemonSet,
     Endpoint,
@@ -24,6 +26,7 @@ from kpdoctor.cluster.model import (
     Node,
     NodeAddress,
     Pod,
+    PodCondition,
     Service,
     ServicePort,
 )
@@ -84,6 +87,8 @@ def parse_service(obj: dict[str, Any]) -> Service:
         traffic_distribution=spec.get("trafficDistribution"),
         ip_families=tuple(str(f) for f in spec.get("ipFamilies") or ()),
         labels=_map((obj.get("metadata") or {}).get("labels")),
+        selector=_map(spec.get("selector")),
+        external_name=str(spec.get("externalName") or ""),
     )
 
 
@@ -99,6 +104,7 @@ def parse_endpoint(ep: dict[str, Any]) -> Endpoint:
     ready_b = True if ready is None else bool(ready)
     serving = cond.get("serving")
     hints = ep.get("hints")
+    ref = ep.get("targetRef") or {}
     return Endpoint(
         addresses=tuple(str(a) for a in ep.get("addresses") or ()),
         ready=ready_b,
@@ -108,6 +114,7 @@ def parse_endpoint(ep: dict[str, Any]) -> Endpoint:
         zone=ep.get("zone"),
         hints_for_zones=_hint_names(hints, "forZones"),
         hints_for_nodes=_hint_names(hints, "forNodes"),
+        target_pod=str(ref["name"]) if isinstance(ref, dict) and ref.get("kind") == "Pod" and ref.get("name") else None,
     )
 
 
@@ -129,6 +136,7 @@ def parse_endpointslice(obj: dict[str, Any], *, source: str = "") -> EndpointSli
             for p in obj.get("ports") or ()
         ),
         source=source,
+        managed_by=str(labels.get(MANAGED_BY_LABEL) or ""),
     )
 
 
@@ -168,6 +176,11 @@ def _containers(pod_spec: dict[str, Any]) -> tuple[Container, ...]:
             image=str(c.get("image") or ""),
             command=tuple(str(x) for x in c.get("command") or ()),
             args=tuple(str(x) for x in c.get("args") or ()),
+            ports=tuple(
+                ContainerPort(int(p["containerPort"]), str(p.get("name") or ""), _protocol(p.get("protocol")))
+                for p in c.get("ports") or ()
+                if isinstance(p, dict) and p.get("containerPort") is not None
+            ),
         )
         for c in pod_spec.get("containers") or ()
     )
@@ -240,6 +253,13 @@ def parse_pod(obj: dict[str, Any]) -> Pod:
         containers=_containers(spec),
         configmap_volumes=_configmap_volumes(spec),
         container_statuses=tuple(_container_status(cs) for cs in status.get("containerStatuses") or ()),
+        conditions=tuple(
+            PodCondition(str(c.get("type") or ""), str(c.get("status") or ""), str(c.get("reason") or ""),
+                         str(c.get("message") or "")[:500])
+            for c in status.get("conditions") or ()
+            if isinstance(c, dict)
+        ),
+        deleting=bool(meta.get("deletionTimestamp")),
     )
 
 

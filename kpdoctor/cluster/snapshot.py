@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -62,7 +62,8 @@ def iter_objects(doc: Any, where: str) -> Iterator[dict[str, Any]]:
 
 
 class _Collector:
-    def __init__(self) -> None:
+    def __init__(self, pod_namespaces: Collection[str] = ()) -> None:
+        self.pod_namespaces = tuple(sorted(set(pod_namespaces)))
         self.services: list[Service] = []
         self.slices: list[EndpointSlice] = []
         self.nodes: list[Node] = []
@@ -103,12 +104,15 @@ class _Collector:
             logs=MappingProxyType(logs),
             service_cidrs=tuple(self.service_cidrs),
             source=source,
+            workload_pods=tuple(p for p in self.pods if p.namespace in self.pod_namespaces),
+            workload_namespaces=self.pod_namespaces,
         )
 
 
-def load_objects(objects: Iterable[tuple[dict[str, Any], str]], *, source: str = "") -> ClusterState:
+def load_objects(objects: Iterable[tuple[dict[str, Any], str]], *, source: str = "",
+                 pod_namespaces: Collection[str] = ()) -> ClusterState:
     """Build a ClusterState from (object, where) pairs; used by tests and the live loader."""
-    collector = _Collector()
+    collector = _Collector(pod_namespaces)
     for obj, where in objects:
         collector.add(obj, where)
     return collector.state(logs={}, source=source)
@@ -124,14 +128,15 @@ def _read_logs(logs_dir: Path) -> dict[str, str]:
     return logs
 
 
-def load_snapshot(directory: str | os.PathLike[str]) -> ClusterState:
+def load_snapshot(directory: str | os.PathLike[str], *, pod_namespaces: Collection[str] = ()) -> ClusterState:
+    """The snapshot's ClusterState; Pods are kept for kube-system and for `pod_namespaces` only."""
     root = Path(directory)
     if not root.is_dir():
         raise InputError("snapshot is not a directory", where=str(root))
     files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in SNAPSHOT_SUFFIXES)
     if not files:
         raise InputError("snapshot holds no *.json / *.yaml files", where=str(root))
-    collector = _Collector()
+    collector = _Collector(pod_namespaces)
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")

@@ -58,6 +58,10 @@ class ClusterState:
     # networking.k8s.io ServiceCIDR ranges (nftables mode drops traffic to unallocated ClusterIPs in them)
     service_cidrs: tuple[str, ...] = ()
     source: str = ""
+    # Pods outside kube-system, loaded only for the namespaces a command asked for (`kpdoctor why`);
+    # `workload_namespaces` says which were asked, so "no pods" is told apart from "not loaded".
+    workload_pods: tuple[Pod, ...] = ()
+    workload_namespaces: tuple[str, ...] = ()
 
     # ---- indexes --------------------------------------------------------------------
     @cached_property

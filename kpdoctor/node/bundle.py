@@ -122,14 +122,14 @@ class Bundle:
     def has_cluster(self) -> bool:
         return any(p.startswith("cluster/") and p.endswith((".json", ".yaml", ".yml")) for p in self.files)
 
-    def cluster_state(self) -> Any:
+    def cluster_state(self, pod_namespaces: Any = ()) -> Any:
         """The ClusterState of `cluster/` (the snapshot format), loaded with the snapshot loader."""
         from kpdoctor.cluster.snapshot import load_snapshot
 
         if not self.has_cluster():
             raise InputError("bundle has no cluster/ snapshot", where=self.label)
         if self._dir is not None:
-            return load_snapshot(self._dir / "cluster")
+            return load_snapshot(self._dir / "cluster", pod_namespaces=pod_namespaces)
         with tempfile.TemporaryDirectory(prefix="kpd-bundle-") as tmp:
             root = Path(tmp)
             for path, data in self.files.items():
@@ -137,7 +137,7 @@ class Bundle:
                     target = root / path
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(data)
-            state = load_snapshot(root / "cluster")
+            state = load_snapshot(root / "cluster", pod_namespaces=pod_namespaces)
         return replace(state, source=f"{self.label}:cluster")
 
 
