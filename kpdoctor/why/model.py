@@ -69,7 +69,7 @@ class FrontendBehaviour:
         elif self.verdict == "reject":
             what = "REJECT (connection refused)" + (f" with '{self.comment}'" if self.comment else "")
         elif self.verdict == "drop":
-            what = "DROP (clients time out)"
+            what = "DROP (clients time out)" + (f" ('{self.comment}')" if self.comment else "")
         else:
             what = "nothing (no rule: not load-balanced)"
         return f"{self.frontend}: {what}"

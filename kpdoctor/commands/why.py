@@ -1,0 +1,71 @@
+"""`kpdoctor why svc/NS/NAME[:PORT]`: why can't I reach this Service? Cause first, then every node's behaviour.
+
+Heavy imports happen inside the command so `kpdoctor --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+WHY_HELP = (
+    "Explain one Service, cause first: API-level causes with evidence (selector, pod readiness, ports, "
+    "EndpointSlices, traffic policies, topology, affinity), then what each node's real rules do with each of its "
+    "frontends (nodes grouped by identical behaviour), then a one-sentence verdict and the fix.\n\n"
+    "Sources: the live API (default), --snapshot DIR, --bundle PATH (a bundle without cluster/ gives node rules "
+    "only), --demo. Without node access the nodes are 'not evaluated'.\n\n"
+    "Exit codes: 0 reachable (or only notes / nothing evaluated: the verdict says which); 1 a cause blocks it or "
+    "some nodes fail it; 2 bad input; 3 the cluster could not be reached."
+)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("why", help=WHY_HELP)
+    def why_cmd(
+        service: str = typer.Argument(..., metavar="svc/NAMESPACE/NAME[:PORT]"),
+        client: str = typer.Option(None, "--from", help="Where the client is: pod/NS/NAME | node/NAME | external | IP."),
+        bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz."),
+        snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
+        demo: bool = typer.Option(False, "--demo", help="Use the demo bundle shipped with kpdoctor."),
+        kubeconfig: str = typer.Option(None, "--kubeconfig"),
+        context: str = typer.Option(None, "--context"),
+        transport: str = typer.Option(None, "--transport", help="ssh | kube-exec | local | none (as for scan)."),
+        nodes: str = typer.Option("", "--nodes", help="Comma-separated node names or globs (default: all)."),
+        fmt: str = typer.Option("console", "--format", "-o", help="console | json."),
+    ) -> None:
+        from kpdoctor.errors import InputError
+        from kpdoctor.scanner import ScanRequest
+        from kpdoctor.why.render import render_text, to_dict
+        from kpdoctor.why.run import run_why
+        from kpdoctor.why.target import parse_from, parse_target
+
+        if fmt not in ("console", "json"):
+            raise InputError(f"--format {fmt!r}: choose console or json")
+        target = parse_target(service)
+        who = parse_from(client)
+        collect_options = None
+        if transport in ("ssh", "kube-exec", "local"):
+            from kpdoctor.commands.node import NodeFlags, options_from
+
+            kube_api = None
+            if transport == "kube-exec":
+                from kubernetes import client as k8s
+
+                from kpdoctor.cluster.live import api_client
+
+                kube_api = k8s.CoreV1Api(api_client(kubeconfig, context))
+            flags = NodeFlags(transport, None, None, [], None, None, None, None, False, 60.0, 32)
+            collect_options = options_from(flags, transport=transport, bundle=None, kube_api=kube_api)
+        req = ScanRequest(bundle=bundle, snapshot=snapshot, demo=demo, kubeconfig=kubeconfig, context=context,
+                          transport=transport, node_names=[n.strip() for n in nodes.split(",") if n.strip()],
+                          collect_options=collect_options, progress=sys.stderr.isatty())
+        report = run_why(req, target, who)
+        if fmt == "json":
+            from kpdoctor.report.json_report import render_json
+
+            sys.stdout.write(render_json(to_dict(report)))
+        else:
+            sys.stdout.write(render_text(report))
+        sys.stdout.flush()
+        raise typer.Exit(report.exit_code)

@@ -1,0 +1,144 @@
+"""The one-sentence verdict, the fix and the exit code of `kpdoctor why`, from API causes and node behaviour.
+
+Exit code: 0 when nothing is wrong (or only notes, or nothing could be evaluated: the verdict says so,
+it never claims "reachable" from what it did not see); 1 when a cause blocks the Service or some nodes
+(or clients) fail it.
+"""
+
+from __future__ import annotations
+
+from kpdoctor.why.model import Cause, NodeBehaviour, WhyReport
+
+BAD_NODE = ("no-rules", "wrong-verdict", "stale", "missing-endpoints", "broken")
+
+
+def _node_fix(nb: NodeBehaviour) -> str:
+    if nb.status == "stale" or nb.status == "missing-endpoints":
+        return (f"make kube-proxy on {nb.node} sync again (its rules are frozen at an old state), then delete the "
+                "conntrack entries NATed to the removed endpoints")
+    if nb.status == "no-rules":
+        return f"get kube-proxy running on {nb.node} (it has no Service rules); keep the node out of service meanwhile"
+    if nb.status == "broken":
+        return f"fix the node-wide fault on {nb.node} ({', '.join(sorted({c.split(':', 1)[0] for c in nb.conditions}))})"
+    return f"make kube-proxy on {nb.node} resync (its rules differ from the API)"
+
+
+def _short(message: str, limit: int = 110) -> str:
+    """The first clause of a finding's message."""
+    cut = min((i for i in (message.find(": "), message.find(" (")) if i > 0), default=len(message))
+    text = message[:cut]
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _bad_line(nb: NodeBehaviour) -> str:
+    if nb.status == "broken":
+        return f"{nb.node}: " + "; ".join(_short(c.split(": ", 1)[-1]) for c in nb.conditions[:2])
+    return f"{nb.node}: {nb.status}, {nb.summary}" if nb.summary else f"{nb.node}: {nb.status}"
+
+
+def decide(report: WhyReport) -> None:
+    """Fill report.verdict, .fix, .exit_code, .evidence and .commands."""
+    svc = str(report.target)
+    blocking = [c for c in report.causes if c.severity == "blocking"]
+    partial = [c for c in report.causes if c.severity == "partial"]
+    served_elsewhere = [c for c in report.causes if c.code in ("external-name", "headless", "other-proxy")]
+    evaluated = [nb for nb in report.nodes if nb.status != "not-evaluated"]
+    bad = [nb for nb in evaluated if nb.status in BAD_NODE]
+    good = [nb for nb in evaluated if nb.status not in BAD_NODE]
+    observed = [nb for nb in evaluated if nb.status == "observed"]
+    where = f" for {report.client}" if report.client.kind != "anywhere" else ""
+    if blocking:
+        first = blocking[0]
+        report.verdict = f"{svc} is not reachable{where}: {first.headline}."
+        report.fix = first.fix
+        _take(report, first)
+        report.exit_code = 1
+        return
+    if served_elsewhere and not bad:
+        first = served_elsewhere[0]
+        report.verdict = f"{first.headline}."
+        report.fix = first.fix
+        _take(report, first)
+        return
+    if report.service_found is None:  # no API: what the nodes' rules say, nothing to compare them with
+        _observed_verdict(report, observed, svc)
+        return
+    if bad:
+        report.exit_code = 1
+        lines = [_bad_line(nb) for nb in bad]
+        if not good:
+            report.verdict = (f"{svc} has no healthy node: " + "; ".join(lines[:3])
+                              + (f" (+{len(lines) - 3} more)" if len(lines) > 3 else "") + ".")
+        else:
+            report.verdict = (f"{svc} works from {len(good)} node(s) but not from {len(bad)}: "
+                              + "; ".join(lines[:3]) + ".")
+        risky = [nb.node for nb in good if nb.status == "at-risk"]
+        if risky:
+            report.verdict += f" ({', '.join(risky)}: rules correct now but frozen, kube-proxy is not syncing there.)"
+        report.fix = "; ".join(dict.fromkeys(_node_fix(nb) for nb in bad)) + "."
+        for nb in bad:
+            report.evidence += [f"{nb.node}: {fb.describe()}" for fb in nb.frontends if fb.status != "ok"]
+            report.evidence += [f"{nb.node}: {c}" for c in nb.conditions]
+            report.commands += [c for c in nb.commands if c not in report.commands]
+        if partial:
+            report.evidence.append(f"also: {partial[0].headline}")
+        return
+    if partial:
+        first = partial[0]
+        report.verdict = f"{svc} is reachable only partly{where}: {first.headline}."
+        report.fix = first.fix
+        _take(report, first)
+        report.exit_code = 1
+        return
+    if not evaluated:
+        reason = "no node was evaluated (" + (report.nodes[0].summary if report.nodes else "no node access") + ")"
+        report.verdict = (f"no API-level cause found for {svc}; {reason}: what the nodes do with it is not known. "
+                          "Give kpdoctor node access (--bundle, --transport) to check their rules.")
+        return
+    risky = [nb.node for nb in good if nb.status == "at-risk"]
+    if risky:
+        report.evidence += [f"{nb.node}: {c}" for nb in good if nb.status == "at-risk" for c in nb.conditions]
+    report.verdict = (f"{svc} is reachable from every node ({len(good)} node{'s' if len(good) != 1 else ''}: the rules "
+                      "match the API and the endpoints are ready)" if report.client.node is None else
+                      f"{svc} is reachable{where} (its node's rules match the API and the endpoints are ready)")
+    report.verdict += "." if len(evaluated) == len(report.nodes) else \
+        f"; {len(report.nodes) - len(evaluated)} node(s) not evaluated."
+    if risky:
+        report.verdict += f" At risk: {', '.join(risky)} (kube-proxy not syncing: rules frozen, the next change breaks it)."
+
+
+def _take(report: WhyReport, cause: Cause) -> None:
+    report.evidence += list(cause.evidence)
+    report.commands += [c for c in cause.commands if c not in report.commands]
+
+
+def _observed_verdict(report: WhyReport, observed: list[NodeBehaviour], svc: str) -> None:
+    failing = [(nb, fb) for nb in observed for fb in nb.frontends if fb.verdict != "dnat"]
+    if failing:
+        report.exit_code = 1
+        nb, fb = failing[0]
+        others = len({n.node for n, _ in failing}) - 1
+        report.verdict = (f"without the API: node {nb.node} {_verb(fb)}"
+                          + (f" (and {others} more node(s) likewise)" if others else "") + ".")
+        report.fix = ("The Service has no endpoints the node knows of: check its selector and pods with the API "
+                      "(kpdoctor why against the cluster or a bundle with cluster/).")
+    elif observed:
+        targets = sorted({e for nb in observed for fb in nb.frontends for e in fb.endpoints})
+        report.verdict = (f"without the API: the nodes' rules load-balance {svc} to {', '.join(targets[:5])}"
+                          + (" ..." if len(targets) > 5 else "") + " (not compared with the API: staleness is unknown).")
+    else:
+        report.verdict = f"without the API and with no node rules naming {svc}: nothing could be evaluated."
+    for nb in observed:
+        report.evidence += [f"{nb.node} ({nb.mode}): {fb.describe()}" for fb in nb.frontends]
+
+
+def _verb(fb: object) -> str:
+    frontend = getattr(fb, "frontend", "")
+    address = frontend.split(" ", 1)[-1].rsplit("/", 1)[0]
+    verdict = getattr(fb, "verdict", "")
+    comment = getattr(fb, "comment", "")
+    if verdict == "reject":
+        return f"rejects {address}" + (f" with '{comment}'" if comment else "")
+    if verdict == "drop":
+        return f"drops {address}" + (f" ('{comment}')" if comment else "")
+    return f"has no rule for {address}"
