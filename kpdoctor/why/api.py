@@ -55,7 +55,7 @@ def api_causes(cluster: ClusterState, target: Target, client: Client) -> tuple[l
     if service is None:
         return [_not_found(cluster, target)], []
     kind = _not_proxied(service)
-    if kind is not None and not service.is_headless:
+    if kind is not None and kind.code != "headless":  # ExternalName has no clusterIP either: not "headless"
         return [kind], []
     causes: list[Cause] = [kind] if kind is not None else []
     ports = service_ports(service, target)
@@ -66,6 +66,7 @@ def api_causes(cluster: ClusterState, target: Target, client: Client) -> tuple[l
     not_evaluated: list[str] = []
     if service.selector:
         causes += _selector_causes(cluster, service, target, ports, not_evaluated)
+        causes += _foreign_slices(cluster, service)
     else:
         causes += _selectorless_causes(cluster, service, target)
     causes += _policy_causes(cluster, service, target, client)
@@ -117,6 +118,8 @@ def _pods_loaded(cluster: ClusterState, namespace: str) -> str | None:
         return gap.reason
     if namespace not in cluster.workload_namespaces:
         return f"the Pods of namespace {namespace} were not loaded"
+    if not cluster.pods and not cluster.workload_pods:
+        return "the source holds no Pod objects at all (not collected)"
     return None
 
 
@@ -128,9 +131,10 @@ def _selector_causes(cluster: ClusterState, service: Service, target: Target, po
     if missing is not None:
         not_evaluated.append(f"pods behind the selector {sel}: {missing}")
         ready = sorted({a for sl in slices for ep in sl.endpoints if ep.ready for a in ep.addresses})
-        if slices and not ready:
+        if not ready:
             return [Cause("no-ready-endpoints", "blocking",
-                          f"Service {service.key} has no ready endpoints (the pods could not be read to say why)",
+                          f"Service {service.key} has no ready endpoints" + ("" if slices else " (no EndpointSlice at all)")
+                          + " and its pods could not be read to say why",
                           fix="Look at the pods behind the selector.", evidence=_slice_lines(slices),
                           commands=(f"{_kubectl_ns(target)} get pods -l {shlex.quote(sel)} -o wide",))]
         return []
@@ -250,14 +254,6 @@ def _slice_lines(slices: tuple[object, ...]) -> tuple[str, ...]:
 def _slice_causes(service: Service, target: Target, slices: tuple[object, ...], matching: list[Pod],
                   serving: list[Pod]) -> list[Cause]:
     causes: list[Cause] = []
-    foreign = sorted({getattr(s, "managed_by", "") or "unset" for s in slices
-                      if getattr(s, "managed_by", "") != ENDPOINTSLICE_CONTROLLER})
-    if foreign:
-        causes.append(Cause(
-            "slices-not-managed-by-controller", "note",
-            f"EndpointSlices of {service.key} are managed by {', '.join(foreign)}, not the EndpointSlice controller: "
-            "whoever writes them must keep them in step with the pods",
-            evidence=_slice_lines(slices)))
     ready_ips = {a for sl in slices for ep in getattr(sl, "endpoints", ()) if ep.ready for a in ep.addresses}
     pod_by_ip = {p.pod_ip: p for p in matching if p.pod_ip}
     absent = sorted(p.pod_ip for p in serving if p.pod_ip and p.pod_ip not in ready_ips)
@@ -281,6 +277,19 @@ def _slice_causes(service: Service, target: Target, slices: tuple[object, ...], 
         commands=("kubectl -n kube-system get pods -l component=kube-controller-manager",
                   f"{_kubectl_ns(target)} get endpointslices -l kubernetes.io/service-name={service.name} -o wide")))
     return causes
+
+
+def _foreign_slices(cluster: ClusterState, service: Service) -> list[Cause]:
+    slices = cluster.slices_by_service.get(service.key, ())
+    foreign = sorted({s.managed_by or "unset" for s in slices if s.managed_by != ENDPOINTSLICE_CONTROLLER})
+    if not foreign:
+        return []
+    return [Cause(
+        "slices-not-managed-by-controller", "note",
+        f"EndpointSlices of {service.key} are managed by {', '.join(foreign)}, not the EndpointSlice controller "
+        "although the Service has a selector: whoever writes them must keep them in step with the pods",
+        fix="Let the EndpointSlice controller manage them (remove the foreign slices) or keep the writer healthy.",
+        evidence=_slice_lines(slices))]
 
 
 def _selectorless_causes(cluster: ClusterState, service: Service, target: Target) -> list[Cause]:

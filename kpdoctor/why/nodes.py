@@ -19,6 +19,7 @@ from kpdoctor.analysis import (
     actual_view,
     compare,
     configured_mode,
+    iptables_rules_key,
     kube_proxy_expected,
     parsed,
     presence,
@@ -112,8 +113,12 @@ def _summary(fronts: Sequence[FrontendBehaviour], conditions: Sequence[str]) -> 
     if not parts:
         by_what: dict[str, list[str]] = {}
         for fb in fronts:
-            what = (f"DNAT to {len(fb.endpoints)} endpoint{'s' if len(fb.endpoints) != 1 else ''}"
-                    if fb.verdict == DNAT else fb.describe().split(": ", 1)[1])
+            if fb.verdict == DNAT and fb.status == "observed":  # nothing to compare with: the targets themselves
+                what = f"DNAT to {', '.join(fb.endpoints)}"
+            elif fb.verdict == DNAT:
+                what = f"DNAT to {len(fb.endpoints)} endpoint{'s' if len(fb.endpoints) != 1 else ''}"
+            else:
+                what = fb.describe().split(": ", 1)[1]
             by_what.setdefault(what, []).append(fb.frontend.split(" ", 1)[0])
         parts = [f"{', '.join(dict.fromkeys(kinds))}: {what}" for what, kinds in by_what.items()]
     if conditions:
@@ -186,6 +191,8 @@ def _observed(ctx: CheckContext, node: NodeState, target: Target, conditions: tu
     if not modes:
         return NodeBehaviour(node.name, "no-rules", "no kube-proxy Service rules on this node", conditions=conditions)
     mode = modes[0]
+    rules_key = (iptables_rules_key(p) or "") if mode == "iptables" else \
+        ("nft-ruleset.json" if mode == "nftables" else "ipvsadm-save.txt")
     view = actual_view(node, mode, parsed_node=p)
     if view is None:
         return NodeBehaviour(node.name, "not-evaluated", f"no {mode} dump collected", mode=mode, conditions=conditions)
@@ -197,8 +204,8 @@ def _observed(ctx: CheckContext, node: NodeState, target: Target, conditions: tu
         return NodeBehaviour(node.name, "not-evaluated" if not named else "observed", why, mode=mode,
                              conditions=conditions)
     fronts = tuple(_front(None, v, [], False) for f, v in sorted(have.items()) if _port_ok(v, target, service_ports))
-    return NodeBehaviour(node.name, "observed", _summary(fronts, conditions), mode=mode, frontends=fronts,
-                         conditions=conditions)
+    return NodeBehaviour(node.name, "observed", _summary(fronts, conditions), mode=mode, rules_source=rules_key,
+                         frontends=fronts, conditions=conditions)
 
 
 def group(behaviours: Iterable[NodeBehaviour]) -> list[NodeGroup]:

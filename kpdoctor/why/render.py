@@ -64,7 +64,7 @@ def render_text(report: WhyReport) -> str:
     for nb in report.nodes:
         if nb.status == "ok":
             continue
-        out.append(printable(f"  {nb.node}" + (f" ({nb.mode}, {nb.rules_source})" if nb.mode else "") + ":"))
+        out.append(printable(f"  {nb.node}" + (f" ({', '.join(x for x in (nb.mode, nb.rules_source) if x)})" if nb.mode else "") + ":"))
         out += [printable(f"      {_describe(fb)}") for fb in nb.frontends]
         out += [printable(f"      node-wide: {c}") for c in nb.conditions]
     if data["not_evaluated"]:

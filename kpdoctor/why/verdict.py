@@ -122,6 +122,11 @@ def _observed_verdict(report: WhyReport, observed: list[NodeBehaviour], svc: str
                           + (f" (and {others} more node(s) likewise)" if others else "") + ".")
         report.fix = ("The Service has no endpoints the node knows of: check its selector and pods with the API "
                       "(kpdoctor why against the cluster or a bundle with cluster/).")
+    elif _disagree(observed):
+        report.exit_code = 1
+        report.verdict = f"without the API: the nodes disagree about {svc}: " + "; ".join(_disagree(observed)[:3]) + \
+            " - one of them is stale (the API would say which)."
+        report.fix = "Run kpdoctor why against the cluster (or a bundle with cluster/) to tell the stale node."
     elif observed:
         targets = sorted({e for nb in observed for fb in nb.frontends for e in fb.endpoints})
         report.verdict = (f"without the API: the nodes' rules load-balance {svc} to {', '.join(targets[:5])}"
@@ -142,3 +147,21 @@ def _verb(fb: object) -> str:
     if verdict == "drop":
         return f"drops {address}" + (f" ('{comment}')" if comment else "")
     return f"has no rule for {address}"
+
+
+def _disagree(observed: list[NodeBehaviour]) -> list[str]:
+    """Per frontend, the DNAT targets only some nodes have (`edge-1 alone sends to 10.244.53.12:8080`)."""
+    seen: dict[str, dict[str, frozenset[str]]] = {}
+    for nb in observed:
+        for fb in nb.frontends:
+            seen.setdefault(fb.frontend, {})[nb.node] = frozenset(fb.endpoints)
+    out: list[str] = []
+    for frontend, per_node in sorted(seen.items()):
+        if len(per_node) < 2 or len(set(per_node.values())) == 1:
+            continue
+        everyone = frozenset.intersection(*per_node.values())
+        for node, eps in sorted(per_node.items()):
+            odd = sorted(eps - everyone)
+            if odd:
+                out.append(f"{node} alone sends {frontend} to {', '.join(odd)}")
+    return out
