@@ -49,6 +49,7 @@ class ScanRequest:
     probe_options: Any = None  # kpdoctor.node.probe.ProbeOptions for --probe (None: its defaults)
     collected: Any = None  # (ClusterState, NodeSource, SourceInfo) the caller gathered itself (`kpdoctor node`)
     pod_namespaces: Sequence[str] = ()  # also load the Pods of these namespaces (`why`, `scan --service`)
+    service: Any = None  # kpdoctor.why.model.Target: `scan --service NS/NAME` narrows the report to it
 
 
 @dataclass
@@ -302,10 +303,17 @@ def scan(req: ScanRequest, *, registry: Registry | None = None, silences: Silenc
                    "transport": source.transport}
         result = run_checks(checks, cluster, node_source=nodes, options=options, silences=silences,
                             load_errors=reg.load_errors)
+        view = None
+        if req.service is not None:  # `scan --service`: this Service's findings and its `why` view
+            from kpdoctor.why.scan_view import narrow
+
+            result, view = narrow(result, nodes, req.service, f"{source.kind} {source.location}")
         code = exit_code(result.findings, req.fail_on)
         if wanted_nodes and result.nodes and not any(n.reachable for n in result.nodes):
             code = EXIT_UNREACHABLE
         report = build_report(result, source=source, fail_on=req.fail_on, exit_code=code, origins=reg.origins)
+        if view is not None:
+            report["service"] = view
     finally:
         if enabled:
             gc.enable()

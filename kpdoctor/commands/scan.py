@@ -62,6 +62,8 @@ def register(app: typer.Typer) -> None:
         jump_host: str = typer.Option(None, "--jump-host"),
         known_hosts: str = typer.Option(None, "--known-hosts"),
         accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys"),
+        service: str = typer.Option(None, "--service", help="Narrow the report to one Service NS/NAME and add its "
+                                    "`kpdoctor why` view (JSON: the \"service\" key)."),
     ) -> None:
         from kpdoctor.errors import InputError
         from kpdoctor.findings import Severity
@@ -101,6 +103,11 @@ def register(app: typer.Typer) -> None:
             node_selector=node_selector, checks=checks, skip=skip, fail_on=threshold, probe=probe,
             collect_options=collect_options, progress=sys.stderr.isatty(), probe_options=probe_options,
         )
+        if service:
+            from kpdoctor.why.target import parse_target
+
+            req.service = parse_target(service)
+            req.pod_namespaces = [req.service.namespace]
         outcome = scan(req, registry=registry, silences=silences)
         emit_report(outcome, fmt, output)
         raise typer.Exit(outcome.exit_code)

@@ -45,6 +45,10 @@ def render_console(report: Mapping[str, Any], *, color: bool = False, width: int
         extra.append(f"{s['not_evaluated']} not evaluated")
     con.print(f"Summary: {counts}" + (f" ({', '.join(extra)})" if extra else ""))
     con.print()
+    if report.get("service"):  # `scan --service`: the Service's `why` view first
+        from kpdoctor.why.render import render_view
+
+        con.print(escape(render_view(report["service"])))
     checks = [c for c in report["checks"] if c["groups"]]
     checks.sort(key=lambda c: min(_severity_rank(g) + (10 if g["silenced"] else 0) for g in c["groups"]))
     for check in checks:

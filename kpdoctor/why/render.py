@@ -20,7 +20,7 @@ def to_dict(report: WhyReport) -> dict[str, Any]:
         "format": SCHEMA,
         "service": str(report.target),
         "client": {"kind": report.client.kind, "value": report.client.value, "node": report.client.node,
-                   "zone": report.client.zone},
+                   "zone": report.client.zone, "text": str(report.client)},
         "source": report.source,
         "service_found": report.service_found,
         "verdict": report.verdict,
@@ -36,23 +36,29 @@ def to_dict(report: WhyReport) -> dict[str, Any]:
 
 
 def render_text(report: WhyReport) -> str:
-    data = printable(to_dict(report))
-    out: list[str] = [f"kpdoctor why {data['service']}   (source: {data['source']}; client: {report.client})", ""]
+    return render_view(to_dict(report))
+
+
+def render_view(view: dict[str, Any]) -> str:
+    """Console text of a `to_dict` view (also printed by `scan --service` from its JSON report)."""
+    data = printable(view)
+    client = data["client"]
+    out: list[str] = [f"kpdoctor why {data['service']}   (source: {data['source']}; client: {client['text']})", ""]
     out.append(f"VERDICT  {data['verdict']}")
     if data["fix"]:
         out.append(f"FIX      {data['fix']}")
     out += [f"  $ {c}" for c in data["commands"][:8]]
     out += [f"  - {e}" for e in data["evidence"][:12]]
     out += ["", "API"]
-    causes = data["causes"]
-    if not causes:
-        out.append("  no API-level cause found" if report.service_found else "  not evaluated")
-    for c in causes:
+    if not data["causes"]:
+        out.append("  no API-level cause found" if data["service_found"] else "  not evaluated")
+    for c in data["causes"]:
         out.append(f"  [{c['severity']}] {c['headline']}")
         out += [f"      {e}" for e in c["evidence"][:8]]
         if c["fix"] and c["severity"] != "note":
             out.append(f"      fix: {c['fix']}")
-    out += ["", "NODES" + (" (the client's node)" if report.client.node and report.client.kind != "external" else "")]
+    narrowed = client["node"] and client["kind"] != "external"
+    out += ["", "NODES" + (" (the client's node)" if narrowed else "")]
     if not data["nodes"]:
         out.append("  not evaluated (no node rules read)")
     for g in data["node_groups"]:
@@ -61,18 +67,21 @@ def render_text(report: WhyReport) -> str:
             (f", +{len(nodes) - 5} more)" if len(nodes) > 5 else ")")
         label = "OK" if g["status"] == "ok" else g["status"]
         out.append(f"  {who}: {label}" + (f", {g['summary']}" if g["summary"] else ""))
-    for nb in report.nodes:
-        if nb.status == "ok":
+    for nb in data["nodes"]:
+        if nb["status"] == "ok":
             continue
-        out.append(printable(f"  {nb.node}" + (f" ({', '.join(x for x in (nb.mode, nb.rules_source) if x)})" if nb.mode else "") + ":"))
-        out += [printable(f"      {_describe(fb)}") for fb in nb.frontends]
-        out += [printable(f"      node-wide: {c}") for c in nb.conditions]
+        source = ", ".join(x for x in (nb["mode"], nb["rules_source"]) if x)
+        out.append(f"  {nb['node']}" + (f" ({source})" if source else "") + ":")
+        out += [f"      {_describe(fb)}" for fb in nb["frontends"]]
+        out += [f"      node-wide: {c}" for c in nb["conditions"]]
     if data["not_evaluated"]:
         out += ["", "NOT EVALUATED"] + [f"  - {n}" for n in data["not_evaluated"]]
     return "\n".join(out) + "\n"
 
 
-def _describe(fb: FrontendBehaviour) -> str:
+def _describe(raw: dict[str, Any]) -> str:
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    fb = FrontendBehaviour(**fields)
     text = fb.describe()
     if fb.status not in ("ok", "observed"):
         text += f"  [{fb.status}" + (f"; stale {', '.join(fb.stale)}" if fb.stale else "") + \
