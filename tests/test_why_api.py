@@ -310,3 +310,18 @@ def test_bad_target_is_an_input_error(bad: str) -> None:
 
     with pytest.raises(InputError):
         parse_target(bad)
+
+
+def test_pods_forbidden_is_not_evaluated() -> None:
+    # the live loader's gap when listing the namespace's Pods answered 403 (kpdoctor.cluster.live._workload_pods)
+    from dataclasses import replace
+
+    from kpdoctor.cluster.model import WORKLOAD_PODS_GAP, ResourceGap
+
+    objs = _objects(B2)
+    objs["pods"] = [p for p in objs["pods"] if p["metadata"]["namespace"] == "kube-system"]
+    cluster = replace(_state(objs, ("payments",)), gaps=(
+        ResourceGap(WORKLOAD_PODS_GAP, "forbidden (403): cannot list Pods in payments"),))
+    found, not_evaluated = api_causes(cluster, parse_target("svc/payments/ledger"), Client())
+    assert "selector-matches-no-pods" not in codes(found)
+    assert not_evaluated == ["pods behind the selector app=ledger: forbidden (403): cannot list Pods in payments"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from kpdoctor.cluster.model import ResourceGap
+from kpdoctor.cluster.model import WORKLOAD_PODS_GAP, ResourceGap
 from kpdoctor.cluster.snapshot import load_objects
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
 from kpdoctor.errors import UnreachableError
@@ -165,9 +165,6 @@ def load_live(
         logs = _pod_logs(apis["core"], state, gaps)
     state = replace(state, logs=MappingProxyType(logs), gaps=tuple(gaps))
     return LiveResult(state, objects, logs, gaps, server)
-
-
-WORKLOAD_PODS_GAP = "workload-pods"  # not "Pod": a 403 here must not block the checks that read kube-system pods
 
 
 def _workload_pods(core: Any, namespaces: Collection[str], server: str, gaps: list[ResourceGap]) -> list[dict[str, Any]]:

@@ -23,6 +23,9 @@ HEADLESS_LABEL = "service.kubernetes.io/headless"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 ENDPOINTSLICE_CONTROLLER = "endpointslice-controller.k8s.io"
+# ResourceGap kind when a namespace's Pods (outside kube-system) cannot be listed: not "Pod", so a 403 there does
+# not block the checks that read kube-system's pods
+WORKLOAD_PODS_GAP = "workload-pods"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 
 

@@ -13,6 +13,7 @@ from difflib import get_close_matches
 from kpdoctor.cluster.model import (
     ENDPOINTSLICE_CONTROLLER,
     SERVICE_PROXY_NAME_LABEL,
+    WORKLOAD_PODS_GAP,
     Pod,
     Service,
     ServicePort,
@@ -30,7 +31,6 @@ from kpdoctor.why.pods import (
     selector_text,
 )
 
-WORKLOAD_PODS_GAP = "workload-pods"  # the live loader's gap kind when a namespace's Pods cannot be listed
 _MAX_LINES = 8
 
 
@@ -188,7 +188,7 @@ def _none_ready(service: Service, target: Target, sel: str, matching: list[Pod])
         cmds.append(f"{_kubectl_ns(target)} logs {shlex.quote(first.name)} --previous")
     return Cause(
         "no-ready-pods", "blocking",
-        f"{len(matching)} pod(s) match the selector of {service.key} but none is ready: {first.name} is {reasons[0]}",
+        f"{len(matching)} pod(s) match the selector of {service.key} but none is ready ({first.name}: {reasons[0]})",
         fix=fix, evidence=tuple(pod_line(p) for p in matching[:_MAX_LINES]), commands=tuple(cmds),
     )
 
