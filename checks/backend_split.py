@@ -137,7 +137,7 @@ class BackendSplit(Check):
                                       _summary(nft_key, nft)) if e],
                 fix="Use a kube-proxy image whose iptables wrapper follows kubelet's hint (the official image does), "
                 "or align the host's iptables alternatives with what kubelet uses.",
-                commands=[f"update-alternatives --display iptables   # on {node.name}"],
+                commands=[command("update-alternatives", "--display", "iptables", on=node.name)],
             )
 
 

@@ -32,7 +32,7 @@ from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.config import format_duration
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import Metrics
-from kpdoctor.shellcmd import Lit, Name, command
+from kpdoctor.shellcmd import Lit, Name, Part, command
 
 DURATION = "kubeproxy_sync_proxy_rules_duration_seconds"
 LAST_SYNC = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
@@ -177,7 +177,7 @@ class SyncLag(Check):
                  pod_key: str | None) -> Iterable[Finding]:
         node = ctx.node
         assert node is not None
-        logs_argv = ("kubectl", "-n", "kube-system", "logs", *([Name(pod_key.split("/", 1)[-1])] if pod_key else []))
+        logs_argv: tuple[Part, ...] = ("kubectl", "-n", "kube-system", "logs", *([Name(pod_key.split("/", 1)[-1])] if pod_key else []))
         logs = command(*logs_argv)
         curl = command("curl", "-s", "http://127.0.0.1:10249/metrics", Lit("|"), "grep", "sync_proxy_rules", on=node.name)
         p99 = metrics.histogram_quantile(0.99, DURATION)
