@@ -305,6 +305,8 @@ def scan(req: ScanRequest, *, registry: Registry | None = None, silences: Silenc
         code = exit_code(result.findings, req.fail_on)
         if wanted_nodes and result.nodes and not any(n.reachable for n in result.nodes):
             code = EXIT_UNREACHABLE
+        if result.runs and all(r.status == "not_evaluated" for r in result.runs):
+            code = EXIT_UNREACHABLE  # no check saw anything: the report is not "ok" (issue 9)
         report = build_report(result, source=source, fail_on=req.fail_on, exit_code=code, origins=reg.origins)
     finally:
         if enabled:

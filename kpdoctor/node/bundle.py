@@ -68,6 +68,8 @@ class Bundle:
     cut_at: str = ""  # member being read when the archive ended
     _dir: Path | None = field(default=None, repr=False)
     _by_node: dict[str, dict[str, bytes]] | None = field(default=None, repr=False)
+    _names: list[str] | None = field(default=None, repr=False)
+    _names_set: frozenset[str] | None = field(default=None, repr=False)
 
     def _node_files(self) -> dict[str, dict[str, bytes]]:
         """Each node's files by fact key, indexed once (linear in the number of files)."""
@@ -81,6 +83,11 @@ class Bundle:
         return self._by_node
 
     def node_names(self) -> list[str]:
+        if self._names is None:
+            self._names = self._find_node_names()
+        return list(self._names)
+
+    def _find_node_names(self) -> list[str]:
         names = set(self._node_files())
         if self.manifest:
             names.update((self.manifest.get("nodes") or {}).keys())
@@ -90,7 +97,9 @@ class Bundle:
 
     def node_state(self, name: str) -> NodeState:
         """The NodeState of one node; an unknown node is an InputError naming the nodes present."""
-        if name not in set(self.node_names()):
+        if self._names_set is None:
+            self._names_set = frozenset(self.node_names())
+        if name not in self._names_set:
             known = ", ".join(self.node_names()) or "none"
             extra = f" ({self.error})" if self.error else ""
             raise InputError(f"node {name!r} is not in this bundle (nodes: {known}){extra}", where=self.label)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kpdoctor.node.hostaddr import is_host
 from kpdoctor.node.local import http_request, http_result
 from kpdoctor.node.transport import NOT_FOUND, BatchItem, RunResult, TransportError, cut_at_line
 
@@ -82,6 +83,9 @@ def _ssh_config(path: str | None) -> Any:
 
 def resolve_endpoint(node_name: str, address: str, options: SshOptions) -> Endpoint:
     """Flags win over ~/.ssh/config (looked up by node name and by address), which wins over defaults."""
+    for what, value in (("node name", node_name), ("address", address)):
+        if value and not is_host(value):  # ssh_config `Match exec` expands %h through a shell
+            raise TransportError(f"refusing to ssh: the {what} {value!r} is neither an IP address nor a DNS name")
     config = _ssh_config(options.config_path)
     by_name = config.lookup(node_name)
     by_addr = config.lookup(address) if address else {}
