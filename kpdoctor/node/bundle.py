@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import tarfile
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -408,13 +410,21 @@ def write_bundle(
 
 def _write_tar(target: Path, entries: Mapping[str, bytes]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
     now = datetime.now(UTC).timestamp()
-    with tarfile.open(partial, mode="w:gz") as archive:
-        for rel, data in entries.items():
-            info = tarfile.TarInfo(rel)
-            info.size = len(data)
-            info.mtime = int(now)
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(data))
-    partial.replace(target)
+    # A new, exclusively created temporary file beside the target (O_CREAT|O_EXCL, random name): an existing
+    # `*.partial` or symlink planted there is never followed; renamed over the target only when complete.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    partial = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
+            for rel, data in entries.items():
+                info = tarfile.TarInfo(rel)
+                info.size = len(data)
+                info.mtime = int(now)
+                info.mode = 0o644
+                archive.addfile(info, io.BytesIO(data))
+        partial.chmod(0o644)
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
