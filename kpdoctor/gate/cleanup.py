@@ -73,7 +73,7 @@ def _dump_body(text: str) -> str:
 def kube_proxy_nft_tables(ruleset_json: str) -> list[str]:
     try:
         doc = json.loads(ruleset_json or "{}")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # a hostile node: malformed or absurdly deep
         return []
     tables = []
     for item in doc.get("nftables", []) if isinstance(doc, dict) else []:
@@ -90,7 +90,7 @@ def _ipvs_services(dump: str) -> int:
 def _has_kube_ipvs0(addr_json: str) -> bool:
     try:
         links = json.loads(addr_json or "[]")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return "kube-ipvs0" in (addr_json or "")
     return any(isinstance(link, dict) and link.get("ifname") == "kube-ipvs0" for link in links or [])
 

@@ -198,3 +198,30 @@ def test_directory_bundles_do_not_follow_symlinks_out_or_hang_on_fifos(tmp_path:
     bundle = read_bundle(root)  # the in-memory reader too
     assert not any("linked" in p or "fifo" in p or "edge-9" in p for p in bundle.files)
     assert "kube-system/kube-proxy-link" not in bundle.cluster_state().logs
+
+
+def test_over_long_paths_are_one_line_exit_2(tmp_path: Path) -> None:
+    assert_one_line_exit_2(kpd("scan", "--bundle", str(tmp_path / ("x" * 5000))), "File name too long")
+    assert_one_line_exit_2(kpd("scan", "--snapshot", str(tmp_path / ("y/" * 3000))), "File name too long")
+
+
+def test_a_lone_surrogate_in_names_is_reported_not_a_crash(tmp_path: Path) -> None:
+    root = _copy(tmp_path)
+    _edit_json(root / "cluster" / "services.json",
+               lambda d: d["items"][0]["metadata"].update(name="svc-\udc80-\u202e"))
+    for fmt in ("json", "console", "markdown", "junit", "html"):
+        proc = kpd("scan", "--bundle", str(root), "-o", fmt)
+        assert proc.returncode in (0, 1), (fmt, proc.stderr)
+        assert "\udc80" not in proc.stdout and "\u202e" not in proc.stdout
+
+
+def test_absurdly_deep_node_json_is_unparsable_output_not_a_crash(tmp_path: Path) -> None:
+    """A node's own files are node output: a deep one is reported as unparsable, the rest still runs."""
+    root = _copy(tmp_path)
+    (root / "nodes" / "edge-1" / "nft-ruleset.json").write_text("[" * 100_000 + "]" * 100_000)
+    (root / "nodes" / "edge-1" / "ip-addr.json").write_text("[" * 100_000)
+    for args in (("scan", "--bundle", str(root)), ("node", "edge-1", "--transport", "bundle", "--bundle", str(root)),
+                 ("gate", "kube-proxy-removal", "--bundle", str(root))):
+        proc = kpd(*args)
+        assert proc.returncode in (0, 1, 3), (args, proc.stderr[-1500:])
+        assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
