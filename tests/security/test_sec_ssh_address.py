@@ -45,8 +45,8 @@ def test_a_benign_address_reaches_match_exec(tmp_path: Path) -> None:
     ("edge-1", "10.0.0.5;touch PWNED"),
     ("edge-1", "$(touch PWNED)"),
     ("edge-1", "10.0.0.5 -oProxyCommand=touch PWNED"),
-    ("x;touch PWNED", "10.0.0.5"),
     ("`touch PWNED`", ""),
+    ("x;touch PWNED", ""),
     ("edge-1", "a\nb"),
 ])
 def test_hostile_names_and_addresses_never_reach_match_exec(tmp_path: Path, name: str, address: str) -> None:
@@ -54,6 +54,13 @@ def test_hostile_names_and_addresses_never_reach_match_exec(tmp_path: Path, name
     with pytest.raises(TransportError, match="neither an IP address nor a DNS name"):
         resolve_endpoint(name, address, SshOptions(config_path=str(config)))
     assert list(ran.iterdir()) == [] and not (Path.cwd() / "PWNED").exists()
+
+
+def test_a_hostile_node_name_with_a_valid_address_is_not_looked_up(tmp_path: Path) -> None:
+    config, ran = _config(tmp_path)
+    endpoint = resolve_endpoint("x;touch PWNED", "10.0.0.5", SshOptions(config_path=str(config)))
+    assert endpoint.host == "10.0.0.5" and [p.name for p in ran.iterdir()] == ["10.0.0.5"]
+    assert not (Path.cwd() / "PWNED").exists()
 
 
 def test_is_host() -> None:
