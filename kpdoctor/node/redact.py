@@ -191,9 +191,12 @@ def redact_config_value(key: str, value: str) -> str:
     if _SECRET_NAME.search(key):
         return REDACTED
     if any(f in value for f in SECRET_KUBECONFIG_FIELDS):
+        from kpdoctor.errors import InputError
+        from kpdoctor.safeio import load_yaml
+
         try:
-            doc = yaml.safe_load(value)
-        except yaml.YAMLError:
+            doc = load_yaml(value, "configmap value")  # bounded: no alias bomb while collecting
+        except InputError:
             doc = None
         if isinstance(doc, dict) and (doc.get("users") or doc.get("clusters")):
             if _strip_kubeconfig(doc):

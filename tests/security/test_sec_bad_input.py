@@ -225,3 +225,22 @@ def test_absurdly_deep_node_json_is_unparsable_output_not_a_crash(tmp_path: Path
         proc = kpd(*args)
         assert proc.returncode in (0, 1, 3), (args, proc.stderr[-1500:])
         assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_alias_bomb_in_the_kube_proxy_configmap_is_an_input_error(tmp_path: Path) -> None:
+    """The ConfigMap's config.conf is YAML inside JSON: parsed with the same limits as a file."""
+    root = _copy(tmp_path)
+    bomb = 'a0: &a0 ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+        f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 25))
+
+    def plant(doc: dict) -> None:
+        for item in doc["items"]:
+            if item["metadata"]["name"] == "kube-proxy":
+                key = next(k for k in item["data"] if k.endswith(".conf") and "kubeconfig" not in k)
+                item["data"][key] = bomb
+    _edit_json(root / "cluster" / "configmaps.json", plant)
+    started = time.monotonic()
+    proc = kpd("scan", "--bundle", str(root))
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    assert "alias bomb" in proc.stderr + proc.stdout
+    assert time.monotonic() - started < 30
