@@ -14,7 +14,6 @@ disabled) simply has none, which is what kube-proxy sees there as well.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -109,7 +108,12 @@ def _status(exc: BaseException) -> int | None:
 def _raw_json(response: Any) -> Any:
     data = getattr(response, "data", response)
     if isinstance(data, bytes | bytearray | str):
-        return json.loads(data)
+        from kpdoctor.safeio import load_json
+
+        try:
+            return load_json(bytes(data) if isinstance(data, bytearray) else data, "API response")
+        except InputError as exc:  # absurdly deep or non-finite: an invalid response (a gap), not a crash
+            raise ValueError(str(exc)) from None
     return data
 
 
