@@ -128,7 +128,8 @@ class CiliumKubeProxyReplacement(Check):
                               f"k8s-service-port: {cfg.k8s_service_port or '(absent)'}"],
                     fix="Point the agents at the API server directly (a load balancer or the control-plane IP).",
                     commands=["helm upgrade cilium cilium/cilium -n kube-system --reuse-values "
-                              "--set k8sServiceHost=<API_SERVER_IP> --set k8sServicePort=6443"],
+                              "--set k8sServiceHost=API_SERVER_IP --set k8sServicePort=6443"
+                              "   # replace API_SERVER_IP (a `<...>` placeholder would be a shell redirection)"],
                 )
             # 4. kube-proxy still present next to KPR
             for ds in kp_ds:
