@@ -20,6 +20,7 @@ from kpdoctor.analysis import parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import IptablesDump
+from kpdoctor.shellcmd import Lit, command
 
 HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 
@@ -43,11 +44,14 @@ def cleanup_commands(backend: str, node: str) -> list[str]:
     tool = f"iptables-{backend}"
     tool6 = f"ip6tables-{backend}"
     return [
-        f"{tool}-save > /root/{tool}-backup.txt   # on {node}",
-        f"for t in nat filter mangle; do {tool} -t $t -F; {tool} -t $t -X; done   # on {node}, only if nothing "
-        f"else on the node uses {backend} iptables",
-        f"for t in nat filter mangle; do {tool6} -t $t -F; {tool6} -t $t -X; done   # on {node}, same for IPv6",
-        f"{tool}-save | grep -c KUBE-   # on {node}: expect 0",
+        command(f"{tool}-save", Lit(">"), f"/root/{tool}-backup.txt", on=node),
+        command(Lit("for t in nat filter mangle; do"), tool, "-t", Lit("$t"), "-F", Lit(";"),
+                tool, "-t", Lit("$t"), "-X", Lit(";"),
+                Lit("done"), on=node, note=f", only if nothing else on the node uses {backend} iptables"),
+        command(Lit("for t in nat filter mangle; do"), tool6, "-t", Lit("$t"), "-F", Lit(";"),
+                tool6, "-t", Lit("$t"), "-X", Lit(";"),
+                Lit("done"), on=node, note=", same for IPv6"),
+        command(f"{tool}-save", Lit("|"), "grep", "-c", "KUBE-", on=node, note=": expect 0"),
     ]
 
 
@@ -112,7 +116,7 @@ class BackendSplit(Check):
                      f"iptables-{stale}: an old kube-proxy image without the iptables wrapper, update-alternatives, "
                      f"a custom PATH), then remove the {stale} copy. Alternatively run `kube-proxy --cleanup` once "
                      f"with the {stale} binaries first in PATH."),
-                commands=[f"update-alternatives --display iptables   # on {node.name}",
+                commands=[command("update-alternatives", "--display", "iptables", on=node.name),
                           *cleanup_commands(stale, node.name)],
             )
             return
@@ -133,7 +137,7 @@ class BackendSplit(Check):
                                       _summary(nft_key, nft)) if e],
                 fix="Use a kube-proxy image whose iptables wrapper follows kubelet's hint (the official image does), "
                 "or align the host's iptables alternatives with what kubelet uses.",
-                commands=[f"update-alternatives --display iptables   # on {node.name}"],
+                commands=[command("update-alternatives", "--display", "iptables", on=node.name)],
             )
 
 

@@ -17,6 +17,7 @@ from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cilium import STATUS_FACT, CiliumShapeError, parse_agent_status, parse_cilium_config
 from kpdoctor.cluster.state import DEFAULT_KUBE_PROXY_CONFIGMAP, KUBE_SYSTEM
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.shellcmd import Name, command
 
 CILIUM_KPR_DOCS = "https://docs.cilium.io/en/stable/network/kubernetes/kubeproxy-free/"
 LEGACY = {"strict": "true", "partial": "false (plus the explicit enable-* feature keys)",
@@ -127,7 +128,8 @@ class CiliumKubeProxyReplacement(Check):
                               f"k8s-service-port: {cfg.k8s_service_port or '(absent)'}"],
                     fix="Point the agents at the API server directly (a load balancer or the control-plane IP).",
                     commands=["helm upgrade cilium cilium/cilium -n kube-system --reuse-values "
-                              "--set k8sServiceHost=<API_SERVER_IP> --set k8sServicePort=6443"],
+                              "--set k8sServiceHost=API_SERVER_IP --set k8sServicePort=6443"
+                              "   # replace API_SERVER_IP (a `<...>` placeholder would be a shell redirection)"],
                 )
             # 4. kube-proxy still present next to KPR
             for ds in kp_ds:
@@ -141,8 +143,8 @@ class CiliumKubeProxyReplacement(Check):
                     evidence=[cm_ref, f"DaemonSet {ds.key}: desired {ds.desired}, ready {ds.ready}"],
                     fix=("Delete the kube-proxy DaemonSet and its ConfigMap (kubeadm re-installs the addon on "
                          "upgrade while the ConfigMap exists), then remove its rules on each node."),
-                    commands=[f"kubectl -n {ds.namespace} delete daemonset {ds.name}",
-                              f"kubectl -n {KUBE_SYSTEM} delete configmap {DEFAULT_KUBE_PROXY_CONFIGMAP}",
+                    commands=[command("kubectl", "-n", Name(ds.namespace), "delete", "daemonset", Name(ds.name)),
+                              command("kubectl", "-n", KUBE_SYSTEM, "delete", "configmap", DEFAULT_KUBE_PROXY_CONFIGMAP),
                               "iptables-save | grep -v KUBE | iptables-restore   # on every node"],
                 )
             if not kp_ds and kp_cm is not None:
@@ -154,7 +156,7 @@ class CiliumKubeProxyReplacement(Check):
                     severity=Severity.WARNING,
                     evidence=[cm_ref, f"ConfigMap {KUBE_SYSTEM}/{DEFAULT_KUBE_PROXY_CONFIGMAP}: present"],
                     fix="Delete the ConfigMap too, and skip the addon phase in kubeadm upgrades.",
-                    commands=[f"kubectl -n {KUBE_SYSTEM} delete configmap {DEFAULT_KUBE_PROXY_CONFIGMAP}"],
+                    commands=[command("kubectl", "-n", KUBE_SYSTEM, "delete", "configmap", DEFAULT_KUBE_PROXY_CONFIGMAP)],
                 )
             # 5. what the agents report
             for name, node in sorted(ctx.nodes.items()):
@@ -179,8 +181,8 @@ class CiliumKubeProxyReplacement(Check):
                         evidence=[cm_ref, f"{name}/{STATUS_FACT}: kube-proxy-replacement.mode "
                                           f"{status.kpr_mode!r}, features.nodePort.enabled {status.features.node_port}"],
                         fix="Restart the agent on that node so it reads the config; check its log for why KPR is off.",
-                        commands=[f"kubectl -n kube-system delete pod -l k8s-app=cilium --field-selector "
-                                  f"spec.nodeName={name}"],
+                        commands=[command("kubectl", "-n", "kube-system", "delete", "pod", "-l", "k8s-app=cilium",
+                                          "--field-selector", Name(name, prefix="spec.nodeName="))],
                     )
 
 

@@ -19,6 +19,7 @@ from kpdoctor.analysis import fact_contains, iptables_rules_key, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
+from kpdoctor.shellcmd import Lit, command
 
 Probe = Callable[[ParsedNode], str]
 
@@ -203,8 +204,8 @@ class KernelModules(Check):
         ]
         kernel = (node.text("uname-r.txt") or "?").strip()
         modules = sorted({m for r in missing_hard + missing_soft for m in r.modules[:1]})
-        load = f"modprobe -a {' '.join(modules)}   # on {node.name}"
-        persist = f"printf '%s\\n' {' '.join(modules)} > /etc/modules-load.d/kube-proxy.conf   # on {node.name}"
+        load = command("modprobe", "-a", *modules, on=node.name)
+        persist = command("printf", "%s\\n", *modules, Lit(">"), "/etc/modules-load.d/kube-proxy.conf", on=node.name)
         if missing_hard:
             names = ", ".join(r.what for r in missing_hard)
             advice = (
@@ -221,7 +222,7 @@ class KernelModules(Check):
                 evidence=[f"{origin.origin}: {why}", f"uname-r.txt: {kernel}", *sources],
                 fix="Load the modules (and persist them), or switch the node's kube-proxy to a mode the kernel "
                 "supports.",
-                commands=[load, persist, f"ls /proc/net/ip_vs /lib/modules/$(uname -r)/modules.builtin   # on {node.name}"]
+                commands=[load, persist, command("ls", "/proc/net/ip_vs", Lit("/lib/modules/$(uname -r)/modules.builtin"), on=node.name)]
                 if mode == "ipvs"
                 else [load, persist],
             )
@@ -235,7 +236,7 @@ class KernelModules(Check):
                 severity=Severity.INFO,  # no evidence is not proof of absence: the kernel may build it in
                 evidence=[f"{origin.origin}: {why}", *sources],
                 fix="Make sure the modules exist for this kernel (modprobe -n) or are built in.",
-                commands=[f"modprobe -n -v {' '.join(modules)}   # on {node.name}"],
+                commands=[command("modprobe", "-n", "-v", *modules, on=node.name)],
             )
 
 

@@ -16,6 +16,7 @@ from checks._common import KUBE_PROXY_CLI_DOCS, exit_code_meaning, pod_status_li
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.model import Pod
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.shellcmd import Lit, Name, command
 
 # Log lines that mean a sync failed or kube-proxy cannot run (kube-proxy v1.2x-v1.36 wording).
 _FAILURES: tuple[tuple[re.Pattern[str], str, Severity], ...] = (
@@ -97,8 +98,9 @@ class KubeProxyHealth(Check):
                     fix="Fix the pods that are not ready (see the pod findings); until then the nodes listed "
                     "serve Service traffic from frozen rules.",
                     commands=[
-                        f"kubectl -n {ds.namespace} rollout status daemonset {ds.name}",
-                        f"kubectl -n {ds.namespace} get pods -o wide -l k8s-app=kube-proxy",
+                        command("kubectl", "-n", Name(ds.namespace), "rollout", "status", "daemonset", Name(ds.name)),
+                        command("kubectl", "-n", Name(ds.namespace), "get", "pods", "-o", "wide", "-l",
+                                "k8s-app=kube-proxy"),
                     ],
                 )
         for pod in cluster.kube_proxy_pods:
@@ -112,7 +114,7 @@ class KubeProxyHealth(Check):
         restarts = pod.restart_count
         last = next((c for c in statuses if c.last_exit_code is not None), None)
         ns, name, node = pod.namespace, pod.name, pod.node_name or "?"
-        log_cmd = f"kubectl -n {ns} logs {name}" + (" --previous" if restarts or waiting else "")
+        log_cmd = command("kubectl", "-n", Name(ns), "logs", Name(name), *(["--previous"] if restarts or waiting else []))
         meaning = exit_code_meaning(last.last_exit_code, last.last_reason) if last else ""
         evidence = [pod_status_line(pod)]
         evidence += [f"cluster/logs/{pod.key}.log: {line}" for _what, line, _sev in failures[-3:]]
@@ -142,10 +144,10 @@ class KubeProxyHealth(Check):
                     "starts and stays up. Until then take the node out of service. Do not hand-edit KUBE-* rules."
                 ),
                 commands=[
-                    f"kubectl -n {ns} describe pod {name}",
+                    command("kubectl", "-n", Name(ns), "describe", "pod", Name(name)),
                     log_cmd,
-                    f"kubectl cordon {node}",
-                    f"curl -s http://127.0.0.1:10256/healthz   # on {node}, once the pod runs",
+                    command("kubectl", "cordon", Name(node)),
+                    command("curl", "-s", "http://127.0.0.1:10256/healthz", on=node, note=", once the pod runs"),
                 ],
             )
             return
@@ -158,7 +160,8 @@ class KubeProxyHealth(Check):
                 severity=Severity.WARNING,
                 evidence=evidence,
                 fix="Read the previous container's log and the pod events for the cause of the restarts.",
-                commands=[f"kubectl -n {ns} describe pod {name}", f"kubectl -n {ns} logs {name} --previous"],
+                commands=[command("kubectl", "-n", Name(ns), "describe", "pod", Name(name)),
+                          command("kubectl", "-n", Name(ns), "logs", Name(name), "--previous")],
             )
         if failures:
             worst = max(sev for _w, _l, sev in failures)
@@ -176,8 +179,10 @@ class KubeProxyHealth(Check):
                     "daemon) holding /run/xtables.lock. kube-proxy retries after syncPeriod."
                 ),
                 commands=[
-                    f"kubectl -n {ns} logs {name} | grep -E 'iptables-restore|Sync failed|xtables|nft'",
-                    f"curl -s http://127.0.0.1:10249/metrics | grep -E 'restore_failures|last_timestamp'   # on {node}",
+                    command("kubectl", "-n", Name(ns), "logs", Name(name), Lit("|"), "grep", "-E",
+                            "iptables-restore|Sync failed|xtables|nft"),
+                    command("curl", "-s", "http://127.0.0.1:10249/metrics", Lit("|"), "grep", "-E",
+                            "restore_failures|last_timestamp", on=node),
                 ],
             )
 

@@ -16,6 +16,7 @@ from checks._common import KUBE_PROXY_CLI_DOCS, KUBE_PROXY_METRICS_DOCS, pod_sta
 from kpdoctor.analysis import kube_proxy_expected, kube_proxy_pod, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.shellcmd import Lit, Name, command
 
 LAST_SYNC = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
 LAST_QUEUED = "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"
@@ -48,7 +49,8 @@ class KubeProxyNodeHealth(Check):
         answered = p.has("kube-proxy/healthz.json") or p.has("kube-proxy/metrics.txt")
         pod_ref = f"pod {pod.key}" if pod else "kube-proxy"
         cmds_pod = (
-            [f"kubectl -n {pod.namespace} describe pod {pod.name}", f"kubectl -n {pod.namespace} logs {pod.name}"]
+            [command("kubectl", "-n", Name(pod.namespace), "describe", "pod", Name(pod.name)),
+             command("kubectl", "-n", Name(pod.namespace), "logs", Name(pod.name))]
             if pod
             else []
         )
@@ -69,7 +71,7 @@ class KubeProxyNodeHealth(Check):
                     severity=Severity.ERROR,
                     evidence=evidence,
                     fix="Get kube-proxy running on the node (see the pod's events and previous log).",
-                    commands=[*cmds_pod, f"curl -s http://127.0.0.1:10256/healthz   # on {node.name}"],
+                    commands=[*cmds_pod, command("curl", "-s", "http://127.0.0.1:10256/healthz", on=node.name)],
                 )
             return
         hz = p.healthz
@@ -89,9 +91,9 @@ class KubeProxyNodeHealth(Check):
                 ],
                 fix="Read kube-proxy's endpoints on the node directly and check what answers on those ports.",
                 commands=[
-                    f"curl -s http://127.0.0.1:10256/healthz   # on {node.name}",
-                    f"curl -s http://127.0.0.1:10249/metrics | grep {LAST_SYNC}   # on {node.name}",
-                    f"ss -ltnp 'sport = :10256 or sport = :10249'   # on {node.name}",
+                    command("curl", "-s", "http://127.0.0.1:10256/healthz", on=node.name),
+                    command("curl", "-s", "http://127.0.0.1:10249/metrics", Lit("|"), "grep", LAST_SYNC, on=node.name),
+                    command("ss", "-ltnp", "sport = :10256 or sport = :10249", on=node.name),
                 ],
                 not_evaluated=True,
             )
@@ -110,8 +112,8 @@ class KubeProxyNodeHealth(Check):
                 "(iptables-restore / nft errors, xtables lock) and its sync metrics.",
                 commands=[
                     *cmds_pod,
-                    f"curl -s http://127.0.0.1:10249/metrics | grep -E 'sync_proxy_rules_(last|duration)'   "
-                    f"# on {node.name}",
+                    command("curl", "-s", "http://127.0.0.1:10249/metrics", Lit("|"), "grep", "-E",
+                            "sync_proxy_rules_(last|duration)", on=node.name),
                 ],
             )
         if metrics is not None and LAST_SYNC in metrics:
@@ -132,8 +134,8 @@ class KubeProxyNodeHealth(Check):
                     + ([f"kube-proxy/healthz.json: {hz.raw}"] if hz else []),
                     fix="Wait for the first sync to finish or read the log for why it fails; at large scale on "
                     "iptables-nft switch to nftables mode (see KP-SYNC-LAG).",
-                    commands=[*cmds_pod, f"curl -s http://127.0.0.1:10249/metrics | grep {LAST_SYNC}   "
-                              f"# on {node.name}"],
+                    commands=[*cmds_pod, command("curl", "-s", "http://127.0.0.1:10249/metrics", Lit("|"), "grep",
+                                                 LAST_SYNC, on=node.name)],
                 )
         if hz is not None and hz.node_eligible is False:
             yield self.finding(

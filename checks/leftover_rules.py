@@ -17,16 +17,18 @@ from checks._common import KUBE_PROXY_CLI_DOCS, expected_mode
 from kpdoctor.analysis import iptables_rules_key, parsed, presence
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.shellcmd import Lit, command
 
 
 def iptables_cleanup(node: str, key: str) -> list[str]:
     save = "iptables-legacy-save" if "legacy" in key else "iptables-save"
     restore = "iptables-legacy-restore" if "legacy" in key else "iptables-restore"
     return [
-        f"{save} > /root/iptables-before-cleanup.txt   # on {node}",
-        f"{save} | grep -v KUBE | {restore}   # on {node}: drops every KUBE-* chain and rule (kubelet re-creates "
-        "its own KUBE-IPTABLES-HINT/KUBE-KUBELET-CANARY)",
-        f"ip6tables-save | grep -v KUBE | ip6tables-restore   # on {node}",
+        command(save, Lit(">"), "/root/iptables-before-cleanup.txt", on=node),
+        command(save, Lit("|"), "grep", "-v", "KUBE", Lit("|"), restore, on=node,
+                note=": drops every KUBE-* chain and rule (kubelet re-creates its own "
+                "KUBE-IPTABLES-HINT/KUBE-KUBELET-CANARY)"),
+        command("ip6tables-save", Lit("|"), "grep", "-v", "KUBE", Lit("|"), "ip6tables-restore", on=node),
     ]
 
 
@@ -80,15 +82,17 @@ class LeftoverRules(Check):
                 commands = iptables_cleanup(node.name, key)
             elif other == "nftables":
                 evidence = [pres.nftables]
-                commands = [f"nft list table ip kube-proxy > /root/kube-proxy-nft-before-cleanup.txt   # on {node.name}",
-                            f"nft delete table ip kube-proxy   # on {node.name}",
-                            f"nft delete table ip6 kube-proxy   # on {node.name} (if present)"]
+                commands = [command("nft", "list", "table", "ip", "kube-proxy", Lit(">"),
+                                    "/root/kube-proxy-nft-before-cleanup.txt", on=node.name),
+                            command("nft", "delete", "table", "ip", "kube-proxy", on=node.name),
+                            command("nft", "delete", "table", "ip6", "kube-proxy", on=node.name, note=" (if present)")]
             else:
                 evidence = [pres.ipvs]
-                commands = [f"ipvsadm --save -n > /root/ipvs-before-cleanup.txt   # on {node.name}",
-                            f"ipvsadm --clear   # on {node.name}",
-                            f"ip link delete kube-ipvs0   # on {node.name}",
-                            f"ipset list -n | grep '^KUBE-' | xargs -r -n1 ipset destroy   # on {node.name}"]
+                commands = [command("ipvsadm", "--save", "-n", Lit(">"), "/root/ipvs-before-cleanup.txt", on=node.name),
+                            command("ipvsadm", "--clear", on=node.name),
+                            command("ip", "link", "delete", "kube-ipvs0", on=node.name),
+                            command("ipset", "list", "-n", Lit("|"), "grep", "^KUBE-", Lit("|"), "xargs", "-r", "-n1",
+                                    "ipset", "destroy", on=node.name)]
             replacement = ""
             if mode is None and ctx.cluster.cilium_daemonsets:
                 replacement = " (Cilium handles Services here; these rules compete with it)"

@@ -39,6 +39,7 @@ from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import IptablesDump, IptRule, ParsedNode
 from kpdoctor.proxier.serviceport import IPV4, all_service_ports
+from kpdoctor.shellcmd import Lit, Name, command, iptables_delete
 
 DEFAULT_RANGE = (30000, 32767)
 HC_FACT = "kube-proxy/healthcheck-nodeports.json"
@@ -206,7 +207,6 @@ class NodePortFirewall(Check):
             ports = sorted({f"{u.port}/{u.protocol}" for u in hit})
             services = sorted({u.service for u in hit})
             save = "iptables-legacy" if "legacy" in key else "iptables"
-            delete = rule.line.replace("-A ", "-D ", 1)
             yield self.finding(
                 ctx,
                 f"Node {node.name}",
@@ -217,8 +217,8 @@ class NodePortFirewall(Check):
                 evidence=[f"{key}:{rule.lineno}: {rule.line}"],
                 fix="Allow the NodePort range in the host firewall (or scope the rule to the sources it is meant "
                 "for); if a firewall daemon owns the rule, change it there so it does not come back.",
-                commands=[f"{save} -t {table} {delete}   # on {node.name}, or in the firewall's own config",
-                          f"{save} -t {table} -L {rule.chain} -n --line-numbers   # on {node.name}"],
+                commands=[iptables_delete(save, table, rule.line, on=node.name, note=", or in the firewall's own config"),
+                          command(save, "-t", table, "-L", rule.chain, "-n", "--line-numbers", on=node.name)],
             )
 
     def _iptables(self, ctx: CheckContext, key: str, dump: IptablesDump, mode: str,
@@ -253,7 +253,7 @@ class NodePortFirewall(Check):
                     severity=Severity.ERROR,
                     evidence=[f"{key}:{rule.lineno}: {rule.line}"],
                     fix="Move the blanket DROP after kube-proxy's jump or accept the pod CIDR before it.",
-                    commands=[f"iptables -t filter {rule.line.replace('-A ', '-D ', 1)}   # on {node.name}"],
+                    commands=[iptables_delete("iptables", "filter", rule.line, on=node.name)],
                 )
                 break
         if policy == "DROP" and not has_jump and not self._forward_accepts_pods(ctx, dump):
@@ -269,9 +269,10 @@ class NodePortFirewall(Check):
                 evidence=evidence,
                 fix="Accept forwarded pod traffic (the CNI usually adds it; Docker sets FORWARD to DROP), or set "
                 "the policy to ACCEPT if the node relies on kube-proxy's own filtering.",
-                commands=[f"iptables -P FORWARD ACCEPT   # on {node.name}, or:",
-                          f"iptables -I FORWARD -m comment --comment 'kubernetes forwarding rules' -j KUBE-FORWARD"
-                          f"   # on {node.name} (iptables mode; kube-proxy re-adds it on its next sync)"],
+                commands=[command("iptables", "-P", "FORWARD", "ACCEPT", on=node.name, note=", or:"),
+                          command("iptables", "-I", "FORWARD", "-m", "comment", "--comment", "kubernetes forwarding rules",
+                                  "-j", "KUBE-FORWARD", on=node.name,
+                                  note=" (iptables mode; kube-proxy re-adds it on its next sync)")],
             )
 
     @staticmethod
@@ -318,9 +319,10 @@ class NodePortFirewall(Check):
                               f"{{ type {chain.type} hook {chain.hook} priority {chain.prio}; policy drop; }}"],
                     fix="Accept the NodePort range (and, for forward, the pod CIDR) in that firewall (firewalld: "
                     "add the ports to the zone; nftables: an accept rule in that chain).",
-                    commands=[f"nft list chain {chain.family} {chain.table} {chain.name}   # on {node.name}",
-                              "firewall-cmd --permanent --add-port=30000-32767/tcp --add-port=30000-32767/udp && "
-                              f"firewall-cmd --reload   # on {node.name}, if firewalld owns the table"],
+                    commands=[command("nft", "list", "chain", chain.family, chain.table, chain.name, on=node.name),
+                              command("firewall-cmd", "--permanent", "--add-port=30000-32767/tcp",
+                                      "--add-port=30000-32767/udp", Lit("&&"), "firewall-cmd", "--reload", on=node.name,
+                                      note=", if firewalld owns the table")],
                 )
 
     def _addresses(self, ctx: CheckContext, p: ParsedNode, npa: tuple[str, ...], uses: list[PortUse],
@@ -355,7 +357,8 @@ class NodePortFirewall(Check):
                 severity=Severity.ERROR,
                 evidence=[f"{origin}: nodePortAddresses {list(npa)}", f"ip-addr.json: {', '.join(addrs)}"],
                 fix="Include the node's network in nodePortAddresses (CIDRs, or \"primary\").",
-                commands=["kubectl -n kube-system edit configmap " + origin.split("ConfigMap ")[-1].split("[")[0]],
+                commands=[command("kubectl", "-n", "kube-system", "edit", "configmap",
+                                  Name(origin.split("ConfigMap ")[-1].split("[")[0].split("/")[-1]))],
             )
         elif internal and internal[0] not in served:
             yield self.finding(
@@ -419,7 +422,7 @@ class NodePortFirewall(Check):
                     + (f" although {want} local endpoint(s) run there" if want else ""),
                     severity=Severity.ERROR if want else Severity.WARNING, evidence=evidence,
                     fix="kube-proxy serves this port itself; check it runs and that INPUT accepts the port.",
-                    commands=[f"curl -s http://127.0.0.1:{use.port}/   # on {node.name}"],
+                    commands=[command("curl", "-s", f"http://127.0.0.1:{int(use.port)}/", on=node.name)],
                 )
             elif status == 503 and want:
                 yield self.finding(
@@ -429,7 +432,7 @@ class NodePortFirewall(Check):
                     f"{body.get('serviceProxyHealthy')}): the load balancer sends this node no traffic",
                     severity=Severity.ERROR, evidence=evidence,
                     fix="kube-proxy is unhealthy or stale on the node (KP-PROXY-NODE-HEALTH).",
-                    commands=[f"curl -s http://127.0.0.1:10256/healthz   # on {node.name}"],
+                    commands=[command("curl", "-s", "http://127.0.0.1:10256/healthz", on=node.name)],
                 )
             elif status == 503:
                 yield self.finding(
@@ -495,8 +498,10 @@ class NodePortFirewall(Check):
                     "30000-32767 by default)",
                     severity=Severity.ERROR, evidence=evidence,
                     fix="Allow the NodePort range from the clients' networks in the security group / firewall.",
-                    commands=[f"iptables-save | grep -E -- '--dports? [0-9:,]*' | grep -E 'DROP|REJECT'   # on "
-                              f"{node.name}", f"nc -vz -w 3 {r.get('address', node.name)} {port}   # from a client"],
+                    commands=[command("iptables-save", Lit("|"), "grep", "-E", "--", "--dports? [0-9:,]*", Lit("|"),
+                                      "grep", "-E", "DROP|REJECT", on=node.name),
+                              command("nc", "-vz", "-w", "3", str(r.get("address", node.name)), str(port),
+                                      note="from a client")],
                 )
             elif result == "refused" and view.verdict == DNAT:
                 yield self.finding(
@@ -505,7 +510,7 @@ class NodePortFirewall(Check):
                     "(stale REJECT rule from a time without endpoints - see KP-STALE-ENDPOINTS - or the address is "
                     "outside nodePortAddresses)",
                     severity=Severity.ERROR, evidence=evidence,
-                    commands=[f"iptables-save -t filter | grep {port}   # on {node.name}"],
+                    commands=[command("iptables-save", "-t", "filter", Lit("|"), "grep", "--", str(port), on=node.name)],
                 )
             elif result == "refused":
                 yield self.finding(
@@ -513,8 +518,9 @@ class NodePortFirewall(Check):
                     f"probe of NodePort {where} was refused: {service} has no ready endpoints (kube-proxy "
                     "REJECTs it on purpose)",
                     severity=Severity.WARNING, evidence=evidence,
-                    commands=[f"kubectl -n {service.split('/', 1)[0]} get endpointslices -l "
-                              f"kubernetes.io/service-name={service.split('/', 1)[1].split(':', 1)[0]}"],
+                    commands=[command("kubectl", "-n", Name(service.split("/", 1)[0]), "get", "endpointslices", "-l",
+                                      Name(service.split("/", 1)[-1].split(":", 1)[0],
+                                           prefix="kubernetes.io/service-name="))],
                 )
 
 

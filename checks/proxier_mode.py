@@ -30,6 +30,7 @@ from kpdoctor.analysis import (
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
+from kpdoctor.shellcmd import Lit, Name, command
 
 SCALE_SERVICES = 1000
 NFT_MIN_KERNEL = (5, 13)
@@ -68,8 +69,8 @@ class ProxierMode(Check):
         ds_name = origin.daemonset.name if origin.daemonset else "kube-proxy"
         cm_ref = f"{origin.origin}: {why}"
         version = kube_proxy_version(ctx)
-        restart = f"kubectl -n kube-system rollout restart daemonset {ds_name}"
-        edit = f"kubectl -n kube-system edit configmap {cm_name}"
+        restart = command("kubectl", "-n", "kube-system", "rollout", "restart", "daemonset", Name(ds_name))
+        edit = command("kubectl", "-n", "kube-system", "edit", "configmap", Name(cm_name))
 
         # 1. configured vs what the process reports
         actual = p.proxy_mode or (used[0] if used else None)
@@ -84,7 +85,7 @@ class ProxierMode(Check):
                 + ([f"log: {used[1]}"] if used else []),
                 fix="Restart the DaemonSet so the pods read the ConfigMap again (and remove any --proxy-mode "
                 "flag that disagrees); expect a full resync and leftover rules of the old mode (KP-LEFTOVER-RULES).",
-                commands=[restart, f"curl -s http://127.0.0.1:10249/proxyMode   # on {node.name}"],
+                commands=[restart, command("curl", "-s", "http://127.0.0.1:10249/proxyMode", on=node.name)],
             )
 
         # 2. IPVS configured but unusable
@@ -198,8 +199,9 @@ class ProxierMode(Check):
             commands=[
                 f"{edit}   # set mode: nftables",
                 restart,
-                f"curl -s http://127.0.0.1:10249/proxyMode   # on {node.name}: expect nftables",
-                f"ls /proc/net/ip_vs && modprobe -n -v ip_vs ip_vs_rr   # on {node.name}, only if IPVS is required",
+                command("curl", "-s", "http://127.0.0.1:10249/proxyMode", on=node.name, note=": expect nftables"),
+                command("ls", "/proc/net/ip_vs", Lit("&&"), "modprobe", "-n", "-v", "ip_vs", "ip_vs_rr", on=node.name,
+                        note=", only if IPVS is required"),
             ],
         )
 

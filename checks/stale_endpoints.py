@@ -38,6 +38,7 @@ from kpdoctor.dataplane.semantic import (
     SemanticView,
 )
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.shellcmd import Lit, Name, command
 
 _KIND_SEVERITY = {
     "stale-endpoints": Severity.ERROR,
@@ -72,19 +73,22 @@ def _port(endpoint: str) -> str:
     return endpoint.rsplit(":", 1)[-1]
 
 
-def conntrack_delete(fe: Frontend, stale_ip: str) -> str:
+def conntrack_delete(fe: Frontend, stale_ip: str, on: str | None = None) -> str:
     """The `conntrack -D` that deletes exactly the entries NATed from this frontend to `stale_ip`."""
     proto = fe.protocol.lower()
     if fe.kind == NODE_PORT:
-        return f"conntrack -D -p {proto} --orig-port-dst {fe.port} --dst-nat {stale_ip}"
-    return f"conntrack -D -p {proto} --orig-dst {fe.address} --orig-port-dst {fe.port} --dst-nat {stale_ip}"
+        return command("conntrack", "-D", "-p", proto, "--orig-port-dst", str(fe.port), "--dst-nat", stale_ip, on=on)
+    return command("conntrack", "-D", "-p", proto, "--orig-dst", fe.address, "--orig-port-dst", str(fe.port),
+                   "--dst-nat", stale_ip, on=on)
 
 
-def _verify(mode: str, fe: Frontend, stale: Iterable[str], rules_key: str, node_ip: str = "") -> str | None:
+def _verify(mode: str, fe: Frontend, stale: Iterable[str], rules_key: str, node_ip: str = "",
+            on: str | None = None) -> str | None:
     """The command that shows the stale targets on the node; None when no real address can be named."""
     ips = sorted({_host(e) for e in stale})
     if mode == "nftables":
-        return "nft list table ip kube-proxy | grep -E '" + "|".join(re.escape(i) for i in ips) + "'"
+        return command("nft", "list", "table", "ip", "kube-proxy", Lit("|"), "grep", "-E", "--",
+                       "|".join(re.escape(i) for i in ips), on=on)
     if mode == "ipvs":
         # A NodePort virtual server exists once per node address (the view collapses them, address ""):
         # name it by the node's InternalIP, or give no command rather than a placeholder.
@@ -92,10 +96,10 @@ def _verify(mode: str, fe: Frontend, stale: Iterable[str], rules_key: str, node_
         if not address:
             return None
         host = f"[{address}]" if ":" in address else address
-        return f"ipvsadm -Ln -{'u' if fe.protocol == 'UDP' else 't'} {host}:{fe.port}"
+        return command("ipvsadm", "-Ln", f"-{'u' if fe.protocol == 'UDP' else 't'}", f"{host}:{fe.port}", on=on)
     save = "iptables-legacy-save" if "legacy" in rules_key else "iptables-save"
     needle = "|".join(ips) if ips else (fe.address or str(fe.port))
-    return f"{save} -t nat | grep -E '{needle}'"
+    return command(save, "-t", "nat", Lit("|"), "grep", "-E", "--", needle, on=on)
 
 
 def _nft_evidence(text: str | None, endpoint: str) -> list[str]:
@@ -153,14 +157,15 @@ class StaleEndpoints(Check):
         cause = ""
         if pod is not None and (down or not pod.ready):
             cause = f" kube-proxy is not running on {node.name} (pod {pod.key} not ready)."
-            cause_cmds = [f"kubectl -n {pod.namespace} describe pod {pod.name}",
-                          f"kubectl -n {pod.namespace} logs {pod.name} --previous"]
+            cause_cmds = [command("kubectl", "-n", Name(pod.namespace), "describe", "pod", Name(pod.name)),
+                          command("kubectl", "-n", Name(pod.namespace), "logs", Name(pod.name), "--previous")]
         elif pod is not None:
             cause = (f" kube-proxy on {node.name} answers but has not applied the change: see KP-SYNC-LAG; "
                      "deleting the pod forces a full resync.")
-            cause_cmds = [f"kubectl -n {pod.namespace} logs {pod.name} | grep -E 'Sync failed|restore|nft'",
-                          f"kubectl -n {pod.namespace} delete pod {pod.name}   # the DaemonSet recreates it; "
-                          "full resync on start"]
+            cause_cmds = [command("kubectl", "-n", Name(pod.namespace), "logs", Name(pod.name), Lit("|"), "grep", "-E",
+                                  "Sync failed|restore|nft"),
+                          command("kubectl", "-n", Name(pod.namespace), "delete", "pod", Name(pod.name),
+                                  note="the DaemonSet recreates it; full resync on start")]
         if cmp is None:
             yield from self._no_rules(ctx, mode, found[2].origin, pod, cause, cause_cmds)
             return
@@ -205,7 +210,7 @@ class StaleEndpoints(Check):
             evidence=evidence,
             fix="Get kube-proxy running and synced on the node (KP-PROXY-HEALTH / KP-PROXIER-MODE say why it is "
             "not); keep the node out of service meanwhile.",
-            commands=[*cause_cmds, f"kubectl cordon {node.name}"],
+            commands=[*cause_cmds, command("kubectl", "cordon", Name(node.name))],
         )
 
     def _service_finding(self, ctx: CheckContext, cmp: Comparison, service: str, protocol: str, kind: str,
@@ -274,16 +279,16 @@ class StaleEndpoints(Check):
             api_node = ctx.cluster.node_by_name.get(node.name)
             node_ips = api_node.internal_ips if api_node is not None else ()
             node_ip = next((ip for ip in node_ips if ":" not in ip), node_ips[0] if node_ips else "")
-            verify = _verify(cmp.mode, diffs[0].frontend, stale, cmp.rules_key, node_ip)
+            verify = _verify(cmp.mode, diffs[0].frontend, stale, cmp.rules_key, node_ip, on=node.name)
             if verify:
-                commands.append(verify + f"   # on {node.name}")
+                commands.append(verify)
             for d in diffs:
                 for endpoint in sorted(d.stale):
-                    cmd = conntrack_delete(d.frontend, _host(endpoint)) + f"   # on {node.name}"
+                    cmd = conntrack_delete(d.frontend, _host(endpoint), on=node.name)
                     if cmd not in commands:
                         commands.append(cmd)
         if kind in ("stale-endpoints", "missing-frontend", "verdict") and down:
-            commands.append(f"kubectl cordon {node.name}")
+            commands.append(command("kubectl", "cordon", Name(node.name)))
         subject = service_subject(service, protocol) if service else f"Frontend {diffs[0].frontend}"
         return self.finding(
             ctx,
@@ -315,11 +320,11 @@ class StaleEndpoints(Check):
                 stale[(view.frontend, view.service, e.reply_src)].append(e.line)
         for (fe, service, dead_ip), lines in sorted(stale.items(), key=lambda kv: (kv[0][0], kv[0][2])):
             if dead_ip:
-                cmd = conntrack_delete(fe, dead_ip)
+                cmd = conntrack_delete(fe, dead_ip, on=node.name)
                 what = f"still NATed to {dead_ip}, which no longer backs the Service"
             else:
-                cmd = (f"conntrack -D -p udp --orig-dst {fe.address} --orig-port-dst {fe.port} "
-                       f"--reply-src {fe.address}")
+                cmd = command("conntrack", "-D", "-p", "udp", "--orig-dst", fe.address, "--orig-port-dst", str(fe.port),
+                              "--reply-src", fe.address, on=node.name)
                 what = "not NATed at all (created before the Service had endpoints)"
             yield self.finding(
                 ctx,
@@ -330,7 +335,7 @@ class StaleEndpoints(Check):
                 severity=Severity.WARNING,
                 evidence=[f"conntrack-services.txt: {line}" for line in lines[:3]],
                 fix="Delete exactly these entries; the next packet creates a new one through the current rules.",
-                commands=[f"{cmd}   # on {node.name}"],
+                commands=[cmd],
             )
 
 

@@ -32,6 +32,7 @@ from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.config import format_duration
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import Metrics
+from kpdoctor.shellcmd import Lit, Name, Part, command
 
 DURATION = "kubeproxy_sync_proxy_rules_duration_seconds"
 LAST_SYNC = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
@@ -119,7 +120,8 @@ class SyncLag(Check):
                 evidence=[f"{src}: {mode}.syncPeriod {format_duration(sync.sync_period)}, minSyncPeriod "
                           f"{format_duration(sync.min_sync_period)}"],
                 fix="Leave syncPeriod at 30s; if changes are late, look at sync duration and failures.",
-                commands=[f"kubectl -n kube-system edit configmap {cm}   # {mode}.syncPeriod: 30s"],
+                commands=[command("kubectl", "-n", "kube-system", "edit", "configmap", Name(cm),
+                                  note=f"{mode}.syncPeriod: 30s")],
             )
         if sync.min_sync_period > 10:
             yield self.finding(
@@ -132,8 +134,9 @@ class SyncLag(Check):
                 evidence=[f"{src}: {mode}.minSyncPeriod {format_duration(sync.min_sync_period)}"],
                 fix="Use the default 1s unless the ruleset is so large that syncs must be batched; then prefer "
                 "nftables mode, whose syncs are cheap.",
-                commands=[f"kubectl -n kube-system edit configmap {cm}   # {mode}.minSyncPeriod: 1s",
-                          f"kubectl -n kube-system rollout restart daemonset {ds}"],
+                commands=[command("kubectl", "-n", "kube-system", "edit", "configmap", Name(cm),
+                                  note=f"{mode}.minSyncPeriod: 1s"),
+                          command("kubectl", "-n", "kube-system", "rollout", "restart", "daemonset", Name(ds))],
             )
 
         # --- metrics ---
@@ -166,16 +169,17 @@ class SyncLag(Check):
                 + ([f"kube-proxy/metrics.txt: p99 {DURATION} = {p99:.2f} s"] if p99 is not None else []),
                 fix="Switch this node pool to nftables mode (13 s for a full sync at 10,000 Services measured "
                 "here), or at least to the iptables-legacy backend (7.2 s at 10,000); do not lower syncPeriod.",
-                commands=[f"kubectl -n kube-system edit configmap {cm}   # mode: nftables",
-                          f"kubectl -n kube-system rollout restart daemonset {ds}"],
+                commands=[command("kubectl", "-n", "kube-system", "edit", "configmap", Name(cm), note="mode: nftables"),
+                          command("kubectl", "-n", "kube-system", "rollout", "restart", "daemonset", Name(ds))],
             )
 
     def _metrics(self, ctx: CheckContext, metrics: Metrics, now: float | None, sync_period: float,
                  pod_key: str | None) -> Iterable[Finding]:
         node = ctx.node
         assert node is not None
-        logs = f"kubectl -n kube-system logs {pod_key.split('/', 1)[1]}" if pod_key else "kubectl -n kube-system logs"
-        curl = f"curl -s http://127.0.0.1:10249/metrics | grep sync_proxy_rules   # on {node.name}"
+        logs_argv: tuple[Part, ...] = ("kubectl", "-n", "kube-system", "logs", *([Name(pod_key.split("/", 1)[-1])] if pod_key else []))
+        logs = command(*logs_argv)
+        curl = command("curl", "-s", "http://127.0.0.1:10249/metrics", Lit("|"), "grep", "sync_proxy_rules", on=node.name)
         p99 = metrics.histogram_quantile(0.99, DURATION)
         if p99 is not None and p99 > 10:
             yield self.finding(
@@ -223,7 +227,7 @@ class SyncLag(Check):
                     severity=Severity.WARNING,
                     evidence=[f"kube-proxy/metrics.txt: {s.render()}" for s in metrics.get(name)],
                     fix="Find the failing rule or the lock holder in the log (KP-PROXY-HEALTH quotes it).",
-                    commands=[logs + " | grep -E 'iptables-restore|Sync failed|xtables'", curl],
+                    commands=[command(*logs_argv, Lit("|"), "grep", "-E", "iptables-restore|Sync failed|xtables"), curl],
                 )
 
 

@@ -23,6 +23,7 @@ from kpdoctor.analysis import kube_proxy_expected, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode, sysctl_int
+from kpdoctor.shellcmd import Lit, command
 
 FILL_WARNING = 0.75
 FILL_ERROR = 0.90
@@ -74,8 +75,8 @@ class SysctlConntrack(Check):
                 severity=Severity.CRITICAL if kube_proxy_expected(ctx) else Severity.ERROR,
                 evidence=["sysctl.txt: net.ipv4.ip_forward = 0"],
                 fix="Enable forwarding now and persistently.",
-                commands=[f"sysctl -w net.ipv4.ip_forward=1   # on {node.name}",
-                          f"echo 'net.ipv4.ip_forward = 1' >> {persist}   # on {node.name}"],
+                commands=[command("sysctl", "-w", "net.ipv4.ip_forward=1", on=node.name),
+                          command("echo", "net.ipv4.ip_forward = 1", Lit(">>"), persist, on=node.name)],
             )
         yield from self._route_localnet(ctx, p)
         bridges = _bridges_with_pods(p)
@@ -91,9 +92,10 @@ class SysctlConntrack(Check):
                 evidence=[f"ip-addr.json: bridge(s) with pod ports: {', '.join(bridges)}",
                           f"sysctl.txt: net.bridge.bridge-nf-call-iptables = {bnf if bnf is not None else '(absent)'}"],
                 fix="Load br_netfilter and enable the sysctl, persistently.",
-                commands=[f"modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1   # on {node.name}",
-                          f"echo br_netfilter > /etc/modules-load.d/br_netfilter.conf   # on {node.name}",
-                          f"echo 'net.bridge.bridge-nf-call-iptables = 1' >> {persist}   # on {node.name}"],
+                commands=[command("modprobe", "br_netfilter", Lit("&&"), "sysctl", "-w", "net.bridge.bridge-nf-call-iptables=1",
+                                  on=node.name),
+                          command("echo", "br_netfilter", Lit(">"), "/etc/modules-load.d/br_netfilter.conf", on=node.name),
+                          command("echo", "net.bridge.bridge-nf-call-iptables = 1", Lit(">>"), persist, on=node.name)],
             )
         yield from self._conntrack(ctx, p)
 
@@ -121,7 +123,7 @@ class SysctlConntrack(Check):
                 evidence=["sysctl.txt: net.ipv4.conf.all.route_localnet = 0",
                           f"{found[2].origin}: localhostNodePorts true, nodePortAddresses {list(npa) or '[] (all)'}"],
                 fix="Set route_localnet=1 (or stop relying on 127.0.0.1 NodePorts: nodePortAddresses: [primary]).",
-                commands=[f"sysctl -w net.ipv4.conf.all.route_localnet=1   # on {node.name}"],
+                commands=[command("sysctl", "-w", "net.ipv4.conf.all.route_localnet=1", on=node.name)],
             )
 
     def _conntrack(self, ctx: CheckContext, p: ParsedNode) -> Iterable[Finding]:
@@ -146,8 +148,8 @@ class SysctlConntrack(Check):
                     fix="Raise the limit (kube-proxy sets it from conntrack.maxPerCore x CPUs, min conntrack.min, "
                     "at start; raise those in its config so a restart does not lower it again) and find what opens "
                     "so many connections.",
-                    commands=[f"sysctl -w net.netfilter.nf_conntrack_max={new_max}   # on {node.name}",
-                              f"conntrack -S   # on {node.name}: watch drop / early_drop / insert_failed"],
+                    commands=[command("sysctl", "-w", f"net.netfilter.nf_conntrack_max={new_max}", on=node.name),
+                              command("conntrack", "-S", on=node.name, note=": watch drop / early_drop / insert_failed")],
                 )
                 return
         if drops.get("drop") or drops.get("early_drop"):
@@ -158,7 +160,7 @@ class SysctlConntrack(Check):
                 severity=Severity.WARNING,
                 evidence=[f"conntrack-stats.txt: {', '.join(f'{k}={v}' for k, v in drops.items())}"],
                 fix="Raise nf_conntrack_max (and kube-proxy's conntrack.maxPerCore/min) if this keeps growing.",
-                commands=[f"conntrack -S   # on {node.name}"],
+                commands=[command("conntrack", "-S", on=node.name)],
             )
 
 

@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("kpdoctor: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:  # a path the OS refuses outright (ENAMETOOLONG, ELOOP...): bad input, one line
+        where = f"{str(exc.filename)[:80]}...: " if exc.filename else ""
+        print(f"kpdoctor: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:  # click usage errors and anything unexpected
         aborts, usage = _click_exception_types()
         if isinstance(exc, aborts):

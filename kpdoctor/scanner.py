@@ -23,6 +23,7 @@ from kpdoctor.findings import Severity
 from kpdoctor.node.state import NodeState
 from kpdoctor.registry import Registry, discover
 from kpdoctor.report.model import SourceInfo, build_report
+from kpdoctor.safeio import read_regular, regular_files
 from kpdoctor.silences import SilenceSet
 
 DEMO_BUNDLE = Path(__file__).resolve().parent / "demo" / "bundle"
@@ -82,7 +83,8 @@ class DirectoryBundleNodes:
         self.base = base
         self.manifest = manifest
         nodes_dir = base / "nodes"
-        names = {p.name for p in nodes_dir.iterdir() if p.is_dir()} if nodes_dir.is_dir() else set()
+        names = ({p.name for p in nodes_dir.iterdir() if p.is_dir() and not p.is_symlink()}
+                 if nodes_dir.is_dir() and not nodes_dir.is_symlink() else set())
         if manifest:
             names.update((manifest.get("nodes") or {}).keys())
         from kpdoctor.node.bundle import safe_node_name
@@ -100,13 +102,11 @@ class DirectoryBundleNodes:
 
         node_dir = self.base / "nodes" / name
         files: dict[str, bytes] = {}
-        if node_dir.is_dir():
-            for file in sorted(node_dir.rglob("*")):
-                if file.is_file() and not file.is_symlink():
-                    try:
-                        files[file.relative_to(self.base).as_posix()] = file.read_bytes()
-                    except OSError as exc:
-                        raise InputError(f"cannot read: {exc.strerror}", where=str(file)) from None
+        if node_dir.is_dir() and not node_dir.is_symlink():
+            for file in regular_files(node_dir):  # never through a symlink, never a FIFO or device
+                data = read_regular(file)
+                if data is not None:
+                    files[file.relative_to(self.base).as_posix()] = data
         # A big file byte-identical to another of the node (iptables-nft-save.txt and iptables-save.txt on an
         # nf_tables node: tens of MB each) is decoded once; its fact gets the same text (decoding is
         # deterministic) and everything else the reader derives for it (source, exit code from the manifest).
@@ -142,8 +142,9 @@ def open_bundle(path: str | os.PathLike[str], pod_namespaces: Sequence[str] = ()
         base = root / "bundle" if not (root / "nodes").is_dir() and (root / "bundle").is_dir() else root
         manifest = None
         raw = base / "manifest.json"
-        if raw.is_file():
-            manifest = nb._manifest(nb.Bundle(str(root), {"manifest.json": raw.read_bytes()}))
+        data = read_regular(raw) if raw.is_file() else None
+        if data is not None:
+            manifest = nb._manifest(nb.Bundle(str(root), {"manifest.json": data}))
         if not (base / "cluster").is_dir():
             if not (base / "nodes").is_dir():
                 raise InputError("not a kpdoctor bundle: no nodes/<name>/ and no cluster/ inside", where=str(root))
@@ -311,6 +312,8 @@ def scan(req: ScanRequest, *, registry: Registry | None = None, silences: Silenc
         code = exit_code(result.findings, req.fail_on)
         if wanted_nodes and result.nodes and not any(n.reachable for n in result.nodes):
             code = EXIT_UNREACHABLE
+        if result.runs and all(r.status == "not_evaluated" for r in result.runs):
+            code = EXIT_UNREACHABLE  # no check saw anything: the report is not "ok" (issue 9)
         report = build_report(result, source=source, fail_on=req.fail_on, exit_code=code, origins=reg.origins)
         if view is not None:
             report["service"] = view

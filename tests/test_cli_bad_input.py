@@ -72,8 +72,8 @@ CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("scan-config-file-binary", ("scan", "--bundle", "{B1}", "--config-file", "{B}/garbage.bin"), 2, "cannot read"),
     ("scan-config-file-bad", ("scan", "--bundle", "{B1}", "--config-file", "{B}/bad-silences.yaml"), 2, "silences"),
     ("scan-output-dir", ("scan", "--bundle", "{B1}", "--output", "{B}/adir"), 2, "cannot write"),
-    ("scan-kubeconfig-binary", ("scan", "--kubeconfig", "{B}/garbage.bin"), 3, "cannot load cluster credentials"),
-    ("scan-kubeconfig-dir", ("scan", "--kubeconfig", "{B}/adir"), 3, "cannot load cluster credentials"),
+    ("scan-kubeconfig-binary", ("scan", "--kubeconfig", "{B}/garbage.bin"), 2, "kubeconfig"),  # issue 9: input error
+    ("scan-kubeconfig-dir", ("scan", "--kubeconfig", "{B}/adir"), 2, "cannot read the kubeconfig"),
     ("scan-kubeconfig-random-json", ("scan", "--kubeconfig", "{B}/random.json"), 3, "cannot load cluster credentials"),
     ("node-bundle-random-json", ("node", "edge-1", "--bundle", "{B}/random.json"), 2, "not a readable .tar.gz"),
     ("node-not-in-bundle", ("node", "edge-9", "--bundle", "{B1}"), 2, "not in this bundle"),

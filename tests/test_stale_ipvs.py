@@ -115,8 +115,8 @@ def test_verify_command_per_mode() -> None:
     udp_np = Frontend(NODE_PORT, "", 30053, "UDP")
     cip = Frontend(CLUSTER_IP, "10.96.0.10", 80, "TCP")
     assert stale._verify("ipvs", np, [GONE], "ipvsadm-save.txt", NODE_IP) == f"ipvsadm -Ln -t {NODE_IP}:30080"
-    assert stale._verify("ipvs", udp_np, [GONE], "ipvsadm-save.txt", "fd00::2") == "ipvsadm -Ln -u [fd00::2]:30053"
+    assert stale._verify("ipvs", udp_np, [GONE], "ipvsadm-save.txt", "fd00::2") == "ipvsadm -Ln -u '[fd00::2]:30053'"
     assert stale._verify("ipvs", np, [GONE], "ipvsadm-save.txt") is None
     assert stale._verify("ipvs", cip, [GONE], "ipvsadm-save.txt") == "ipvsadm -Ln -t 10.96.0.10:80"
     assert stale._verify("iptables", np, [GONE], "iptables-legacy-save.txt") == \
-        f"iptables-legacy-save -t nat | grep -E '{pod_ip(1)}'"
+        f"iptables-legacy-save -t nat | grep -E -- {pod_ip(1)}"

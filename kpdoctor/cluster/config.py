@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import yaml
-
 from kpdoctor.errors import InputError
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -275,13 +273,9 @@ def config_from_dict(doc: dict[str, Any], *, source: str = "") -> KubeProxyConfi
 
 def parse_config_text(text: str, *, source: str) -> KubeProxyConfig:
     """Parse YAML or JSON text; errors name the source and the YAML line."""
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"invalid YAML: {problem}", where=f"{source}{line}") from None
+    from kpdoctor.safeio import load_yaml
+
+    doc = load_yaml(text, source)  # bounded: nesting, aliases (a ConfigMap value is someone else's text)
     if doc is None:
         return KubeProxyConfig(source=source)
     if not isinstance(doc, dict):

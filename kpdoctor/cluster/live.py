@@ -14,7 +14,6 @@ disabled) simply has none, which is what kube-proxy sees there as well.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
@@ -22,10 +21,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from kpdoctor.cluster.kubeconfig import check_kubeconfig, require_credentials
 from kpdoctor.cluster.model import WORKLOAD_PODS_GAP, ResourceGap
 from kpdoctor.cluster.snapshot import load_objects
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
-from kpdoctor.errors import UnreachableError
+from kpdoctor.errors import InputError, UnreachableError
 
 PAGE = 500
 LOG_TAIL_LINES = 100
@@ -63,8 +63,13 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
     default = Path("~/.kube/config").expanduser()
     try:
         if path or context or default.is_file():
-            config.load_kube_config(config_file=path or str(default), context=context, client_configuration=cfg,
-                                    persist_config=False)  # fmt: skip
+            user = check_kubeconfig(path or str(default), context)  # malformed: InputError (exit 2)
+            try:
+                config.load_kube_config(config_file=path or str(default), context=context, client_configuration=cfg,
+                                        persist_config=False)  # fmt: skip
+            except (TypeError, AttributeError, KeyError, IndexError) as exc:  # shapes check_kubeconfig let pass
+                raise InputError(f"malformed kubeconfig: {exc}", where=path or str(default)) from None
+            require_credentials(cfg, user, path or str(default))
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=cfg)
         else:
@@ -103,7 +108,12 @@ def _status(exc: BaseException) -> int | None:
 def _raw_json(response: Any) -> Any:
     data = getattr(response, "data", response)
     if isinstance(data, bytes | bytearray | str):
-        return json.loads(data)
+        from kpdoctor.safeio import load_json
+
+        try:
+            return load_json(bytes(data) if isinstance(data, bytearray) else data, "API response")
+        except InputError as exc:  # absurdly deep or non-finite: an invalid response (a gap), not a crash
+            raise ValueError(str(exc)) from None
     return data
 
 
@@ -154,6 +164,10 @@ def load_live(
                 objects[name] = []  # the API is not served: the cluster has none
                 continue
             _classify(exc, kind, namespaced, server, gaps)
+    if not any(kind not in OPTIONAL_KINDS and name in objects for name, kind, _, _ in KINDS):
+        # every list was refused or failed: nothing was read, so nothing can pass (like the gate)
+        reasons = "; ".join(f"{g.kind}: {g.reason}" for g in gaps[:3])
+        raise UnreachableError(f"cannot read the cluster: every list failed ({reasons})", where=server or None)
     workload = _workload_pods(apis["core"], pod_namespaces, server, gaps)
     objects.setdefault("pods", []).extend(workload)
     state = load_objects(

@@ -8,14 +8,12 @@ the file and, for JSON/YAML syntax, the line.
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-
-import yaml
 
 from kpdoctor.cluster.model import ConfigMap, DaemonSet, EndpointSlice, Node, Pod, Service
 from kpdoctor.cluster.parse import (
@@ -29,23 +27,15 @@ from kpdoctor.cluster.parse import (
 )
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
 from kpdoctor.errors import InputError
+from kpdoctor.safeio import load_json, load_yaml_all, read_regular
 
 SNAPSHOT_SUFFIXES = (".json", ".yaml", ".yml")
 
 
 def _parse_documents(text: str, where: str) -> list[Any]:
     if where.endswith(".json"):
-        try:
-            return [json.loads(text)]
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg} (column {exc.colno})", where=f"{where}:{exc.lineno}") from None
-    try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"invalid YAML: {problem}", where=f"{where}{line}") from None
+        return [load_json(text, where)]
+    return load_yaml_all(text, where)
 
 
 def iter_objects(doc: Any, where: str) -> Iterator[dict[str, Any]]:
@@ -118,31 +108,57 @@ def load_objects(objects: Iterable[tuple[dict[str, Any], str]], *, source: str =
     return collector.state(logs={}, source=source)
 
 
+def _is_dir(path: Path) -> bool:
+    """A real directory, not a symlink to one (a snapshot never reads outside itself)."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def _read_logs(logs_dir: Path) -> dict[str, str]:
     logs: dict[str, str] = {}
-    if not logs_dir.is_dir():
+    if not _is_dir(logs_dir):
         return logs
-    for ns_dir in sorted(p for p in logs_dir.iterdir() if p.is_dir()):
+    for ns_dir in sorted(p for p in logs_dir.iterdir() if _is_dir(p)):
         for log in sorted(ns_dir.glob("*.log")):
-            logs[f"{ns_dir.name}/{log.stem}"] = log.read_text(encoding="utf-8", errors="replace")
+            data = read_regular(log)  # symlinks, FIFOs and devices are skipped, size is bounded
+            if data is not None:
+                logs[f"{ns_dir.name}/{log.stem}"] = data.decode("utf-8", errors="replace")
     return logs
+
+
+def load_documents(
+    entries: Iterable[tuple[str, bytes]], *, logs: dict[str, str], source: str, pod_namespaces: Collection[str] = ()
+) -> ClusterState:
+    """A ClusterState from (where, bytes) pairs of snapshot files (`where` names the file in errors)."""
+    collector = _Collector(pod_namespaces)
+    for where, data in entries:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"cannot read: {exc}", where=where) from None
+        for doc in _parse_documents(text, where):
+            for obj in iter_objects(doc, where):
+                collector.add(obj, where)
+    return collector.state(logs=logs, source=source)
 
 
 def load_snapshot(directory: str | os.PathLike[str], *, pod_namespaces: Collection[str] = ()) -> ClusterState:
     """The snapshot's ClusterState; Pods are kept for kube-system and for `pod_namespaces` only."""
     root = Path(directory)
-    if not root.is_dir():
+    if not _is_dir(root) and not root.is_dir():
         raise InputError("snapshot is not a directory", where=str(root))
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in SNAPSHOT_SUFFIXES)
+    files = sorted(p for p in root.iterdir() if p.suffix in SNAPSHOT_SUFFIXES and not p.is_symlink() and p.is_file())
     if not files:
         raise InputError("snapshot holds no *.json / *.yaml files", where=str(root))
-    collector = _Collector(pod_namespaces)
-    for path in files:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read: {exc}", where=str(path)) from None
-        for doc in _parse_documents(text, str(path)):
-            for obj in iter_objects(doc, str(path)):
-                collector.add(obj, str(path))
-    return collector.state(logs=_read_logs(root / "logs"), source=str(root))
+
+    def entries() -> Iterator[tuple[str, bytes]]:
+        for path in files:
+            data = read_regular(path)  # one file in memory at a time; FIFOs/devices skipped, size bounded
+            if data is not None:
+                yield str(path), data
+
+    return load_documents(
+        entries(), logs=_read_logs(root / "logs"), source=str(root), pod_namespaces=pod_namespaces
+    )

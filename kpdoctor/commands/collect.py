@@ -26,6 +26,7 @@ def snapshot_objects(directory: str) -> dict[str, list[dict[str, Any]]]:
     """
     from kpdoctor.cluster.snapshot import SNAPSHOT_SUFFIXES, _parse_documents, iter_objects
     from kpdoctor.node.bundle import CLUSTER_FILES
+    from kpdoctor.safeio import read_regular
 
     by_kind = {"Service": "services", "EndpointSlice": "endpointslices", "Node": "nodes", "ConfigMap": "configmaps",
                "DaemonSet": "daemonsets", "Pod": "pods", "ServiceCIDR": "servicecidrs"}  # fmt: skip
@@ -33,7 +34,10 @@ def snapshot_objects(directory: str) -> dict[str, list[dict[str, Any]]]:
     for path in sorted(Path(directory).iterdir()):
         if not (path.is_file() and path.suffix in SNAPSHOT_SUFFIXES):
             continue
-        for doc in _parse_documents(path.read_text(encoding="utf-8"), str(path)):
+        data = read_regular(path)  # bounded, no symlink, no FIFO
+        if data is None:
+            continue
+        for doc in _parse_documents(data.decode("utf-8", errors="replace"), str(path)):
             for obj in iter_objects(doc, str(path)):
                 bucket = by_kind.get(str(obj.get("kind")))
                 if bucket:
@@ -112,6 +116,10 @@ def register(app: typer.Typer) -> None:
             gaps = []
         else:
             objects, logs, source, gaps = None, {}, "", []
+        if objects is not None:
+            from kpdoctor.cluster.bundle_scope import scope_objects
+
+            objects = scope_objects(objects)  # only the ConfigMaps the checks read (issue 9: no secrets)
         path = write_bundle(out, nodes=states, cluster_objects=objects, logs=logs, cluster_source=source, gaps=gaps)
         failed = [n for n, s in states.items() if s.error]
         summary = {"bundle": str(path), "nodes": len(states), "failed": failed, "interrupted": interrupted}

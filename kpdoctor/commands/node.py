@@ -119,15 +119,17 @@ def print_state(state: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from kpdoctor.report.console_text import inert as t  # node text: no markup, no control/bidi characters
+
     console = Console()
-    head = f"[bold]node {state.name}[/bold]  transport={state.transport}"
+    head = f"[bold]node {t(state.name)}[/bold]  transport={t(state.transport)}"
     if state.address:
-        head += f"  address={state.address}"
+        head += f"  address={t(state.address)}"
     if state.collected_at:
-        head += f"  collected={state.collected_at}"
+        head += f"  collected={t(state.collected_at)}"
     console.print(head)
     if state.error:
-        console.print(f"[red]error: {state.error}[/red]")
+        console.print(f"[red]error: {t(state.error)}[/red]")
     if state.facts:
         s = state.summary()
         rows = [
@@ -149,7 +151,7 @@ def print_state(state: Any) -> None:
         ]  # fmt: skip
         table = Table(show_header=False, box=None, pad_edge=False)
         for key, value in rows:
-            table.add_row(f"[cyan]{key}[/cyan]", value)
+            table.add_row(f"[cyan]{key}[/cyan]", t(value))
         console.print(table)
         facts = Table(title="facts", show_lines=False)
         for col in ("file", "status", "size", "time", "source / note"):
@@ -161,9 +163,9 @@ def print_state(state: Any) -> None:
                 status = "empty"
             else:
                 status = "[green]ok[/green]" + (" [yellow](capped)[/yellow]" if f.truncated else "")
-            note = f.source + (f"  [yellow]{f.error}[/yellow]" if f.error else "")
-            size = _size(len(f.content.encode())) if f.content is not None else "-"
-            facts.add_row(key, status, size, f"{f.duration:.2f}s", note)
+            note = t(f.source) + (f"  [yellow]{t(f.error)}[/yellow]" if f.error else "")
+            size = _size(len(f.content.encode("utf-8", "replace"))) if f.content is not None else "-"
+            facts.add_row(t(key), status, size, f"{f.duration:.2f}s", note)
         console.print(facts)
 
 

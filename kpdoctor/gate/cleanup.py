@@ -27,6 +27,7 @@ from kpdoctor.gate.model import (
 )
 from kpdoctor.gate.model import unknown as unknown_reason
 from kpdoctor.node.state import NodeState
+from kpdoctor.shellcmd import Lit, Name, command
 
 # Chains the kubelet (not kube-proxy) owns; they stay. KUBE-FIREWALL in `filter` is the kubelet's
 # (older kubelets); kube-proxy's IPVS mode has its own KUBE-FIREWALL in `nat`.
@@ -72,7 +73,7 @@ def _dump_body(text: str) -> str:
 def kube_proxy_nft_tables(ruleset_json: str) -> list[str]:
     try:
         doc = json.loads(ruleset_json or "{}")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # a hostile node: malformed or absurdly deep
         return []
     tables = []
     for item in doc.get("nftables", []) if isinstance(doc, dict) else []:
@@ -89,7 +90,7 @@ def _ipvs_services(dump: str) -> int:
 def _has_kube_ipvs0(addr_json: str) -> bool:
     try:
         links = json.loads(addr_json or "[]")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return "kube-ipvs0" in (addr_json or "")
     return any(isinstance(link, dict) and link.get("ifname") == "kube-ipvs0" for link in links or [])
 
@@ -123,11 +124,12 @@ def node_leftovers(state: NodeState) -> NodeLeftovers:
         chains = kube_proxy_chains(text)
         if chains:
             items.append(CleanupItem(f"{label}: {_summary(chains)}", (
-                "kube-proxy --cleanup",
-                f"{save} | grep -v KUBE | {restore}",
+                command("kube-proxy", "--cleanup"),
+                command(save, Lit("|"), "grep", "-v", "KUBE", Lit("|"), restore),
             )))
-    for table in kube_proxy_nft_tables(state.text("nft-ruleset.json") or ""):
-        items.append(CleanupItem(f"nftables: table {table}", ("kube-proxy --cleanup", f"nft delete table {table}")))
+    for family in (t.rsplit(" ", 1)[0] for t in kube_proxy_nft_tables(state.text("nft-ruleset.json") or "")):
+        items.append(CleanupItem(f"nftables: table {family} kube-proxy", (
+            command("kube-proxy", "--cleanup"), command("nft", "delete", "table", family, "kube-proxy"))))
     ipvs = _ipvs_services(state.text("ipvsadm-save.txt") or "")
     if ipvs:
         items.append(CleanupItem(f"IPVS: {ipvs} virtual services", ("kube-proxy --cleanup", "ipvsadm --clear")))
@@ -155,10 +157,10 @@ def cleanup_plan(ctx: GateContext) -> CleanupPlan:
     cluster = ctx.cluster
     commands: list[str] = []
     for ds in cluster.kube_proxy_daemonsets:
-        commands.append(f"kubectl -n {ds.namespace} delete daemonset {ds.name}")
+        commands.append(command("kubectl", "-n", Name(ds.namespace), "delete", "daemonset", Name(ds.name)))
     for cm in cluster.configmaps:
         if cm.namespace == KUBE_SYSTEM and cm.name.startswith("kube-proxy"):
-            commands.append(f"kubectl -n {cm.namespace} delete configmap {cm.name}")
+            commands.append(command("kubectl", "-n", Name(cm.namespace), "delete", "configmap", Name(cm.name)))
     if not commands:
         commands.append("# kube-proxy DaemonSet and ConfigMaps: none left in the input")
     image = _kube_proxy_image(cluster)

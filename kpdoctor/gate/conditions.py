@@ -14,6 +14,7 @@ from kpdoctor.cilium import KPR_FAILING, KPR_LEGACY_ACCEPTED, KPR_TRUE, SUPPORTE
 from kpdoctor.cluster.state import KUBE_SYSTEM
 from kpdoctor.gate.context import GateContext
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, blocking, unknown, warning
+from kpdoctor.shellcmd import Name, command
 
 CILIUM_CM = f"ConfigMap {KUBE_SYSTEM}/cilium-config"
 
@@ -90,8 +91,10 @@ def agents_ready(ctx: GateContext) -> GateCondition:
                                   if any(c.reason for c in p.container_statuses) else "")
                                for p in pods)
             reasons.append(blocking(f"Node {node}", f"Cilium agent on {node} is not Running and Ready: {states}",
-                                    commands=(f"kubectl -n {pods[0].namespace} describe pod {pods[0].name}",
-                                              f"kubectl -n {pods[0].namespace} logs {pods[0].name} -c cilium-agent")))
+                                    commands=(command("kubectl", "-n", Name(pods[0].namespace), "describe", "pod",
+                                                      Name(pods[0].name)),
+                                              command("kubectl", "-n", Name(pods[0].namespace), "logs", Name(pods[0].name),
+                                                      "-c", "cilium-agent"))))
         cases.append(GateCase(f"Node {node}", tuple(reasons)))
     return GateCondition("agents-ready", title, cases=tuple(cases))
 
@@ -286,7 +289,8 @@ def kube_proxy_removed(ctx: GateContext) -> GateCondition:
             reasons.append(unknown(f"{kind}s", f"cannot prove: {kind}s could not be read ({gap.reason})"))
     for ds in ctx.cluster.kube_proxy_daemonsets:
         reasons.append(blocking(f"DaemonSet {ds.key}", f"kube-proxy DaemonSet {ds.key} still exists",
-                                commands=(f"kubectl -n {ds.namespace} delete daemonset {ds.name}",)))
+                                commands=(command("kubectl", "-n", Name(ds.namespace), "delete", "daemonset",
+                                                  Name(ds.name)),)))
     for pod in ctx.cluster.kube_proxy_pods:
         reasons.append(blocking(f"Pod {pod.key}", f"kube-proxy pod {pod.key} still exists on {pod.node_name}"))
     for cm in ctx.cluster.configmaps:
@@ -294,7 +298,7 @@ def kube_proxy_removed(ctx: GateContext) -> GateCondition:
             reasons.append(blocking(f"ConfigMap {cm.namespace}/{cm.name}", (
                 f"ConfigMap {cm.namespace}/{cm.name} still exists: kubeadm upgrade reinstalls the kube-proxy addon "
                 "while kube-system/kube-proxy exists, bringing kube-proxy back next to the replacement"),
-                commands=(f"kubectl -n {cm.namespace} delete configmap {cm.name}",)))
+                commands=(command("kubectl", "-n", Name(cm.namespace), "delete", "configmap", Name(cm.name)),)))
     return GateCondition("kube-proxy-removed", title, tuple(reasons))
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
@@ -27,6 +28,7 @@ from kpdoctor import __version__
 from kpdoctor.errors import InputError
 from kpdoctor.node.redact import redact_text, sanitize_object
 from kpdoctor.node.state import Fact, NodeState
+from kpdoctor.safeio import limits, load_json, read_regular, regular_files, too_big
 
 FORMAT = "kpdoctor-bundle/v1"
 LOG_MAX_LINES = 100
@@ -67,9 +69,28 @@ class Bundle:
     error: str = ""  # e.g. truncated archive: what was read before the cut is still here
     cut_at: str = ""  # member being read when the archive ended
     _dir: Path | None = field(default=None, repr=False)
+    _by_node: dict[str, dict[str, bytes]] | None = field(default=None, repr=False)
+    _names: list[str] | None = field(default=None, repr=False)
+    _names_set: frozenset[str] | None = field(default=None, repr=False)
+
+    def _node_files(self) -> dict[str, dict[str, bytes]]:
+        """Each node's files by fact key, indexed once (linear in the number of files)."""
+        if self._by_node is None:
+            index: dict[str, dict[str, bytes]] = {}
+            for path, data in self.files.items():
+                parts = path.split("/", 2)
+                if len(parts) == 3 and parts[0] == "nodes" and parts[2]:
+                    index.setdefault(parts[1], {})[parts[2]] = data
+            self._by_node = index
+        return self._by_node
 
     def node_names(self) -> list[str]:
-        names = {p.split("/")[1] for p in self.files if p.startswith("nodes/") and p.count("/") >= 2}
+        if self._names is None:
+            self._names = self._find_node_names()
+        return list(self._names)
+
+    def _find_node_names(self) -> list[str]:
+        names = set(self._node_files())
         if self.manifest:
             names.update((self.manifest.get("nodes") or {}).keys())
         if self.cut_at.startswith("nodes/") and self.cut_at.count("/") >= 2:
@@ -78,7 +99,9 @@ class Bundle:
 
     def node_state(self, name: str) -> NodeState:
         """The NodeState of one node; an unknown node is an InputError naming the nodes present."""
-        if name not in self.node_names():
+        if self._names_set is None:
+            self._names_set = frozenset(self.node_names())
+        if name not in self._names_set:
             known = ", ".join(self.node_names()) or "none"
             extra = f" ({self.error})" if self.error else ""
             raise InputError(f"node {name!r} is not in this bundle (nodes: {known}){extra}", where=self.label)
@@ -86,10 +109,8 @@ class Bundle:
         node_meta = ((self.manifest or {}).get("nodes") or {}).get(name) or {}
         file_meta: Mapping[str, Any] = node_meta.get("files") or {}
         facts: dict[str, Fact] = {}
-        for path, data in self.files.items():
-            if path.startswith(prefix):
-                key = path[len(prefix) :]
-                facts[key] = _fact_from_file(key, data, file_meta.get(key))
+        for key, data in self._node_files().get(name, {}).items():
+            facts[key] = _fact_from_file(key, data, file_meta.get(key))
         for key, meta in file_meta.items():
             if key in facts or not isinstance(meta, dict):
                 continue
@@ -101,7 +122,7 @@ class Bundle:
                 error = str(meta.get("error") or "not collected")
             facts[key] = Fact(
                 key, None, str(meta.get("source") or ""), meta.get("exit_code"), str(meta.get("stderr") or ""),
-                float(meta.get("duration") or 0.0), error, bool(meta.get("truncated")),
+                _duration(meta.get("duration")), error, bool(meta.get("truncated")),
             )  # fmt: skip
         error = str(node_meta.get("error") or "")
         if self.cut_at.startswith(prefix):
@@ -117,28 +138,29 @@ class Bundle:
         )
 
     def node_states(self) -> dict[str, NodeState]:
-        return {name: self.node_state(name) for name in self.node_names()}
+        names = self.node_names()
+        return {name: self.node_state(name) for name in names}
 
     def has_cluster(self) -> bool:
         return any(p.startswith("cluster/") and p.endswith((".json", ".yaml", ".yml")) for p in self.files)
 
     def cluster_state(self, pod_namespaces: Any = ()) -> Any:
         """The ClusterState of `cluster/` (the snapshot format), loaded with the snapshot loader."""
-        from kpdoctor.cluster.snapshot import load_snapshot
+        from kpdoctor.cluster.snapshot import SNAPSHOT_SUFFIXES, load_documents, load_snapshot
 
         if not self.has_cluster():
             raise InputError("bundle has no cluster/ snapshot", where=self.label)
         if self._dir is not None:
             return load_snapshot(self._dir / "cluster", pod_namespaces=pod_namespaces)
-        with tempfile.TemporaryDirectory(prefix="kpd-bundle-") as tmp:
-            root = Path(tmp)
-            for path, data in self.files.items():
-                if path.startswith("cluster/"):
-                    target = root / path
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(data)
-            state = load_snapshot(root / "cluster", pod_namespaces=pod_namespaces)
-        return replace(state, source=f"{self.label}:cluster")
+        # a tarball: parsed from memory, errors name the archive member (never a temporary directory)
+        entries = [(f"{self.label}:{path}", data) for path, data in sorted(self.files.items())
+                   if path.count("/") == 1 and path.startswith("cluster/") and path.endswith(SNAPSHOT_SUFFIXES)]
+        logs = {}
+        for path, data in sorted(self.files.items()):
+            parts = path.split("/")
+            if len(parts) == 4 and parts[:2] == ["cluster", "logs"] and parts[3].endswith(".log"):
+                logs[f"{parts[2]}/{parts[3][:-4]}"] = data.decode("utf-8", errors="replace")
+        return load_documents(entries, logs=logs, source=f"{self.label}:cluster", pod_namespaces=pod_namespaces)
 
 
 def _fact_from_file(key: str, data: bytes, meta: Any) -> Fact:
@@ -148,9 +170,14 @@ def _fact_from_file(key: str, data: bytes, meta: Any) -> Fact:
     exit_code = meta.get("exit_code")
     return Fact(
         key, text, str(meta.get("source") or key), exit_code if isinstance(exit_code, int) else None,
-        str(meta.get("stderr") or ""), float(meta.get("duration") or 0.0), str(meta.get("error") or ""),
+        str(meta.get("stderr") or ""), _duration(meta.get("duration")), str(meta.get("error") or ""),
         bool(meta.get("truncated")),
     )  # fmt: skip
+
+
+def _duration(value: Any) -> float:
+    """A manifest's duration (seconds); anything but a finite number reads as 0 (validated on load)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def _clean_member(name: str) -> str | None:
@@ -179,14 +206,12 @@ def read_bundle(path: str | Path) -> Bundle:
     if root.is_dir():
         base = root / "bundle" if not (root / "nodes").is_dir() and (root / "bundle").is_dir() else root
         files: dict[str, bytes] = {}
-        for file in sorted(base.rglob("*")):
-            if file.is_file() and not file.is_symlink():
-                rel = file.relative_to(base).as_posix()
-                if rel.startswith(("nodes/", "cluster/")) or rel == "manifest.json":
-                    try:
-                        files[rel] = file.read_bytes()
-                    except OSError as exc:
-                        raise InputError(f"cannot read: {exc.strerror}", where=str(file)) from None
+        for file in regular_files(base):  # never through a symlink, never a FIFO or device
+            rel = file.relative_to(base).as_posix()
+            if rel.startswith(("nodes/", "cluster/")) or rel == "manifest.json":
+                data = read_regular(file)
+                if data is not None:
+                    files[rel] = data
         bundle = Bundle(str(root), files, _dir=base)
     elif root.is_file():
         bundle = _read_tar(root)
@@ -205,17 +230,22 @@ def _read_tar(path: Path) -> Bundle:
     files: dict[str, bytes] = {}
     error = ""
     current = ""
+    lim = limits()
     try:
-        with tarfile.open(path, mode="r|*") as archive:
+        with tarfile.open(path, mode="r|*") as archive:  # streamed: one member at a time, never extracted
             for member in archive:
                 current = member.name
                 if not member.isfile():
                     continue
                 name = _clean_member(member.name)
-                handle = archive.extractfile(member)
-                if name is None or handle is None:
+                if name is None:
                     continue
-                files[name] = handle.read()
+                if member.size > lim.max_file_bytes:  # checked before reading: a sparse 10 GiB member stays on disk
+                    raise too_big(member.size, f"{path}:{member.name}", lim)
+                handle = archive.extractfile(member)
+                if handle is None:
+                    continue
+                files[name] = handle.read(lim.max_file_bytes + 1)
             current = ""
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         kind = "truncated or corrupt archive" if files or current else "not a readable .tar.gz"
@@ -235,16 +265,46 @@ def _manifest(bundle: Bundle) -> Mapping[str, Any] | None:
     raw = bundle.files.pop("manifest.json", None)
     if raw is None:
         return None
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise InputError(f"invalid manifest.json: {exc}", where=f"{bundle.label}:manifest.json") from None
+    where = f"{bundle.label}:manifest.json"
+    doc = load_json(raw, where)
     if not isinstance(doc, dict) or not str(doc.get("format", "")).startswith("kpdoctor-bundle/"):
         raise InputError(f"manifest.json is not a {FORMAT} manifest", where=f"{bundle.label}:manifest.json")
     if doc["format"] != FORMAT:
         raise InputError(f"unsupported bundle format {doc['format']!r} (this kpdoctor reads {FORMAT})",
                          where=f"{bundle.label}:manifest.json")  # fmt: skip
+    _check_manifest_types(doc, where)
     return doc
+
+
+def _check_manifest_types(doc: dict[str, Any], where: str) -> None:
+    """The manifest fields the reader uses have the types docs/bundle.md gives them, else InputError."""
+    def bad(field_path: str, expected: str) -> InputError:
+        return InputError(f"{field_path} must be {expected}", where=where)
+
+    nodes = doc.get("nodes")
+    if nodes is None:
+        return
+    if not isinstance(nodes, dict):
+        raise bad("nodes", "an object of node name -> entry")
+    for name, entry in nodes.items():
+        if not isinstance(entry, dict):
+            raise bad(f"nodes.{name}", "an object")
+        for key in ("address", "error", "collected_at", "transport"):
+            if entry.get(key) is not None and not isinstance(entry[key], str):
+                raise bad(f"nodes.{name}.{key}", "a string")
+        files = entry.get("files")
+        if files is None:
+            continue
+        if not isinstance(files, dict):
+            raise bad(f"nodes.{name}.files", "an object of file name -> entry")
+        for key, meta in files.items():
+            if not isinstance(meta, dict):
+                raise bad(f"nodes.{name}.files.{key}", "an object")
+            code, duration = meta.get("exit_code"), meta.get("duration")
+            if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+                raise bad(f"nodes.{name}.files.{key}.exit_code", "an integer or null")
+            if duration is not None and (not isinstance(duration, int | float) or isinstance(duration, bool)):
+                raise bad(f"nodes.{name}.files.{key}.duration", "a number")
 
 
 # ---------------------------------------------------------------------------------------
@@ -350,13 +410,21 @@ def write_bundle(
 
 def _write_tar(target: Path, entries: Mapping[str, bytes]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
     now = datetime.now(UTC).timestamp()
-    with tarfile.open(partial, mode="w:gz") as archive:
-        for rel, data in entries.items():
-            info = tarfile.TarInfo(rel)
-            info.size = len(data)
-            info.mtime = int(now)
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(data))
-    partial.replace(target)
+    # A new, exclusively created temporary file beside the target (O_CREAT|O_EXCL, random name): an existing
+    # `*.partial` or symlink planted there is never followed; renamed over the target only when complete.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    partial = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
+            for rel, data in entries.items():
+                info = tarfile.TarInfo(rel)
+                info.size = len(data)
+                info.mtime = int(now)
+                info.mode = 0o644
+                archive.addfile(info, io.BytesIO(data))
+        partial.chmod(0o644)
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

@@ -53,6 +53,19 @@ _NAMED_LINE = re.compile(
     r"""(?P<value>\S.*?)(?P<tail>,?)[ \t]*$""",
     re.M,
 )
+# A secret-named `name=value`, `name: value`, `"name": "value"` anywhere in a line (annotations, one-line JSON,
+# YAML flow mappings `{pass: X}`, `sh -c "... --token=X"`), and a secret-named flag followed by its value.
+_NAME_CHARS = r"[A-Za-z0-9_.-]*"
+_INLINE_PAIR = re.compile(
+    r"(?P<head>(?P<name>" + _NAME_CHARS + r"(?:" + _SECRET_NAME.pattern.replace("(?i)", "") + r")" + _NAME_CHARS
+    + r")[\"']?\s*[:=]\s*)(?P<value>\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s,;&}\])\"']+)",
+    re.I,
+)
+_FLAG_VALUE = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9_.-])--?(?P<name>" + _NAME_CHARS + r"(?:" + _SECRET_NAME.pattern.replace("(?i)", "")
+    + r")" + _NAME_CHARS + r")\s+)(?P<value>\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s\-\"'][^\s\"']*)",
+    re.I,
+)
 _LINE_FIELD = re.compile(
     r"^(\s*(?:-\s+)?(?:" + "|".join(re.escape(f) for f in SECRET_KUBECONFIG_FIELDS) + r")\s*:\s*)(\S.*)$", re.M
 )
@@ -69,6 +82,72 @@ def redact_text(text: str) -> str:
     if "://" in text and "@" in text:
         text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", text)
     return text
+
+
+def _mask_keep_quotes(match: re.Match[str]) -> str:
+    value = match.group("value")
+    quote = value[0] if value[:1] in ('"', "'") else ""
+    if value == f"{quote}{REDACTED}{quote}" or value.startswith(("<redacted", '"<redacted', "'<redacted")):
+        return match.group(0)
+    return f"{match.group('head')}{quote}{REDACTED}{quote}"
+
+
+def redact_inline(text: str) -> str:
+    """Mask secret-named `name=value` / `name: value` pairs and `--secret-flag value` anywhere in `text`, plus
+    PEM blocks, JWTs, bearer tokens and URL passwords (for annotations, args, ConfigMap values and logs)."""
+    text = _INLINE_PAIR.sub(_mask_keep_quotes, text)
+    text = _FLAG_VALUE.sub(_mask_keep_quotes, text)
+    return redact_text(text)
+
+
+def _redact_tree(node: Any) -> tuple[Any, bool]:
+    """A parsed JSON/YAML value with every secret-named key's value masked and strings redacted inline."""
+    if isinstance(node, dict):
+        changed = False
+        out: dict[Any, Any] = {}
+        for key, value in node.items():
+            secret = isinstance(key, str) and _SECRET_NAME.search(key) is not None
+            if secret and value not in (None, "") and not isinstance(value, dict | list):
+                out[key], changed = REDACTED, True
+                continue
+            out[key], sub = _redact_tree(value)
+            changed = changed or sub
+        return out, changed
+    if isinstance(node, list):
+        items = [_redact_tree(v) for v in node]
+        return [v for v, _ in items], any(c for _, c in items)
+    if isinstance(node, str):
+        masked = redact_inline(node)
+        return masked, masked != node
+    return node, False
+
+
+def _redact_structured(value: str) -> str:
+    """A ConfigMap value that parses as a JSON or YAML mapping/list, redacted by key and re-serialised
+    (unchanged text when nothing in it is secret)."""
+    import json
+
+    from kpdoctor.errors import InputError
+    from kpdoctor.safeio import load_json, load_yaml
+
+    stripped = value.strip()
+    doc: Any = None
+    as_json = stripped[:1] in ("{", "[")
+    try:
+        doc = load_json(stripped, "configmap value") if as_json else None
+    except InputError:
+        as_json = False
+    if doc is None:
+        try:
+            doc = load_yaml(value, "configmap value")
+        except InputError:
+            return value
+    if not isinstance(doc, dict | list):
+        return value
+    masked, changed = _redact_tree(doc)
+    if not changed:
+        return value
+    return json.dumps(masked, indent=2) + "\n" if as_json else yaml.safe_dump(masked, sort_keys=False)
 
 
 def _strip_kubeconfig(doc: Any) -> bool:
@@ -112,16 +191,19 @@ def redact_config_value(key: str, value: str) -> str:
     if _SECRET_NAME.search(key):
         return REDACTED
     if any(f in value for f in SECRET_KUBECONFIG_FIELDS):
+        from kpdoctor.errors import InputError
+        from kpdoctor.safeio import load_yaml
+
         try:
-            doc = yaml.safe_load(value)
-        except yaml.YAMLError:
+            doc = load_yaml(value, "configmap value")  # bounded: no alias bomb while collecting
+        except InputError:
             doc = None
         if isinstance(doc, dict) and (doc.get("users") or doc.get("clusters")):
             if _strip_kubeconfig(doc):
                 value = yaml.safe_dump(doc, sort_keys=False)
         else:
             value = _LINE_FIELD.sub(lambda m: m.group(1) + REDACTED, value)
-    return redact_text(redact_named_values(value))
+    return redact_inline(redact_named_values(_redact_structured(value)))
 
 
 def _redact_args(args: Any) -> Any:
@@ -147,7 +229,7 @@ def _redact_args(args: Any) -> Any:
                 out.append(arg)
                 mask_next = True
             continue
-        out.append(redact_text(arg))
+        out.append(redact_inline(arg))  # `sh -c "... --token=X --password Y"` in one element
     return out
 
 
@@ -180,7 +262,7 @@ def sanitize_object(obj: dict[str, Any]) -> dict[str, Any] | None:
             annotations.pop(LAST_APPLIED, None)
             for name, value in list(annotations.items()):
                 if isinstance(value, str):
-                    annotations[name] = REDACTED if _SECRET_NAME.search(str(name)) else redact_text(value)
+                    annotations[name] = REDACTED if _SECRET_NAME.search(str(name)) else redact_inline(value)
     if kind == "ConfigMap":
         data = out.get("data")
         if isinstance(data, dict):

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kpdoctor.node.hostaddr import is_host
 from kpdoctor.node.local import http_request, http_result
 from kpdoctor.node.transport import NOT_FOUND, BatchItem, RunResult, TransportError, cut_at_line
 
@@ -82,8 +83,14 @@ def _ssh_config(path: str | None) -> Any:
 
 def resolve_endpoint(node_name: str, address: str, options: SshOptions) -> Endpoint:
     """Flags win over ~/.ssh/config (looked up by node name and by address), which wins over defaults."""
+    # ssh_config `Match exec` expands %h through a shell: only an IP address or a DNS name is looked up. A node
+    # name that is neither is not looked up (its explicit address still serves) and is never connected to.
+    if address and not is_host(address):
+        raise TransportError(f"refusing to ssh: the address {address!r} is neither an IP address nor a DNS name")
+    if not address and not is_host(node_name):
+        raise TransportError(f"refusing to ssh: the node name {node_name!r} is neither an IP address nor a DNS name")
     config = _ssh_config(options.config_path)
-    by_name = config.lookup(node_name)
+    by_name = config.lookup(node_name) if is_host(node_name) else {}
     by_addr = config.lookup(address) if address else {}
     merged: dict[str, Any] = {**by_name, **{k: v for k, v in by_addr.items() if k != "hostname"}}
     host = address or str(by_name.get("hostname") or node_name)

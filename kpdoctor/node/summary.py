@@ -186,7 +186,7 @@ def _nft_tables(state: NodeState) -> list[tuple[str, str]]:
         return []
     try:
         items = json.loads(text).get("nftables", [])
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # a hostile node: malformed or absurdly deep
         return []
     return [
         (str(o["table"].get("family")), str(o["table"].get("name")))
@@ -218,7 +218,7 @@ def _kube_ipvs0(text: str | None) -> bool | None:
         return None
     try:
         links = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return any(isinstance(link, dict) and link.get("ifname") == "kube-ipvs0" for link in links or [])
 
@@ -228,7 +228,7 @@ def _healthz(text: str | None) -> bool | None:
         return None
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     healthy = doc.get("healthy") if isinstance(doc, dict) else None
     return healthy if isinstance(healthy, bool) else None

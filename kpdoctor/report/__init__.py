@@ -10,7 +10,9 @@ FORMATS = ("console", "json", "junit", "markdown", "html")
 # Node output (rule dumps, kube-proxy's HTTP answers, logs) reaches findings verbatim. Control characters in it
 # would drive the reader's terminal (ESC sequences) and make JUnit XML unparsable (XML 1.0 forbids them), so
 # every text renderer gets them as visible escapes; JSON escapes them itself.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+# Bidi controls and invisible format characters (U+202E "Trojan Source") are shown escaped too (issue 9).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff"
+                      "\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\u2028\u2029]")
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,6 +12,13 @@ from typing import Any
 # writes the very same text (byte for byte: same separators, same escaping through the C string encoder,
 # same int/float/None/bool spellings, same TypeError for what JSON cannot hold) with one list of pieces.
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring
+# Kept as \uXXXX escapes in the JSON text (same string value): lone surrogates (not encodable as UTF-8) and
+# bidi/invisible format characters, which would reorder what a reader sees in a terminal or editor.
+_JSON_ESCAPE = re.compile("[\ud800-\udfff\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\u2028\u2029]")
+
+
+def _inert(text: str) -> str:
+    return _JSON_ESCAPE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _JSON_ESCAPE.search(text) else text
 _INDENT = "  "
 
 
@@ -128,7 +136,7 @@ class _Indented:
 
 def render_json(report: Mapping[str, Any]) -> str:
     if not isinstance(report, dict):
-        return json.dumps(report, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+        return _inert(json.dumps(report, indent=2, sort_keys=False, ensure_ascii=False)) + "\n"
     writer = _Indented()
     writer.value(report, 0)
-    return "".join(writer.out) + "\n"
+    return _inert("".join(writer.out)) + "\n"

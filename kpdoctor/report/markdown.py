@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
+# Untrusted text (names, rule text, node output) is either inside a code fence it cannot close or escaped:
+# the punctuation that starts emphasis, code, links, images, headings or table cells gets a backslash, `<` `>` `&` become entities
+# (no raw HTML), and line breaks become spaces (no new block: heading, fence, list, quote).
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|!~])")  # links need `[`, emphasis `*` `_` `~`, code `` ` ``
+_TICKS = re.compile("`+")
+
+
+def _md(text: str) -> str:
+    text = _MD_SPECIAL.sub(r"\\\1", str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return " ".join(text.splitlines())
+
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md(text)
+
+
+def _longest_tick_run(text: str) -> int:
+    return max((len(m.group()) for m in _TICKS.finditer(text)), default=0)
+
+
+def _code(text: str) -> str:
+    """Inline code that the text cannot close: a backtick run longer than any inside it."""
+    text = " ".join(str(text).splitlines())
+    ticks = "`" * (_longest_tick_run(text) + 1)
+    return f"{ticks} {text} {ticks}"
 
 
 def _fence(lines: list[str]) -> list[str]:
+    """A fenced block whose fence is longer than any backtick run in the body (so the body cannot close it)."""
     body = "\n".join(lines)
-    ticks = "````" if "```" in body else "```"
+    ticks = "`" * max(3, _longest_tick_run(body) + 1)
     return [ticks, body, ticks]
 
 
@@ -20,10 +44,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     s = report["summary"]
     src = report["source"]
     out = [
-        f"# kpdoctor report: {src['kind']} `{src['location']}`",
+        f"# kpdoctor report: {_md(src['kind'])} {_code(src['location'])}",
         "",
         f"kpdoctor {report['kpdoctor_version']}, {report['generated_at']}; {s['checks_run']} checks; "
-        f"nodes reachable {s['nodes_reachable']}/{s['nodes_total']} (transport {src['transport']}); "
+        f"nodes reachable {s['nodes_reachable']}/{s['nodes_total']} (transport {_md(src['transport'])}); "
         f"exit code {report['exit_code']} (fail-on {report['fail_on'] or 'not set'}).",
         "",
         "| severity | count |",
@@ -32,28 +56,28 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     out += [f"| {k} | {v} |" for k, v in s["findings"].items()]
     out += [f"| silenced | {s['silenced']} |", f"| not evaluated | {s['not_evaluated']} |", ""]
     for gap in report["gaps"]:
-        out.append(f"> cannot read **{gap['kind']}**: {gap['reason']}")
+        out.append(f"> cannot read **{_md(gap['kind'])}**: {_md(gap['reason'])}")
     for check in report["checks"]:
         if not check["groups"]:
             continue
-        out += [f"## {check['id']}: {check['title']}", ""]
+        out += [f"## {_md(check['id'])}: {_md(check['title'])}", ""]
         if check["docs"]:
-            out += [f"Docs: {check['docs']}", ""]
+            out += [f"Docs: {_md(check['docs'])}", ""]
         for g in check["groups"]:
-            nodes = f" on {len(g['nodes'])} node(s): {', '.join(g['nodes'])}" if g["nodes"] else ""
-            out += [f"### [{g['severity'].upper()}] {_cell(g['subject'])}{nodes}", "", g["message"], ""]
+            nodes = f" on {len(g['nodes'])} node(s): {_md(', '.join(g['nodes']))}" if g["nodes"] else ""
+            out += [f"### \\[{g['severity'].upper()}\\] {_cell(g['subject'])}{nodes}", "", _md(g["message"]), ""]
             if g["silenced"]:
-                out += [f"*Silenced:* {g['silenced_reason']}", ""]
+                out += [f"*Silenced:* {_md(g['silenced_reason'])}", ""]
             evidence = [f"{o['scope']}: {e}" if len(g["occurrences"]) > 1 else e
                         for o in g["occurrences"] for e in o["evidence"]]
             if evidence:
                 out += ["Evidence:", "", *_fence(evidence), ""]
             rem = g.get("remediation")
             if rem:
-                out += [f"**Fix:** {rem['text']}", ""]
+                out += [f"**Fix:** {_md(rem['text'])}", ""]
                 if rem["commands"]:
                     out += [*_fence(rem["commands"]), ""]
     passed = [c["id"] for c in report["checks"] if c["status"] == "passed"]
     if passed:
-        out += ["## Passed", "", ", ".join(f"`{p}`" for p in passed), ""]
+        out += ["## Passed", "", ", ".join(_code(p) for p in passed), ""]
     return "\n".join(out).rstrip() + "\n"
