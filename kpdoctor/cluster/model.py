@@ -138,6 +138,8 @@ class Node:
     kernel_version: str = ""
     kube_proxy_version: str = ""
     os_image: str = ""
+    kubelet_version: str = ""
+    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     @property
     def zone(self) -> str | None:
@@ -168,6 +170,7 @@ class Container:
     image: str = ""
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # literal `value`s only (no valueFrom)
 
 
 @dataclass(frozen=True, slots=True)

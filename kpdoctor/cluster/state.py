@@ -187,11 +187,7 @@ class ClusterState:
         ds: DaemonSet | None,
         pod: Pod | None,
     ) -> NodeProxyConfig | None:
-        argv: tuple[str, ...] = ()
-        for container in containers:
-            if "kube-proxy" in container.name or any("kube-proxy" in c for c in container.command):
-                argv = container.command + container.args
-                break
+        argv = kube_proxy_argv(containers)
         config_path = config_path_from_args(argv)
         key = config_path.rsplit("/", 1)[-1] if config_path else DEFAULT_CONFIG_KEY
         for cm_name in volumes:
@@ -204,7 +200,31 @@ class ClusterState:
             origin = f"{via} -> " + (f"DaemonSet {ds.name} -> " if ds and pod else "") + f"ConfigMap {cm.name}[{chosen}]"
             cfg = parse_config_text(cm.data[chosen], source=f"ConfigMap {namespace}/{cm.name}[{chosen}]")
             return NodeProxyConfig(apply_flags(cfg, argv), origin, ds, pod, cm)
+        if pod is not None and ds is None and argv:
+            # A static (mirror) pod: configured by its flags, and maybe by a file on the host we cannot read.
+            shown = " ".join(a for a in argv if a.startswith("--") and not a.startswith("--kubeconfig"))[:200]
+            origin = f"{via} command-line flags ({shown or 'none'})"
+            if config_path:
+                origin += f"; --config {config_path} is a file on the node (not collected: flags only)"
+            return NodeProxyConfig(apply_flags(KubeProxyConfig(source=origin), argv), origin, None, pod, None)
         return None
+
+
+def kube_proxy_argv(containers: tuple[Container, ...]) -> tuple[str, ...]:
+    """The kube-proxy container's command line (a `sh -c "kube-proxy ..."` wrapper, as kops writes it, split)."""
+    import shlex
+
+    for container in containers:
+        if "kube-proxy" in container.name or any("kube-proxy" in c for c in container.command):
+            argv = container.command + container.args
+            for i, arg in enumerate(argv[:-1]):
+                if arg == "-c" and "kube-proxy" in argv[i + 1]:
+                    try:
+                        return tuple(shlex.split(argv[i + 1]))
+                    except ValueError:
+                        return tuple(argv[i + 1].split())
+            return argv
+    return ()
 
 
 def _is_kube_proxy_workload(name: str, labels: Mapping[str, str], containers: tuple[Container, ...]) -> bool:
