@@ -17,6 +17,13 @@ KUBE_PROXY_METRICS_DOCS = "https://kubernetes.io/docs/reference/instrumentation/
 NFTABLES_BLOG = "https://kubernetes.io/blog/2025/02/28/nftables-kube-proxy/"
 
 
+# kube-proxy log lines that say the kernel cannot run a mode (kube-proxy exits; it never falls back).
+MODE_UNUSABLE_LOG = {
+    "ipvs": ("can't use the IPVS proxier", "ipvs not supported", "Could not get ipvs family information"),
+    "nftables": ("can't use the nftables proxier", "nftables is not supported"),
+}
+
+
 def service_subject(service_port_name: str, protocol: str) -> str:
     """`Service payments/ledger:http/TCP` (the ServicePortName plus protocol)."""
     return f"Service {service_port_name}/{protocol.upper()}"

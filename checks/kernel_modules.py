@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from checks._common import KUBE_PROXY_DOCS, expected_mode
-from kpdoctor.analysis import fact_contains, iptables_rules_key, parsed
+from checks._common import KUBE_PROXY_DOCS, MODE_UNUSABLE_LOG, expected_mode
+from kpdoctor.analysis import fact_contains, iptables_rules_key, kube_proxy_pod, log_of, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
@@ -157,6 +157,24 @@ def _has_kernel_facts(p: ParsedNode) -> bool:
     return any(p.has(k) for k in keys)
 
 
+def absence_shown(ctx: CheckContext, mode: str, p: ParsedNode) -> list[str]:
+    """Evidence that the kernel really lacks what is not found, rather than that we did not look: both module
+    lists collected, /proc/net/ip_vs read and missing, or kube-proxy's own log saying the mode is unusable.
+    Without it a requirement without evidence is "not evaluated", never an error."""
+    node = ctx.node
+    assert node is not None
+    out: list[str] = []
+    if p.loaded_modules is not None and p.builtin_modules is not None:
+        out.append("proc-modules.txt and modules-builtin.txt were both collected")
+    ipvs_proc = node.facts.get("proc-net-ip_vs.txt")
+    if mode == "ipvs" and ipvs_proc is not None and not ipvs_proc.present:
+        out.append(ipvs_proc.evidence())
+    markers = MODE_UNUSABLE_LOG.get(mode, ())
+    log = log_of(ctx, kube_proxy_pod(ctx)) if markers else None
+    out += [line.strip() for line in (log or "").splitlines() if any(m in line for m in markers)][-2:]
+    return out
+
+
 class KernelModules(Check):
     id = "KP-KERNEL-MODULES"
     title = "The kernel provides what the configured proxier mode needs"
@@ -205,7 +223,18 @@ class KernelModules(Check):
         modules = sorted({m for r in missing_hard + missing_soft for m in r.modules[:1]})
         load = f"modprobe -a {' '.join(modules)}   # on {node.name}"
         persist = f"printf '%s\\n' {' '.join(modules)} > /etc/modules-load.d/kube-proxy.conf   # on {node.name}"
-        if missing_hard:
+        shown = absence_shown(ctx, mode, p) if missing_hard else []
+        if missing_hard and not shown:
+            names = ", ".join(r.what for r in missing_hard)
+            yield self.finding(
+                ctx, f"Node {node.name}",
+                f"not evaluated: no evidence that node {node.name} (kernel {kernel}) has {names} for {mode} mode, "
+                "and none that it lacks it (the facts that would show it were not collected)",
+                severity=Severity.INFO, evidence=[f"{origin.origin}: {why}", *sources], not_evaluated=True,
+                fix="Collect proc-modules.txt and modules-builtin.txt (and, for IPVS, proc-net-ip_vs.txt) from the "
+                "node: `kpdoctor collect` gathers them.",
+            )
+        elif missing_hard:
             names = ", ".join(r.what for r in missing_hard)
             advice = (
                 " kube-proxy cannot run in this mode here; use nftables (or iptables) mode, or a kernel with IPVS."
@@ -218,7 +247,7 @@ class KernelModules(Check):
                 f"node {node.name} (kernel {kernel}) lacks what {mode} mode needs: {names} - not loaded, not built "
                 f"in, and no /proc/net or rule evidence of it.{advice}",
                 severity=Severity.ERROR,
-                evidence=[f"{origin.origin}: {why}", f"uname-r.txt: {kernel}", *sources],
+                evidence=[f"{origin.origin}: {why}", f"uname-r.txt: {kernel}", *sources, *shown],
                 fix="Load the modules (and persist them), or switch the node's kube-proxy to a mode the kernel "
                 "supports.",
                 commands=[load, persist, f"ls /proc/net/ip_vs /lib/modules/$(uname -r)/modules.builtin   # on {node.name}"]

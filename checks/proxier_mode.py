@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from checks._common import (
     KUBE_PROXY_CONFIG_DOCS,
     KUBE_PROXY_DOCS,
+    MODE_UNUSABLE_LOG,
     NFTABLES_BLOG,
     count_services,
     expected_mode,
@@ -34,7 +35,7 @@ from kpdoctor.node.parsed import ParsedNode
 SCALE_SERVICES = 1000
 NFT_MIN_KERNEL = (5, 13)
 NFT_MIN_NFT = (1, 0, 1)
-_IPVS_FAILED = ("can't use the IPVS proxier", "ipvs not supported", "Could not get ipvs family information")
+_IPVS_FAILED = MODE_UNUSABLE_LOG["ipvs"]
 
 
 class ProxierMode(Check):
