@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from kpdoctor.analysis import service_proxy
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cilium import STATUS_FACT, CiliumShapeError, parse_agent_status, parse_cilium_config
 from kpdoctor.cluster.state import DEFAULT_KUBE_PROXY_CONFIGMAP, KUBE_SYSTEM
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.service_proxy import ABSENT, UNKNOWN, decide
 
 CILIUM_KPR_DOCS = "https://docs.cilium.io/en/stable/network/kubernetes/kubeproxy-free/"
 LEGACY = {"strict": "true", "partial": "false (plus the explicit enable-* feature keys)",
@@ -58,8 +60,14 @@ class CiliumKubeProxyReplacement(Check):
         )
         replaced = cfg is not None and cfg.kpr_enabled and bool(cilium_ds)
 
-        # 1. kube-proxy absent without a working replacement: a full outage.
-        if not kp_ds and proxied and not replaced:
+        # 1. kube-proxy absent without a working replacement: a full outage. Absent means no node runs kube-proxy
+        # in any shape (DaemonSet, static pod, embedded in k3s, host process) and no node's shape is unknown.
+        shapes = [decide(cluster, n.name) for n in cluster.nodes]  # from the API alone: cheap
+        if shapes and not kp_ds and all(sp.kind == ABSENT for sp in shapes):
+            shapes = [service_proxy(ctx, n.name) for n in cluster.nodes]  # the nodes' facts may show kube-proxy
+        kube_proxy_seen = bool(kp_ds) or any(sp.runs_kube_proxy or sp.replaced for sp in shapes)
+        unknown = not shapes or any(sp.kind == UNKNOWN for sp in shapes)
+        if not kube_proxy_seen and not unknown and proxied and not replaced:
             if cm is None and not cilium_ds:
                 situation = "no kube-proxy DaemonSet and no Cilium in the cluster"
             elif not cilium_ds:

@@ -52,6 +52,22 @@ class KubeProxyNodeHealth(Check):
             if pod
             else []
         )
+        asked = any(k in node.facts for k in ("kube-proxy/healthz.json", "kube-proxy/metrics.txt"))
+        if not answered and expected and not asked and (pod is None or pod.ready):
+            # Nothing was collected from kube-proxy's ports (a bundle without kube-proxy/): unknown, not down.
+            yield self.finding(
+                ctx, f"Node {node.name}",
+                f"not evaluated: kube-proxy's /healthz and /metrics on node {node.name} were not collected"
+                + (f" ({pod_ref} is ready)" if pod is not None else ""),
+                severity=Severity.INFO,
+                evidence=[node.fact("kube-proxy/healthz.json").evidence(),
+                          *([pod_status_line(pod)] if pod is not None else [])],
+                fix="Collect kube-proxy/healthz.json and kube-proxy/metrics.txt (`kpdoctor collect`, or curl "
+                "127.0.0.1:10256/healthz and :10249/metrics on the node).",
+                commands=[f"curl -s http://127.0.0.1:10256/healthz   # on {node.name}"],
+                not_evaluated=True,
+            )
+            return
         if not answered:
             if expected:
                 evidence = [

@@ -330,6 +330,8 @@ class NodePortFirewall(Check):
         if not npa or not any(u.kind == "node-port" for u in uses):
             return
         api_node = ctx.cluster.node_by_name.get(node.name)
+        if api_node is None and "primary" in npa:
+            return  # the node's primary IP is in its Node object, which was not collected: not evaluated
         internal = api_node.internal_ips if api_node else ()
         addrs = p.addresses(4) + p.addresses(6) if p.interfaces is not None else list(internal)
         if not addrs:

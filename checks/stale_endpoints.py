@@ -27,6 +27,7 @@ from kpdoctor.analysis import (
     parsed,
     presence,
 )
+from kpdoctor.api_coverage import missing_for_expectation
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.dataplane.semantic import (
     DNAT,
@@ -154,6 +155,15 @@ class StaleEndpoints(Check):
         assert node is not None
         found = expected_mode(ctx)
         if found is None:
+            return
+        missing = missing_for_expectation(ctx.cluster, node.name)
+        if missing:
+            yield self.finding(
+                ctx, f"Node {node.name}",
+                f"not evaluated: the expected Service rules of node {node.name} cannot be computed: {missing[0]}",
+                severity=Severity.INFO, evidence=missing, not_evaluated=True,
+                fix="Collect the cluster's Services, EndpointSlices and Nodes (`kpdoctor collect`).",
+            )
             return
         p = parsed(ctx)
         mode = p.proxy_mode if p.proxy_mode in ("iptables", "nftables", "ipvs") else found[0]

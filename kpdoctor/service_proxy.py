@@ -250,14 +250,6 @@ def replacement(cluster: ClusterState, node_name: str, p: ParsedNode | None = No
     return None
 
 
-def _daemonset_for(cluster: ClusterState, node: Node | None) -> DaemonSet | None:
-    if node is None:
-        return None
-    matching = [d for d in cluster.kube_proxy_daemonsets
-                if all(node.labels.get(k) == v for k, v in d.node_selector.items())]
-    return matching[0] if matching else None
-
-
 def _versions(node: Node | None) -> str:
     if node is None:
         return ""
@@ -278,6 +270,10 @@ def decide(cluster: ClusterState, node_name: str, p: ParsedNode | None = None) -
         if ds is not None:
             return ServiceProxy(node_name, DAEMONSET, f"DaemonSet {ds.key} (pod {pod.name})",
                                 (f"pod {pod.key} {'ready' if pod.ready else 'not ready'}", *seen), config, pod, ds)
+        if pod.owner_kind == "DaemonSet":  # its DaemonSet was not collected: still a DaemonSet pod
+            return ServiceProxy(node_name, DAEMONSET, f"DaemonSet {pod.namespace}/{pod.owner_name} (pod {pod.name})",
+                                (f"pod {pod.key} {'ready' if pod.ready else 'not ready'}",
+                                 f"DaemonSet {pod.owner_name} not in the snapshot", *seen), config, pod, None)
         owner = f"mirror pod of a static pod (owner {pod.owner_kind} {pod.owner_name})" if pod.owner_kind \
             else "pod without owner"
         if config is None:
@@ -285,7 +281,7 @@ def decide(cluster: ClusterState, node_name: str, p: ParsedNode | None = None) -
                                      pod=pod)
         return ServiceProxy(node_name, STATIC_POD, f"static pod {pod.key}",
                             (owner, f"{'ready' if pod.ready else 'not ready'}", *seen), config, pod, None)
-    ds = _daemonset_for(cluster, node)
+    ds = cluster.kube_proxy_daemonset_for(node_name)
     if ds is not None and (ds.desired or not cluster.pods):
         return ServiceProxy(node_name, DAEMONSET, f"DaemonSet {ds.key} (no pod listed on the node)",
                             (f"DaemonSet {ds.key} nodeSelector matches", *seen), config, None, ds)

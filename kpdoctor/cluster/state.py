@@ -139,6 +139,20 @@ class ClusterState:
         return None
 
     # ---- per-node kube-proxy configuration ------------------------------------------
+    def kube_proxy_daemonset_for(self, node_name: str) -> DaemonSet | None:
+        """The kube-proxy DaemonSet whose nodeSelector matches the node; of several, the one with the most
+        specific selector (a per-pool `kube-proxy-mode: nftables` beside `kubernetes.io/os: linux`); None when
+        none matches or the most specific ones tie (node affinity is not modelled)."""
+        node = self.node_by_name.get(node_name)
+        if node is None:
+            return None
+        matching = [d for d in self.kube_proxy_daemonsets
+                    if all(node.labels.get(k) == v for k, v in d.node_selector.items())]
+        matching.sort(key=lambda d: -len(d.node_selector))
+        if not matching or (len(matching) > 1 and len(matching[1].node_selector) == len(matching[0].node_selector)):
+            return None
+        return matching[0]
+
     def proxy_config_for(self, node_name: str) -> NodeProxyConfig | None:
         """Follow pod -> owner DaemonSet -> mounted ConfigMap; else DaemonSet node selector; else the default.
 
@@ -158,13 +172,8 @@ class ClusterState:
                 return found
         node = self.node_by_name.get(node_name)
         if node is not None and self.kube_proxy_daemonsets:
-            matching = [
-                d
-                for d in self.kube_proxy_daemonsets
-                if all(node.labels.get(k) == v for k, v in d.node_selector.items())
-            ]
-            if len(matching) == 1:
-                ds = matching[0]
+            ds = self.kube_proxy_daemonset_for(node_name)
+            if ds is not None:
                 found = self._config_from_workload(
                     ds.namespace, ds.configmap_volumes, ds.containers, f"DaemonSet {ds.key}", ds, None
                 )
