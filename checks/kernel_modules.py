@@ -181,6 +181,7 @@ class KernelModules(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("kernel", "iptables", "nftables", "ipvs")
+    reads = ("uname-r.txt", "sysctl.txt", "proc-modules.txt", "modules-builtin.txt", "ip_tables_matches.txt")
     requires = ("ConfigMap", "DaemonSet", "Pod")
     rationale = (
         "IPVS mode needs ip_vs and the scheduler's module; iptables mode the tables, matches and targets its "

@@ -27,6 +27,7 @@ class KubeProxyNodeHealth(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("kube-proxy", "iptables", "nftables", "ipvs", "seed")
+    reads = ("kube-proxy/",)
     requires = ("Pod", "DaemonSet")
     rationale = (
         "A kube-proxy that is down, unhealthy or has never completed a sync leaves the node's Service rules "

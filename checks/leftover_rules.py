@@ -37,6 +37,8 @@ class LeftoverRules(Check):
     scope = "node"
     severity = Severity.WARNING
     tags = ("iptables", "nftables", "ipvs", "cilium", "cleanup")
+    reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ipvsadm-save.txt",
+             "ip-addr.json", "ipset-list.txt")
     requires = ("ConfigMap", "DaemonSet", "Pod")
     rationale = (
         "Service rules nobody maintains keep translating traffic with an old view of the cluster: after a mode "

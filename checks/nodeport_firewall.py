@@ -151,6 +151,8 @@ class NodePortFirewall(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("nodeport", "firewall", "iptables", "nftables", "ipvs", "seed")
+    reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ip-addr.json",
+             "kube-proxy/")
     requires = ("Service", "EndpointSlice", "Node", "ConfigMap", "DaemonSet", "Pod")
     rationale = (
         "\"NodePort not reachable\" is rarely kube-proxy's rules: a host firewall rule before kube-proxy's jumps, a "

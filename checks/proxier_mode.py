@@ -44,6 +44,8 @@ class ProxierMode(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("kube-proxy", "iptables", "nftables", "ipvs", "seed")
+    reads = ("kube-proxy/", "iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ipvsadm-save.txt",
+             "proc-modules.txt", "modules-builtin.txt", "proc-net-ip_vs.txt", "uname-r.txt")
     requires = ("ConfigMap", "DaemonSet", "Pod")
     rationale = (
         "A ConfigMap edit without a pod restart, a kernel without IPVS, or nftables mode on an old kernel all "

@@ -135,6 +135,7 @@ class StaleEndpoints(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("dataplane", "iptables", "nftables", "ipvs", "conntrack", "seed")
+    reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ipvsadm-save.txt")
     requires = ("Service", "EndpointSlice", "Node", "ConfigMap", "DaemonSet", "Pod")
     rationale = (
         "Rules that still DNAT to a deleted pod's IP send a share of new connections into the void (or to the "

@@ -31,6 +31,7 @@ from kpdoctor.findings import Finding, Remediation, Severity
 from kpdoctor.node.state import NodeState
 from kpdoctor.registry import LoadError
 from kpdoctor.silences import SilenceSet
+from kpdoctor.unseen import saw_any, unseen_finding
 
 SCAN_CHECK_ID = "kpdoctor.scan"  # findings about the scan itself (unreachable nodes, broken plugins)
 SCAN_CHECK_TITLE = "Scan coverage"
@@ -296,7 +297,8 @@ def _node_loop(names: list[str], source: NodeSource, seen: list[NodeState], reac
         for check in node_checks:
             t0 = time.perf_counter()
             ctx = CheckContext(cluster=guarded, node=node, nodes=all_nodes, options=opts, _cache=cache)
-            produced[check.id] += _run_one(check, ctx, name, runs[check.id])
+            got = _run_one(check, ctx, name, runs[check.id])
+            produced[check.id] += got or ([] if saw_any(check, node) else [unseen_finding(check, node)])
             runs[check.id].evaluated.append(name)
             runs[check.id].duration += time.perf_counter() - t0
         for key in [k for k in cache if k[0] == name]:

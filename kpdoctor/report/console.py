@@ -63,7 +63,9 @@ def render_console(report: Mapping[str, Any], *, color: bool = False, width: int
                else "no reachable node")
         _say(con, 0, f"[yellow]not evaluated[/] ({why}): {escape(', '.join(skipped))}")
     fail_on = report["fail_on"]
-    verdict = {0: "ok", 1: f"findings at or above {fail_on}", 3: "cluster or nodes unreachable"}.get(
+    unseen = [c["id"] for c in report["checks"] if c["status"] == "not_evaluated"]
+    ok = f"nothing found in what was seen; not evaluated: {', '.join(unseen)}" if unseen else "ok"
+    verdict = {0: ok, 1: f"findings at or above {fail_on}", 3: "cluster or nodes unreachable"}.get(
         report["exit_code"], "error")
     con.print(f"exit {report['exit_code']}: {verdict}" + ("" if fail_on else " (--fail-on not set: never fails)"))
     return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
