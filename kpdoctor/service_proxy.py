@@ -24,9 +24,9 @@ import json
 import re
 from dataclasses import dataclass
 
-from kpdoctor.cluster.config import KubeProxyConfig, apply_flags
+from kpdoctor.cluster.config import KubeProxyConfig, apply_flags, config_path_from_args
 from kpdoctor.cluster.model import DaemonSet, Node, Pod
-from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState, NodeProxyConfig
+from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState, NodeProxyConfig, kube_proxy_argv
 from kpdoctor.node.parsed import ParsedNode
 
 DAEMONSET = "daemonset"
@@ -44,6 +44,7 @@ IPTABLES_MARKER_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING",
 IPVS_IPTABLES_MARKERS = ("KUBE-NODE-PORT", "KUBE-LOAD-BALANCER")
 DEFAULT_MODE_VERSION_MAX = (1, 36)  # up to this version "" means iptables on Linux
 K3S_ARGS_ANNOTATION = "k3s.io/node-args"
+K3S_DISABLED = "k3s with --disable-kube-proxy"
 _K3S = re.compile(r"\+k3s\d*")
 _RKE2 = re.compile(r"\+rke2r\d*")
 
@@ -276,11 +277,14 @@ def decide(cluster: ClusterState, node_name: str, p: ParsedNode | None = None) -
                                  f"DaemonSet {pod.owner_name} not in the snapshot", *seen), config, pod, None)
         owner = f"mirror pod of a static pod (owner {pod.owner_kind} {pod.owner_name})" if pod.owner_kind \
             else "pod without owner"
-        if config is None:
+        host_file = config_path_from_args(kube_proxy_argv(pod.containers))
+        if config is None and not host_file:
             config = NodeProxyConfig(KubeProxyConfig(source=f"pod {pod.key}"), f"pod {pod.key}: no flags, defaults",
                                      pod=pod)
+        notes = [f"--config {host_file}: a file on the node, not collected (its settings replace the flags)"] \
+            if config is None and host_file else []
         return ServiceProxy(node_name, STATIC_POD, f"static pod {pod.key}",
-                            (owner, f"{'ready' if pod.ready else 'not ready'}", *seen), config, pod, None)
+                            (owner, f"{'ready' if pod.ready else 'not ready'}", *notes, *seen), config, pod, None)
     ds = cluster.kube_proxy_daemonset_for(node_name)
     if ds is not None and (ds.desired or not cluster.pods):
         return ServiceProxy(node_name, DAEMONSET, f"DaemonSet {ds.key} (no pod listed on the node)",
@@ -300,7 +304,7 @@ def decide(cluster: ClusterState, node_name: str, p: ParsedNode | None = None) -
             return ServiceProxy(node_name, EMBEDDED, "embedded in k3s", tuple(evidence),
                                 NodeProxyConfig(cfg, origin))
         if disabled and not replaced:
-            return ServiceProxy(node_name, ABSENT, "k3s with --disable-kube-proxy",
+            return ServiceProxy(node_name, ABSENT, K3S_DISABLED,
                                 (f"node version {version}", f"{K3S_ARGS_ANNOTATION}: --disable-kube-proxy", *seen))
     if replaced is not None:
         what, evidence = replaced

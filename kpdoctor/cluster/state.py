@@ -196,9 +196,18 @@ class ClusterState:
         ds: DaemonSet | None,
         pod: Pod | None,
     ) -> NodeProxyConfig | None:
+        # kube-proxy's precedence (cmd/kube-proxy/app/server.go, Options.Complete): with --config the file
+        # replaces every value parsed from flags (only logging flags and --hostname-override survive), so flags
+        # such as --proxy-mode beside --config are ignored; without --config the flags are the configuration.
         argv = kube_proxy_argv(containers)
         config_path = config_path_from_args(argv)
-        key = config_path.rsplit("/", 1)[-1] if config_path else DEFAULT_CONFIG_KEY
+        shown = " ".join(a for a in argv if a.startswith("--") and not a.startswith("--kubeconfig"))[:200]
+        if not config_path:
+            if not argv or (ds is not None and pod is None and not any(a.startswith("--") for a in argv)):
+                return None
+            origin = f"{via} command-line flags ({shown or 'none: defaults'}; no --config)"
+            return NodeProxyConfig(apply_flags(KubeProxyConfig(source=origin), argv), origin, ds, pod, None)
+        key = config_path.rsplit("/", 1)[-1]
         for cm_name in volumes:
             cm = self.configmap(namespace, cm_name)
             if cm is None:
@@ -208,15 +217,23 @@ class ClusterState:
                 continue
             origin = f"{via} -> " + (f"DaemonSet {ds.name} -> " if ds and pod else "") + f"ConfigMap {cm.name}[{chosen}]"
             cfg = parse_config_text(cm.data[chosen], source=f"ConfigMap {namespace}/{cm.name}[{chosen}]")
-            return NodeProxyConfig(apply_flags(cfg, argv), origin, ds, pod, cm)
-        if pod is not None and ds is None and argv:
-            # A static (mirror) pod: configured by its flags, and maybe by a file on the host we cannot read.
-            shown = " ".join(a for a in argv if a.startswith("--") and not a.startswith("--kubeconfig"))[:200]
-            origin = f"{via} command-line flags ({shown or 'none'})"
-            if config_path:
-                origin += f"; --config {config_path} is a file on the node (not collected: flags only)"
-            return NodeProxyConfig(apply_flags(KubeProxyConfig(source=origin), argv), origin, None, pod, None)
-        return None
+            ignored = ignored_flags(cfg, argv)
+            if ignored:
+                origin += f" (ignored beside --config, as kube-proxy ignores them: {' '.join(ignored)})"
+            return NodeProxyConfig(cfg, origin, ds, pod, cm)
+        return None  # --config names a file that was not collected (a ConfigMap missing, or a file on the host)
+
+
+def ignored_flags(config: KubeProxyConfig, argv: tuple[str, ...]) -> list[str]:
+    """The flags that would change `config` if kube-proxy applied them (it does not, beside --config)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--") and not arg.startswith(("--config", "--hostname-override", "--v=", "--kubeconfig")):
+            name = arg.split("=", 1)[0]
+            value = arg.split("=", 1)[1] if "=" in arg else ""
+            if value and apply_flags(config, (arg,)) != config:
+                out.append(f"{name}={value}")
+    return out
 
 
 def kube_proxy_argv(containers: tuple[Container, ...]) -> tuple[str, ...]:
