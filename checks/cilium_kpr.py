@@ -18,7 +18,7 @@ from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cilium import STATUS_FACT, CiliumShapeError, parse_agent_status, parse_cilium_config
 from kpdoctor.cluster.state import DEFAULT_KUBE_PROXY_CONFIGMAP, KUBE_SYSTEM
 from kpdoctor.findings import Finding, Severity
-from kpdoctor.service_proxy import ABSENT, UNKNOWN, decide
+from kpdoctor.service_proxy import ABSENT, EMBEDDED, HOST_PROCESS, STATIC_POD, UNKNOWN, decide
 
 CILIUM_KPR_DOCS = "https://docs.cilium.io/en/stable/network/kubernetes/kubeproxy-free/"
 LEGACY = {"strict": "true", "partial": "false (plus the explicit enable-* feature keys)",
@@ -152,6 +152,24 @@ class CiliumKubeProxyReplacement(Check):
                     commands=[f"kubectl -n {ds.namespace} delete daemonset {ds.name}",
                               f"kubectl -n {KUBE_SYSTEM} delete configmap {DEFAULT_KUBE_PROXY_CONFIGMAP}",
                               "iptables-save | grep -v KUBE | iptables-restore   # on every node"],
+                )
+            # 4b. kube-proxy outside a DaemonSet (embedded in k3s, a static pod, a host process) next to KPR
+            others = [sp for sp in (service_proxy(ctx, n.name) for n in cluster.nodes)
+                      if sp.kind in (EMBEDDED, STATIC_POD, HOST_PROCESS)]
+            if others:
+                names = ", ".join(sp.node for sp in others[:8]) + (", ..." if len(others) > 8 else "")
+                k3s = any(sp.kind == EMBEDDED for sp in others)
+                yield self.finding(
+                    ctx,
+                    "Cluster",
+                    f"kube-proxy still runs on {len(others)} node(s) ({names}) while Cilium's kube-proxy replacement "
+                    f"is on: both program Services there ({others[0].implementer})",
+                    severity=Severity.WARNING,
+                    evidence=[cm_ref, *(sp.line() for sp in others[:8])],
+                    fix="Turn the node's own kube-proxy off: k3s/RKE2 `--disable-kube-proxy` on every server AND "
+                    "agent (agents keep their embedded kube-proxy otherwise); a static pod: remove its manifest.",
+                    commands=["grep -r disable-kube-proxy /etc/rancher/k3s/config.yaml   # on each node"] if k3s
+                    else ["ls /etc/kubernetes/manifests/ /var/lib/rancher/rke2/agent/pod-manifests/   # on each node"],
                 )
             if not kp_ds and kp_cm is not None:
                 yield self.finding(

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from checks._common import KUBE_PROXY_DOCS, MODE_UNUSABLE_LOG, expected_mode
-from kpdoctor.analysis import fact_contains, iptables_rules_key, kube_proxy_pod, log_of, parsed
+from checks._common import KUBE_PROXY_DOCS, absence_shown, expected_mode
+from kpdoctor.analysis import fact_contains, iptables_rules_key, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
@@ -155,24 +155,6 @@ def evaluate(req: Requirement, p: ParsedNode) -> str:
 def _has_kernel_facts(p: ParsedNode) -> bool:
     keys = ("uname-r.txt", "sysctl.txt", "proc-modules.txt", "modules-builtin.txt", "ip_tables_matches.txt")
     return any(p.has(k) for k in keys)
-
-
-def absence_shown(ctx: CheckContext, mode: str, p: ParsedNode) -> list[str]:
-    """Evidence that the kernel really lacks what is not found, rather than that we did not look: both module
-    lists collected, /proc/net/ip_vs read and missing, or kube-proxy's own log saying the mode is unusable.
-    Without it a requirement without evidence is "not evaluated", never an error."""
-    node = ctx.node
-    assert node is not None
-    out: list[str] = []
-    if p.loaded_modules is not None and p.builtin_modules is not None:
-        out.append("proc-modules.txt and modules-builtin.txt were both collected")
-    ipvs_proc = node.facts.get("proc-net-ip_vs.txt")
-    if mode == "ipvs" and ipvs_proc is not None and not ipvs_proc.present:
-        out.append(ipvs_proc.evidence())
-    markers = MODE_UNUSABLE_LOG.get(mode, ())
-    log = log_of(ctx, kube_proxy_pod(ctx)) if markers else None
-    out += [line.strip() for line in (log or "").splitlines() if any(m in line for m in markers)][-2:]
-    return out
 
 
 class KernelModules(Check):

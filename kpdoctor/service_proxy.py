@@ -294,7 +294,9 @@ def decide(cluster: ClusterState, node_name: str, p: ParsedNode | None = None) -
     replaced = replacement(cluster, node_name, p)
     if _K3S.search(version) or args is not None:
         disabled = args is not None and "--disable-kube-proxy" in args
-        if not disabled and not (replaced and not seen):
+        # k3s runs its embedded kube-proxy unless --disable-kube-proxy: with the node's k3s arguments at hand that
+        # holds even beside a replacement (k3s servers and agents are configured separately).
+        if not disabled and (args is not None or not replaced or seen):
             flags = _k3s_proxy_flags(args or [])
             origin = f"k3s node-args ({' '.join(flags)})" if flags else "k3s defaults (no --kube-proxy-arg)"
             cfg = apply_flags(KubeProxyConfig(source=origin), flags)

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from types import MappingProxyType
 
 import pytest
 from test_check_lab import EDGE1_RULES, lab_node, make_node
-from test_check_support import describe, load_bundle, netns, replace_fact, run_check, scan, sh
+from test_check_support import (
+    describe,
+    load_bundle,
+    netns,
+    not_answering,
+    replace_fact,
+    run_check,
+    scan,
+    sh,
+    without_kube_proxy,
+)
 
 import checks.cilium_kpr as cilium
 import checks.kube_proxy_health as health
@@ -24,28 +33,7 @@ import checks.proxier_mode as proxier_mode
 import checks.stale_endpoints as stale
 import checks.sync_lag as sync_lag
 from kpdoctor.cluster.model import ConfigMap, DaemonSet, Service, ServicePort
-from kpdoctor.cluster.parse import parse_pod
 from kpdoctor.findings import Severity
-from kpdoctor.node.state import NodeState
-
-
-def _without_kube_proxy(cluster):  # type: ignore[no-untyped-def]
-    """kube-proxy's DaemonSets, ConfigMaps and pods deleted; the workload pods stay (so the pod list was collected
-    and shows no kube-proxy: deleted, not unknown)."""
-    # B1's kube-system holds only kube-proxy pods; a real one also runs CoreDNS, which stays (hand-made shape):
-    # without any kube-system pod the pod list would read as "not collected", and kube-proxy as unknown.
-    coredns = parse_pod({"metadata": {"name": "coredns-5d78c9869d-x2x7q", "namespace": "kube-system"},
-                         "spec": {"nodeName": "edge-1"}, "status": {"phase": "Running"}})
-    return replace(cluster, daemonsets=(), logs={},
-                   pods=(*(p for p in cluster.pods if not p.name.startswith("kube-proxy")), coredns),
-                   configmaps=tuple(c for c in cluster.configmaps if not c.name.startswith("kube-proxy")))
-
-
-def _not_answering(nodes):  # type: ignore[no-untyped-def]
-    """The nodes after kube-proxy was deleted: its rules stay frozen, nothing answers on :10256/:10249."""
-    return {name: NodeState(n.name, n.transport, MappingProxyType(
-        {k: f for k, f in n.facts.items() if not k.startswith("kube-proxy/")})) for name, n in nodes.items()}
-
 
 # ------------------------------------------------------------------------------------ seed rows
 
@@ -54,8 +42,8 @@ def test_seed_row_1_unreachable_clusterip_with_kube_proxy_down() -> None:
     """kube-proxy deleted 'because Cilium' without KPR: a cluster-wide outage, CRITICAL; a crash-looping
     kube-proxy (B2): the node's rules are frozen."""
     cluster, nodes = load_bundle("B1-healthy")
-    removed = _without_kube_proxy(cluster)
-    found = run_check(cilium.CHECK, removed, _not_answering(nodes))
+    removed = without_kube_proxy(cluster)
+    found = run_check(cilium.CHECK, removed, not_answering(nodes))
     assert [(f.subject, f.severity) for f in found] == [("Cluster", Severity.CRITICAL)]
     assert "all 7 Services" in found[0].message and "remove kube-proxy when using Cilium" in found[0].message
     assert found[0].remediation is not None
@@ -226,13 +214,13 @@ def test_cilium_kpr_both_ways() -> None:
     # KPR false, kube-proxy running: the normal non-replacement setup
     assert run_check(cilium.CHECK, _cilium(cluster, "false"), nodes) == []
     # KPR true, kube-proxy gone (DaemonSet and ConfigMap), API server set: a correct replacement
-    assert run_check(cilium.CHECK, _cilium(_without_kube_proxy(cluster), "true"), nodes) == []
+    assert run_check(cilium.CHECK, _cilium(without_kube_proxy(cluster), "true"), nodes) == []
     # KPR true next to kube-proxy: two dataplanes
     found = run_check(cilium.CHECK, _cilium(cluster, "true"), nodes)
     assert {f.subject for f in found} == {"DaemonSet kube-system/kube-proxy", "DaemonSet kube-system/kube-proxy-nftables"}
     assert all(f.severity == Severity.WARNING for f in found)
     # kube-proxy removed with KPR false: the seed's outage
-    found = run_check(cilium.CHECK, _cilium(_without_kube_proxy(cluster), "false"), _not_answering(nodes))
+    found = run_check(cilium.CHECK, _cilium(without_kube_proxy(cluster), "false"), not_answering(nodes))
     assert [(f.subject, f.severity) for f in found] == [("Cluster", Severity.CRITICAL)]
     # legacy strict, no API server address, ConfigMap left behind (kubeadm reinstall trap)
     no_ds = replace(cluster, daemonsets=(), pods=())

@@ -182,7 +182,8 @@ class ClusterState:
         cm = self.configmap(KUBE_SYSTEM, DEFAULT_KUBE_PROXY_CONFIGMAP)
         if cm is not None and DEFAULT_CONFIG_KEY in cm.data:
             cfg = parse_config_text(
-                cm.data[DEFAULT_CONFIG_KEY], source=f"ConfigMap {KUBE_SYSTEM}/{cm.name}[{DEFAULT_CONFIG_KEY}]"
+                cm.data[DEFAULT_CONFIG_KEY], source=f"ConfigMap {KUBE_SYSTEM}/{cm.name}[{DEFAULT_CONFIG_KEY}]",
+                lenient=True,
             )
             return NodeProxyConfig(cfg, f"ConfigMap {KUBE_SYSTEM}/{cm.name}[{DEFAULT_CONFIG_KEY}]", configmap=cm)
         return None
@@ -216,7 +217,9 @@ class ClusterState:
             if chosen is None:
                 continue
             origin = f"{via} -> " + (f"DaemonSet {ds.name} -> " if ds and pod else "") + f"ConfigMap {cm.name}[{chosen}]"
-            cfg = parse_config_text(cm.data[chosen], source=f"ConfigMap {namespace}/{cm.name}[{chosen}]")
+            cfg = parse_config_text(cm.data[chosen], source=f"ConfigMap {namespace}/{cm.name}[{chosen}]", lenient=True)
+            if "lenient decoding" in cfg.source:
+                origin += cfg.source[cfg.source.index(" (fields unknown"):]
             ignored = ignored_flags(cfg, argv)
             if ignored:
                 origin += f" (ignored beside --config, as kube-proxy ignores them: {' '.join(ignored)})"
