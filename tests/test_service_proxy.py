@@ -177,3 +177,20 @@ def test_the_kubeadm_bundles_are_daemonset_shapes(scenario: str) -> None:
         sp = decide(cluster, name)
         assert sp.kind == DAEMONSET and sp.daemonset is not None and sp.config is not None, sp.line()
         assert sp.config.configmap is not None
+
+
+def test_the_gate_uses_the_same_definition_on_k3s() -> None:
+    """k3s-cilium-kpr-agent-kube-proxy: after 'removing' kube-proxy (server only), the agent still runs k3s's
+    embedded kube-proxy - the post-removal gate must not pass; and without the agent's facts, whether Services
+    are served there now is unknown, not 'not served'."""
+    from kpdoctor.gate import run_gate
+
+    cluster = shape("k3s-cilium-kpr-agent-kube-proxy")
+    post = run_gate(cluster, {}, phase="post-removal")
+    removed = post.condition("kube-proxy-removed")
+    assert removed.status == "fail"
+    assert [r.subject for r in removed.all_reasons] == ["Node k3s-agent-nbg1-abc"]
+    assert "embedded in k3s" in removed.all_reasons[0].message
+    served = run_gate(cluster, {}).condition("services-served-now")
+    agent = [r for r in served.all_reasons if r.subject == "Node k3s-agent-nbg1-abc"]
+    assert [r.kind for r in agent] == ["unknown"] and "embedded in k3s" in agent[0].message
