@@ -106,3 +106,27 @@ def test_no_kube_proxy_folder_with_a_ready_pod_is_not_evaluated_not_down() -> No
     assert [(f.scope, f.severity, f.not_evaluated) for f in found] == [("edge-1", Severity.INFO, True)]
     assert "not running" not in found[0].message and "not answering" not in found[0].message
     assert any("ready=true" in e for e in found[0].evidence)
+
+
+def test_api_coverage_names_what_the_expectation_lacks() -> None:
+    from kpdoctor.api_coverage import missing_for_expectation
+
+    cluster, _ = load_bundle("B1-healthy")
+    assert missing_for_expectation(cluster, "edge-1") == []
+    from dataclasses import replace
+
+    assert "no Services" in missing_for_expectation(replace(cluster, services=()), "edge-1")[0]
+    assert "no EndpointSlices" in missing_for_expectation(replace(cluster, endpoint_slices=()), "edge-1")[0]
+    assert "no Node object 'edge-9'" in missing_for_expectation(cluster, "edge-9")[0]
+
+
+def test_saw_any_reads_folders_and_ignores_facts_without_content() -> None:
+    from kpdoctor.node.state import Fact
+    from kpdoctor.unseen import saw_any
+
+    _, nodes = load_bundle("B1-healthy")
+    edge1 = nodes["edge-1"]
+    assert saw_any(node_health.CHECK, edge1)  # reads "kube-proxy/": the folder's files count
+    failed = NodeState("edge-1", "ssh", MappingProxyType({
+        "kube-proxy/healthz.json": Fact("kube-proxy/healthz.json", None, error="connection refused")}))
+    assert not saw_any(node_health.CHECK, failed)
