@@ -194,3 +194,11 @@ def test_the_gate_uses_the_same_definition_on_k3s() -> None:
     served = run_gate(cluster, {}).condition("services-served-now")
     agent = [r for r in served.all_reasons if r.subject == "Node k3s-agent-nbg1-abc"]
     assert [r.kind for r in agent] == ["unknown"] and "embedded in k3s" in agent[0].message
+
+
+def test_the_scan_reports_what_it_inferred_per_node() -> None:
+    cluster = shape("k3s-embedded")
+    nodes = [NodeState(n.name, "bundle", MappingProxyType({})) for n in cluster.nodes]
+    result = run_checks(all_checks(), cluster, nodes)
+    assert result.service_proxies == {
+        "ks-00": "kube-proxy on ks-00: embedded in k3s (node version v1.30.5+k3s1; --kube-proxy-arg --proxy-mode=ipvs)"}

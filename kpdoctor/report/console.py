@@ -37,6 +37,11 @@ def render_console(report: Mapping[str, Any], *, color: bool = False, width: int
              "kpdoctor/demo/README.md). Scan yours with `kpdoctor scan` (live API) or `kpdoctor scan --bundle DIR`.[/]")
     for gap in report["gaps"]:
         con.print(f"[yellow]cannot read {escape(gap['kind'])}: {escape(gap['reason'])}[/]")
+    shapes = [n["services_by"] for n in report["nodes"] if n.get("services_by")]
+    for line in shapes[:5]:  # who implements Services on each node, and from what (kpdoctor.service_proxy)
+        _say(con, 0, f"[dim]{escape(line)}[/]")
+    if len(shapes) > 5:
+        _say(con, 0, f"[dim]... and {len(shapes) - 5} more nodes (JSON report: nodes[].services_by)[/]")
     counts = ", ".join(f"[{_STYLE[k]}]{v} {k}[/]" for k, v in s["findings"].items() if v) or "[green]no findings[/]"
     extra = []
     if s["silenced"]:
