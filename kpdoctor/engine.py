@@ -135,9 +135,10 @@ def _is_forbidden(reason: str) -> bool:
 
 
 def _not_evaluated(check: Check, scope: str, kind: str, reason: str) -> Finding:
+    # Absent evidence is at most INFO (issue 10): a kind that could not be read is a gap, not a verdict.
     return Finding(
         check_id=check.id,
-        severity=Severity.WARNING,
+        severity=Severity.INFO,
         scope=scope,
         subject="Cluster" if scope == "cluster" else f"Node {scope}",
         message=f"not evaluated: {'forbidden: ' if _is_forbidden(reason) else ''}cannot read {kind} ({reason})",
