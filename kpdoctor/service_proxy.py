@@ -238,9 +238,11 @@ def replacement(cluster: ClusterState, node_name: str, p: ParsedNode | None = No
                 _env_true(ds, "FELIX_BPFENABLED"):
             return "Calico eBPF dataplane", [f"DaemonSet {ds.key}: FELIX_BPFENABLED=true"]
         if ds.name == "kube-router" or ds.labels.get("k8s-app") == "kube-router":
+            # `--run-service-proxy`: "If false, kube-router won't setup IPVS for services proxy. true by default."
             flags = [a for a in _args(ds) if a.startswith("--run-service-proxy")]
-            if flags and not flags[-1].endswith("=false"):
-                return "kube-router service proxy", [f"DaemonSet {ds.key}: {flags[-1]}"]
+            if not flags or not flags[-1].endswith("=false"):
+                shown = flags[-1] if flags else "--run-service-proxy not set (true by default)"
+                return "kube-router service proxy", [f"DaemonSet {ds.key}: {shown}"]
         if ds.name in ("ovnkube-node",) or ds.labels.get("app") == "ovnkube-node":
             return "OVN-Kubernetes", [f"DaemonSet {ds.key} (OVN load balancers implement Services)"]
     for cm in cluster.configmaps:

@@ -202,3 +202,43 @@ def test_the_scan_reports_what_it_inferred_per_node() -> None:
     result = run_checks(all_checks(), cluster, nodes)
     assert result.service_proxies == {
         "ks-00": "kube-proxy on ks-00: embedded in k3s (node version v1.30.5+k3s1; --kube-proxy-arg --proxy-mode=ipvs)"}
+
+
+def _kube_system_objects(cluster: ClusterState, *objects: dict) -> ClusterState:  # type: ignore[type-arg]
+    """`cluster` (kube-proxy removed) plus objects parsed from the manifests quoted in the test."""
+    from kpdoctor.cluster.parse import parse_configmap, parse_daemonset
+
+    daemonsets = [parse_daemonset(o) for o in objects if o["kind"] == "DaemonSet"]
+    configmaps = [parse_configmap(o, source="test") for o in objects if o["kind"] == "ConfigMap"]
+    return replace(cluster, daemonsets=(*cluster.daemonsets, *daemonsets),
+                   configmaps=(*cluster.configmaps, *configmaps))
+
+
+def _kube_router(args: list[str]) -> dict:  # type: ignore[type-arg]
+    return {"kind": "DaemonSet", "metadata": {"namespace": "kube-system", "name": "kube-router",
+                                              "labels": {"k8s-app": "kube-router"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "kube-router", "args": args}]}}}, "status": {}}
+
+
+def test_kube_router_and_antrea_replacements_from_their_manifests() -> None:
+    """Args as in kube-router's kubeadm-kuberouter-all-features manifest and its `--help` ("--run-service-proxy
+    ... true by default"); the ConfigMap as in Antrea's "deploy without kube-proxy" doc. The objects around those
+    lines are hand-made."""
+    from test_check_support import without_kube_proxy
+
+    base, _ = load_bundle("B1-healthy")
+    base = without_kube_proxy(base)
+    on = _kube_system_objects(base, _kube_router(["--run-router=true", "--run-firewall=true",
+                                                  "--run-service-proxy=true"]))
+    assert decide(on, "edge-1").implementer == "kube-router service proxy"
+    default = _kube_system_objects(base, _kube_router(["--run-router=true", "--run-firewall=true"]))
+    assert "true by default" in decide(default, "edge-1").evidence[0]
+    off = _kube_system_objects(base, _kube_router(["--run-router=false", "--run-firewall=true",
+                                                   "--run-service-proxy=false"]))
+    assert decide(off, "edge-1").kind != REPLACED
+    antrea = _kube_system_objects(base, {"kind": "ConfigMap", "metadata": {"namespace": "kube-system",
+                                                                          "name": "antrea-config"},
+                                         "data": {"antrea-agent.conf": 'kubeAPIServerOverride: "10.81.0.1:6444"\n'
+                                                  "antreaProxy:\n  proxyAll: true\n"}})
+    sp = decide(antrea, "edge-1")
+    assert sp.kind == REPLACED and sp.implementer == "Antrea proxy (proxyAll)"
