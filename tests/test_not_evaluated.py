@@ -130,3 +130,25 @@ def test_saw_any_reads_folders_and_ignores_facts_without_content() -> None:
     failed = NodeState("edge-1", "ssh", MappingProxyType({
         "kube-proxy/healthz.json": Fact("kube-proxy/healthz.json", None, error="connection refused")}))
     assert not saw_any(node_health.CHECK, failed)
+
+
+SHAPES = Path(__file__).parent / "fixtures" / "realworld" / "shapes"
+
+
+@pytest.mark.parametrize("shape", sorted(p.name for p in SHAPES.iterdir() if p.is_dir()))
+def test_deleting_any_cluster_file_of_a_real_shape_raises_no_new_alarm(shape: str, tmp_path: Path) -> None:
+    """The same on the real cluster shapes (test_service_proxy.py): e.g. Calico eBPF without daemonsets.json must
+    not become "nothing implements Services" - its calico-node pod names a DaemonSet that was not collected."""
+    def scan(cluster: ClusterState) -> list[Finding]:
+        empty = {n.name: NodeState(n.name, "bundle", MappingProxyType({})) for n in cluster.nodes}
+        return _scan(cluster, empty)
+
+    source = SHAPES / shape / "cluster"
+    base = {_key(f) for f in scan(load_snapshot(source))}
+    problems = []
+    for i, member in enumerate(sorted(p.name for p in source.iterdir())):
+        copy = tmp_path / f"c{i}"
+        shutil.copytree(source, copy)
+        (copy / member).unlink()
+        problems += [f"without cluster/{member}: {line}" for line in _new_alarms(base, scan(load_snapshot(copy)))]
+    assert problems == [], "\n".join(problems)
