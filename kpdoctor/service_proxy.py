@@ -325,7 +325,7 @@ def decide(cluster: ClusterState, node_name: str, p: ParsedNode | None = None) -
     if not cluster.daemonsets and not cluster.pods and config is not None:
         return ServiceProxy(node_name, ASSUMED, "kube-proxy assumed (kubeadm default)",
                             (f"{config.origin} present; pods and DaemonSets not collected", *seen), config)
-    unlisted = sorted({pod.owner_name for pod in cluster.pods if pod.owner_kind == "DaemonSet"}
+    unlisted = sorted({pod.owner_name or "" for pod in cluster.pods if pod.owner_kind == "DaemonSet"}
                       - {d.name for d in cluster.daemonsets})
     if unlisted and not seen:  # pods name DaemonSets the snapshot does not hold: DaemonSets were not collected
         return ServiceProxy(node_name, UNKNOWN, "unknown", (
