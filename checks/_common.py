@@ -5,16 +5,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from kpdoctor.analysis import configured_mode, kube_proxy_expected
+from kpdoctor.analysis import configured_mode, kube_proxy_expected, kube_proxy_pod, log_of
 from kpdoctor.checks_api import CheckContext
 from kpdoctor.cluster.model import DaemonSet, Pod
 from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
+from kpdoctor.node.parsed import ParsedNode
 
 KUBE_PROXY_DOCS = "https://kubernetes.io/docs/reference/networking/virtual-ips/"
 KUBE_PROXY_CONFIG_DOCS = "https://kubernetes.io/docs/reference/config-api/kube-proxy-config.v1alpha1/"
 KUBE_PROXY_CLI_DOCS = "https://kubernetes.io/docs/reference/command-line-tools-reference/kube-proxy/"
 KUBE_PROXY_METRICS_DOCS = "https://kubernetes.io/docs/reference/instrumentation/metrics/"
 NFTABLES_BLOG = "https://kubernetes.io/blog/2025/02/28/nftables-kube-proxy/"
+
+
+# kube-proxy log lines that say the kernel cannot run a mode (kube-proxy exits; it never falls back).
+MODE_UNUSABLE_LOG = {
+    "ipvs": ("can't use the IPVS proxier", "ipvs not supported", "Could not get ipvs family information"),
+    "nftables": ("can't use the nftables proxier", "nftables is not supported"),
+}
 
 
 def service_subject(service_port_name: str, protocol: str) -> str:
@@ -92,3 +100,21 @@ def count_services(cluster: ClusterState) -> tuple[int, int]:
     services = sum(1 for s in cluster.services if s.proxied)
     endpoints = sum(len(e.endpoints) for e in cluster.endpoint_slices)
     return services, endpoints
+
+
+def absence_shown(ctx: CheckContext, mode: str, p: ParsedNode) -> list[str]:
+    """Evidence that the kernel really lacks what is not found, rather than that we did not look: both module
+    lists collected, /proc/net/ip_vs read and missing, or kube-proxy's own log saying the mode is unusable.
+    Without it a requirement without evidence is "not evaluated", never an error."""
+    node = ctx.node
+    assert node is not None
+    out: list[str] = []
+    if p.loaded_modules is not None and p.builtin_modules is not None:
+        out.append("proc-modules.txt and modules-builtin.txt were both collected")
+    ipvs_proc = node.facts.get("proc-net-ip_vs.txt")
+    if mode == "ipvs" and ipvs_proc is not None and not ipvs_proc.present:
+        out.append(ipvs_proc.evidence())
+    markers = MODE_UNUSABLE_LOG.get(mode, ())
+    log = log_of(ctx, kube_proxy_pod(ctx)) if markers else None
+    out += [line.strip() for line in (log or "").splitlines() if any(m in line for m in markers)][-2:]
+    return out

@@ -61,6 +61,7 @@ class BackendSplit(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("iptables", "backend")
+    reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "iptables-version.txt")
     rationale = (
         "Rules in both iptables-legacy and iptables-nft are both evaluated; the copy nobody maintains goes stale "
         "on the next change (DNAT to deleted pods, REJECTs for Services with endpoints)."

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from kpdoctor.analysis import service_proxy
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cilium import STATUS_FACT, CiliumShapeError, parse_agent_status, parse_cilium_config
 from kpdoctor.cluster.state import DEFAULT_KUBE_PROXY_CONFIGMAP, KUBE_SYSTEM
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.service_proxy import ABSENT, EMBEDDED, HOST_PROCESS, STATIC_POD, UNKNOWN, decide
 from kpdoctor.shellcmd import Name, command
 
 CILIUM_KPR_DOCS = "https://docs.cilium.io/en/stable/network/kubernetes/kubeproxy-free/"
@@ -59,8 +61,14 @@ class CiliumKubeProxyReplacement(Check):
         )
         replaced = cfg is not None and cfg.kpr_enabled and bool(cilium_ds)
 
-        # 1. kube-proxy absent without a working replacement: a full outage.
-        if not kp_ds and proxied and not replaced:
+        # 1. kube-proxy absent without a working replacement: a full outage. Absent means no node runs kube-proxy
+        # in any shape (DaemonSet, static pod, embedded in k3s, host process) and no node's shape is unknown.
+        shapes = [decide(cluster, n.name) for n in cluster.nodes]  # from the API alone: cheap
+        if shapes and not kp_ds and all(sp.kind == ABSENT for sp in shapes):
+            shapes = [service_proxy(ctx, n.name) for n in cluster.nodes]  # the nodes' facts may show kube-proxy
+        kube_proxy_seen = bool(kp_ds) or any(sp.runs_kube_proxy or sp.replaced for sp in shapes)
+        unknown = not shapes or any(sp.kind == UNKNOWN for sp in shapes)
+        if not kube_proxy_seen and not unknown and proxied and not replaced:
             if cm is None and not cilium_ds:
                 situation = "no kube-proxy DaemonSet and no Cilium in the cluster"
             elif not cilium_ds:
@@ -146,6 +154,24 @@ class CiliumKubeProxyReplacement(Check):
                     commands=[command("kubectl", "-n", Name(ds.namespace), "delete", "daemonset", Name(ds.name)),
                               command("kubectl", "-n", KUBE_SYSTEM, "delete", "configmap", DEFAULT_KUBE_PROXY_CONFIGMAP),
                               "iptables-save | grep -v KUBE | iptables-restore   # on every node"],
+                )
+            # 4b. kube-proxy outside a DaemonSet (embedded in k3s, a static pod, a host process) next to KPR
+            others = [sp for sp in (service_proxy(ctx, n.name) for n in cluster.nodes)
+                      if sp.kind in (EMBEDDED, STATIC_POD, HOST_PROCESS)]
+            if others:
+                names = ", ".join(sp.node for sp in others[:8]) + (", ..." if len(others) > 8 else "")
+                k3s = any(sp.kind == EMBEDDED for sp in others)
+                yield self.finding(
+                    ctx,
+                    "Cluster",
+                    f"kube-proxy still runs on {len(others)} node(s) ({names}) while Cilium's kube-proxy replacement "
+                    f"is on: both program Services there ({others[0].implementer})",
+                    severity=Severity.WARNING,
+                    evidence=[cm_ref, *(sp.line() for sp in others[:8])],
+                    fix="Turn the node's own kube-proxy off: k3s/RKE2 `--disable-kube-proxy` on every server AND "
+                    "agent (agents keep their embedded kube-proxy otherwise); a static pod: remove its manifest.",
+                    commands=["grep -r disable-kube-proxy /etc/rancher/k3s/config.yaml   # on each node"] if k3s
+                    else ["ls /etc/kubernetes/manifests/ /var/lib/rancher/rke2/agent/pod-manifests/   # on each node"],
                 )
             if not kp_ds and kp_cm is not None:
                 yield self.finding(

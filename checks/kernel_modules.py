@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from checks._common import KUBE_PROXY_DOCS, expected_mode
+from checks._common import KUBE_PROXY_DOCS, absence_shown, expected_mode
 from kpdoctor.analysis import fact_contains, iptables_rules_key, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
@@ -164,6 +164,7 @@ class KernelModules(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("kernel", "iptables", "nftables", "ipvs")
+    reads = ("uname-r.txt", "sysctl.txt", "proc-modules.txt", "modules-builtin.txt", "ip_tables_matches.txt")
     requires = ("ConfigMap", "DaemonSet", "Pod")
     rationale = (
         "IPVS mode needs ip_vs and the scheduler's module; iptables mode the tables, matches and targets its "
@@ -206,7 +207,18 @@ class KernelModules(Check):
         modules = sorted({m for r in missing_hard + missing_soft for m in r.modules[:1]})
         load = command("modprobe", "-a", *modules, on=node.name)
         persist = command("printf", "%s\\n", *modules, Lit(">"), "/etc/modules-load.d/kube-proxy.conf", on=node.name)
-        if missing_hard:
+        shown = absence_shown(ctx, mode, p) if missing_hard else []
+        if missing_hard and not shown:
+            names = ", ".join(r.what for r in missing_hard)
+            yield self.finding(
+                ctx, f"Node {node.name}",
+                f"not evaluated: no evidence that node {node.name} (kernel {kernel}) has {names} for {mode} mode, "
+                "and none that it lacks it (the facts that would show it were not collected)",
+                severity=Severity.INFO, evidence=[f"{origin.origin}: {why}", *sources], not_evaluated=True,
+                fix="Collect proc-modules.txt and modules-builtin.txt (and, for IPVS, proc-net-ip_vs.txt) from the "
+                "node: `kpdoctor collect` gathers them.",
+            )
+        elif missing_hard:
             names = ", ".join(r.what for r in missing_hard)
             advice = (
                 " kube-proxy cannot run in this mode here; use nftables (or iptables) mode, or a kernel with IPVS."
@@ -219,7 +231,7 @@ class KernelModules(Check):
                 f"node {node.name} (kernel {kernel}) lacks what {mode} mode needs: {names} - not loaded, not built "
                 f"in, and no /proc/net or rule evidence of it.{advice}",
                 severity=Severity.ERROR,
-                evidence=[f"{origin.origin}: {why}", f"uname-r.txt: {kernel}", *sources],
+                evidence=[f"{origin.origin}: {why}", f"uname-r.txt: {kernel}", *sources, *shown],
                 fix="Load the modules (and persist them), or switch the node's kube-proxy to a mode the kernel "
                 "supports.",
                 commands=[load, persist, command("ls", "/proc/net/ip_vs", Lit("/lib/modules/$(uname -r)/modules.builtin"), on=node.name)]

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from checks._common import KUBE_PROXY_CLI_DOCS, KUBE_PROXY_METRICS_DOCS, pod_status_line
-from kpdoctor.analysis import kube_proxy_expected, kube_proxy_pod, parsed
+from kpdoctor.analysis import kube_proxy_expected, kube_proxy_pod, parsed, service_proxy
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.service_proxy import K3S_DISABLED
 from kpdoctor.shellcmd import Lit, Name, command
 
 LAST_SYNC = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
@@ -28,6 +29,7 @@ class KubeProxyNodeHealth(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("kube-proxy", "iptables", "nftables", "ipvs", "seed")
+    reads = ("kube-proxy/",)
     requires = ("Pod", "DaemonSet")
     rationale = (
         "A kube-proxy that is down, unhealthy or has never completed a sync leaves the node's Service rules "
@@ -54,6 +56,33 @@ class KubeProxyNodeHealth(Check):
             if pod
             else []
         )
+        shape = service_proxy(ctx)
+        if not answered and (shape.replaced or shape.implementer == K3S_DISABLED):
+            # No kube-proxy by design: its checks do not apply here (KP-CILIUM-KPR still judges Cilium's KPR).
+            yield self.finding(
+                ctx, f"Node {node.name}",
+                f"kube-proxy checks not applicable on node {node.name}: "
+                + (f"Services are implemented by {shape.implementer}" if shape.replaced
+                   else "kube-proxy is disabled in k3s (--disable-kube-proxy)"),
+                severity=Severity.INFO, evidence=[shape.line()], not_evaluated=True,
+            )
+            return
+        asked = any(k in node.facts for k in ("kube-proxy/healthz.json", "kube-proxy/metrics.txt"))
+        if not answered and expected and not asked and (pod is None or pod.ready):
+            # Nothing was collected from kube-proxy's ports (a bundle without kube-proxy/): unknown, not down.
+            yield self.finding(
+                ctx, f"Node {node.name}",
+                f"not evaluated: kube-proxy's /healthz and /metrics on node {node.name} were not collected"
+                + (f" ({pod_ref} is ready)" if pod is not None else ""),
+                severity=Severity.INFO,
+                evidence=[node.fact("kube-proxy/healthz.json").evidence(),
+                          *([pod_status_line(pod)] if pod is not None else [])],
+                fix="Collect kube-proxy/healthz.json and kube-proxy/metrics.txt (`kpdoctor collect`, or curl "
+                "127.0.0.1:10256/healthz and :10249/metrics on the node).",
+                commands=[command("curl", "-s", "http://127.0.0.1:10256/healthz", on=node.name)],
+                not_evaluated=True,
+            )
+            return
         if not answered:
             if expected:
                 evidence = [

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from checks._common import KUBE_PROXY_CLI_DOCS, expected_mode
-from kpdoctor.analysis import iptables_rules_key, parsed, presence
+from kpdoctor.analysis import iptables_rules_key, parsed, presence, service_proxy
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.service_proxy import UNKNOWN
 from kpdoctor.shellcmd import Lit, command
 
 
@@ -38,6 +39,8 @@ class LeftoverRules(Check):
     scope = "node"
     severity = Severity.WARNING
     tags = ("iptables", "nftables", "ipvs", "cilium", "cleanup")
+    reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ipvsadm-save.txt",
+             "ip-addr.json", "ipset-list.txt")
     requires = ("ConfigMap", "DaemonSet", "Pod")
     rationale = (
         "Service rules nobody maintains keep translating traffic with an old view of the cluster: after a mode "
@@ -59,6 +62,9 @@ class LeftoverRules(Check):
             return
         found = expected_mode(ctx)
         mode = (p.proxy_mode or found[0]) if found is not None else None
+        shape = service_proxy(ctx)
+        if mode is None and (shape.runs_kube_proxy or shape.kind == UNKNOWN):
+            return  # kube-proxy runs there but its mode is not known (config not collected): not evaluated
         if mode is None:
             why = f"no kube-proxy runs on {node.name}"
             leftover = present

@@ -152,6 +152,8 @@ class NodePortFirewall(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("nodeport", "firewall", "iptables", "nftables", "ipvs", "seed")
+    reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ip-addr.json",
+             "kube-proxy/")
     requires = ("Service", "EndpointSlice", "Node", "ConfigMap", "DaemonSet", "Pod")
     rationale = (
         "\"NodePort not reachable\" is rarely kube-proxy's rules: a host firewall rule before kube-proxy's jumps, a "
@@ -332,6 +334,8 @@ class NodePortFirewall(Check):
         if not npa or not any(u.kind == "node-port" for u in uses):
             return
         api_node = ctx.cluster.node_by_name.get(node.name)
+        if api_node is None and "primary" in npa:
+            return  # the node's primary IP is in its Node object, which was not collected: not evaluated
         internal = api_node.internal_ips if api_node else ()
         addrs = p.addresses(4) + p.addresses(6) if p.interfaces is not None else list(internal)
         if not addrs:

@@ -15,7 +15,9 @@ from collections.abc import Iterable
 from checks._common import (
     KUBE_PROXY_CONFIG_DOCS,
     KUBE_PROXY_DOCS,
+    MODE_UNUSABLE_LOG,
     NFTABLES_BLOG,
+    absence_shown,
     count_services,
     expected_mode,
 )
@@ -35,7 +37,7 @@ from kpdoctor.shellcmd import Lit, Name, command
 SCALE_SERVICES = 1000
 NFT_MIN_KERNEL = (5, 13)
 NFT_MIN_NFT = (1, 0, 1)
-_IPVS_FAILED = ("can't use the IPVS proxier", "ipvs not supported", "Could not get ipvs family information")
+_IPVS_FAILED = MODE_UNUSABLE_LOG["ipvs"]
 
 
 class ProxierMode(Check):
@@ -44,6 +46,8 @@ class ProxierMode(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("kube-proxy", "iptables", "nftables", "ipvs", "seed")
+    reads = ("kube-proxy/", "iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ipvsadm-save.txt",
+             "proc-modules.txt", "modules-builtin.txt", "proc-net-ip_vs.txt", "uname-r.txt")
     requires = ("ConfigMap", "DaemonSet", "Pod")
     rationale = (
         "A ConfigMap edit without a pod restart, a kernel without IPVS, or nftables mode on an old kernel all "
@@ -162,10 +166,21 @@ class ProxierMode(Check):
         node = ctx.node
         assert node is not None
         failure_lines = [line.strip() for line in (log or "").splitlines() if any(s in line for s in _IPVS_FAILED)]
-        has_ipvs = p.has("proc-net-ip_vs.txt") or bool(
+        # Positive evidence of IPVS wins over a missing fact: virtual servers listed, kube-ipvs0, the module.
+        has_ipvs = p.has("proc-net-ip_vs.txt") or bool(p.ipvs_services) or bool(
             (p.loaded_modules or set()) & {"ip_vs"} or (p.builtin_modules or set()) & {"ip_vs"}
-        )
+        ) or any(i.name == "kube-ipvs0" for i in p.interfaces or ())
         if has_ipvs and not failure_lines:
+            return
+        if not failure_lines and not absence_shown(ctx, "ipvs", p):
+            yield self.finding(
+                ctx, f"Node {node.name}",
+                f"not evaluated: whether node {node.name}'s kernel has IPVS for the configured IPVS mode (no "
+                "/proc/net/ip_vs, module list or kube-proxy log was collected)",
+                severity=Severity.INFO, evidence=[cm_ref, node.fact("proc-net-ip_vs.txt").evidence()],
+                fix="Collect proc-net-ip_vs.txt, proc-modules.txt and modules-builtin.txt (`kpdoctor collect`).",
+                not_evaluated=True,
+            )
             return
         exits = version is None or version >= (1, 26)
         consequence = (
@@ -176,8 +191,10 @@ class ProxierMode(Check):
         )
         evidence = [cm_ref]
         evidence += [f"kube-proxy log: {line}" for line in failure_lines[-3:]]
-        if not p.has("proc-net-ip_vs.txt"):
+        if not p.has("proc-net-ip_vs.txt") and "proc-net-ip_vs.txt" in node.facts:
             evidence.append("proc-net-ip_vs.txt: absent (/proc/net/ip_vs does not exist: no IPVS in the kernel)")
+        elif not p.has("proc-net-ip_vs.txt"):
+            evidence.append("proc-net-ip_vs.txt: not collected")
         if p.loaded_modules is not None and "ip_vs" not in p.loaded_modules:
             evidence.append("proc-modules.txt: no ip_vs loaded")
         if p.builtin_modules is not None and "ip_vs" not in p.builtin_modules:

@@ -25,7 +25,9 @@ from kpdoctor.analysis import (
     grep_fact,
     kube_proxy_pod,
     parsed,
+    presence,
 )
+from kpdoctor.api_coverage import missing_for_expectation
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.dataplane.semantic import (
     DNAT,
@@ -38,6 +40,7 @@ from kpdoctor.dataplane.semantic import (
     SemanticView,
 )
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.node.parsed import ParsedNode
 from kpdoctor.shellcmd import Lit, Name, command
 
 _KIND_SEVERITY = {
@@ -51,6 +54,22 @@ _KIND_SEVERITY = {
 # The short-circuit path's differences are reported with the outside path's of the same kind: one finding
 # per Service port and kind of fault, its frontends saying which path each is.
 _KIND_GROUP = {"stale-internal-endpoints": "stale-endpoints", "missing-internal-endpoints": "missing-endpoints"}
+
+
+DUMP_OF_MODE = {"iptables": "iptables-save.txt", "nftables": "nft-ruleset.json", "ipvs": "ipvsadm-save.txt"}
+COLLECT_HINT = {"iptables": "iptables-save", "nftables": "nft -j list ruleset", "ipvs": "ipvsadm -S -n"}
+
+
+def ipvs_unprogrammed(p: ParsedNode) -> str:
+    """Positive evidence that IPVS mode programmed nothing although `ipvsadm-save.txt` is absent: IPVS mode also
+    writes iptables chains (KUBE-SERVICES, KUBE-NODE-PORT), and a collected iptables dump holds none of them."""
+    pres = presence(p)
+    if pres.iptables or pres.iptables_legacy or pres.iptables_ipvs_chains or pres.ipvs:
+        return ""
+    dumps = [k for k in ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt") if p.has(k)]
+    if not dumps:
+        return ""
+    return f"{', '.join(dumps)}: no KUBE-* chains (IPVS mode writes KUBE-SERVICES there too), no IPVS state"
 
 
 def _where(d: FrontendDiff) -> str:
@@ -120,6 +139,7 @@ class StaleEndpoints(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("dataplane", "iptables", "nftables", "ipvs", "conntrack", "seed")
+    reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ipvsadm-save.txt")
     requires = ("Service", "EndpointSlice", "Node", "ConfigMap", "DaemonSet", "Pod")
     rationale = (
         "Rules that still DNAT to a deleted pod's IP send a share of new connections into the void (or to the "
@@ -140,6 +160,15 @@ class StaleEndpoints(Check):
         assert node is not None
         found = expected_mode(ctx)
         if found is None:
+            return
+        missing = missing_for_expectation(ctx.cluster, node.name)
+        if missing:
+            yield self.finding(
+                ctx, f"Node {node.name}",
+                f"not evaluated: the expected Service rules of node {node.name} cannot be computed: {missing[0]}",
+                severity=Severity.INFO, evidence=missing, not_evaluated=True,
+                fix="Collect the cluster's Services, EndpointSlices and Nodes (`kpdoctor collect`).",
+            )
             return
         p = parsed(ctx)
         mode = p.proxy_mode if p.proxy_mode in ("iptables", "nftables", "ipvs") else found[0]
@@ -167,7 +196,11 @@ class StaleEndpoints(Check):
                           command("kubectl", "-n", Name(pod.namespace), "delete", "pod", Name(pod.name),
                                   note="the DaemonSet recreates it; full resync on start")]
         if cmp is None:
-            yield from self._no_rules(ctx, mode, found[2].origin, pod, cause, cause_cmds)
+            shown = ipvs_unprogrammed(p) if mode == "ipvs" else ""
+            if not shown:
+                yield self._dump_missing(ctx, mode)
+                return
+            yield from self._no_rules(ctx, mode, found[2].origin, pod, cause, cause_cmds, shown=shown)
             return
         if not cmp.actual.frontends and cmp.expected.frontends:
             yield from self._no_rules(ctx, mode, found[2].origin, pod, cause, cause_cmds, rules_key=cmp.rules_key)
@@ -182,8 +215,20 @@ class StaleEndpoints(Check):
         yield from self._conntrack(ctx, cmp.expected)
 
     # ------------------------------------------------------------------------------------------
+    def _dump_missing(self, ctx: CheckContext, mode: str) -> Finding:
+        """The mode's dump was not collected: nothing is known of the node's Service rules."""
+        node = ctx.node
+        assert node is not None
+        key = DUMP_OF_MODE.get(mode, mode)
+        return self.finding(
+            ctx, f"Node {node.name}",
+            f"not evaluated: the {mode} Service rules of node {node.name} were not collected ({key} absent)",
+            severity=Severity.INFO, evidence=[node.fact(key).evidence()], not_evaluated=True,
+            fix=f"Collect {key} from the node (`kpdoctor collect`, or `{COLLECT_HINT.get(mode, key)}` as root).",
+        )
+
     def _no_rules(self, ctx: CheckContext, mode: str, origin: str, pod: object, cause: str,
-                  cause_cmds: list[str], rules_key: str = "") -> Iterable[Finding]:
+                  cause_cmds: list[str], rules_key: str = "", shown: str = "") -> Iterable[Finding]:
         node = ctx.node
         assert node is not None
         from kpdoctor.analysis import expected_for
@@ -198,6 +243,8 @@ class StaleEndpoints(Check):
         evidence = [f"{origin}: mode {mode}",
                     f"{where}: " + ("absent (" + (fact.error or "not collected") + ")" if not fact.present
                                     else "holds no kube-proxy Service rules")]
+        if shown:
+            evidence.append(shown)
         if pod is not None and hasattr(pod, "key"):
             evidence.append(pod_status_line(pod))  # type: ignore[arg-type]
         yield self.finding(

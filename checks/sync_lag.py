@@ -75,6 +75,7 @@ class SyncLag(Check):
     scope = "node"
     severity = Severity.WARNING
     tags = ("kube-proxy", "iptables", "nftables", "ipvs", "performance", "seed")
+    reads = ("kube-proxy/", "iptables-version.txt")
     requires = ("ConfigMap", "DaemonSet", "Pod", "Service", "EndpointSlice")
     rationale = (
         "Stale routing after a pod is deleted is a sync that has not happened yet: a hung proxier, failing "

@@ -46,6 +46,7 @@ class SysctlConntrack(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("sysctl", "conntrack", "kernel")
+    reads = ("sysctl.txt", "conntrack-stats.txt", "ip-addr.json")
     rationale = (
         "Correct rules do nothing when the node does not forward, when bridged pod traffic bypasses netfilter, "
         "or when the conntrack table is full and new connections are dropped."

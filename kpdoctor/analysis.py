@@ -21,11 +21,18 @@ from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
 from kpdoctor.dataplane.semantic import FrontendDiff, FrontendView, SemanticView, diff
 from kpdoctor.node.parsed import IptablesDump, IptRule, ParsedNode
 from kpdoctor.node.state import NodeState
+from kpdoctor.service_proxy import (  # noqa: F401  (re-exported: checks import them from here)
+    DEFAULT_MODE_VERSION_MAX,
+    IPTABLES_MARKER_CHAINS,
+    IPVS_IPTABLES_MARKERS,
+    Presence,
+    ServiceProxy,
+    decide,
+    ipt_evidence,
+    presence,
+    resolve_mode,
+)
 
-# kube-proxy's chains per mode (kubelet's KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY / KUBE-FIREWALL excluded).
-IPTABLES_MARKER_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-PROXY-CANARY")
-IPVS_IPTABLES_MARKERS = ("KUBE-NODE-PORT", "KUBE-LOAD-BALANCER")
-DEFAULT_MODE_VERSION_MAX = (1, 36)  # up to this version "" means iptables on Linux
 KUBE_PROXY_LOG = "kube-proxy/log.txt"
 
 
@@ -880,50 +887,36 @@ class SharedParsedNode(ParsedNode):
 # ------------------------------------------------------------------ kube-proxy on a node
 
 
-def node_proxy_config(ctx: CheckContext, node_name: str | None = None) -> NodeProxyConfig | None:
+def service_proxy(ctx: CheckContext, node_name: str | None = None) -> ServiceProxy:
+    """Who implements Services on the node (`kpdoctor.service_proxy.decide`), once per node per scan."""
     name = node_name or (ctx.node.name if ctx.node else "")
-    cache: dict[str, NodeProxyConfig | None] = ctx.derived("proxy-configs", dict)
+    cache: dict[str, ServiceProxy] = ctx.derived("service-proxies", dict)
     if name not in cache:
-        cache[name] = ctx.cluster.proxy_config_for(name)
+        if ctx.node is not None and ctx.node.name == name:
+            p: ParsedNode | None = parsed(ctx)
+        else:
+            state = ctx.nodes.get(name)
+            p = parsed_of(ctx, state) if state is not None and state.reachable else None
+        cache[name] = decide(ctx.cluster, name, p)
     return cache[name]
 
 
+def node_proxy_config(ctx: CheckContext, node_name: str | None = None) -> NodeProxyConfig | None:
+    return service_proxy(ctx, node_name).config
+
+
 def kube_proxy_pod(ctx: CheckContext, node_name: str | None = None) -> Pod | None:
-    name = node_name or (ctx.node.name if ctx.node else "")
-    return ctx.cluster.kube_proxy_pod_on(name)
+    return service_proxy(ctx, node_name).pod
 
 
 def kube_proxy_expected(ctx: CheckContext, node_name: str | None = None) -> bool:
-    """Whether a kube-proxy is meant to run on the node: a kube-proxy pod is scheduled there,
-    or a kube-proxy DaemonSet's nodeSelector matches the node."""
-    name = node_name or (ctx.node.name if ctx.node else "")
-    if kube_proxy_pod(ctx, name) is not None:
-        return True
-    node = ctx.cluster.node_by_name.get(name)
-    for ds in ctx.cluster.kube_proxy_daemonsets:
-        if node is not None and all(node.labels.get(k) == v for k, v in ds.node_selector.items()):
-            return True
-    # A snapshot without workloads (only Services/EndpointSlices/Nodes/ConfigMaps) but with kube-proxy's
-    # ConfigMap: assume the default kube-proxy runs there rather than silently skipping every node check.
-    return not ctx.cluster.daemonsets and not ctx.cluster.pods and ctx.cluster.configmap(
-        "kube-system", "kube-proxy") is not None
+    """Whether a kube-proxy is meant to run on the node (DaemonSet or static pod, embedded in k3s, a host
+    process, or assumed from kube-proxy's ConfigMap when no workloads were collected)."""
+    return service_proxy(ctx, node_name).runs_kube_proxy
 
 
 def kube_proxy_version(ctx: CheckContext) -> tuple[int, int] | None:
     return ctx.cluster.kube_proxy_version()
-
-
-def resolve_mode(config_mode: str, version: tuple[int, int] | None) -> tuple[str, str]:
-    """(effective mode, explanation). `""` is iptables on Linux up to v1.36; later, confirm with /proxyMode."""
-    if config_mode:
-        return config_mode, f'mode: "{config_mode}"'
-    if version is None or version <= DEFAULT_MODE_VERSION_MAX:
-        ver = f"v{version[0]}.{version[1]}" if version else "v1.36 (assumed)"
-        return "iptables", f'mode: "" (the default, iptables on Linux for kube-proxy {ver})'
-    return "iptables", (
-        f'mode: "" (default; iptables up to v1.36 - kube-proxy v{version[0]}.{version[1]} may differ, '
-        "confirm with /proxyMode)"
-    )
 
 
 def configured_mode(ctx: CheckContext, node_name: str | None = None) -> tuple[str, str, NodeProxyConfig] | None:
@@ -962,75 +955,13 @@ def logged_mode(log: str | None) -> tuple[str, str] | None:
 
 
 # -------------------------------------------------------------------- dataplane presence
-
-
-@dataclass(frozen=True)
-class Presence:
-    """Which kube-proxy dataplanes exist on a node, with one evidence line each."""
-
-    iptables: str = ""  # evidence when KUBE-SERVICES & co. exist in the default/nft backend
-    iptables_legacy: str = ""
-    iptables_ipvs_chains: str = ""  # KUBE-NODE-PORT / KUBE-LOAD-BALANCER: written by IPVS mode only
-    nftables: str = ""
-    ipvs: str = ""
-
-    def modes(self) -> list[str]:
-        out = []
-        if self.iptables or self.iptables_legacy:
-            out.append("iptables")
-        if self.nftables:
-            out.append("nftables")
-        if self.ipvs:
-            out.append("ipvs")
-        return out
-
-
-def _ipt_evidence(p: ParsedNode, key: str) -> str:
-    dump = p.iptables(key)
-    if dump is None:
-        return ""
-    chains = dump.kube_chains()
-    # The markers are KUBE-* chains kubelet does not own, so "declared in the table" is "in kube_chains".
-    names = [c for t in ("nat", "filter") for c in IPTABLES_MARKER_CHAINS if c in dump.policies.get(t, {})]
-    if not names:
-        return ""
-    total = sum(len(v) for v in chains.values())
-    return f"{key}: {total} kube-proxy chains (e.g. {', '.join(sorted(set(names))[:3])})"
-
-
-def presence(p: ParsedNode) -> Presence:
-    nft_key = "iptables-nft-save.txt" if p.has("iptables-nft-save.txt") else "iptables-save.txt"
-    default = _ipt_evidence(p, "iptables-save.txt") or _ipt_evidence(p, nft_key)
-    legacy = _ipt_evidence(p, "iptables-legacy-save.txt")
-    ipvs_chains = ""
-    for key in ("iptables-save.txt", "iptables-legacy-save.txt"):
-        dump = p.iptables(key)
-        if dump is not None:
-            nat = dump.policies.get("nat", {})  # == dump.chains("nat"), without building a 100k-name set
-            hit = sorted(c for c in IPVS_IPTABLES_MARKERS if c in nat)
-            if hit:
-                ipvs_chains = f"{key}: IPVS-mode chains {', '.join(hit)}"
-                break
-    nft = ""
-    if p.nft is not None:
-        tables = [f"table {fam} {name}" for fam, name in p.nft.tables if name == "kube-proxy"]
-        if tables:
-            nft = f"nft-ruleset.json: {', '.join(tables)}"
-    ipvs_parts = []
-    if p.ipvs_services:
-        ipvs_parts.append(f"ipvsadm-save.txt: {len(p.ipvs_services)} virtual servers")
-    if any(i.name == "kube-ipvs0" for i in p.interfaces or ()):
-        ipvs_parts.append("ip-addr.json: interface kube-ipvs0")
-    kube_sets = [s for s in p.ipsets or () if s.startswith("KUBE-")]
-    if kube_sets:
-        ipvs_parts.append(f"ipset-list.txt: {len(kube_sets)} KUBE-* sets (e.g. {kube_sets[0]})")
-    return Presence(default, legacy, ipvs_chains, nft, "; ".join(ipvs_parts))
+# (Presence, presence, ipt_evidence: kpdoctor.service_proxy, imported above)
 
 
 def iptables_rules_key(p: ParsedNode) -> str | None:
     """The dump that holds the kube-proxy rules: the default backend first, then legacy, then nft."""
     for key in ("iptables-save.txt", "iptables-legacy-save.txt", "iptables-nft-save.txt"):
-        if _ipt_evidence(p, key):
+        if ipt_evidence(p, key):
             return key
     for key in ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt"):
         if p.has(key):

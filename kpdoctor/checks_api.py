@@ -75,6 +75,9 @@ class Check:
     # Optional: when one of them is in `cluster.gaps` (RBAC 403) the engine reports "not evaluated:
     # forbidden" without running the check. Undeclared reads of a forbidden kind are caught too.
     requires: ClassVar[tuple[str, ...]] = ()
+    # Node facts a node check reads (bundle keys; "kube-proxy/" = the folder). When none of them is present on
+    # a node and the check found nothing there, the engine reports it "not evaluated" there, not "passed".
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def run(self, ctx: CheckContext) -> Iterable[Finding]:
         raise NotImplementedError

@@ -31,6 +31,7 @@ from kpdoctor.findings import Finding, Remediation, Severity
 from kpdoctor.node.state import NodeState
 from kpdoctor.registry import LoadError
 from kpdoctor.silences import SilenceSet
+from kpdoctor.unseen import saw_any, unseen_finding
 
 SCAN_CHECK_ID = "kpdoctor.scan"  # findings about the scan itself (unreachable nodes, broken plugins)
 SCAN_CHECK_TITLE = "Scan coverage"
@@ -118,6 +119,8 @@ class ScanResult:
     options: Mapping[str, Any]
     duration: float = 0.0
     load_errors: list[LoadError] = field(default_factory=list)
+    # node -> who implements Services there, with the evidence (kpdoctor.service_proxy), as the checks decided it
+    service_proxies: dict[str, str] = field(default_factory=dict)
 
 
 def _required_gap(check: Check, cluster: ClusterState) -> Any:
@@ -132,9 +135,10 @@ def _is_forbidden(reason: str) -> bool:
 
 
 def _not_evaluated(check: Check, scope: str, kind: str, reason: str) -> Finding:
+    # Absent evidence is at most INFO (issue 10): a kind that could not be read is a gap, not a verdict.
     return Finding(
         check_id=check.id,
-        severity=Severity.WARNING,
+        severity=Severity.INFO,
         scope=scope,
         subject="Cluster" if scope == "cluster" else f"Node {scope}",
         message=f"not evaluated: {'forbidden: ' if _is_forbidden(reason) else ''}cannot read {kind} ({reason})",
@@ -283,7 +287,7 @@ def _node_loop(names: list[str], source: NodeSource, seen: list[NodeState], reac
                findings: list[Finding], node_checks: list[Check], guarded: ClusterState,
                all_nodes: Mapping[str, NodeState], opts: Mapping[str, Any], cache: dict[tuple[str, str], Any],
                produced: dict[str, list[Finding]], runs: dict[str, CheckRun],
-               on_progress: Callable[[str], None] | None) -> None:
+               on_progress: Callable[[str], None] | None, shapes: dict[str, str]) -> None:
     for name in names:
         node = source.load(name)
         seen.append(_light(node))
@@ -296,9 +300,13 @@ def _node_loop(names: list[str], source: NodeSource, seen: list[NodeState], reac
         for check in node_checks:
             t0 = time.perf_counter()
             ctx = CheckContext(cluster=guarded, node=node, nodes=all_nodes, options=opts, _cache=cache)
-            produced[check.id] += _run_one(check, ctx, name, runs[check.id])
+            got = _run_one(check, ctx, name, runs[check.id])
+            produced[check.id] += got or ([] if saw_any(check, node) else [unseen_finding(check, node)])
             runs[check.id].evaluated.append(name)
             runs[check.id].duration += time.perf_counter() - t0
+        decided = cache.get((name, "service-proxies"))
+        if isinstance(decided, dict) and name in decided:
+            shapes[name] = decided[name].line()
         for key in [k for k in cache if k[0] == name]:
             del cache[key]
         del node
@@ -332,6 +340,7 @@ def run_checks(
     all_nodes: Mapping[str, NodeState] = _LazyNodes(source, names)
     seen: list[NodeState] = []
     reachable: list[str] = []
+    shapes: dict[str, str] = {}
     # The cyclic collector's automatic full passes re-scan the scan-long views (a reference dump's parse:
     # millions of objects) again and again. Off during the node loop; after each node a young-generation
     # pass frees that node's own cycles (everything it allocated is young then), so memory stays as flat
@@ -340,7 +349,7 @@ def run_checks(
     gc.disable()
     try:
         _node_loop(names, source, seen, reachable, findings, node_checks, guarded, all_nodes, opts, cache,
-                   produced, runs, on_progress)
+                   produced, runs, on_progress, shapes)
     finally:
         if enabled:
             gc.enable()
@@ -373,6 +382,7 @@ def run_checks(
         options=opts,
         duration=time.perf_counter() - started,
         load_errors=list(load_errors),
+        service_proxies=shapes,
     )
 
 

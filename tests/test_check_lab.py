@@ -30,6 +30,8 @@ from test_check_support import (
     run_check,
     run_on_node,
     sh,
+    without_kube_proxy,
+    without_kube_proxy_facts,
 )
 
 import checks.backend_split as backend_split
@@ -240,19 +242,18 @@ def test_leftover_nft_table_on_iptables_node_both_ways(tmp_path: Path) -> None:
 def test_leftover_iptables_rules_after_kube_proxy_removed() -> None:
     """kube-proxy gone from the cluster (DaemonSets and pods deleted), its rules still on the node."""
     cluster, nodes = load_bundle("B1-healthy")
-    removed = replace(cluster, daemonsets=(), pods=(), configmaps=tuple(
-        c for c in cluster.configmaps if not c.name.startswith("kube-proxy")))
+    removed = without_kube_proxy(cluster)
     with netns("kpd-lr") as ns:
         make_node(ns, "10.81.0.2")
         restore(ns, EDGE1_RULES)
-        node = lab_node(ns, "edge-1")
+        node = without_kube_proxy_facts(lab_node(ns, "edge-1"))  # kube-proxy is gone: nothing answers
         found = run_on_node(leftover.CHECK, removed, nodes, node)
         assert [(f.subject, f.severity) for f in found] == [("Node edge-1", Severity.ERROR)]
         assert found[0].remediation is not None
         cleanup = found[0].remediation.commands[1].split("#")[0]
         assert cleanup.strip() == "iptables-save | grep -v KUBE | iptables-restore"
         subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", cleanup], check=True, timeout=30)
-        node = lab_node(ns, "edge-1")
+        node = without_kube_proxy_facts(lab_node(ns, "edge-1"))
         assert run_on_node(leftover.CHECK, removed, nodes, node) == []
 
 

@@ -13,7 +13,17 @@ from dataclasses import replace
 
 import pytest
 from test_check_lab import EDGE1_RULES, lab_node, make_node
-from test_check_support import describe, load_bundle, netns, replace_fact, run_check, scan, sh
+from test_check_support import (
+    describe,
+    load_bundle,
+    netns,
+    not_answering,
+    replace_fact,
+    run_check,
+    scan,
+    sh,
+    without_kube_proxy,
+)
 
 import checks.cilium_kpr as cilium
 import checks.kube_proxy_health as health
@@ -25,12 +35,6 @@ import checks.sync_lag as sync_lag
 from kpdoctor.cluster.model import ConfigMap, DaemonSet, Service, ServicePort
 from kpdoctor.findings import Severity
 
-
-def _without_kube_proxy(cluster):  # type: ignore[no-untyped-def]
-    return replace(cluster, daemonsets=(), pods=(), logs={},
-                   configmaps=tuple(c for c in cluster.configmaps if not c.name.startswith("kube-proxy")))
-
-
 # ------------------------------------------------------------------------------------ seed rows
 
 
@@ -38,8 +42,8 @@ def test_seed_row_1_unreachable_clusterip_with_kube_proxy_down() -> None:
     """kube-proxy deleted 'because Cilium' without KPR: a cluster-wide outage, CRITICAL; a crash-looping
     kube-proxy (B2): the node's rules are frozen."""
     cluster, nodes = load_bundle("B1-healthy")
-    removed = _without_kube_proxy(cluster)
-    found = run_check(cilium.CHECK, removed, nodes)
+    removed = without_kube_proxy(cluster)
+    found = run_check(cilium.CHECK, removed, not_answering(nodes))
     assert [(f.subject, f.severity) for f in found] == [("Cluster", Severity.CRITICAL)]
     assert "all 7 Services" in found[0].message and "remove kube-proxy when using Cilium" in found[0].message
     assert found[0].remediation is not None
@@ -210,13 +214,13 @@ def test_cilium_kpr_both_ways() -> None:
     # KPR false, kube-proxy running: the normal non-replacement setup
     assert run_check(cilium.CHECK, _cilium(cluster, "false"), nodes) == []
     # KPR true, kube-proxy gone (DaemonSet and ConfigMap), API server set: a correct replacement
-    assert run_check(cilium.CHECK, _cilium(_without_kube_proxy(cluster), "true"), nodes) == []
+    assert run_check(cilium.CHECK, _cilium(without_kube_proxy(cluster), "true"), nodes) == []
     # KPR true next to kube-proxy: two dataplanes
     found = run_check(cilium.CHECK, _cilium(cluster, "true"), nodes)
     assert {f.subject for f in found} == {"DaemonSet kube-system/kube-proxy", "DaemonSet kube-system/kube-proxy-nftables"}
     assert all(f.severity == Severity.WARNING for f in found)
     # kube-proxy removed with KPR false: the seed's outage
-    found = run_check(cilium.CHECK, _cilium(_without_kube_proxy(cluster), "false"), nodes)
+    found = run_check(cilium.CHECK, _cilium(without_kube_proxy(cluster), "false"), not_answering(nodes))
     assert [(f.subject, f.severity) for f in found] == [("Cluster", Severity.CRITICAL)]
     # legacy strict, no API server address, ConfigMap left behind (kubeadm reinstall trap)
     no_ds = replace(cluster, daemonsets=(), pods=())

@@ -69,6 +69,32 @@ def replace_fact(node: NodeState, key: str, content: str | None) -> NodeState:
     return NodeState(name=node.name, transport=node.transport, facts=MappingProxyType(facts))
 
 
+def without_kube_proxy(cluster: ClusterState) -> ClusterState:
+    """kube-proxy's DaemonSets, ConfigMaps and pods deleted; the other kube-system pods stay (the pod list was
+    collected and shows no kube-proxy: deleted, not unknown). B1's kube-system holds only kube-proxy pods; a real
+    one also runs CoreDNS, added here (a hand-made object): without any kube-system pod the pod list would read
+    as "not collected" and kube-proxy as unknown."""
+    from dataclasses import replace
+
+    from kpdoctor.cluster.parse import parse_pod
+
+    coredns = parse_pod({"metadata": {"name": "coredns-5d78c9869d-x2x7q", "namespace": "kube-system"},
+                         "spec": {"nodeName": "edge-1"}, "status": {"phase": "Running"}})
+    return replace(cluster, daemonsets=(), logs={},
+                   pods=(*(p for p in cluster.pods if not p.name.startswith("kube-proxy")), coredns),
+                   configmaps=tuple(c for c in cluster.configmaps if not c.name.startswith("kube-proxy")))
+
+
+def not_answering(nodes: Mapping[str, NodeState]) -> dict[str, NodeState]:
+    """The nodes after kube-proxy was deleted: its rules stay frozen, nothing answers on :10256/:10249."""
+    return {name: without_kube_proxy_facts(n) for name, n in nodes.items()}
+
+
+def without_kube_proxy_facts(node: NodeState) -> NodeState:
+    return NodeState(node.name, node.transport, MappingProxyType(
+        {k: f for k, f in node.facts.items() if not k.startswith("kube-proxy/")}))
+
+
 # ------------------------------------------------------------------------------- checks
 
 
@@ -189,7 +215,8 @@ _FILES = {
 
 def collect_facts(ns: str, name: str, *, conntrack_dst: Iterable[str] = (),
                   extra: Mapping[str, str] | None = None) -> NodeState:
-    """Run the collector's commands inside `ns`; a failing command or missing file is an absent fact."""
+    """Run the collector's commands inside `ns`; a failing command is an absent fact, a missing file a fact
+    without content that says why (as the real collector records both)."""
     facts: dict[str, Fact] = {}
     for key, argv in _COMMANDS.items():
         proc = sh(argv, netns=ns, check=False)
@@ -199,6 +226,9 @@ def collect_facts(ns: str, name: str, *, conntrack_dst: Iterable[str] = (),
         proc = sh(["cat", path], netns=ns, check=False)
         if proc.returncode == 0:
             facts[key] = Fact(key, proc.stdout, source=path, exit_code=0)
+        else:  # as the collector records it: read and missing, with the reason (not "not collected")
+            facts[key] = Fact(key, None, source=path, exit_code=proc.returncode,
+                              error=proc.stderr.strip() or f"cat {path} failed")
     release = os.uname().release
     builtin = Path(f"/lib/modules/{release}/modules.builtin")
     if builtin.is_file():

@@ -82,6 +82,7 @@ def test_seed_mistake_exit_1_critical_outage(tmp_path: Path) -> None:
         doc["items"] = [i for i in doc["items"] if (i["metadata"].get("labels") or {}).get("k8s-app") != "kube-proxy"]
         path.write_text(json.dumps(doc))
     for node in ("edge-1", "edge-2"):
+        shutil.rmtree(bundle / "nodes" / node / "kube-proxy", ignore_errors=True)  # deleted: nothing answers
         status = bundle / "nodes" / node / "cilium" / "status.json"
         doc = json.loads(status.read_text())
         doc["kube-proxy-replacement"]["mode"] = "False"

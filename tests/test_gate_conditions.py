@@ -24,6 +24,7 @@ from gate_helpers import (
     set_fact,
     without_kube_proxy,
 )
+from test_check_support import not_answering
 
 from kpdoctor.cluster.model import LoadBalancerIngress, NodeAddress, ServicePort
 from kpdoctor.findings import Severity
@@ -272,6 +273,7 @@ def test_seed_mistake_kube_proxy_deleted_kpr_off_is_a_critical_cluster_wide_outa
     """kube-proxy DaemonSet deleted while Cilium's KPR is off: every Service in the cluster is down."""
     cluster, nodes = passing
     broken = edit_cilium_config(without_kube_proxy(cluster), **{"kube-proxy-replacement": "false"})
+    nodes = not_answering(nodes)  # kube-proxy deleted: nothing answers on :10256 any more (else: a host process)
     for node in NODES:
         nodes = edit_json_fact(nodes, node, STATUS,
                                lambda d: (d["kube-proxy-replacement"].__setitem__("mode", "False"), d)[1])

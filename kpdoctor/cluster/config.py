@@ -208,15 +208,22 @@ KNOWN_FIELDS = frozenset(
 )
 
 
-def config_from_dict(doc: dict[str, Any], *, source: str = "") -> KubeProxyConfig:
-    """Build from a KubeProxyConfiguration document (YAML file, ConfigMap key, or /configz body)."""
+def config_from_dict(doc: dict[str, Any], *, source: str = "", lenient: bool = False) -> KubeProxyConfig:
+    """Build from a KubeProxyConfiguration document (YAML file, ConfigMap key, or /configz body).
+
+    `lenient`: a config read from a running cluster. kube-proxy (cmd/kube-proxy/app/server.go, loadConfig) decodes
+    strictly first and, on unknown fields, falls back to a lenient v1alpha1 decoder and logs a warning, so fields
+    of older releases (e.g. `udpIdleTimeout` in EKS's 1.18-era kube-proxy-config) do not stop it: they are ignored
+    here too and named in the config's source."""
     if "kubeproxy.config.k8s.io" in doc and isinstance(doc["kubeproxy.config.k8s.io"], dict):
         doc = doc["kubeproxy.config.k8s.io"]  # /configz wraps the config in its group name
     kind = doc.get("kind")
     if kind not in (None, "KubeProxyConfiguration"):
         raise InputError(f"expected kind KubeProxyConfiguration, found {kind!r}", where=source or None)
     unknown = sorted(str(k) for k in doc if k not in KNOWN_FIELDS)
-    if unknown:
+    if unknown and lenient:
+        source = f"{source} (fields unknown to v1.36 ignored, as kube-proxy's lenient decoding does: {', '.join(unknown)})"
+    elif unknown:
         # kube-proxy decodes its config strictly and refuses to start on unknown fields; so do we,
         # rather than silently rendering the defaults for a file that is not a kube-proxy config.
         raise InputError(
@@ -271,7 +278,7 @@ def config_from_dict(doc: dict[str, Any], *, source: str = "") -> KubeProxyConfi
     )
 
 
-def parse_config_text(text: str, *, source: str) -> KubeProxyConfig:
+def parse_config_text(text: str, *, source: str, lenient: bool = False) -> KubeProxyConfig:
     """Parse YAML or JSON text; errors name the source and the YAML line."""
     from kpdoctor.safeio import load_yaml
 
@@ -280,7 +287,7 @@ def parse_config_text(text: str, *, source: str) -> KubeProxyConfig:
         return KubeProxyConfig(source=source)
     if not isinstance(doc, dict):
         raise InputError("a KubeProxyConfiguration must be a mapping", where=source)
-    return config_from_dict(doc, source=source)
+    return config_from_dict(doc, source=source, lenient=lenient)
 
 
 def load_config_file(path: str) -> KubeProxyConfig:

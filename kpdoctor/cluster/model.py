@@ -148,6 +148,8 @@ class Node:
     kernel_version: str = ""
     kube_proxy_version: str = ""
     os_image: str = ""
+    kubelet_version: str = ""
+    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     @property
     def zone(self) -> str | None:
@@ -186,6 +188,7 @@ class Container:
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     ports: tuple[ContainerPort, ...] = ()
+    env: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # literal `value`s only (no valueFrom)
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,6 +161,8 @@ def parse_node(obj: dict[str, Any]) -> Node:
         kernel_version=str(info.get("kernelVersion") or ""),
         kube_proxy_version=str(info.get("kubeProxyVersion") or ""),
         os_image=str(info.get("osImage") or ""),
+        kubelet_version=str(info.get("kubeletVersion") or ""),
+        annotations=_map((obj.get("metadata") or {}).get("annotations")),
     )
 
 
@@ -181,6 +183,8 @@ def _containers(pod_spec: dict[str, Any]) -> tuple[Container, ...]:
                 for p in c.get("ports") or ()
                 if isinstance(p, dict) and p.get("containerPort") is not None
             ),
+            env=_map({e.get("name"): e.get("value") for e in c.get("env") or ()
+                      if isinstance(e, dict) and e.get("name") and isinstance(e.get("value"), str)}),
         )
         for c in pod_spec.get("containers") or ()
     )

@@ -143,6 +143,20 @@ class ClusterState:
         return None
 
     # ---- per-node kube-proxy configuration ------------------------------------------
+    def kube_proxy_daemonset_for(self, node_name: str) -> DaemonSet | None:
+        """The kube-proxy DaemonSet whose nodeSelector matches the node; of several, the one with the most
+        specific selector (a per-pool `kube-proxy-mode: nftables` beside `kubernetes.io/os: linux`); None when
+        none matches or the most specific ones tie (node affinity is not modelled)."""
+        node = self.node_by_name.get(node_name)
+        if node is None:
+            return None
+        matching = [d for d in self.kube_proxy_daemonsets
+                    if all(node.labels.get(k) == v for k, v in d.node_selector.items())]
+        matching.sort(key=lambda d: -len(d.node_selector))
+        if not matching or (len(matching) > 1 and len(matching[1].node_selector) == len(matching[0].node_selector)):
+            return None
+        return matching[0]
+
     def proxy_config_for(self, node_name: str) -> NodeProxyConfig | None:
         """Follow pod -> owner DaemonSet -> mounted ConfigMap; else DaemonSet node selector; else the default.
 
@@ -162,13 +176,8 @@ class ClusterState:
                 return found
         node = self.node_by_name.get(node_name)
         if node is not None and self.kube_proxy_daemonsets:
-            matching = [
-                d
-                for d in self.kube_proxy_daemonsets
-                if all(node.labels.get(k) == v for k, v in d.node_selector.items())
-            ]
-            if len(matching) == 1:
-                ds = matching[0]
+            ds = self.kube_proxy_daemonset_for(node_name)
+            if ds is not None:
                 found = self._config_from_workload(
                     ds.namespace, ds.configmap_volumes, ds.containers, f"DaemonSet {ds.key}", ds, None
                 )
@@ -177,7 +186,8 @@ class ClusterState:
         cm = self.configmap(KUBE_SYSTEM, DEFAULT_KUBE_PROXY_CONFIGMAP)
         if cm is not None and DEFAULT_CONFIG_KEY in cm.data:
             cfg = parse_config_text(
-                cm.data[DEFAULT_CONFIG_KEY], source=f"ConfigMap {KUBE_SYSTEM}/{cm.name}[{DEFAULT_CONFIG_KEY}]"
+                cm.data[DEFAULT_CONFIG_KEY], source=f"ConfigMap {KUBE_SYSTEM}/{cm.name}[{DEFAULT_CONFIG_KEY}]",
+                lenient=True,
             )
             return NodeProxyConfig(cfg, f"ConfigMap {KUBE_SYSTEM}/{cm.name}[{DEFAULT_CONFIG_KEY}]", configmap=cm)
         return None
@@ -191,13 +201,18 @@ class ClusterState:
         ds: DaemonSet | None,
         pod: Pod | None,
     ) -> NodeProxyConfig | None:
-        argv: tuple[str, ...] = ()
-        for container in containers:
-            if "kube-proxy" in container.name or any("kube-proxy" in c for c in container.command):
-                argv = container.command + container.args
-                break
+        # kube-proxy's precedence (cmd/kube-proxy/app/server.go, Options.Complete): with --config the file
+        # replaces every value parsed from flags (only logging flags and --hostname-override survive), so flags
+        # such as --proxy-mode beside --config are ignored; without --config the flags are the configuration.
+        argv = kube_proxy_argv(containers)
         config_path = config_path_from_args(argv)
-        key = config_path.rsplit("/", 1)[-1] if config_path else DEFAULT_CONFIG_KEY
+        shown = " ".join(a for a in argv if a.startswith("--") and not a.startswith("--kubeconfig"))[:200]
+        if not config_path:
+            if not argv or (ds is not None and pod is None and not any(a.startswith("--") for a in argv)):
+                return None
+            origin = f"{via} command-line flags ({shown or 'none: defaults'}; no --config)"
+            return NodeProxyConfig(apply_flags(KubeProxyConfig(source=origin), argv), origin, ds, pod, None)
+        key = config_path.rsplit("/", 1)[-1]
         for cm_name in volumes:
             cm = self.configmap(namespace, cm_name)
             if cm is None:
@@ -206,9 +221,43 @@ class ClusterState:
             if chosen is None:
                 continue
             origin = f"{via} -> " + (f"DaemonSet {ds.name} -> " if ds and pod else "") + f"ConfigMap {cm.name}[{chosen}]"
-            cfg = parse_config_text(cm.data[chosen], source=f"ConfigMap {namespace}/{cm.name}[{chosen}]")
-            return NodeProxyConfig(apply_flags(cfg, argv), origin, ds, pod, cm)
-        return None
+            cfg = parse_config_text(cm.data[chosen], source=f"ConfigMap {namespace}/{cm.name}[{chosen}]", lenient=True)
+            if "lenient decoding" in cfg.source:
+                origin += cfg.source[cfg.source.index(" (fields unknown"):]
+            ignored = ignored_flags(cfg, argv)
+            if ignored:
+                origin += f" (ignored beside --config, as kube-proxy ignores them: {' '.join(ignored)})"
+            return NodeProxyConfig(cfg, origin, ds, pod, cm)
+        return None  # --config names a file that was not collected (a ConfigMap missing, or a file on the host)
+
+
+def ignored_flags(config: KubeProxyConfig, argv: tuple[str, ...]) -> list[str]:
+    """The flags that would change `config` if kube-proxy applied them (it does not, beside --config)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--") and not arg.startswith(("--config", "--hostname-override", "--v=", "--kubeconfig")):
+            name = arg.split("=", 1)[0]
+            value = arg.split("=", 1)[1] if "=" in arg else ""
+            if value and apply_flags(config, (arg,)) != config:
+                out.append(f"{name}={value}")
+    return out
+
+
+def kube_proxy_argv(containers: tuple[Container, ...]) -> tuple[str, ...]:
+    """The kube-proxy container's command line (a `sh -c "kube-proxy ..."` wrapper, as kops writes it, split)."""
+    import shlex
+
+    for container in containers:
+        if "kube-proxy" in container.name or any("kube-proxy" in c for c in container.command):
+            argv = container.command + container.args
+            for i, arg in enumerate(argv[:-1]):
+                if arg == "-c" and "kube-proxy" in argv[i + 1]:
+                    try:
+                        return tuple(shlex.split(argv[i + 1]))
+                    except ValueError:
+                        return tuple(argv[i + 1].split())
+            return argv
+    return ()
 
 
 def _is_kube_proxy_workload(name: str, labels: Mapping[str, str], containers: tuple[Container, ...]) -> bool:

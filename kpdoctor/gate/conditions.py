@@ -14,7 +14,8 @@ from kpdoctor.cilium import KPR_FAILING, KPR_LEGACY_ACCEPTED, KPR_TRUE, SUPPORTE
 from kpdoctor.cluster.state import KUBE_SYSTEM
 from kpdoctor.gate.context import GateContext
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, blocking, unknown, warning
-from kpdoctor.shellcmd import Name, command
+from kpdoctor.service_proxy import EMBEDDED
+from kpdoctor.shellcmd import Lit, Name, command
 
 CILIUM_CM = f"ConfigMap {KUBE_SYSTEM}/cilium-config"
 
@@ -213,6 +214,12 @@ def services_served_now(ctx: GateContext) -> GateCondition:
         if ctx.kube_proxy_serving(node) or (kpr_configured and ctx.proven_kpr(node)):
             cases.append(GateCase(subject))
             continue
+        outside = ctx.kube_proxy_outside_api(node)
+        if outside:  # kube-proxy without a pod (k3s, a host process): running is not proven without its facts
+            cases.append(GateCase(subject, (unknown(subject, (
+                f"cannot prove Services are served on {node}: {outside}; kube-proxy's :10256 was not seen "
+                "answering (collect the node's kube-proxy/ facts)")),)))
+            continue
         status = ctx.agent_status(node)
         definite_off = (cfg is not None and not cfg.kpr_enabled) or (
             status is not None and status.supported and status.kpr_mode == "False")
@@ -293,6 +300,12 @@ def kube_proxy_removed(ctx: GateContext) -> GateCondition:
                                                   Name(ds.name)),)))
     for pod in ctx.cluster.kube_proxy_pods:
         reasons.append(blocking(f"Pod {pod.key}", f"kube-proxy pod {pod.key} still exists on {pod.node_name}"))
+    for node in ctx.all_nodes:
+        if ctx.service_proxy(node).kind == EMBEDDED:  # k3s without --disable-kube-proxy on this node
+            reasons.append(blocking(f"Node {node}", (
+                f"{ctx.service_proxy(node).line()}: k3s still runs kube-proxy on {node}"),
+                commands=(command("echo", "disable-kube-proxy: true", Lit(">>"), "/etc/rancher/k3s/config.yaml",
+                                  on=node, note="then restart k3s"),)))
     for cm in ctx.cluster.configmaps:
         if cm.namespace == KUBE_SYSTEM and cm.name.startswith("kube-proxy"):
             reasons.append(blocking(f"ConfigMap {cm.namespace}/{cm.name}", (

@@ -26,7 +26,9 @@ from kpdoctor.cilium import (
 from kpdoctor.cluster.model import Pod
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.gate.model import Phase
+from kpdoctor.node.parsed import ParsedNode
 from kpdoctor.node.state import NodeState
+from kpdoctor.service_proxy import EMBEDDED, HOST_PROCESS, ServiceProxy, decide
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,33 @@ class GateContext:
             return self.kube_proxy_nodes
         return self.all_nodes
 
+    def service_proxy(self, node: str) -> ServiceProxy:
+        """Who implements Services on the node (the one definition, `kpdoctor.service_proxy.decide`)."""
+        cache = self._service_proxies
+        if node not in cache:
+            state = self.nodes.get(node)
+            cache[node] = decide(self.cluster, node, ParsedNode(state) if state is not None and state.reachable
+                                 else None)
+        return cache[node]
+
+    @cached_property
+    def _service_proxies(self) -> dict[str, ServiceProxy]:
+        return {}
+
     def kube_proxy_serving(self, node: str) -> bool:
-        """kube-proxy runs on the node now (Running and Ready): its rules are being kept in sync."""
+        """kube-proxy runs on the node now: its pod Running and Ready, or - without a pod (embedded in k3s, a host
+        process) - the node's kube-proxy answered on :10256 (collected `kube-proxy/healthz.json`)."""
         pod = self.cluster.kube_proxy_pod_on(node)
-        return pod is not None and pod.phase == "Running" and pod.ready
+        if pod is not None:
+            return pod.phase == "Running" and pod.ready
+        state = self.nodes.get(node)
+        answered = state is not None and state.fact("kube-proxy/healthz.json").present
+        return answered and self.service_proxy(node).kind in (EMBEDDED, HOST_PROCESS)
+
+    def kube_proxy_outside_api(self, node: str) -> str:
+        """The shape line when kube-proxy runs on the node without a pod (embedded in k3s, a host process)."""
+        sp = self.service_proxy(node)
+        return sp.line() if sp.kind in (EMBEDDED, HOST_PROCESS) else ""
 
     # ---- Cilium agents ------------------------------------------------------------------------
     @cached_property

@@ -37,6 +37,11 @@ def render_console(report: Mapping[str, Any], *, color: bool = False, width: int
              "kpdoctor/demo/README.md). Scan yours with `kpdoctor scan` (live API) or `kpdoctor scan --bundle DIR`.[/]")
     for gap in report["gaps"]:
         con.print(f"[yellow]cannot read {escape(gap['kind'])}: {escape(gap['reason'])}[/]")
+    shapes = [n["services_by"] for n in report["nodes"] if n.get("services_by")]
+    for line in shapes[:5]:  # who implements Services on each node, and from what (kpdoctor.service_proxy)
+        _say(con, 0, f"[dim]{escape(line)}[/]")
+    if len(shapes) > 5:
+        _say(con, 0, f"[dim]... and {len(shapes) - 5} more nodes (JSON report: nodes[].services_by)[/]")
     counts = ", ".join(f"[{_STYLE[k]}]{v} {k}[/]" for k, v in s["findings"].items() if v) or "[green]no findings[/]"
     extra = []
     if s["silenced"]:
@@ -67,7 +72,9 @@ def render_console(report: Mapping[str, Any], *, color: bool = False, width: int
                else "no reachable node")
         _say(con, 0, f"[yellow]not evaluated[/] ({why}): {escape(', '.join(skipped))}")
     fail_on = report["fail_on"]
-    verdict = {0: "ok", 1: f"findings at or above {fail_on}", 3: "cluster or nodes unreachable"}.get(
+    unseen = [c["id"] for c in report["checks"] if c["status"] == "not_evaluated"]
+    ok = f"nothing found in what was seen; not evaluated: {', '.join(unseen)}" if unseen else "ok"
+    verdict = {0: ok, 1: f"findings at or above {fail_on}", 3: "cluster or nodes unreachable"}.get(
         report["exit_code"], "error")
     con.print(f"exit {report['exit_code']}: {verdict}" + ("" if fail_on else " (--fail-on not set: never fails)"))
     return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"

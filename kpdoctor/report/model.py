@@ -181,7 +181,8 @@ def build_report(
         "options": {k: v for k, v in sorted(result.options.items()) if isinstance(v, str | int | float | bool)},
         "nodes": [
             {"name": n.name, "transport": n.transport, "address": n.address, "reachable": n.reachable,
-             "error": n.error}
+             "error": n.error, **({"services_by": result.service_proxies[n.name]}
+                                  if n.name in result.service_proxies else {})}
             for n in result.nodes
         ],
         "gaps": [{"kind": g.kind, "reason": g.reason} for g in result.cluster.gaps],
