@@ -1081,18 +1081,18 @@ def actual_view(
             return ipt_view(dump, address_kinds=kinds, memo=jump_memo)
         if mode == "nftables":
             from kpdoctor.dataplane.iptables_semantic import address_kinds_of
-            from kpdoctor.dataplane.nft import parse_nft_json
+            from kpdoctor.dataplane.nft import parse_nft
             from kpdoctor.dataplane.nft_semantic import semantic_view as nft_view
 
             text = node.text("nft-ruleset.json")
             if text is None:
                 return None
             kinds = address_kinds_of(expected) if expected is not None else None
-            ruleset = parse_nft_json(text, source=f"{node.name}/nft-ruleset.json")
+            ruleset = parse_nft(text, source=f"{node.name}/nft-ruleset.json")  # JSON or text: by content
             return nft_view(ruleset, family, address_kinds=kinds)
         if mode == "ipvs":
             from kpdoctor.dataplane.ipvs import read_node_ipvs
-            from kpdoctor.dataplane.ipvs_semantic import ipvs_semantic_view, label_services
+            from kpdoctor.dataplane.ipvs_semantic import api_frontends, ipvs_semantic_view, label_services
 
             if node.text("ipvsadm-save.txt") is None:
                 return None
@@ -1100,9 +1100,10 @@ def actual_view(
             if not table.available:
                 raise ViewUnavailable(table.reason)
             p = parsed_node
+            node_ports, service_ips = api_frontends(expected)
             view = ipvs_semantic_view(
                 table.virtual_servers, ipsets, node.text(iptables_rules_key(p) or "iptables-save.txt"),
-                node_ips=p.addresses(6 if family == "IPv6" else 4),
+                node_ips=p.addresses(6 if family == "IPv6" else 4), node_ports=node_ports, service_ips=service_ips,
             )
             return label_services(view, expected) if expected is not None else view
     except InputError as exc:
