@@ -800,6 +800,11 @@ def parse_ipvsadm_lenient(text: str, source: str = "<paste>") -> tuple[IPVSTable
     notes: `#` comment lines of a save file go, and a list whose title lines were not copied gets them back."""
     notes: list[str] = []
     lines = [line for line in text.split("\n") if not line.lstrip().startswith("#")]
+    title = next((i for i, line in enumerate(lines)
+                  if line.startswith(("IP Virtual Server version", "Prot LocalAddress:Port"))), None)
+    if title:  # prose the author wrote above the output ("IPVS output on node-1")
+        notes.append(f"ignored {title} line(s) before the ipvsadm output")
+        lines = lines[title:]
     if len(lines) != len(text.split("\n")):
         notes.append("ignored comment lines")
     body = "\n".join(lines)
