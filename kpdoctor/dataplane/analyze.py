@@ -30,7 +30,7 @@ _NFT_TEXT = re.compile(r"^\s*table (?:ip|ip6|inet|arp|bridge|netdev) \S+ \{", re
 _IPVS = re.compile(r"^(?:IP Virtual Server version|Prot LocalAddress:Port|-A -[tuf] \S+|(?:TCP|UDP|SCTP)\s+\S+:\d+\s+\w+)",
                    re.MULTILINE)
 _IPSET = re.compile(r"^(?:Name: \S+\s*$|create \S+ (?:hash|bitmap|list):)", re.MULTILINE)
-_IPTABLES = re.compile(r"^(?:\[\d+:\d+\] )?(?:-A|-N|-P) \S+|^\*(?:nat|filter|mangle|raw)\s*$|^:\S+ \S+ \[\d+:\d+\]"
+_IPTABLES = re.compile(r"^(?:\[\d+:\d+\] )?(?:-A|-N|-P) (?!-[tuf] )\S+|^\*(?:nat|filter|mangle|raw)\s*$|^:\S+ \S+ \[\d+:\d+\]"
                        r"|Restoring iptables", re.MULTILINE)
 
 
