@@ -1426,6 +1426,34 @@ def _compare_iptables(ctx: CheckContext, key: str, memo: Any) -> Comparison | No
     return Comparison("iptables", key, detail.view, actual, diffs)
 
 
+def dump_reliability(ctx: CheckContext, mode: str, rules_key: str) -> Any:
+    """`kpdoctor.dataplane.reliability.Reliability` of the node's `mode` dump (None for IPVS, which has no
+    chains to be missing, or when the dump is absent or unreadable). Worth its cost only when the comparison
+    found differences: a dump that cannot be what the kernel holds must not be read as stale endpoints."""
+    node = ctx.node
+    if node is None:
+        raise ValueError("dump_reliability() needs a node-scope context")
+
+    def build() -> Any:
+        from kpdoctor.dataplane.reliability import iptables_reliability, nft_reliability
+        from kpdoctor.errors import InputError
+
+        try:
+            if mode == "iptables":
+                dump = node_dumps(ctx).full(rules_key)
+                return None if dump is None else iptables_reliability(dump)
+            if mode == "nftables":
+                from kpdoctor.dataplane.nft import parse_nft
+
+                text = node.text(rules_key)
+                return None if text is None else nft_reliability(parse_nft(text, source=f"{node.name}/{rules_key}"))
+        except InputError:
+            return None
+        return None
+
+    return ctx.derived(f"dump-reliability:{mode}:{rules_key}", build)
+
+
 def fact_contains(p: ParsedNode, key: str, token: str) -> bool:
     """`token in p.state.text(key)`, answered from the scan's reference dump when `key` is a delta of one.
 
