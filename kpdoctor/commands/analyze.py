@@ -66,6 +66,7 @@ def _text(analysis: Any, diffs: list[Any] | None, withheld: str | None) -> str:
             out.append(line)
     judgments = a.judgments()
     out += [f"  ! {safe_text(j)}" for j in judgments]
+    out += [f"  i {safe_text(j)}" for j in a.observations()]
     if diffs is not None:
         if withheld:
             out.append(f"  comparison withheld: {safe_text(withheld)}")
@@ -89,7 +90,7 @@ def _json(analysis: Any, diffs: list[Any] | None, withheld: str | None) -> dict[
         "version_notes": a.version_notes, "reliable": a.reliability.reliable,
         "unreliable_because": list(a.reliability.problems),
         "userspace_too_old": list(a.reliability.userspace_too_old), "ipsets": list(a.ipset_names),
-        "frontends": summary_rows(a), "judgments": a.judgments(),
+        "frontends": summary_rows(a), "judgments": a.judgments(), "observations": a.observations(),
         "comparison": None if diffs is None else {
             "withheld": withheld,
             "diffs": [{"frontend": str(d.frontend), "service": d.service, "kind": d.kind,
@@ -129,7 +130,7 @@ def register(app: typer.Typer) -> None:
         judged = False
         for path, text in texts:
             a = analyze_text(text, "<stdin>" if path == "-" else path,
-                             ipsets_text="\n".join(ipsets) if ipsets else None, node_ips=node_ip)
+                             ipsets_text="\n".join(ipsets) if ipsets else None, node_ips=node_ip, expected=expected)
             diffs = withheld = None
             if expected is not None and a.format != IPSET:
                 diffs, withheld = compare_to(a, expected)

@@ -56,7 +56,16 @@ class Analysis:
         return {e: 1 / len(endpoints) for e in endpoints} if endpoints else {}
 
     def judgments(self) -> list[str]:
-        """What the rules alone say is wrong or worth knowing (no cluster objects needed)."""
+        """What the rules alone say is wrong (no cluster objects needed): an unreliable dump, or frontends
+        whose connections are refused because the Service has no endpoints."""
+        return [j for j in self._read() if not j.startswith("note: ")]
+
+    def observations(self) -> list[str]:
+        """What the rules alone show that is not a fault by itself (Local policy dropping where no endpoint
+        runs - what the kernel does by design)."""
+        return [j[len("note: "):] for j in self._read() if j.startswith("note: ")]
+
+    def _read(self) -> list[str]:
         out: list[str] = []
         if not self.reliability.reliable:
             out.append(self.reliability.summary())
@@ -70,7 +79,7 @@ class Analysis:
             if v.verdict == REJECT:
                 out.append(f"{v.service or '?'} {fe}: no endpoints - new connections are refused")
             elif v.verdict == DROP and not v.source_ranges:
-                out.append(f"{v.service or '?'} {fe}: no endpoint on this node (traffic policy Local) - "
+                out.append(f"note: {v.service or '?'} {fe}: no endpoint on this node (traffic policy Local) - "
                            "new connections are dropped here" + (", pods/node still reach "
                                                                  f"{len(v.internal_targets)} endpoint(s)"
                                                                  if v.internal_targets else ""))
@@ -134,7 +143,7 @@ def iptables_shares(dump: IptablesDump) -> dict[frozenset[str], dict[str, float]
 
 
 def analyze_text(text: str, source: str, *, ipsets_text: str | None = None,
-                 node_ips: Iterable[str] = ()) -> Analysis:
+                 node_ips: Iterable[str] = (), expected: SemanticView | None = None) -> Analysis:
     """One pasted file -> Analysis (see the module docstring). Raises InputError naming `source`."""
     if len(text) > MAX_PASTE_BYTES:
         raise InputError(f"larger than {MAX_PASTE_BYTES >> 20} MiB", where=source)
@@ -144,11 +153,11 @@ def analyze_text(text: str, source: str, *, ipsets_text: str | None = None,
     except InputError as exc:
         raise InputError(str(exc), where=source) from None
     if fmt == IPTABLES:
-        return _iptables(paste, source)
+        return _iptables(paste, source, expected)
     if fmt == NFT:
-        return _nft(paste, source)
+        return _nft(paste, source, expected)
     if fmt == IPVS:
-        return _ipvs(paste, source, ipsets_text, node_ips)
+        return _ipvs(paste, source, ipsets_text, node_ips, expected)
     from kpdoctor.dataplane.ipvs import parse_ipset
 
     lines = paste.lines
@@ -159,18 +168,25 @@ def analyze_text(text: str, source: str, *, ipsets_text: str | None = None,
                     ipset_names=tuple(sorted(sets.sets)))
 
 
-def _iptables(paste: Paste, source: str) -> Analysis:
+def _kinds(expected: SemanticView | None) -> dict[str, str] | None:
+    """address -> frontend kind from the expected view (tells load balancers from external IPs)."""
+    from kpdoctor.dataplane.iptables_semantic import address_kinds_of
+
+    return address_kinds_of(expected) if expected is not None else None
+
+
+def _iptables(paste: Paste, source: str, expected: SemanticView | None) -> Analysis:
     from kpdoctor.dataplane.iptables_semantic import semantic_view
 
     lenient = parse_iptables_lenient(paste.text, source, table_hint=paste.table_hint(), elided=paste.elided,
                                      filtered=paste.filtered)
     reliability = iptables_reliability(lenient.dump, lenient.partial)
-    view = semantic_view(lenient.dump)
+    view = semantic_view(lenient.dump, address_kinds=_kinds(expected))
     return Analysis(source, IPTABLES, lenient.layout, view, reliability, paste.notes + lenient.notes,
                     layout_notes(lenient.dump), iptables_shares(lenient.dump))
 
 
-def _nft(paste: Paste, source: str) -> Analysis:
+def _nft(paste: Paste, source: str, expected: SemanticView | None) -> Analysis:
     from kpdoctor.dataplane.nft import parse_nft_lenient
     from kpdoctor.dataplane.nft_semantic import semantic_view
 
@@ -183,14 +199,20 @@ def _nft(paste: Paste, source: str) -> Analysis:
     reliability = nft_reliability(ruleset, partial)
     family = "IPv6" if any(t.family == "ip6" for t in ruleset.tables.values()) and not any(
         t.family == "ip" for t in ruleset.tables.values()) else "IPv4"
-    view = semantic_view(ruleset, family)
+    view = semantic_view(ruleset, family, address_kinds=_kinds(expected))
     layout = "nft -j" if paste.text.lstrip().startswith(("{", "[")) else "nft list"
     return Analysis(source, NFT, layout, view, reliability, paste.notes + notes)
 
 
-def _ipvs(paste: Paste, source: str, ipsets_text: str | None, node_ips: Iterable[str]) -> Analysis:
+def _ipvs(paste: Paste, source: str, ipsets_text: str | None, node_ips: Iterable[str],
+          expected: SemanticView | None) -> Analysis:
     from kpdoctor.dataplane.ipvs import parse_ipset, parse_ipvsadm_lenient
-    from kpdoctor.dataplane.ipvs_semantic import guess_node_addresses, ipvs_semantic_view
+    from kpdoctor.dataplane.ipvs_semantic import (
+        api_frontends,
+        guess_node_addresses,
+        ipvs_semantic_view,
+        label_services,
+    )
 
     table, notes = parse_ipvsadm_lenient(paste.text, source)
     ipsets = parse_ipset(ipsets_text, "ipset") if ipsets_text else None
@@ -200,7 +222,11 @@ def _ipvs(paste: Paste, source: str, ipsets_text: str | None, node_ips: Iterable
         if addresses:
             notes.append("no ipset data: node addresses inferred from NodePort-range ports served on several "
                          f"addresses ({', '.join(sorted(addresses)[:4])}{', ...' if len(addresses) > 4 else ''})")
-    view = ipvs_semantic_view(table.virtual_servers, ipsets, node_ips=addresses)
+    node_ports, service_ips = api_frontends(expected)
+    view = ipvs_semantic_view(table.virtual_servers, ipsets, node_ips=addresses, node_ports=node_ports,
+                              service_ips=service_ips)
+    if expected is not None:
+        view = label_services(view, expected)
     shares: dict[frozenset[str], dict[str, float]] = {}
     for vs in table.virtual_servers:
         total = sum(rs.weight for rs in vs.real_servers)

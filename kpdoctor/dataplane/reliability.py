@@ -120,15 +120,16 @@ def nft_reliability(ruleset: NftRuleset, partial: Iterable[str] = ()) -> Reliabi
         for chain in table.chains.values():
             for rule in chain.rules:
                 for m in re.finditer(r"\b(?:jump|goto)\s+(\S+)", rule.text):
-                    name = m.group(1).strip('"')
+                    name = m.group(1).rstrip(",;}").strip('"')  # `vmap { 0 : goto a, 1 : goto b }`
                     if not name.startswith("@") and name not in table.chains:
                         missing.setdefault(name, f"chain {chain.name}")
         for s in table.sets.values():
             for el in s.elements:
                 if el.value:
                     vm = re.match(r"(?:jump|goto)\s+(\S+)", el.value)
-                    if vm and vm.group(1).strip('"') not in table.chains:
-                        missing.setdefault(vm.group(1).strip('"'), f"map {s.name}")
+                    target = vm.group(1).rstrip(",;}").strip('"') if vm else ""
+                    if target and target not in table.chains:
+                        missing.setdefault(target, f"map {s.name}")
     if missing:
         first = sorted(missing)[:3]
         problems.append(f"{len(missing)} chain(s) that rules or verdict maps send packets to are missing from "
