@@ -27,6 +27,7 @@ IPSET = "ipset"
 
 _LIST_FORM = re.compile(r"^Chain \S+ \((?:policy \w+|\d+ references)", re.MULTILINE)
 _NFT_TEXT = re.compile(r"^\s*table (?:ip|ip6|inet|arp|bridge|netdev) \S+ \{", re.MULTILINE)
+_NFT_CHAIN = re.compile(r"^\s*chain \S+ \{", re.MULTILINE)
 _IPVS = re.compile(r"^(?:IP Virtual Server version|Prot LocalAddress:Port|-A -[tuf] \S+|(?:TCP|UDP|SCTP)\s+\S+:\d+\s+\w+)",
                    re.MULTILINE)
 _IPSET = re.compile(r"^(?:Name: \S+\s*$|create \S+ (?:hash|bitmap|list):)", re.MULTILINE)
@@ -89,7 +90,7 @@ class Analysis:
 def detect_format(text: str) -> str:
     """iptables | nftables | ipvs | ipset, by content; InputError (one line) for anything else."""
     body = text.lstrip()
-    if body.startswith(("{", "[")):
+    if body.startswith("{") or re.match(r"\[\s*[{\"\]]", body):  # not `[0:0] -A ...` (iptables-save -c)
         if '"nftables"' in body[:4096]:
             return NFT
         raise InputError("JSON that is not `nft -j list ruleset` output")
@@ -98,6 +99,11 @@ def detect_format(text: str) -> str:
                          "paste `iptables-save` (or `iptables-save -t nat` and `iptables-save -t filter`) instead")
     if _NFT_TEXT.search(text):
         return NFT
+    if _NFT_CHAIN.search(text) and not _IPTABLES.search(text):
+        hint = (" - these KUBE-* chains are iptables-mode rules that nft shows through iptables-nft: paste "
+                "`iptables-save` instead" if "KUBE-SVC-" in text or "KUBE-SEP-" in text else "")
+        raise InputError("nft chains without their `table <family> <name> {` line: paste the whole "
+                         "`nft list ruleset` (or `nft list table ip kube-proxy`)" + hint)
     if _IPSET.search(text) and not _IPTABLES.search(text):
         return IPSET
     if _IPVS.search(text) and not _IPTABLES.search(text):
@@ -200,7 +206,7 @@ def _nft(paste: Paste, source: str, expected: SemanticView | None) -> Analysis:
     family = "IPv6" if any(t.family == "ip6" for t in ruleset.tables.values()) and not any(
         t.family == "ip" for t in ruleset.tables.values()) else "IPv4"
     view = semantic_view(ruleset, family, address_kinds=_kinds(expected))
-    layout = "nft -j" if paste.text.lstrip().startswith(("{", "[")) else "nft list"
+    layout = "nft -j" if paste.text.lstrip().startswith(("{", "[")) else "nft list"  # only nft gets here
     return Analysis(source, NFT, layout, view, reliability, paste.notes + notes)
 
 

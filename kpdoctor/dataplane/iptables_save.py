@@ -595,8 +595,10 @@ def parse_iptables_lenient(text: str, source: str = "<paste>", *, table_hint: st
                          "(`iptables-save` prints it)")
     for key, n in sorted(dropped.items()):
         notes.append(f"dropped {n} restore-only `{key}` line(s)")
-    if not opened:
+    if not opened and not minus_s:
         partial.append("no `*table` line: a filtered excerpt (e.g. `iptables-save | grep`), tables inferred")
+    elif not opened and filtered:
+        partial.append("the command was piped through grep: only matching lines are shown")
     elif opened > committed:
         partial.append("the last table has no COMMIT: the paste is cut short")
     if truncated_quote:
