@@ -49,6 +49,8 @@ def test_real_dump(name: str) -> None:
         assert len(judgments) == 1 and judgments[0].startswith("unreliable dump:")
     for part in expect.get("judgments_contain", ()):
         assert any(part in j for j in judgments), (part, judgments)
+    if "judgments_count" in expect:
+        assert len(judgments) == expect["judgments_count"], judgments
     if expect.get("no_judgments"):
         assert judgments == []
     for part in expect.get("version_contain", ()):
@@ -92,3 +94,21 @@ def test_cli_reads_stdin_and_refuses_list_form() -> None:
     out = subprocess.run([sys.executable, "-m", "kpdoctor", "analyze", str(unreliable)], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 1 and "iptables userspace too old" in out.stdout
+
+
+def test_ipvs_without_ipsets_uses_the_apis_node_ports() -> None:
+    """IPVS without ipset data or interface addresses: a NodePort number the API knows, on an address that is
+    no Service IP, is a NodePort (kubeadm#2205's real table, its NodePort 30449 given as the API would)."""
+    from kpdoctor.dataplane.ipvs import parse_ipvsadm_lenient
+    from kpdoctor.dataplane.ipvs_semantic import ipvs_semantic_view
+    from kpdoctor.dataplane.paste import clean_paste
+
+    paste = clean_paste((ROOT / "kubeadm-2205-ipvs-nodeport" / "dump.txt").read_text())
+    table, _ = parse_ipvsadm_lenient(paste.text)
+    view = ipvs_semantic_view(table.virtual_servers, None, node_ports={(30449, "TCP")},
+                              service_ips={"10.96.0.1", "10.96.0.10", "10.103.89.136"})
+    kinds = sorted((fe.kind, fe.port) for fe in view.frontends)
+    assert kinds == [("cluster-ip", 53), ("cluster-ip", 443), ("cluster-ip", 18080), ("node-port", 30449)]
+    # without that knowledge the same addresses would be four ClusterIPs on port 30449 (the old reading)
+    blind = ipvs_semantic_view(table.virtual_servers, None)
+    assert sum(1 for fe in blind.frontends if fe.port == 30449 and fe.kind == "cluster-ip") == 3
