@@ -172,6 +172,7 @@ class StaleEndpoints(Check):
             if unreliable is not None:
                 yield unreliable
                 return
+            yield from self._layout_note(ctx, mode, cmp.rules_key)
         if cause.startswith(" kube-proxy is not running"):
             cause = cause[:-1] + ": the rules are frozen at its last sync."
         grouped: dict[tuple[str, str, str], list[FrontendDiff]] = defaultdict(list)
@@ -214,6 +215,30 @@ class StaleEndpoints(Check):
             "unreliable, so no stale-endpoint verdict is drawn from it; collect it again.",
             severity=Severity.INFO, evidence=evidence, not_evaluated=True,
         )
+
+    def _layout_note(self, ctx: CheckContext, mode: str, rules_key: str) -> Iterable[Finding]:
+        """Rules in a layout older than the v1.36 reference (KUBE-XLB, KUBE-MARK-DROP): read by meaning, but
+        the differences below may be version skew - said, not silent."""
+        if mode != "iptables":
+            return
+        from kpdoctor.analysis import node_dumps
+        from kpdoctor.dataplane.reliability import layout_notes
+        from kpdoctor.errors import InputError
+
+        node = ctx.node
+        assert node is not None
+        try:
+            dump = node_dumps(ctx).full(rules_key)
+        except InputError:
+            return
+        notes = layout_notes(dump) if dump is not None else []
+        if notes:
+            yield self.finding(
+                ctx, f"Node {node.name}",
+                f"the rules on node {node.name} were written by a kube-proxy older than the v1.36 reference; they "
+                "are compared by meaning, and a difference below may be version skew.",
+                severity=Severity.INFO, evidence=[f"{rules_key}: {n}" for n in notes],
+            )
 
     def _no_rules(self, ctx: CheckContext, mode: str, origin: str, pod: object, cause: str,
                   cause_cmds: list[str], rules_key: str = "") -> Iterable[Finding]:

@@ -47,3 +47,19 @@ def test_dump_cut_before_a_chain_is_not_evaluated() -> None:
 def test_healthy_dump_is_untouched() -> None:
     cluster, nodes, _ = _edge1()
     assert run_check(stale.CHECK, cluster, nodes, node="edge-1") == []  # type: ignore[arg-type]
+
+
+def test_older_layout_is_noted_beside_the_differences() -> None:
+    """B1's real edge-1 dump with one eTP=Local chain renamed the way kube-proxy before v1.24 named it
+    (KUBE-EXT-* -> KUBE-XLB-*) and a stale endpoint planted: the stale endpoint is still found, and the
+    version skew is said once at info level."""
+    cluster, nodes, text = _edge1()
+    ext = sorted(set(re.findall(r"KUBE-EXT-[A-Z0-9]{16}", text)))
+    assert ext
+    older = text.replace(ext[0], "KUBE-XLB-" + ext[0][len("KUBE-EXT-"):])
+    older = older.replace("--to-destination 10.244.50.41:53", "--to-destination 10.244.50.99:53")
+    nodes["edge-1"] = with_facts(nodes["edge-1"], **{"iptables-save.txt": older})  # type: ignore[arg-type]
+    found = run_check(stale.CHECK, cluster, nodes, node="edge-1")  # type: ignore[arg-type]
+    notes = [f for f in found if f.subject == "Node edge-1"]
+    assert [(f.severity, "KUBE-XLB" in " ".join(f.evidence)) for f in notes] == [(Severity.INFO, True)], describe(found)
+    assert any(f.severity == Severity.ERROR and "10.244.50.99:53" in f.message for f in found), describe(found)
