@@ -175,3 +175,15 @@ def test_analyze_with_snapshot_finds_b2_stale_endpoint_and_nothing_on_edge2() ->
     cmp = doc[0]["comparison"]
     assert code == 0 and isinstance(cmp, dict) and cmp == {"withheld": None, "diffs": []}
     assert doc[0]["layout"] == "nft -j" and doc[0]["reliable"] is True
+
+
+def test_hostile_names_are_escaped_in_the_text_output() -> None:
+    import subprocess
+    import sys
+
+    dump = ('*filter\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -d 10.0.0.1/32 -p tcp -m comment --comment '
+            '"x\x1b]0;evil\x07/y:z has no endpoints" -m tcp --dport 80 -j REJECT\nCOMMIT\n')
+    out = subprocess.run([sys.executable, "-m", "kpdoctor", "analyze", "-"], input=dump, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1 and "\x1b" not in out.stdout and "\x07" not in out.stdout
+    assert "x\\x1b]0;evil\\x07/y:z" in out.stdout
