@@ -205,6 +205,12 @@ class StaleEndpoints(Check):
         if not cmp.actual.frontends and cmp.expected.frontends:
             yield from self._no_rules(ctx, mode, found[2].origin, pod, cause, cause_cmds, rules_key=cmp.rules_key)
             return
+        if cmp.diffs:
+            unreliable = self._unreliable(ctx, mode, cmp.rules_key)
+            if unreliable is not None:
+                yield unreliable
+                return
+            yield from self._layout_note(ctx, mode, cmp.rules_key)
         if cause.startswith(" kube-proxy is not running"):
             cause = cause[:-1] + ": the rules are frozen at its last sync."
         grouped: dict[tuple[str, str, str], list[FrontendDiff]] = defaultdict(list)
@@ -226,6 +232,64 @@ class StaleEndpoints(Check):
             severity=Severity.INFO, evidence=[node.fact(key).evidence()], not_evaluated=True,
             fix=f"Collect {key} from the node (`kpdoctor collect`, or `{COLLECT_HINT.get(mode, key)}` as root).",
         )
+
+    def _unreliable(self, ctx: CheckContext, mode: str, rules_key: str) -> Finding | None:
+        """One finding instead of stale/missing-endpoint verdicts when the dump cannot be what the kernel
+        holds (chains it jumps to are missing: truncated; DNAT without an address: the userspace iptables
+        that printed it is older than the kernel's DNAT revision)."""
+        from kpdoctor.analysis import dump_reliability
+        from kpdoctor.dataplane.reliability import TOO_OLD
+
+        node = ctx.node
+        assert node is not None
+        rel = dump_reliability(ctx, mode, rules_key)
+        if rel is None or rel.reliable:
+            return None
+        evidence = [f"{rules_key}: {p}" for p in rel.problems] + [f"{rules_key}: {r[:200]}" for r in
+                                                                   rel.userspace_too_old[:3]]
+        if rel.userspace_too_old:
+            save = "iptables-legacy-save" if "legacy" in rules_key else "iptables-save"
+            return self.finding(
+                ctx, f"Node {node.name}",
+                f"{TOO_OLD} on node {node.name}: {len(rel.userspace_too_old)} DNAT rule(s) in {rules_key} print no "
+                "address, so the dump is unreliable and no stale-endpoint verdict is drawn from it.",
+                severity=Severity.WARNING, evidence=evidence,
+                fix="Collect the rules with the iptables inside kube-proxy's image (same version that wrote them), "
+                    "or upgrade the node's iptables package.",
+                commands=[command(save, "--version", on=node.name)]
+                + ([command("kubectl", "-n", Name(pod.namespace), "exec", Name(pod.name), "--", save, "--version")]
+                   if (pod := kube_proxy_pod(ctx)) is not None else []),
+            )
+        return self.finding(
+            ctx, f"Node {node.name}",
+            f"the {mode} dump {rules_key} of node {node.name} cannot be what the kernel holds ({rel.problems[0]}): "
+            "unreliable, so no stale-endpoint verdict is drawn from it; collect it again.",
+            severity=Severity.INFO, evidence=evidence, not_evaluated=True,
+        )
+
+    def _layout_note(self, ctx: CheckContext, mode: str, rules_key: str) -> Iterable[Finding]:
+        """Rules in a layout older than the v1.36 reference (KUBE-XLB, KUBE-MARK-DROP): read by meaning, but
+        the differences below may be version skew - said, not silent."""
+        if mode != "iptables":
+            return
+        from kpdoctor.analysis import node_dumps
+        from kpdoctor.dataplane.reliability import layout_notes
+        from kpdoctor.errors import InputError
+
+        node = ctx.node
+        assert node is not None
+        try:
+            dump = node_dumps(ctx).full(rules_key)
+        except InputError:
+            return
+        notes = layout_notes(dump) if dump is not None else []
+        if notes:
+            yield self.finding(
+                ctx, f"Node {node.name}",
+                f"the rules on node {node.name} were written by a kube-proxy older than the v1.36 reference; they "
+                "are compared by meaning, and a difference below may be version skew.",
+                severity=Severity.INFO, evidence=[f"{rules_key}: {n}" for n in notes],
+            )
 
     def _no_rules(self, ctx: CheckContext, mode: str, origin: str, pod: object, cause: str,
                   cause_cmds: list[str], rules_key: str = "", shown: str = "") -> Iterable[Finding]:

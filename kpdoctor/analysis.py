@@ -1012,18 +1012,18 @@ def actual_view(
             return ipt_view(dump, address_kinds=kinds, memo=jump_memo)
         if mode == "nftables":
             from kpdoctor.dataplane.iptables_semantic import address_kinds_of
-            from kpdoctor.dataplane.nft import parse_nft_json
+            from kpdoctor.dataplane.nft import parse_nft
             from kpdoctor.dataplane.nft_semantic import semantic_view as nft_view
 
             text = node.text("nft-ruleset.json")
             if text is None:
                 return None
             kinds = address_kinds_of(expected) if expected is not None else None
-            ruleset = parse_nft_json(text, source=f"{node.name}/nft-ruleset.json")
+            ruleset = parse_nft(text, source=f"{node.name}/nft-ruleset.json")  # JSON or text: by content
             return nft_view(ruleset, family, address_kinds=kinds)
         if mode == "ipvs":
             from kpdoctor.dataplane.ipvs import read_node_ipvs
-            from kpdoctor.dataplane.ipvs_semantic import ipvs_semantic_view, label_services
+            from kpdoctor.dataplane.ipvs_semantic import api_frontends, ipvs_semantic_view, label_services
 
             if node.text("ipvsadm-save.txt") is None:
                 return None
@@ -1031,9 +1031,10 @@ def actual_view(
             if not table.available:
                 raise ViewUnavailable(table.reason)
             p = parsed_node
+            node_ports, service_ips = api_frontends(expected)
             view = ipvs_semantic_view(
                 table.virtual_servers, ipsets, node.text(iptables_rules_key(p) or "iptables-save.txt"),
-                node_ips=p.addresses(6 if family == "IPv6" else 4),
+                node_ips=p.addresses(6 if family == "IPv6" else 4), node_ports=node_ports, service_ips=service_ips,
             )
             return label_services(view, expected) if expected is not None else view
     except InputError as exc:
@@ -1354,6 +1355,34 @@ def _compare_iptables(ctx: CheckContext, key: str, memo: Any) -> Comparison | No
     if ref is not None and trace is not None and trace.complete:
         ref.recorded.append(RecordedComparison(detail, trace, diffs))
     return Comparison("iptables", key, detail.view, actual, diffs)
+
+
+def dump_reliability(ctx: CheckContext, mode: str, rules_key: str) -> Any:
+    """`kpdoctor.dataplane.reliability.Reliability` of the node's `mode` dump (None for IPVS, which has no
+    chains to be missing, or when the dump is absent or unreadable). Worth its cost only when the comparison
+    found differences: a dump that cannot be what the kernel holds must not be read as stale endpoints."""
+    node = ctx.node
+    if node is None:
+        raise ValueError("dump_reliability() needs a node-scope context")
+
+    def build() -> Any:
+        from kpdoctor.dataplane.reliability import iptables_reliability, nft_reliability
+        from kpdoctor.errors import InputError
+
+        try:
+            if mode == "iptables":
+                dump = node_dumps(ctx).full(rules_key)
+                return None if dump is None else iptables_reliability(dump)
+            if mode == "nftables":
+                from kpdoctor.dataplane.nft import parse_nft
+
+                text = node.text(rules_key)
+                return None if text is None else nft_reliability(parse_nft(text, source=f"{node.name}/{rules_key}"))
+        except InputError:
+            return None
+        return None
+
+    return ctx.derived(f"dump-reliability:{mode}:{rules_key}", build)
 
 
 def fact_contains(p: ParsedNode, key: str, token: str) -> bool:

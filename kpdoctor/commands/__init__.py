@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "gate",
     "lab",
     "why",
+    "analyze",
 )
 
 

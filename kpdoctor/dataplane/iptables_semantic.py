@@ -189,6 +189,9 @@ class _Path:
     internal: set[str] | None = None
     local_source: set[str] | None = None
     local_affinity: int = 0
+    # an unconditional jump to KUBE-MARK-DROP (kube-proxy before v1.25: "has no local endpoints"), which the
+    # filter table's KUBE-FIREWALL drops: the verdict when no endpoint is reached
+    drop_mark: bool = False
 
 
 class JumpMemo(dict[tuple[str, ...], list[tuple[str | None, str | None, int | None]]]):
@@ -275,18 +278,31 @@ class _Resolver:
                 sub, complete = self._follow(chain, follow)
                 path.endpoints, path.affinity = sub.endpoints, sub.affinity
                 path.internal, path.local_source = sub.internal, sub.local_source
-                path.local_affinity = sub.local_affinity
-        elif chain.startswith("KUBE-EXT-"):
+                path.local_affinity, path.drop_mark = sub.local_affinity, sub.drop_mark
+        elif chain.startswith(("KUBE-EXT-", "KUBE-XLB-")):
+            # KUBE-XLB is KUBE-EXT's name before v1.24: the same short-circuit jumps, but the local endpoints
+            # are balanced in the chain itself (one statistic jump per KUBE-SEP), or KUBE-MARK-DROP without any
             rules = self.rules(chain)
             jumps = [r for r in rules if r.target and r.target not in _NOT_A_PATH and r.target != "DNAT"]
-            default = next(
-                (r.target for r in jumps
-                 if not r.source and not r.src_type_local and not r.in_iface and not r.negated),
-                None,
-            )
-            if default:
-                sub, complete = self._follow(chain, default)
-                path.endpoints, path.affinity = sub.endpoints, sub.affinity
+            plain = [r for r in jumps if not r.source and not r.src_type_local and not r.in_iface and not r.negated]
+            path.drop_mark = any(r.target == "KUBE-MARK-DROP" and not r.source and not r.src_type_local
+                                 and not r.in_iface and not r.negated for r in rules)
+            defaults = [r.target for r in plain if r.rcheck_seconds is None]
+            if not chain.startswith("KUBE-XLB-"):
+                defaults = defaults[:1]
+            for r in plain:
+                if r.rcheck_seconds is not None and chain.startswith("KUBE-XLB-"):
+                    path.affinity = max(path.affinity, r.rcheck_seconds)
+            for target in defaults:
+                assert target is not None
+                sub, ok = self._follow(chain, target)
+                complete = complete and ok
+                if len(defaults) == 1:
+                    path.endpoints, path.affinity = sub.endpoints, sub.affinity
+                else:
+                    path.endpoints = path.endpoints | sub.endpoints
+                    path.affinity = max(path.affinity, sub.affinity)
+                path.drop_mark = path.drop_mark or sub.drop_mark
             # eTP=Local: `-s <cluster CIDR>` / `-i <prefix>` (pods) and `--src-type LOCAL` (the node) jump to
             # KUBE-SVC before the default; a node-local source (no input interface) takes the first jump
             # that is not a pod condition
@@ -298,7 +314,8 @@ class _Resolver:
                     sub, ok = self._follow(chain, r.target)
                     complete = complete and ok
                     path.internal |= sub.endpoints
-            local = next((r.target for r in jumps if not r.source and not r.in_iface and not r.negated), None)
+            local = next((r.target for r in jumps
+                          if not r.source and not r.in_iface and not r.negated and r.rcheck_seconds is None), None)
             path.local_source = set()
             if local:
                 sub, ok = self._follow(chain, local)
@@ -308,6 +325,8 @@ class _Resolver:
             for target, endpoint, seconds in self.jumps(chain):
                 if target == "DNAT" and endpoint:
                     path.endpoints.add(endpoint)
+                elif target == "KUBE-MARK-DROP":
+                    path.drop_mark = True
                 elif target and target not in _NOT_A_PATH and target not in ("DROP", "REJECT"):
                     if seconds is not None:
                         # `-m recent --rcheck` only matches clients recorded by the `--set` inside that
@@ -317,6 +336,7 @@ class _Resolver:
                     sub, ok = self._follow(chain, target)
                     complete = complete and ok
                     path.endpoints |= sub.endpoints
+                    path.drop_mark = path.drop_mark or sub.drop_mark
         return complete
 
     def jumps(self, chain: str) -> list[tuple[str | None, str | None, int | None]]:
@@ -515,6 +535,9 @@ def _frontend_view(fe: Frontend, service: str, path: _Path,
     if endpoints:
         dnat = frozenset(endpoints)
         return FrontendView(fe, service, DNAT, dnat, affinity, ranges, internal_eps if internal_eps != dnat else None)
+    if path.drop_mark and fe.kind != LOCALHOST_NODE_PORT:
+        # KUBE-MARK-DROP (kube-proxy before v1.25): the filter table's KUBE-FIREWALL drops the marked packet
+        return FrontendView(fe, service, DROP, frozenset(), 0, ranges, internal_eps or None)
     if fe.kind in (NODE_PORT, LOCALHOST_NODE_PORT):
         # un-NATed, a node port is delivered locally: unless the filter table drops or rejects it, nothing
         # listens there and the kernel answers with a reset / port unreachable

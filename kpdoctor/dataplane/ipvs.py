@@ -789,3 +789,27 @@ def read_node_ipvs(node: NodeState) -> tuple[IPVSTable, IPSets | None]:
     ipset_fact = node.fact(IPSET_FACT)
     ipsets = None if ipset_fact.content is None else parse_ipset(ipset_fact.content, f"{node.name}/{IPSET_FACT}")
     return table, ipsets
+
+
+_LIST_TITLE = ("Prot LocalAddress:Port Scheduler Flags\n"
+               "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
+
+
+def parse_ipvsadm_lenient(text: str, source: str = "<paste>") -> tuple[IPVSTable, list[str]]:
+    """A pasted `ipvsadm -Ln` / `ipvsadm --save -n` (cleaned by `kpdoctor.dataplane.paste.clean_paste`), plus
+    notes: `#` comment lines of a save file go, and a list whose title lines were not copied gets them back."""
+    notes: list[str] = []
+    lines = [line for line in text.split("\n") if not line.lstrip().startswith("#")]
+    title = next((i for i, line in enumerate(lines)
+                  if line.startswith(("IP Virtual Server version", "Prot LocalAddress:Port"))), None)
+    if title:  # prose the author wrote above the output ("IPVS output on node-1")
+        notes.append(f"ignored {title} line(s) before the ipvsadm output")
+        lines = lines[title:]
+    if len(lines) != len(text.split("\n")):
+        notes.append("ignored comment lines")
+    body = "\n".join(lines)
+    first = next((line.strip() for line in lines if line.strip()), "")
+    if re.match(r"(?:TCP|UDP|SCTP|FWM)\s+\S+", first) and "Prot LocalAddress:Port" not in body:
+        notes.append("the `ipvsadm -Ln` title lines were not pasted: assumed the plain -Ln columns")
+        body = _LIST_TITLE + body
+    return parse_ipvsadm(body, source), notes

@@ -103,8 +103,15 @@ def ipvs_semantic_view(
     *,
     node_ips: Iterable[str] = (),
     names: Mapping[Frontend, str] | None = None,
+    node_ports: Iterable[tuple[int, str]] = (),
+    service_ips: Iterable[str] = (),
 ) -> SemanticView:
-    """The per-frontend meaning of an IPVS node (see module docstring for the rules)."""
+    """The per-frontend meaning of an IPVS node (see module docstring for the rules).
+
+    Without ipsets (a pasted `ipvsadm -Ln`, a bundle without `ipset-list.txt`) a virtual server is told apart
+    by what is known: a node address (`node_ips`, e.g. the Node object's) or loopback carries node ports, and
+    so does a NodePort number from the API (`node_ports`: (port, protocol)) on an address that is no Service
+    IP (`service_ips`); anything else is a ClusterIP."""
     sets = _Sets(ipsets)
     cluster = sets.members("KUBE-CLUSTER-IP")
     external = sets.members("KUBE-EXTERNAL-IP") | sets.members("KUBE-EXTERNAL-IP-LOCAL")
@@ -119,6 +126,8 @@ def ipvs_semantic_view(
     np_sctp = sets.members("KUBE-NODE-PORT-SCTP-HASH")
     bound = sets.members("KUBE-IPVS-IPS")
     node_addresses = set(node_ips)
+    api_node_ports = set(node_ports)
+    vips = set(service_ips)
     fw_enforced = _firewall_enforced(iptables, _names("KUBE-LOAD-BALANCER-FW"))
 
     def kind_of(vs: VirtualServer) -> str:
@@ -133,7 +142,9 @@ def ipvs_semantic_view(
             return NODE_PORT
         # Not in any set (a leftover, or only ipvsadm output was collected): addresses on kube-ipvs0
         # are Service VIPs; node addresses (or anything unbound, when sets are known) carry node ports.
-        if vs.address in node_addresses or (sets.known and vs.address not in bound):
+        if vs.address in node_addresses or (sets.known and vs.address not in bound) or _loopback(vs.address):
+            return NODE_PORT
+        if (vs.port, vs.protocol) in api_node_ports and vs.address not in vips:
             return NODE_PORT
         return CLUSTER_IP
 
@@ -163,6 +174,33 @@ def ipvs_semantic_view(
         )
         views[frontend] = view
     return SemanticView.of(views.values())
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def api_frontends(expected: SemanticView | None) -> tuple[set[tuple[int, str]], set[str]]:
+    """`node_ports` and `service_ips` for `ipvs_semantic_view`, from the API's (expected) view."""
+    if expected is None:
+        return set(), set()
+    return (
+        {(fe.port, fe.protocol) for fe in expected.frontends if fe.kind == NODE_PORT},
+        {fe.address for fe in expected.frontends if fe.address and fe.kind != NODE_PORT},
+    )
+
+
+def guess_node_addresses(virtual_servers: Iterable[VirtualServer]) -> set[str]:
+    """Without the API or ipsets: addresses that carry a port of the default NodePort range (30000-32767) that
+    also appears on another address - kube-proxy makes one node-port virtual server per node address."""
+    by_port: dict[tuple[int, str], set[str]] = {}
+    for vs in virtual_servers:
+        if 30000 <= vs.port <= 32767 and not vs.fwmark:
+            by_port.setdefault((vs.port, vs.protocol), set()).add(vs.address)
+    return {a for addrs in by_port.values() if len(addrs) > 1 for a in addrs}
 
 
 def label_services(view: SemanticView, names_from: SemanticView) -> SemanticView:

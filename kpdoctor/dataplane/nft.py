@@ -721,3 +721,34 @@ def iter_rules(table: NftTable) -> Iterator[tuple[NftChain, NftRule]]:
     for chain in table.chains.values():
         for rule in chain.rules:
             yield chain, rule
+
+
+def parse_nft_lenient(text: str, *, source: str = "<paste>", cut: bool = False) -> tuple[NftRuleset, list[str]]:
+    """A pasted `nft list ruleset` / `nft -a list table ...` / `nft -j list ruleset` -> NftRuleset, plus
+    notes. The text should have gone through `kpdoctor.dataplane.paste.clean_paste`; here the `# handle N`
+    that `-a` prints on table, chain and set lines too (the strict text parser takes it on rules only)
+    goes. JSON or text is decided by content, not by the file's name."""
+    notes: list[str] = []
+    body = text.lstrip()
+    if body.startswith("{") or body.startswith("["):
+        return parse_nft_json(body, source=source), notes
+    lines = text.split("\n")
+    first = next((i for i, line in enumerate(lines) if re.match(r"\s*table \S+ \S+ \{", line)), 0)
+    if first:  # prose the author wrote above the output
+        notes.append(f"ignored {first} line(s) before the first table")
+        lines = lines[first:]
+    handles = 0
+    for i, line in enumerate(lines):
+        if "# handle" in line:
+            new = _HANDLE_TAIL.sub("", line)
+            if new != line:
+                handles += 1
+                lines[i] = new
+    if handles:
+        notes.append(f"removed {handles} `# handle N` annotation(s) (`nft -a`)")
+    body = "\n".join(lines)
+    unclosed = body.count("{") - body.count("}")
+    if cut and unclosed > 0:  # the author cut the paste ('...'): close what it left open, the caller says it is cut
+        notes.append(f"closed {unclosed} block(s) the cut paste left open")
+        body += "\n" + "}\n" * unclosed
+    return parse_nft_text(body, source=source), notes
