@@ -29,7 +29,8 @@ def printable(value: Any) -> Any:
     return value
 
 
-def render(fmt: str, report: Mapping[str, Any], *, color: bool = False, width: int | None = None) -> str:
+def render(fmt: str, report: Mapping[str, Any], *, color: bool = False, width: int | None = None,
+           min_severity: str | None = None) -> str:
     """Render `report` as text in `fmt` (renderer modules are imported on demand: --help stays fast)."""
     if fmt == "json":
         from kpdoctor.report.json_report import render_json
@@ -51,5 +52,5 @@ def render(fmt: str, report: Mapping[str, Any], *, color: bool = False, width: i
     if fmt == "console":
         from kpdoctor.report.console import render_console
 
-        return render_console(report, color=color, width=width)
+        return render_console(report, color=color, width=width, min_severity=min_severity)
     raise ValueError(f"unknown report format {fmt!r} (choose from {', '.join(FORMATS)})")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kpdoctor.report.layout import affected, cause_of, commands_to_show, ordered_checks, where
+
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
@@ -33,15 +35,25 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     out += [f"| silenced | {s['silenced']} |", f"| not evaluated | {s['not_evaluated']} |", ""]
     for gap in report["gaps"]:
         out.append(f"> cannot read **{gap['kind']}**: {gap['reason']}")
-    for check in report["checks"]:
-        if not check["groups"]:
-            continue
+    if affected(report):
+        out += [f"**Affected:** {affected(report)}", ""]
+    if report.get("causes"):
+        out += ["## Root causes", ""]
+        for cause in report["causes"]:
+            out += [f"- **[{cause['severity'].upper()}] {_cell(cause['headline'])}**"]
+            out += [f"  - {c['check']} {_cell(c['subject'])}" for c in cause["consequences"]]
+            out += [""]
+            if cause["commands"]:
+                out += [*_fence(cause["commands"]), ""]
+    for check in ordered_checks(report):
         out += [f"## {check['id']}: {check['title']}", ""]
         if check["docs"]:
             out += [f"Docs: {check['docs']}", ""]
         for g in check["groups"]:
-            nodes = f" on {len(g['nodes'])} node(s): {', '.join(g['nodes'])}" if g["nodes"] else ""
-            out += [f"### [{g['severity'].upper()}] {_cell(g['subject'])}{nodes}", "", g["message"], ""]
+            out += [f"### [{g['severity'].upper()}] {_cell(g['subject'])}{_cell(where(g))}", "", g["message"], ""]
+            cause = cause_of(report, g)
+            if cause is not None:
+                out += [f"*Cause:* {cause['check']} {_cell(cause['subject'])} (see Root causes)", ""]
             if g["silenced"]:
                 out += [f"*Silenced:* {g['silenced_reason']}", ""]
             evidence = [f"{o['scope']}: {e}" if len(g["occurrences"]) > 1 else e
@@ -50,9 +62,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 out += ["Evidence:", "", *_fence(evidence), ""]
             rem = g.get("remediation")
             if rem:
+                commands, covered = commands_to_show(report, g)
                 out += [f"**Fix:** {rem['text']}", ""]
-                if rem["commands"]:
-                    out += [*_fence(rem["commands"]), ""]
+                if covered:
+                    out += [f"*{covered} command(s) listed under its root cause above.*", ""]
+                if commands:
+                    out += [*_fence(commands), ""]
     passed = [c["id"] for c in report["checks"] if c["status"] == "passed"]
     if passed:
         out += ["## Passed", "", ", ".join(f"`{p}`" for p in passed), ""]
