@@ -62,6 +62,9 @@ def register(app: typer.Typer) -> None:
         jump_host: str = typer.Option(None, "--jump-host"),
         known_hosts: str = typer.Option(None, "--known-hosts"),
         accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys"),
+        min_severity: str = typer.Option(None, "--min-severity", help="Console/Markdown/HTML: hide findings below "
+                                         "this severity (info|warning|error|critical); -o json keeps all."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Same as --min-severity warning."),
     ) -> None:
         from kpdoctor.errors import InputError
         from kpdoctor.findings import Severity
@@ -101,8 +104,12 @@ def register(app: typer.Typer) -> None:
             node_selector=node_selector, checks=checks, skip=skip, fail_on=threshold, probe=probe,
             collect_options=collect_options, progress=sys.stderr.isatty(), probe_options=probe_options,
         )
+        try:
+            shown_from = Severity.parse(min_severity).label if min_severity else ("warning" if quiet else None)
+        except ValueError as exc:
+            raise InputError(f"--min-severity: {exc}") from None
         outcome = scan(req, registry=registry, silences=silences)
-        emit_report(outcome, fmt, output)
+        emit_report(outcome, fmt, output, min_severity=shown_from)
         raise typer.Exit(outcome.exit_code)
 
 
@@ -113,7 +120,7 @@ def probe_options_from(timeout: float, limit: int, concurrency: int) -> Any:
     return ProbeOptions(timeout=timeout, concurrency=concurrency, limit=limit).validated()
 
 
-def emit_report(outcome: Any, fmt: str, output: str | None) -> None:
+def emit_report(outcome: Any, fmt: str, output: str | None, *, min_severity: str | None = None) -> None:
     """Render a ScanOutcome to stdout or --output FILE (shared by `scan` and `node`), plus the probe summary."""
     from kpdoctor.errors import InputError
     from kpdoctor.report import render
@@ -121,7 +128,7 @@ def emit_report(outcome: Any, fmt: str, output: str | None) -> None:
     if outcome.probe is not None:
         print(f"kpdoctor: probe: {outcome.probe.summary()}", file=sys.stderr)
     if output:
-        text = render(fmt, outcome.report)
+        text = render(fmt, outcome.report, min_severity=min_severity)
         try:
             Path(output).write_text(text, encoding="utf-8")
         except OSError as exc:
@@ -134,5 +141,6 @@ def emit_report(outcome: Any, fmt: str, output: str | None) -> None:
         import shutil
 
         width = shutil.get_terminal_size((110, 24)).columns if tty else None
-        sys.stdout.write(render(fmt, outcome.report, color=tty and fmt == "console", width=width))
+        sys.stdout.write(render(fmt, outcome.report, color=tty and fmt == "console", width=width,
+                                min_severity=min_severity))
         sys.stdout.flush()

@@ -44,11 +44,11 @@ def render(fmt: str, report: Mapping[str, Any], *, color: bool = False, width: i
     if fmt == "markdown":
         from kpdoctor.report.markdown import render_markdown
 
-        return render_markdown(report)
+        return render_markdown(report, min_severity=min_severity)
     if fmt == "html":
         from kpdoctor.report.html import render_html
 
-        return render_html(report)
+        return render_html(report, min_severity=min_severity)
     if fmt == "console":
         from kpdoctor.report.console import render_console
 

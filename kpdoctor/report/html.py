@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
-from kpdoctor.report.layout import affected, cause_of, commands_to_show, ordered_checks, where
+from kpdoctor.report.layout import affected, cause_of, commands_to_show, ordered_checks, visible_groups, where
 from kpdoctor.report.model import SEVERITIES
 
 _CSS = """
@@ -65,10 +65,10 @@ def _filters(nodes: list[str], checks: list[str]) -> tuple[str, str, str]:
     return "".join(inputs), '<nav class="filters">' + " ".join(bar) + "</nav>", "".join(css)
 
 
-def render_html(report: Mapping[str, Any]) -> str:
+def render_html(report: Mapping[str, Any], *, min_severity: str | None = None) -> str:
     s = report["summary"]
     src = report["source"]
-    checks = ordered_checks(report)
+    checks = [c for c in ordered_checks(report) if visible_groups(c, min_severity)]
     nodes = sorted({n for c in checks for g in c["groups"] for n in g["nodes"]})
     node_ix = {n: i for i, n in enumerate(nodes)}
     check_ix = {c["id"]: i for i, c in enumerate(checks)}
@@ -106,7 +106,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         docs = f' (<a href="{escape(check["docs"])}">docs</a>)' if check["docs"] else ""
         ci = check_ix[check["id"]]
         parts.append(f'<section class="check c{ci}"><h2>{escape(check["id"])}: {escape(check["title"])}{docs}</h2>')
-        for g in check["groups"]:
+        for g in visible_groups(check, min_severity):
             cls = " ".join([g["severity"], *(["silenced"] if g["silenced"] else []), f"c{ci}",
                             *(f"n{node_ix[n]}" for n in g["nodes"])])
             parts.append(f'<div class="group {cls}"><span class="sev {g["severity"]}">{g["severity"]}</span> '

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kpdoctor.report.layout import affected, cause_of, commands_to_show, ordered_checks, where
+from kpdoctor.report.layout import affected, cause_of, commands_to_show, ordered_checks, visible_groups, where
 
 
 def _cell(text: str) -> str:
@@ -18,7 +18,7 @@ def _fence(lines: list[str]) -> list[str]:
     return [ticks, body, ticks]
 
 
-def render_markdown(report: Mapping[str, Any]) -> str:
+def render_markdown(report: Mapping[str, Any], *, min_severity: str | None = None) -> str:
     s = report["summary"]
     src = report["source"]
     out = [
@@ -46,10 +46,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             if cause["commands"]:
                 out += [*_fence(cause["commands"]), ""]
     for check in ordered_checks(report):
+        if not visible_groups(check, min_severity):
+            continue
         out += [f"## {check['id']}: {check['title']}", ""]
         if check["docs"]:
             out += [f"Docs: {check['docs']}", ""]
-        for g in check["groups"]:
+        for g in visible_groups(check, min_severity):
             out += [f"### [{g['severity'].upper()}] {_cell(g['subject'])}{_cell(where(g))}", "", g["message"], ""]
             cause = cause_of(report, g)
             if cause is not None:
