@@ -13,6 +13,7 @@ commented out.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _PATTERNS = (
     re.compile(r"\bkubectl\b.*\bdelete\s+(daemonsets?|ds|configmaps?|cm)\b"),
@@ -27,12 +28,39 @@ _PATTERNS = (
 NOT_SAFE_HEADER = "NOT SAFE TO RUN: the gate did not pass"
 
 
-def command_part(command: str) -> str:
-    """The shell command without its trailing `# ...` comment (a line starting with `#` is all comment)."""
-    return command.split("#", 1)[0]
+def command_part(command: str | Sequence[str]) -> str:
+    """The shell command without its trailing comment, quotes removed, so that `kubectl delete 'daemonset'`
+    and `kubectl delete daemonset` read alike. A `#` starts a comment only at the start of a word outside
+    quotes (as in the shell): a quoted value holding `#` (a rule's --comment) is not cut there; a quoted
+    phrase (with spaces) is a value and reads as `_`. An argv
+    (a list of words, e.g. from `kpdoctor.shellcmd`) is read word by word: nothing in it is a comment."""
+    if not isinstance(command, str):
+        return " ".join(command)
+    out: list[str] = []
+    quoted: list[str] = []
+    quote = ""
+    prev = " "
+    for ch in command:
+        if quote:
+            if ch == quote:
+                quote = ""
+                word = "".join(quoted)
+                # one quoted word reads as itself ('daemonset'); a quoted phrase is a value, never a command
+                out.append(word if word and not any(c.isspace() for c in word) else "_")
+                quoted = []
+            else:
+                quoted.append(ch)
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and prev.isspace():
+            break
+        else:
+            out.append(ch)
+        prev = ch
+    return "".join(out)
 
 
-def is_destructive(command: str) -> bool:
+def is_destructive(command: str | Sequence[str]) -> bool:
     """True when running `command` removes kube-proxy's objects or rules (a comment never is)."""
     text = command_part(command)
     return bool(text.strip()) and any(p.search(text) for p in _PATTERNS)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from kpdoctor.checks_api import CheckContext
-from kpdoctor.destructive import comment_out, is_destructive
+from kpdoctor.destructive import command_part, comment_out, is_destructive
 from kpdoctor.findings import Finding, Remediation
 
 OBJECTS, ALL, NFT, IPVS, LEGACY, IPT_NFT = "kube-proxy objects", "all", "nftables", "ipvs", "iptables-legacy", \
@@ -29,7 +29,7 @@ def targets(command: str, default_backend: str = "") -> frozenset[str]:
     """What a destructive `command` removes (empty when it removes nothing of kube-proxy's)."""
     if not is_destructive(command):
         return frozenset()
-    text = command.split("#", 1)[0]
+    text = command_part(command)
     found: set[str] = set()
     if re.search(r"\bkubectl\b", text):
         found.add(OBJECTS)

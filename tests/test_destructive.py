@@ -23,6 +23,9 @@ DESTRUCTIVE = [
     "ip link delete kube-ipvs0   # on edge-1",
     "ipset list -n | grep '^KUBE-' | xargs -r -n1 ipset destroy",
     "kube-proxy --cleanup",
+    # as kpdoctor.shellcmd may quote values
+    "kubectl -n 'kube-system' delete 'daemonset' 'kube-proxy'",
+    "nft 'delete' table ip kube-proxy   # on 'edge-1'",
 ]
 HARMLESS = [
     "kubectl -n kube-system describe pod kube-proxy-76gg5",
@@ -37,6 +40,7 @@ HARMLESS = [
     "# kube-proxy DaemonSet and ConfigMaps: none left in the input",
     "# kubectl -n kube-system delete daemonset kube-proxy",
     "kubectl cordon edge-1   # never run kube-proxy --cleanup here",
+    "iptables -t nat -C KUBE-SERVICES -m comment --comment 'a #x -F' -j ACCEPT",
 ]
 
 
@@ -50,3 +54,10 @@ def test_destructive_commands_are_recognised(command: str) -> None:
 @pytest.mark.parametrize("command", HARMLESS)
 def test_harmless_commands_are_not(command: str) -> None:
     assert not is_destructive(command)
+
+
+def test_argv_form_and_hash_inside_quotes() -> None:
+    assert is_destructive(["kubectl", "-n", "kube-system", "delete", "daemonset", "kube-proxy"])
+    assert not is_destructive(["kubectl", "-n", "kube-system", "get", "daemonset", "kube-proxy"])
+    # a '#' inside a quoted value does not start a comment: what follows it is still read
+    assert is_destructive("iptables-save | grep -v 'KUBE#' | iptables-restore")
