@@ -107,7 +107,7 @@ def test_order_is_severity_then_cause() -> None:
 
 def test_summary_comes_first_in_every_human_format() -> None:
     report = bundle_report("B2-stale-endpoint")
-    line = "1 Service affected on 1 node (edge-1); 1 root cause"
+    line = "2 Services affected on 1 node (edge-1); 1 root cause"
     for fmt in ("console", "markdown", "html"):
         text = render(fmt, report, width=200)
         assert line in text, fmt
@@ -115,13 +115,13 @@ def test_summary_comes_first_in_every_human_format() -> None:
 
 
 def test_min_severity_hides_info_in_console_markdown_html_but_not_json() -> None:
-    report = bundle_report("B2-stale-endpoint")
+    report = bundle_report("B3-backend-split")
     for fmt in ("console", "markdown", "html"):
         full = render(fmt, report, width=200)
         quiet = render(fmt, report, width=200, min_severity="warning")
-        assert "payments/pay-gateway" in full and "payments/pay-gateway" not in quiet, fmt
-        assert "payments/ledger" in quiet, fmt
-    assert "payments/pay-gateway" in render("json", report, min_severity="warning")
+        assert "inventory/inv-gateway" in full and "inventory/inv-gateway" not in quiet, fmt
+        assert "KP-BACKEND-SPLIT" in quiet, fmt
+    assert "inventory/inv-gateway" in render("json", report, min_severity="warning")
 
 
 def test_headings_are_not_redundant() -> None:

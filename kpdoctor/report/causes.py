@@ -28,6 +28,7 @@ CAUSE_RANK: tuple[tuple[str, str], ...] = (
     ("KP-PROXY-NODE-HEALTH", "Node "),  # kube-proxy does not answer on the node
     ("KP-BACKEND-SPLIT", "Node "),  # a second, frozen copy of the rules
 )
+KUBE_PROXY_DOWN = 3  # causes ranked below this stop kube-proxy on the node (and its health check node port)
 # Checks whose findings are symptoms when a cause exists on the same node.
 CONSEQUENCE = frozenset({"KP-STALE-ENDPOINTS", "KP-PROXY-HEALTH", "KP-PROXY-NODE-HEALTH", "KP-KERNEL-MODULES",
                          "KP-SYNC-LAG", "KP-NODEPORT-FIREWALL"})
@@ -77,10 +78,15 @@ _PHRASE = {
 
 
 def _consequence_phrase(items: list[dict[str, Any]]) -> list[str]:
-    services = sorted({c["subject"].split(":", 1)[0] for c in items if c["subject"].startswith("Service ")})
+    dead = sorted({c["subject"] for c in items if c["check"] == "KP-NODEPORT-FIREWALL"})
+    services = sorted({c["subject"].split(":", 1)[0] for c in items if c["subject"].startswith("Service ")
+                       and c["check"] != "KP-NODEPORT-FIREWALL"})
     out = []
     if services:
         out.append(f"{len(services)} Service{'s' if len(services) != 1 else ''} with stale or missing rules")
+    if dead:
+        out.append(f"{len(dead)} Service{'s' if len(dead) != 1 else ''} no node can serve "
+                   f"({', '.join(d[8:] for d in dead[:3])}{', ...' if len(dead) > 3 else ''})")
     for c in items:
         if c["subject"].startswith("Service "):
             continue
@@ -90,6 +96,48 @@ def _consequence_phrase(items: list[dict[str, Any]]) -> list[str]:
         if phrase not in out:
             out.append(phrase)
     return out
+
+
+def endpoint_nodes(cluster: ClusterState | None, service: str) -> list[str]:
+    """Nodes of the ready endpoints of Service `ns/name` (EndpointSlices), [] when unknown."""
+    if cluster is None:
+        return []
+    return sorted({e.node_name for sl in cluster.endpoint_slices if sl.service_key == service
+                   for e in sl.endpoints if e.ready and e.node_name})
+
+
+def _unservable(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[str]]],
+                by_node: Mapping[str, tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]],
+                causes: dict[str, dict[str, Any]], cluster: ClusterState | None) -> None:
+    """An eTP=Local NodePort that drops "by design" on nodes without endpoints is no "nothing to fix" when
+    every node that has its endpoints is down through a cause: then no node serves that Service (the load
+    balancer's health check on those nodes is kube-proxy's own). Linked to the cause as a consequence of its
+    own, at error: a Service with endpoints that no node can serve."""
+    for check, group, occ, _nodes in flat:
+        if check["id"] != "KP-NODEPORT-FIREWALL" or "externalTrafficPolicy: Local" not in occ["message"] \
+                or not occ["subject"].startswith("Service ") or group["silenced"]:
+            continue
+        service = occ["subject"][8:].split(":", 1)[0]
+        homes = endpoint_nodes(cluster, service)
+        down = {n: by_node[n] for n in homes if n in by_node and by_node[n][0] < KUBE_PROXY_DOWN}
+        found = {cause[3]["subject"]: cause for cause in down.values()}
+        if not homes or len(found) != 1 or len(down) != len(homes):
+            continue
+        _rank_, ccheck, cgroup, cocc = next(iter(found.values()))
+        cause_id = f"{ccheck['id']}/{cocc['subject']}"
+        occ["cause"] = cause_id
+        entry = causes.setdefault(cause_id, {"id": cause_id, "check": ccheck["id"], "subject": cocc["subject"],
+                                             "severity": cgroup["severity"], "message": cocc["message"],
+                                             "nodes": sorted(occurrence_nodes(cocc, cluster)), "group": cgroup["id"],
+                                             "consequences": [], "_cause": cocc})
+        if any(c["subject"] == f"Service {service}" for c in entry["consequences"]):
+            continue
+        entry["consequences"].append({
+            "check": check["id"], "group": group["id"], "subject": f"Service {service}", "severity": "error",
+            "message": (f"Service {service} has endpoints, but no node can serve it: externalTrafficPolicy: Local "
+                        f"and its ready endpoints are only on {', '.join(homes)}, where the cause above stops "
+                        "kube-proxy (and with it the health check node port the load balancer asks); every other "
+                        "node drops its NodePort by design")})
 
 
 def attach_causes(report: dict[str, Any], cluster: ClusterState | None) -> None:
@@ -134,6 +182,7 @@ def attach_causes(report: dict[str, Any], cluster: ClusterState | None) -> None:
                                              "consequences": [], "_cause": cocc})
         entry["consequences"].append({"check": check["id"], "group": group["id"], "subject": occ["subject"],
                                       "severity": group["severity"], "message": occ["message"]})
+    _unservable(flat, by_node, causes, cluster)
     for check in report["checks"]:
         for group in check["groups"]:
             refs = {o["cause"] for o in group["occurrences"]}

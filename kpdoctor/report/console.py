@@ -12,7 +12,15 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from kpdoctor.report.layout import affected, cause_of, commands_to_show, ordered_checks, visible_groups, where
+from kpdoctor.report.layout import (
+    AFTER_CAUSE,
+    affected,
+    cause_line,
+    commands_to_show,
+    ordered_checks,
+    visible_groups,
+    where,
+)
 from kpdoctor.report.model import SEVERITIES
 
 _STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -120,9 +128,9 @@ def _group(con: Console, report: Mapping[str, Any], g: Mapping[str, Any]) -> Non
 
     row(f"[bold]{escape(g['subject'])}[/][dim]{escape(where(g))}[/]", f"[{_STYLE[sev]}]{sev.upper()}[/]")
     row(escape(g["message"]))
-    cause = cause_of(report, g)
-    if cause is not None:
-        row(f"[magenta]cause:[/] {escape(cause['check'])} {escape(cause['subject'])} (see Root causes)")
+    cause, outranks = cause_line(report, g)
+    if cause:
+        row(f"[magenta]cause:[/] {escape(cause)}")
     if g["silenced"]:
         row(f"[magenta]silenced:[/] {escape(g['silenced_reason'])}")
     evidence = [(o["scope"], e) for o in g["occurrences"] for e in o["evidence"]]
@@ -136,7 +144,7 @@ def _group(con: Console, report: Mapping[str, Any], g: Mapping[str, Any]) -> Non
     commands, covered = commands_to_show(report, g) if rem and not g["silenced"] else ([], 0)
     if rem and not g["silenced"]:
         if rem["text"]:
-            row(f"[green]fix[/] {escape(rem['text'])}")
+            row(f"[green]fix[/] {escape((AFTER_CAUSE if outranks else '') + rem['text'])}")
         if covered:
             row(f"  [dim]{covered} command{'s' if covered != 1 else ''} listed under its root cause above[/]")
     con.print(grid)

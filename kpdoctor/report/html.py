@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
-from kpdoctor.report.layout import affected, cause_of, commands_to_show, ordered_checks, visible_groups, where
+from kpdoctor.report.layout import (
+    AFTER_CAUSE,
+    affected,
+    cause_line,
+    commands_to_show,
+    ordered_checks,
+    visible_groups,
+    where,
+)
 from kpdoctor.report.model import SEVERITIES
 
 _CSS = """
@@ -112,10 +120,9 @@ def render_html(report: Mapping[str, Any], *, min_severity: str | None = None) -
             parts.append(f'<div class="group {cls}"><span class="sev {g["severity"]}">{g["severity"]}</span> '
                          f'<strong>{escape(g["subject"])}</strong><span class="nodes">{escape(where(g))}</span>'
                          f"<p>{escape(g['message'])}</p>")
-            cause = cause_of(report, g)
-            if cause is not None:
-                parts.append(f"<p><em>Cause:</em> {escape(cause['check'])} {escape(cause['subject'])} "
-                             "(see Root causes)</p>")
+            cause, outranks = cause_line(report, g)
+            if cause:
+                parts.append(f"<p><em>Cause:</em> {escape(cause)}</p>")
             if g["silenced"]:
                 parts.append(f"<p><em>Silenced:</em> {escape(g['silenced_reason'])}</p>")
             evidence = [f"{o['scope']}: {e}" if len(g["occurrences"]) > 1 else e
@@ -126,7 +133,7 @@ def render_html(report: Mapping[str, Any], *, min_severity: str | None = None) -
             rem = g.get("remediation")
             if rem:
                 commands, covered = commands_to_show(report, g)
-                parts.append(f"<p><strong>Fix:</strong> {escape(rem['text'])}</p>")
+                parts.append(f"<p><strong>Fix:</strong> {escape((AFTER_CAUSE if outranks else '') + rem['text'])}</p>")
                 if covered:
                     parts.append(f"<p><em>{covered} command(s) listed under its root cause above.</em></p>")
                 if commands:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kpdoctor.findings import Severity
-from kpdoctor.report.layout import cause_of, ordered_checks
+from kpdoctor.report.layout import AFTER_CAUSE, cause_line, ordered_checks
 
 
 def _case_name(group: Mapping[str, Any]) -> str:
@@ -27,9 +27,9 @@ def _case_name(group: Mapping[str, Any]) -> str:
 
 def _body(report: Mapping[str, Any], group: Mapping[str, Any]) -> str:
     lines = [group["message"], ""]
-    cause = cause_of(report, group)
-    if cause is not None:
-        lines += [f"cause: {cause['check']} {cause['subject']} ({cause['headline']})", ""]
+    cause, outranks = cause_line(report, group)
+    if cause:
+        lines += [f"cause: {cause}", ""]
     if group["nodes"]:
         lines.append("nodes: " + ", ".join(group["nodes"]))
     for occ in group["occurrences"]:
@@ -37,7 +37,7 @@ def _body(report: Mapping[str, Any], group: Mapping[str, Any]) -> str:
             lines.append(f"evidence[{occ['scope']}]: {ev}")
     rem = group.get("remediation")
     if rem:
-        lines += ["", "remediation: " + rem["text"]]
+        lines += ["", "remediation: " + (AFTER_CAUSE if outranks else "") + rem["text"]]
         lines += [f"  $ {c}" for c in rem["commands"]]
     if group.get("docs"):
         lines += ["", "docs: " + group["docs"]]

@@ -62,6 +62,8 @@ def affected(report: Mapping[str, Any]) -> str:
                     services.add(occ["subject"].split(":", 1)[0])
     for cause in report.get("causes", ()):
         nodes.update(cause["nodes"])
+        services.update(c["subject"].split(":", 1)[0] for c in cause["consequences"]
+                        if c["subject"].startswith("Service "))
     if not services and not nodes:
         return ""
     shown = ", ".join(sorted(nodes)[:8]) + (f" +{len(nodes) - 8} more" if len(nodes) > 8 else "")
@@ -97,3 +99,17 @@ def commands_to_show(report: Mapping[str, Any], group: Mapping[str, Any]) -> tup
 
 def cause_of(report: Mapping[str, Any], group: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return next((c for c in report.get("causes", ()) if c["id"] == group.get("cause")), None)
+
+
+def cause_line(report: Mapping[str, Any], group: Mapping[str, Any]) -> tuple[str, bool]:
+    """("<check> <subject> (see Root causes)[: what the cause makes of this finding]", whether the cause
+    outranks the finding's own fix): e.g. an eTP=Local "drops by design" note whose Service no node can serve."""
+    cause = cause_of(report, group)
+    if cause is None:
+        return "", False
+    extra = next((c["message"] for c in cause["consequences"]
+                  if c["group"] == group.get("id") and c["severity"] != group["severity"]), "")
+    return f"{cause['check']} {cause['subject']} (see Root causes)" + (f": {extra}" if extra else ""), bool(extra)
+
+
+AFTER_CAUSE = "Once the root cause is fixed: "

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kpdoctor.report.layout import affected, cause_of, commands_to_show, ordered_checks, visible_groups, where
+from kpdoctor.report.layout import (
+    AFTER_CAUSE,
+    affected,
+    cause_line,
+    commands_to_show,
+    ordered_checks,
+    visible_groups,
+    where,
+)
 
 
 def _cell(text: str) -> str:
@@ -53,9 +61,9 @@ def render_markdown(report: Mapping[str, Any], *, min_severity: str | None = Non
             out += [f"Docs: {check['docs']}", ""]
         for g in visible_groups(check, min_severity):
             out += [f"### [{g['severity'].upper()}] {_cell(g['subject'])}{_cell(where(g))}", "", g["message"], ""]
-            cause = cause_of(report, g)
-            if cause is not None:
-                out += [f"*Cause:* {cause['check']} {_cell(cause['subject'])} (see Root causes)", ""]
+            cause, outranks = cause_line(report, g)
+            if cause:
+                out += [f"*Cause:* {cause}", ""]
             if g["silenced"]:
                 out += [f"*Silenced:* {g['silenced_reason']}", ""]
             evidence = [f"{o['scope']}: {e}" if len(g["occurrences"]) > 1 else e
@@ -65,7 +73,7 @@ def render_markdown(report: Mapping[str, Any], *, min_severity: str | None = Non
             rem = g.get("remediation")
             if rem:
                 commands, covered = commands_to_show(report, g)
-                out += [f"**Fix:** {rem['text']}", ""]
+                out += [f"**Fix:** {AFTER_CAUSE if outranks else ''}{rem['text']}", ""]
                 if covered:
                     out += [f"*{covered} command(s) listed under its root cause above.*", ""]
                 if commands:
