@@ -92,18 +92,19 @@ def _consequence_phrase(items: list[dict[str, Any]]) -> list[str]:
             continue
         phrase = next((v for (cid, prefix), v in _PHRASE.items()
                        if c["check"] == cid and c["subject"].startswith(prefix)), None)
-        phrase = phrase or f"{c['check']}: {_short(c['message'], 60)}"
+        phrase = phrase or f"{c['check']} {c['subject']}"
         if phrase not in out:
             out.append(phrase)
     return out
 
 
-def endpoint_nodes(cluster: ClusterState | None, service: str) -> list[str]:
-    """Nodes of the ready endpoints of Service `ns/name` (EndpointSlices), [] when unknown."""
-    if cluster is None:
-        return []
-    return sorted({e.node_name for sl in cluster.endpoint_slices if sl.service_key == service
-                   for e in sl.endpoints if e.ready and e.node_name})
+def endpoint_nodes(cluster: ClusterState | None) -> dict[str, list[str]]:
+    """Service `ns/name` -> the nodes of its ready endpoints (EndpointSlices)."""
+    out: dict[str, set[str]] = {}
+    for sl in cluster.endpoint_slices if cluster is not None else ():
+        nodes = out.setdefault(sl.service_key, set())
+        nodes.update(e.node_name for e in sl.endpoints if e.ready and e.node_name)
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def _unservable(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[str]]],
@@ -113,12 +114,15 @@ def _unservable(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any],
     every node that has its endpoints is down through a cause: then no node serves that Service (the load
     balancer's health check on those nodes is kube-proxy's own). Linked to the cause as a consequence of its
     own, at error: a Service with endpoints that no node can serve."""
+    if not any(rank < KUBE_PROXY_DOWN for rank, *_rest in by_node.values()):
+        return
+    homes_of = endpoint_nodes(cluster)
     for check, group, occ, _nodes in flat:
         if check["id"] != "KP-NODEPORT-FIREWALL" or "externalTrafficPolicy: Local" not in occ["message"] \
                 or not occ["subject"].startswith("Service ") or group["silenced"]:
             continue
         service = occ["subject"][8:].split(":", 1)[0]
-        homes = endpoint_nodes(cluster, service)
+        homes = homes_of.get(service, [])
         down = {n: by_node[n] for n in homes if n in by_node and by_node[n][0] < KUBE_PROXY_DOWN}
         found = {cause[3]["subject"]: cause for cause in down.values()}
         if not homes or len(found) != 1 or len(down) != len(homes):
@@ -180,21 +184,26 @@ def attach_causes(report: dict[str, Any], cluster: ClusterState | None) -> None:
                                              "severity": cgroup["severity"], "message": cocc["message"],
                                              "nodes": sorted(occurrence_nodes(cocc, cluster)), "group": cgroup["id"],
                                              "consequences": [], "_cause": cocc})
+        # "message": only what the cause adds to the finding (its own message is in its occurrence)
         entry["consequences"].append({"check": check["id"], "group": group["id"], "subject": occ["subject"],
-                                      "severity": group["severity"], "message": occ["message"]})
+                                      "severity": group["severity"], "message": ""})
     _unservable(flat, by_node, causes, cluster)
     for check in report["checks"]:
         for group in check["groups"]:
             refs = {o["cause"] for o in group["occurrences"]}
             group["cause"] = refs.pop() if len(refs) == 1 else ""
     order = {s: i for i, s in enumerate(("critical", "error", "warning", "info"))}
+    caused: dict[str, list[dict[str, Any]]] = {}
+    for _c, _g, o, _n in flat:
+        if o["cause"]:
+            caused.setdefault(o["cause"], []).append(o)
     out = []
     for entry in causes.values():
         cocc = entry.pop("_cause")
         worst = min((c["severity"] for c in entry["consequences"]), key=order.__getitem__, default=entry["severity"])
         entry["severity"] = min(entry["severity"], worst, key=order.__getitem__)
         commands: list[str] = []
-        for rem in [cocc["remediation"], *(o["remediation"] for _c, _g, o, _n in flat if o["cause"] == entry["id"])]:
+        for rem in [cocc["remediation"], *(o["remediation"] for o in caused.get(entry["id"], ()))]:
             for cmd in (rem or {}).get("commands", ()):
                 if cmd not in commands:
                     commands.append(cmd)

@@ -26,6 +26,7 @@ from kpdoctor.report.model import SEVERITIES
 _STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "yellow", "info": "cyan"}
 _MAX_COMMANDS = 12
 _MAX_EVIDENCE = 6
+_MAX_CAUSES = 20
 
 
 def _severity_rank(group: Mapping[str, Any]) -> int:
@@ -104,15 +105,20 @@ def _causes(con: Console, report: Mapping[str, Any]) -> None:
     if not causes:
         return
     con.rule(f"[bold]Root causes[/] ({len(causes)})", align="left")
-    for cause in causes:
+    for cause in causes[:_MAX_CAUSES]:
         sev = cause["severity"]
         _say(con, 0, f"[{_STYLE[sev]}]{sev.upper():<8}[/] [bold]{escape(cause['headline'])}[/]")
-        for c in cause["consequences"]:
+        for c in cause["consequences"][:_MAX_EVIDENCE]:
             _say(con, 9, f"[dim]-> {escape(c['check'])} {escape(c['subject'])}[/]")
+        if len(cause["consequences"]) > _MAX_EVIDENCE:
+            _say(con, 9, f"[dim]-> ... {len(cause['consequences']) - _MAX_EVIDENCE} more (listed below)[/]")
         for cmd in cause["commands"][:_MAX_COMMANDS]:
             _command(con, cmd, 9)
         if len(cause["commands"]) > _MAX_COMMANDS:
             _say(con, 11, f"[dim]... {len(cause['commands']) - _MAX_COMMANDS} more commands (-o json)[/]")
+        con.print()
+    if len(causes) > _MAX_CAUSES:
+        _say(con, 0, f"[dim]... {len(causes) - _MAX_CAUSES} more root causes (-o json, -o html)[/]")
         con.print()
 
 
