@@ -82,7 +82,10 @@ def register(app: typer.Typer) -> None:
                   f"exit {result.exit_code})", file=sys.stderr)
         else:
             tty = sys.stdout.isatty()
-            sys.stdout.write(render(fmt, result, color=tty and fmt == "console", show_plan=show_plan))
+            from kpdoctor.report.layout import console_width
+
+            sys.stdout.write(render(fmt, result, color=tty and fmt == "console", show_plan=show_plan,
+                                    width=console_width(sys.stdout)))
             sys.stdout.flush()
         raise typer.Exit(result.exit_code)
 

@@ -137,10 +137,10 @@ def emit_report(outcome: Any, fmt: str, output: str | None, *, min_severity: str
         print(f"kpdoctor: {fmt} report written to {output} ({', '.join(f'{v} {k}' for k, v in s.items())}; "
               f"exit {outcome.exit_code})", file=sys.stderr)
     else:
-        tty = sys.stdout.isatty()
-        import shutil
+        from kpdoctor.report.layout import console_width
 
-        width = shutil.get_terminal_size((110, 24)).columns if tty else None
+        tty = sys.stdout.isatty()
+        width = console_width(sys.stdout)
         sys.stdout.write(render(fmt, outcome.report, color=tty and fmt == "console", width=width,
                                 min_severity=min_severity))
         sys.stdout.flush()

@@ -238,8 +238,10 @@ def render_console(result: GateResult, *, color: bool = False, width: int | None
     from rich.console import Console
     from rich.markup import escape
 
+    from kpdoctor.report.layout import PIPED_WIDTH
+
     buf = io.StringIO()
-    console = Console(file=buf, force_terminal=color, no_color=not color, width=width or 120, highlight=False)
+    console = Console(file=buf, force_terminal=color, no_color=not color, width=width or PIPED_WIDTH, highlight=False)
     headline = f"[{_VERDICT_STYLE[result.verdict]}]{escape(verdict_headline(result))}[/]"
     console.print(headline)
     console.print(f"[bold]kpdoctor gate {result.gate}[/] — phase {result.phase} — {escape(result.source)}")

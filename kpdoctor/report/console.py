@@ -14,6 +14,7 @@ from rich.text import Text
 
 from kpdoctor.report.layout import (
     AFTER_CAUSE,
+    PIPED_WIDTH,
     affected,
     cause_line,
     commands_to_show,
@@ -36,7 +37,7 @@ def _severity_rank(group: Mapping[str, Any]) -> int:
 def render_console(report: Mapping[str, Any], *, color: bool = False, width: int | None = None,
                    min_severity: str | None = None) -> str:
     buf = io.StringIO()
-    con = Console(file=buf, force_terminal=color, no_color=not color, width=width or 160, highlight=False,
+    con = Console(file=buf, force_terminal=color, no_color=not color, width=width or PIPED_WIDTH, highlight=False,
                   soft_wrap=False, emoji=False)
     src = report["source"]
     s = report["summary"]

@@ -14,6 +14,15 @@ from typing import Any
 
 from kpdoctor.report.model import SEVERITIES
 
+PIPED_WIDTH = 160  # console reports written to a pipe or file (a terminal's own width otherwise)
+
+
+def console_width(stream: Any) -> int | None:
+    """The width every command renders its console report at: the terminal's, or None (PIPED_WIDTH) piped."""
+    import shutil
+
+    return shutil.get_terminal_size((110, 24)).columns if stream.isatty() else None
+
 
 def _group_rank(g: Mapping[str, Any]) -> int:
     return SEVERITIES.index(g["severity"]) + (10 if g["silenced"] else 0)
