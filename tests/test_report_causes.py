@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import jsonschema
-from report_helpers import bundle_report
+from report_helpers import BUNDLES, bundle_report
 
+from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.engine import run_checks
+from kpdoctor.findings import Finding, Severity
 from kpdoctor.report import render
+from kpdoctor.report.model import SourceInfo, build_report
+from kpdoctor.scanner import load_bundle
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "report-schema.json").read_text())
 
@@ -72,3 +78,42 @@ def test_console_prints_each_command_once_and_the_cause_first() -> None:
     assert "fix Once the root cause is fixed: Nothing to fix" in text
     md = render("markdown", report)
     assert md.count("kubectl -n kube-system describe pod kube-proxy-76gg5\n") == 1
+
+
+class _Modules(Check):
+    """Hand-made findings (said so): a kernel-modules fault and a host firewall on edge-1, beside the real
+    KP-PROXY-HEALTH findings of B2, to pin which is cause and which is not a consequence at all."""
+
+    id = "KP-KERNEL-MODULES"
+    title = "t"
+    scope = "node"
+    severity = Severity.ERROR
+
+    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+        if ctx.node is not None and ctx.node.name == "edge-1":
+            yield self.finding(ctx, "Node edge-1", "node edge-1 lacks what iptables mode needs")
+
+
+class _Firewall(Check):
+    id = "KP-NODEPORT-FIREWALL"
+    title = "t"
+    scope = "node"
+    severity = Severity.ERROR
+
+    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+        if ctx.node is not None and ctx.node.name == "edge-1":
+            yield self.finding(ctx, "Node edge-1", "a host firewall drops the NodePort range on edge-1")
+
+
+def test_the_most_fundamental_cause_wins_and_unrelated_faults_stay_apart() -> None:
+    import checks.kube_proxy_health as health
+
+    cluster, nodes = load_bundle(BUNDLES / "B2-stale-endpoint" / "bundle")
+    result = run_checks([health.CHECK, _Modules(), _Firewall()], cluster, nodes)
+    report = build_report(result, source=SourceInfo("bundle", "B2", "bundle"), fail_on=Severity.ERROR, exit_code=1)
+    [cause] = report["causes"]
+    assert cause["id"] == "KP-KERNEL-MODULES/Node edge-1"
+    assert {c["group"] for c in cause["consequences"]} == {
+        "KP-PROXY-HEALTH/Pod kube-system/kube-proxy-76gg5", "KP-PROXY-HEALTH/DaemonSet kube-system/kube-proxy"}
+    groups = _groups(report)
+    assert groups["KP-NODEPORT-FIREWALL/Node edge-1"]["cause"] == ""  # a firewall is not caused by kube-proxy

@@ -24,14 +24,16 @@ from kpdoctor.cluster.state import ClusterState
 # (check id, subject prefix) of findings that can be a node's root cause, most fundamental first.
 CAUSE_RANK: tuple[tuple[str, str], ...] = (
     ("KP-PROXIER-MODE", "Node "),  # the configured mode cannot run on this node: kube-proxy exits
+    ("KP-KERNEL-MODULES", "Node "),  # the kernel lacks what the mode needs
     ("KP-PROXY-HEALTH", "Pod "),  # kube-proxy's pod on the node is not running
     ("KP-PROXY-NODE-HEALTH", "Node "),  # kube-proxy does not answer on the node
     ("KP-BACKEND-SPLIT", "Node "),  # a second, frozen copy of the rules
 )
-KUBE_PROXY_DOWN = 3  # causes ranked below this stop kube-proxy on the node (and its health check node port)
+# The causes that mean kube-proxy is not running on the node (and so neither is its health check node port).
+KUBE_PROXY_DOWN = frozenset({0, 2, 3})
 # Checks whose findings are symptoms when a cause exists on the same node.
 CONSEQUENCE = frozenset({"KP-STALE-ENDPOINTS", "KP-PROXY-HEALTH", "KP-PROXY-NODE-HEALTH", "KP-KERNEL-MODULES",
-                         "KP-SYNC-LAG", "KP-NODEPORT-FIREWALL"})
+                         "KP-SYNC-LAG"})
 _MIN = ("warning", "error", "critical")
 
 
@@ -107,6 +109,18 @@ def endpoint_nodes(cluster: ClusterState | None) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
+def _entry(causes: dict[str, dict[str, Any]], check: Mapping[str, Any], group: Mapping[str, Any],
+           occ: dict[str, Any], cluster: ClusterState | None) -> dict[str, Any]:
+    """The `causes` entry of the cause finding `occ` (made on first use)."""
+    cause_id = f"{check['id']}/{occ['subject']}"
+    if cause_id not in causes:
+        causes[cause_id] = {"id": cause_id, "check": check["id"], "subject": occ["subject"],
+                            "severity": group["severity"], "message": occ["message"],
+                            "nodes": sorted(occurrence_nodes(occ, cluster)), "group": group["id"],
+                            "consequences": [], "_cause": occ}
+    return causes[cause_id]
+
+
 def _unservable(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[str]]],
                 by_node: Mapping[str, tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]],
                 causes: dict[str, dict[str, Any]], cluster: ClusterState | None) -> None:
@@ -114,7 +128,7 @@ def _unservable(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any],
     every node that has its endpoints is down through a cause: then no node serves that Service (the load
     balancer's health check on those nodes is kube-proxy's own). Linked to the cause as a consequence of its
     own, at error: a Service with endpoints that no node can serve."""
-    if not any(rank < KUBE_PROXY_DOWN for rank, *_rest in by_node.values()):
+    if not any(rank in KUBE_PROXY_DOWN for rank, *_rest in by_node.values()):
         return
     homes_of = endpoint_nodes(cluster)
     for check, group, occ, _nodes in flat:
@@ -123,17 +137,13 @@ def _unservable(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any],
             continue
         service = occ["subject"][8:].split(":", 1)[0]
         homes = homes_of.get(service, [])
-        down = {n: by_node[n] for n in homes if n in by_node and by_node[n][0] < KUBE_PROXY_DOWN}
+        down = {n: by_node[n] for n in homes if n in by_node and by_node[n][0] in KUBE_PROXY_DOWN}
         found = {cause[3]["subject"]: cause for cause in down.values()}
         if not homes or len(found) != 1 or len(down) != len(homes):
             continue
         _rank_, ccheck, cgroup, cocc = next(iter(found.values()))
-        cause_id = f"{ccheck['id']}/{cocc['subject']}"
-        occ["cause"] = cause_id
-        entry = causes.setdefault(cause_id, {"id": cause_id, "check": ccheck["id"], "subject": cocc["subject"],
-                                             "severity": cgroup["severity"], "message": cocc["message"],
-                                             "nodes": sorted(occurrence_nodes(cocc, cluster)), "group": cgroup["id"],
-                                             "consequences": [], "_cause": cocc})
+        entry = _entry(causes, ccheck, cgroup, cocc, cluster)
+        occ["cause"] = entry["id"]
         if any(c["subject"] == f"Service {service}" for c in entry["consequences"]):
             continue
         entry["consequences"].append({
@@ -147,9 +157,16 @@ def _unservable(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any],
 def attach_causes(report: dict[str, Any], cluster: ClusterState | None) -> None:
     """Add `id`/`cause` to every group, `cause` to every occurrence, and the top-level `causes` list."""
     flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[str]]] = []
+    seen: set[str] = set()
     for check in report["checks"]:
         for group in check["groups"]:
-            group["id"] = f"{check['id']}/{group['subject']}"
+            gid = f"{check['id']}/{group['subject']}"
+            n = 1
+            while gid in seen:  # one subject, two messages or severities: two groups, two ids
+                n += 1
+                gid = f"{check['id']}/{group['subject']}#{n}"
+            seen.add(gid)
+            group["id"] = gid
             group["cause"] = ""
             for occ in group["occurrences"]:
                 occ["cause"] = ""
@@ -178,12 +195,8 @@ def attach_causes(report: dict[str, Any], cluster: ClusterState | None) -> None:
             continue
         if own is not None and own <= rank:
             continue
-        cause_id = f"{ccheck['id']}/{cocc['subject']}"
-        occ["cause"] = cause_id
-        entry = causes.setdefault(cause_id, {"id": cause_id, "check": ccheck["id"], "subject": cocc["subject"],
-                                             "severity": cgroup["severity"], "message": cocc["message"],
-                                             "nodes": sorted(occurrence_nodes(cocc, cluster)), "group": cgroup["id"],
-                                             "consequences": [], "_cause": cocc})
+        entry = _entry(causes, ccheck, cgroup, cocc, cluster)
+        occ["cause"] = entry["id"]
         # "message": only what the cause adds to the finding (its own message is in its occurrence)
         entry["consequences"].append({"check": check["id"], "group": group["id"], "subject": occ["subject"],
                                       "severity": group["severity"], "message": ""})
