@@ -218,8 +218,8 @@ def _print_plan(console: Any, result: GateResult, plan: CleanupPlan, *, safe: bo
         console.print(f"\n[bold white on red]{NOT_SAFE_HEADER}[/]")
         console.print("[bold]Cleanup plan, every command commented out[/] (for review only: removing kube-proxy "
                       "now takes Services down)")
-    for note in plan.cluster_notes:
-        console.print(f"  [dim]{escape(note)}[/]")
+    for note in plan.cluster_notes:  # prose that quotes commands: a comment too when the plan is not safe
+        console.print(f"  [dim]{escape(note if safe else comment_out(note))}[/]")
     for c in plan.cluster_commands:
         cmd("  ", c)
     for node in plan.nodes:
