@@ -19,10 +19,9 @@ from checks._common import KUBE_PROXY_DOCS
 from kpdoctor.analysis import parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.iptables_backend import HINT_CHAINS, has_hint, maintained_backend
 from kpdoctor.node.parsed import IptablesDump
 from kpdoctor.shellcmd import Lit, command
-
-HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 
 
 def _summary(key: str, dump: IptablesDump) -> str:
@@ -35,8 +34,7 @@ def _summary(key: str, dump: IptablesDump) -> str:
     return f"{key}: kube-proxy chains per table - " + "; ".join(parts)
 
 
-def _hint(dump: IptablesDump | None) -> bool:
-    return dump is not None and any(c in dump.chains() for c in HINT_CHAINS)
+_hint = has_hint
 
 
 def cleanup_commands(backend: str, node: str) -> list[str]:
@@ -95,12 +93,7 @@ class BackendSplit(Check):
         names_line = f"ip_tables_names.txt: legacy tables loaded: {', '.join(names)}" if names else ""
         if in_legacy and in_nft:
             # The maintained copy: kubelet's hint, else the host's default backend.
-            if hint_legacy != hint_nft:
-                active = "legacy" if hint_legacy else "nft"
-                how = f"kubelet's {'/'.join(HINT_CHAINS)} chains are in the {active} backend"
-            else:
-                active = "legacy" if default_backend == "legacy" else "nft"
-                how = f"the host's default iptables is {default_backend or 'nf_tables'}"
+            active, how = maintained_backend(legacy, nft, default_backend)
             stale = "nft" if active == "legacy" else "legacy"
             yield self.finding(
                 ctx,

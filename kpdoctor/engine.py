@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from kpdoctor import withhold
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.findings import Finding, Remediation, Severity
@@ -200,7 +201,7 @@ def _run_one(check: Check, ctx: CheckContext, scope: str, run: CheckRun) -> list
     except Exception as exc:  # a check bug must not stop the scan
         run.errors.append(f"{scope}: {type(exc).__name__}: {exc}")
         out.append(_failure(check, scope, exc))
-    return out
+    return withhold.guard(out, ctx)  # no command removing what serves Services (issue 18)
 
 
 def unreachable_finding(node: NodeState, node_checks: Sequence[Check]) -> Finding:

@@ -206,7 +206,7 @@ def test_html_is_one_self_contained_file(tmp_path: Path) -> None:
 def test_markdown_and_console_carry_groups_evidence_and_commands() -> None:
     report = _full_report()
     md = render("markdown", report)
-    assert "## T-FORWARD: IP forwarding" in md and "on 40 node(s)" in md
+    assert "## T-FORWARD: IP forwarding" in md and "on 40 nodes: pool-a-00" in md and "node(s)" not in md
     assert "kubectl -n storefront get endpointslices -l kubernetes.io/service-name=gateway" in md
     con = render("console", report, width=200)
     assert "T-FORWARD" in con and "on 40 nodes" in con

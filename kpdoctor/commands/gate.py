@@ -19,8 +19,10 @@ a Running+Ready Cilium agent on every node that runs kube-proxy, each reporting 
 (Cilium 1.14-1.18); k8s-service-host/port set to the API server itself, not the `kubernetes` ClusterIP;
 every Service port kube-proxy programs covered by the agents' features and, where the agents' service
 tables were collected, present there with the same backends; Services served on every node now; every
-node ready for the switch. The report ends with the cleanup plan (DaemonSet + ConfigMap deletion, then
-`kube-proxy --cleanup` or the equivalent commands per node).
+node ready for the switch. The verdict comes first. Only when the gate passes does the report print the cleanup
+plan (DaemonSet + ConfigMap deletion, then `kube-proxy --cleanup` or the equivalent commands per node);
+otherwise it says what the plan would contain, and --show-plan prints it under "NOT SAFE TO RUN: the gate did
+not pass" with every command commented out.
 
 Post-removal (--phase post-removal): kube-proxy DaemonSet/pods/ConfigMap gone, no kube-proxy state on any
 node, and the replacement healthy and covering every Service.
@@ -48,6 +50,9 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("console", "--format", "-o", help="console | json | junit."),
         output: str = typer.Option(None, "--output", help="Write the report to FILE instead of stdout."),
         timeout: float = typer.Option(30.0, "--timeout", help="Per-agent exec timeout for the live API (s)."),
+        show_plan: bool = typer.Option(False, "--show-plan", help=(
+            "Print the cleanup plan even when the gate did not pass: under 'NOT SAFE TO RUN: the gate did not "
+            "pass', every command commented out (console; JSON always carries it, commented out unless passed).")),
     ) -> None:
         from dataclasses import replace
         from typing import cast
@@ -67,7 +72,7 @@ def register(app: typer.Typer) -> None:
         result = run_gate(source.cluster, source.nodes, phase=cast(Phase, phase))
         result = replace(result, source=source.source, notes=source.notes)
         if output:
-            text = render(fmt, result)
+            text = render(fmt, result, show_plan=show_plan)
             try:
                 Path(output).write_text(text, encoding="utf-8")
             except OSError as exc:
@@ -77,7 +82,10 @@ def register(app: typer.Typer) -> None:
                   f"exit {result.exit_code})", file=sys.stderr)
         else:
             tty = sys.stdout.isatty()
-            sys.stdout.write(render(fmt, result, color=tty and fmt == "console"))
+            from kpdoctor.report.layout import console_width
+
+            sys.stdout.write(render(fmt, result, color=tty and fmt == "console", show_plan=show_plan,
+                                    width=console_width(sys.stdout)))
             sys.stdout.flush()
         raise typer.Exit(result.exit_code)
 

@@ -64,6 +64,9 @@ def register(app: typer.Typer) -> None:
         accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys"),
         service: str = typer.Option(None, "--service", help="Narrow the report to one Service NS/NAME and add its "
                                     "`kpdoctor why` view (JSON: the \"service\" key)."),
+        min_severity: str = typer.Option(None, "--min-severity", help="Console/Markdown/HTML: hide findings below "
+                                         "this severity (info|warning|error|critical); -o json keeps all."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Same as --min-severity warning."),
     ) -> None:
         from kpdoctor.errors import InputError
         from kpdoctor.findings import Severity
@@ -108,8 +111,12 @@ def register(app: typer.Typer) -> None:
 
             req.service = parse_target(service)
             req.pod_namespaces = [req.service.namespace]
+        try:
+            shown_from = Severity.parse(min_severity).label if min_severity else ("warning" if quiet else None)
+        except ValueError as exc:
+            raise InputError(f"--min-severity: {exc}") from None
         outcome = scan(req, registry=registry, silences=silences)
-        emit_report(outcome, fmt, output)
+        emit_report(outcome, fmt, output, min_severity=shown_from)
         raise typer.Exit(outcome.exit_code)
 
 
@@ -120,7 +127,7 @@ def probe_options_from(timeout: float, limit: int, concurrency: int) -> Any:
     return ProbeOptions(timeout=timeout, concurrency=concurrency, limit=limit).validated()
 
 
-def emit_report(outcome: Any, fmt: str, output: str | None) -> None:
+def emit_report(outcome: Any, fmt: str, output: str | None, *, min_severity: str | None = None) -> None:
     """Render a ScanOutcome to stdout or --output FILE (shared by `scan` and `node`), plus the probe summary."""
     from kpdoctor.errors import InputError
     from kpdoctor.report import render
@@ -128,7 +135,7 @@ def emit_report(outcome: Any, fmt: str, output: str | None) -> None:
     if outcome.probe is not None:
         print(f"kpdoctor: probe: {outcome.probe.summary()}", file=sys.stderr)
     if output:
-        text = render(fmt, outcome.report)
+        text = render(fmt, outcome.report, min_severity=min_severity)
         try:
             Path(output).write_text(text, encoding="utf-8")
         except OSError as exc:
@@ -137,9 +144,10 @@ def emit_report(outcome: Any, fmt: str, output: str | None) -> None:
         print(f"kpdoctor: {fmt} report written to {output} ({', '.join(f'{v} {k}' for k, v in s.items())}; "
               f"exit {outcome.exit_code})", file=sys.stderr)
     else:
-        tty = sys.stdout.isatty()
-        import shutil
+        from kpdoctor.report.layout import console_width
 
-        width = shutil.get_terminal_size((110, 24)).columns if tty else None
-        sys.stdout.write(render(fmt, outcome.report, color=tty and fmt == "console", width=width))
+        tty = sys.stdout.isatty()
+        width = console_width(sys.stdout)
+        sys.stdout.write(render(fmt, outcome.report, color=tty and fmt == "console", width=width,
+                                min_severity=min_severity))
         sys.stdout.flush()

@@ -26,6 +26,7 @@ from kpdoctor.gate.conditions import (
 from kpdoctor.gate.context import GateContext
 from kpdoctor.gate.coverage import service_coverage
 from kpdoctor.gate.model import GateResult, Phase
+from kpdoctor.gate.safety import shown_commands
 from kpdoctor.node.state import NodeState
 
 GATE_NAME = "kube-proxy-removal"
@@ -81,7 +82,8 @@ def to_findings(result: GateResult) -> list[Finding]:
                 subject=reason.subject,
                 message=reason.message,
                 evidence=reason.evidence,
-                remediation=Remediation("", reason.commands) if reason.commands else None,
+                remediation=Remediation("", tuple(shown_commands(result, reason.commands)))
+                if reason.commands else None,
                 not_evaluated=reason.kind == "unknown",
             ))
     return out

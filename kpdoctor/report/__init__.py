@@ -31,7 +31,8 @@ def printable(value: Any) -> Any:
     return value
 
 
-def render(fmt: str, report: Mapping[str, Any], *, color: bool = False, width: int | None = None) -> str:
+def render(fmt: str, report: Mapping[str, Any], *, color: bool = False, width: int | None = None,
+           min_severity: str | None = None) -> str:
     """Render `report` as text in `fmt` (renderer modules are imported on demand: --help stays fast)."""
     if fmt == "json":
         from kpdoctor.report.json_report import render_json
@@ -45,13 +46,13 @@ def render(fmt: str, report: Mapping[str, Any], *, color: bool = False, width: i
     if fmt == "markdown":
         from kpdoctor.report.markdown import render_markdown
 
-        return render_markdown(report)
+        return render_markdown(report, min_severity=min_severity)
     if fmt == "html":
         from kpdoctor.report.html import render_html
 
-        return render_html(report)
+        return render_html(report, min_severity=min_severity)
     if fmt == "console":
         from kpdoctor.report.console import render_console
 
-        return render_console(report, color=color, width=width)
+        return render_console(report, color=color, width=width, min_severity=min_severity)
     raise ValueError(f"unknown report format {fmt!r} (choose from {', '.join(FORMATS)})")

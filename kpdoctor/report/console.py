@@ -12,20 +12,32 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from kpdoctor.report.layout import (
+    AFTER_CAUSE,
+    PIPED_WIDTH,
+    affected,
+    cause_line,
+    commands_to_show,
+    ordered_checks,
+    visible_groups,
+    where,
+)
 from kpdoctor.report.model import SEVERITIES
 
 _STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "yellow", "info": "cyan"}
 _MAX_COMMANDS = 12
 _MAX_EVIDENCE = 6
+_MAX_CAUSES = 20
 
 
 def _severity_rank(group: Mapping[str, Any]) -> int:
     return SEVERITIES.index(group["severity"])
 
 
-def render_console(report: Mapping[str, Any], *, color: bool = False, width: int | None = None) -> str:
+def render_console(report: Mapping[str, Any], *, color: bool = False, width: int | None = None,
+                   min_severity: str | None = None) -> str:
     buf = io.StringIO()
-    con = Console(file=buf, force_terminal=color, no_color=not color, width=width or 160, highlight=False,
+    con = Console(file=buf, force_terminal=color, no_color=not color, width=width or PIPED_WIDTH, highlight=False,
                   soft_wrap=False, emoji=False)
     src = report["source"]
     s = report["summary"]
@@ -49,20 +61,29 @@ def render_console(report: Mapping[str, Any], *, color: bool = False, width: int
     if s["not_evaluated"]:
         extra.append(f"{s['not_evaluated']} not evaluated")
     con.print(f"Summary: {counts}" + (f" ({', '.join(extra)})" if extra else ""))
+    if affected(report):
+        _say(con, 0, f"Affected: {escape(affected(report))}")
     con.print()
     if report.get("service"):  # `scan --service`: the Service's `why` view first
         from kpdoctor.why.render import render_view
 
         con.print(escape(render_view(report["service"])))
-    checks = [c for c in report["checks"] if c["groups"]]
-    checks.sort(key=lambda c: min(_severity_rank(g) + (10 if g["silenced"] else 0) for g in c["groups"]))
-    for check in checks:
+    _causes(con, report)
+    hidden = 0
+    for check in ordered_checks(report):
+        groups = visible_groups(check, min_severity)
+        hidden += len(check["groups"]) - len(groups)
+        if not groups:
+            continue
         con.rule(f"[bold]{escape(check['id'])}[/] {escape(check['title'])}", align="left")
-        for g in check["groups"]:
-            _group(con, g)
+        for g in groups:
+            _group(con, report, g)
         if check["docs"]:
             _say(con, 0, f"[dim]docs {escape(check['docs'])}[/]")
             con.print()
+    if hidden:
+        con.print(f"[dim]{hidden} group{'s' if hidden != 1 else ''} below {min_severity} hidden (--min-severity; "
+                  "-o json keeps every finding)[/]")
     passed = [c["id"] for c in report["checks"] if c["status"] == "passed"]
     if passed:
         con.print(f"[green]passed[/] ({len(passed)}): {escape(', '.join(passed))}")
@@ -85,7 +106,35 @@ def _say(con: Console, indent: int, markup: str) -> None:
     con.print(Padding(Text.from_markup(markup), (0, 0, 0, indent), expand=False))
 
 
-def _group(con: Console, g: Mapping[str, Any]) -> None:
+def _command(con: Console, command: str, indent: int = 11) -> None:
+    """A command on one line, never wrapped: a wrapped command pasted into a shell is another command."""
+    con.print(Text(" " * indent + "$ " + command), soft_wrap=True)
+
+
+def _causes(con: Console, report: Mapping[str, Any]) -> None:
+    """One headline per root cause with the commands of the cause and its consequences, once."""
+    causes = report.get("causes") or []
+    if not causes:
+        return
+    con.rule(f"[bold]Root causes[/] ({len(causes)})", align="left")
+    for cause in causes[:_MAX_CAUSES]:
+        sev = cause["severity"]
+        _say(con, 0, f"[{_STYLE[sev]}]{sev.upper():<8}[/] [bold]{escape(cause['headline'])}[/]")
+        for c in cause["consequences"][:_MAX_EVIDENCE]:
+            _say(con, 9, f"[dim]-> {escape(c['check'])} {escape(c['subject'])}[/]")
+        if len(cause["consequences"]) > _MAX_EVIDENCE:
+            _say(con, 9, f"[dim]-> ... {len(cause['consequences']) - _MAX_EVIDENCE} more (listed below)[/]")
+        for cmd in cause["commands"][:_MAX_COMMANDS]:
+            _command(con, cmd, 9)
+        if len(cause["commands"]) > _MAX_COMMANDS:
+            _say(con, 11, f"[dim]... {len(cause['commands']) - _MAX_COMMANDS} more commands (-o json)[/]")
+        con.print()
+    if len(causes) > _MAX_CAUSES:
+        _say(con, 0, f"[dim]... {len(causes) - _MAX_CAUSES} more root causes (-o json, -o html)[/]")
+        con.print()
+
+
+def _group(con: Console, report: Mapping[str, Any], g: Mapping[str, Any]) -> None:
     """One group as a two-column grid: the severity label, then a hanging-indented block."""
     sev = g["severity"]
     grid = Table.grid(padding=(0, 1))
@@ -95,13 +144,11 @@ def _group(con: Console, g: Mapping[str, Any]) -> None:
     def row(markup: str, label: str = "") -> None:
         grid.add_row(Text.from_markup(label), Text.from_markup(markup))
 
-    where = ""
-    nodes = g["nodes"]
-    if nodes and not (len(nodes) == 1 and nodes[0] in g["subject"]):
-        shown = ", ".join(nodes[:8]) + (f" +{len(nodes) - 8} more" if len(nodes) > 8 else "")
-        where = f" [dim]on {len(nodes)} node{'s' if len(nodes) != 1 else ''}:[/] {escape(shown)}"
-    row(f"[bold]{escape(g['subject'])}[/]{where}", f"[{_STYLE[sev]}]{sev.upper()}[/]")
+    row(f"[bold]{escape(g['subject'])}[/][dim]{escape(where(g))}[/]", f"[{_STYLE[sev]}]{sev.upper()}[/]")
     row(escape(g["message"]))
+    cause, outranks = cause_line(report, g)
+    if cause:
+        row(f"[magenta]cause:[/] {escape(cause)}")
     if g["silenced"]:
         row(f"[magenta]silenced:[/] {escape(g['silenced_reason'])}")
     evidence = [(o["scope"], e) for o in g["occurrences"] for e in o["evidence"]]
@@ -112,12 +159,15 @@ def _group(con: Console, g: Mapping[str, Any]) -> None:
     if len(evidence) > _MAX_EVIDENCE:
         row(f"[dim]... {len(evidence) - _MAX_EVIDENCE} more evidence lines (-o json)[/]")
     rem = g.get("remediation")
+    commands, covered = commands_to_show(report, g) if rem and not g["silenced"] else ([], 0)
     if rem and not g["silenced"]:
         if rem["text"]:
-            row(f"[green]fix[/] {escape(rem['text'])}")
-        for cmd in rem["commands"][:_MAX_COMMANDS]:
-            row(f"  $ {escape(cmd)}")
-        if len(rem["commands"]) > _MAX_COMMANDS:
-            row(f"  [dim]... {len(rem['commands']) - _MAX_COMMANDS} more commands (-o json)[/]")
+            row(f"[green]fix[/] {escape((AFTER_CAUSE if outranks else '') + rem['text'])}")
+        if covered:
+            row(f"  [dim]{covered} command{'s' if covered != 1 else ''} listed under its root cause above[/]")
     con.print(grid)
+    for cmd in commands[:_MAX_COMMANDS]:
+        _command(con, cmd)
+    if len(commands) > _MAX_COMMANDS:
+        _say(con, 11, f"[dim]... {len(commands) - _MAX_COMMANDS} more commands (-o json)[/]")
     con.print()

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kpdoctor.findings import Severity
+from kpdoctor.report.layout import AFTER_CAUSE, cause_line, ordered_checks
 
 
 def _case_name(group: Mapping[str, Any]) -> str:
@@ -24,8 +25,11 @@ def _case_name(group: Mapping[str, Any]) -> str:
     return f"{group['subject']} on {shown}"
 
 
-def _body(group: Mapping[str, Any]) -> str:
+def _body(report: Mapping[str, Any], group: Mapping[str, Any]) -> str:
     lines = [group["message"], ""]
+    cause, outranks = cause_line(report, group)
+    if cause:
+        lines += [f"cause: {cause}", ""]
     if group["nodes"]:
         lines.append("nodes: " + ", ".join(group["nodes"]))
     for occ in group["occurrences"]:
@@ -33,7 +37,7 @@ def _body(group: Mapping[str, Any]) -> str:
             lines.append(f"evidence[{occ['scope']}]: {ev}")
     rem = group.get("remediation")
     if rem:
-        lines += ["", "remediation: " + rem["text"]]
+        lines += ["", "remediation: " + (AFTER_CAUSE if outranks else "") + rem["text"]]
         lines += [f"  $ {c}" for c in rem["commands"]]
     if group.get("docs"):
         lines += ["", "docs: " + group["docs"]]
@@ -46,7 +50,9 @@ def render_junit(report: Mapping[str, Any]) -> str:
     src = report["source"]
     suites = ET.Element("testsuites", name=f"kpdoctor scan of {src['kind']} {src['location']}")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    for check in report["checks"]:
+    # checks with findings in the report's order (kpdoctor.report.layout), then the ones without
+    order = [*ordered_checks(report), *(c for c in report["checks"] if not c["groups"])]
+    for check in order:
         suite = ET.SubElement(suites, "testsuite", name=f"{check['id']}: {check['title']}")
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         groups = check["groups"]
@@ -66,18 +72,18 @@ def render_junit(report: Mapping[str, Any]) -> str:
                 counts["skipped"] += 1
             elif group["message"].startswith(f"check {check['id']} failed:"):
                 el = ET.SubElement(case, "error", message=title, type="check-error")
-                el.text = _body(group)
+                el.text = _body(report, group)
                 counts["errors"] += 1
             elif group["not_evaluated"]:
                 ET.SubElement(case, "skipped", message=title)
                 counts["skipped"] += 1
             elif limit is not None and Severity.parse(group["severity"]) >= limit:
                 el = ET.SubElement(case, "failure", message=title, type=group["severity"])
-                el.text = _body(group)
+                el.text = _body(report, group)
                 counts["failures"] += 1
             else:
                 out = ET.SubElement(case, "system-out")
-                out.text = _body(group)
+                out.text = _body(report, group)
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] += value

@@ -6,6 +6,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from kpdoctor.report.layout import (
+    AFTER_CAUSE,
+    affected,
+    cause_line,
+    commands_to_show,
+    ordered_checks,
+    visible_groups,
+    where,
+)
+
 # Untrusted text (names, rule text, node output) is either inside a code fence it cannot close or escaped:
 # the punctuation that starts emphasis, code, links, images, headings or table cells gets a backslash, `<` `>` `&` become entities
 # (no raw HTML), and line breaks become spaces (no new block: heading, fence, list, quote).
@@ -40,7 +50,7 @@ def _fence(lines: list[str]) -> list[str]:
     return [ticks, body, ticks]
 
 
-def render_markdown(report: Mapping[str, Any]) -> str:
+def render_markdown(report: Mapping[str, Any], *, min_severity: str | None = None) -> str:
     s = report["summary"]
     src = report["source"]
     out = [
@@ -57,15 +67,27 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     out += [f"| silenced | {s['silenced']} |", f"| not evaluated | {s['not_evaluated']} |", ""]
     for gap in report["gaps"]:
         out.append(f"> cannot read **{_md(gap['kind'])}**: {_md(gap['reason'])}")
-    for check in report["checks"]:
-        if not check["groups"]:
+    if affected(report):
+        out += [f"**Affected:** {_md(affected(report))}", ""]
+    if report.get("causes"):
+        out += ["## Root causes", ""]
+        for cause in report["causes"]:
+            out += [f"- **\\[{cause['severity'].upper()}\\] {_cell(cause['headline'])}**"]
+            out += [f"  - {_md(c['check'])} {_cell(c['subject'])}" for c in cause["consequences"]]
+            out += [""]
+            if cause["commands"]:
+                out += [*_fence(cause["commands"]), ""]
+    for check in ordered_checks(report):
+        if not visible_groups(check, min_severity):
             continue
         out += [f"## {_md(check['id'])}: {_md(check['title'])}", ""]
         if check["docs"]:
             out += [f"Docs: {_md(check['docs'])}", ""]
-        for g in check["groups"]:
-            nodes = f" on {len(g['nodes'])} node(s): {_md(', '.join(g['nodes']))}" if g["nodes"] else ""
-            out += [f"### \\[{g['severity'].upper()}\\] {_cell(g['subject'])}{nodes}", "", _md(g["message"]), ""]
+        for g in visible_groups(check, min_severity):
+            out += [f"### \\[{g['severity'].upper()}\\] {_cell(g['subject'])}{_cell(where(g))}", "", _md(g["message"]), ""]
+            cause, outranks = cause_line(report, g)
+            if cause:
+                out += [f"*Cause:* {_md(cause)}", ""]
             if g["silenced"]:
                 out += [f"*Silenced:* {_md(g['silenced_reason'])}", ""]
             evidence = [f"{o['scope']}: {e}" if len(g["occurrences"]) > 1 else e
@@ -74,9 +96,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 out += ["Evidence:", "", *_fence(evidence), ""]
             rem = g.get("remediation")
             if rem:
-                out += [f"**Fix:** {_md(rem['text'])}", ""]
-                if rem["commands"]:
-                    out += [*_fence(rem["commands"]), ""]
+                commands, covered = commands_to_show(report, g)
+                out += [f"**Fix:** {AFTER_CAUSE if outranks else ''}{_md(rem['text'])}", ""]
+                if covered:
+                    out += [f"*{covered} command(s) listed under its root cause above.*", ""]
+                if commands:
+                    out += [*_fence(commands), ""]
     passed = [c["id"] for c in report["checks"] if c["status"] == "passed"]
     if passed:
         out += ["## Passed", "", ", ".join(_code(p) for p in passed), ""]

@@ -21,6 +21,7 @@ from typing import Any
 from kpdoctor import __version__
 from kpdoctor.engine import SCAN_CHECK_ID, SCAN_CHECK_TITLE, ScanResult
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.report.causes import attach_causes
 
 REPORT_FORMAT = "kpdoctor-report/v1"
 SEVERITIES = [s.label for s in sorted(Severity, reverse=True)]  # critical, error, warning, info
@@ -161,7 +162,7 @@ def build_report(
             counts[f.severity.label] += 1
     reachable = sum(1 for n in result.nodes if n.reachable)
     when = generated_at or dt.datetime.now(dt.UTC)
-    return {
+    report = {
         "format": REPORT_FORMAT,
         "kpdoctor_version": __version__,
         "generated_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -194,6 +195,8 @@ def build_report(
             for s in result.silences.silences
         ],
     }
+    attach_causes(report, result.cluster)  # one root cause, one headline (kpdoctor/report/causes.py)
+    return report
 
 
 def failing(report: Mapping[str, Any], fail_on: str | None) -> list[dict[str, Any]]:

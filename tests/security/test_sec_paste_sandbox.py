@@ -93,8 +93,9 @@ def _paste(lines: list[str], work: Path) -> list[list[list[str]]]:
         if name == "uname":  # the one command substitution kpdoctor writes itself: ls /lib/modules/$(uname -r)/...
             stub.write_text(f'#!/bin/sh\nprintf "uname\\037-r\\036" >>{log}\necho KERNEL\n')
         else:
-            stub.write_text(f'#!/bin/sh\n{{ printf %s "${{0##*/}}"; for a in "$@"; do printf "\\037%s" "$a"; done; '
-                            f'printf "\\036"; }} >>{log}\n')
+            # one write per record: the stubs of a pipeline run at once and must not interleave in the log
+            stub.write_text(f'#!/bin/sh\nrec="${{0##*/}}"; for a in "$@"; do rec="$rec$(printf "\\037")$a"; done; '
+                            f'printf "%s\\036" "$rec" >>{log}\n')
         stub.chmod(0o755)
     script = [f"command_not_found_handle() {{ printf 'UNEXPECTED\\037%s\\036' \"$1\" >>{log}; return 127; }}"]
     for i, line in enumerate(lines):
