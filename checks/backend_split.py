@@ -57,6 +57,7 @@ class BackendSplit(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("iptables", "backend")
+    node_facts_suffice = True  # runs in node-only scans (kpdoctor.node_only)
     rationale = (
         "Rules in both iptables-legacy and iptables-nft are both evaluated; the copy nobody maintains goes stale "
         "on the next change (DNAT to deleted pods, REJECTs for Services with endpoints)."

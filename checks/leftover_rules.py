@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CLI_DOCS, expected_mode
+from checks._common import KUBE_PROXY_CLI_DOCS, expected_mode, unknown_kube_proxy
 from kpdoctor.analysis import iptables_rules_key, parsed, presence
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.node_only import is_node_only
 
 
 def iptables_cleanup(node: str, key: str) -> list[str]:
@@ -37,6 +38,7 @@ class LeftoverRules(Check):
     severity = Severity.WARNING
     tags = ("iptables", "nftables", "ipvs", "cilium", "cleanup")
     requires = ("ConfigMap", "DaemonSet", "Pod")
+    node_facts_suffice = True  # runs in node-only scans (kpdoctor.node_only)
     rationale = (
         "Service rules nobody maintains keep translating traffic with an old view of the cluster: after a mode "
         "switch both dataplanes act on packets; after replacing kube-proxy they fight the replacement."
@@ -56,6 +58,9 @@ class LeftoverRules(Check):
         if not present:
             return
         found = expected_mode(ctx)
+        if found is None and is_node_only(ctx.cluster):  # whether kube-proxy is meant to run here is unknown
+            yield unknown_kube_proxy(self, ctx)
+            return
         mode = (p.proxy_mode or found[0]) if found is not None else None
         if mode is None:
             why = f"no kube-proxy runs on {node.name}"

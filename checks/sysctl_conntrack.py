@@ -45,6 +45,7 @@ class SysctlConntrack(Check):
     scope = "node"
     severity = Severity.ERROR
     tags = ("sysctl", "conntrack", "kernel")
+    node_facts_suffice = True  # runs in node-only scans (kpdoctor.node_only)
     rationale = (
         "Correct rules do nothing when the node does not forward, when bridged pod traffic bypasses netfilter, "
         "or when the conntrack table is full and new connections are dropped."

@@ -21,6 +21,7 @@ from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
 from kpdoctor.dataplane.semantic import FrontendDiff, FrontendView, SemanticView, diff
 from kpdoctor.node.parsed import IptablesDump, IptRule, ParsedNode
 from kpdoctor.node.state import NodeState
+from kpdoctor.node_only import config_from_node, is_node_only
 
 # kube-proxy's chains per mode (kubelet's KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY / KUBE-FIREWALL excluded).
 IPTABLES_MARKER_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-PROXY-CANARY")
@@ -884,12 +885,18 @@ def node_proxy_config(ctx: CheckContext, node_name: str | None = None) -> NodePr
     name = node_name or (ctx.node.name if ctx.node else "")
     cache: dict[str, NodeProxyConfig | None] = ctx.derived("proxy-configs", dict)
     if name not in cache:
-        cache[name] = ctx.cluster.proxy_config_for(name)
+        if is_node_only(ctx.cluster):  # no cluster objects: what the node's own kube-proxy reports
+            p = parsed_of(ctx, ctx.nodes[name]) if ctx.node is None or ctx.node.name != name else parsed(ctx)
+            cache[name] = config_from_node(name, p.configz, p.proxy_mode)
+        else:
+            cache[name] = ctx.cluster.proxy_config_for(name)
     return cache[name]
 
 
 def kube_proxy_pod(ctx: CheckContext, node_name: str | None = None) -> Pod | None:
     name = node_name or (ctx.node.name if ctx.node else "")
+    if is_node_only(ctx.cluster):
+        return None
     return ctx.cluster.kube_proxy_pod_on(name)
 
 
@@ -897,6 +904,8 @@ def kube_proxy_expected(ctx: CheckContext, node_name: str | None = None) -> bool
     """Whether a kube-proxy is meant to run on the node: a kube-proxy pod is scheduled there,
     or a kube-proxy DaemonSet's nodeSelector matches the node."""
     name = node_name or (ctx.node.name if ctx.node else "")
+    if is_node_only(ctx.cluster):  # only a kube-proxy that answers on the node says one is meant to run
+        return node_proxy_config(ctx, name) is not None
     if kube_proxy_pod(ctx, name) is not None:
         return True
     node = ctx.cluster.node_by_name.get(name)
@@ -910,6 +919,8 @@ def kube_proxy_expected(ctx: CheckContext, node_name: str | None = None) -> bool
 
 
 def kube_proxy_version(ctx: CheckContext) -> tuple[int, int] | None:
+    if is_node_only(ctx.cluster):
+        return None
     return ctx.cluster.kube_proxy_version()
 
 

@@ -75,6 +75,9 @@ class Check:
     # Optional: when one of them is in `cluster.gaps` (RBAC 403) the engine reports "not evaluated:
     # forbidden" without running the check. Undeclared reads of a forbidden kind are caught too.
     requires: ClassVar[tuple[str, ...]] = ()
+    # True when the check judges a node from its own facts alone (kube-proxy's config read from the node's
+    # /configz or /proxyMode): it then also runs in a node-only scan (no cluster objects, kpdoctor.node_only).
+    node_facts_suffice: ClassVar[bool] = False
 
     def run(self, ctx: CheckContext) -> Iterable[Finding]:
         raise NotImplementedError

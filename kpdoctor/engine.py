@@ -29,6 +29,7 @@ from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.findings import Finding, Remediation, Severity
 from kpdoctor.node.state import NodeState
+from kpdoctor.node_only import NODE_ONLY_REASON, is_node_only
 from kpdoctor.registry import LoadError
 from kpdoctor.silences import SilenceSet
 
@@ -132,6 +133,8 @@ def _is_forbidden(reason: str) -> bool:
 
 
 def _not_evaluated(check: Check, scope: str, kind: str, reason: str) -> Finding:
+    if reason == NODE_ONLY_REASON:
+        return _not_evaluated_node_only(check, scope)
     return Finding(
         check_id=check.id,
         severity=Severity.WARNING,
@@ -143,6 +146,25 @@ def _not_evaluated(check: Check, scope: str, kind: str, reason: str) -> Finding:
             f"Grant the identity kpdoctor runs as 'list' on {kind} (read-only), or run the scan with a kubeconfig "
             "that has it, then scan again.",
             (f"kubectl auth can-i list {kind} --all-namespaces",),
+        ),
+        docs=check.docs_url(),
+        not_evaluated=True,
+    )
+
+
+def _not_evaluated_node_only(check: Check, scope: str) -> Finding:
+    needs = ", ".join(check.requires) if check.requires else "the cluster's objects"
+    return Finding(
+        check_id=check.id,
+        severity=Severity.INFO,
+        scope=scope,
+        subject="Cluster" if scope == "cluster" else f"Node {scope}",
+        message=f"not evaluated: needs {needs} from the cluster, and this scan has node facts only",
+        evidence=(f"input has no cluster objects: {NODE_ONLY_REASON}",),
+        remediation=Remediation(
+            "Collect with cluster access (a kubeconfig that can read Services, EndpointSlices, Nodes, Pods, "
+            "DaemonSets and ConfigMaps) to evaluate this check too.",
+            ("kpdoctor collect --kubeconfig ~/.kube/config -f bundle.tar.gz",),
         ),
         docs=check.docs_url(),
         not_evaluated=True,
@@ -184,7 +206,12 @@ def _normalize(check: Check, item: Any, scope: str) -> Finding:
 
 
 def _run_one(check: Check, ctx: CheckContext, scope: str, run: CheckRun) -> list[Finding]:
-    gap = _required_gap(check, ctx.cluster)
+    if is_node_only(ctx.cluster):
+        if not (check.scope == "node" and check.node_facts_suffice):
+            return [_not_evaluated_node_only(check, scope)]
+        gap = None  # its reads of the missing kinds still end in "not evaluated" (ForbiddenKind)
+    else:
+        gap = _required_gap(check, ctx.cluster)
     if gap is not None:
         return [_not_evaluated(check, scope, gap.kind, gap.reason)]
     out: list[Finding] = []

@@ -80,7 +80,7 @@ def test_checks_skip_and_fail_on_like_scan(tmp_path: Path) -> None:
     report = json.loads(only.stdout)
     assert [c["id"] for c in report["checks"]] == ["KP-STALE-ENDPOINTS"] and groups(report)
     skipped = kpd("node", "edge-1", "--bundle", str(B2), "--skip", "KP-STALE-ENDPOINTS,KP-PROXY-NODE-HEALTH",
-                  "-o", "junit", "--output", str(tmp_path / "r.xml"))
+                  "-o", "junit", "--output-file", str(tmp_path / "r.xml"))
     assert skipped.returncode == 0, skipped.stderr
     assert "junit report written to" in skipped.stderr and skipped.stdout == ""
     suites = ET.parse(tmp_path / "r.xml").getroot()
@@ -94,7 +94,7 @@ def test_bad_selections_and_flags_exit_2_with_one_line() -> None:
         (("--checks", "KP-PROXY-HEALTH"), "leave no node-scope check"),  # a cluster-scope check
         (("--checks", "KP-NOPE"), "KP-NOPE"),
         (("-o", "yaml"), "-o 'yaml'"),
-        (("--output", "json"), "use -o json"),
+        (("--output-file", "json"), "use -o json"),
         (("--fail-on", "loud"), "--fail-on"),
         (("--facts-json", "--probe"), "--facts-json"),
     ]:

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
     @group.command("list")
     def list_cmd(
-        fmt: str = typer.Option("table", "--format", "-o", help="table | json"),
+        fmt: str = typer.Option("table", "-o", "--output", "--format", help="table | json"),
         checks: str = typer.Option(None, "--checks", help="Filter: ids, tag:<tag>, scope:cluster|node."),
     ) -> None:
         """Every registered check: id, scope, default severity, tags, title."""

@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
                                               help="Skip iptables-nft above this many Services."),
         apply_timeout: float = typer.Option(900.0, "--apply-timeout", min=1.0,
                                             help="Seconds allowed for loading one ruleset."),
-        fmt: str = typer.Option("table", "--format", "-o", help="table | json"),
+        fmt: str = typer.Option("table", "-o", "--output", "--format", help="table | json"),
     ) -> None:
         import os
         import platform

@@ -18,6 +18,8 @@ from typing import Any
 
 import typer
 
+from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, SSH_HELP, TIMEOUT_HELP, format_error
+
 TRANSPORT_HELP = "How to reach the node: local | ssh | kube-exec | bundle."
 
 
@@ -196,17 +198,17 @@ def register(app: typer.Typer) -> None:
         kubeconfig: str = typer.Option(None, "--kubeconfig", help="kubeconfig file (default $KUBECONFIG, ~/.kube/config)."),
         context: str = typer.Option(None, "--context", help="kubeconfig context."),
         address: str = typer.Option(None, "--address", help="Connect here instead of the Node's InternalIP."),
-        ssh_user: str = typer.Option(None, "--ssh-user", help="SSH user (default: ~/.ssh/config, then $USER)."),
-        ssh_key: list[str] = typer.Option([], "--ssh-key", help="SSH private key (repeatable); agent and ~/.ssh keys also tried."),  # noqa: B008
-        ssh_port: int = typer.Option(None, "--ssh-port", help="SSH port (default: ~/.ssh/config, then 22)."),
-        ssh_config: str = typer.Option(None, "--ssh-config", help="ssh_config file (default ~/.ssh/config)."),
-        jump_host: str = typer.Option(None, "--jump-host", help="Jump host [user@]host[:port] (or ProxyJump in ssh config)."),
-        known_hosts: str = typer.Option(None, "--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)."),
-        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys", help="Accept and record unknown host keys (changed keys are still refused)."),
-        timeout: float = typer.Option(120.0, "--timeout", help="Seconds per node, connect included."),
+        ssh_user: str = typer.Option(None, "--ssh-user", help=SSH_HELP["user"]),
+        ssh_key: list[str] = typer.Option([], "--ssh-key", help=SSH_HELP["key"]),  # noqa: B008
+        ssh_port: int = typer.Option(None, "--ssh-port", help=SSH_HELP["port"]),
+        ssh_config: str = typer.Option(None, "--ssh-config", help=SSH_HELP["config"]),
+        jump_host: str = typer.Option(None, "--jump-host", help=SSH_HELP["jump"]),
+        known_hosts: str = typer.Option(None, "--known-hosts", help=SSH_HELP["known_hosts"]),
+        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys", help=SSH_HELP["accept_new"]),
+        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once (commands visiting many nodes)."),
-        fmt: str = typer.Option("console", "-o", "--format", help="Report: console | json | junit | markdown | html ('text' = console)."),
-        output: str = typer.Option(None, "--output", help="Write the report to FILE instead of stdout."),
+        fmt: str = typer.Option("console", "-o", "--output", "--format", help="Report: console | json | junit | markdown | html ('text' = console)."),
+        output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
         facts_json: bool = typer.Option(False, "--facts-json", help="Print the collected NodeState as JSON instead (no checks run)."),
         checks: str = typer.Option(None, "--checks", help="Only these node checks: ids, tag:<tag>."),
         skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>."),
@@ -223,9 +225,9 @@ def register(app: typer.Typer) -> None:
 
         fmt = "console" if fmt == "text" else fmt
         if fmt not in REPORT_FORMATS:
-            raise InputError(f"-o {fmt!r}: choose from {', '.join(REPORT_FORMATS)} (--facts-json for the NodeState)")
+            raise InputError(format_error(fmt, REPORT_FORMATS) + " (--facts-json for the NodeState)")
         if output in ("text", *REPORT_FORMATS):
-            raise InputError(f"--output names the report FILE; for the format use -o {output}")
+            raise InputError(f"--output-file names the report FILE; for the format use -o {output}")
         if snapshot and bundle:
             raise InputError("use either --snapshot or --bundle, not both")
         if facts_json and (probe or output):
