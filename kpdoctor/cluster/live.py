@@ -15,13 +15,12 @@ disabled) simply has none, which is what kube-proxy sees there as well.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from kpdoctor.cluster.kubeconfig import NO_CREDENTIALS, credentials_source
 from kpdoctor.cluster.model import ResourceGap
 from kpdoctor.cluster.snapshot import load_objects
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
@@ -56,20 +55,19 @@ class LiveResult:
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
     """An ApiClient from --kubeconfig / $KUBECONFIG / ~/.kube/config (+ --context), else in-cluster config."""
+    source = credentials_source(kubeconfig, context)
+    if source.kind == "none":
+        raise UnreachableError(NO_CREDENTIALS)
     from kubernetes import client, config
 
     cfg = client.Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG") or ""
-    default = Path("~/.kube/config").expanduser()
+    path = source.path
     try:
-        if path or context or default.is_file():
-            config.load_kube_config(config_file=path or str(default), context=context, client_configuration=cfg,
+        if source.kind == "kubeconfig":
+            config.load_kube_config(config_file=path, context=context, client_configuration=cfg,
                                     persist_config=False)  # fmt: skip
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=cfg)
         else:
-            raise UnreachableError("no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not in a cluster; "
-                                   "use --snapshot DIR or --bundle PATH to work offline")  # fmt: skip
+            config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException as exc:
         raise UnreachableError(f"cannot load cluster credentials: {exc}", where=path or "kubeconfig") from None
     except (OSError, ValueError) as exc:  # unreadable file, bad YAML, failing exec credential plugin

@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "checks",
     "gate",
     "lab",
+    "version",
+    "completion",
 )
 
 

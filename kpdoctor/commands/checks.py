@@ -42,7 +42,9 @@ def register(app: typer.Typer) -> None:
         table.add_column("TITLE", overflow="fold")
         for c in selected:
             table.add_row(c.id, c.scope, c.severity.label, ",".join(c.tags), c.title)
-        con = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+        from kpdoctor.commands.terminal import rich_color_args
+
+        con = Console(highlight=False, width=None if sys.stdout.isatty() else 200, **rich_color_args())  # type: ignore[arg-type]
         with con.capture() as captured:
             con.print(table)
         sys.stdout.write("\n".join(line.rstrip() for line in captured.get().splitlines()) + "\n")

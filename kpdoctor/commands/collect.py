@@ -16,19 +16,25 @@ from typing import Any
 import typer
 
 from kpdoctor.commands.node import TRANSPORT_HELP, NodeFlags, load_cluster, options_from
-from kpdoctor.commands.options import DEFAULT_TIMEOUT, SSH_HELP, TIMEOUT_HELP
+from kpdoctor.commands.options import DEFAULT_TIMEOUT, SSH_HELP, TIMEOUT_HELP, format_error
+
+BUNDLE_FORMATS = ("dir", "tar.gz")
 
 
-def check_bundle_path(out: str) -> None:
-    """A bundle is a directory or a .tar.gz: a name promising another format (x.zip, x.tar) is refused
-    rather than written as a directory that the name misdescribes."""
+def check_bundle_path(out: str, fmt: str | None = None) -> None:
+    """A bundle is a directory or a .tar.gz, and the name says which: a name promising another format (x.zip,
+    x.tar) or one contradicting -o is refused rather than written as something the name misdescribes."""
     from kpdoctor.errors import InputError
     from kpdoctor.node.bundle import is_tarball
 
-    name = Path(out).name.lower()
-    archive = (".zip", ".tar", ".gz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".bz2", ".xz", ".zst", ".7z")
-    if not is_tarball(name) and name.endswith(archive):
+    tarball = is_tarball(Path(out).name)  # what write_bundle will decide (case-sensitive)
+    archive = (".zip", ".tar", ".gz", ".tgz", ".xz", ".txz", ".bz2", ".tbz2", ".zst", ".7z")
+    if not tarball and Path(out).name.lower().endswith(archive):
         raise InputError("a bundle is written as a directory or a .tar.gz/.tgz; choose such a name", where=out)
+    if fmt == "tar.gz" and not tarball:
+        raise InputError("-o tar.gz needs a -f name ending .tar.gz or .tgz", where=out)
+    if fmt == "dir" and tarball:
+        raise InputError("-o dir writes a directory; a name ending .tar.gz/.tgz would misdescribe it", where=out)
 
 
 def snapshot_objects(directory: str) -> dict[str, list[dict[str, Any]]]:
@@ -61,8 +67,8 @@ def register(app: typer.Typer) -> None:
     def collect(
         out: str = typer.Option(None, "-f", "--output-file", metavar="PATH",
                                 help="Bundle to write: a new directory, or a path ending .tar.gz / .tgz."),
-        old_out: str = typer.Option(None, "--output", hidden=True,
-                                    help="Deprecated alias of --output-file (-o now means a format, as in kubectl)."),
+        fmt: str = typer.Option(None, "-o", "--output", metavar="FORMAT",
+                                help="dir | tar.gz (default: from the -f name; a name saying otherwise is refused)."),
         node: list[str] = typer.Option([], "--node", help="Node to collect (repeatable). Default: every Node of the cluster."),  # noqa: B008
         no_nodes: bool = typer.Option(False, "--no-nodes", help="Write only the cluster snapshot."),
         transport: str = typer.Option(None, "--transport", help=TRANSPORT_HELP + " Default ssh (local with no cluster)."),
@@ -88,12 +94,11 @@ def register(app: typer.Typer) -> None:
         from kpdoctor.node.collect import collect_nodes
         from kpdoctor.node.fanout import Interrupted, default_reporter
 
-        if old_out:
-            print("kpdoctor: warning: collect --output is deprecated; use -f/--output-file", file=sys.stderr)
-        out = out or old_out
+        if fmt is not None and fmt not in BUNDLE_FORMATS:
+            raise InputError(format_error(fmt, BUNDLE_FORMATS))
         if not out:
             raise InputError("collect needs -f/--output-file PATH (a new directory, or a name ending .tar.gz)")
-        check_bundle_path(out)
+        check_bundle_path(out, fmt)
         if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
             raise InputError("output exists; choose a new path", where=out)
         try:

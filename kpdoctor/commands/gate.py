@@ -78,8 +78,9 @@ def register(app: typer.Typer) -> None:
                   f"{output} ({len(result.blocking_reasons)} blocking, {len(result.unknown_reasons)} cannot-prove; "
                   f"exit {result.exit_code})", file=sys.stderr)
         else:
-            tty = sys.stdout.isatty()
-            sys.stdout.write(render(fmt, result, color=tty and fmt == "console"))
+            from kpdoctor.commands.terminal import use_color
+
+            sys.stdout.write(render(fmt, result, color=use_color(sys.stdout) and fmt == "console"))
             sys.stdout.flush()
         raise typer.Exit(result.exit_code)
 

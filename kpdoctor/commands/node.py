@@ -121,7 +121,9 @@ def print_state(state: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from kpdoctor.commands.terminal import rich_color_args
+
+    console = Console(**rich_color_args())  # type: ignore[arg-type]
     head = f"[bold]node {state.name}[/bold]  transport={state.transport}"
     if state.address:
         head += f"  address={state.address}"

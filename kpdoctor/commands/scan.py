@@ -136,5 +136,7 @@ def emit_report(outcome: Any, fmt: str, output: str | None) -> None:
         import shutil
 
         width = shutil.get_terminal_size((110, 24)).columns if tty else None
-        sys.stdout.write(render(fmt, outcome.report, color=tty and fmt == "console", width=width))
+        from kpdoctor.commands.terminal import use_color
+
+        sys.stdout.write(render(fmt, outcome.report, color=use_color(sys.stdout) and fmt == "console", width=width))
         sys.stdout.flush()
