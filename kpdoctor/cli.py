@@ -41,7 +41,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from kpdoctor.commands.version import collect_versions, render_versions
+        from kpdoctor.versions import collect_versions, render_versions
 
         typer.echo(render_versions(collect_versions(client_only=False), "text"), nl=False)
         raise typer.Exit(0)
