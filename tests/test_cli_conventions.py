@@ -260,3 +260,12 @@ def test_proxier_view_exits_1_on_a_difference_like_diff() -> None:
         proc = kpd("proxier", "view", "--snapshot", str(bundle / "cluster"), "--node", node, "--iptables-save",
                    str(bundle / "nodes" / node / "iptables-save.txt"))  # fmt: skip
         assert proc.returncode == code and text in proc.stdout, (bundle.name, proc.returncode, proc.stderr)
+
+
+def test_kubeconfig_and_context_on_every_live_command() -> None:
+    live = {("scan",), ("node",), ("collect",), ("gate", "kube-proxy-removal"), ("version",)}
+    for path, cmd in commands():
+        if path in live:
+            names = {o for p in cmd.params for o in p.opts}
+            assert {"--kubeconfig", "--context"} <= names, path
+    assert live <= {p for p, _ in commands()}
