@@ -9,7 +9,8 @@ the spread of wall times over the rounds are printed, with the load average befo
 runs with no kubeconfig (HOME points to an empty directory), as `kubectl version --client` does not ask
 the server either.
 
-    python3 bench/bench_startup.py --rounds 31 [--kubectl PATH] [--json out.json] [--max-median 0.15]
+    python3 bench/bench_startup.py --rounds 31 [--kubectl PATH] [--compare /work/main] [--json out.json]
+                                   [--max-median 0.15]
 """
 
 from __future__ import annotations
@@ -35,16 +36,17 @@ if __name__ == "__main__":
 """
 
 
-def entry_point_script() -> str:
-    """The console script pip writes for pyproject's `kpdoctor = "module:func"`."""
+def entry_point_script(root: Path = ROOT) -> str:
+    """The console script pip writes for pyproject's `kpdoctor = "module:func"` (with that checkout on the path)."""
     import tomllib
 
-    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["kpdoctor"]
+    target = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]["kpdoctor"]
     module, _, func = target.partition(":")
-    return ENTRY_POINT.format(python=sys.executable, module=module, func=func)
+    return ENTRY_POINT.format(python=sys.executable, module=module, func=func).replace(
+        "import sys\n", f"import sys\nsys.path.insert(0, {str(root)!r})\n", 1)
 
 
-def commands(script: Path, kubectl: str | None) -> dict[str, list[str]]:
+def commands(script: Path, kubectl: str | None, other: Path | None = None) -> dict[str, list[str]]:
     cmds = {
         "python3 -c pass": [sys.executable, "-c", "pass"],
         "kpdoctor --help": [str(script), "--help"],
@@ -54,6 +56,9 @@ def commands(script: Path, kubectl: str | None) -> dict[str, list[str]]:
     }
     if kubectl:
         cmds["kubectl version --client"] = [kubectl, "version", "--client"]
+    if other:
+        cmds["(compared) kpdoctor --help"] = [str(other), "--help"]
+        cmds["(compared) kpdoctor --version"] = [str(other), "--version"]
     return cmds
 
 
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=31)
     ap.add_argument("--kubectl", default=KUBECTL if Path(KUBECTL).is_file() else None)
     ap.add_argument("--json", help="write the raw times and medians here")
+    ap.add_argument("--compare", type=Path, help="another checkout (e.g. /work/main) measured in the same rounds")
     ap.add_argument("--max-median", type=float, help="exit 1 when a kpdoctor median is above this (seconds)")
     args = ap.parse_args(argv)
 
@@ -81,13 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         script = Path(tmp) / "kpdoctor"
         script.write_text(entry_point_script())
         script.chmod(0o755)
+        other = None
+        if args.compare:
+            other = Path(tmp) / "kpdoctor-compared"
+            other.write_text(entry_point_script(args.compare.resolve()))
+            other.chmod(0o755)
         home = Path(tmp) / "home"
         home.mkdir()
         # as installed: pip/pipx write __pycache__ at install time (the warm-up run writes it here)
         env = {k: v for k, v in os.environ.items()
                if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "PYTHONDONTWRITEBYTECODE")}
         env.update(PYTHONPATH=str(ROOT), HOME=str(home))
-        cmds = commands(script, args.kubectl)
+        cmds = commands(script, args.kubectl, other)
         names = list(cmds)
         for name in names:  # warm the page cache and __pycache__ once, untimed
             time_once(cmds[name], env)
@@ -105,16 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     medians = {n: statistics.median(t) for n, t in times.items()}
     print(f"{platform.node()} {os.cpu_count()} CPUs, Python {platform.python_version()}, {args.rounds} rounds, "
           f"load average {load_before[0]:.2f} -> {load_after[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print(f"{'command':28} {'median s':>9} {'min s':>7} {'p90 s':>7} {'CPU median s':>13}")
+    if args.compare:
+        print(f"(compared) = {args.compare.resolve()}")
+    print(f"{'command':30} {'median s':>9} {'min s':>7} {'p90 s':>7} {'CPU median s':>13}")
     for name in names:
         t = sorted(times[name])
         p90 = t[min(len(t) - 1, int(round(0.9 * (len(t) - 1))))]
-        print(f"{name:28} {medians[name]:9.3f} {t[0]:7.3f} {p90:7.3f} {statistics.median(cpu[name]):13.3f}")
+        print(f"{name:30} {medians[name]:9.3f} {t[0]:7.3f} {p90:7.3f} {statistics.median(cpu[name]):13.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"medians": medians, "times": times, "cpu": cpu, "rounds": args.rounds,
                                                "load": [load_before, load_after]}, indent=1) + "\n")
     if args.max_median is not None:
-        over = [n for n in names if n.startswith("kpdoctor") and medians[n] > args.max_median]
+        over = [n for n in names if n.startswith("kpdoctor ") and medians[n] > args.max_median]
         if over:
             print(f"over {args.max_median} s: {', '.join(over)}", file=sys.stderr)
             return 1
