@@ -340,6 +340,8 @@ def _check_setup(checks: str | None, skip: str | None, fail_on: str | None, conf
         raise InputError("--checks/--skip leave no node-scope check to run (`kpdoctor node` runs node checks; "
                          "cluster checks run in `kpdoctor scan`)")
     silences = None if no_config_file else load_silences(config_file)
+    for line in silences.expired_warnings() if silences else []:
+        print(f"kpdoctor: warning: {line}", file=sys.stderr)
     if silences is not None:
         silences.validate_checks(registry.ids())
     probe_options = None

@@ -80,6 +80,8 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--fail-on: {exc}") from None
         registry = discover()
         silences = None if no_config_file else load_silences(config_file)
+        for line in silences.expired_warnings() if silences else []:
+            print(f"kpdoctor: warning: {line}", file=sys.stderr)
         collect_options = None
         if transport in ("ssh", "kube-exec", "local"):
             from kpdoctor.commands.node import NodeFlags, options_from
