@@ -27,7 +27,7 @@ class KubeProxyNodeHealth(Check):
     title = "kube-proxy answers on the node, /healthz is 200 and rules were synced"
     scope = "node"
     severity = Severity.ERROR
-    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "seed")
+    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "common")
     requires = ("Pod", "DaemonSet")
     node_facts_suffice = True  # runs in node-only scans (kpdoctor.node_only)
     rationale = (

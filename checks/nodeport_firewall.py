@@ -163,7 +163,7 @@ class NodePortFirewall(Check):
     title = "NodePorts are not blocked by the host firewall, FORWARD policy or nodePortAddresses"
     scope = "node"
     severity = Severity.ERROR
-    tags = ("nodeport", "firewall", "iptables", "nftables", "ipvs", "seed")
+    tags = ("nodeport", "firewall", "iptables", "nftables", "ipvs", "common")
     requires = ("Service", "EndpointSlice", "Node", "ConfigMap", "DaemonSet", "Pod")
     node_facts_suffice = True
     rationale = (

@@ -42,7 +42,7 @@ class ProxierMode(Check):
     title = "kube-proxy runs the configured proxier mode, and the mode fits the node and the cluster"
     scope = "node"
     severity = Severity.ERROR
-    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "seed")
+    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "common")
     requires = ("ConfigMap", "DaemonSet", "Pod")
     rationale = (
         "A ConfigMap edit without a pod restart, a kernel without IPVS, or nftables mode on an old kernel all "

@@ -115,7 +115,7 @@ class StaleEndpoints(Check):
     title = "Node Service rules match the current EndpointSlices (no stale or missing endpoints)"
     scope = "node"
     severity = Severity.ERROR
-    tags = ("dataplane", "iptables", "nftables", "ipvs", "conntrack", "seed")
+    tags = ("dataplane", "iptables", "nftables", "ipvs", "conntrack", "common")
     requires = ("Service", "EndpointSlice", "Node", "ConfigMap", "DaemonSet", "Pod")
     rationale = (
         "Rules that still DNAT to a deleted pod's IP send a share of new connections into the void (or to the "

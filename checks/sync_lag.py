@@ -75,7 +75,7 @@ class SyncLag(Check):
     title = "Changes reach the node's rules promptly (sync settings, sync metrics, cost at this scale)"
     scope = "node"
     severity = Severity.WARNING
-    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "performance", "seed")
+    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "performance", "common")
     requires = ("ConfigMap", "DaemonSet", "Pod", "Service", "EndpointSlice")
     node_facts_suffice = True  # runs in node-only scans (kpdoctor.node_only)
     rationale = (

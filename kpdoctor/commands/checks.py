@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
             f"  scope:     {c.scope}",
             f"  severity:  {c.severity.label} (default)",
             f"  tags:      {', '.join(c.tags) or '-'}",
-            f"  origin:    {reg.origins.get(c.id, '')}",
+            f"  origin:    {_origin(reg.origins.get(c.id, ''))}",
             f"  docs:      {c.docs_url()}",
         ]
         if c.requires:
@@ -76,5 +76,19 @@ def register(app: typer.Typer) -> None:
         if c.references:
             lines += ["", "References:"] + [f"  - {r}" for r in c.references]
         page = docs_page_text(c)
+        if page and sys.stdout.isatty():  # a terminal gets the page rendered, a pipe or file the Markdown itself
+            from rich.console import Console
+            from rich.markdown import Markdown
+
+            from kpdoctor.commands.terminal import rich_color_args
+
+            sys.stdout.write("\n".join(lines) + "\n\n")
+            Console(**rich_color_args()).print(Markdown(page))  # type: ignore[arg-type]
+            return
         lines += ["", "-" * 72, page.rstrip() if page else "(no docs page installed with this copy of kpdoctor)"]
         sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _origin(origin: str) -> str:
+    """Where a check comes from, in words: "built in" or the plugin's entry point."""
+    return "built in" if origin.startswith("builtin:") else (origin or "-")
