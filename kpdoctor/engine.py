@@ -132,61 +132,62 @@ def _is_forbidden(reason: str) -> bool:
     return "403" in reason or "forbidden" in reason.lower()
 
 
-def _not_evaluated(check: Check, scope: str, kind: str, reason: str) -> Finding:
-    if reason == NODE_ONLY_REASON:
-        return _not_evaluated_node_only(check, scope)
+def _engine_finding(check: Check, scope: str, severity: Severity, message: str, evidence: str,
+                    remediation: Remediation) -> Finding:
+    """A finding the engine writes about a check it could not run as such (not evaluated, or failed)."""
     return Finding(
         check_id=check.id,
-        severity=Severity.WARNING,
+        severity=severity,
         scope=scope,
         subject="Cluster" if scope == "cluster" else f"Node {scope}",
-        message=f"not evaluated: {'forbidden: ' if _is_forbidden(reason) else ''}cannot read {kind} ({reason})",
-        evidence=(f"cluster source could not list {kind}: {reason}",),
-        remediation=Remediation(
-            f"Grant the identity kpdoctor runs as 'list' on {kind} (read-only), or run the scan with a kubeconfig "
-            "that has it, then scan again.",
-            (f"kubectl auth can-i list {kind} --all-namespaces",),
-        ),
+        message=message,
+        evidence=(evidence,),
+        remediation=remediation,
         docs=check.docs_url(),
         not_evaluated=True,
     )
 
 
+def _not_evaluated(check: Check, scope: str, kind: str, reason: str) -> Finding:
+    if reason == NODE_ONLY_REASON:
+        return _not_evaluated_node_only(check, scope)
+    return _engine_finding(
+        check, scope, Severity.WARNING,
+        f"not evaluated: {'forbidden: ' if _is_forbidden(reason) else ''}cannot read {kind} ({reason})",
+        f"cluster source could not list {kind}: {reason}",
+        Remediation(
+            f"Grant the identity kpdoctor runs as 'list' on {kind} (read-only), or run the scan with a kubeconfig "
+            "that has it, then scan again.",
+            (f"kubectl auth can-i list {kind} --all-namespaces",),
+        ),
+    )
+
+
 def _not_evaluated_node_only(check: Check, scope: str) -> Finding:
     needs = ", ".join(check.requires) if check.requires else "the cluster's objects"
-    return Finding(
-        check_id=check.id,
-        severity=Severity.INFO,
-        scope=scope,
-        subject="Cluster" if scope == "cluster" else f"Node {scope}",
-        message=f"not evaluated: needs {needs} from the cluster, and this scan has node facts only",
-        evidence=(f"input has no cluster objects: {NODE_ONLY_REASON}",),
-        remediation=Remediation(
+    return _engine_finding(
+        check, scope, Severity.INFO,
+        f"not evaluated: needs {needs} from the cluster, and this scan has node facts only",
+        f"input has no cluster objects: {NODE_ONLY_REASON}",
+        Remediation(
             "Collect with cluster access (a kubeconfig that can read Services, EndpointSlices, Nodes, Pods, "
             "DaemonSets and ConfigMaps) to evaluate this check too.",
             ("kpdoctor collect --kubeconfig ~/.kube/config -f bundle.tar.gz",),
         ),
-        docs=check.docs_url(),
-        not_evaluated=True,
     )
 
 
 def _failure(check: Check, scope: str, exc: BaseException) -> Finding:
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f" at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else ""
-    return Finding(
-        check_id=check.id,
-        severity=Severity.ERROR,
-        scope=scope,
-        subject="Cluster" if scope == "cluster" else f"Node {scope}",
-        message=f"check {check.id} failed: {type(exc).__name__}: {exc}",
-        evidence=(f"{type(exc).__name__}: {exc}{where}",),
-        remediation=Remediation(
+    return _engine_finding(
+        check, scope, Severity.ERROR,
+        f"check {check.id} failed: {type(exc).__name__}: {exc}",
+        f"{type(exc).__name__}: {exc}{where}",
+        Remediation(
             "This is a bug in the check, not a finding about the cluster; the other checks ran. Report it with "
             "the bundle (`kpdoctor collect`) or skip the check with --skip " + check.id + "."
         ),
-        docs=check.docs_url(),
-        not_evaluated=True,
     )
 
 

@@ -4,10 +4,11 @@ jargon (the `common` tag, "built in" origin) — run as the real command, on a r
 from __future__ import annotations
 
 import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
+
+from pty_support import run_on_terminal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,24 +19,9 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def on_terminal(*args: str, **extra: str) -> str:
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.run([sys.executable, "-m", "kpdoctor", *args], stdout=follower, stderr=subprocess.DEVNULL,
-                              timeout=120, env=env(**extra))  # fmt: skip
-        assert proc.returncode == 0
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # EIO once the writer is gone and the buffer is drained
-                break
-            if not data:
-                break
-            chunks.append(data)
-        return b"".join(chunks).decode(errors="replace")
-    finally:
-        os.close(leader)
+    code, out = run_on_terminal([sys.executable, "-m", "kpdoctor", *args], env(**extra))
+    assert code == 0
+    return out
 
 
 def test_pipe_gets_markdown_terminal_gets_it_rendered() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import typer
+from pty_support import run_on_terminal
 from test_live_loader import Replay, serve_replay
 
 from kpdoctor.cli import app
@@ -121,28 +122,11 @@ def test_color_auto_always_never_and_no_color() -> None:
 
 
 def test_color_auto_on_a_terminal_and_no_color() -> None:
-    import pty
-
     def on_tty(**extra: str) -> str:
-        leader, follower = pty.openpty()
-        try:
-            proc = subprocess.run([sys.executable, "-m", "kpdoctor", "scan", "--bundle", str(B2), "--fail-on",
-                                   "critical"], stdout=follower, stderr=subprocess.DEVNULL, timeout=120,
-                                  env=env(TERM="xterm", **extra))  # fmt: skip
-            assert proc.returncode == 0
-            os.close(follower)
-            chunks = []
-            while True:
-                try:
-                    data = os.read(leader, 65536)
-                except OSError:  # EIO: the writer side is closed and drained
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            return b"".join(chunks).decode(errors="replace")
-        finally:
-            os.close(leader)
+        code, out = run_on_terminal([sys.executable, "-m", "kpdoctor", "scan", "--bundle", str(B2), "--fail-on",
+                                     "critical"], env(TERM="xterm", **extra))  # fmt: skip
+        assert code == 0
+        return out
 
     assert ESC in on_tty()
     assert ESC not in on_tty(NO_COLOR="1")
