@@ -27,10 +27,13 @@ HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 def _summary(key: str, dump: IptablesDump) -> str:
     parts = []
     for table, names in sorted(dump.kube_chains().items()):
-        fixed = [c for c in names if not c.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-SVL-", "KUBE-FW-"))]
-        hashed = {p: sum(1 for c in names if c.startswith(p)) for p in ("KUBE-SVC-", "KUBE-SEP-")}
+        prefixes = ("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-SVL-", "KUBE-FW-")
+        fixed = [c for c in names if not c.startswith(prefixes)]
+        hashed = {p: sum(1 for c in names if c.startswith(p)) for p in prefixes}
+        # the listed items add up to the count: up to 5 names, "N more", then "N KUBE-SVC-*" per prefix
+        more = [f"{len(fixed) - 5} more"] if len(fixed) > 5 else []
         extra = [f"{n} {p}*" for p, n in hashed.items() if n]
-        parts.append(f"{table}: {len(names)} ({', '.join(fixed[:5] + extra)})")
+        parts.append(f"{table}: {len(names)} ({', '.join(fixed[:5] + more + extra)})")
     return f"{key}: kube-proxy chains per table - " + "; ".join(parts)
 
 
