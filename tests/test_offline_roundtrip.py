@@ -127,3 +127,20 @@ def test_collect_offline_then_scan_bundle_finds_planted_faults(tmp_path: Path) -
         assert first[check_id] and all(f["not_evaluated"] for f in first[check_id]), check_id
     statuses = {c["id"]: c["status"] for c in reports[0]["checks"]}
     assert statuses["KP-STALE-ENDPOINTS"] == "not_evaluated"
+
+
+@pytest.mark.root("iptables-restore", "iptables-legacy-restore")
+def test_node_local_with_no_kubeconfig_runs_the_node_checks(tmp_path: Path) -> None:
+    """`kpdoctor node NAME --transport local` on a node with no kubeconfig: facts, then the node-facts checks."""
+    env = _env(tmp_path)
+    with netns("kpd-offn") as ns:
+        make_node(ns, "10.81.0.3")
+        restore(ns, EDGE1_RULES)
+        restore(ns, EDGE1_RULES, tool="iptables-legacy-restore")  # planted: kube-proxy's rules in both backends
+        with recorded_kube_proxy(ns, tmp_path):
+            done = kpdoctor("node", "edge-1", "--transport", "local", "-o", "json", env=env, ns=ns)
+    assert done.returncode == 1, done.stderr
+    checks = findings_by_check(json.loads(done.stdout))
+    split = [f for f in checks["KP-BACKEND-SPLIT"] if not f.get("not_evaluated")]
+    assert split and split[0]["severity"] == "error"
+    assert all(f["not_evaluated"] for f in checks["KP-STALE-ENDPOINTS"])

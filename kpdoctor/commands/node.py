@@ -184,12 +184,6 @@ NODE_HELP = (
 REPORT_FORMATS = ("console", "json", "junit", "markdown", "html")
 
 
-def _cluster_needed(fmt: str) -> str:
-    return (f"-o {fmt}: the node-check report needs the cluster's Services, EndpointSlices and kube-proxy config: "
-            "pass --snapshot DIR, --kubeconfig/--context, or a bundle with cluster/ (--facts-json prints the "
-            "collected facts alone)")
-
-
 def register(app: typer.Typer) -> None:
     @app.command("node", help=NODE_HELP)
     def node(
@@ -244,12 +238,8 @@ def register(app: typer.Typer) -> None:
         need_live = not snapshot and not bundle and (
             chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(kubeconfig or context)
         )
-        # No cluster source at all: the checks cannot run, so with every check flag at its default there is
-        # nothing to validate but a ./.kpdoctor.yaml; skipping the check registry saves ~0.2 s of start-up.
-        no_cluster = chosen != "bundle" and not snapshot and not bundle and not need_live
-        check_flags = (checks, skip, fail_on, config_file, probe, no_config_file)
-        skip_setup = no_cluster and not any(check_flags) and not Path(".kpdoctor.yaml").is_file()
-        if not facts_json and not skip_setup:
+        # Without a cluster source the checks a node's own facts allow still run (kpdoctor.node_only).
+        if not facts_json:
             selected, silences, threshold, probe_options = _check_setup(
                 checks, skip, fail_on, config_file, no_config_file,
                 (probe_timeout, probe_limit, probe_concurrency) if probe else None,
@@ -264,8 +254,12 @@ def register(app: typer.Typer) -> None:
             state = opened.node_state(name)
             if not facts_json and opened.has_cluster():
                 cluster = opened.cluster_state()
-            if cluster is None and not facts_json and fmt != "console":
-                raise InputError(_cluster_needed(fmt))
+            elif not facts_json:
+                from kpdoctor.node_only import cluster_missing_error
+
+                problem = cluster_missing_error(opened.manifest, opened.error)
+                if problem:
+                    raise InputError(problem, where=str(bundle))
         else:
             cluster, live = load_cluster(snapshot=snapshot, bundle=bundle, kubeconfig=kubeconfig, context=context,
                                          live=need_live)  # fmt: skip
@@ -274,8 +268,6 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"node {name!r} not found in the cluster (nodes: {known})")
             if chosen == "ssh" and not address and cluster is None:
                 raise InputError("ssh needs the node's address: pass --address, --snapshot DIR or a kubeconfig")
-            if cluster is None and not facts_json and fmt != "console":
-                raise InputError(_cluster_needed(fmt))
             kube_api = None
             if chosen == "kube-exec":
                 from kubernetes import client
@@ -294,12 +286,10 @@ def register(app: typer.Typer) -> None:
             return
         if fmt == "console":
             print_state(state)
-        if cluster is None:
-            print("\nnode checks not run: no cluster state (Services, EndpointSlices, kube-proxy config). Pass "
-                  "--snapshot DIR, --kubeconfig/--context, or a bundle with cluster/.")
-            if unreachable:
-                raise UnreachableError(state.error, where=f"node {name}")
-            return
+        if cluster is None:  # node facts only: the checks those allow run, the others are listed as not evaluated
+            from kpdoctor.node_only import node_only_cluster
+
+            cluster = node_only_cluster(f"node {name} ({chosen}), no cluster objects")
         from kpdoctor.commands.scan import emit_report
         from kpdoctor.engine import ListNodes
         from kpdoctor.report.model import SourceInfo
