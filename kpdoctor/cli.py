@@ -16,6 +16,7 @@ import typer
 
 from kpdoctor.commands import registry_of_commands
 from kpdoctor.commands.completion import completion_requested, prepare_completion
+from kpdoctor.commands.metavars import kubectl_metavars
 from kpdoctor.commands.terminal import (
     COLOR_HELP,
     COLOR_MODES,
@@ -68,8 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     if completion_requested():
         prepare_completion()
     try:
-        # standalone_mode=False makes click *return* a typer.Exit's code instead of raising it
-        code = app(args=args, prog_name="kpdoctor", standalone_mode=False)
+        # what app(...) does, with kubectl's value placeholders in help; standalone_mode=False makes click
+        # *return* a typer.Exit's code instead of raising it
+        command = typer.main.get_command(app)
+        kubectl_metavars(command)
+        code = command.main(args=args, prog_name="kpdoctor", standalone_mode=False)
         sys.stdout.flush()  # here, not at interpreter exit: a closed pipe is handled below
         if isinstance(code, int) and code:
             sys.exit(code)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -253,3 +254,14 @@ def test_kubeconfig_and_context_on_every_live_command() -> None:
             names = {o for p in cmd.params for o in p.opts}
             assert {"--kubeconfig", "--context"} <= names, path
     assert live <= {p for p, _ in commands()}
+
+
+def test_help_names_values_as_kubectl_does() -> None:
+    """`--node string`, `--timeout seconds`: no typer type labels such as <list[str]> on any option row (positional
+    arguments keep typer's `ID <str>`)."""
+    for path, _cmd in commands():
+        rows = [line for line in kpd(*path, "-h").stdout.splitlines() if line.startswith("  -")]
+        assert rows, path
+        bad = [r for r in rows if re.search(r"<(str|int|float|bool|list\[[a-z]+\])>", r)]
+        assert not bad, (path, bad)
+    assert re.search(r"--timeout seconds\s", kpd("scan", "-h").stdout)
