@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         snap = write_snapshot(spec, Path(tmp) / "snap")
         out_file = Path(tmp) / "rules.txt"
         cmd = [sys.executable, "-c", "from kpdoctor.cli import main; main()", "proxier", "render", "--snapshot",
-               str(snap), "--node", node, "--output", str(out_file)]
+               str(snap), "--node", node, "--output-file", str(out_file)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True)

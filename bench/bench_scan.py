@@ -80,7 +80,7 @@ def run_scan(bundle: Path) -> tuple[float, float, int, dict]:
     report = bundle / "report.json"
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "kpdoctor", "scan", "--bundle", str(bundle), "-o", "json",
-                             "--output", str(report), "--fail-on", "critical"],
+                             "--output-file", str(report), "--fail-on", "critical"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0

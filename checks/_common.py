@@ -6,9 +6,10 @@ import re
 from collections.abc import Iterable
 
 from kpdoctor.analysis import configured_mode, kube_proxy_expected, kube_proxy_pod, log_of
-from kpdoctor.checks_api import CheckContext
+from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.model import DaemonSet, Pod
 from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
+from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
 
 KUBE_PROXY_DOCS = "https://kubernetes.io/docs/reference/networking/virtual-ips/"
@@ -39,6 +40,21 @@ def expected_mode(ctx: CheckContext) -> tuple[str, str, NodeProxyConfig] | None:
     """(mode, explanation, config origin) of the kube-proxy meant to run on the node, or None when none is
     meant to run there or its config cannot be found: the mode-specific checks then have nothing to judge."""
     return configured_mode(ctx) if kube_proxy_expected(ctx) else None
+
+
+def unknown_kube_proxy(check: Check, ctx: CheckContext) -> Finding:
+    """Node-only scan and kube-proxy did not answer on the node: whether and how it is meant to run there is
+    in the cluster, which this scan does not have, so the check is not evaluated (never a pass)."""
+    node = ctx.node
+    assert node is not None
+    return check.finding(
+        ctx, f"Node {node.name}",
+        f"not evaluated on node {node.name}: no cluster objects in this scan, and kube-proxy did not answer on "
+        "the node (/configz, /proxyMode), so the mode it is meant to run in is unknown",
+        severity=Severity.INFO,
+        evidence=[node.fact("kube-proxy/configz.json").evidence(), node.fact("kube-proxy/proxyMode.txt").evidence()],
+        not_evaluated=True,
+    )
 
 
 def daemonset_of(cluster: ClusterState, pod: Pod | None) -> DaemonSet | None:

@@ -27,10 +27,13 @@ from kpdoctor.shellcmd import Lit, command
 def _summary(key: str, dump: IptablesDump) -> str:
     parts = []
     for table, names in sorted(dump.kube_chains().items()):
-        fixed = [c for c in names if not c.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-SVL-", "KUBE-FW-"))]
-        hashed = {p: sum(1 for c in names if c.startswith(p)) for p in ("KUBE-SVC-", "KUBE-SEP-")}
+        prefixes = ("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-SVL-", "KUBE-FW-")
+        fixed = [c for c in names if not c.startswith(prefixes)]
+        hashed = {p: sum(1 for c in names if c.startswith(p)) for p in prefixes}
+        # the listed items add up to the count: up to 5 names, "N more", then "N KUBE-SVC-*" per prefix
+        more = [f"{len(fixed) - 5} more"] if len(fixed) > 5 else []
         extra = [f"{n} {p}*" for p, n in hashed.items() if n]
-        parts.append(f"{table}: {len(names)} ({', '.join(fixed[:5] + extra)})")
+        parts.append(f"{table}: {len(names)} ({', '.join(fixed[:5] + more + extra)})")
     return f"{key}: kube-proxy chains per table - " + "; ".join(parts)
 
 
@@ -60,6 +63,7 @@ class BackendSplit(Check):
     severity = Severity.ERROR
     tags = ("iptables", "backend")
     reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "iptables-version.txt")
+    node_facts_suffice = True  # runs in node-only scans (kpdoctor.node_only)
     rationale = (
         "Rules in both iptables-legacy and iptables-nft are both evaluated; the copy nobody maintains goes stale "
         "on the next change (DNAT to deleted pods, REJECTs for Services with endpoints)."

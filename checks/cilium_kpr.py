@@ -31,7 +31,7 @@ class CiliumKubeProxyReplacement(Check):
     title = "Services are served: kube-proxy, or Cilium's kube-proxy replacement correctly configured"
     scope = "cluster"
     severity = Severity.CRITICAL
-    tags = ("cilium", "kube-proxy", "seed")
+    tags = ("cilium", "kube-proxy", "common")
     requires = ("DaemonSet", "ConfigMap", "Service")
     rationale = (
         "Removing kube-proxy is only safe when Cilium runs with kube-proxy-replacement: true and reaches the API "

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from checks._common import KUBE_PROXY_DOCS, absence_shown, expected_mode
+from checks._common import KUBE_PROXY_DOCS, absence_shown, expected_mode, unknown_kube_proxy
 from kpdoctor.analysis import fact_contains, iptables_rules_key, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
+from kpdoctor.node_only import is_node_only
 from kpdoctor.shellcmd import Lit, command
 
 Probe = Callable[[ParsedNode], str]
@@ -166,6 +167,7 @@ class KernelModules(Check):
     tags = ("kernel", "iptables", "nftables", "ipvs")
     reads = ("uname-r.txt", "sysctl.txt", "proc-modules.txt", "modules-builtin.txt", "ip_tables_matches.txt")
     requires = ("ConfigMap", "DaemonSet", "Pod")
+    node_facts_suffice = True  # runs in node-only scans (kpdoctor.node_only)
     rationale = (
         "IPVS mode needs ip_vs and the scheduler's module; iptables mode the tables, matches and targets its "
         "rules use; nftables mode nf_tables. A kernel may build them in (no /proc/modules), so built-ins and "
@@ -183,6 +185,8 @@ class KernelModules(Check):
         assert node is not None
         found = expected_mode(ctx)
         if found is None:
+            if is_node_only(ctx.cluster):
+                yield unknown_kube_proxy(self, ctx)
             return
         mode, why, origin = found
         p = parsed(ctx)

@@ -61,7 +61,7 @@ class KubeProxyHealth(Check):
     title = "kube-proxy DaemonSets ready, pods not crash-looping, no failed syncs"
     scope = "cluster"
     severity = Severity.ERROR
-    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "seed")
+    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "common")
     requires = ("DaemonSet", "Pod")
     rationale = (
         "A node without a running kube-proxy keeps the rules of its last sync: Services break on that node only, "

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CLI_DOCS, KUBE_PROXY_METRICS_DOCS, pod_status_line
+from checks._common import KUBE_PROXY_CLI_DOCS, KUBE_PROXY_METRICS_DOCS, pod_status_line, unknown_kube_proxy
 from kpdoctor.analysis import kube_proxy_expected, kube_proxy_pod, parsed, service_proxy
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.node_only import is_node_only
 from kpdoctor.service_proxy import K3S_DISABLED
 from kpdoctor.shellcmd import Lit, Name, command
 
@@ -28,9 +29,10 @@ class KubeProxyNodeHealth(Check):
     title = "kube-proxy answers on the node, /healthz is 200 and rules were synced"
     scope = "node"
     severity = Severity.ERROR
-    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "seed")
+    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "common")
     reads = ("kube-proxy/",)
     requires = ("Pod", "DaemonSet")
+    node_facts_suffice = True  # runs in node-only scans (kpdoctor.node_only)
     rationale = (
         "A kube-proxy that is down, unhealthy or has never completed a sync leaves the node's Service rules "
         "frozen or absent. healthz=200 is not enough: it is 200 before the first sync finishes."
@@ -84,7 +86,9 @@ class KubeProxyNodeHealth(Check):
             )
             return
         if not answered:
-            if expected:
+            if is_node_only(ctx.cluster):  # nothing answered, and whether kube-proxy should run here is unknown
+                yield unknown_kube_proxy(self, ctx)
+            elif expected:
                 evidence = [
                     node.fact("kube-proxy/healthz.json").evidence(),
                     node.fact("kube-proxy/metrics.txt").evidence(),

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CLI_DOCS, expected_mode
+from checks._common import KUBE_PROXY_CLI_DOCS, expected_mode, unknown_kube_proxy
 from kpdoctor.analysis import iptables_rules_key, parsed, presence, service_proxy
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.node_only import is_node_only
 from kpdoctor.service_proxy import UNKNOWN
 from kpdoctor.shellcmd import Lit, command
 
@@ -42,6 +43,7 @@ class LeftoverRules(Check):
     reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ipvsadm-save.txt",
              "ip-addr.json", "ipset-list.txt")
     requires = ("ConfigMap", "DaemonSet", "Pod")
+    node_facts_suffice = True  # runs in node-only scans (kpdoctor.node_only)
     rationale = (
         "Service rules nobody maintains keep translating traffic with an old view of the cluster: after a mode "
         "switch both dataplanes act on packets; after replacing kube-proxy they fight the replacement."
@@ -61,9 +63,11 @@ class LeftoverRules(Check):
         if not present:
             return
         found = expected_mode(ctx)
+        if found is None and is_node_only(ctx.cluster):  # whether kube-proxy is meant to run here is unknown
+            yield unknown_kube_proxy(self, ctx)
+            return
         mode = (p.proxy_mode or found[0]) if found is not None else None
-        shape = service_proxy(ctx)
-        if mode is None and (shape.runs_kube_proxy or shape.kind == UNKNOWN):
+        if mode is None and ((shape := service_proxy(ctx)).runs_kube_proxy or shape.kind == UNKNOWN):
             return  # kube-proxy runs there but its mode is not known (config not collected): not evaluated
         if mode is None:
             why = f"no kube-proxy runs on {node.name}"

@@ -28,16 +28,18 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from checks._common import KUBE_PROXY_DOCS, service_subject
+from checks._common import KUBE_PROXY_DOCS, service_subject, unknown_kube_proxy
 from kpdoctor.analysis import configured_mode, kube_proxy_expected, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import IptablesDump, IptRule, ParsedNode
+from kpdoctor.node_only import is_node_only
 from kpdoctor.proxier.serviceport import IPV4, all_service_ports
 from kpdoctor.shellcmd import Lit, Name, command, iptables_delete
 
@@ -52,6 +54,17 @@ class PortUse:
     service: str  # ServicePortName
     kind: str  # node-port | health-check
     local_policy: bool
+
+
+def node_ports_of_rules(dump: IptablesDump) -> list[PortUse]:
+    """The NodePorts a node serves, from its own nat KUBE-NODEPORTS rules (iptables mode, node-only scans)."""
+    out: list[PortUse] = []
+    for rule in dump.chain_rules("nat", "KUBE-NODEPORTS"):
+        m = read_rule(rule)
+        comment = re.search(r'--comment "?([^"\s]+)', rule.line)
+        if m.ports and len(m.ports) == 1 and m.ports[0][0] == m.ports[0][1] and m.protocol:
+            out.append(PortUse(m.ports[0][0], m.protocol, comment.group(1) if comment else "?", "node-port", False))
+    return out
 
 
 def node_ports(ctx: CheckContext) -> list[PortUse]:
@@ -151,10 +164,11 @@ class NodePortFirewall(Check):
     title = "NodePorts are not blocked by the host firewall, FORWARD policy or nodePortAddresses"
     scope = "node"
     severity = Severity.ERROR
-    tags = ("nodeport", "firewall", "iptables", "nftables", "ipvs", "seed")
+    tags = ("nodeport", "firewall", "iptables", "nftables", "ipvs", "common")
     reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ip-addr.json",
              "kube-proxy/")
     requires = ("Service", "EndpointSlice", "Node", "ConfigMap", "DaemonSet", "Pod")
+    node_facts_suffice = True
     rationale = (
         "\"NodePort not reachable\" is rarely kube-proxy's rules: a host firewall rule before kube-proxy's jumps, a "
         "FORWARD policy DROP, a cloud security group, or nodePortAddresses excluding the address used."
@@ -174,6 +188,9 @@ class NodePortFirewall(Check):
     def run(self, ctx: CheckContext) -> Iterable[Finding]:
         node = ctx.node
         assert node is not None
+        if is_node_only(ctx.cluster):
+            yield from self._node_only(ctx)
+            return
         uses = node_ports(ctx)
         found = configured_mode(ctx)
         if not kube_proxy_expected(ctx) or found is None:
@@ -191,6 +208,29 @@ class NodePortFirewall(Check):
         yield from self._local_policy(ctx, mode)
         yield from self._health_checks(ctx, p, uses)
         yield from self._probe(ctx, mode)
+
+    def _node_only(self, ctx: CheckContext) -> Iterator[Finding]:
+        """No Services in the input: the NodePorts are those the node's own KUBE-NODEPORTS rules serve, and the
+        FORWARD order is judged as usual; the address, traffic-policy and health-check parts need the cluster."""
+        node = ctx.node
+        assert node is not None
+        found = configured_mode(ctx)
+        if found is None:
+            yield unknown_kube_proxy(self, ctx)
+            return
+        mode = found[0]
+        p = parsed(ctx)
+        for key in ("iptables-save.txt", "iptables-legacy-save.txt"):
+            dump = p.iptables(key)
+            if dump is not None and not dump.empty:
+                yield from self._iptables(ctx, key, dump, mode, node_ports_of_rules(dump))
+        yield from self._nft(ctx, p)
+        yield self.finding(
+            ctx, f"Node {node.name}",
+            "NodePort addresses, traffic policies and health-check ports not evaluated: they need the cluster's "
+            "Services and Nodes (firewall order was checked against the NodePorts in the node's own rules)",
+            severity=Severity.INFO, evidence=[f"{found[2].origin}: mode {mode}"], not_evaluated=True,
+        )
 
     # --------------------------------------------------------------------------------------
     def _blocking(self, ctx: CheckContext, key: str, dump: IptablesDump, table: str, chain: str,
@@ -280,7 +320,7 @@ class NodePortFirewall(Check):
     @staticmethod
     def _forward_accepts_pods(ctx: CheckContext, dump: IptablesDump) -> bool:
         cidrs = []
-        for n in ctx.cluster.nodes:
+        for n in () if is_node_only(ctx.cluster) else ctx.cluster.nodes:
             for c in n.pod_cidrs:
                 try:
                     cidrs.append(ipaddress.ip_network(c, strict=False))

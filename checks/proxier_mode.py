@@ -45,7 +45,7 @@ class ProxierMode(Check):
     title = "kube-proxy runs the configured proxier mode, and the mode fits the node and the cluster"
     scope = "node"
     severity = Severity.ERROR
-    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "seed")
+    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "common")
     reads = ("kube-proxy/", "iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ipvsadm-save.txt",
              "proc-modules.txt", "modules-builtin.txt", "proc-net-ip_vs.txt", "uname-r.txt")
     requires = ("ConfigMap", "DaemonSet", "Pod")

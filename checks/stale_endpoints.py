@@ -138,7 +138,7 @@ class StaleEndpoints(Check):
     title = "Node Service rules match the current EndpointSlices (no stale or missing endpoints)"
     scope = "node"
     severity = Severity.ERROR
-    tags = ("dataplane", "iptables", "nftables", "ipvs", "conntrack", "seed")
+    tags = ("dataplane", "iptables", "nftables", "ipvs", "conntrack", "common")
     reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ipvsadm-save.txt")
     requires = ("Service", "EndpointSlice", "Node", "ConfigMap", "DaemonSet", "Pod")
     rationale = (

@@ -26,12 +26,14 @@ from checks._common import (
     NFTABLES_BLOG,
     count_services,
     expected_mode,
+    unknown_kube_proxy,
 )
 from kpdoctor.analysis import kube_proxy_pod, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.config import format_duration
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import Metrics
+from kpdoctor.node_only import is_node_only
 from kpdoctor.shellcmd import Lit, Name, Part, command
 
 DURATION = "kubeproxy_sync_proxy_rules_duration_seconds"
@@ -74,9 +76,10 @@ class SyncLag(Check):
     title = "Changes reach the node's rules promptly (sync settings, sync metrics, cost at this scale)"
     scope = "node"
     severity = Severity.WARNING
-    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "performance", "seed")
+    tags = ("kube-proxy", "iptables", "nftables", "ipvs", "performance", "common")
     reads = ("kube-proxy/", "iptables-version.txt")
     requires = ("ConfigMap", "DaemonSet", "Pod", "Service", "EndpointSlice")
+    node_facts_suffice = True  # runs in node-only scans (kpdoctor.node_only)
     rationale = (
         "Stale routing after a pod is deleted is a sync that has not happened yet: a hung proxier, failing "
         "restores, or a backend whose full sync takes minutes at this cluster's size. syncPeriod is not the knob."
@@ -93,6 +96,8 @@ class SyncLag(Check):
         assert node is not None
         found = expected_mode(ctx)
         if found is None:
+            if is_node_only(ctx.cluster):
+                yield unknown_kube_proxy(self, ctx)
             return
         mode, _why, origin = found
         p = parsed(ctx)
@@ -103,7 +108,9 @@ class SyncLag(Check):
         pod = kube_proxy_pod(ctx)
         ds = origin.daemonset.name if origin.daemonset else "kube-proxy"
         cm = origin.configmap.name if origin.configmap else "kube-proxy"
-        services, endpoints = ctx.shared("count-services", lambda: count_services(ctx.cluster))
+        # node-only scan: the cluster's size is unknown (0 keeps the size-dependent advice quiet)
+        services, endpoints = (0, 0) if is_node_only(ctx.cluster) else ctx.shared(
+            "count-services", lambda: count_services(ctx.cluster))
 
         # --- configuration against its meaning ---
         if raw.sync_period and raw.sync_period < 30:

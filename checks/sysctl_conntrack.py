@@ -47,6 +47,7 @@ class SysctlConntrack(Check):
     severity = Severity.ERROR
     tags = ("sysctl", "conntrack", "kernel")
     reads = ("sysctl.txt", "conntrack-stats.txt", "ip-addr.json")
+    node_facts_suffice = True  # runs in node-only scans (kpdoctor.node_only)
     rationale = (
         "Correct rules do nothing when the node does not forward, when bridged pod traffic bypasses netfilter, "
         "or when the conntrack table is full and new connections are dropped."

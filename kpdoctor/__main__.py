@@ -1,3 +1,3 @@
-from kpdoctor.cli import main
+from kpdoctor.entry import main
 
 main()

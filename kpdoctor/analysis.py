@@ -21,10 +21,13 @@ from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
 from kpdoctor.dataplane.semantic import FrontendDiff, FrontendView, SemanticView, diff
 from kpdoctor.node.parsed import IptablesDump, IptRule, ParsedNode
 from kpdoctor.node.state import NodeState
+from kpdoctor.node_only import config_from_node, is_node_only
 from kpdoctor.service_proxy import (  # noqa: F401  (re-exported: checks import them from here)
     DEFAULT_MODE_VERSION_MAX,
+    HOST_PROCESS,
     IPTABLES_MARKER_CHAINS,
     IPVS_IPTABLES_MARKERS,
+    UNKNOWN,
     Presence,
     ServiceProxy,
     decide,
@@ -897,7 +900,13 @@ def service_proxy(ctx: CheckContext, node_name: str | None = None) -> ServicePro
         else:
             state = ctx.nodes.get(name)
             p = parsed_of(ctx, state) if state is not None and state.reachable else None
-        cache[name] = decide(ctx.cluster, name, p)
+        if is_node_only(ctx.cluster):  # no cluster objects: only what the node's own kube-proxy reports
+            config = config_from_node(name, p.configz, p.proxy_mode) if p is not None else None
+            cache[name] = ServiceProxy(
+                name, HOST_PROCESS if config is not None else UNKNOWN,
+                "kube-proxy answering on the node", ("node facts only: no cluster objects in this scan",), config)
+        else:
+            cache[name] = decide(ctx.cluster, name, p)
     return cache[name]
 
 
@@ -916,6 +925,8 @@ def kube_proxy_expected(ctx: CheckContext, node_name: str | None = None) -> bool
 
 
 def kube_proxy_version(ctx: CheckContext) -> tuple[int, int] | None:
+    if is_node_only(ctx.cluster):
+        return None
     return ctx.cluster.kube_proxy_version()
 
 

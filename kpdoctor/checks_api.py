@@ -7,6 +7,7 @@ makes checks testable on recorded data and safe to run on production.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,8 +19,17 @@ from kpdoctor.node.state import NodeState
 
 Scope = Literal["cluster", "node"]
 T = TypeVar("T")
-DOCS_BASE = "https://github.com/kpdoctor/kpdoctor/blob/main/docs/checks"
 SHARED_SCOPE = "\0scan"  # the cache scope of `CheckContext.shared` (no node is named so)
+
+
+@functools.lru_cache(maxsize=256)
+def installed_docs_uri(page: str) -> str:
+    """file: URI of docs/checks/PAGE shipped with the package (or in the checkout); "" when there is none."""
+    from kpdoctor.registry import docs_dir
+
+    base = docs_dir()
+    path = base / page if base is not None else None
+    return path.resolve().as_uri() if path is not None and path.is_file() else ""
 
 
 @dataclass
@@ -78,6 +88,9 @@ class Check:
     # Node facts a node check reads (bundle keys; "kube-proxy/" = the folder). When none of them is present on
     # a node and the check found nothing there, the engine reports it "not evaluated" there, not "passed".
     reads: ClassVar[tuple[str, ...]] = ()
+    # True when the check judges a node from its own facts alone (kube-proxy's config read from the node's
+    # /configz or /proxyMode): it then also runs in a node-only scan (no cluster objects, kpdoctor.node_only).
+    node_facts_suffice: ClassVar[bool] = False
 
     def run(self, ctx: CheckContext) -> Iterable[Finding]:
         raise NotImplementedError
@@ -85,7 +98,12 @@ class Check:
     # -- helpers for building findings ---------------------------------------------
     @classmethod
     def docs_url(cls) -> str:
-        return f"{DOCS_BASE}/{cls.docs_page or cls.id + '.md'}"
+        """The check's page as installed with this copy of kpdoctor (a file: URI, so it exists and matches the
+        installed version; kpdoctor has no public docs site), a plugin's own http(s) URL, or "" without a page."""
+        page = cls.docs_page or cls.id + ".md"
+        if page.startswith(("https://", "http://")):
+            return page
+        return installed_docs_uri(page)
 
     def finding(
         self,

@@ -14,9 +14,18 @@ import sys
 
 import typer
 
-from kpdoctor import __version__
 from kpdoctor.commands import registry_of_commands
-from kpdoctor.errors import KpdoctorError
+from kpdoctor.commands.completion import completion_requested, prepare_completion
+from kpdoctor.commands.metavars import kubectl_metavars
+from kpdoctor.commands.terminal import (
+    COLOR_HELP,
+    COLOR_MODES,
+    closed_pipe,
+    color_mode,
+    end_like_sigpipe,
+    hoist_global_flags,
+)
+from kpdoctor.errors import InputError, KpdoctorError
 
 app = typer.Typer(
     name="kpdoctor",
@@ -25,20 +34,30 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # plain help like kubectl's, and no rich import at start-up (0.1 s of `kpdoctor --help`)
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"kpdoctor {__version__}")
+        from kpdoctor.versions import collect_versions, render_versions
+
+        typer.echo(render_versions(collect_versions(client_only=False), "text"), nl=False)
         raise typer.Exit(0)
 
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the versions (as `kpdoctor version`) and exit."),
+    color: str = typer.Option("auto", "--color", metavar="WHEN", help=COLOR_HELP + " Accepted after any command."),
 ) -> None:
     """kpdoctor: exact, read-only diagnosis of kube-proxy and Service networking."""
+    if color not in COLOR_MODES:
+        raise InputError(f"--color {color!r}: choose from {', '.join(COLOR_MODES)}")
+    color_mode.set(color)
 
 
 registry_of_commands(app)
@@ -46,9 +65,16 @@ registry_of_commands(app)
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one clear line on stderr for every KpdoctorError, never a traceback."""
+    args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
+    if completion_requested():
+        prepare_completion()
     try:
-        # standalone_mode=False makes click *return* a typer.Exit's code instead of raising it
-        code = app(args=argv, standalone_mode=False)
+        # what app(...) does, with kubectl's value placeholders in help; standalone_mode=False makes click
+        # *return* a typer.Exit's code instead of raising it
+        command = typer.main.get_command(app)
+        kubectl_metavars(command)
+        code = command.main(args=args, prog_name="kpdoctor", standalone_mode=False)
+        sys.stdout.flush()  # here, not at interpreter exit: a closed pipe is handled below
         if isinstance(code, int) and code:
             sys.exit(code)
     except KpdoctorError as exc:
@@ -56,6 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except SystemExit as exc:
+        if closed_pipe(exc):  # `kpdoctor ... | head`: end quietly, as killed by SIGPIPE (the shell shows 141)
+            end_like_sigpipe()
+        raise
     except KeyboardInterrupt:
         print("kpdoctor: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -64,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"kpdoctor: error: {where}{exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:  # click usage errors and anything unexpected
+        if closed_pipe(exc):
+            end_like_sigpipe()
         aborts, usage = _click_exception_types()
         if isinstance(exc, aborts):
             print("kpdoctor: aborted", file=sys.stderr)
@@ -72,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
             # one line, like every other input error (click's own form adds usage and hint lines); an empty
             # message is no_args_is_help, whose help text is already printed
             message = exc.format_message()  # type: ignore[attr-defined]
-            if message:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `kpdoctor` / `kpdoctor gate`: the help, on stdout
+                print(message)
+            elif message:
                 print(f"kpdoctor: error: {message} (see --help)", file=sys.stderr)
             sys.exit(2)
         print(f"kpdoctor: internal error: {type(exc).__name__}: {exc} (run with KPDOCTOR_DEBUG=1 for a traceback)",

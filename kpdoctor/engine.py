@@ -30,6 +30,7 @@ from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.findings import Finding, Remediation, Severity
 from kpdoctor.node.state import NodeState
+from kpdoctor.node_only import NODE_ONLY_REASON, is_node_only
 from kpdoctor.registry import LoadError
 from kpdoctor.silences import SilenceSet
 from kpdoctor.unseen import saw_any, unseen_finding
@@ -135,41 +136,63 @@ def _is_forbidden(reason: str) -> bool:
     return "403" in reason or "forbidden" in reason.lower()
 
 
-def _not_evaluated(check: Check, scope: str, kind: str, reason: str) -> Finding:
-    # Absent evidence is at most INFO (issue 10): a kind that could not be read is a gap, not a verdict.
+def _engine_finding(check: Check, scope: str, severity: Severity, message: str, evidence: str,
+                    remediation: Remediation) -> Finding:
+    """A finding the engine writes about a check it could not run as such (not evaluated, or failed)."""
     return Finding(
         check_id=check.id,
-        severity=Severity.INFO,
+        severity=severity,
         scope=scope,
         subject="Cluster" if scope == "cluster" else f"Node {scope}",
-        message=f"not evaluated: {'forbidden: ' if _is_forbidden(reason) else ''}cannot read {kind} ({reason})",
-        evidence=(f"cluster source could not list {kind}: {reason}",),
-        remediation=Remediation(
+        message=message,
+        evidence=(evidence,),
+        remediation=remediation,
+        docs=check.docs_url(),
+        not_evaluated=True,
+    )
+
+
+def _not_evaluated(check: Check, scope: str, kind: str, reason: str) -> Finding:
+    if reason == NODE_ONLY_REASON:
+        return _not_evaluated_node_only(check, scope)
+    # Absent evidence is at most INFO (issue 10): a kind that could not be read is a gap, not a verdict.
+    return _engine_finding(
+        check, scope, Severity.INFO,
+        f"not evaluated: {'forbidden: ' if _is_forbidden(reason) else ''}cannot read {kind} ({reason})",
+        f"cluster source could not list {kind}: {reason}",
+        Remediation(
             f"Grant the identity kpdoctor runs as 'list' on {kind} (read-only), or run the scan with a kubeconfig "
             "that has it, then scan again.",
             (f"kubectl auth can-i list {kind} --all-namespaces",),
         ),
-        docs=check.docs_url(),
-        not_evaluated=True,
+    )
+
+
+def _not_evaluated_node_only(check: Check, scope: str) -> Finding:
+    needs = ", ".join(check.requires) if check.requires else "the cluster's objects"
+    return _engine_finding(
+        check, scope, Severity.INFO,
+        f"not evaluated: needs {needs} from the cluster, and this scan has node facts only",
+        f"input has no cluster objects: {NODE_ONLY_REASON}",
+        Remediation(
+            "Collect with cluster access (a kubeconfig that can read Services, EndpointSlices, Nodes, Pods, "
+            "DaemonSets and ConfigMaps) to evaluate this check too.",
+            ("kpdoctor collect --kubeconfig ~/.kube/config -f bundle.tar.gz",),
+        ),
     )
 
 
 def _failure(check: Check, scope: str, exc: BaseException) -> Finding:
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f" at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else ""
-    return Finding(
-        check_id=check.id,
-        severity=Severity.ERROR,
-        scope=scope,
-        subject="Cluster" if scope == "cluster" else f"Node {scope}",
-        message=f"check {check.id} failed: {type(exc).__name__}: {exc}",
-        evidence=(f"{type(exc).__name__}: {exc}{where}",),
-        remediation=Remediation(
+    return _engine_finding(
+        check, scope, Severity.ERROR,
+        f"check {check.id} failed: {type(exc).__name__}: {exc}",
+        f"{type(exc).__name__}: {exc}{where}",
+        Remediation(
             "This is a bug in the check, not a finding about the cluster; the other checks ran. Report it with "
             "the bundle (`kpdoctor collect`) or skip the check with --skip " + check.id + "."
         ),
-        docs=check.docs_url(),
-        not_evaluated=True,
     )
 
 
@@ -189,7 +212,12 @@ def _normalize(check: Check, item: Any, scope: str) -> Finding:
 
 
 def _run_one(check: Check, ctx: CheckContext, scope: str, run: CheckRun) -> list[Finding]:
-    gap = _required_gap(check, ctx.cluster)
+    if is_node_only(ctx.cluster):
+        if not (check.scope == "node" and check.node_facts_suffice):
+            return [_not_evaluated_node_only(check, scope)]
+        gap = None  # its reads of the missing kinds still end in "not evaluated" (ForbiddenKind)
+    else:
+        gap = _required_gap(check, ctx.cluster)
     if gap is not None:
         return [_not_evaluated(check, scope, gap.kind, gap.reason)]
     out: list[Finding] = []

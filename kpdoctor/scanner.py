@@ -21,6 +21,7 @@ from kpdoctor.engine import ListNodes, NodeSource, ScanResult, exit_code, run_ch
 from kpdoctor.errors import InputError
 from kpdoctor.findings import Severity
 from kpdoctor.node.state import NodeState
+from kpdoctor.node_only import cluster_missing_error, node_only_cluster
 from kpdoctor.registry import Registry, discover
 from kpdoctor.report.model import SourceInfo, build_report
 from kpdoctor.safeio import read_regular, regular_files
@@ -148,10 +149,19 @@ def open_bundle(path: str | os.PathLike[str], pod_namespaces: Sequence[str] = ()
         if not (base / "cluster").is_dir():
             if not (base / "nodes").is_dir():
                 raise InputError("not a kpdoctor bundle: no nodes/<name>/ and no cluster/ inside", where=str(root))
-            raise InputError("bundle has no cluster/ snapshot", where=str(root))
+            problem = cluster_missing_error(manifest, "")
+            if problem:
+                raise InputError(problem, where=str(root))
+            return node_only_cluster(str(root)), DirectoryBundleNodes(base, manifest)  # `collect --offline`
         return load_snapshot(base / "cluster", pod_namespaces=pod_namespaces), DirectoryBundleNodes(base, manifest)
     bundle = nb.read_bundle(root)
-    return bundle.cluster_state(pod_namespaces), ListNodes(bundle.node_states().values())
+    if bundle.has_cluster():
+        return bundle.cluster_state(pod_namespaces), ListNodes(bundle.node_states().values())
+    problem = cluster_missing_error(bundle.manifest, bundle.error)
+    if problem:
+        raise InputError(problem, where=str(root))
+    cluster = node_only_cluster(str(root))
+    return cluster, ListNodes(bundle.node_states().values())
 
 
 class _Subset:

@@ -103,6 +103,13 @@ class SilenceSet:
             out.append(replace(finding, silenced_reason=f"{hit.reason} ({hit.where})"))
         return out
 
+    def expired_warnings(self) -> list[str]:
+        """One line per expired silence: it no longer applies, and saying so beats a finding that reappears
+        with no explanation (or a file that silently stopped doing what it says)."""
+        return [f"{s.where}: silence ({s.describe()}) expired on {s.expires.isoformat()} and no longer applies; "
+                f"renew or remove it (reason was: {s.reason})"
+                for s in self.silences if s.expired and s.expires is not None]
+
     def validate_checks(self, known_ids: Sequence[str]) -> None:
         """A silence for a check that does not exist is a typo that silences nothing: refuse it."""
         lower = {k.lower() for k in known_ids}

@@ -78,7 +78,7 @@ def test_local_collection_round_trip_and_read_only(tmp_path: Path) -> None:
         subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", COLLECT_AND_WRITE, str(bundle_dir),
                         str(live_json), str(V1 / "cluster")], check=True, timeout=120, env=_env())  # fmt: skip
         tarball = tmp_path / "cli.tar.gz"
-        cli = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "kpdoctor", "collect", "-o",
+        cli = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "kpdoctor", "collect", "-f",
                               str(tarball), "--transport", "local", "--snapshot", str(V1 / "cluster"),
                               "--node", "kpnode1"], capture_output=True, text=True, timeout=120, env=_env())  # fmt: skip
         after = ruleset_of(netns)

@@ -35,7 +35,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: st
 
 def test_render_to_file_equals_the_library(tmp_path: Path) -> None:
     out = tmp_path / "rules.txt"
-    proc = run("proxier", "render", "--snapshot", str(V2 / "cluster"), "--node", "kpnode1", "--output", str(out))
+    proc = run("proxier", "render", "--snapshot", str(V2 / "cluster"), "--node", "kpnode1", "--output-file", str(out))
     assert proc.returncode == 0, proc.stderr
     assert out.read_text() == render_iptables(scenario_input(V2))
 

@@ -42,7 +42,7 @@ def test_tarball_bundle_and_output_file(tmp_path: Path) -> None:
     with tarfile.open(tgz, "w:gz") as tar:
         tar.add(bundle, arcname="bundle")
     out = tmp_path / "gate.xml"
-    proc = gate("--bundle", str(tgz), "-o", "junit", "--output", str(out))
+    proc = gate("--bundle", str(tgz), "-o", "junit", "--output-file", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "pass" in proc.stderr and str(out) in proc.stderr
     root = ET.parse(out).getroot()

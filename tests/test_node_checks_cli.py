@@ -80,7 +80,7 @@ def test_checks_skip_and_fail_on_like_scan(tmp_path: Path) -> None:
     report = json.loads(only.stdout)
     assert [c["id"] for c in report["checks"]] == ["KP-STALE-ENDPOINTS"] and groups(report)
     skipped = kpd("node", "edge-1", "--bundle", str(B2), "--skip", "KP-STALE-ENDPOINTS,KP-PROXY-NODE-HEALTH",
-                  "-o", "junit", "--output", str(tmp_path / "r.xml"))
+                  "-o", "junit", "--output-file", str(tmp_path / "r.xml"))
     assert skipped.returncode == 0, skipped.stderr
     assert "junit report written to" in skipped.stderr and skipped.stdout == ""
     suites = ET.parse(tmp_path / "r.xml").getroot()
@@ -94,7 +94,7 @@ def test_bad_selections_and_flags_exit_2_with_one_line() -> None:
         (("--checks", "KP-PROXY-HEALTH"), "leave no node-scope check"),  # a cluster-scope check
         (("--checks", "KP-NOPE"), "KP-NOPE"),
         (("-o", "yaml"), "-o 'yaml'"),
-        (("--output", "json"), "use -o json"),
+        (("--output-file", "json"), "use -o json"),
         (("--fail-on", "loud"), "--fail-on"),
         (("--facts-json", "--probe"), "--facts-json"),
     ]:
@@ -116,14 +116,17 @@ def test_facts_json_is_the_collected_node_state() -> None:
     assert shown["summary"]["backends_with_kube_proxy_rules"] == ["nf_tables"]
 
 
-def test_without_a_cluster_the_facts_are_shown_and_checks_are_not_run(tmp_path: Path) -> None:
+def test_without_a_cluster_the_node_facts_checks_run_and_the_rest_are_not_evaluated(tmp_path: Path) -> None:
+    """A node-only bundle (issue 13): the facts, then the checks a node's facts allow; no "ok" for the others."""
     nodes_only = tmp_path / "b"
     shutil.copytree(B2 / "nodes", nodes_only / "nodes")
     out = kpd("node", "edge-1", "--bundle", str(nodes_only))
     assert out.returncode == 0, out.stderr
-    assert "node edge-1  transport=bundle" in out.stdout and "node checks not run: no cluster state" in out.stdout
+    assert "node edge-1  transport=bundle" in out.stdout and "this scan has node facts only" in out.stdout
     as_json = kpd("node", "edge-1", "--bundle", str(nodes_only), "-o", "json")
-    assert as_json.returncode == 2 and "needs the cluster" in as_json.stderr and as_json.stdout == ""
+    assert as_json.returncode == 0, as_json.stderr
+    status = {c["id"]: c["status"] for c in json.loads(as_json.stdout)["checks"]}
+    assert status["KP-BACKEND-SPLIT"] == "passed" and status["KP-STALE-ENDPOINTS"] == "not_evaluated"
 
 
 def test_unreachable_node_reports_and_exits_3(tmp_path: Path) -> None:

@@ -201,7 +201,7 @@ def test_probe_tells_open_refused_and_filtered_on_a_lab_node(tmp_path: Path) -> 
         snapshot = tmp_path / "snapshot"
         _write_snapshot(snapshot, services)
         bundle = tmp_path / "bundle"
-        collected = _in_ns(lab.node_ns, [sys.executable, "-m", "kpdoctor", "collect", "-o", str(bundle),
+        collected = _in_ns(lab.node_ns, [sys.executable, "-m", "kpdoctor", "collect", "-f", str(bundle),
                                          "--transport", "local", "--snapshot", str(snapshot), "--node", NODE])
         assert collected.returncode == 0, collected.stderr
         scanned = _in_ns(lab.client_ns, [sys.executable, "-m", "kpdoctor", "scan", "--bundle", str(bundle),

@@ -101,7 +101,7 @@ def test_collect_cli_writes_no_secret(tmp_path: Path) -> None:
     for i, obj in enumerate(_objects()):
         (snap / f"{i}-{obj['kind'].lower()}.json").write_text(json.dumps(obj))
     out = tmp_path / "bundle.tar.gz"
-    proc = subprocess.run([sys.executable, "-m", "kpdoctor", "collect", "-o", str(out), "--snapshot", str(snap),
+    proc = subprocess.run([sys.executable, "-m", "kpdoctor", "collect", "-f", str(out), "--snapshot", str(snap),
                            "--no-nodes"], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert proc.returncode == 0, proc.stderr

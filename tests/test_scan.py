@@ -219,7 +219,7 @@ def test_cli_plugin_that_raises_is_reported_and_scan_goes_on(tmp_path: Path) -> 
 def test_all_formats_and_output_file(tmp_path: Path) -> None:
     for fmt in ("json", "junit", "markdown", "html", "console"):
         target = tmp_path / f"report.{fmt}"
-        out = kpd("scan", "--bundle", str(B1), "-o", fmt, "--output", str(target), "--fail-on", "critical")
+        out = kpd("scan", "--bundle", str(B1), "-o", fmt, "--output-file", str(target), "--fail-on", "critical")
         assert out.returncode in (0, 1), out.stderr
         assert out.stdout == ""
         assert f"{fmt} report written to {target}" in out.stderr

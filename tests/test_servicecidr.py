@@ -222,7 +222,7 @@ def test_collect_writes_servicecidrs_and_render_uses_them(api: tuple[Path, type[
     kubeconfig, handler = api
     handler.cidr_items = [service_cidr("kubernetes", "10.96.0.0/16")]
     out = tmp_path / "bundle"
-    proc = run("collect", "-o", str(out), "--no-nodes", "--kubeconfig", str(kubeconfig))
+    proc = run("collect", "-f", str(out), "--no-nodes", "--kubeconfig", str(kubeconfig))
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / "cluster" / "servicecidrs.json").read_text())
     assert [(i["kind"], i["metadata"]["name"], i["spec"]["cidrs"]) for i in doc["items"]] == [
@@ -237,7 +237,7 @@ def test_collect_with_forbidden_servicecidrs_records_the_gap(api: tuple[Path, ty
     kubeconfig, handler = api
     handler.forbidden.add(SERVICECIDRS_PATH)
     out = tmp_path / "bundle"
-    proc = run("collect", "-o", str(out), "--no-nodes", "--kubeconfig", str(kubeconfig))
+    proc = run("collect", "-f", str(out), "--no-nodes", "--kubeconfig", str(kubeconfig))
     assert proc.returncode == 0, proc.stderr
     assert not (out / "cluster" / "servicecidrs.json").exists()
     gaps = json.loads((out / "manifest.json").read_text())["cluster"]["gaps"]
@@ -246,10 +246,10 @@ def test_collect_with_forbidden_servicecidrs_records_the_gap(api: tuple[Path, ty
 
 def test_collect_from_snapshot_keeps_servicecidrs_only_when_present(tmp_path: Path) -> None:
     snap = snapshot_with(tmp_path, service_cidr("kubernetes", "10.96.0.0/16"))
-    proc = run("collect", "-o", str(tmp_path / "with"), "--no-nodes", "--snapshot", str(snap))
+    proc = run("collect", "-f", str(tmp_path / "with"), "--no-nodes", "--snapshot", str(snap))
     assert proc.returncode == 0, proc.stderr
     assert read_bundle(tmp_path / "with").cluster_state().service_cidrs == ("10.96.0.0/16",)
-    proc = run("collect", "-o", str(tmp_path / "without"), "--no-nodes", "--snapshot", str(V1 / "cluster"))
+    proc = run("collect", "-f", str(tmp_path / "without"), "--no-nodes", "--snapshot", str(V1 / "cluster"))
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "without" / "cluster" / "servicecidrs.json").exists()
     assert (tmp_path / "without" / "cluster" / "services.json").exists()

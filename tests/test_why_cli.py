@@ -119,7 +119,7 @@ def test_scan_service_narrows_and_carries_the_view() -> None:
 @pytest.mark.parametrize("argv, fragment", [
     (("why", "svc/payments", "--demo"), "is not svc/NAMESPACE/NAME[:PORT]"),
     (("why", "svc/payments/ledger", "--demo", "--from", "pod/x"), "is not pod/NAMESPACE/NAME"),
-    (("why", "svc/payments/ledger", "--demo", "-o", "html"), "choose console or json"),
+    (("why", "svc/payments/ledger", "--demo", "-o", "html"), "choose from console, json"),
     (("scan", "--demo", "--service", "Bad/Name"), "not a valid DNS-1123 label"),
 ])
 def test_bad_input_is_one_line_exit_2(argv: tuple[str, ...], fragment: str) -> None:

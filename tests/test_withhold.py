@@ -7,7 +7,6 @@ shapes of tests/fixtures/cilium (Cilium cannot run here, see gate_helpers).
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest

@@ -1,4 +1,9 @@
-"""A kubeconfig's shape, checked before the kubernetes client reads it, and its credentials after.
+"""Kubeconfig handling in one place: which credentials a live command would use (with no heavy import),
+a kubeconfig's shape checked before the kubernetes client reads it, and its credentials after.
+
+--kubeconfig, then $KUBECONFIG, then ~/.kube/config (or any --context, which needs a kubeconfig), else the
+in-cluster service account, else none. Deciding "none" here lets `kpdoctor version` answer without loading
+the kubernetes client.
 
 The kubernetes Python client answers a malformed kubeconfig with whatever Python error its code hits
 (`TypeError`, `AttributeError`, a YAML parser error) and, when an exec credential plugin fails, logs
@@ -14,6 +19,8 @@ the failure and carries on *anonymously*. kpdoctor instead:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kpdoctor.errors import InputError, UnreachableError
@@ -97,3 +104,24 @@ def require_credentials(cfg: Any, user: dict[str, Any], where: str) -> None:
         command = str(user["exec"].get("command") or "?")
         raise UnreachableError(f"cannot read the cluster: the exec credential plugin {command!r} gave no credentials "
                                "(it failed; kpdoctor does not continue anonymously)", where=where)
+
+
+NO_CREDENTIALS = ("no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not in a cluster; "
+                  "use --snapshot DIR or --bundle PATH to work offline")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    kind: str  # "kubeconfig" | "in-cluster" | "none"
+    path: str = ""  # the kubeconfig file, for kind "kubeconfig"
+
+
+def credentials_source(kubeconfig: str | None = None, context: str | None = None) -> Credentials:
+    path = kubeconfig or os.environ.get("KUBECONFIG") or ""
+    default = Path("~/.kube/config").expanduser()
+    if path or context or default.is_file():
+        return Credentials("kubeconfig", path or str(default))
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return Credentials("in-cluster")
+    return Credentials("none")
+

@@ -14,14 +14,17 @@ disabled) simply has none, which is what kube-proxy sees there as well.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from kpdoctor.cluster.kubeconfig import check_kubeconfig, require_credentials
+from kpdoctor.cluster.kubeconfig import (
+    NO_CREDENTIALS,
+    check_kubeconfig,
+    credentials_source,
+    require_credentials,
+)
 from kpdoctor.cluster.model import WORKLOAD_PODS_GAP, ResourceGap
 from kpdoctor.cluster.snapshot import load_objects
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
@@ -56,25 +59,24 @@ class LiveResult:
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
     """An ApiClient from --kubeconfig / $KUBECONFIG / ~/.kube/config (+ --context), else in-cluster config."""
+    source = credentials_source(kubeconfig, context)
+    if source.kind == "none":
+        raise UnreachableError(NO_CREDENTIALS)
     from kubernetes import client, config
 
     cfg = client.Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG") or ""
-    default = Path("~/.kube/config").expanduser()
+    path = source.path
     try:
-        if path or context or default.is_file():
-            user = check_kubeconfig(path or str(default), context)  # malformed: InputError (exit 2)
+        if source.kind == "kubeconfig":
+            user = check_kubeconfig(path, context)  # malformed: InputError (exit 2)
             try:
-                config.load_kube_config(config_file=path or str(default), context=context, client_configuration=cfg,
+                config.load_kube_config(config_file=path, context=context, client_configuration=cfg,
                                         persist_config=False)  # fmt: skip
             except (TypeError, AttributeError, KeyError, IndexError) as exc:  # shapes check_kubeconfig let pass
-                raise InputError(f"malformed kubeconfig: {exc}", where=path or str(default)) from None
-            require_credentials(cfg, user, path or str(default))
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=cfg)
+                raise InputError(f"malformed kubeconfig: {exc}", where=path) from None
+            require_credentials(cfg, user, path)
         else:
-            raise UnreachableError("no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not in a cluster; "
-                                   "use --snapshot DIR or --bundle PATH to work offline")  # fmt: skip
+            config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException as exc:
         raise UnreachableError(f"cannot load cluster credentials: {exc}", where=path or "kubeconfig") from None
     except (OSError, ValueError) as exc:  # unreadable file, bad YAML, failing exec credential plugin

@@ -7,8 +7,10 @@ group never means editing cli.py.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-import typer
+if TYPE_CHECKING:  # kpdoctor.commands.options is read before typer is loaded (kpdoctor.entry, start-up)
+    import typer
 
 # (module under kpdoctor.commands, attribute) -> each module exposes `register(app)`
 COMMAND_MODULES = (
@@ -21,6 +23,8 @@ COMMAND_MODULES = (
     "lab",
     "why",
     "analyze",
+    "version",
+    "completion",
 )
 
 

@@ -109,13 +109,19 @@ def register(app: typer.Typer) -> None:
         family: str = typer.Option("IPv4", "--family", help="IPv4 | IPv6 (with --snapshot)."),
         node_ip: list[str] = typer.Option([], "--node-ip", help="IPVS without ipsets: the node's addresses "  # noqa: B008
                                           "(tell NodePort virtual servers from ClusterIPs)."),
-        as_json: bool = typer.Option(False, "--json", help="JSON instead of text."),
+        fmt: str = typer.Option("text", "-o", "--output", help="text | json."),
+        as_json: bool = typer.Option(False, "--json", help="Same as -o json."),
     ) -> None:
         """Read pasted dataplane dumps (no bundle needed) and say what they hold and what can be judged."""
         from kpdoctor.dataplane.analyze import IPSET, analyze_text, compare_to, detect_format
         from kpdoctor.dataplane.paste import clean_paste
         from kpdoctor.errors import InputError
 
+        if fmt not in ("text", "json"):
+            from kpdoctor.commands.options import format_error
+
+            raise InputError(format_error(fmt, ("text", "json")))
+        as_json = as_json or fmt == "json"
         if bool(snapshot) != bool(node):
             raise InputError("--snapshot and --node go together")
         texts = [(path, _read(path)) for path in files]

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
     @group.command("list")
     def list_cmd(
-        fmt: str = typer.Option("table", "--format", "-o", help="table | json"),
+        fmt: str = typer.Option("table", "-o", "--output", "--format", help="table | json"),
         checks: str = typer.Option(None, "--checks", help="Filter: ids, tag:<tag>, scope:cluster|node."),
     ) -> None:
         """Every registered check: id, scope, default severity, tags, title."""
@@ -42,7 +42,9 @@ def register(app: typer.Typer) -> None:
         table.add_column("TITLE", overflow="fold")
         for c in selected:
             table.add_row(c.id, c.scope, c.severity.label, ",".join(c.tags), c.title)
-        con = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+        from kpdoctor.commands.terminal import rich_color_args
+
+        con = Console(highlight=False, width=None if sys.stdout.isatty() else 200, **rich_color_args())  # type: ignore[arg-type]
         with con.capture() as captured:
             con.print(table)
         sys.stdout.write("\n".join(line.rstrip() for line in captured.get().splitlines()) + "\n")
@@ -62,7 +64,7 @@ def register(app: typer.Typer) -> None:
             f"  scope:     {c.scope}",
             f"  severity:  {c.severity.label} (default)",
             f"  tags:      {', '.join(c.tags) or '-'}",
-            f"  origin:    {reg.origins.get(c.id, '')}",
+            f"  origin:    {_origin(reg.origins.get(c.id, ''))}",
             f"  docs:      {c.docs_url()}",
         ]
         if c.requires:
@@ -74,5 +76,19 @@ def register(app: typer.Typer) -> None:
         if c.references:
             lines += ["", "References:"] + [f"  - {r}" for r in c.references]
         page = docs_page_text(c)
+        if page and sys.stdout.isatty():  # a terminal gets the page rendered, a pipe or file the Markdown itself
+            from rich.console import Console
+            from rich.markdown import Markdown
+
+            from kpdoctor.commands.terminal import rich_color_args
+
+            sys.stdout.write("\n".join(lines) + "\n\n")
+            Console(**rich_color_args()).print(Markdown(page))  # type: ignore[arg-type]
+            return
         lines += ["", "-" * 72, page.rstrip() if page else "(no docs page installed with this copy of kpdoctor)"]
         sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _origin(origin: str) -> str:
+    """Where a check comes from, in words: "built in" or the plugin's entry point."""
+    return "built in" if origin.startswith("builtin:") else (origin or "-")

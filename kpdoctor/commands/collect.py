@@ -16,6 +16,25 @@ from typing import Any
 import typer
 
 from kpdoctor.commands.node import TRANSPORT_HELP, NodeFlags, load_cluster, options_from
+from kpdoctor.commands.options import DEFAULT_TIMEOUT, SSH_HELP, TIMEOUT_HELP, format_error
+
+BUNDLE_FORMATS = ("dir", "tar.gz")
+
+
+def check_bundle_path(out: str, fmt: str | None = None) -> None:
+    """A bundle is a directory or a .tar.gz, and the name says which: a name promising another format (x.zip,
+    x.tar) or one contradicting -o is refused rather than written as something the name misdescribes."""
+    from kpdoctor.errors import InputError
+    from kpdoctor.node.bundle import is_tarball
+
+    tarball = is_tarball(Path(out).name)  # what write_bundle will decide (case-sensitive)
+    archive = (".zip", ".tar", ".gz", ".tgz", ".xz", ".txz", ".bz2", ".tbz2", ".zst", ".7z")
+    if not tarball and Path(out).name.lower().endswith(archive):
+        raise InputError("a bundle is written as a directory or a .tar.gz/.tgz; choose such a name", where=out)
+    if fmt == "tar.gz" and not tarball:
+        raise InputError("-o tar.gz needs a -f name ending .tar.gz or .tgz", where=out)
+    if fmt == "dir" and tarball:
+        raise InputError("-o dir writes a directory; a name ending .tar.gz/.tgz would misdescribe it", where=out)
 
 
 def snapshot_objects(directory: str) -> dict[str, list[dict[str, Any]]]:
@@ -50,23 +69,27 @@ def snapshot_objects(directory: str) -> dict[str, list[dict[str, Any]]]:
 def register(app: typer.Typer) -> None:
     @app.command("collect")
     def collect(
-        out: str = typer.Option(..., "-o", "--output", help="Bundle to write: a new directory, or a path ending .tar.gz."),
+        out: str = typer.Option(None, "-f", "--output-file", metavar="PATH",
+                                help="Bundle to write: a new directory, or a path ending .tar.gz / .tgz."),
+        fmt: str = typer.Option(None, "-o", "--output", metavar="FORMAT",
+                                help="dir | tar.gz (default: from the -f name; a name saying otherwise is refused)."),
         node: list[str] = typer.Option([], "--node", help="Node to collect (repeatable). Default: every Node of the cluster."),  # noqa: B008
         no_nodes: bool = typer.Option(False, "--no-nodes", help="Write only the cluster snapshot."),
         transport: str = typer.Option(None, "--transport", help=TRANSPORT_HELP + " Default ssh (local with no cluster)."),
         snapshot: str = typer.Option(None, "--snapshot", help="Use this snapshot directory instead of the live API."),
         kubeconfig: str = typer.Option(None, "--kubeconfig", help="kubeconfig file (default $KUBECONFIG, ~/.kube/config)."),
         context: str = typer.Option(None, "--context", help="kubeconfig context."),
-        offline: bool = typer.Option(False, "--offline", help="Do not contact the API (local node facts only)."),
+        offline: bool = typer.Option(False, "--offline", help="No cluster access: collect this machine's node facts "
+                                     "only (local transport; the bundle has nodes/<name>/ and no cluster/)."),
         address: str = typer.Option(None, "--address", help="Address of the single --node (overrides InternalIP)."),
-        ssh_user: str = typer.Option(None, "--ssh-user"),
-        ssh_key: list[str] = typer.Option([], "--ssh-key"),  # noqa: B008
-        ssh_port: int = typer.Option(None, "--ssh-port"),
-        ssh_config: str = typer.Option(None, "--ssh-config"),
-        jump_host: str = typer.Option(None, "--jump-host"),
-        known_hosts: str = typer.Option(None, "--known-hosts"),
-        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys"),
-        timeout: float = typer.Option(120.0, "--timeout", help="Seconds per node, connect included."),
+        ssh_user: str = typer.Option(None, "--ssh-user", help=SSH_HELP["user"]),
+        ssh_key: list[str] = typer.Option([], "--ssh-key", help=SSH_HELP["key"]),  # noqa: B008
+        ssh_port: int = typer.Option(None, "--ssh-port", help=SSH_HELP["port"]),
+        ssh_config: str = typer.Option(None, "--ssh-config", help=SSH_HELP["config"]),
+        jump_host: str = typer.Option(None, "--jump-host", help=SSH_HELP["jump"]),
+        known_hosts: str = typer.Option(None, "--known-hosts", help=SSH_HELP["known_hosts"]),
+        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys", help=SSH_HELP["accept_new"]),
+        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
     ) -> None:
         """Write a bundle (docs/bundle.md): cluster snapshot, kube-proxy logs and each node's facts. Read-only."""
@@ -75,10 +98,21 @@ def register(app: typer.Typer) -> None:
         from kpdoctor.node.collect import collect_nodes
         from kpdoctor.node.fanout import Interrupted, default_reporter
 
+        if fmt is not None and fmt not in BUNDLE_FORMATS:
+            raise InputError(format_error(fmt, BUNDLE_FORMATS))
+        if not out:
+            raise InputError("collect needs -f/--output-file PATH (a new directory, or a name ending .tar.gz)")
+        check_bundle_path(out, fmt)
         if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
             raise InputError("output exists; choose a new path", where=out)
-        cluster, live = load_cluster(snapshot=snapshot, bundle=None, kubeconfig=kubeconfig, context=context,
-                                     live=not snapshot and not offline)  # fmt: skip
+        try:
+            cluster, live = load_cluster(snapshot=snapshot, bundle=None, kubeconfig=kubeconfig, context=context,
+                                         live=not snapshot and not offline)  # fmt: skip
+        except UnreachableError as exc:
+            if kubeconfig or context:
+                raise
+            raise UnreachableError(f"{exc.args[0].split('; use ')[0]}; pass --offline to collect only this "
+                                   "machine's node facts, or --snapshot DIR") from None
         chosen = transport or ("ssh" if cluster is not None else "local")
         if chosen == "bundle":
             raise InputError("collect writes a bundle; --transport bundle is for reading one")

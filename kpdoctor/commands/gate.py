@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, TIMEOUT_HELP, format_error
+
 GATE_HELP = """CI gate for replacing kube-proxy with Cilium's kube-proxy replacement. Zero false passes:
 it passes only when every condition is proven from the evidence.
 
@@ -47,9 +49,9 @@ def register(app: typer.Typer) -> None:
         kubeconfig: str = typer.Option(None, "--kubeconfig", help="Kubeconfig for the live API."),
         context: str = typer.Option(None, "--context", help="Kubeconfig context for the live API."),
         phase: str = typer.Option("pre-removal", "--phase", help="pre-removal | post-removal."),
-        fmt: str = typer.Option("console", "--format", "-o", help="console | json | junit."),
-        output: str = typer.Option(None, "--output", help="Write the report to FILE instead of stdout."),
-        timeout: float = typer.Option(30.0, "--timeout", help="Per-agent exec timeout for the live API (s)."),
+        fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json | junit."),
+        output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
+        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
         show_plan: bool = typer.Option(False, "--show-plan", help=(
             "Print the cleanup plan even when the gate did not pass: under 'NOT SAFE TO RUN: the gate did not "
             "pass', every command commented out (console; JSON always carries it, commented out unless passed).")),
@@ -64,7 +66,7 @@ def register(app: typer.Typer) -> None:
         from kpdoctor.gate.sources import load
 
         if fmt not in FORMATS:
-            raise InputError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+            raise InputError(format_error(fmt, FORMATS))
         if phase not in PHASES:
             raise InputError(f"--phase {phase!r}: choose from {', '.join(PHASES)}")
         options = {"timeout": timeout} if not (bundle or snapshot) else {}
@@ -81,10 +83,10 @@ def register(app: typer.Typer) -> None:
                   f"{output} ({len(result.blocking_reasons)} blocking, {len(result.unknown_reasons)} cannot-prove; "
                   f"exit {result.exit_code})", file=sys.stderr)
         else:
-            tty = sys.stdout.isatty()
+            from kpdoctor.commands.terminal import use_color
             from kpdoctor.report.layout import console_width
 
-            sys.stdout.write(render(fmt, result, color=tty and fmt == "console", show_plan=show_plan,
+            sys.stdout.write(render(fmt, result, color=use_color(sys.stdout) and fmt == "console", show_plan=show_plan,
                                     width=console_width(sys.stdout)))
             sys.stdout.flush()
         raise typer.Exit(result.exit_code)

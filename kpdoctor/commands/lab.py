@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
                                               help="Skip iptables-nft above this many Services."),
         apply_timeout: float = typer.Option(900.0, "--apply-timeout", min=1.0,
                                             help="Seconds allowed for loading one ruleset."),
-        fmt: str = typer.Option("table", "--format", "-o", help="table | json"),
+        fmt: str = typer.Option("table", "-o", "--output", "--format", help="table | json"),
     ) -> None:
         import os
         import platform
@@ -190,7 +190,9 @@ def _print_table(results: list[BenchResult], machine: dict[str, Any]) -> None:
         note = r.skipped or r.error or (f"{r.failures} failed connects" if r.failures else "")
         table.add_row(r.variant, str(r.services), str(r.rules_lines or "-"), _fmt(r.apply_seconds or None, 2),
                       _fmt(r.first_us), _fmt(r.last_us), _fmt(r.delta_us), _fmt(r.direct_us), note)
-    con = Console(highlight=False)
+    from kpdoctor.commands.terminal import rich_color_args
+
+    con = Console(highlight=False, **rich_color_args())  # type: ignore[arg-type]
     con.print(table)
     con.print(f"kernel {machine['kernel']}, {machine['cpus']} CPUs, load average {machine['load_average']}, "
               f"{machine['date']}; client: {machine['client']}; {machine['rounds']} x {machine['per_round']} "

@@ -18,6 +18,8 @@ from typing import Any
 
 import typer
 
+from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, SSH_HELP, TIMEOUT_HELP, format_error
+
 TRANSPORT_HELP = "How to reach the node: local | ssh | kube-exec | bundle."
 
 
@@ -119,9 +121,10 @@ def print_state(state: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from kpdoctor.commands.terminal import rich_color_args
     from kpdoctor.report.console_text import inert as t  # node text: no markup, no control/bidi characters
 
-    console = Console()
+    console = Console(**rich_color_args())  # type: ignore[arg-type]
     head = f"[bold]node {t(state.name)}[/bold]  transport={t(state.transport)}"
     if state.address:
         head += f"  address={t(state.address)}"
@@ -182,12 +185,6 @@ NODE_HELP = (
 REPORT_FORMATS = ("console", "json", "junit", "markdown", "html")
 
 
-def _cluster_needed(fmt: str) -> str:
-    return (f"-o {fmt}: the node-check report needs the cluster's Services, EndpointSlices and kube-proxy config: "
-            "pass --snapshot DIR, --kubeconfig/--context, or a bundle with cluster/ (--facts-json prints the "
-            "collected facts alone)")
-
-
 def register(app: typer.Typer) -> None:
     @app.command("node", help=NODE_HELP)
     def node(
@@ -198,17 +195,17 @@ def register(app: typer.Typer) -> None:
         kubeconfig: str = typer.Option(None, "--kubeconfig", help="kubeconfig file (default $KUBECONFIG, ~/.kube/config)."),
         context: str = typer.Option(None, "--context", help="kubeconfig context."),
         address: str = typer.Option(None, "--address", help="Connect here instead of the Node's InternalIP."),
-        ssh_user: str = typer.Option(None, "--ssh-user", help="SSH user (default: ~/.ssh/config, then $USER)."),
-        ssh_key: list[str] = typer.Option([], "--ssh-key", help="SSH private key (repeatable); agent and ~/.ssh keys also tried."),  # noqa: B008
-        ssh_port: int = typer.Option(None, "--ssh-port", help="SSH port (default: ~/.ssh/config, then 22)."),
-        ssh_config: str = typer.Option(None, "--ssh-config", help="ssh_config file (default ~/.ssh/config)."),
-        jump_host: str = typer.Option(None, "--jump-host", help="Jump host [user@]host[:port] (or ProxyJump in ssh config)."),
-        known_hosts: str = typer.Option(None, "--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)."),
-        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys", help="Accept and record unknown host keys (changed keys are still refused)."),
-        timeout: float = typer.Option(120.0, "--timeout", help="Seconds per node, connect included."),
+        ssh_user: str = typer.Option(None, "--ssh-user", help=SSH_HELP["user"]),
+        ssh_key: list[str] = typer.Option([], "--ssh-key", help=SSH_HELP["key"]),  # noqa: B008
+        ssh_port: int = typer.Option(None, "--ssh-port", help=SSH_HELP["port"]),
+        ssh_config: str = typer.Option(None, "--ssh-config", help=SSH_HELP["config"]),
+        jump_host: str = typer.Option(None, "--jump-host", help=SSH_HELP["jump"]),
+        known_hosts: str = typer.Option(None, "--known-hosts", help=SSH_HELP["known_hosts"]),
+        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys", help=SSH_HELP["accept_new"]),
+        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once (commands visiting many nodes)."),
-        fmt: str = typer.Option("console", "-o", "--format", help="Report: console | json | junit | markdown | html ('text' = console)."),
-        output: str = typer.Option(None, "--output", help="Write the report to FILE instead of stdout."),
+        fmt: str = typer.Option("console", "-o", "--output", "--format", help="Report: console | json | junit | markdown | html ('text' = console)."),
+        output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
         facts_json: bool = typer.Option(False, "--facts-json", help="Print the collected NodeState as JSON instead (no checks run)."),
         checks: str = typer.Option(None, "--checks", help="Only these node checks: ids, tag:<tag>."),
         skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>."),
@@ -225,9 +222,9 @@ def register(app: typer.Typer) -> None:
 
         fmt = "console" if fmt == "text" else fmt
         if fmt not in REPORT_FORMATS:
-            raise InputError(f"-o {fmt!r}: choose from {', '.join(REPORT_FORMATS)} (--facts-json for the NodeState)")
+            raise InputError(format_error(fmt, REPORT_FORMATS) + " (--facts-json for the NodeState)")
         if output in ("text", *REPORT_FORMATS):
-            raise InputError(f"--output names the report FILE; for the format use -o {output}")
+            raise InputError(f"--output-file names the report FILE; for the format use -o {output}")
         if snapshot and bundle:
             raise InputError("use either --snapshot or --bundle, not both")
         if facts_json and (probe or output):
@@ -242,12 +239,8 @@ def register(app: typer.Typer) -> None:
         need_live = not snapshot and not bundle and (
             chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(kubeconfig or context)
         )
-        # No cluster source at all: the checks cannot run, so with every check flag at its default there is
-        # nothing to validate but a ./.kpdoctor.yaml; skipping the check registry saves ~0.2 s of start-up.
-        no_cluster = chosen != "bundle" and not snapshot and not bundle and not need_live
-        check_flags = (checks, skip, fail_on, config_file, probe, no_config_file)
-        skip_setup = no_cluster and not any(check_flags) and not Path(".kpdoctor.yaml").is_file()
-        if not facts_json and not skip_setup:
+        # Without a cluster source the checks a node's own facts allow still run (kpdoctor.node_only).
+        if not facts_json:
             selected, silences, threshold, probe_options = _check_setup(
                 checks, skip, fail_on, config_file, no_config_file,
                 (probe_timeout, probe_limit, probe_concurrency) if probe else None,
@@ -262,8 +255,12 @@ def register(app: typer.Typer) -> None:
             state = opened.node_state(name)
             if not facts_json and opened.has_cluster():
                 cluster = opened.cluster_state()
-            if cluster is None and not facts_json and fmt != "console":
-                raise InputError(_cluster_needed(fmt))
+            elif not facts_json:
+                from kpdoctor.node_only import cluster_missing_error
+
+                problem = cluster_missing_error(opened.manifest, opened.error)
+                if problem:
+                    raise InputError(problem, where=str(bundle))
         else:
             cluster, live = load_cluster(snapshot=snapshot, bundle=bundle, kubeconfig=kubeconfig, context=context,
                                          live=need_live)  # fmt: skip
@@ -272,8 +269,6 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"node {name!r} not found in the cluster (nodes: {known})")
             if chosen == "ssh" and not address and cluster is None:
                 raise InputError("ssh needs the node's address: pass --address, --snapshot DIR or a kubeconfig")
-            if cluster is None and not facts_json and fmt != "console":
-                raise InputError(_cluster_needed(fmt))
             kube_api = None
             if chosen == "kube-exec":
                 from kubernetes import client
@@ -292,12 +287,10 @@ def register(app: typer.Typer) -> None:
             return
         if fmt == "console":
             print_state(state)
-        if cluster is None:
-            print("\nnode checks not run: no cluster state (Services, EndpointSlices, kube-proxy config). Pass "
-                  "--snapshot DIR, --kubeconfig/--context, or a bundle with cluster/.")
-            if unreachable:
-                raise UnreachableError(state.error, where=f"node {name}")
-            return
+        if cluster is None:  # node facts only: the checks those allow run, the others are listed as not evaluated
+            from kpdoctor.node_only import node_only_cluster
+
+            cluster = node_only_cluster(f"node {name} ({chosen}), no cluster objects")
         from kpdoctor.commands.scan import emit_report
         from kpdoctor.engine import ListNodes
         from kpdoctor.report.model import SourceInfo
@@ -338,6 +331,8 @@ def _check_setup(checks: str | None, skip: str | None, fail_on: str | None, conf
         raise InputError("--checks/--skip leave no node-scope check to run (`kpdoctor node` runs node checks; "
                          "cluster checks run in `kpdoctor scan`)")
     silences = None if no_config_file else load_silences(config_file)
+    for line in silences.expired_warnings() if silences else []:
+        print(f"kpdoctor: warning: {line}", file=sys.stderr)
     if silences is not None:
         silences.validate_checks(registry.ids())
     probe_options = None

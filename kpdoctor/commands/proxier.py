@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from kpdoctor.commands.options import format_error
+
 if TYPE_CHECKING:
     from kpdoctor.cluster.state import ClusterState
     from kpdoctor.dataplane.semantic import SemanticView
@@ -261,7 +263,7 @@ def register(app: typer.Typer) -> None:
                                                "ServiceCIDRs (repeatable or comma-separated; overrides ServiceCIDR "
                                                "objects in the snapshot). Without any, the 'Drop traffic to "
                                                "unallocated ClusterIPs' rule is omitted. Ignored by other modes."),
-        output: str = typer.Option(None, "--output", help="Write to FILE instead of stdout."),
+        output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help="Write to FILE instead of stdout."),
     ) -> None:
         """Print the complete ruleset kube-proxy leaves on NODE.
 
@@ -295,11 +297,20 @@ def register(app: typer.Typer) -> None:
                                           "(with --snapshot/--node: diff expected vs this dump)."),
         config: str = typer.Option(None, "--config", help="KubeProxyConfiguration file (overrides the snapshot)."),
         family: str = typer.Option("IPv4", "--family", help="IPv4 | IPv6."),
-        as_json: bool = typer.Option(False, "--json", help="JSON instead of text."),
-        output: str = typer.Option(None, "--output", help="Write to FILE instead of stdout."),
+        fmt: str = typer.Option("text", "-o", "--output", help="text | json."),
+        as_json: bool = typer.Option(False, "--json", help="Same as -o json."),
+        output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help="Write to FILE instead of stdout."),
     ) -> None:
-        """Print per Service frontend where new connections go (expected, parsed, or their diff)."""
+        """Print per Service frontend where new connections go (expected, parsed, or their diff).
+
+        With both --snapshot/--node and --iptables-save it prints their difference and, like diff, exits 1
+        when there is one (0 when they agree).
+        """
         from kpdoctor.errors import InputError
+
+        if fmt not in ("text", "json"):
+            raise InputError(format_error(fmt, ("text", "json")))
+        as_json = as_json or fmt == "json"
 
         expected = None
         if snapshot or node:
@@ -339,6 +350,8 @@ def register(app: typer.Typer) -> None:
                     for d in diffs
                 ) or "no differences\n"
             _write(text, output)
+            if diffs:
+                raise typer.Exit(1)
             return
         view = expected if expected is not None else actual
         assert view is not None

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, SSH_HELP, TIMEOUT_HELP, format_error
+
 SCAN_HELP = (
     "Run the checks and print a report with evidence and remediation commands.\n\n"
     "Sources (pick one): the live API (default; --kubeconfig/--context); --snapshot DIR (cluster-scope checks, "
@@ -44,8 +46,8 @@ def register(app: typer.Typer) -> None:
         config_file: str = typer.Option(None, "--config-file",
                                         help="Silences file (default: ./.kpdoctor.yaml when present)."),
         no_config_file: bool = typer.Option(False, "--no-config-file", help="Ignore ./.kpdoctor.yaml."),
-        fmt: str = typer.Option("console", "--format", "-o", help="console | json | junit | markdown | html."),
-        output: str = typer.Option(None, "--output", help="Write the report to FILE instead of stdout."),
+        fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json | junit | markdown | html."),
+        output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
         fail_on: str = typer.Option(None, "--fail-on", help="info | warning | error | critical (default error; "
                                     "off with --demo)."),
         probe: bool = typer.Option(False, "--probe", help="Opt-in active probe: TCP-connect to every NodePort on each "
@@ -54,14 +56,14 @@ def register(app: typer.Typer) -> None:
         probe_limit: int = typer.Option(512, "--probe-limit", help="At most this many probe connects (--probe)."),
         probe_concurrency: int = typer.Option(32, "--probe-concurrency", help="Probe connects at once (--probe)."),
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
-        timeout: float = typer.Option(60.0, "--timeout", help="Per-node collection timeout (s)."),
-        ssh_user: str = typer.Option(None, "--ssh-user"),
-        ssh_key: Annotated[list[str] | None, typer.Option("--ssh-key", help="Private key file (repeatable).")] = None,
-        ssh_port: int = typer.Option(None, "--ssh-port"),
-        ssh_config: str = typer.Option(None, "--ssh-config"),
-        jump_host: str = typer.Option(None, "--jump-host"),
-        known_hosts: str = typer.Option(None, "--known-hosts"),
-        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys"),
+        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
+        ssh_user: str = typer.Option(None, "--ssh-user", help=SSH_HELP["user"]),
+        ssh_key: Annotated[list[str] | None, typer.Option("--ssh-key", help=SSH_HELP["key"])] = None,
+        ssh_port: int = typer.Option(None, "--ssh-port", help=SSH_HELP["port"]),
+        ssh_config: str = typer.Option(None, "--ssh-config", help=SSH_HELP["config"]),
+        jump_host: str = typer.Option(None, "--jump-host", help=SSH_HELP["jump"]),
+        known_hosts: str = typer.Option(None, "--known-hosts", help=SSH_HELP["known_hosts"]),
+        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys", help=SSH_HELP["accept_new"]),
         service: str = typer.Option(None, "--service", help="Narrow the report to one Service NS/NAME and add its "
                                     "`kpdoctor why` view (JSON: the \"service\" key)."),
         min_severity: str = typer.Option(None, "--min-severity", help="Console/Markdown/HTML: hide findings below "
@@ -76,13 +78,15 @@ def register(app: typer.Typer) -> None:
         from kpdoctor.silences import load_silences
 
         if fmt not in FORMATS:
-            raise InputError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+            raise InputError(format_error(fmt, FORMATS))
         try:
             threshold = Severity.parse(fail_on) if fail_on else (None if demo else Severity.ERROR)
         except ValueError as exc:
             raise InputError(f"--fail-on: {exc}") from None
         registry = discover()
         silences = None if no_config_file else load_silences(config_file)
+        for line in silences.expired_warnings() if silences else []:
+            print(f"kpdoctor: warning: {line}", file=sys.stderr)
         collect_options = None
         if transport in ("ssh", "kube-exec", "local"):
             from kpdoctor.commands.node import NodeFlags, options_from
@@ -146,8 +150,9 @@ def emit_report(outcome: Any, fmt: str, output: str | None, *, min_severity: str
     else:
         from kpdoctor.report.layout import console_width
 
-        tty = sys.stdout.isatty()
         width = console_width(sys.stdout)
-        sys.stdout.write(render(fmt, outcome.report, color=tty and fmt == "console", width=width,
+        from kpdoctor.commands.terminal import use_color
+
+        sys.stdout.write(render(fmt, outcome.report, color=use_color(sys.stdout) and fmt == "console", width=width,
                                 min_severity=min_severity))
         sys.stdout.flush()

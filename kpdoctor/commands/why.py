@@ -23,16 +23,17 @@ WHY_HELP = (
 def register(app: typer.Typer) -> None:
     @app.command("why", help=WHY_HELP)
     def why_cmd(
-        service: str = typer.Argument(..., metavar="svc/NAMESPACE/NAME[:PORT]"),
+        service: str = typer.Argument(..., metavar="svc/NAMESPACE/NAME[:PORT]",
+                                      help="The Service (and optionally one of its ports) to explain."),
         client: str = typer.Option(None, "--from", help="Where the client is: pod/NS/NAME | node/NAME | external | IP."),
         bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz."),
         snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
         demo: bool = typer.Option(False, "--demo", help="Use the demo bundle shipped with kpdoctor."),
-        kubeconfig: str = typer.Option(None, "--kubeconfig"),
-        context: str = typer.Option(None, "--context"),
+        kubeconfig: str = typer.Option(None, "--kubeconfig", help="Kubeconfig for the live API."),
+        context: str = typer.Option(None, "--context", help="Kubeconfig context for the live API."),
         transport: str = typer.Option(None, "--transport", help="ssh | kube-exec | local | none (as for scan)."),
         nodes: str = typer.Option("", "--nodes", help="Comma-separated node names or globs (default: all)."),
-        fmt: str = typer.Option("console", "--format", "-o", help="console | json."),
+        fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json."),
     ) -> None:
         from kpdoctor.errors import InputError
         from kpdoctor.scanner import ScanRequest
@@ -41,7 +42,9 @@ def register(app: typer.Typer) -> None:
         from kpdoctor.why.target import parse_from, parse_target
 
         if fmt not in ("console", "json"):
-            raise InputError(f"--format {fmt!r}: choose console or json")
+            from kpdoctor.commands.options import format_error
+
+            raise InputError(format_error(fmt, ("console", "json")))
         target = parse_target(service)
         who = parse_from(client)
         collect_options = None

@@ -166,12 +166,21 @@ def _client(endpoint: Endpoint, options: SshOptions) -> Any:
     return client
 
 
+def openssh_fingerprint(key: Any) -> str:
+    """A host key's fingerprint as OpenSSH prints it (`ssh-keygen -l`, ssh's prompts): SHA256:<base64, unpadded>."""
+    import base64
+    import hashlib
+
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
 def _describe(exc: BaseException, where: str, timeout: float) -> str:
     import paramiko
 
     if isinstance(exc, paramiko.BadHostKeyException):
-        return (f"host key of {where} does not match known_hosts ({exc.key.get_name()} "
-                f"{exc.key.get_fingerprint().hex()}): refusing to connect (possible man-in-the-middle)")  # fmt: skip
+        return (f"host key of {where} does not match known_hosts ({exc.key.get_name()} {openssh_fingerprint(exc.key)}"
+                f", known_hosts has {openssh_fingerprint(exc.expected_key)}): refusing to connect (possible "
+                "man-in-the-middle)")  # fmt: skip
     if isinstance(exc, paramiko.AuthenticationException):
         return f"authentication failed for {where} ({exc})"
     if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):

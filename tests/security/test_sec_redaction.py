@@ -98,7 +98,7 @@ def _kpd(*args: str) -> subprocess.CompletedProcess[str]:
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("redact")
     out = root / "bundle.tar.gz"
-    proc = _kpd("collect", "-o", str(out), "--snapshot", str(_snapshot(root)), "--no-nodes")
+    proc = _kpd("collect", "-f", str(out), "--snapshot", str(_snapshot(root)), "--no-nodes")
     assert proc.returncode == 0, proc.stderr
     return out
 
