@@ -54,6 +54,12 @@ class LiveResult:
     server: str = ""
 
 
+def kubeconfig_available() -> bool:
+    """$KUBECONFIG, ~/.kube/config or in-cluster config exists: the live API can be tried without flags."""
+    return bool(os.environ.get("KUBECONFIG") or Path("~/.kube/config").expanduser().is_file()
+                or os.environ.get("KUBERNETES_SERVICE_HOST"))  # fmt: skip
+
+
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
     """An ApiClient from --kubeconfig / $KUBECONFIG / ~/.kube/config (+ --context), else in-cluster config."""
     from kubernetes import client, config

@@ -240,6 +240,13 @@ def register(app: typer.Typer) -> None:
         need_live = not snapshot and not bundle and (
             chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(kubeconfig or context)
         )
+        # Issue 12: with a kubeconfig in the environment, `node` reads the live API on its own; if that API
+        # cannot be reached the node's facts are still shown and the checks say why they did not run.
+        implicit_live = False
+        if not need_live and not snapshot and not bundle and chosen != "bundle" and not facts_json:
+            from kpdoctor.cluster.live import kubeconfig_available
+
+            need_live = implicit_live = kubeconfig_available()
         # No cluster source at all: the checks cannot run, so with every check flag at its default there is
         # nothing to validate but a ./.kpdoctor.yaml; skipping the check registry saves ~0.2 s of start-up.
         no_cluster = chosen != "bundle" and not snapshot and not bundle and not need_live
@@ -263,8 +270,13 @@ def register(app: typer.Typer) -> None:
             if cluster is None and not facts_json and fmt != "console":
                 raise InputError(_cluster_needed(fmt))
         else:
-            cluster, live = load_cluster(snapshot=snapshot, bundle=bundle, kubeconfig=kubeconfig, context=context,
-                                         live=need_live)  # fmt: skip
+            try:
+                cluster, live = load_cluster(snapshot=snapshot, bundle=bundle, kubeconfig=kubeconfig,
+                                             context=context, live=need_live)  # fmt: skip
+            except UnreachableError as exc:
+                if not implicit_live:
+                    raise
+                print(f"kpdoctor node: live API not used: {exc}", file=sys.stderr)
             if cluster is not None and cluster.nodes and name not in cluster.node_by_name:
                 known = ", ".join(sorted(cluster.node_by_name)[:20])
                 raise InputError(f"node {name!r} not found in the cluster (nodes: {known})")

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from kpdoctor.lab import k8sbuild, knet, netns, pki, procs
+from kpdoctor.lab import k8sbuild, knet, kobjects, netns, pki, procs
 from kpdoctor.lab.kapi import Api
 
 MODES = ("iptables", "iptables-legacy", "nftables")
@@ -113,23 +113,6 @@ def _tcp_open(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _node_object(node: knet.NodeNet) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux"}},
-        "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
-    }  # fmt: skip
-
-
-def _node_status(node: knet.NodeNet) -> dict[str, Any]:
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return {
-        "addresses": [{"type": "InternalIP", "address": node.ip}, {"type": "Hostname", "address": node.name}],
-        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "lab node",
-                        "lastHeartbeatTime": now, "lastTransitionTime": now}],
-    }  # fmt: skip
 
 
 def kube_proxy_config(mode: str, node: str, kubeconfig: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -268,8 +251,15 @@ class Cluster:
     def _register_nodes(self) -> None:
         assert self.api is not None
         for node in self.state.nodes:
-            self.api.apply(_node_object(node))
-            self.api.set_status("Node", node.name, _node_status(node))
+            self.api.apply(kobjects.node(node.name, node.pod_cidr))
+            self.api.set_status("Node", node.name, kobjects.node_status(node.name, node.ip))
+        ds = self.api.apply(kobjects.daemonset(self.state.version))
+        self.api.set_status("DaemonSet", "kube-proxy", kobjects.daemonset_status(len(self.state.nodes)),
+                            namespace=kobjects.KUBE_SYSTEM)  # fmt: skip
+        for node in self.state.nodes:
+            self.api.apply(kobjects.pod(self.state.version, node.name, ds["metadata"]["uid"]))
+            self.api.set_status("Pod", f"kube-proxy-{node.name}", kobjects.pod_status(node.ip, self.state.version),
+                                namespace=kobjects.KUBE_SYSTEM)  # fmt: skip
 
     def _kube_proxy(self, node: knet.NodeNet, binary: Path) -> None:
         assert self.api is not None and self.ca is not None
@@ -280,11 +270,7 @@ class Cluster:
         cfg_path = self.dir / f"kube-proxy-{node.name}.yaml"
         cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
         if node is self.state.nodes[0]:
-            shared = {k: v for k, v in config.items() if k not in ("hostnameOverride", "clientConnection")}
-            self.api.apply({"apiVersion": "v1", "kind": "ConfigMap",
-                            "metadata": {"name": "kube-proxy", "namespace": "kube-system",
-                                         "labels": {"app": "kube-proxy"}},
-                            "data": {"config.conf": yaml.safe_dump(shared, sort_keys=False)}})  # fmt: skip
+            self.api.apply(kobjects.configmap(config))
         env = dict(os.environ)
         if self.state.mode == "iptables-legacy":
             env["PATH"] = _legacy_path(self.dir)
@@ -351,3 +337,37 @@ def up(state_dir: Path, *, version: str, nodes: int, mode: str, pods_per_node: i
         if (state_dir / STATE_FILE).is_file():
             down(state_dir, keep_logs=True)
         raise
+
+
+def kube_proxy_proc(state: ClusterState, node: str) -> procs.Proc:
+    found = [p for p in state.processes if p.role == f"kube-proxy-{node}"]
+    if not found:
+        raise netns.LabError("no kube-proxy recorded for this node", where=node)
+    return found[-1]
+
+
+def restart_kube_proxy(state: ClusterState, node_name: str, *, mode: str | None = None,
+                       extra: dict[str, Any] | None = None, wait: bool = True) -> procs.Proc:  # fmt: skip
+    """Stop a node's kube-proxy and start it again (optionally in another mode or with more config), the way
+    an operator edits the ConfigMap and the DaemonSet rolls: the old rules stay where they are."""
+    node = next((n for n in state.nodes if n.name == node_name), None)
+    if node is None:
+        raise netns.LabError("no such lab node", where=node_name)
+    procs.stop(kube_proxy_proc(state, node_name))
+    mode = mode or state.mode
+    if mode not in MODES:
+        raise netns.LabError(f"mode {mode!r}: choose from {', '.join(MODES)}")
+    kubeconfig = state.state_dir / f"kube-proxy-{node_name}.kubeconfig"
+    cfg_path = state.state_dir / f"kube-proxy-{node_name}.yaml"
+    cfg_path.write_text(yaml.safe_dump(kube_proxy_config(mode, node_name, str(kubeconfig), extra), sort_keys=False))
+    env = dict(os.environ)
+    if mode == "iptables-legacy":
+        env["PATH"] = _legacy_path(state.state_dir)
+    binary = k8sbuild.binary_path(state.version, "kube-proxy")
+    proc = procs.spawn(f"kube-proxy-{node_name}", [str(binary), f"--config={cfg_path}", "--v=2"],
+                       state.state_dir / "logs" / f"kube-proxy-{node_name}.log", env=env, netns=node.netns)  # fmt: skip
+    state.processes.append(proc)
+    state.save()
+    if wait:
+        _wait(f"kube-proxy on {node_name}", lambda: healthz(node) is not None, 60, proc.log)
+    return proc
