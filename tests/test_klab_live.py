@@ -193,24 +193,33 @@ def test_kube_proxy_stopped_while_the_api_changes(one_node: ClusterState) -> Non
         rep = _local_scan(one_node, node.name)
     finally:
         os.kill(proxy.pid, signal.SIGCONT)
-    assert findings(rep), "a hung kube-proxy that missed a new Service must give a finding"
+    ids = {cid for cid, _ in findings(rep)}
+    # the frozen process misses the new Service (its rules are absent) and stops answering /healthz
+    assert {"KP-PROXY-NODE-HEALTH", "KP-STALE-ENDPOINTS"} <= ids, findings(rep)
 
 
 def test_host_firewall_drop_before_nodeport_rules(one_node: ClusterState) -> None:
     node = one_node.nodes[0]
-    subprocess.run(["ip", "netns", "exec", node.netns, "iptables", "-I", "INPUT", "1", "-p", "tcp", "--dport",
-                    "30080", "-j", "DROP"], check=True)  # fmt: skip
+    # A host firewall inserted ahead of kube-proxy's jump in FORWARD: the NodePort's DNATed packets to pods die.
+    subprocess.run(["ip", "netns", "exec", node.netns, "iptables", "-I", "FORWARD", "1", "-j", "DROP"],
+                   check=True)  # fmt: skip
     rep = _local_scan(one_node, node.name)
     assert "KP-NODEPORT-FIREWALL" in {cid for cid, _ in findings(rep)}, findings(rep)
 
 
-def test_restart_in_another_mode_leaves_leftovers(one_node: ClusterState) -> None:
+def test_restart_in_another_mode_cleans_up_and_mismatch_is_reported(one_node: ClusterState) -> None:
+    """Seen with the real binary: kube-proxy 1.37 started in nftables mode removes the iptables mode's rules
+    itself, so a mode switch leaves no leftovers; what is left is a node whose mode differs from the
+    kube-system/kube-proxy ConfigMap (still iptables), which KP-PROXIER-MODE reports."""
     node = one_node.nodes[0]
+    assert "KUBE-SVC-" in save(node.netns, "iptables")
     kcluster.restart_kube_proxy(one_node, node.name, mode="nftables")
     one_node.mode = "nftables"
     wait_for_rules(one_node, "lab/web", nodes=[node.name])
+    assert "KUBE-SVC-" not in save(node.netns, "iptables")
     rep = _local_scan(one_node, node.name)
-    assert "KP-LEFTOVER-RULES" in {cid for cid, _ in findings(rep)}, findings(rep)
+    ids = {cid for cid, _ in findings(rep)}
+    assert "KP-PROXIER-MODE" in ids and "KP-LEFTOVER-RULES" not in ids, findings(rep)
 
 
 def test_legacy_backend_written_beside_nft(one_node: ClusterState) -> None:
@@ -225,7 +234,8 @@ def test_legacy_backend_written_beside_nft(one_node: ClusterState) -> None:
 
 def test_min_sync_period_raised(one_node: ClusterState) -> None:
     node = one_node.nodes[0]
-    kcluster.restart_kube_proxy(one_node, node.name, extra={"iptables": {"minSyncPeriod": "10m"}})
+    kcluster.restart_kube_proxy(one_node, node.name, extra={"iptables": {"minSyncPeriod": "10m", "syncPeriod": "10m"}},
+                                configmap=True)  # fmt: skip
     api = admin_api(one_node)
     # kube-proxy syncs once at start, then no more often than every 10 minutes: later changes wait.
     time.sleep(3)
@@ -233,4 +243,5 @@ def test_min_sync_period_raised(one_node: ClusterState) -> None:
     api.apply(endpointslice("slow", [(node.pods[0].ip, node.name)]))
     time.sleep(2)
     rep = _local_scan(one_node, node.name)
-    assert findings(rep), "minSyncPeriod 10m with a pending change must give a finding"
+    ids = {cid for cid, _ in findings(rep)}
+    assert {"KP-SYNC-LAG", "KP-STALE-ENDPOINTS"} <= ids, findings(rep)

@@ -94,17 +94,21 @@ class ClusterState:
         }  # fmt: skip
 
 
-def _wait(what: str, probe: Callable[[], bool], deadline_s: float, log: str | None = None) -> None:
+def _wait(what: str, probe: Callable[[], bool], deadline_s: float, log: str | None = None,
+          proc: procs.Proc | None = None) -> None:  # fmt: skip
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if probe():
             return
+        if proc is not None and not procs.alive(proc):
+            deadline_s = 0  # it exited: say why now instead of waiting out the deadline
+            break
         time.sleep(0.2)
     tail = ""
     if log and Path(log).is_file():
         lines = Path(log).read_text(errors="replace").strip().splitlines()
         tail = f" (last log line: {lines[-1][:300]})" if lines else ""
-    raise netns.LabError(f"{what} not ready after {deadline_s:g}s{tail}")
+    raise netns.LabError(f"{what} exited{tail}" if deadline_s == 0 else f"{what} not ready after {deadline_s:g}s{tail}")
 
 
 def _tcp_open(port: int) -> bool:
@@ -277,8 +281,8 @@ class Cluster:
         self._spawn(f"kube-proxy-{node.name}", [str(binary), f"--config={cfg_path}", "--v=2"], ns=node.netns, env=env)
 
     def wait_healthy(self, node: knet.NodeNet, deadline_s: float = 60.0) -> None:
-        log = next((p.log for p in self.state.processes if p.role == f"kube-proxy-{node.name}"), None)
-        _wait(f"kube-proxy on {node.name}", lambda: healthz(node) is not None, deadline_s, log)
+        proc = kube_proxy_proc(self.state, node.name)
+        _wait(f"kube-proxy on {node.name}", lambda: healthz(node) is not None, deadline_s, proc.log, proc)
 
 
 def _http_get(ns: str, url: str, timeout: float = 3.0) -> str | None:
@@ -347,9 +351,11 @@ def kube_proxy_proc(state: ClusterState, node: str) -> procs.Proc:
 
 
 def restart_kube_proxy(state: ClusterState, node_name: str, *, mode: str | None = None,
-                       extra: dict[str, Any] | None = None, wait: bool = True) -> procs.Proc:  # fmt: skip
+                       extra: dict[str, Any] | None = None, wait: bool = True,
+                       configmap: bool = False) -> procs.Proc:  # fmt: skip
     """Stop a node's kube-proxy and start it again (optionally in another mode or with more config), the way
-    an operator edits the ConfigMap and the DaemonSet rolls: the old rules stay where they are."""
+    an operator edits the ConfigMap and the DaemonSet rolls (`configmap`: write the new configuration to
+    kube-system/kube-proxy as well): the old rules stay where they are."""
     node = next((n for n in state.nodes if n.name == node_name), None)
     if node is None:
         raise netns.LabError("no such lab node", where=node_name)
@@ -359,7 +365,12 @@ def restart_kube_proxy(state: ClusterState, node_name: str, *, mode: str | None 
         raise netns.LabError(f"mode {mode!r}: choose from {', '.join(MODES)}")
     kubeconfig = state.state_dir / f"kube-proxy-{node_name}.kubeconfig"
     cfg_path = state.state_dir / f"kube-proxy-{node_name}.yaml"
-    cfg_path.write_text(yaml.safe_dump(kube_proxy_config(mode, node_name, str(kubeconfig), extra), sort_keys=False))
+    config = kube_proxy_config(mode, node_name, str(kubeconfig), extra)
+    cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    if configmap:
+        pkidir = state.state_dir / "pki"
+        api = Api(state.apiserver, str(pkidir / "ca.crt"), str(pkidir / "admin.crt"), str(pkidir / "admin.key"))
+        api.apply(kobjects.configmap(config))
     env = dict(os.environ)
     if mode == "iptables-legacy":
         env["PATH"] = _legacy_path(state.state_dir)
@@ -369,5 +380,5 @@ def restart_kube_proxy(state: ClusterState, node_name: str, *, mode: str | None 
     state.processes.append(proc)
     state.save()
     if wait:
-        _wait(f"kube-proxy on {node_name}", lambda: healthz(node) is not None, 60, proc.log)
+        _wait(f"kube-proxy on {node_name}", lambda: healthz(node) is not None, 60, proc.log, proc)
     return proc
