@@ -120,7 +120,7 @@ def report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(proc.stdout)
     except ValueError:
-        raise AssertionError(f"not a JSON report (exit {proc.returncode}): {proc.stdout[-800:]}{proc.stderr[-800:]}")
+        raise AssertionError(f"not a JSON report (exit {proc.returncode}): {proc.stdout[-800:]}{proc.stderr[-800:]}") from None
     return data
 
 
