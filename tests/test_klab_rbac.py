@@ -14,7 +14,15 @@ import yaml
 
 from kpdoctor.lab import pki
 from kpdoctor.lab.kcluster import ClusterState
-from tests.klab_support import admin_api, endpointslice, kpdoctor, lab_cluster, report, service, wait_for_rules
+from tests.klab_support import (
+    admin_api,
+    endpointslice,
+    kpdoctor,
+    lab_cluster,
+    report,
+    service,
+    wait_for_rules,
+)
 
 pytestmark = pytest.mark.root("etcd", "nft", "curl")
 RBAC = Path(__file__).resolve().parents[1] / "deploy" / "rbac.yaml"
