@@ -44,9 +44,11 @@ def generate(seed: int, services: int, nodes: list[str], *, endpoints_per_servic
                                 "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "ports": ports}  # fmt: skip
         if kind != "ClusterIP":
             for k, p in enumerate(ports):
-                p["nodePort"] = 30000 + (i * 2 + k) % 2700
+                p["nodePort"] = 30000 + (i * 2 + k) % 2000
             if rnd.random() < 0.3:
                 spec["externalTrafficPolicy"] = "Local"
+                if kind == "LoadBalancer":  # chosen here too, or the API server's random pick may collide
+                    spec["healthCheckNodePort"] = 32000 + i % 700
         if kind == "LoadBalancer":
             if rnd.random() < 0.4:
                 spec["loadBalancerSourceRanges"] = [f"192.0.2.{rnd.randrange(0, 256, 16)}/28"]
