@@ -86,7 +86,7 @@ class ClusterState:
     def summary(self) -> dict[str, Any]:
         return {
             "kubeconfig": self.kubeconfig, "apiserver": self.apiserver, "version": self.version, "mode": self.mode,
-            "state_dir": str(self.state_dir),
+            "state_dir": str(self.state_dir), "client_netns": f"{self.prefix}-client",
             "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip, "pod_cidr": n.pod_cidr,
                        "pods": [{"name": p.name, "netns": p.netns, "ip": p.ip} for p in n.pods],
                        "kubeconfig": str(self.state_dir / f"kube-proxy-{n.name}.kubeconfig")}
@@ -246,7 +246,9 @@ class Cluster:
         self.api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lab"}})
 
     def _relay(self) -> None:
-        listens = [f"--listen={n.netns}:127.0.0.1:{self.port}" for n in self.state.nodes]
+        # every node, and the client namespace (where `kpdoctor scan --transport ssh` runs to reach the nodes)
+        spaces = [n.netns for n in self.state.nodes] + [f"{self.state.prefix}-client"]
+        listens = [f"--listen={ns}:127.0.0.1:{self.port}" for ns in spaces]
         proc = self._spawn("relay", ["python3", "-m", "kpdoctor.lab.relay", f"--target=127.0.0.1:{self.port}",
                                      *listens],
                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})  # fmt: skip
