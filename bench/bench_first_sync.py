@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_live_read import populate  # noqa: E402
+
 from kpdoctor.cluster.live import load_live  # noqa: E402
 from kpdoctor.commands.proxier import build_proxier_inputs, snapshot_service_cidrs  # noqa: E402
 from kpdoctor.lab import kcluster, netns  # noqa: E402
