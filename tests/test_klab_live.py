@@ -43,8 +43,9 @@ def _workload(state: ClusterState) -> None:
     api.apply(endpointslice("web", pods))
     api.apply(service("api"))
     api.apply(endpointslice("api", pods[:1]))
-    wait_for_rules(state, "lab/web:http")
-    wait_for_rules(state, "lab/api:http")
+    fmt = "lab/{}/tcp/http" if state.mode == "nftables" else "lab/{}:http"  # nftables names chains, not comments
+    wait_for_rules(state, fmt.format("web"))
+    wait_for_rules(state, fmt.format("api"))
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +283,18 @@ def test_scan_every_node_over_ssh(healthy: ClusterState) -> None:
     assert rep["summary"]["nodes_reachable"] == rep["summary"]["nodes_total"] == len(healthy.nodes)
     assert findings(rep) == []
     assert set(statuses(rep).values()) == {"passed"}, statuses(rep)
+
+
+@pytest.mark.parametrize("mode", ["iptables-legacy", "nftables"])
+def test_other_modes_are_healthy(tmp_path: Path, mode: str) -> None:
+    """kube-proxy in iptables-legacy mode (legacy tools first on its PATH) and nftables mode: rules where they
+    belong, /proxyMode says so, and the local scan finds nothing."""
+    with lab_cluster(tmp_path, nodes=1, mode=mode) as state:
+        _workload(state)
+        node = state.nodes[0]
+        assert kcluster.proxy_mode(node) == ("nftables" if mode == "nftables" else "iptables")
+        if mode == "iptables-legacy":
+            assert "KUBE-SVC-" in save(node.netns, "iptables-legacy")
+            assert "KUBE-SVC-" not in save(node.netns, "iptables")
+        rep = _local_scan(state, node.name)
+        assert findings(rep) == [], findings(rep)
