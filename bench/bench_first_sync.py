@@ -2,8 +2,8 @@
 
 For each mode and Service count: a lab cluster (real kube-apiserver v1.37 + real kube-proxy v1.37 in one
 node namespace), N Services x 3 endpoints written through the API, kube-proxy restarted (so its first sync
-sees everything), then its own metric `kubeproxy_sync_proxy_rules_duration_seconds` (sum/count after the
-first sync) next to kpdoctor's `build_input + render` of the cluster read back from the live API (best of 3).
+sees everything), then its own metric `kubeproxy_sync_full_proxy_rules_duration_seconds{ip_family="IPv4"}`
+(sum/count after the first full sync) next to kpdoctor's `build_input + render` of the cluster read back from the live API (best of 3).
 
     python3 bench/bench_first_sync.py --services 1000,5000 --modes iptables,nftables
 """
@@ -31,7 +31,7 @@ from kpdoctor.lab import kcluster, netns  # noqa: E402
 from kpdoctor.proxier.iptables import render_iptables  # noqa: E402
 from kpdoctor.proxier.nftables import render_nftables_families  # noqa: E402
 
-METRIC = re.compile(r"^kubeproxy_sync_proxy_rules_duration_seconds_(sum|count)\s+(\S+)$", re.M)
+METRIC = re.compile(r'^kubeproxy_sync_full_proxy_rules_duration_seconds_(sum|count)\{ip_family="IPv4"\}\s+(\S+)$', re.M)
 
 
 def sync_metric(node: kcluster.knet.NodeNet) -> tuple[float, int]:
