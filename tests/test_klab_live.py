@@ -138,14 +138,26 @@ def test_invalid_credentials_one_line_exit_3(healthy: ClusterState, tmp_path: Pa
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-def test_expired_token_one_line_exit_3(healthy: ClusterState, tmp_path: Path) -> None:
+def test_revoked_service_account_token_one_line_exit_3(healthy: ClusterState, tmp_path: Path) -> None:
+    """A real token (TokenRequest, signed by the API server) whose ServiceAccount was deleted: the API server
+    answers 401, as it does for an expired one (TokenRequest's minimum lifetime, 10 minutes, is too long to
+    wait for in a test)."""
     from kpdoctor.lab import pki
 
+    api = admin_api(healthy)
+    api.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "gone", "namespace": "default"}})
+    token = api.token("gone", "default", seconds=600)
+    api.delete("ServiceAccount", "gone", namespace="default")
     kc = pki.write_kubeconfig(tmp_path / "tok.kubeconfig", healthy.apiserver, healthy.state_dir / "pki" / "ca.crt",
-                              user="u", token="eyJhbGciOiJFUzI1NiJ9.eyJleHAiOjF9.c2lnbmF0dXJl")  # fmt: skip
+                              user="gone", token=token)  # fmt: skip
+    end = time.monotonic() + 30
     proc = kpdoctor("scan", "--kubeconfig", str(kc))
+    while proc.returncode != 3 and time.monotonic() < end:  # the deletion reaches the token authenticator's cache
+        time.sleep(1)
+        proc = kpdoctor("scan", "--kubeconfig", str(kc))
     assert proc.returncode == 3, proc.stdout[-800:] + proc.stderr[-800:]
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "401" in proc.stderr
 
 
 def test_unreachable_api_server_one_line_exit_3(healthy: ClusterState, tmp_path: Path) -> None:
@@ -298,3 +310,26 @@ def test_other_modes_are_healthy(tmp_path: Path, mode: str) -> None:
             assert "KUBE-SVC-" not in save(node.netns, "iptables")
         rep = _local_scan(state, node.name)
         assert findings(rep) == [], findings(rep)
+
+
+def test_real_packets_through_the_real_kube_proxy_rules(healthy: ClusterState) -> None:
+    """Pods serve real TCP; a ClusterIP connect from a pod and a NodePort connect from outside the nodes both
+    reach a backend through the rules the real kube-proxy wrote (cross-node included)."""
+    from kpdoctor.lab import servers
+
+    backends = [servers.Server(f"pod-{i}-0", n.pods[0].netns, 8080) for i, n in enumerate(healthy.nodes)]
+    for srv in backends:
+        srv.start()
+    try:
+        cluster_ip = admin_api(healthy).get("Service", "web", namespace="lab")["spec"]["clusterIP"]
+        seen = set()
+        for _ in range(20):
+            hit = servers.connect_once(healthy.nodes[0].pods[1].netns, cluster_ip, 80)
+            assert hit.outcome == "ok", hit
+            seen.add(hit.pod)
+        assert seen == {"pod-0-0", "pod-1-0"}  # both endpoints, one of them behind the other node
+        via_nodeport = servers.connect_once(f"{healthy.prefix}-client", healthy.nodes[1].ip, 30080)
+        assert via_nodeport.outcome == "ok" and via_nodeport.pod in seen, via_nodeport
+    finally:
+        for srv in backends:
+            srv.stop()
