@@ -57,6 +57,11 @@ class LiveResult:
     server: str = ""
 
 
+def kubeconfig_available() -> bool:
+    """$KUBECONFIG, ~/.kube/config or in-cluster config exists: the live API can be tried without flags."""
+    return credentials_source().kind != "none"
+
+
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
     """An ApiClient from --kubeconfig / $KUBECONFIG / ~/.kube/config (+ --context), else in-cluster config."""
     source = credentials_source(kubeconfig, context)
@@ -85,8 +90,64 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
     return client.ApiClient(cfg)
 
 
+# Raw list paths of KINDS' calls. Reading them through ApiClient.param_serialize/call_api (auth, TLS and
+# proxy exactly as the generated API classes do) skips importing CoreV1Api & co., which costs 1.5-5 s of
+# start-up (pydantic model classes): the live read at 10k Services is measured against kubectl (issue 12).
+RAW_PATHS: dict[str, str] = {
+    "core:list_service_for_all_namespaces": "/api/v1/services",
+    "discovery:list_endpoint_slice_for_all_namespaces": "/apis/discovery.k8s.io/v1/endpointslices",
+    "core:list_node": "/api/v1/nodes",
+    "core:list_namespaced_config_map": "/api/v1/namespaces/{namespace}/configmaps",
+    "apps:list_namespaced_daemon_set": "/apis/apps/v1/namespaces/{namespace}/daemonsets",
+    "core:list_namespaced_pod": "/api/v1/namespaces/{namespace}/pods",
+    "networking:list_service_cidr": "/apis/networking.k8s.io/v1/servicecidrs",
+    "core:read_namespaced_pod_log": "/api/v1/namespaces/{namespace}/pods/{name}/log",
+}
+_QUERY_NAMES = {"_continue": "continue", "tail_lines": "tailLines"}
+
+
+class _RawCall:
+    """One GET with the generated clients' calling convention (namespace/name positional, limit=, _continue=,
+    _preload_content=False, _request_timeout=); raises ApiException on HTTP errors like they do."""
+
+    def __init__(self, client_obj: Any, path: str) -> None:
+        self.client, self.path = client_obj, path
+
+    def __call__(self, *args: str, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        names = [n for n in ("name", "namespace") if "{" + n + "}" in self.path]
+        path_params = dict(zip(sorted(names, key=lambda n: n != "name"), args, strict=False))
+        timeout = kwargs.pop("_request_timeout", REQUEST_TIMEOUT)
+        kwargs.pop("_preload_content", None)
+        query = [(_QUERY_NAMES.get(k, k), str(v).lower() if isinstance(v, bool) else v)
+                 for k, v in kwargs.items() if v is not None]  # fmt: skip
+        method, url, headers, _, _ = self.client.param_serialize(
+            "GET", self.path, path_params=path_params, query_params=query,
+            header_params={"Accept": "application/json, */*"}, auth_settings=["BearerToken"])  # fmt: skip
+        resp = self.client.call_api(method, url, header_params=headers, _request_timeout=timeout)
+        resp.read()
+        if not 200 <= resp.status <= 299:
+            raise ApiException(http_resp=resp, body=resp.data.decode("utf-8", "replace") if resp.data else None)
+        return resp
+
+
+class _RawApi:
+    def __init__(self, client_obj: Any) -> None:
+        self.client = client_obj
+
+    def __getattr__(self, method: str) -> _RawCall:
+        for call_name, path in RAW_PATHS.items():
+            if call_name.endswith(":" + method):
+                return _RawCall(self.client, path)
+        raise AttributeError(method)
+
+
 def _apis(api_client_obj: Any) -> dict[str, Any]:
-    from kubernetes import client
+    if hasattr(api_client_obj, "param_serialize") and hasattr(api_client_obj, "call_api"):
+        raw = _RawApi(api_client_obj)
+        return {"core": raw, "discovery": raw, "apps": raw, "networking": raw}
+    from kubernetes import client  # an older generated client: its API classes
 
     return {
         "core": client.CoreV1Api(api_client_obj),

@@ -86,6 +86,9 @@ def register(app: typer.Typer) -> None:
         no_args_is_help=True,
     )
     app.add_typer(group, name="lab")
+    from kpdoctor.commands import lab_cluster
+
+    lab_cluster.register(group)
 
     @group.command("cleanup")
     def cleanup_cmd() -> None:

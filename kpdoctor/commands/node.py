@@ -239,6 +239,13 @@ def register(app: typer.Typer) -> None:
         need_live = not snapshot and not bundle and (
             chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(kubeconfig or context)
         )
+        # Issue 12: with a kubeconfig in the environment, `node` reads the live API on its own; if that API
+        # cannot be reached the node's facts are still shown and the checks say why they did not run.
+        implicit_live = False
+        if not need_live and not snapshot and not bundle and chosen != "bundle" and not facts_json:
+            from kpdoctor.cluster.live import kubeconfig_available
+
+            need_live = implicit_live = kubeconfig_available()
         # Without a cluster source the checks a node's own facts allow still run (kpdoctor.node_only).
         if not facts_json:
             selected, silences, threshold, probe_options = _check_setup(
@@ -262,8 +269,13 @@ def register(app: typer.Typer) -> None:
                 if problem:
                     raise InputError(problem, where=str(bundle))
         else:
-            cluster, live = load_cluster(snapshot=snapshot, bundle=bundle, kubeconfig=kubeconfig, context=context,
-                                         live=need_live)  # fmt: skip
+            try:
+                cluster, live = load_cluster(snapshot=snapshot, bundle=bundle, kubeconfig=kubeconfig,
+                                             context=context, live=need_live)  # fmt: skip
+            except UnreachableError as exc:
+                if not implicit_live:
+                    raise
+                print(f"kpdoctor node: live API not used: {exc}", file=sys.stderr)
             if cluster is not None and cluster.nodes and name not in cluster.node_by_name:
                 known = ", ".join(sorted(cluster.node_by_name)[:20])
                 raise InputError(f"node {name!r} not found in the cluster (nodes: {known})")

@@ -18,6 +18,8 @@ it changed twice after the mode went beta:
   moved to the `services` chain (`@cluster-ips`), hairpin masquerading through
   the `hairpin-connections` set, and endpoint chains only for ClientIP
   affinity: other services DNAT inline with `dnat ip to numgen random mod N map`.
+* 1.37 (proven against a real v1.37.2 in the lab): as 1.36, but a Service with a single endpoint
+  gets `meta l4proto tcp dnat to IP:PORT` instead of a one-entry numgen map.
 
 The exact minor where each change landed could not be read from a tagged
 source here (the stored upstream copies are untagged); the boundaries above are
@@ -80,6 +82,11 @@ def service_chain_base(namespace: str, name: str, protocol_lower: str, port_name
 def endpoint_chain_base(namespace: str, name: str, protocol_lower: str, port_name: str, ep: EndpointInfo) -> str:
     ip = ep.ip.replace(":", ".") if ":" in ep.ip else ep.ip
     return hash_and_truncate(f"{namespace}/{name}/{protocol_lower}/{port_name}__{ip}/{ep.port}")
+
+
+# kube-proxy v1.37 DNATs a one-endpoint Service straight to it instead of through a one-entry numgen map
+# (seen in the rules a real v1.37.2 wrote in the lab: tests/test_klab_fidelity.py; absent in v1.36.3's source).
+SINGLE_ENDPOINT_DNAT_SINCE = (1, 37)
 
 
 def _dnat_target(ep: EndpointInfo) -> str:
@@ -571,7 +578,10 @@ class _Renderer:
                 key = ep.key
                 ch_add(f"{prefix}{ipx} saddr @{ep_set[key]} goto {ep_chain[key]}")
         n = len(endpoints)
-        if self.new_layout and not affinity:
+        if self.new_layout and not affinity and n == 1 and self.inp.version >= SINGLE_ENDPOINT_DNAT_SINCE:
+            # 1.37 (writeServiceToEndpointDNATs, "Special case for single endpoint services"): no map.
+            ch_add(f"{prefix}meta l4proto {proto} dnat to {_dnat_target(endpoints[0])}")
+        elif self.new_layout and not affinity:
             entries = ", ".join([f"{i} : {ep.ip} . {ep.port}" for i, ep in enumerate(endpoints)])
             ch_add(f"{prefix}meta l4proto {proto} dnat {ipx} to numgen random mod {n} map {{ {entries} }}")
         else:
