@@ -1,0 +1,170 @@
+"""One trace: node facts + cluster state + the packet -> `TraceResult`.
+
+This module gathers the inputs (which iptables dumps, the node's addresses, ipsets, forwarding sysctl, the
+kube-proxy mode) and hands them to the path walker; it does no I/O of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kpdoctor.cluster.state import ClusterState
+from kpdoctor.dataplane.iptables_save import IptablesDump, parse_iptables_save
+from kpdoctor.dataplane.ipvs import IPSets, parse_ipset_list
+from kpdoctor.errors import InputError
+from kpdoctor.node.parsed import parse_ip_addr, parse_sysctl
+from kpdoctor.node.state import NodeState
+from kpdoctor.node.summary import summarize
+from kpdoctor.trace.addresses import Endpoint, Labels
+from kpdoctor.trace.context import TraceContext, local_addresses
+from kpdoctor.trace.ipt_eval import IptablesRules
+from kpdoctor.trace.model import Branch, Packet, TooManyBranches
+from kpdoctor.trace.walk import PathWalker, Routing, make_backends
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    node: str
+    src: Endpoint
+    dst: Endpoint
+    proto: str = "tcp"
+    sport: int = 40000
+    state: str = "NEW"
+    iif: str | None = None
+    mark: int = 0
+
+
+@dataclass
+class TraceResult:
+    request: TraceRequest
+    packet: Packet
+    local_origin: bool
+    mode: str  # kube-proxy mode on the node ("" when not known)
+    backends: list[str]
+    leaves: list[Branch]
+    notes: list[str] = field(default_factory=list)
+    complete: bool = True  # False: part of the node's dataplane was not walked (see notes)
+    error: str = ""  # the walk stopped (too many branches)
+    labels: Labels | None = None
+
+
+def _dumps(state: NodeState, backend: str | None) -> list[tuple[str, IptablesDump]]:
+    """The iptables dumps to walk: one per backend with rules (the default dump stands in for its own)."""
+    nft = state.text("iptables-nft-save.txt")
+    legacy = state.text("iptables-legacy-save.txt")
+    default = state.text("iptables-save.txt")
+    files = {"nf_tables": "iptables-nft-save.txt", "legacy": "iptables-legacy-save.txt"}
+    if nft is None and backend != "legacy" and default is not None:
+        nft, files["nf_tables"] = default, "iptables-save.txt"
+    if legacy is None and backend == "legacy" and default is not None:
+        legacy, files["legacy"] = default, "iptables-save.txt"
+    out = []
+    for name, text in (("nf_tables", nft), ("legacy", legacy)):
+        if text and "\n-A " in "\n" + text or (text and ":" in text and "*" in text):
+            out.append((name, parse_iptables_save(text, f"{state.name}/{files[name]}")))
+    return out
+
+
+def _mode(state: NodeState, cluster: ClusterState | None) -> str:
+    mode = (state.text("kube-proxy/proxyMode.txt") or "").strip()
+    if mode:
+        return mode
+    if cluster is not None:
+        found = cluster.proxy_config_for(state.name)
+        if found is not None:
+            return found.config.effective_mode
+    return ""
+
+
+def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None) -> TraceResult:
+    summary = summarize(state)
+    dumps = _dumps(state, summary.iptables_backend)
+    if not dumps:
+        raise InputError("no iptables dump of this node (iptables-save.txt, iptables-nft-save.txt, "
+                         "iptables-legacy-save.txt): nothing to trace", where=state.name)
+    family = 6 if ":" in req.dst.address else 4
+    node = cluster.node_by_name.get(req.node) if cluster is not None else None
+    known = [a.address for a in node.addresses] if node is not None else []
+    ip_addr = state.text("ip-addr.json")
+    ifaces = None if ip_addr is None else [(i.name, a[0]) for i in parse_ip_addr(ip_addr) for a in i.addresses]
+    local = local_addresses(ifaces, known)
+    ipsets: IPSets | None = None
+    ipset_text = state.text("ipset-list.txt")
+    notes: list[str] = []
+    if ipset_text:
+        try:
+            ipsets = parse_ipset_list(ipset_text, f"{state.name}/ipset-list.txt")
+        except InputError as exc:
+            notes.append(f"ipset-list.txt not usable ({exc}): ipset matches are followed both ways")
+    ctx = TraceContext(local, ipsets, primary=node.internal_ips[0] if node and node.internal_ips else "")
+    sysctls = parse_sysctl(state.text("sysctl.txt"))
+    key = "net.ipv4.ip_forward" if family == 4 else "net.ipv6.conf.all.forwarding"
+    fwd_text = sysctls.get(key)
+    routing = Routing(None if fwd_text is None else fwd_text.strip() == "1")
+    if ifaces is None:
+        notes.append("ip-addr.json not collected: whether an address is the node's own is known only for the "
+                     "Node's API addresses; other cases are followed both ways")
+    labels = {"nf_tables": "iptables-nft", "legacy": "iptables-legacy"}
+    rules = [(labels[n], IptablesRules(d, labels[n])) for n, d in dumps]
+    if len(rules) == 2:
+        notes.append("rules in both iptables backends: both run at each hook; the dump cannot tell their order "
+                     "at equal priority, iptables-nft is walked first")
+    walker = PathWalker(make_backends(rules, ctx), ctx, routing)
+    local_origin = req.src.node == req.node and req.src.label.startswith("node ") \
+        or local.is_local(req.src.address) is True
+    iif = req.iif if req.iif is not None else ("" if local_origin else None)
+    dport = req.dst.port if req.dst.port is not None else 0
+    pkt = Packet(req.src.address, req.dst.address, req.src.port or req.sport, dport, req.proto, family, iif=iif,
+                 mark=req.mark, ctstate=req.state)
+    mode = _mode(state, cluster)
+    complete = True
+    if mode in ("nftables", "ipvs"):
+        complete = False
+        notes.append(f"kube-proxy runs in {mode} mode on this node: this trace walks only the iptables tables; "
+                     f"kube-proxy's own {mode} rules are not evaluated, so Service translation is not shown")
+    elif summary.nft_tables and any(t not in ("ip filter", "ip nat", "ip mangle", "ip raw", "ip security",
+                                              "ip6 filter", "ip6 nat", "ip6 mangle", "ip6 raw", "ip6 security")
+                                    for t in summary.nft_tables):
+        others = [t for t in summary.nft_tables if not t.startswith(("ip filter", "ip nat", "ip mangle", "ip raw",
+                                                                     "ip6 "))]
+        if others:
+            complete = False
+            notes.append("nft tables not written by iptables are present and not walked: " + ", ".join(others))
+    result = TraceResult(req, pkt, local_origin, mode, [n for n, _ in rules], [], notes, complete,
+                         labels=Labels(cluster))
+    try:
+        result.leaves = walker.run(pkt, local_origin)
+    except TooManyBranches as exc:
+        result.error = str(exc)
+        result.complete = False
+    return result
+
+
+def outcomes(result: TraceResult) -> list[dict[str, Any]]:
+    """Leaves grouped by what happened: verdict, DNAT target, SNAT, the rule that decided, assumptions;
+    probabilities summed."""
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for leaf in result.leaves:
+        by = leaf.verdict_by if leaf.verdict != "accept" else None
+        key = (leaf.verdict, leaf.dnat_to, leaf.masquerade, leaf.snat_to, by.source if by else "",
+               leaf.assumptions)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {
+                "verdict": leaf.verdict, "p": 0.0, "dnat_to": leaf.dnat_to, "masquerade": leaf.masquerade,
+                "snat_to": leaf.snat_to, "decided_by": by.to_dict() if by else None,
+                "assumptions": list(leaf.assumptions), "steps": [s.to_dict() for s in leaf.steps],
+                "final_dst": leaf.packet.dst, "final_dport": leaf.packet.dport, "mark": leaf.packet.mark,
+            }
+        g["p"] += leaf.p
+    return sorted(groups.values(), key=lambda g: (-g["p"], g["verdict"], g["dnat_to"]))
+
+
+def endpoint_set(result: TraceResult) -> dict[str, float]:
+    """DNAT target -> probability over the accepted leaves that made no assumption ("" = not translated)."""
+    out: dict[str, float] = {}
+    for leaf in result.leaves:
+        if leaf.verdict == "accept" and not leaf.assumptions:
+            out[leaf.dnat_to] = out.get(leaf.dnat_to, 0.0) + leaf.p
+    return out
