@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "checks",
     "gate",
     "lab",
+    "trace",
 )
 
 
