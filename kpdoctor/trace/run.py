@@ -105,6 +105,8 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None)
     if ifaces is None:
         notes.append("ip-addr.json not collected: whether an address is the node's own is known only for the "
                      "Node's API addresses; other cases are followed both ways")
+    notes.append("routing table not evaluated: a destination that is not the node's own is assumed routable "
+                 "(forwarded)")
     labels = {"nf_tables": "iptables-nft", "legacy": "iptables-legacy"}
     rules = [(labels[n], IptablesRules(d, labels[n])) for n, d in dumps]
     if len(rules) == 2:
