@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         from kpdoctor.errors import InputError
         from kpdoctor.node.bundle import read_bundle
         from kpdoctor.trace.addresses import resolve
+        from kpdoctor.trace.inputs import trace_cluster_state
         from kpdoctor.trace.render import render_json, render_text
         from kpdoctor.trace.run import TraceRequest, run_trace
 
@@ -54,7 +55,8 @@ def register(app: typer.Typer) -> None:
 
         path = bundle if bundle is not None else os.path.join(os.path.dirname(demo_init), "bundle")
         b = read_bundle(path)
-        cluster = b.cluster_state() if b.has_cluster() else None
+        named = {v.split("/", 1)[1].split(":", 1)[0] for v in (src, dst) if v.startswith(("svc/", "service/"))}
+        cluster = trace_cluster_state(b, named)
         node_state = b.node_state(node)
         source = resolve(src, cluster, "--from")
         family = 6 if ":" in source.address else 4

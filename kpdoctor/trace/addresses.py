@@ -64,7 +64,8 @@ def resolve(text: str, cluster: ClusterState | None, what: str, family: int = 4)
             name, _, port = name.partition(":")
             pod = next((p for p in cluster.pods if p.namespace == ns and p.name == name), None)
             if pod is None or not pod.pod_ip:
-                raise InputError(f"{what} {text!r}: no Pod {ns}/{name} with an IP in the cluster state")
+                raise InputError(f"{what} {text!r}: no Pod {ns}/{name} with an IP in the cluster state (a snapshot "
+                                 "keeps only kube-system pods: give the pod's IP instead)")
             label = f"pod {ns}/{name}" + (" (hostNetwork)" if pod.host_network else "")
             return Endpoint(pod.pod_ip, _port(port, what) if port else None, None, label, pod.node_name)
         name, _, port_text = name.partition(":")
@@ -90,37 +91,34 @@ def resolve(text: str, cluster: ClusterState | None, what: str, family: int = 4)
 
 
 class Labels:
-    """address -> what it belongs to, from the cluster state (pods, Nodes, Service IPs, endpoints)."""
+    """address -> what it belongs to, from the cluster state (Nodes, kube-system pods, Service IPs) and from the
+    rules a trace walked (a DNAT rule's comment names its Service). Keys are the addresses as the API
+    prints them; a lookup canonicalizes only the address asked about."""
 
     def __init__(self, cluster: ClusterState | None) -> None:
         self._by_ip: dict[str, str] = {}
         if cluster is None:
             return
-        for eps in cluster.endpoint_slices:
-            for ep in eps.endpoints:
-                for a in ep.addresses:
-                    self._set(a, f"endpoint of svc {eps.namespace}/{eps.service_name}"
-                              + (f" on node {ep.node_name}" if ep.node_name else ""))
-        for node in cluster.nodes:
-            for addr in node.addresses:
-                self._set(addr.address, f"node {node.name}", force=True)
+        by_ip = self._by_ip
+        for svc in cluster.services:
+            label = f"svc {svc.namespace}/{svc.name}"
+            for ip in (*svc.cluster_ips, *svc.external_ips, *(i.ip for i in svc.load_balancer_ingress)):
+                by_ip[ip] = label
         for pod in cluster.pods:
             if pod.pod_ip and not pod.host_network:
-                self._set(pod.pod_ip, f"pod {pod.namespace}/{pod.name}"
-                          + (f" on node {pod.node_name}" if pod.node_name else ""), force=True)
-        for svc in cluster.services:
-            for ip in (*svc.cluster_ips, *svc.external_ips, *(i.ip for i in svc.load_balancer_ingress)):
-                self._set(ip, f"svc {svc.namespace}/{svc.name}", force=True)
+                by_ip[pod.pod_ip] = f"pod {pod.namespace}/{pod.name}" + (f" on node {pod.node_name}"
+                                                                         if pod.node_name else "")
+        for node in cluster.nodes:
+            for addr in node.addresses:
+                by_ip[addr.address] = f"node {node.name}"
 
-    def _set(self, addr: str, label: str, force: bool = False) -> None:
-        try:
-            key = str(ipaddress.ip_address(addr))
-        except ValueError:
-            return
-        if force or key not in self._by_ip:
-            self._by_ip[key] = label
+    def add(self, addr: str, label: str) -> None:
+        self._by_ip.setdefault(addr, label)
 
     def of(self, addr: str) -> str:
+        found = self._by_ip.get(addr)
+        if found is not None:
+            return found
         try:
             return self._by_ip.get(str(ipaddress.ip_address(addr)), "")
         except ValueError:

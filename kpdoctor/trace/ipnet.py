@@ -11,6 +11,9 @@ from functools import lru_cache
 @lru_cache(maxsize=65536)
 def ip_int(text: str) -> tuple[int, int] | None:
     """(family, integer) of an address, None when `text` is not one."""
+    v4 = _v4(text.strip())
+    if v4 is not None:
+        return 4, v4
     try:
         addr = ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
@@ -18,9 +21,31 @@ def ip_int(text: str) -> tuple[int, int] | None:
     return addr.version, int(addr)
 
 
+def _v4(text: str) -> int | None:
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    value = 0
+    for part in parts:
+        if not part.isdecimal() or len(part) > 3 or (len(part) > 1 and part[0] == "0"):
+            return None
+        octet = int(part)
+        if octet > 255:
+            return None
+        value = (value << 8) | octet
+    return value
+
+
 @lru_cache(maxsize=65536)
 def cidr(text: str) -> tuple[int, int, int] | None:
     """(family, network integer, mask integer) of `a.b.c.d[/n]`, None when not a network."""
+    text = text.strip()
+    addr, _, plen = text.partition("/")
+    v4 = _v4(addr)
+    if v4 is not None and (not plen or (plen.isdecimal() and int(plen) <= 32)):  # the common case, fast
+        bits = int(plen) if plen else 32
+        mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+        return 4, v4 & mask, mask
     try:
         net = ipaddress.ip_network(text.strip(), strict=False)
     except ValueError:

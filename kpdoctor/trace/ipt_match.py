@@ -23,6 +23,8 @@ from kpdoctor.trace.model import Fork, Packet
 Result = bool | Fork
 Match = Callable[[Packet, Any], Result]
 PROTO_NUMBERS = {"6": "tcp", "17": "udp", "132": "sctp", "1": "icmp", "58": "ipv6-icmp", "icmpv6": "ipv6-icmp"}
+_BASE_OPTIONS = frozenset({"-s", "--source", "-d", "--destination", "-p", "--protocol", "-i",
+                           "--in-interface", "-o", "--out-interface", "-f", "--fragment"})
 _ALWAYS = frozenset({"comment", "tcp", "udp", "sctp", "nfacct"})
 _LIMITS = frozenset({"limit", "hashlimit"})
 # Targets that do not end the walk of a chain (they log, count, mark the conntrack entry, ...).
@@ -72,7 +74,9 @@ def _split_segments(args: list[str]) -> tuple[list[tuple[str | None, list[tuple[
                         and args[i] != "!":
                     values.append(args[i])
                     i += 1
-            segments[-1][1].append((a, values, neg))
+            # base options (-s -d -p -i -o -f) may follow a `-m MODULE` (iptables-restore input puts `-m tcp -p tcp
+            # -d X` in that order): they always belong to the base segment
+            (segments[0] if a in _BASE_OPTIONS else segments[-1])[1].append((a, values, neg))
             neg = False
             continue
         i += 1  # a stray word: kept out of any option
@@ -436,15 +440,16 @@ def compile_spec(spec: str) -> Compiled:
 
 
 def quick_dst(spec: str) -> tuple[int, int, int] | None:
-    """The rule's un-negated `-d NET` without tokenizing (iptables-save prints it first or after -s/-i):
-    lets the walker skip most of a 10,000-Service KUBE-SERVICES without compiling it."""
+    """The rule's un-negated `-d NET` without tokenizing: lets the walker skip most of a 10,000-Service
+    KUBE-SERVICES without compiling it. iptables-save prints `-d` early; iptables-restore input (what
+    kube-proxy writes) puts it after the quoted comment: both are found, a `-d` inside quotes is not."""
     if spec.startswith("-d "):
         start = 3
     else:
         k = spec.find(" -d ")
-        if k < 0 or k > 120 or spec[max(0, k - 2):k] == " !" or spec.startswith("! -d"):
-            return None
-        if spec[:k].count('"'):
+        while k >= 0 and spec.count('"', 0, k) % 2:
+            k = spec.find(" -d ", k + 1)  # inside a quoted comment: look further
+        if k < 0 or spec.endswith("!", 0, k):
             return None
         start = k + 4
     end = spec.find(" ", start)

@@ -11,6 +11,7 @@ from typing import Any
 
 from kpdoctor.trace.run import TraceResult, endpoint_set, outcomes
 
+_VERB = {"drop": "dropped", "reject": "rejected", "queue": "queued"}
 _COLOURS = {"accept": "32", "drop": "31", "reject": "31", "queue": "33"}
 
 
@@ -73,10 +74,13 @@ def explain(result: TraceResult) -> list[str]:
         source = by.get("source", "")
         later = _later_chains(o["steps"])
         before = f" before {later}" if later else ""
-        verb = {"drop": "dropped", "reject": "rejected", "queue": "queued"}.get(o["verdict"], o["verdict"])
+        verb = _VERB.get(o["verdict"], o["verdict"])
         out.append(f"{share}{cond}: {verb} by {_safe(where)} ({_safe(text)}) at {_safe(source) or 'n/a'}{before}.")
+        for also in o["also_blocked_by"]:
+            out.append(f"  Fixing that is not enough: it would then be {_VERB.get(also.get('detail', ''), 'stopped')} by "
+                       f"{_safe(also.get('where', ''))} ({_safe(also.get('text', ''))}) at {_safe(also.get('source', ''))}.")
     if not result.complete:
-        out.append("Partial: " + " ".join(result.notes + ([result.error] if result.error else [])))
+        out.append("Partial: " + "; ".join(result.notes + ([result.error] if result.error else [])))
     return out
 
 
@@ -114,6 +118,9 @@ def render_text(result: TraceResult, *, colour: bool = False, show_explain: bool
                      + (" MASQUERADE" if o["masquerade"] else "") + (f" SNAT {o['snat_to']}" if o["snat_to"] else ""))
         for a in o["assumptions"]:
             lines.append(f"  assuming {_safe(a)}")
+        for also in o["also_blocked_by"]:
+            lines.append(f"  also blocked by {_safe(also['where'])}: {_safe(also['text'])} => {_safe(also.get('detail', ''))}"
+                         + (f"  [{_safe(also['source'])}]" if also.get("source") else ""))
         for s in o["steps"]:
             src = f"  [{_safe(s['source'])}]" if s.get("source") else ""
             detail = f"  => {_safe(s['detail'])}" if s.get("detail") else ""

@@ -10,17 +10,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kpdoctor.cluster.state import ClusterState
-from kpdoctor.dataplane.iptables_save import IptablesDump, parse_iptables_save
+from kpdoctor.dataplane.iptables_save import IptablesDump, parse_iptables_save, tokenize
 from kpdoctor.dataplane.ipvs import IPSets, parse_ipset_list
 from kpdoctor.errors import InputError
-from kpdoctor.node.parsed import parse_ip_addr, parse_sysctl
+from kpdoctor.node.parsed import parse_ip_addr, parse_iptables_version, parse_sysctl
 from kpdoctor.node.state import NodeState
-from kpdoctor.node.summary import summarize
+from kpdoctor.node.summary import _nft_tables
 from kpdoctor.trace.addresses import Endpoint, Labels
 from kpdoctor.trace.context import TraceContext, local_addresses
+from kpdoctor.trace.ipnet import split_host_port
 from kpdoctor.trace.ipt_eval import IptablesRules
 from kpdoctor.trace.model import Branch, Packet, TooManyBranches
 from kpdoctor.trace.walk import PathWalker, Routing, make_backends
+
+
+# the tables iptables-nft keeps its rules in (walked from the iptables-nft-save dump)
+IPTABLES_NFT_TABLES = frozenset({"filter", "nat", "mangle", "raw", "security"})
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,8 @@ def _mode(state: NodeState, cluster: ClusterState | None) -> str:
 
 
 def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None) -> TraceResult:
-    summary = summarize(state)
-    dumps = _dumps(state, summary.iptables_backend)
+    version = parse_iptables_version(state.text("iptables-version.txt"))
+    dumps = _dumps(state, None if version is None else version.backend)
     if not dumps:
         raise InputError("no iptables dump of this node (iptables-save.txt, iptables-nft-save.txt, "
                          "iptables-legacy-save.txt): nothing to trace", where=state.name)
@@ -125,11 +130,8 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None)
         complete = False
         notes.append(f"kube-proxy runs in {mode} mode on this node: this trace walks only the iptables tables; "
                      f"kube-proxy's own {mode} rules are not evaluated, so Service translation is not shown")
-    elif summary.nft_tables and any(t not in ("ip filter", "ip nat", "ip mangle", "ip raw", "ip security",
-                                              "ip6 filter", "ip6 nat", "ip6 mangle", "ip6 raw", "ip6 security")
-                                    for t in summary.nft_tables):
-        others = [t for t in summary.nft_tables if not t.startswith(("ip filter", "ip nat", "ip mangle", "ip raw",
-                                                                     "ip6 "))]
+    else:
+        others = [f"{f} {n}" for f, n in _nft_tables(state) if n not in IPTABLES_NFT_TABLES]
         if others:
             complete = False
             notes.append("nft tables not written by iptables are present and not walked: " + ", ".join(others))
@@ -140,7 +142,28 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None)
     except TooManyBranches as exc:
         result.error = str(exc)
         result.complete = False
+    _label_endpoints(result)
     return result
+
+
+def _label_endpoints(result: TraceResult) -> None:
+    """A DNAT target is labelled with its rule's comment (kube-proxy writes "ns/svc:port" there)."""
+    if result.labels is None:
+        return
+    for leaf in result.leaves:
+        if not leaf.dnat_to:
+            continue
+        step = next((s for s in leaf.steps if s.kind == "nat" and s.detail.startswith("DNAT")), None)
+        if step is None:
+            continue
+        try:
+            args = tokenize(step.text)
+        except ValueError:
+            continue
+        comment = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--comment"), "")
+        if comment:
+            host, _ = split_host_port(leaf.dnat_to)
+            result.labels.add(host, f"endpoint of {comment[:120]}")
 
 
 def outcomes(result: TraceResult) -> list[dict[str, Any]]:
@@ -150,13 +173,14 @@ def outcomes(result: TraceResult) -> list[dict[str, Any]]:
     for leaf in result.leaves:
         by = leaf.verdict_by if leaf.verdict != "accept" else None
         key = (leaf.verdict, leaf.dnat_to, leaf.masquerade, leaf.snat_to, by.source if by else "",
-               leaf.assumptions)
+               leaf.assumptions, tuple(s.source for s in leaf.also_blocked_by))
         g = groups.get(key)
         if g is None:
             g = groups[key] = {
                 "verdict": leaf.verdict, "p": 0.0, "dnat_to": leaf.dnat_to, "masquerade": leaf.masquerade,
                 "snat_to": leaf.snat_to, "decided_by": by.to_dict() if by else None,
                 "assumptions": list(leaf.assumptions), "steps": [s.to_dict() for s in leaf.steps],
+                "also_blocked_by": [s.to_dict() for s in leaf.also_blocked_by],
                 "final_dst": leaf.packet.dst, "final_dport": leaf.packet.dport, "mark": leaf.packet.mark,
             }
         g["p"] += leaf.p

@@ -84,6 +84,10 @@ class PathWalker:
             else:
                 fwd = self.routing.forwarding
                 if fwd is False:
+                    # what-if: would FORWARD let it through were forwarding on? (a second blocker is shown)
+                    for w in self._hook("FORWARD", [lb.fork(1.0, None)]):
+                        if w.verdict and w.verdict_by is not None and w.verdict_by not in lb.also_blocked_by:
+                            lb.also_blocked_by.append(w.verdict_by)
                     lb.verdict_by = lb.add("verdict", "routing", "IP forwarding is off (net.ipv4.ip_forward = 0)",
                                            "sysctl.txt", "drop")
                     lb.verdict = "drop"
