@@ -66,7 +66,8 @@ def main() -> None:
     bundle, spec = build_bundle(args.services, args.endpoints)
     target = last_service(bundle)
     node = spec.node_name(0)
-    lines = sum(1 for _ in open(bundle / "nodes" / node / "iptables-save.txt", encoding="utf-8"))
+    with open(bundle / "nodes" / node / "iptables-save.txt", encoding="utf-8") as dump:
+        lines = sum(1 for _ in dump)
     argv = [sys.executable, "-m", "kpdoctor", "trace", "--bundle", str(bundle), "--node", node, "--from", "external",
             "--to", target, "-o", "json"]
     times: list[float] = []

@@ -72,8 +72,8 @@ def resolve(text: str, cluster: ClusterState | None, what: str, family: int = 4)
         svc = cluster.service_by_key.get(f"{ns}/{name}")
         if svc is None:
             raise InputError(f"{what} {text!r}: no Service {ns}/{name} in the cluster state")
-        ips = [ip for ip in svc.cluster_ips if ip and ip != "None"]
-        if not ips:
+        svc_ips = [ip for ip in svc.cluster_ips if ip and ip != "None"]
+        if not svc_ips:
             raise InputError(f"{what} {text!r}: Service {ns}/{name} has no ClusterIP (headless?)")
         ports = svc.ports
         chosen = None
@@ -83,11 +83,11 @@ def resolve(text: str, cluster: ClusterState | None, what: str, family: int = 4)
                 raise InputError(f"{what} {text!r}: Service {ns}/{name} has no port {port_text!r}")
         elif ports:
             chosen = ports[0]
-        ip = next((i for i in ips if (":" in i) == (family == 6)), ips[0])
+        ip = next((i for i in svc_ips if (":" in i) == (family == 6)), svc_ips[0])
         return Endpoint(ip, chosen.port if chosen else None, chosen.protocol.lower() if chosen else None,
                         f"svc {ns}/{name}")
-    host, port = split_host_port(text)
-    return Endpoint(_ip(host, what), port, None, "")
+    host, literal_port = split_host_port(text)
+    return Endpoint(_ip(host, what), literal_port, None, "")
 
 
 class Labels:

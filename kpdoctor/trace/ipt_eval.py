@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kpdoctor.dataplane.iptables_save import IptablesDump, Table
-from kpdoctor.trace.ipt_match import NON_TERMINATING, Compiled, compile_spec, quick_dst, quick_miss
 from kpdoctor.trace.ipnet import join_host_port, split_host_port
-from kpdoctor.trace.model import Branch, Fork, TooManyBranches, split
+from kpdoctor.trace.ipt_match import NON_TERMINATING, Compiled, compile_spec, quick_dst, quick_miss
+from kpdoctor.trace.model import Branch, Fork, split
 
 MAX_DEPTH = 64
 TERMINAL = {"ACCEPT": "accept", "DROP": "drop", "REJECT": "reject", "QUEUE": "queue", "NFQUEUE": "queue"}
@@ -220,16 +220,18 @@ class IptablesWalker:
         if target == "DNAT":
             to = opts.get("--to-destination", "")
             host, port = split_host_port(to.split("-")[0] if to.count(".") == 3 else to)
-            b.packet = pkt.evolve(dst=host, dport=port if port is not None else pkt.dport, dnat=True,
+            new_port = port if port is not None else pkt.dport
+            b.packet = pkt.evolve(dst=host, dport=new_port, dnat=True,
                                   orig_dst=pkt.orig_dst or pkt.dst, orig_dport=pkt.orig_dport or pkt.dport)
-            b.dnat_to = join_host_port(host, port if port is not None else pkt.dport)
-            b.verdict_by = b.add("nat", where, text, source, f"DNAT to {b.dnat_to}")
+            b.dnat_to = join_host_port(host, new_port)
+            b.add("nat", where, text, source, f"DNAT to {b.dnat_to}")
             return "accept"
         if target == "REDIRECT":
-            port = opts.get("--to-ports", str(pkt.dport)).split("-")[0]
+            first = opts.get("--to-ports", "").split("-")[0]
+            to_port = int(first) if first.isdecimal() else pkt.dport
             local = "127.0.0.1" if pkt.iif in ("", "lo") else (self.ctx.primary_address() or pkt.dst)
-            b.packet = pkt.evolve(dst=local, dport=int(port), dnat=True, orig_dst=pkt.dst, orig_dport=pkt.dport)
-            b.dnat_to = join_host_port(local, int(port))
+            b.packet = pkt.evolve(dst=local, dport=to_port, dnat=True, orig_dst=pkt.dst, orig_dport=pkt.dport)
+            b.dnat_to = join_host_port(local, to_port)
             b.add("nat", where, text, source, f"REDIRECT to {b.dnat_to} (the node itself)")
             return "accept"
         if target == "SNAT":

@@ -266,6 +266,34 @@ def _tcp_flags(mask: str, comp: str) -> Match:
     return inner
 
 
+def _constant(value: bool) -> Match:
+    def inner(p: Packet, c: Any) -> Result:
+        return value
+
+    return inner
+
+
+def _either(a: Match, b: Match) -> Match:
+    def inner(p: Packet, c: Any) -> Result:
+        return a(p, c) is True or b(p, c) is True
+
+    return inner
+
+
+def _ct_orig_dst(net: str) -> Match:
+    def inner(p: Packet, c: Any) -> Result:
+        return in_cidr(p.orig_dst or p.dst, net) is True
+
+    return inner
+
+
+def _ct_orig_dport(port: int) -> Match:
+    def inner(p: Packet, c: Any) -> Result:
+        return (p.orig_dport or p.dport) == port
+
+    return inner
+
+
 def unknown(text: str) -> Match:
     return lambda p, c: Fork(f"unknown match {text}")
 
@@ -328,8 +356,7 @@ def _module(module: str, opts: list[tuple[str, list[str], bool]], text: str) -> 
             elif opt in ("--sports", "--source-ports"):
                 add(_port_match("sport", v), neg)
             elif opt == "--ports":
-                a, b = _port_match("dport", v), _port_match("sport", v)
-                add(lambda p, c, a=a, b=b: a(p, c) is True or b(p, c) is True, neg)
+                add(_either(_port_match("dport", v), _port_match("sport", v)), neg)
         return out
     if module in ("mark", "connmark"):
         field_name = "mark" if module == "mark" else "ctmark"
@@ -345,13 +372,13 @@ def _module(module: str, opts: list[tuple[str, list[str], bool]], text: str) -> 
             elif opt == "--ctstatus":
                 add(_ctstatus_match(v), neg)
             elif opt == "--ctorigdst":
-                add(lambda p, c, v=v: in_cidr(p.orig_dst or p.dst, v) is True, neg)
-            elif opt == "--ctorigdstport":
-                add(lambda p, c, v=v: (p.orig_dport or p.dport) == int(v), neg)
+                add(_ct_orig_dst(v), neg)
+            elif opt == "--ctorigdstport" and v.isdecimal():
+                add(_ct_orig_dport(int(v)), neg)
             elif opt == "--ctproto":
                 add(_proto_match(v), neg)
             elif opt == "--ctdir":
-                add(lambda p, c, v=v: v.upper() == "ORIGINAL", neg)
+                add(_constant(v.upper() == "ORIGINAL"), neg)
             else:
                 out.append(unknown(text))
                 break
@@ -366,12 +393,11 @@ def _module(module: str, opts: list[tuple[str, list[str], bool]], text: str) -> 
                 add(_addrtype_match("dst", values[0], text), neg)
         return out
     if module == "statistic":
-        fn = _statistic(flat)
-        neg = any(n for _, _, n in opts)
-        return [_neg(fn) if neg else fn]
+        stat = _statistic(flat)
+        return [_neg(stat) if any(n for _, _, n in opts) else stat]
     if module == "recent":
-        fn = _recent(flat, text)
-        return [] if fn is None else [fn]
+        recent = _recent(flat, text)
+        return [] if recent is None else [recent]
     if module == "set":
         for opt, values, neg in opts:
             if opt == "--match-set":
@@ -385,10 +411,8 @@ def _module(module: str, opts: list[tuple[str, list[str], bool]], text: str) -> 
     if module in _LIMITS:
         return []  # one packet is within any limit's burst: the rule matches (stated in docs/trace.md)
     if module == "pkttype":
-        want = flat.get("--pkt-type", "unicast").lower()
-        neg = any(n for _, _, n in opts)
-        fn: Match = lambda p, c: want == "unicast"  # noqa: E731 - the traced packet is unicast
-        return [_neg(fn) if neg else fn]
+        unicast = _constant(flat.get("--pkt-type", "unicast").lower() == "unicast")  # the traced packet is unicast
+        return [_neg(unicast) if any(n for _, _, n in opts) else unicast]
     if module == "iprange":
         for opt, values, neg in opts:
             if opt == "--src-range":
@@ -399,8 +423,8 @@ def _module(module: str, opts: list[tuple[str, list[str], bool]], text: str) -> 
     if module == "policy":
         pol = flat.get("--pol", "")
         neg = any(n for o, _, n in opts if o == "--pol")
-        fn = (lambda p, c: True) if pol == "none" else (lambda p, c: False)  # no IPsec on the traced packet
-        return [_neg(fn) if neg else fn]
+        ipsec = _constant(pol == "none")  # the traced packet has no IPsec policy
+        return [_neg(ipsec) if neg else ipsec]
     if module in ("icmp", "icmp6", "icmpv6"):
         return [lambda p, c: p.proto in ("icmp", "ipv6-icmp")]
     return [unknown(text)]

@@ -23,7 +23,6 @@ from kpdoctor.trace.ipt_eval import IptablesRules
 from kpdoctor.trace.model import Branch, Packet, TooManyBranches
 from kpdoctor.trace.walk import PathWalker, Routing, make_backends
 
-
 # the tables iptables-nft keeps its rules in (walked from the iptables-nft-save dump)
 IPTABLES_NFT_TABLES = frozenset({"filter", "nat", "mangle", "raw", "security"})
 
@@ -66,7 +65,7 @@ def _dumps(state: NodeState, backend: str | None) -> list[tuple[str, IptablesDum
         legacy, files["legacy"] = default, "iptables-save.txt"
     out = []
     for name, text in (("nf_tables", nft), ("legacy", legacy)):
-        if text and "\n-A " in "\n" + text or (text and ":" in text and "*" in text):
+        if text is not None:  # empty: the command ran and printed nothing (no tables), not "unknown"
             out.append((name, parse_iptables_save(text, f"{state.name}/{files[name]}")))
     return out
 
@@ -114,7 +113,7 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None)
                  "(forwarded)")
     labels = {"nf_tables": "iptables-nft", "legacy": "iptables-legacy"}
     rules = [(labels[n], IptablesRules(d, labels[n])) for n, d in dumps]
-    if len(rules) == 2:
+    if sum(1 for _, d in dumps if d.tables) == 2:
         notes.append("rules in both iptables backends: both run at each hook; the dump cannot tell their order "
                      "at equal priority, iptables-nft is walked first")
     walker = PathWalker(make_backends(rules, ctx), ctx, routing)
@@ -135,7 +134,7 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None)
         if others:
             complete = False
             notes.append("nft tables not written by iptables are present and not walked: " + ", ".join(others))
-    result = TraceResult(req, pkt, local_origin, mode, [n for n, _ in rules], [], notes, complete,
+    result = TraceResult(req, pkt, local_origin, mode, [n for (n, r) in rules if r.dump.tables], [], notes, complete,
                          labels=Labels(cluster))
     try:
         result.leaves = walker.run(pkt, local_origin)
