@@ -87,6 +87,8 @@ def explain(result: TraceResult) -> list[str]:
 def _later_chains(steps: list[dict[str, str]]) -> str:
     """Which kube-proxy chain the packet had not reached when it was stopped (for the explanation)."""
     seen = " ".join(s.get("text", "") for s in steps)
+    if "KUBE-" not in seen:
+        return ""  # not kube-proxy's iptables rules (nftables mode, or no kube-proxy on the path)
     for chain in ("KUBE-FORWARD", "KUBE-NODEPORTS", "KUBE-SERVICES"):
         if chain not in seen:
             return chain

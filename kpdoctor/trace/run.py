@@ -10,21 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kpdoctor.cluster.state import ClusterState
-from kpdoctor.dataplane.iptables_save import IptablesDump, parse_iptables_save, tokenize
+from kpdoctor.dataplane.iptables_save import tokenize
 from kpdoctor.dataplane.ipvs import IPSets, parse_ipset_list
 from kpdoctor.errors import InputError
 from kpdoctor.node.parsed import parse_ip_addr, parse_iptables_version, parse_sysctl
 from kpdoctor.node.state import NodeState
-from kpdoctor.node.summary import _nft_tables
 from kpdoctor.trace.addresses import Endpoint, Labels
+from kpdoctor.trace.chains import node_chains
 from kpdoctor.trace.context import TraceContext, local_addresses
 from kpdoctor.trace.ipnet import split_host_port
-from kpdoctor.trace.ipt_eval import IptablesRules
 from kpdoctor.trace.model import Branch, Packet, TooManyBranches
-from kpdoctor.trace.walk import PathWalker, Routing, make_backends
-
-# the tables iptables-nft keeps its rules in (walked from the iptables-nft-save dump)
-IPTABLES_NFT_TABLES = frozenset({"filter", "nat", "mangle", "raw", "security"})
+from kpdoctor.trace.walk import PathWalker, Routing
 
 
 @dataclass(frozen=True)
@@ -53,23 +49,6 @@ class TraceResult:
     labels: Labels | None = None
 
 
-def _dumps(state: NodeState, backend: str | None) -> list[tuple[str, IptablesDump]]:
-    """The iptables dumps to walk: one per backend with rules (the default dump stands in for its own)."""
-    nft = state.text("iptables-nft-save.txt")
-    legacy = state.text("iptables-legacy-save.txt")
-    default = state.text("iptables-save.txt")
-    files = {"nf_tables": "iptables-nft-save.txt", "legacy": "iptables-legacy-save.txt"}
-    if nft is None and backend != "legacy" and default is not None:
-        nft, files["nf_tables"] = default, "iptables-save.txt"
-    if legacy is None and backend == "legacy" and default is not None:
-        legacy, files["legacy"] = default, "iptables-save.txt"
-    out = []
-    for name, text in (("nf_tables", nft), ("legacy", legacy)):
-        if text is not None:  # empty: the command ran and printed nothing (no tables), not "unknown"
-            out.append((name, parse_iptables_save(text, f"{state.name}/{files[name]}")))
-    return out
-
-
 def _mode(state: NodeState, cluster: ClusterState | None) -> str:
     mode = (state.text("kube-proxy/proxyMode.txt") or "").strip()
     if mode:
@@ -83,10 +62,6 @@ def _mode(state: NodeState, cluster: ClusterState | None) -> str:
 
 def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None) -> TraceResult:
     version = parse_iptables_version(state.text("iptables-version.txt"))
-    dumps = _dumps(state, None if version is None else version.backend)
-    if not dumps:
-        raise InputError("no iptables dump of this node (iptables-save.txt, iptables-nft-save.txt, "
-                         "iptables-legacy-save.txt): nothing to trace", where=state.name)
     family = 6 if ":" in req.dst.address else 4
     node = cluster.node_by_name.get(req.node) if cluster is not None else None
     known = [a.address for a in node.addresses] if node is not None else []
@@ -102,6 +77,11 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None)
         except InputError as exc:
             notes.append(f"ipset-list.txt not usable ({exc}): ipset matches are followed both ways")
     ctx = TraceContext(local, ipsets, primary=node.internal_ips[0] if node and node.internal_ips else "")
+    found = node_chains(state, None if version is None else version.backend, family, ctx)
+    if not found.iptables_dumps and not found.has_nft_dump:
+        raise InputError("no iptables or nftables dump of this node (iptables-save.txt, iptables-nft-save.txt, "
+                         "iptables-legacy-save.txt, nft-ruleset.json): nothing to trace", where=state.name)
+    notes.extend(found.notes)
     sysctls = parse_sysctl(state.text("sysctl.txt"))
     key = "net.ipv4.ip_forward" if family == 4 else "net.ipv6.conf.all.forwarding"
     fwd_text = sysctls.get(key)
@@ -111,12 +91,7 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None)
                      "Node's API addresses; other cases are followed both ways")
     notes.append("routing table not evaluated: a destination that is not the node's own is assumed routable "
                  "(forwarded)")
-    labels = {"nf_tables": "iptables-nft", "legacy": "iptables-legacy"}
-    rules = [(labels[n], IptablesRules(d, labels[n])) for n, d in dumps]
-    if sum(1 for _, d in dumps if d.tables) == 2:
-        notes.append("rules in both iptables backends: both run at each hook; the dump cannot tell their order "
-                     "at equal priority, iptables-nft is walked first")
-    walker = PathWalker(make_backends(rules, ctx), ctx, routing)
+    walker = PathWalker(found.chains, ctx, routing)
     local_origin = req.src.node == req.node and req.src.label.startswith("node ") \
         or local.is_local(req.src.address) is True
     iif = req.iif if req.iif is not None else ("" if local_origin else None)
@@ -125,16 +100,16 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None)
                  mark=req.mark, ctstate=req.state)
     mode = _mode(state, cluster)
     complete = True
-    if mode in ("nftables", "ipvs"):
+    if mode == "ipvs":
         complete = False
-        notes.append(f"kube-proxy runs in {mode} mode on this node: this trace walks only the iptables tables; "
-                     f"kube-proxy's own {mode} rules are not evaluated, so Service translation is not shown")
-    else:
-        others = [f"{f} {n}" for f, n in _nft_tables(state) if n not in IPTABLES_NFT_TABLES]
-        if others:
-            complete = False
-            notes.append("nft tables not written by iptables are present and not walked: " + ", ".join(others))
-    result = TraceResult(req, pkt, local_origin, mode, [n for (n, r) in rules if r.dump.tables], [], notes, complete,
+        notes.append("kube-proxy runs in ipvs mode on this node: the IPVS virtual-server lookup is not evaluated "
+                     "by this trace (only the iptables/nftables rules around it), so Service translation is not "
+                     "shown")
+    if mode == "nftables" and not found.has_nft_dump:
+        complete = False
+        notes.append("kube-proxy runs in nftables mode on this node but nft-ruleset.json was not collected: its "
+                     "rules are not evaluated")
+    result = TraceResult(req, pkt, local_origin, mode, found.walked, [], notes, complete,
                          labels=Labels(cluster))
     try:
         result.leaves = walker.run(pkt, local_origin)

@@ -1,40 +1,50 @@
-"""The netfilter path of one packet through a node's iptables tables (both backends), hook by hook.
+"""The netfilter path of one packet through a node's base chains, hook by hook, whatever wrote them.
 
 Path (netfilter's, for IPv4/IPv6):
-- locally generated: OUTPUT (raw, mangle, nat, filter, security) -> routing -> POSTROUTING (mangle, nat);
-  when the (possibly DNATed) destination is the node itself it then arrives on `lo`: INPUT.
-- arriving (from outside or from a pod): PREROUTING (raw, mangle, nat) -> routing -> INPUT (mangle, filter,
-  security, nat) when the destination is the node's own, else FORWARD (mangle, filter, security) ->
-  POSTROUTING (mangle, nat). Forwarding needs `net.ipv4.ip_forward` (`net.ipv6.conf.all.forwarding`) = 1.
-Within a hook the tables run in hook-priority order (raw -300, mangle -150, nat DNAT -100, filter 0,
-security 50, nat SNAT 100). The nat table sees only the first packet of a connection (ct state NEW).
-With rules in both backends (iptables-nft and iptables-legacy) both run at each hook; their relative order
-at equal priority depends on registration order, which no dump records: nf_tables is walked first and the
-report says so.
+- locally generated: output -> routing -> postrouting; when the (possibly DNATed) destination is the node
+  itself it then arrives on `lo`: input.
+- arriving (from outside or from a pod): prerouting -> routing -> input when the destination is the node's
+  own, else forward -> postrouting. Forwarding needs `net.ipv4.ip_forward` (`net.ipv6.conf.all.forwarding`).
+At each hook every base chain runs in priority order, whoever wrote it: the iptables tables (priorities raw
+-300, mangle -150, nat -100 in prerouting/output and 100 in input/postrouting, filter 0, security 50; from the
+iptables dumps) and every nftables table's base chains (kube-proxy's, firewalld's, ... from the nft dump).
+An accept ends one base chain, not the hook; a drop or reject ends the packet. nat-type chains see only the
+first packet of a connection (ct state new). Equal priorities run in registration order, which no dump
+records: the walk keeps iptables first and says so when it matters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from kpdoctor.trace.ipt_eval import IptablesRules, IptablesWalker
-from kpdoctor.trace.model import Branch, Packet, TooManyBranches
+from kpdoctor.trace.model import Branch, TooManyBranches
 
-# hook -> tables in priority order (nat's DNAT half in PREROUTING/OUTPUT, SNAT half in INPUT/POSTROUTING)
-HOOK_TABLES: dict[str, tuple[str, ...]] = {
-    "PREROUTING": ("raw", "mangle", "nat"),
-    "INPUT": ("mangle", "filter", "security", "nat"),
-    "FORWARD": ("mangle", "filter", "security"),
-    "OUTPUT": ("raw", "mangle", "nat", "filter", "security"),
-    "POSTROUTING": ("mangle", "nat"),
-}
 MAX_BRANCHES = 256
+# iptables table -> (hook -> priority)
+IPT_PRIORITY = {"raw": -300, "mangle": -150, "filter": 0, "security": 50}
+IPT_HOOKS: dict[str, tuple[str, ...]] = {
+    "raw": ("prerouting", "output"),
+    "mangle": ("prerouting", "input", "forward", "output", "postrouting"),
+    "nat": ("prerouting", "input", "output", "postrouting"),
+    "filter": ("input", "forward", "output"),
+    "security": ("input", "forward", "output"),
+}
+
+
+def ipt_priority(table: str, hook: str) -> int:
+    if table == "nat":
+        return -100 if hook in ("prerouting", "output") else 100
+    return IPT_PRIORITY[table]
 
 
 @dataclass
-class Backend:
-    name: str  # "iptables-nft" | "iptables-legacy"
-    walker: IptablesWalker
+class BaseChain:
+    hook: str  # prerouting | input | forward | output | postrouting
+    priority: int
+    label: str  # "iptables-nft filter FORWARD" / "nft ip kube-proxy filter-forward"
+    nat: bool  # a nat-type chain: only the first packet of a connection
+    run: Callable[[Branch], list[tuple[Branch, str]]]  # -> [(branch, accept | drop | reject | queue)]
 
 
 @dataclass(frozen=True)
@@ -45,29 +55,29 @@ class Routing:
 
 
 class PathWalker:
-    def __init__(self, backends: list[Backend], ctx: object, routing: Routing) -> None:
-        self.backends = backends
+    def __init__(self, chains: list[BaseChain], ctx: object, routing: Routing) -> None:
+        self.by_hook: dict[str, list[BaseChain]] = {}
+        for c in sorted(chains, key=lambda c: c.priority):  # stable: equal priorities keep the given order
+            self.by_hook.setdefault(c.hook, []).append(c)
         self.ctx = ctx
         self.routing = routing
 
-    def run(self, packet: Packet, local_origin: bool) -> list[Branch]:
+    def run(self, packet: object, local_origin: bool) -> list[Branch]:
         """All leaf branches, each with a final `verdict`."""
-        start = Branch(packet)
+        start = Branch(packet)  # type: ignore[arg-type]
         done: list[Branch] = []
-        first = "OUTPUT" if local_origin else "PREROUTING"
-        for b in self._hook(first, [start]):
+        for b in self._hook("output" if local_origin else "prerouting", [start]):
             if b.verdict:
                 done.append(b)
-                continue
-            done.extend(self._after_first(b, local_origin))
+            else:
+                done.extend(self._after_first(b, local_origin))
         return done
 
     def _after_first(self, b: Branch, local_origin: bool) -> list[Branch]:
-        local = self._is_local(b)
         out: list[Branch] = []
-        for lb, is_local in local:
+        for lb, is_local in self._is_local(b):
             if local_origin:
-                leaves = self._hook("POSTROUTING", [lb])
+                leaves = self._hook("postrouting", [lb])
                 if is_local:
                     nxt = []
                     for leaf in leaves:
@@ -76,29 +86,30 @@ class PathWalker:
                         else:
                             leaf.packet = leaf.packet.evolve(iif="lo")
                             nxt.append(leaf)
-                    out.extend(self._finish(self._hook("INPUT", nxt), "delivered to a local socket on the node"))
+                    out.extend(self._finish(self._hook("input", nxt), "delivered to a local socket on the node"))
                 else:
                     out.extend(self._finish(leaves, "leaves the node"))
             elif is_local:
-                out.extend(self._finish(self._hook("INPUT", [lb]), "delivered to a local socket on the node"))
+                out.extend(self._finish(self._hook("input", [lb]), "delivered to a local socket on the node"))
             else:
                 fwd = self.routing.forwarding
                 if fwd is False:
-                    # what-if: would FORWARD let it through were forwarding on? (a second blocker is shown)
-                    for w in self._hook("FORWARD", [lb.fork(1.0, None)]):
+                    # what-if: would forward let it through were forwarding on? (a second blocker is shown)
+                    for w in self._hook("forward", [lb.fork(1.0, None)]):
                         if w.verdict and w.verdict_by is not None and w.verdict_by not in lb.also_blocked_by:
                             lb.also_blocked_by.append(w.verdict_by)
-                    lb.verdict_by = lb.add("verdict", "routing", "IP forwarding is off (net.ipv4.ip_forward = 0)",
-                                           "sysctl.txt", "drop")
+                    key = "net.ipv4.ip_forward" if lb.packet.family == 4 else "net.ipv6.conf.all.forwarding"
+                    lb.verdict_by = lb.add("verdict", "routing", f"IP forwarding is off ({key} = 0)", "sysctl.txt",
+                                           "drop")
                     lb.verdict = "drop"
                     out.append(lb)
                     continue
                 if fwd is None:
                     lb.assumptions += ("IP forwarding assumed on (sysctl.txt not collected)",)
-                leaves = self._hook("FORWARD", [lb])
-                rest = [x for x in leaves if not x.verdict]
+                leaves = self._hook("forward", [lb])
                 out.extend(x for x in leaves if x.verdict)
-                out.extend(self._finish(self._hook("POSTROUTING", rest), "forwarded out of the node"))
+                rest = [x for x in leaves if not x.verdict]
+                out.extend(self._finish(self._hook("postrouting", rest), "forwarded out of the node"))
         return out
 
     def _is_local(self, b: Branch) -> list[tuple[Branch, bool]]:
@@ -121,33 +132,20 @@ class PathWalker:
         return leaves
 
     def _hook(self, hook: str, branches: list[Branch]) -> list[Branch]:
-        """Run every table of `hook` (each backend) over `branches`; a dropped branch gets its verdict set."""
+        """Run every base chain of `hook` over `branches`; a dropped branch gets its verdict set."""
         current = list(branches)
-        for table in HOOK_TABLES[hook]:
-            if table == "nat":
-                current_nat = [b for b in current if b.packet.ctstate == "NEW" and not b.verdict]
-                if not current_nat:
+        for chain in self.by_hook.get(hook, ()):
+            nxt: list[Branch] = []
+            for b in current:
+                if b.verdict or (chain.nat and b.packet.ctstate != "NEW"):
+                    nxt.append(b)
                     continue
-            for backend in self.backends:
-                rules = backend.walker.r
-                found = rules.rules(table, hook)
-                if found is None or (not found and (rules.policy(table, hook) or "ACCEPT") == "ACCEPT"):
-                    continue  # an absent or empty ACCEPT chain decides nothing
-                nxt: list[Branch] = []
-                for b in current:
-                    if b.verdict or (table == "nat" and b.packet.ctstate != "NEW"):
-                        nxt.append(b)
-                        continue
-                    b.add("hook", f"{backend.name} {table} {hook}", f"{hook} hook, {table} table ({backend.name})")
-                    for leaf, verdict in backend.walker.run_builtin(table, hook, b):
-                        if verdict != "accept":
-                            leaf.verdict = verdict
-                        nxt.append(leaf)
-                if len(nxt) > MAX_BRANCHES:
-                    raise TooManyBranches(f"more than {MAX_BRANCHES} branches at {hook}")
-                current = nxt
+                b.add("hook", chain.label, f"{hook} hook, priority {chain.priority}: {chain.label}")
+                for leaf, verdict in chain.run(b):
+                    if verdict != "accept":
+                        leaf.verdict = verdict
+                    nxt.append(leaf)
+            if len(nxt) > MAX_BRANCHES:
+                raise TooManyBranches(f"more than {MAX_BRANCHES} branches at {hook}")
+            current = nxt
         return current
-
-
-def make_backends(dumps: list[tuple[str, IptablesRules]], ctx: object) -> list[Backend]:
-    return [Backend(name, IptablesWalker(rules, ctx)) for name, rules in dumps]
