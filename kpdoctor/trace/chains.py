@@ -108,12 +108,12 @@ def node_chains(state: NodeState, backend: str | None, family: int, ctx: Any) ->
         if fam in ("ip", "ip6") and tname in IPTABLES_NFT_TABLES and ipt_nft_walked:
             continue  # iptables-nft's own table: walked from its iptables dump
         hooked = [c for c in nft_table.chains.values() if c.hook]
-        for chain in hooked:
-            if chain.hook not in HOOKS:
-                out.notes.append(f"nft {fam} {tname} chain {chain.name} (hook {chain.hook}) not walked")
+        for base in hooked:
+            if base.hook not in HOOKS:
+                out.notes.append(f"nft {fam} {tname} chain {base.name} (hook {base.hook}) not walked")
                 continue
-            out.chains.append(BaseChain(chain.hook, chain.priority or 0, f"nft {fam} {tname} {chain.name}",
-                                        chain.type == "nat", _nft_runner(walker_nft, nft_table, chain)))
+            out.chains.append(BaseChain(str(base.hook), base.priority or 0, f"nft {fam} {tname} {base.name}",
+                                        base.type == "nat", _nft_runner(walker_nft, nft_table, base)))
         if hooked:
             out.walked.append(f"nft {fam} {tname}")
     return out
