@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 
@@ -13,8 +14,8 @@ STATES = ("new", "established")
 def register(app: typer.Typer) -> None:
     @app.command("trace")
     def trace(  # noqa: PLR0913
-        node: str = typer.Option(..., "--node", help="The node whose rules the packet meets."),
-        src: str = typer.Option(..., "--from", help="IP[:PORT], pod/NS/NAME, node/NAME, external."),
+        node: str = typer.Option(None, "--node", help="The node whose rules the packet meets (--matrix: only it)."),
+        src: str = typer.Option(None, "--from", help="IP[:PORT], pod/NS/NAME, node/NAME, external."),
         dst: str = typer.Option(..., "--to", help="IP:PORT, svc/NS/NAME[:PORT], node/NAME:PORT, pod/NS/NAME:PORT."),
         bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz holding the node."),
         demo: bool = typer.Option(False, "--demo", help="Use the bundled demo (kpdoctor/demo/bundle)."),
@@ -25,6 +26,9 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("text", "-o", "--format", help="text | json."),
         explain: bool = typer.Option(False, "--explain", help="Add sentences naming the cause of each outcome."),
         colour: bool = typer.Option(None, "--colour/--no-colour", help="Colours (default: when stdout is a tty)."),
+        matrix: bool = typer.Option(False, "--matrix", "--all-endpoints",
+                                    help="For the Service of --to: every node x frontend x client (outside, a pod, "
+                                         "the node) in one table."),
     ) -> None:
         """Follow one packet through NODE's iptables rules: every matching rule with its file:line, jumps,
         the chance of each endpoint, NAT, marks, and the final verdict."""
@@ -55,8 +59,13 @@ def register(app: typer.Typer) -> None:
 
         path = bundle if bundle is not None else os.path.join(os.path.dirname(demo_init), "bundle")
         b = read_bundle(path)
-        named = {v.split("/", 1)[1].split(":", 1)[0] for v in (src, dst) if v.startswith(("svc/", "service/"))}
+        named = {v.split("/", 1)[1].split(":", 1)[0] for v in (src, dst) if v and v.startswith(("svc/", "service/"))}
         cluster = trace_cluster_state(b, named)
+        if matrix:
+            _matrix(b, cluster, dst, node, fmt)
+            return
+        if node is None or src is None:
+            raise InputError("give --node and --from (or --matrix with --to svc/NS/NAME)")
         node_state = b.node_state(node)
         source = resolve(src, cluster, "--from")
         family = 6 if ":" in source.address else 4
@@ -71,3 +80,24 @@ def register(app: typer.Typer) -> None:
         else:
             use_colour = sys.stdout.isatty() if colour is None else colour
             sys.stdout.write(render_text(result, colour=use_colour, show_explain=explain))
+
+
+def _matrix(bundle: Any, cluster: Any, dst: str, node: str | None, fmt: str) -> None:
+    import json
+
+    from kpdoctor.errors import InputError
+    from kpdoctor.trace.matrix import matrix, render_matrix
+
+    kind, _, rest = dst.partition("/")
+    if kind not in ("svc", "service") or cluster is None:
+        raise InputError(f"--matrix needs --to svc/NAMESPACE/NAME[:PORT] and a bundle with cluster/ (got {dst!r})")
+    key, _, port = rest.partition(":")
+    svc = cluster.service_by_key.get(key)
+    if svc is None:
+        raise InputError(f"--to {dst!r}: no Service {key} in the cluster state")
+    names = [node] if node else bundle.node_names()
+    cells = matrix(cluster, svc, port or None, {n: bundle.node_state(n) for n in names})
+    if fmt == "json":
+        sys.stdout.write(json.dumps([c.__dict__ for c in cells], indent=2) + "\n")
+    else:
+        sys.stdout.write(render_matrix(cells))

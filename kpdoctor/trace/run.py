@@ -60,10 +60,23 @@ def _mode(state: NodeState, cluster: ClusterState | None) -> str:
     return ""
 
 
-def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None) -> TraceResult:
+@dataclass
+class PreparedNode:
+    """A node's dumps parsed and its base chains built, once for any number of traces (--matrix)."""
+
+    family: int
+    ctx: TraceContext
+    walker: PathWalker
+    walked: list[str]
+    notes: list[str]
+    complete: bool
+    mode: str
+    labels: Labels
+
+
+def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4) -> PreparedNode:
     version = parse_iptables_version(state.text("iptables-version.txt"))
-    family = 6 if ":" in req.dst.address else 4
-    node = cluster.node_by_name.get(req.node) if cluster is not None else None
+    node = cluster.node_by_name.get(state.name) if cluster is not None else None
     known = [a.address for a in node.addresses] if node is not None else []
     ip_addr = state.text("ip-addr.json")
     ifaces = None if ip_addr is None else [(i.name, a[0]) for i in parse_ip_addr(ip_addr) for a in i.addresses]
@@ -91,13 +104,6 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None)
                      "Node's API addresses; other cases are followed both ways")
     notes.append("routing table not evaluated: a destination that is not the node's own is assumed routable "
                  "(forwarded)")
-    walker = PathWalker(found.chains, ctx, routing)
-    local_origin = req.src.node == req.node and req.src.label.startswith("node ") \
-        or local.is_local(req.src.address) is True
-    iif = req.iif if req.iif is not None else ("" if local_origin else None)
-    dport = req.dst.port if req.dst.port is not None else 0
-    pkt = Packet(req.src.address, req.dst.address, req.src.port or req.sport, dport, req.proto, family, iif=iif,
-                 mark=req.mark, ctstate=req.state)
     mode = _mode(state, cluster)
     complete = True
     if mode == "ipvs":
@@ -109,10 +115,27 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None)
         complete = False
         notes.append("kube-proxy runs in nftables mode on this node but nft-ruleset.json was not collected: its "
                      "rules are not evaluated")
-    result = TraceResult(req, pkt, local_origin, mode, found.walked, [], notes, complete,
-                         labels=Labels(cluster))
+    return PreparedNode(family, ctx, PathWalker(found.chains, ctx, routing), found.walked, notes, complete, mode,
+                        Labels(cluster))
+
+
+def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None,
+              prepared: PreparedNode | None = None) -> TraceResult:
+    family = 6 if ":" in req.dst.address else 4
+    if prepared is None or prepared.family != family:
+        prepared = prepare(state, cluster, family)
+    ctx = prepared.ctx
+    ctx.forks = 0
+    local_origin = req.src.node == req.node and req.src.label.startswith("node ") \
+        or ctx.local.is_local(req.src.address) is True
+    iif = req.iif if req.iif is not None else ("" if local_origin else None)
+    dport = req.dst.port if req.dst.port is not None else 0
+    pkt = Packet(req.src.address, req.dst.address, req.src.port or req.sport, dport, req.proto, family, iif=iif,
+                 mark=req.mark, ctstate=req.state)
+    result = TraceResult(req, pkt, local_origin, prepared.mode, prepared.walked, [], list(prepared.notes),
+                         prepared.complete, labels=prepared.labels)
     try:
-        result.leaves = walker.run(pkt, local_origin)
+        result.leaves = prepared.walker.run(pkt, local_origin)
     except TooManyBranches as exc:
         result.error = str(exc)
         result.complete = False
