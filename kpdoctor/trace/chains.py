@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kpdoctor.dataplane.iptables_save import IptablesDump, parse_iptables_save
+from kpdoctor.dataplane.ipvs import parse_ipvsadm
 from kpdoctor.dataplane.nft import NftChain, NftTable, parse_nft
 from kpdoctor.errors import InputError
 from kpdoctor.node.state import NodeState
 from kpdoctor.trace.ipt_eval import IptablesRules, IptablesWalker
+from kpdoctor.trace.ipvs_eval import IPVS_PRIORITY, IpvsRunner
 from kpdoctor.trace.model import Branch
 from kpdoctor.trace.nft_eval import NftRules, NftWalker
 from kpdoctor.trace.walk import IPT_HOOKS, BaseChain, ipt_priority
@@ -31,6 +33,7 @@ class NodeChains:
     notes: list[str] = field(default_factory=list)
     has_nft_dump: bool = False
     iptables_dumps: int = 0  # dumps present (an empty one is "no rules", not "unknown")
+    ipvs_vips: list[str] = field(default_factory=list)
 
 
 def _iptables_dumps(state: NodeState, backend: str | None, family: int) -> list[tuple[str, IptablesDump]]:
@@ -91,6 +94,18 @@ def node_chains(state: NodeState, backend: str | None, family: int, ctx: Any) ->
     if with_rules == 2:
         out.notes.append("rules in both iptables backends: both run at each hook; no dump tells their order at "
                          "equal priority, iptables-nft is walked first")
+    ipvs_text = state.text("ipvsadm-save.txt")
+    if ipvs_text and ipvs_text.strip():
+        try:
+            ipvs_table = parse_ipvsadm(ipvs_text, f"{state.name}/ipvsadm-save.txt")
+        except InputError as exc:
+            out.notes.append(f"ipvsadm-save.txt not usable ({exc}): IPVS not evaluated")
+        else:
+            if ipvs_table.virtual_servers:
+                runner = IpvsRunner(ipvs_table, f"{state.name}/ipvsadm-save.txt")
+                out.chains.append(BaseChain("input", IPVS_PRIORITY, "IPVS", False, runner.run))
+                out.walked.append("ipvs")
+                out.ipvs_vips = [vs.address for vs in ipvs_table.virtual_servers if not vs.fwmark]
     fact = "nft-ruleset.json" if state.text("nft-ruleset.json") is not None else "nft-ruleset.txt"
     text = state.text(fact)
     if text is None or not text.strip():

@@ -76,11 +76,12 @@ class Branch:
     verdict: str = ""  # accept | drop | reject | queue (set once final)
     verdict_by: Step | None = None
     also_blocked_by: list[Step] = field(default_factory=list)  # blockers after a first one (what-if walk)
+    ipvs: bool = False  # IPVS took the packet at input and sends it on (output -> postrouting)
 
     def fork(self, p: float, assumption: str | None) -> Branch:
         return Branch(self.packet, self.p * p, self.assumptions + ((assumption,) if assumption else ()),
                       list(self.steps), self.masquerade, self.snat_to, self.dnat_to, self.verdict, self.verdict_by,
-                      list(self.also_blocked_by))
+                      list(self.also_blocked_by), self.ipvs)
 
     def add(self, kind: str, where: str, text: str, source: str = "", detail: str = "") -> Step:
         step = Step(kind, where, text, source, detail)

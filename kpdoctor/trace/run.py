@@ -106,11 +106,14 @@ def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4) -> 
                  "(forwarded)")
     mode = _mode(state, cluster)
     complete = True
-    if mode == "ipvs":
+    if found.ipvs_vips and ifaces is None:
+        # kube-proxy binds every VIP to kube-ipvs0: without ip-addr.json, the VIPs are known local all the same
+        ctx.local = local_addresses(None, known + found.ipvs_vips)
+        notes.append("IPVS virtual-server addresses taken as local (kube-proxy binds them to kube-ipvs0)")
+    if mode == "ipvs" and "ipvs" not in found.walked:
         complete = False
-        notes.append("kube-proxy runs in ipvs mode on this node: the IPVS virtual-server lookup is not evaluated "
-                     "by this trace (only the iptables/nftables rules around it), so Service translation is not "
-                     "shown")
+        notes.append("kube-proxy runs in ipvs mode on this node but ipvsadm-save.txt was not collected (or is "
+                     "empty): the IPVS lookup is not evaluated, so Service translation is not shown")
     if mode == "nftables" and not found.has_nft_dump:
         complete = False
         notes.append("kube-proxy runs in nftables mode on this node but nft-ruleset.json was not collected: its "

@@ -86,11 +86,11 @@ class PathWalker:
                         else:
                             leaf.packet = leaf.packet.evolve(iif="lo")
                             nxt.append(leaf)
-                    out.extend(self._finish(self._hook("input", nxt), "delivered to a local socket on the node"))
+                    out.extend(self._after_input(self._hook("input", nxt)))
                 else:
                     out.extend(self._finish(leaves, "leaves the node"))
             elif is_local:
-                out.extend(self._finish(self._hook("input", [lb]), "delivered to a local socket on the node"))
+                out.extend(self._after_input(self._hook("input", [lb])))
             else:
                 fwd = self.routing.forwarding
                 if fwd is False:
@@ -123,6 +123,19 @@ class PathWalker:
         no = b.fork(1.0, f"{b.packet.dst} is a local address: no")
         return [(yes, True), (no, False)]
 
+    def _after_input(self, leaves: list[Branch]) -> list[Branch]:
+        """Delivered locally, or (IPVS took it) sent on to the real server: output -> postrouting. Its
+        conntrack entry's destination NAT is already set up, so nat-type chains at output do not see it."""
+        local = [x for x in leaves if not x.ipvs or x.verdict]
+        sent = [x for x in leaves if x.ipvs and not x.verdict]
+        out = self._finish(local, "delivered to a local socket on the node")
+        if sent:
+            after = self._hook("output", sent, skip_nat=True)
+            done = [x for x in after if x.verdict]
+            out += done + self._finish(self._hook("postrouting", [x for x in after if not x.verdict]),
+                                       "sent to the real server by IPVS")
+        return out
+
     @staticmethod
     def _finish(leaves: list[Branch], where: str) -> list[Branch]:
         for leaf in leaves:
@@ -131,13 +144,13 @@ class PathWalker:
                 leaf.add("verdict", "end", where, detail="accept")
         return leaves
 
-    def _hook(self, hook: str, branches: list[Branch]) -> list[Branch]:
+    def _hook(self, hook: str, branches: list[Branch], skip_nat: bool = False) -> list[Branch]:
         """Run every base chain of `hook` over `branches`; a dropped branch gets its verdict set."""
         current = list(branches)
         for chain in self.by_hook.get(hook, ()):
             nxt: list[Branch] = []
             for b in current:
-                if b.verdict or (chain.nat and b.packet.ctstate != "NEW"):
+                if b.verdict or (chain.nat and (skip_nat or b.packet.ctstate != "NEW")):
                     nxt.append(b)
                     continue
                 b.add("hook", chain.label, f"{hook} hook, priority {chain.priority}: {chain.label}")
