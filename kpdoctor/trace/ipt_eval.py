@@ -138,6 +138,7 @@ class IptablesWalker:
                 if comp is None:
                     comp = rule.compiled = compile_spec(rule.spec)
                 matched = True
+                forks: list[Fork] = []
                 for fn, _text in comp.matches:
                     res = fn(pkt, ctx)
                     if res is True:
@@ -146,12 +147,14 @@ class IptablesWalker:
                         matched = False
                         break
                     assert isinstance(res, Fork)
+                    forks.append(res)
+                if not matched:
+                    continue  # a definite mismatch: whatever the undecided matches say, the rule does not match
+                for res in forks:  # matches are a side-effect-free conjunction: deciding the sure ones first is exact
                     ctx.count_fork()
                     yes, no = split(b, res)
                     todo.append((no, i))
                     b = yes
-                if not matched:
-                    continue
                 source = self.r.source(rule.line)
                 text = f"-A {chain} {rule.spec}"
                 target = comp.target

@@ -64,23 +64,30 @@ def _pod_source(cluster: ClusterState, node: str) -> str | None:
 
 
 def summarize(result: TraceResult) -> tuple[str, float]:
-    """One line: each distinct outcome with its chance ("?" when it rests on an assumption)."""
+    """One line: each distinct outcome with its chance; outcomes that rest on an assumption (a fact the dumps
+    do not give) are listed as "if ...: " without a chance (theirs is conditional on the assumption)."""
     shares: dict[str, float] = {}
+    possible: list[str] = []
     delivered = 0.0
     for o in outcomes(result):
-        cond = "?" if o["assumptions"] else ""
         if o["verdict"] == "accept":
-            if not o["assumptions"]:
-                delivered += o["p"]
-            text = f"-> {o['dnat_to'] or 'not translated'}{cond}"
+            text = f"-> {o['dnat_to'] or 'not translated'}"
         else:
             by = o["decided_by"] or {}
             where = by.get("where", "") or "?"
             if where == "routing":
                 where = by.get("text", where)
-            text = f"{o['verdict'].upper()} by {where}{cond}"
+            text = f"{o['verdict'].upper()} by {where}"
+        if o["assumptions"]:
+            if text not in possible:
+                possible.append(text)
+            continue
+        if o["verdict"] == "accept":
+            delivered += o["p"]
         shares[text] = shares.get(text, 0.0) + o["p"]
     parts = [f"{100 * p:.0f}% {text}" for text, p in shares.items()]
+    if possible:
+        parts.append("if assumed (see the full trace): " + ", ".join(possible))
     if result.error:
         parts.append(f"stopped: {result.error}")
     return "; ".join(parts) or "no outcome", delivered
