@@ -108,6 +108,18 @@ def test_ledger_from_outside_reaches_its_three_rule_endpoints_one_third_each(dem
     assert "-j DNAT --to-destination " + outs[0]["dnat_to"] in dump[line - 1]
 
 
+def test_established_packets_skip_nat_and_say_so(demo: tuple[object, object]) -> None:
+    b, cluster = demo
+    req = TraceRequest("edge-1", resolve("10.244.52.99", cluster, "--from"),  # type: ignore[arg-type]
+                       resolve("10.244.53.13:8080", cluster, "--to"), state="ESTABLISHED")  # type: ignore[arg-type]
+    result = run_trace(req, b.node_state("edge-1"), cluster)  # type: ignore[attr-defined]
+    outs = outcomes(result)
+    assert [o["verdict"] for o in outs] == ["accept"] and not outs[0]["dnat_to"]
+    assert any("RELATED,ESTABLISHED" in s["text"] for s in outs[0]["steps"])  # KUBE-FORWARD's conntrack accept
+    assert not any("nat" in s["where"].split() for s in outs[0]["steps"])
+    assert any("state established" in n for n in result.notes)
+
+
 def test_pod_source_is_not_masqueraded(demo: tuple[object, object]) -> None:
     result = _demo_trace(demo, "edge-1", "10.244.52.99", "svc/payments/billing")
     outs = outcomes(result)  # type: ignore[arg-type]

@@ -135,7 +135,11 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None,
     dport = req.dst.port if req.dst.port is not None else 0
     pkt = Packet(req.src.address, req.dst.address, req.src.port or req.sport, dport, req.proto, family, iif=iif,
                  mark=req.mark, ctstate=req.state)
-    result = TraceResult(req, pkt, local_origin, prepared.mode, prepared.walked, [], list(prepared.notes),
+    notes = list(prepared.notes)
+    if req.state != "NEW":
+        notes.append("state established: nat chains are not run (conntrack applies the NAT chosen for the "
+                     "connection's first packet, which the dumps do not show); the packet is walked as addressed")
+    result = TraceResult(req, pkt, local_origin, prepared.mode, prepared.walked, [], notes,
                          prepared.complete, labels=prepared.labels)
     try:
         result.leaves = prepared.walker.run(pkt, local_origin)
