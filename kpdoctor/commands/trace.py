@@ -30,8 +30,8 @@ def register(app: typer.Typer) -> None:
                                     help="For the Service of --to: every node x frontend x client (outside, a pod, "
                                          "the node) in one table."),
     ) -> None:
-        """Follow one packet through NODE's iptables rules: every matching rule with its file:line, jumps,
-        the chance of each endpoint, NAT, marks, and the final verdict."""
+        """Follow one packet through NODE's real rules (iptables, nftables, IPVS): every matching rule with
+        its file:line, jumps, the chance of each endpoint, NAT, marks, and the final verdict (docs/trace.md)."""
         from kpdoctor.demo import __file__ as demo_init
         from kpdoctor.errors import InputError
         from kpdoctor.node.bundle import read_bundle
