@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "analyze",
     "version",
     "completion",
+    "trace",
 )
 
 

@@ -1,0 +1,121 @@
+"""Benchmark `kpdoctor trace --bundle` on the 10,000-Service dump: end to end (process start, bundle read,
+cluster state, parse of the dump, walk, render), best of N runs.
+
+The bundle (bench/out/, gitignored) is synthetic: bench/synth.py's cluster, node-0000's `iptables-save.txt`
+rendered by kpdoctor's reference proxier (kube-proxy v1.36 byte-exact). Building it is not timed.
+Target (issue 15): <= 1.0 s end to end for one trace.
+
+Also (--matrix-nodes N): `trace --matrix` for one Service over N nodes' dumps. Target: <= 5 s for 100 nodes.
+
+Usage: python3 bench/bench_trace.py [--services 10000] [--endpoints 10] [--runs 3]
+       [--matrix-nodes 100] [--matrix-services 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from synth import SynthSpec, synth_cluster, write_snapshot  # noqa: E402
+
+SYSCTL = "net.ipv4.ip_forward = 1\n"
+
+
+def build_bundle(services: int, endpoints: int, nodes: int = 1) -> tuple[Path, SynthSpec]:
+    """A bundle with the rendered dumps of the first `nodes` nodes (the cluster has at least 2)."""
+    from kpdoctor.proxier.context import build_input
+    from kpdoctor.proxier.render import render
+
+    spec = SynthSpec(services=services, endpoints=endpoints, nodes=max(2, nodes))
+    base = HERE / "out" / (f"trace-{services}x{endpoints}" + ("" if nodes == 1 else f"-{nodes}nodes"))
+    if (base / ".complete").exists():
+        return base, spec
+    write_snapshot(spec, base / "cluster")
+    cluster = synth_cluster(spec)
+    for k in range(nodes):
+        name = spec.node_name(k)
+        node_dir = base / "nodes" / name
+        node_dir.mkdir(parents=True, exist_ok=True)
+        (node_dir / "iptables-save.txt").write_text(render(build_input(cluster, name)))
+        (node_dir / "iptables-version.txt").write_text("iptables v1.8.9 (nf_tables)\n")
+        (node_dir / "sysctl.txt").write_text(SYSCTL)
+    (base / ".complete").write_text("ok\n")
+    return base, spec
+
+
+def last_service(bundle: Path) -> str:
+    """The Service whose ClusterIP rule comes last in KUBE-SERVICES (the walk's worst case)."""
+    dump = (bundle / "nodes").glob("*/iptables-save.txt")
+    text = next(dump).read_text()
+    last = [line for line in text.splitlines() if line.startswith("-A KUBE-SERVICES ")
+            and "cluster IP" in line][-1]
+    comment = last.split('--comment "', 1)[1].split('"', 1)[0]  # "ns/name:port cluster IP"
+    ns_name, _, port = comment.split(" ", 1)[0].rpartition(":")
+    return f"svc/{ns_name}:{port}"
+
+
+def timed(argv: list[str], out_file: Path, runs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds (child's user + sys) of `runs` runs of argv, stdout to out_file."""
+    times: list[float] = []
+    cpus: list[float] = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        with open(out_file, "w", encoding="utf-8") as sink:
+            proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.DEVNULL)
+            _, status, usage = os.wait4(proc.pid, 0)
+        times.append(time.perf_counter() - t0)
+        cpus.append(usage.ru_utime + usage.ru_stime)  # less disturbed than wall time by other work on the cores
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"trace failed (exit {os.waitstatus_to_exitcode(status)}): {' '.join(argv)}")
+    return times, cpus
+
+
+def _fmt(values: list[float]) -> str:
+    return f"best {min(values):.2f} s (all {', '.join(f'{t:.2f}' for t in values)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", type=int, default=10000)
+    parser.add_argument("--endpoints", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--matrix-nodes", type=int, default=0, help="also time --matrix over this many nodes")
+    parser.add_argument("--matrix-services", type=int, default=1000)
+    args = parser.parse_args()
+    bundle, spec = build_bundle(args.services, args.endpoints)
+    target = last_service(bundle)
+    node = spec.node_name(0)
+    with open(bundle / "nodes" / node / "iptables-save.txt", encoding="utf-8") as dump:
+        lines = sum(1 for _ in dump)
+    argv = [sys.executable, "-m", "kpdoctor", "trace", "--bundle", str(bundle), "--node", node, "--from", "external",
+            "--to", target, "-o", "json"]
+    out_file = bundle / "trace.json"
+    times, cpus = timed(argv, out_file, args.runs)
+    out = out_file.read_text()
+    result = json.loads(out)
+    print(f"# kpdoctor trace --bundle: {args.services} Services x {args.endpoints} endpoints, {lines} dump lines, "
+          f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"target {target}: endpoints {len(result['endpoints'])}, outcomes {len(result['outcomes'])}")
+    print(f"one trace, end to end: wall {_fmt(times)}; CPU {_fmt(cpus)}")
+    if args.matrix_nodes:
+        mbundle, mspec = build_bundle(args.matrix_services, args.endpoints, args.matrix_nodes)
+        svc = last_service(mbundle).split(":")[0]
+        margv = [sys.executable, "-m", "kpdoctor", "trace", "--bundle", str(mbundle), "--matrix", "--to", svc,
+                 "-o", "json"]
+        mtimes, mcpus = timed(margv, mbundle / "matrix.json", args.runs)
+        cells = json.loads((mbundle / "matrix.json").read_text())
+        print(f"--matrix {svc}: {args.matrix_services} Services x {args.endpoints} endpoints, {args.matrix_nodes} "
+              f"nodes, {len(cells)} cells: wall {_fmt(mtimes)}; CPU {_fmt(mcpus)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""`kpdoctor trace`: follow one packet through a node's real rules, offline (docs/trace.md)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+PROTOS = ("tcp", "udp", "sctp")
+STATES = ("new", "established")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("trace")
+    def trace(  # noqa: PLR0913
+        node: str = typer.Option(None, "--node", help="The node whose rules the packet meets (--matrix: only it)."),
+        src: str = typer.Option(None, "--from", help="IP[:PORT], pod/NS/NAME, node/NAME, external."),
+        dst: str = typer.Option(..., "--to", help="IP:PORT, svc/NS/NAME[:PORT], node/NAME:PORT, pod/NS/NAME:PORT."),
+        bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz holding the node."),
+        demo: bool = typer.Option(False, "--demo", help="Use the bundled demo (kpdoctor/demo/bundle)."),
+        proto: str = typer.Option(None, "--proto", help="tcp | udp | sctp (default: the Service port's, else tcp)."),
+        state: str = typer.Option("new", "--state", help="new | established (the nat table sees only new)."),
+        in_interface: str = typer.Option(None, "--in-interface", help="Interface the packet arrives on."),
+        mark: str = typer.Option("0", "--mark", help="Packet mark when it enters (e.g. 0x4000)."),
+        fmt: str = typer.Option("text", "-o", "--output", "--format", help="text | json."),
+        explain: bool = typer.Option(False, "--explain", help="Add sentences naming the cause of each outcome."),
+        matrix: bool = typer.Option(False, "--matrix", "--all-endpoints",
+                                    help="For the Service of --to: every node x frontend x client (outside, a pod, "
+                                         "the node) in one table."),
+    ) -> None:
+        """Follow one packet through NODE's real rules (iptables, nftables, IPVS): every matching rule with
+        its file:line, jumps, the chance of each endpoint, NAT, marks, and the final verdict (docs/trace.md)."""
+        from kpdoctor.demo import __file__ as demo_init
+        from kpdoctor.errors import InputError
+        from kpdoctor.node.bundle import read_bundle
+        from kpdoctor.trace.addresses import resolve
+        from kpdoctor.trace.inputs import trace_cluster_state
+        from kpdoctor.trace.render import render_json, render_text
+        from kpdoctor.trace.run import TraceRequest, run_trace
+
+        if (bundle is None) == (not demo):
+            raise InputError("give exactly one of --bundle B or --demo (live and --snapshot traces are not "
+                             "supported yet)")
+        if proto is not None and proto.lower() not in PROTOS:
+            raise InputError(f"--proto {proto!r}: choose from {', '.join(PROTOS)}")
+        if state.lower() not in STATES:
+            raise InputError(f"--state {state!r}: choose from {', '.join(STATES)}")
+        if fmt not in ("text", "json"):
+            from kpdoctor.commands.options import format_error
+
+            raise InputError(format_error(fmt, ("text", "json")))
+        try:
+            mark_value = int(mark, 0)
+        except ValueError:
+            raise InputError(f"--mark {mark!r}: not a number (e.g. 0x4000)") from None
+        if not 0 <= mark_value <= 0xFFFFFFFF:
+            raise InputError(f"--mark {mark!r}: out of the 32-bit range")
+        import os
+
+        path = bundle if bundle is not None else os.path.join(os.path.dirname(demo_init), "bundle")
+        b = read_bundle(path)
+        named = {v.split("/", 1)[1].split(":", 1)[0] for v in (src, dst) if v and v.startswith(("svc/", "service/"))}
+        cluster = trace_cluster_state(b, named)
+        if matrix:
+            _matrix(b, cluster, dst, node, fmt)
+            return
+        if node is None or src is None:
+            raise InputError("give --node and --from (or --matrix with --to svc/NS/NAME)")
+        node_state = b.node_state(node)
+        source = resolve(src, cluster, "--from")
+        family = 6 if ":" in source.address else 4
+        target = resolve(dst, cluster, "--to", family)
+        if target.port is None:
+            raise InputError(f"--to {dst!r}: give a port (IP:PORT, svc/NS/NAME[:PORT], node/NAME:PORT)")
+        req = TraceRequest(node, source, target, (proto or target.proto or "tcp").lower(), state=state.upper(),
+                           iif=in_interface, mark=mark_value)
+        result = run_trace(req, node_state, cluster)
+        if fmt == "json":
+            sys.stdout.write(render_json(result) + "\n")
+        else:
+            from kpdoctor.commands.terminal import use_color
+
+            use_colour = use_color(sys.stdout)
+            sys.stdout.write(render_text(result, colour=use_colour, show_explain=explain))
+
+
+def _matrix(bundle: Any, cluster: Any, dst: str, node: str | None, fmt: str) -> None:
+    import json
+
+    from kpdoctor.errors import InputError
+    from kpdoctor.trace.matrix import matrix, render_matrix
+
+    kind, _, rest = dst.partition("/")
+    if kind not in ("svc", "service") or cluster is None:
+        raise InputError(f"--matrix needs --to svc/NAMESPACE/NAME[:PORT] and a bundle with cluster/ (got {dst!r})")
+    key, _, port = rest.partition(":")
+    svc = cluster.service_by_key.get(key)
+    if svc is None:
+        raise InputError(f"--to {dst!r}: no Service {key} in the cluster state")
+    names = [node] if node else bundle.node_names()
+    cells = matrix(cluster, svc, port or None, {n: bundle.node_state(n) for n in names})
+    if fmt == "json":
+        sys.stdout.write(json.dumps([c.__dict__ for c in cells], indent=2) + "\n")
+    else:
+        sys.stdout.write(render_matrix(cells))

@@ -1,0 +1,72 @@
+"""What the evaluators may ask about the node besides its rules: its own addresses, its ipsets, and the
+bound on forks (one per trace, no globals)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from kpdoctor.dataplane.ipvs import IPSets
+from kpdoctor.trace.ipnet import LocalAddresses, in_cidr
+from kpdoctor.trace.model import Packet, TooManyBranches
+
+MAX_FORKS = 512
+
+
+@dataclass
+class TraceContext:
+    local: LocalAddresses
+    ipsets: IPSets | None = None
+    primary: str = ""  # the node's InternalIP (REDIRECT of a packet that did not come from lo)
+    max_forks: int = MAX_FORKS
+    forks: int = field(default=0)
+
+    def count_fork(self) -> None:
+        self.forks += 1
+        if self.forks > self.max_forks:
+            raise TooManyBranches(f"more than {self.max_forks} forks (unknown matches multiply branches)")
+
+    def primary_address(self) -> str:
+        return self.primary
+
+    def ipset_member(self, name: str, dirs: list[str], pkt: Packet) -> bool | None:
+        """Whether the packet's (src|dst[,port]) is in ipset `name`; None when the set is not known or its
+        type is not one the trace evaluates (then the rule forks)."""
+        if self.ipsets is None:
+            return None
+        found = self.ipsets.get(name)
+        if found is None:
+            return None
+        kind = found.type.split(":", 1)[-1]  # hash:ip,port -> ip,port
+        parts = kind.split(",")
+        if len(parts) != len(dirs) or parts[0] not in ("ip", "net"):
+            return None
+        values: list[str] = []
+        for part, d in zip(parts, dirs, strict=True):
+            if part in ("ip", "net"):
+                values.append(pkt.src if d == "src" else pkt.dst)
+            elif part == "port":
+                port = pkt.sport if d == "src" else pkt.dport
+                values.append(f"{pkt.proto}:{port}")
+            else:
+                return None
+        if len(values) == 1:
+            addr = values[0]
+            for member in found.members:
+                m = member.split()[0]
+                if m == addr or ("/" in m and in_cidr(addr, m)):
+                    return True
+            return False
+        return ",".join(values) in {m.split()[0] for m in found.members}
+
+
+def local_addresses(interfaces: list[tuple[str, str]] | None, known: list[str]) -> LocalAddresses:
+    """`interfaces`: (ifname, address) from ip-addr.json (None when not collected); `known`: the Node's API
+    addresses (always local)."""
+    addrs: set[str] = set()
+    for text in [*(a for _, a in interfaces or ()), *known]:
+        try:
+            addrs.add(str(ipaddress.ip_address(text)))
+        except ValueError:
+            continue
+    return LocalAddresses(frozenset(addrs), complete=interfaces is not None)

@@ -1,0 +1,125 @@
+"""`kpdoctor trace --matrix`: one Service, every node, every kind of client, one table.
+
+For each node and each frontend of the Service that the node serves (ClusterIP:port, the node's own
+NodePort, LoadBalancer ingress and external IPs) the packet comes from outside, from a pod on that node
+(an address of the node's podCIDR), and from the node itself. Each cell is the trace's summary: where it
+goes (endpoints, with chance) or what stops it, "partial" when the trace could not see everything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from kpdoctor.cluster.model import Service
+from kpdoctor.cluster.state import ClusterState
+from kpdoctor.node.state import NodeState
+from kpdoctor.trace.addresses import EXTERNAL_V4, Endpoint
+from kpdoctor.trace.run import TraceRequest, TraceResult, outcomes, prepare, run_trace
+
+
+@dataclass
+class Cell:
+    node: str
+    frontend: str  # "clusterIP 10.96.0.10:80"
+    client: str  # external | pod | node
+    summary: str
+    delivered: float  # probability of delivery over branches without assumptions
+    complete: bool
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def frontends(svc: Service, port_name: str | None, node_ip: str | None) -> list[tuple[str, str, int, str]]:
+    """(label, address, port, proto) of each way into the Service through one node."""
+    out = []
+    for p in svc.ports:
+        if port_name and port_name not in (p.name, str(p.port)):
+            continue
+        proto = p.protocol.lower()
+        for ip in svc.cluster_ips:
+            if ip and ip != "None" and ":" not in ip:
+                out.append((f"clusterIP {ip}:{p.port}/{proto}", ip, p.port, proto))
+        if p.node_port and node_ip:
+            out.append((f"nodePort {node_ip}:{p.node_port}/{proto}", node_ip, p.node_port, proto))
+        for ing in svc.load_balancer_ingress:
+            if ing.ip and ":" not in ing.ip:
+                out.append((f"loadBalancer {ing.ip}:{p.port}/{proto}", ing.ip, p.port, proto))
+        for ip in svc.external_ips:
+            if ":" not in ip:
+                out.append((f"externalIP {ip}:{p.port}/{proto}", ip, p.port, proto))
+    return out
+
+
+def _pod_source(cluster: ClusterState, node: str) -> str | None:
+    found = cluster.node_by_name.get(node)
+    for cidr in found.pod_cidrs if found is not None else ():
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            continue
+        if net.version == 4 and net.num_addresses > 16:
+            return str(net.network_address + 13)
+    return None
+
+
+def summarize(result: TraceResult) -> tuple[str, float]:
+    """One line: each distinct outcome with its chance; outcomes that rest on an assumption (a fact the dumps
+    do not give) are listed as "if ...: " without a chance (theirs is conditional on the assumption)."""
+    shares: dict[str, float] = {}
+    possible: list[str] = []
+    delivered = 0.0
+    for o in outcomes(result):
+        if o["verdict"] == "accept":
+            text = f"-> {o['dnat_to'] or 'not translated'}"
+        else:
+            by = o["decided_by"] or {}
+            where = by.get("where", "") or "?"
+            if where == "routing":
+                where = by.get("text", where)
+            text = f"{o['verdict'].upper()} by {where}"
+        if o["assumptions"]:
+            if text not in possible:
+                possible.append(text)
+            continue
+        if o["verdict"] == "accept":
+            delivered += o["p"]
+        shares[text] = shares.get(text, 0.0) + o["p"]
+    parts = [f"{100 * p:.0f}% {text}" for text, p in shares.items()]
+    if possible:
+        parts.append("if assumed (see the full trace): " + ", ".join(possible))
+    if result.error:
+        parts.append(f"stopped: {result.error}")
+    return "; ".join(parts) or "no outcome", delivered
+
+
+def matrix(cluster: ClusterState, svc: Service, port_name: str | None, states: dict[str, NodeState]) -> list[Cell]:
+    cells: list[Cell] = []
+    for node_name, state in sorted(states.items()):
+        prepared = prepare(state, cluster)
+        node = cluster.node_by_name.get(node_name)
+        node_ip = node.internal_ips[0] if node is not None and node.internal_ips else None
+        sources = [("external", Endpoint(EXTERNAL_V4, None, None, "external client"))]
+        pod_ip = _pod_source(cluster, node_name)
+        if pod_ip:
+            sources.append(("pod", Endpoint(pod_ip, None, None, f"a pod on {node_name}", node_name)))
+        if node_ip:
+            sources.append(("node", Endpoint(node_ip, None, None, f"node {node_name}", node_name)))
+        for label, address, port, proto in frontends(svc, port_name, node_ip):
+            for client, src in sources:
+                req = TraceRequest(node_name, src, Endpoint(address, port, proto, f"svc {svc.key}"), proto)
+                result = run_trace(req, state, cluster, prepared)
+                summary, delivered = summarize(result)
+                cells.append(Cell(node_name, label, client, summary, delivered,
+                                  result.complete and not result.error, outcomes(result)))
+    return cells
+
+
+def render_matrix(cells: list[Cell]) -> str:
+    from kpdoctor.trace.render import _safe
+
+    lines = ["| node | frontend | from | outcome |", "|---|---|---|---|"]
+    for c in cells:
+        partial = "" if c.complete else " (partial)"
+        lines.append(f"| {_safe(c.node)} | {c.frontend} | {c.client} | {_safe(c.summary)}{partial} |")
+    return "\n".join(lines) + "\n"
