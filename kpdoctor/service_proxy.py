@@ -268,8 +268,6 @@ def decide(cluster: ClusterState, node_name: str, p: ParsedNode | None = None) -
     if pod is not None:
         ds = next((d for d in cluster.kube_proxy_daemonsets
                    if d.namespace == pod.namespace and d.name == pod.owner_name), None)
-        if config is not None and config.pod is not pod and config.daemonset is None:
-            config = None  # the cluster-wide default ConfigMap does not configure a static pod
         if ds is not None:
             return ServiceProxy(node_name, DAEMONSET, f"DaemonSet {ds.key} (pod {pod.name})",
                                 (f"pod {pod.key} {'ready' if pod.ready else 'not ready'}", *seen), config, pod, ds)
@@ -277,6 +275,8 @@ def decide(cluster: ClusterState, node_name: str, p: ParsedNode | None = None) -
             return ServiceProxy(node_name, DAEMONSET, f"DaemonSet {pod.namespace}/{pod.owner_name} (pod {pod.name})",
                                 (f"pod {pod.key} {'ready' if pod.ready else 'not ready'}",
                                  f"DaemonSet {pod.owner_name} not in the snapshot", *seen), config, pod, None)
+        if config is not None and config.pod is not pod and config.daemonset is None:
+            config = None  # the cluster-wide default ConfigMap does not configure a static pod
         owner = f"mirror pod of a static pod (owner {pod.owner_kind} {pod.owner_name})" if pod.owner_kind \
             else "pod without owner"
         host_file = config_path_from_args(kube_proxy_argv(pod.containers))

@@ -105,7 +105,7 @@ def test_collect_bundle_scan_equals_live_scan(healthy: ClusterState, tmp_path: P
     node = healthy.nodes[1]
     bundle = tmp_path / "b.tar.gz"
     col = kpdoctor("collect", "--kubeconfig", healthy.kubeconfig, "--node", node.name, "--transport", "local",
-                   "-o", str(bundle), netns=node.netns)  # fmt: skip
+                   "-f", str(bundle), netns=node.netns)  # fmt: skip
     assert col.returncode == 0, col.stdout[-1000:] + col.stderr[-1000:]
     live = _local_scan(healthy, node.name)
     off = kpdoctor("scan", "--bundle", str(bundle), "--nodes", node.name, "-o", "json")

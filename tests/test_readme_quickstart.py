@@ -78,9 +78,9 @@ def test_nothing_points_outside_the_repository() -> None:
 
 def test_prerequisites_name_everything_ci_installs() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
-    install = re.search(r"apt-get install -y -qq --no-install-recommends \\\n(.*?)(?:>|$)", ci, re.S)
-    assert install, "the apt-get install line of .ci/run"
-    packages = install.group(1).split()
+    installs = re.findall(r"apt-get install -y -qq --no-install-recommends (?:\\\n)?(.*?)(?:>|$)", ci, re.S)
+    assert installs, "the apt-get install lines of .ci/run"
+    packages = [p for line in installs for p in line.split()]
     readme = README.read_text()
     prereq = re.search(r"Run the tests \(as root, with `apt-get install ([^`]+)`", readme)
     assert prereq, "the README's test prerequisites"

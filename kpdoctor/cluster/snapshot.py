@@ -32,7 +32,7 @@ from kpdoctor.safeio import load_json, load_yaml_all, read_regular
 SNAPSHOT_SUFFIXES = (".json", ".yaml", ".yml")
 
 
-def _parse_documents(text: str, where: str) -> list[Any]:
+def parse_documents(text: str, where: str) -> list[Any]:
     if where.endswith(".json"):
         return [load_json(text, where)]
     return load_yaml_all(text, where)
@@ -138,7 +138,7 @@ def load_documents(
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"cannot read: {exc}", where=where) from None
-        for doc in _parse_documents(text, where):
+        for doc in parse_documents(text, where):
             for obj in iter_objects(doc, where):
                 collector.add(obj, where)
     return collector.state(logs=logs, source=source)

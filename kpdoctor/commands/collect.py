@@ -43,7 +43,7 @@ def snapshot_objects(directory: str) -> dict[str, list[dict[str, Any]]]:
     ServiceCIDRs get a file only when the snapshot has some: an empty servicecidrs.json would
     claim "the cluster has none", which a snapshot without them does not know.
     """
-    from kpdoctor.cluster.snapshot import SNAPSHOT_SUFFIXES, _parse_documents, iter_objects
+    from kpdoctor.cluster.snapshot import SNAPSHOT_SUFFIXES, iter_objects, parse_documents
     from kpdoctor.node.bundle import CLUSTER_FILES
     from kpdoctor.safeio import read_regular
 
@@ -56,7 +56,7 @@ def snapshot_objects(directory: str) -> dict[str, list[dict[str, Any]]]:
         data = read_regular(path)  # bounded, no symlink, no FIFO
         if data is None:
             continue
-        for doc in _parse_documents(data.decode("utf-8", errors="replace"), str(path)):
+        for doc in parse_documents(data.decode("utf-8", errors="replace"), str(path)):
             for obj in iter_objects(doc, str(path)):
                 bucket = by_kind.get(str(obj.get("kind")))
                 if bucket:

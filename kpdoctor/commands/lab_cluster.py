@@ -26,7 +26,7 @@ def register(group: typer.Typer) -> None:
         nodes: int = typer.Option(2, "--nodes", min=1, max=20, help="Node namespaces, each running kube-proxy."),
         mode: str = typer.Option("iptables", "--mode", help="iptables | iptables-legacy | nftables"),
         pods: int = typer.Option(2, "--pods-per-node", min=0, max=50, help="Pod namespaces behind each node."),
-        fmt: str = typer.Option("text", "--format", "-o", help="text | json"),
+        fmt: str = typer.Option("text", "-o", "--output", "--format", help="text | json"),
     ) -> None:
         """Build (or reuse the cached) binaries, start etcd, kube-apiserver and a kube-proxy per node."""
         from kpdoctor.lab import k8sbuild, kcluster

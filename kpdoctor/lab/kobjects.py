@@ -61,7 +61,9 @@ def _pod_spec(version: str) -> dict[str, Any]:
                         "--hostname-override=$(NODE_NAME)"],
             "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
             "securityContext": {"privileged": True},
+            "volumeMounts": [{"name": "kube-proxy", "mountPath": "/var/lib/kube-proxy"}],
         }],
+        "volumes": [{"name": "kube-proxy", "configMap": {"name": "kube-proxy"}}],  # as kubeadm's manifest
     }  # fmt: skip
 
 

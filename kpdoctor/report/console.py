@@ -93,8 +93,14 @@ def render_console(report: Mapping[str, Any], *, color: bool = False, width: int
                else "no reachable node")
         _say(con, 0, f"[yellow]not evaluated[/] ({why}): {escape(', '.join(skipped))}")
     fail_on = report["fail_on"]
-    unseen = [c["id"] for c in report["checks"] if c["status"] == "not_evaluated"]
-    ok = f"nothing found in what was seen; not evaluated: {', '.join(unseen)}" if unseen else "ok"
+    # "ok" only when every check saw what it needed: a check partly not evaluated, or an API kind that could not
+    # be read, turns it into "nothing found in what was seen" (unknown is not broken, and not ok either)
+    unseen = [c["id"] for c in report["checks"]
+              if c["status"] == "not_evaluated" or any(g.get("not_evaluated") for g in c["groups"])]
+    unread = [g["kind"] for g in report["gaps"]]
+    missing = "; ".join(part for part in (f"not evaluated: {', '.join(unseen)}" if unseen else "",
+                                          f"cannot read: {', '.join(unread)}" if unread else "") if part)
+    ok = f"nothing found in what was seen; {escape(missing)}" if missing else "ok"
     verdict = {0: ok, 1: f"findings at or above {fail_on}", 3: "cluster or nodes unreachable"}.get(
         report["exit_code"], "error")
     con.print(f"exit {report['exit_code']}: {verdict}" + ("" if fail_on else " (--fail-on not set: never fails)"))

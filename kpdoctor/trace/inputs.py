@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
-from kpdoctor.cluster.snapshot import SNAPSHOT_SUFFIXES, _parse_documents, iter_objects, load_objects
+from kpdoctor.cluster.snapshot import SNAPSHOT_SUFFIXES, iter_objects, load_objects, parse_documents
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.errors import InputError
 from kpdoctor.node.bundle import Bundle
@@ -41,6 +41,6 @@ def trace_cluster_state(bundle: Bundle, services: set[str] | None = None) -> Clu
             text = bundle.files[path].decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"not UTF-8: {exc}", where=where) from None
-        for doc in _parse_documents(text, where):
+        for doc in parse_documents(text, where):
             objects.extend((obj, where) for obj in iter_objects(doc, where) if _wanted(obj, services))
     return load_objects(objects, source=f"{bundle.label}:cluster")
