@@ -15,7 +15,7 @@ from kpdoctor.findings import Severity
 
 Status = Literal["pass", "fail", "unknown"]
 Kind = Literal["blocking", "unknown", "warning"]
-Phase = Literal["pre-removal", "post-removal"]
+Phase = Literal["pre-removal", "post-removal", "pre-switch"]
 PHASES: tuple[Phase, ...] = ("pre-removal", "post-removal")
 
 EXIT_PASS = 0
@@ -121,6 +121,7 @@ class GateResult:
     conditions: tuple[GateCondition, ...]
     cleanup: CleanupPlan | None = None
     notes: tuple[str, ...] = field(default=())
+    subject: str = ""  # what the gate's verdict is about, e.g. "switch kube-proxy to nftables mode" ("" = removal)
 
     @property
     def verdict(self) -> Literal["pass", "fail", "cannot-prove"]:

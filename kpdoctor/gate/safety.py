@@ -74,6 +74,9 @@ _WORDS_POST = {
 def verdict_headline(result: GateResult) -> str:
     """One line a hurried reader cannot misread: the verdict, what it means, the counts and the exit code."""
     words = (_WORDS if result.phase == "pre-removal" else _WORDS_POST)[result.verdict]
+    if result.subject:  # another gate (mode-switch): the same three verdicts about its subject
+        words = {"pass": f"PASS: safe to {result.subject}", "fail": f"FAIL: do NOT {result.subject}",
+                 "cannot-prove": f"CANNOT PROVE it is safe: do NOT {result.subject}"}[result.verdict]
     blocking = len(result.blocking_reasons)
     unknowns = len(result.unknown_reasons)
     return (f"VERDICT: {words} ({blocking} blocking reason{'s' if blocking != 1 else ''}, "
