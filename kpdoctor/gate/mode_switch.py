@@ -204,7 +204,8 @@ def nodeport_addresses(cluster: ClusterState, nodes: list[Node], target: str) ->
             source = "ip-addr.json"
         else:
             obj = cluster.node_by_name.get(node.name)
-            addrs = tuple(a.address for a in obj.addresses) if obj is not None else ()
+            addrs = tuple(a.address for a in obj.addresses if a.type in ("InternalIP", "ExternalIP")) \
+                if obj is not None else ()
             source = f"Node {node.name} status.addresses (the node's other addresses were not collected)"
         cur = build_input(cluster, node.name, config=node.config)
         tgt = build_input(cluster, node.name, config=node.config, mode=target)

@@ -177,7 +177,10 @@ class NodePortAddressChange:
 
 
 def _accepts(cidrs: tuple[str, ...], address: str) -> bool:
-    ip = ipaddress.ip_address(address)
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # a hostile or non-IP address value accepts nothing
+        return False
     for text in cidrs:
         if text == "primary":
             continue
@@ -188,6 +191,14 @@ def _accepts(cidrs: tuple[str, ...], address: str) -> bool:
         if net.version == ip.version and ip in net:
             return True
     return False
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def nodeport_address_change(inp_current: ProxierInput, inp_target: ProxierInput,
@@ -204,6 +215,7 @@ def nodeport_address_change(inp_current: ProxierInput, inp_target: ProxierInput,
             out.append(primary)
         return tuple(sorted(set(out), key=lambda a: (":" in a, a)))
 
+    node_addresses = tuple(a for a in node_addresses if _is_ip(a))
     before, after = accepted(inp_current), accepted(inp_target)
     before_set = set(node_addresses) if before is None else set(before)
     after_set = set(node_addresses) if after is None else set(after)
