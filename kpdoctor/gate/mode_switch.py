@@ -122,10 +122,11 @@ def kernel_ready(cluster: ClusterState, nodes: list[Node], target: str) -> GateC
 
     title = f"Every node's kernel has what {target} mode needs"
     cases = []
+    proofs: list[str] = []
     for node in nodes:
         subject = f"Node {node.name}"
         reasons: list[GateReason] = []
-        evidence: list[str] = []  # what proved each requirement (not shown yet)
+        evidence: list[str] = []  # what proved each requirement
         if target == "nftables":
             kernel, where = _kernel(node, cluster)
             if kernel is None:
@@ -149,8 +150,9 @@ def kernel_ready(cluster: ClusterState, nodes: list[Node], target: str) -> GateC
                 elif req.hard:
                     msg = f"no evidence the kernel has {req.what} (modules {', '.join(req.modules)})"
                     reasons.append(blocking(subject, msg) if absent_shown else unknown(subject, "cannot prove: " + msg))
+        proofs.extend(f"{node.name}: {e}" for e in evidence)
         cases.append(GateCase(subject, tuple(reasons)))
-    return GateCondition("kernel-ready", title, cases=tuple(cases))
+    return GateCondition("kernel-ready", title, cases=tuple(cases), evidence=tuple(proofs))
 
 
 def semantic_diff(cluster: ClusterState, nodes: list[Node], target: str) -> GateCondition:
@@ -247,7 +249,7 @@ def modes_known(nodes: list[Node], target: str) -> GateCondition:
 def run_mode_switch(cluster: ClusterState, nodes: Mapping[str, NodeState] | None, *, target: str,
                     source: str = "") -> GateResult:
     known = _nodes(cluster, nodes or {})
-    conditions = (
+    conditions: tuple[GateCondition, ...] = (
         modes_known(known, target),
         target_supported(cluster, known, target),
         kernel_ready(cluster, known, target),
