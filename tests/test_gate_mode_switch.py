@@ -177,3 +177,31 @@ def test_bad_input_exits_2_in_one_line(args: list[str]) -> None:
     proc = gate(*args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_rollout_plan_only_under_a_pass() -> None:
+    """PASS (B1 -> nftables): the plan for edge-1's DaemonSet, in order, runnable; edge-2 (already nftables)
+    needs nothing. CANNOT PROVE (B1 -> ipvs): withheld, and with --show-plan every command commented out."""
+    proc = gate("--to", "nftables", "--bundle", str(B1))
+    assert proc.returncode == 0
+    plan = proc.stdout[proc.stdout.index("Rollout plan (the gate passed"):]
+    steps = [ln.strip() for ln in plan.splitlines() if ln.strip().startswith("$ kubectl")]
+    assert [s.split("   #")[0] for s in steps[:4]] == [
+        "$ kubectl -n kube-system get configmap kube-proxy -o yaml > kube-proxy.before-nftables.yaml",
+        "$ kubectl -n kube-system edit configmap kube-proxy",
+        "$ kubectl -n kube-system rollout restart daemonset kube-proxy",
+        "$ kubectl -n kube-system rollout status daemonset kube-proxy --timeout=10m"]
+    assert "kube-proxy-nftables" not in plan and "node edge-2" not in plan
+    assert "'Using nftables Proxier'" in plan  # the line real kube-proxy v1.36 logs (B1's logs)
+    doc = json.loads(gate("--to", "nftables", "--bundle", str(B1), "-o", "json").stdout)
+    assert doc["cleanup"]["kind"] == "rollout" and doc["cleanup"]["safe_to_run"] is True
+
+    proc = gate("--to", "ipvs", "--bundle", str(B1))
+    assert proc.returncode == 3 and "$ kubectl" not in proc.stdout
+    assert "Rollout plan withheld: the gate did not pass. It would edit 2 kube-proxy ConfigMaps" in proc.stdout
+    proc = gate("--to", "ipvs", "--bundle", str(B1), "--show-plan")
+    assert "NOT SAFE TO RUN: the gate did not pass" in proc.stdout and "$ kubectl" not in proc.stdout
+    assert "# kubectl -n kube-system rollout restart daemonset kube-proxy-nftables" in proc.stdout
+    doc = json.loads(gate("--to", "ipvs", "--bundle", str(B1), "-o", "json").stdout)
+    assert doc["cleanup"]["safe_to_run"] is False
+    assert all(c.startswith("# ") for c in doc["cleanup"]["cluster_commands"])

@@ -17,6 +17,9 @@ supports the target (nftables GA v1.33; IPVS deprecated, KEP-5495); every node's
 (kernel >= 5.13 and nf_tables for nftables, ip_vs + scheduler for IPVS); the reference proxier in the current and
 the target mode serves every Service port alike on every node, but for documented differences (listed as
 warnings); for nftables, the node addresses NodePorts stop answering on (default nodePortAddresses [primary]).
+The verdict comes first. Only when the gate passes does the report print the ordered rollout plan (per kube-proxy
+DaemonSet: back up its ConfigMap, edit the mode, restart, watch, roll back); otherwise it says what the plan would
+do, and --show-plan prints it under "NOT SAFE TO RUN: the gate did not pass" with every command commented out.
 
 Sources: --bundle PATH (a `kpdoctor collect` bundle), --demo (the bundle shipped with kpdoctor), --snapshot DIR
 (cluster objects only: no node facts, so it can fail but never pass). The live API is not supported yet.
@@ -35,6 +38,9 @@ def register_mode_switch(gate_app: typer.Typer) -> None:
         demo: bool = typer.Option(False, "--demo", help="Use the demo bundle shipped with kpdoctor."),
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json | junit."),
         output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
+        show_plan: bool = typer.Option(False, "--show-plan", help=(
+            "Print the rollout plan even when the gate did not pass: under 'NOT SAFE TO RUN: the gate did not "
+            "pass', every command commented out.")),
     ) -> None:
         import os
 
@@ -62,7 +68,7 @@ def register_mode_switch(gate_app: typer.Typer) -> None:
 
         result = replace(run_mode_switch(source.cluster, source.nodes, target=to),
                          source="demo bundle" if demo else source.source, notes=notes)
-        text = render(fmt, result)
+        text = render(fmt, result, show_plan=show_plan)
         if output:
             try:
                 Path(output).write_text(text, encoding="utf-8")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from kpdoctor.cluster.config import KubeProxyConfig
 from kpdoctor.cluster.state import ClusterState
+from kpdoctor.gate.mode_plan import rollout_plan
 from kpdoctor.gate.mode_views import DOCUMENTED, families, node_diff, nodeport_address_change
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, GateResult, blocking, unknown, warning
 from kpdoctor.node.parsed import ParsedNode
@@ -257,5 +258,6 @@ def run_mode_switch(cluster: ClusterState, nodes: Mapping[str, NodeState] | None
     )
     if target == "nftables":
         conditions += (nodeport_addresses(cluster, known, target),)
+    plan = rollout_plan(cluster, {n.name: _current_mode(n)[0] for n in known}, target)
     return GateResult(gate=GATE_NAME, phase="pre-switch", source=source or cluster.source, conditions=conditions,
-                      subject=f"switch kube-proxy to {target} mode")
+                      cleanup=plan, subject=f"switch kube-proxy to {target} mode")

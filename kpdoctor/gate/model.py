@@ -111,6 +111,7 @@ class CleanupPlan:
     cluster_commands: tuple[str, ...]
     cluster_notes: tuple[str, ...]
     nodes: tuple[NodeCleanup, ...]
+    kind: str = "cleanup"  # "cleanup" (removal gate) | "rollout" (mode-switch gate: `kpdoctor.gate.mode_plan`)
 
 
 @dataclass(frozen=True)

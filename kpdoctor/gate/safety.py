@@ -43,6 +43,10 @@ def plan_commands(plan: CleanupPlan) -> list[str]:
 
 def plan_summary(plan: CleanupPlan) -> str:
     """What the cleanup plan would do, in words (no command): shown in place of the plan when it is withheld."""
+    if plan.kind == "rollout":
+        from kpdoctor.gate.mode_plan import rollout_summary
+
+        return rollout_summary(plan)
     ds = sum(1 for c in plan.cluster_commands if " delete daemonset " in c)
     cm = sum(1 for c in plan.cluster_commands if " delete configmap " in c)
     items = sum(len(n.items) for n in plan.nodes)
