@@ -91,4 +91,7 @@ def register(app: typer.Typer) -> None:
             sys.stdout.flush()
         raise typer.Exit(result.exit_code)
 
+    from kpdoctor.commands.gate_mode_switch import register_mode_switch
+
+    register_mode_switch(gate_app)
     app.add_typer(gate_app, name="gate")

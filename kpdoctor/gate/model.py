@@ -15,7 +15,7 @@ from kpdoctor.findings import Severity
 
 Status = Literal["pass", "fail", "unknown"]
 Kind = Literal["blocking", "unknown", "warning"]
-Phase = Literal["pre-removal", "post-removal"]
+Phase = Literal["pre-removal", "post-removal", "pre-switch"]
 PHASES: tuple[Phase, ...] = ("pre-removal", "post-removal")
 
 EXIT_PASS = 0
@@ -111,6 +111,7 @@ class CleanupPlan:
     cluster_commands: tuple[str, ...]
     cluster_notes: tuple[str, ...]
     nodes: tuple[NodeCleanup, ...]
+    kind: str = "cleanup"  # "cleanup" (removal gate) | "rollout" (mode-switch gate: `kpdoctor.gate.mode_plan`)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class GateResult:
     conditions: tuple[GateCondition, ...]
     cleanup: CleanupPlan | None = None
     notes: tuple[str, ...] = field(default=())
+    subject: str = ""  # what the gate's verdict is about, e.g. "switch kube-proxy to nftables mode" ("" = removal)
 
     @property
     def verdict(self) -> Literal["pass", "fail", "cannot-prove"]:

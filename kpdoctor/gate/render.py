@@ -54,6 +54,7 @@ def _cleanup(result: GateResult) -> dict[str, Any] | None:
         return list(commands) if safe else [comment_out(c) for c in commands]
 
     return {
+        "kind": plan.kind,
         "safe_to_run": safe,
         "warning": "" if safe else NOT_SAFE_HEADER,
         "would_contain": plan_summary(plan),
@@ -132,7 +133,7 @@ def _add_verdict_case(suite: ET.Element, result: GateResult, classname: str) -> 
     body = "\n".join([headline, *(f"- {r.subject}: {r.message}" for r in reasons)])
     plan = result.cleanup
     if plan is not None and not destructive_allowed(result):
-        body += (f"\n\nCleanup plan withheld ({NOT_SAFE_HEADER}); it would {plan_summary(plan)}. "
+        body += (f"\n\n{plan.kind.capitalize()} plan withheld ({NOT_SAFE_HEADER}); it would {plan_summary(plan)}. "
                  "Run the gate with --show-plan to see it commented out.")
     if result.verdict == "fail":
         ET.SubElement(case, "failure", message=headline, type="verdict").text = body
@@ -212,12 +213,15 @@ def _print_plan(console: Any, result: GateResult, plan: CleanupPlan, *, safe: bo
     def cmd(indent: str, command: str) -> None:
         _command(console, indent, command if safe else comment_out(command))
 
+    rollout = plan.kind == "rollout"
     if safe:
-        console.print("\n[bold]Cleanup plan[/] (the gate passed; run after the kube-proxy DaemonSet is gone)")
+        console.print("\n[bold]Rollout plan[/] (the gate passed; in this order)" if rollout else
+                      "\n[bold]Cleanup plan[/] (the gate passed; run after the kube-proxy DaemonSet is gone)")
     else:
         console.print(f"\n[bold white on red]{NOT_SAFE_HEADER}[/]")
-        console.print("[bold]Cleanup plan, every command commented out[/] (for review only: removing kube-proxy "
-                      "now takes Services down)")
+        console.print("[bold]Rollout plan, every command commented out[/] (for review only: switching now is not "
+                      "proven safe)" if rollout else "[bold]Cleanup plan, every command commented out[/] (for review "
+                      "only: removing kube-proxy now takes Services down)")
     for note in plan.cluster_notes:  # prose that quotes commands: a comment too when the plan is not safe
         console.print(f"  [dim]{escape(note if safe else comment_out(note))}[/]")
     for c in plan.cluster_commands:
@@ -253,7 +257,7 @@ def render_console(result: GateResult, *, color: bool = False, width: int | None
     if plan is not None and (safe or show_plan):
         _print_plan(console, result, plan, safe=safe)
     elif plan is not None:
-        console.print(f"\n[bold]Cleanup plan withheld[/]: the gate did not pass. It would {escape(plan_summary(plan))}. "
+        console.print(f"\n[bold]{plan.kind.capitalize()} plan withheld[/]: the gate did not pass. It would {escape(plan_summary(plan))}. "
                       "See it, every command commented out, with --show-plan.")
     for note in result.notes:
         console.print(f"[dim]note: {escape(note)}[/]")

@@ -43,6 +43,10 @@ def plan_commands(plan: CleanupPlan) -> list[str]:
 
 def plan_summary(plan: CleanupPlan) -> str:
     """What the cleanup plan would do, in words (no command): shown in place of the plan when it is withheld."""
+    if plan.kind == "rollout":
+        from kpdoctor.gate.mode_plan import rollout_summary
+
+        return rollout_summary(plan)
     ds = sum(1 for c in plan.cluster_commands if " delete daemonset " in c)
     cm = sum(1 for c in plan.cluster_commands if " delete configmap " in c)
     items = sum(len(n.items) for n in plan.nodes)
@@ -74,6 +78,9 @@ _WORDS_POST = {
 def verdict_headline(result: GateResult) -> str:
     """One line a hurried reader cannot misread: the verdict, what it means, the counts and the exit code."""
     words = (_WORDS if result.phase == "pre-removal" else _WORDS_POST)[result.verdict]
+    if result.subject:  # another gate (mode-switch): the same three verdicts about its subject
+        words = {"pass": f"PASS: safe to {result.subject}", "fail": f"FAIL: do NOT {result.subject}",
+                 "cannot-prove": f"CANNOT PROVE it is safe: do NOT {result.subject}"}[result.verdict]
     blocking = len(result.blocking_reasons)
     unknowns = len(result.unknown_reasons)
     return (f"VERDICT: {words} ({blocking} blocking reason{'s' if blocking != 1 else ''}, "
