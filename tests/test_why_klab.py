@@ -140,10 +140,12 @@ def test_healthy_service_is_reachable_from_the_node(lab: ClusterState, index: in
     code, data = _why(lab, "web", index)
     assert code == 0, data
     assert data["causes"] == [] or all(c["severity"] == "note" for c in data["causes"]), data["causes"]
-    assert "is reachable" in data["verdict"], data["verdict"]
-    node = lab.nodes[index].name
+    node, other = lab.nodes[index].name, lab.nodes[1 - index].name
     assert [n["node"] for n in data["nodes"]] == [node], data["nodes"]
     assert data["nodes"][0]["status"] == "ok", data["nodes"]
+    # only this node's rules were read: the verdict must not claim the other node (found as a real bug here)
+    assert "is reachable from every node checked (1 node" in data["verdict"], data["verdict"]
+    assert "1 node(s) not evaluated" in data["verdict"] and data["nodes_not_checked"] == [other]
 
 
 def test_healthy_service_without_node_access(lab: ClusterState) -> None:
@@ -204,7 +206,8 @@ def test_zz_kube_proxy_killed_then_endpoint_removed_names_the_stale_node(lab: Cl
     assert gone in save(dead.netns, lab.mode)  # nobody removes the dead kube-proxy's rules
     code, data = _why(lab, "stale", 1)
     assert code == 1, data
-    assert dead.name in data["verdict"] and "stale" in data["verdict"], data["verdict"]
+    assert data["verdict"].startswith(f"svc/{NS}/stale has no healthy node among those checked: {dead.name}: stale"), \
+        data["verdict"]
     assert gone in json.dumps(data["nodes"]), data["nodes"]
     code, data = _why(lab, "stale", 0)  # the live node follows the API
     assert code == 0, data
