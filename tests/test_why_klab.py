@@ -52,6 +52,27 @@ def _pod_status(ip: str, node_ip: str, *, ready: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _crashing_status(ip: str, node_ip: str) -> dict[str, Any]:
+    """A kubelet's status for a pod whose only container keeps exiting 1 (CrashLoopBackOff)."""
+    status = _pod_status(ip, node_ip, ready=False)
+    status["containerStatuses"][0].update({
+        "restartCount": 7, "started": False,
+        "state": {"waiting": {"reason": "CrashLoopBackOff",
+                              "message": "back-off 5m0s restarting failed container=app"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": status["startTime"],
+                                     "finishedAt": status["startTime"]}}})  # fmt: skip
+    return status
+
+
+def _unschedulable_status() -> dict[str, Any]:
+    """The scheduler's status for a pod it cannot place (no kubelet has it: no IP, no container status)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {"phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": now,
+        "message": "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are available: "
+                   "2 No preemption victims found for incoming pod."}]}  # fmt: skip
+
+
 def _run_pod(api: Api, name: str, labels: dict[str, str], state: ClusterState, index: int, *, ready: bool = True,
              port_name: str = "http", slot: int | None = None, host: int = 0) -> str:  # fmt: skip
     """A Pod object on node `index`: its IP is a lab pod's (`slot`, where real rules must reach it) or an unused
@@ -104,18 +125,38 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
         api.apply(_slice("headless", [(f, n0, True)]))
         api.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext", "namespace": NS},
                    "spec": {"type": "ExternalName", "externalName": "db.example.com"}})  # fmt: skip
+        # a crash-looping container: the controller lists the pod not ready
+        g = _run_pod(api, "crash-0", {"app": "crash"}, state, 1, ready=False, host=54)
+        api.set_status("Pod", "crash-0", _crashing_status(g, state.nodes[1].ip), namespace=NS)
+        api.apply(service("crash"))
+        api.apply(_slice("crash", [(g, n1, False)]))
+        # a pod the scheduler cannot place: no node, no IP, so no endpoint
+        pend = _pod("pend-0", {"app": "pend"}, n0)
+        del pend["spec"]["nodeName"]
+        api.apply(pend)
+        api.set_status("Pod", "pend-0", _unschedulable_status(), namespace=NS)
+        api.apply(service("pend"))
+        # a ready pod but no EndpointSlice: this lab runs no kube-controller-manager, as when it is down
+        _run_pod(api, "lag-0", {"app": "lag"}, state, 0, host=55)
+        api.apply(service("lag"))
+        # externalTrafficPolicy: Local with its only endpoint on node 0
+        h = _run_pod(api, "local-0", {"app": "local"}, state, 0, slot=0)
+        local = service("local", node_port=30081)
+        local["spec"]["externalTrafficPolicy"] = "Local"
+        api.apply(local)
+        api.apply(_slice("local", [(h, n0, True)]))
         # for the stale test: two ready endpoints on two nodes
         d = _run_pod(api, "stale-0", {"app": "stale"}, state, 0, slot=1)
         e = _run_pod(api, "stale-1", {"app": "stale"}, state, 1, slot=1)
         api.apply(service("stale"))
         api.apply(_slice("stale", [(d, n0, True), (e, n1, True)]))
-        for svc in ("web", "stale", "payment", "slow"):
+        for svc in ("web", "stale", "payment", "slow", "crash", "pend", "lag", "local"):
             wait_for_rules(state, f"{NS}/{svc}:http")
         yield state
 
 
-def _why(state: ClusterState, svc: str, node_index: int | None = 0) -> tuple[int, dict[str, Any]]:
-    args = ["why", f"svc/{NS}/{svc}", "--kubeconfig", state.kubeconfig, "-o", "json"]
+def _why(state: ClusterState, svc: str, node_index: int | None = 0, *extra: str) -> tuple[int, dict[str, Any]]:
+    args = ["why", f"svc/{NS}/{svc}", "--kubeconfig", state.kubeconfig, "-o", "json", *extra]
     netns = None
     if node_index is not None:
         node = state.nodes[node_index]
@@ -170,6 +211,46 @@ def test_pods_exist_but_none_ready(lab: ClusterState) -> None:
     assert code == 1
     assert _codes(data)[0] == "no-ready-pods", data["causes"]
     assert "slow-0" in data["causes"][0]["headline"] and "none is ready" in data["verdict"]
+
+
+def test_crash_looping_pod(lab: ClusterState) -> None:
+    code, data = _why(lab, "crash", 1)
+    assert code == 1
+    assert _codes(data)[0] == "no-ready-pods", data["causes"]
+    cause = data["causes"][0]
+    assert "container app is CrashLoopBackOff (restarted 7 times, last exit code 1 (Error))" in cause["headline"]
+    assert "crashing container" in data["fix"]
+    assert any("logs crash-0 --previous" in c for c in data["commands"]), data["commands"]
+
+
+def test_unschedulable_pod(lab: ClusterState) -> None:
+    code, data = _why(lab, "pend", None)  # without node access: API-level causes still answer
+    assert code == 1
+    assert _codes(data)[0] == "no-ready-pods", data["causes"]
+    assert "Pending, not scheduled (Unschedulable): 0/2 nodes are available: 2 Insufficient cpu" in \
+        data["causes"][0]["headline"]
+    assert data["fix"].startswith("Give the scheduler somewhere to put the pods")
+
+
+def test_ready_pod_without_endpointslice_blames_the_controller(lab: ClusterState) -> None:
+    code, data = _why(lab, "lag")
+    assert code == 1
+    assert _codes(data)[0] == "slices-lag-pods", data["causes"]
+    assert "EndpointSlice controller" in data["verdict"] and lab.nodes[0].pods[0].ip.rsplit(".", 1)[0] + ".55" in \
+        data["verdict"]
+
+
+def test_external_policy_local_without_endpoint_on_the_entry_node(lab: ClusterState) -> None:
+    entry, home = lab.nodes[1].name, lab.nodes[0].name
+    code, data = _why(lab, "local", 1, "--from", f"node/{entry}")
+    assert code == 1
+    assert _codes(data)[0] == "external-policy-local", data["causes"]
+    assert f"no ready endpoint on {entry}" in data["verdict"]
+    assert data["causes"][0]["evidence"] == [f"nodes with a ready endpoint: {home}"]
+    code, data = _why(lab, "local", 0, "--from", f"node/{home}")
+    assert code == 0, data["causes"]  # from the endpoint's node it works; the other node stays a note
+    assert [(c["code"], c["severity"]) for c in data["causes"]] == [("external-policy-local", "note")]
+    assert "reachable for node" in data["verdict"], data["verdict"]
 
 
 def test_target_port_name_not_found(lab: ClusterState) -> None:
