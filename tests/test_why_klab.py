@@ -145,12 +145,23 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
         local["spec"]["externalTrafficPolicy"] = "Local"
         api.apply(local)
         api.apply(_slice("local", [(h, n0, True)]))
+        # internalTrafficPolicy: Local with its only endpoint on node 0
+        i = _run_pod(api, "inner-0", {"app": "inner"}, state, 0, slot=0)
+        inner = service("inner")
+        inner["spec"]["internalTrafficPolicy"] = "Local"
+        api.apply(inner)
+        api.apply(_slice("inner", [(i, n0, True)]))
+        # a UDP Service port whose targetPort names the pods' TCP port
+        _run_pod(api, "dns-0", {"app": "dns"}, state, 0, host=56)
+        udp = service("dns")
+        udp["spec"]["ports"][0].update({"protocol": "UDP", "targetPort": "http"})
+        api.apply(udp)
         # for the stale test: two ready endpoints on two nodes
         d = _run_pod(api, "stale-0", {"app": "stale"}, state, 0, slot=1)
         e = _run_pod(api, "stale-1", {"app": "stale"}, state, 1, slot=1)
         api.apply(service("stale"))
         api.apply(_slice("stale", [(d, n0, True), (e, n1, True)]))
-        for svc in ("web", "stale", "payment", "slow", "crash", "pend", "lag", "local"):
+        for svc in ("web", "stale", "payment", "slow", "crash", "pend", "lag", "local", "inner"):
             wait_for_rules(state, f"{NS}/{svc}:http")
         yield state
 
@@ -251,6 +262,32 @@ def test_external_policy_local_without_endpoint_on_the_entry_node(lab: ClusterSt
     assert code == 0, data["causes"]  # from the endpoint's node it works; the other node stays a note
     assert [(c["code"], c["severity"]) for c in data["causes"]] == [("external-policy-local", "note")]
     assert "reachable for node" in data["verdict"], data["verdict"]
+
+
+def test_internal_policy_local_from_a_pod_on_another_node(lab: ClusterState) -> None:
+    code, data = _why(lab, "inner", 1, "--from", f"pod/{NS}/web-1")
+    assert code == 1
+    assert _codes(data)[0] == "internal-policy-local", data["causes"]
+    assert f"no ready endpoint on {lab.nodes[1].name}, the client's node" in data["verdict"], data["verdict"]
+    assert data["client"]["node"] == lab.nodes[1].name
+
+
+def test_protocol_mismatch_on_a_named_target_port(lab: ClusterState) -> None:
+    code, data = _why(lab, "dns")
+    assert code == 1
+    assert _codes(data)[0] == "protocol-mismatch", data["causes"]
+    assert "the container port named 'http' is TCP, the Service port is UDP" in data["verdict"], data["verdict"]
+
+
+def test_console_output_of_a_narrowed_healthy_run(lab: ClusterState) -> None:
+    node, other = lab.nodes[0], lab.nodes[1]
+    proc = kpdoctor("why", f"svc/{NS}/web", "--kubeconfig", lab.kubeconfig, "--transport", "local", "--nodes",
+                    node.name, netns=node.netns)  # fmt: skip
+    assert proc.returncode == 0 and proc.stderr == "", proc.stdout[-1500:] + proc.stderr[-1500:]
+    verdict = next(line for line in proc.stdout.splitlines() if line.startswith("VERDICT"))
+    assert "reachable from every node checked" in verdict
+    not_eval = proc.stdout.split("NOT EVALUATED", 1)[1]
+    assert other.name in not_eval
 
 
 def test_target_port_name_not_found(lab: ClusterState) -> None:
