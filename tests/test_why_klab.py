@@ -156,12 +156,18 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
         udp = service("dns")
         udp["spec"]["ports"][0].update({"protocol": "UDP", "targetPort": "http"})
         api.apply(udp)
+        # a selector Service whose EndpointSlice another writer manages
+        j = _run_pod(api, "owned-0", {"app": "owned"}, state, 1, slot=0)
+        api.apply(service("owned"))
+        owned = _slice("owned", [(j, n1, True)])
+        owned["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] = "operator.example.com"
+        api.apply(owned)
         # for the stale test: two ready endpoints on two nodes
         d = _run_pod(api, "stale-0", {"app": "stale"}, state, 0, slot=1)
         e = _run_pod(api, "stale-1", {"app": "stale"}, state, 1, slot=1)
         api.apply(service("stale"))
         api.apply(_slice("stale", [(d, n0, True), (e, n1, True)]))
-        for svc in ("web", "stale", "payment", "slow", "crash", "pend", "lag", "local", "inner"):
+        for svc in ("web", "stale", "payment", "slow", "crash", "pend", "lag", "local", "inner", "owned"):
             wait_for_rules(state, f"{NS}/{svc}:http")
         yield state
 
@@ -288,6 +294,14 @@ def test_console_output_of_a_narrowed_healthy_run(lab: ClusterState) -> None:
     assert "reachable from every node checked" in verdict
     not_eval = proc.stdout.split("NOT EVALUATED", 1)[1]
     assert other.name in not_eval
+
+
+def test_slices_not_managed_by_the_controller_is_a_note(lab: ClusterState) -> None:
+    code, data = _why(lab, "owned", 1)
+    assert code == 0, data["causes"]
+    assert [(c["code"], c["severity"]) for c in data["causes"]] == [("slices-not-managed-by-controller", "note")]
+    assert "managed by operator.example.com" in data["causes"][0]["headline"]
+    assert data["nodes"][0]["status"] == "ok", data["nodes"]
 
 
 def test_target_port_name_not_found(lab: ClusterState) -> None:
