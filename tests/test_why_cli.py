@@ -68,6 +68,19 @@ def test_healthy_service_is_reachable_from_every_node_exit_0() -> None:
     assert "2 nodes (edge-1, edge-2): OK" in out.stdout
 
 
+def test_nodes_narrowed_says_every_node_checked_not_every_node() -> None:
+    """--nodes reads one of B1's two nodes: the verdict must not vouch for the other (first seen on the real lab,
+    tests/test_why_klab.py)."""
+    code, view = why_json("svc/storefront/catalog", "--bundle", str(B1), "--nodes", "edge-1")
+    assert code == 0
+    assert [n["node"] for n in view["nodes"]] == ["edge-1"] and view["nodes_not_checked"] == ["edge-2"]
+    assert view["verdict"].startswith("svc/storefront/catalog is reachable from every node checked (1 node")
+    assert view["verdict"].endswith("; 1 node(s) not evaluated.")
+    assert any("edge-2" in n for n in view["not_evaluated"])
+    code, view = why_json("svc/storefront/catalog", "--bundle", str(B1))
+    assert view["nodes_not_checked"] == [] and "reachable from every node (2 nodes" in view["verdict"]
+
+
 def test_from_a_node_evaluates_only_that_node() -> None:
     code, view = why_json("svc/payments/ledger", "--bundle", str(B2), "--from", "node/edge-2")
     assert code == 0

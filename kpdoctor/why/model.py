@@ -128,3 +128,4 @@ class WhyReport:
     evidence: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     not_evaluated: list[str] = field(default_factory=list)
+    unchecked_nodes: list[str] = field(default_factory=list)  # the cluster's nodes whose rules were not read

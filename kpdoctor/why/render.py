@@ -32,6 +32,7 @@ def to_dict(report: WhyReport) -> dict[str, Any]:
         "node_groups": [{"status": g.status, "summary": g.summary, "nodes": list(g.nodes)} for g in report.groups],
         "nodes": [asdict(nb) for nb in report.nodes],
         "not_evaluated": list(report.not_evaluated),
+        "nodes_not_checked": list(report.unchecked_nodes),
     }
 
 

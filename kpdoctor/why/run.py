@@ -76,6 +76,12 @@ def build(cluster: ClusterState, nodes: NodeSource, target: Target, client: Clie
         report.nodes.append(_with_commands(nb, findings, target))
     if not names and has_api and service is not None and not report.nodes:
         report.not_evaluated.append("node rules: no node access (use --bundle, or --transport ssh|kube-exec|local)")
+    elif report.nodes and client.node is None:
+        report.unchecked_nodes = unchecked_nodes(cluster, [nb.node for nb in report.nodes])
+        if report.unchecked_nodes:
+            report.not_evaluated.append(f"node rules of {len(report.unchecked_nodes)} more node(s) of the cluster "
+                                        f"(not collected, or outside --nodes): {', '.join(report.unchecked_nodes[:5])}"
+                                        + (" ..." if len(report.unchecked_nodes) > 5 else ""))
     report.groups = group(report.nodes)
     if service is not None and service.session_affinity == "ClientIP":
         stale = [nb for nb in report.nodes if nb.status == "stale"]
@@ -90,6 +96,11 @@ def build(cluster: ClusterState, nodes: NodeSource, target: Target, client: Clie
                 f"{', '.join(gone[:3])} keep going there until the node resyncs", evidence=()))
     decide(report)
     return report
+
+
+def unchecked_nodes(cluster: ClusterState, checked: list[str]) -> list[str]:
+    """The cluster's Node objects whose rules were not read (so "every node" would claim too much)."""
+    return sorted({n.name for n in cluster.nodes} - set(checked))
 
 
 def _port_numbers(service: Any, target: Target) -> list[int]:

@@ -67,7 +67,8 @@ def decide(report: WhyReport) -> None:
         report.exit_code = 1
         lines = [_bad_line(nb) for nb in bad]
         if not good:
-            report.verdict = (f"{svc} has no healthy node: " + "; ".join(lines[:3])
+            among = " among those checked" if report.unchecked_nodes else ""
+            report.verdict = (f"{svc} has no healthy node{among}: " + "; ".join(lines[:3])
                               + (f" (+{len(lines) - 3} more)" if len(lines) > 3 else "") + ".")
         else:
             report.verdict = (f"{svc} works from {len(good)} node(s) but not from {len(bad)}: "
@@ -98,11 +99,12 @@ def decide(report: WhyReport) -> None:
     risky = [nb.node for nb in good if nb.status == "at-risk"]
     if risky:
         report.evidence += [f"{nb.node}: {c}" for nb in good if nb.status == "at-risk" for c in nb.conditions]
-    report.verdict = (f"{svc} is reachable from every node ({len(good)} node{'s' if len(good) != 1 else ''}: the rules "
+    every = "every node checked" if report.unchecked_nodes else "every node"
+    report.verdict = (f"{svc} is reachable from {every} ({len(good)} node{'s' if len(good) != 1 else ''}: the rules "
                       "match the API and the endpoints are ready)" if report.client.node is None else
                       f"{svc} is reachable{where} (its node's rules match the API and the endpoints are ready)")
-    report.verdict += "." if len(evaluated) == len(report.nodes) else \
-        f"; {len(report.nodes) - len(evaluated)} node(s) not evaluated."
+    unseen = len(report.nodes) - len(evaluated) + len(report.unchecked_nodes)
+    report.verdict += "." if not unseen else f"; {unseen} node(s) not evaluated."
     if risky:
         report.verdict += f" At risk: {', '.join(risky)} (kube-proxy not syncing: rules frozen, the next change breaks it)."
 
