@@ -19,7 +19,16 @@ import pytest
 import yaml
 
 from kpdoctor.lab.kcluster import ClusterState
-from tests.klab_support import REPO, admin_api, endpointslice, kpdoctor, lab_cluster, report, service, wait_for_rules
+from tests.klab_support import (
+    REPO,
+    admin_api,
+    endpointslice,
+    kpdoctor,
+    lab_cluster,
+    report,
+    service,
+    wait_for_rules,
+)
 
 pytestmark = pytest.mark.root("etcd", "nft", "curl")
 DEPLOY = REPO / "deploy"

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from kpdoctor.cluster.incluster import load_incluster, serviceaccount_dir
 from kpdoctor.cluster.kubeconfig import (
     NO_CREDENTIALS,
     check_kubeconfig,
     credentials_source,
     require_credentials,
 )
-from kpdoctor.cluster.incluster import load_incluster, serviceaccount_dir
 from kpdoctor.cluster.model import WORKLOAD_PODS_GAP, ResourceGap
 from kpdoctor.cluster.snapshot import load_objects
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
