@@ -39,6 +39,7 @@ class NodeResult:
     service_proxy: str = ""
     runs: list[NodeRun] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)  # this node's, unreachable finding included
+    omitted: dict[str, int] = field(default_factory=dict)  # check id -> findings below min_severity, not sent
 
 
 def _finding_doc(f: Finding) -> dict[str, Any]:
@@ -51,16 +52,28 @@ def _finding_doc(f: Finding) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def encode(result: ScanResult, node: str) -> dict[str, Any]:
-    """The node side: `result` is a run of the node checks on (at least) `node`; keep what concerns it."""
+def encode(result: ScanResult, node: str, *, min_severity: Severity | None = None) -> dict[str, Any]:
+    """The node side: `result` is a run of the node checks on (at least) `node`; keep what concerns it.
+    With `min_severity`, findings below it (evaluated ones: never a "not evaluated") are only counted: at
+    10,000 Services a node has hundreds of informational notes that are the same on every node."""
     state = next(n for n in result.nodes if n.name == node)
+    kept: list[dict[str, Any]] = []
+    omitted: dict[str, int] = {}
+    for f in result.findings:
+        if f.scope != node or f.silenced_reason:
+            continue
+        if min_severity is not None and f.severity < min_severity and not f.not_evaluated:
+            omitted[f.check_id] = omitted.get(f.check_id, 0) + 1
+        else:
+            kept.append(_finding_doc(f))
     return {
         "format": FORMAT,
         "node": {"name": state.name, "transport": state.transport, "address": state.address, "error": state.error},
         "service_proxy": result.service_proxies.get(node, ""),
         "runs": [{"check": r.check.id, "duration_s": r.duration, "errors": [e for e in r.errors if e.startswith(f"{node}: ")]}
                  for r in result.runs if node in r.evaluated],  # fmt: skip
-        "findings": [_finding_doc(f) for f in result.findings if f.scope == node and not f.silenced_reason],
+        "findings": kept,
+        "omitted": omitted,
     }
 
 
@@ -138,7 +151,12 @@ def decode(doc: Any, where: str) -> NodeResult:
         runs.append(NodeRun(_text(run.get("check"), f"runs[{i}].check", where), float(duration),
                             list(_texts(run.get("errors", []), f"runs[{i}].errors", where))))  # fmt: skip
     findings = [_finding(f, name, i, where) for i, f in enumerate(findings_doc)]
-    return NodeResult(node, _text(d.get("service_proxy", ""), "service_proxy", where), runs, findings)
+    omitted_doc = _obj(d.get("omitted", {}), "omitted", where)
+    if len(omitted_doc) > MAX_ITEMS or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10**9
+                                               for v in omitted_doc.values()):  # fmt: skip
+        raise InputError("omitted: expected check ids with counts", where=where)
+    omitted = {_text(k, "omitted", where): int(v) for k, v in omitted_doc.items()}
+    return NodeResult(node, _text(d.get("service_proxy", ""), "service_proxy", where), runs, findings, omitted)
 
 
 def merge(checks: Sequence[Check], central: ScanResult, nodes: Iterable[NodeResult], *,
@@ -151,7 +169,7 @@ def merge(checks: Sequence[Check], central: ScanResult, nodes: Iterable[NodeResu
     head = [f for f in central.findings if f.scope == "cluster" and f.check_id not in runs]  # load errors
     seen: list[NodeState] = []
     shapes: dict[str, str] = {}
-    reachable = 0
+    reachable = omitted = 0
     duration = central.duration
     for result in nodes:
         seen.append(result.node)
@@ -161,6 +179,7 @@ def merge(checks: Sequence[Check], central: ScanResult, nodes: Iterable[NodeResu
         reachable += 1
         if result.service_proxy:
             shapes[result.node.name] = result.service_proxy
+        omitted += sum(result.omitted.values())
         for sent in result.runs:
             if sent.check in runs:
                 runs[sent.check].evaluated.append(result.node.name)
@@ -185,6 +204,9 @@ def merge(checks: Sequence[Check], central: ScanResult, nodes: Iterable[NodeResu
         findings += stray
     if silences is not None:
         findings = silences.apply(findings)
+    options = dict(central.options)
+    if omitted:  # the report says how many node findings were counted, not sent (options.node_findings_omitted)
+        options["node_findings_omitted"] = omitted
     return ScanResult(cluster=central.cluster, nodes=seen, findings=findings, runs=list(runs.values()),
-                      silences=silences or SilenceSet(), options=central.options, duration=duration,
+                      silences=silences or SilenceSet(), options=options, duration=duration,
                       load_errors=central.load_errors, service_proxies=shapes)  # fmt: skip

@@ -12,6 +12,7 @@ import pytest
 
 from kpdoctor.engine import ListNodes, run_checks
 from kpdoctor.errors import InputError
+from kpdoctor.findings import Finding, Severity
 from kpdoctor.noderesult import FORMAT, decode, encode, merge
 from kpdoctor.registry import discover
 from kpdoctor.report.model import SourceInfo, build_report
@@ -77,3 +78,25 @@ def test_unreachable_node_result_keeps_its_finding() -> None:
     assert [n.name for n in merged.nodes] == ["gone-1"] and not merged.nodes[0].reachable
     assert any(f.scope == "gone-1" and f.not_evaluated and "timed out" in f.evidence[0] for f in merged.findings)
     assert {r.status for r in merged.runs if r.check.scope == "node"} == {"not_evaluated"}
+
+
+def test_compact_results_count_what_they_leave_out() -> None:
+    reg = discover()
+    checks = reg.select()
+    cluster, source = open_bundle(DEMO_BUNDLE)
+    names = list(source.names())
+    whole = run_checks(checks, cluster, node_source=source)
+    node_checks = [c for c in checks if c.scope == "node"]
+    results = [decode(json.loads(json.dumps(encode(run_checks(node_checks, cluster, nodes=[source.load(n)]), n,
+                                                   min_severity=Severity.WARNING))), n) for n in names]  # fmt: skip
+    central = run_checks([c for c in checks if c.scope == "cluster"], cluster, node_source=source)
+    merged = merge(checks, central, results)
+
+    def key(f: Finding) -> tuple[Any, ...]:
+        return (f.check_id, f.scope, f.subject, f.message, f.severity, f.not_evaluated)
+
+    node_scope = [f for f in whole.findings if f.scope != "cluster"]
+    dropped = [f for f in node_scope if f.severity < Severity.WARNING and not f.not_evaluated]
+    assert dropped, "the demo has no informational node finding: this test would show nothing"
+    assert sorted(map(key, merged.findings)) == sorted(key(f) for f in whole.findings if f not in dropped)
+    assert merged.options["node_findings_omitted"] == len(dropped)
