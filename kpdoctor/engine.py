@@ -391,14 +391,7 @@ def run_checks(
         runs[check.id].duration += time.perf_counter() - t0
     for check in checks:
         run, out = runs[check.id], produced[check.id]
-        if run.errors:
-            run.status = "error"
-        elif out and all(f.not_evaluated for f in out):
-            run.status = "not_evaluated"
-        elif out:
-            run.status = "findings"
-        elif check.scope == "node" and not reachable:
-            run.status = "not_evaluated"
+        settle_status(run, out, any_reachable=bool(reachable))
         findings += out
     if silences is not None:
         findings = silences.apply(findings)
@@ -413,6 +406,18 @@ def run_checks(
         load_errors=list(load_errors),
         service_proxies=shapes,
     )
+
+
+def settle_status(run: CheckRun, out: Sequence[Finding], *, any_reachable: bool) -> None:
+    """A check's status from what it produced (also kpdoctor.noderesult's merge of per-node results)."""
+    if run.errors:
+        run.status = "error"
+    elif out and all(f.not_evaluated for f in out):
+        run.status = "not_evaluated"
+    elif out:
+        run.status = "findings"
+    elif run.check.scope == "node" and not any_reachable:
+        run.status = "not_evaluated"
 
 
 def exit_code(findings: Iterable[Finding], fail_on: Severity | None) -> int:

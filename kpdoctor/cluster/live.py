@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from kpdoctor.cluster.incluster import load_incluster, serviceaccount_dir
 from kpdoctor.cluster.kubeconfig import (
     NO_CREDENTIALS,
     check_kubeconfig,
@@ -81,7 +82,8 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
                 raise InputError(f"malformed kubeconfig: {exc}", where=path) from None
             require_credentials(cfg, user, path)
         else:
-            config.load_incluster_config(client_configuration=cfg)
+            path = str(serviceaccount_dir())  # named in errors
+            load_incluster(cfg)
     except config.ConfigException as exc:
         raise UnreachableError(f"cannot load cluster credentials: {exc}", where=path or "kubeconfig") from None
     except (OSError, ValueError) as exc:  # unreadable file, bad YAML, failing exec credential plugin

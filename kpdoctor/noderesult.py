@@ -1,0 +1,212 @@
+"""One node's check results as a compact JSON document, and the central merge of many of them.
+
+For large clusters the node checks run next to each node (issue 14: a collector pod per node) and only
+their findings come back, not the node's multi-megabyte dumps; the central process runs the cluster checks
+and merges. `encode` is the node side, `decode` reads a document from outside (hostile: shape and size
+checked, InputError naming the document), `merge` builds the one ScanResult the renderers take. Merging the
+per-node results of a scan gives the same findings, runs and report as checking every node centrally
+(tests/test_noderesult.py, on the demo bundle's real kube-proxy nodes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kpdoctor.checks_api import Check
+from kpdoctor.engine import CheckRun, ScanResult, settle_status
+from kpdoctor.errors import InputError
+from kpdoctor.findings import Finding, Remediation, Severity
+from kpdoctor.node.state import NodeState
+from kpdoctor.silences import SilenceSet
+
+FORMAT = "kpdoctor-node-result/v1"
+MAX_FINDINGS = 100_000  # per node
+MAX_TEXT = 1 << 16  # characters per string field
+MAX_ITEMS = 256  # evidence lines, remediation commands, labels per finding
+
+
+@dataclass
+class NodeRun:
+    check: str
+    duration: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NodeResult:
+    node: NodeState  # name, transport, address, error: no facts
+    service_proxy: str = ""
+    runs: list[NodeRun] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # this node's, unreachable finding included
+    omitted: dict[str, int] = field(default_factory=dict)  # check id -> findings below min_severity, not sent
+
+
+def _finding_doc(f: Finding) -> dict[str, Any]:
+    return {
+        "check": f.check_id, "severity": f.severity.label, "subject": f.subject, "message": f.message,
+        "evidence": list(f.evidence), "docs": f.docs, "not_evaluated": f.not_evaluated,
+        "remediation": None if f.remediation is None else {"text": f.remediation.text,
+                                                           "commands": list(f.remediation.commands)},
+        "labels": [list(kv) for kv in f.labels],
+    }  # fmt: skip
+
+
+def encode(result: ScanResult, node: str, *, min_severity: Severity | None = None) -> dict[str, Any]:
+    """The node side: `result` is a run of the node checks on (at least) `node`; keep what concerns it.
+    With `min_severity`, findings below it (evaluated ones: never a "not evaluated") are only counted: at
+    10,000 Services a node has hundreds of informational notes that are the same on every node."""
+    state = next(n for n in result.nodes if n.name == node)
+    kept: list[dict[str, Any]] = []
+    omitted: dict[str, int] = {}
+    for f in result.findings:
+        if f.scope != node or f.silenced_reason:
+            continue
+        if min_severity is not None and f.severity < min_severity and not f.not_evaluated:
+            omitted[f.check_id] = omitted.get(f.check_id, 0) + 1
+        else:
+            kept.append(_finding_doc(f))
+    return {
+        "format": FORMAT,
+        "node": {"name": state.name, "transport": state.transport, "address": state.address, "error": state.error},
+        "service_proxy": result.service_proxies.get(node, ""),
+        "runs": [{"check": r.check.id, "duration_s": r.duration, "errors": [e for e in r.errors if e.startswith(f"{node}: ")]}
+                 for r in result.runs if node in r.evaluated],  # fmt: skip
+        "findings": kept,
+        "omitted": omitted,
+    }
+
+
+def _text(value: Any, what: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{what}: expected a string, got {type(value).__name__}", where=where)
+    if len(value) > MAX_TEXT:
+        raise InputError(f"{what}: longer than {MAX_TEXT} characters", where=where)
+    return value
+
+
+def _texts(value: Any, what: str, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_ITEMS:
+        raise InputError(f"{what}: expected a list of at most {MAX_ITEMS} strings", where=where)
+    return tuple(_text(v, what, where) for v in value)
+
+
+def _obj(value: Any, what: str, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise InputError(f"{what}: expected an object, got {type(value).__name__}", where=where)
+    return value
+
+
+def _finding(doc: Any, node: str, i: int, where: str) -> Finding:
+    what = f"findings[{i}]"
+    d = _obj(doc, what, where)
+    try:
+        severity = Severity.parse(_text(d.get("severity"), f"{what}.severity", where))
+    except ValueError as exc:
+        raise InputError(f"{what}.severity: {exc}", where=where) from None
+    rem = d.get("remediation")
+    remediation = None
+    if rem is not None:
+        r = _obj(rem, f"{what}.remediation", where)
+        remediation = Remediation(_text(r.get("text", ""), f"{what}.remediation.text", where),
+                                  _texts(r.get("commands", []), f"{what}.remediation.commands", where))
+    labels = d.get("labels", [])
+    if not isinstance(labels, list) or len(labels) > MAX_ITEMS or not all(
+            isinstance(kv, list) and len(kv) == 2 for kv in labels):
+        raise InputError(f"{what}.labels: expected a list of [key, value] pairs", where=where)
+    if not isinstance(d.get("not_evaluated", False), bool):
+        raise InputError(f"{what}.not_evaluated: expected true or false", where=where)
+    return Finding(
+        check_id=_text(d.get("check"), f"{what}.check", where), severity=severity, scope=node,
+        subject=_text(d.get("subject"), f"{what}.subject", where), message=_text(d.get("message"), f"{what}.message", where),
+        evidence=_texts(d.get("evidence", []), f"{what}.evidence", where), remediation=remediation,
+        docs=_text(d.get("docs", ""), f"{what}.docs", where), not_evaluated=d.get("not_evaluated", False),
+        labels=tuple((_text(k, f"{what}.labels", where), _text(v, f"{what}.labels", where)) for k, v in labels),
+    )  # fmt: skip
+
+
+def decode(doc: Any, where: str) -> NodeResult:
+    """A node result from outside; `where` names it (file, pod) in the one-line error."""
+    d = _obj(doc, "node result", where)
+    if d.get("format") != FORMAT:
+        raise InputError(f"not a {FORMAT} document (format {str(d.get('format'))[:40]!r})", where=where)
+    n = _obj(d.get("node"), "node", where)
+    name = _text(n.get("name"), "node.name", where)
+    if not name or name == "cluster":
+        raise InputError(f"node.name: not a node name: {name!r}", where=where)
+    node = NodeState(name=name, transport=_text(n.get("transport", ""), "node.transport", where),
+                     address=_text(n.get("address", ""), "node.address", where),
+                     error=_text(n.get("error", ""), "node.error", where))  # fmt: skip
+    runs_doc, findings_doc = d.get("runs", []), d.get("findings", [])
+    if not isinstance(runs_doc, list) or len(runs_doc) > MAX_ITEMS * 4:
+        raise InputError("runs: expected a list", where=where)
+    if not isinstance(findings_doc, list) or len(findings_doc) > MAX_FINDINGS:
+        raise InputError(f"findings: expected a list of at most {MAX_FINDINGS}", where=where)
+    runs = []
+    for i, r in enumerate(runs_doc):
+        run = _obj(r, f"runs[{i}]", where)
+        duration = run.get("duration_s", 0.0)
+        if not isinstance(duration, int | float) or isinstance(duration, bool) or not 0 <= duration < 1e6:
+            raise InputError(f"runs[{i}].duration_s: expected seconds", where=where)
+        runs.append(NodeRun(_text(run.get("check"), f"runs[{i}].check", where), float(duration),
+                            list(_texts(run.get("errors", []), f"runs[{i}].errors", where))))  # fmt: skip
+    findings = [_finding(f, name, i, where) for i, f in enumerate(findings_doc)]
+    omitted_doc = _obj(d.get("omitted", {}), "omitted", where)
+    if len(omitted_doc) > MAX_ITEMS or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10**9
+                                               for v in omitted_doc.values()):  # fmt: skip
+        raise InputError("omitted: expected check ids with counts", where=where)
+    omitted = {_text(k, "omitted", where): int(v) for k, v in omitted_doc.items()}
+    return NodeResult(node, _text(d.get("service_proxy", ""), "service_proxy", where), runs, findings, omitted)
+
+
+def merge(checks: Sequence[Check], central: ScanResult, nodes: Iterable[NodeResult], *,
+          silences: SilenceSet | None = None) -> ScanResult:
+    """`central` ran the cluster checks (and holds the load-error findings); `nodes` are the node checks'
+    results, in node order. The result is what run_checks gives for all of them on one machine."""
+    runs = {c.id: CheckRun(c) for c in checks}
+    central_runs = {r.check.id: r for r in central.runs}
+    node_findings: dict[str, list[Finding]] = {c.id: [] for c in checks}
+    head = [f for f in central.findings if f.scope == "cluster" and f.check_id not in runs]  # load errors
+    seen: list[NodeState] = []
+    shapes: dict[str, str] = {}
+    reachable = omitted = 0
+    duration = central.duration
+    for result in nodes:
+        seen.append(result.node)
+        if not result.node.reachable:
+            head += result.findings
+            continue
+        reachable += 1
+        if result.service_proxy:
+            shapes[result.node.name] = result.service_proxy
+        omitted += sum(result.omitted.values())
+        for sent in result.runs:
+            if sent.check in runs:
+                runs[sent.check].evaluated.append(result.node.name)
+                runs[sent.check].duration += sent.duration
+                runs[sent.check].errors += sent.errors
+                duration += sent.duration
+        for f in result.findings:
+            node_findings.setdefault(f.check_id, []).append(f)
+    findings = head
+    for check in checks:
+        run = runs[check.id]
+        out = node_findings.pop(check.id, [])
+        done = central_runs.get(check.id)
+        if check.scope == "cluster" and done is not None:
+            run.evaluated += done.evaluated
+            run.duration += done.duration
+            run.errors += done.errors
+            out += [f for f in central.findings if f.check_id == check.id]
+        settle_status(run, out, any_reachable=reachable > 0)
+        findings += out
+    for stray in node_findings.values():  # a node sent findings of a check not run here: kept, not lost
+        findings += stray
+    if silences is not None:
+        findings = silences.apply(findings)
+    options = dict(central.options)
+    if omitted:  # the report says how many node findings were counted, not sent (options.node_findings_omitted)
+        options["node_findings_omitted"] = omitted
+    return ScanResult(cluster=central.cluster, nodes=seen, findings=findings, runs=list(runs.values()),
+                      silences=silences or SilenceSet(), options=options, duration=duration,
+                      load_errors=central.load_errors, service_proxies=shapes)  # fmt: skip

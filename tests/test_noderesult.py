@@ -1,0 +1,102 @@
+"""kpdoctor.noderesult on the demo bundle (real kube-proxy v1.36.2 nodes with planted faults): the node
+checks run node by node, each node's result is encoded to JSON and decoded again, merged with a run of the
+cluster checks, and the report equals the one of checking every node centrally."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from kpdoctor.engine import ListNodes, run_checks
+from kpdoctor.errors import InputError
+from kpdoctor.findings import Finding, Severity
+from kpdoctor.noderesult import FORMAT, decode, encode, merge
+from kpdoctor.registry import discover
+from kpdoctor.report.model import SourceInfo, build_report
+from kpdoctor.scanner import DEMO_BUNDLE, open_bundle
+
+WHEN = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def _timeless(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items() if k != "duration_ms"}
+    if isinstance(value, list):
+        return [_timeless(v) for v in value]
+    return value
+
+
+def test_merged_node_results_equal_the_central_scan() -> None:
+    reg = discover()
+    checks = reg.select()
+    cluster, source = open_bundle(DEMO_BUNDLE)
+    names = list(source.names())
+    assert len(names) >= 2
+    whole = run_checks(checks, cluster, node_source=source)
+    node_checks = [c for c in checks if c.scope == "node"]
+    docs = []
+    for name in names:  # what each node's collector sends: JSON text
+        alone = run_checks(node_checks, cluster, nodes=[source.load(name)])
+        docs.append(json.loads(json.dumps(encode(alone, name))))
+    central = run_checks([c for c in checks if c.scope == "cluster"], cluster, node_source=source)
+    merged = merge(checks, central, [decode(d, f"node result {i}") for i, d in enumerate(docs)])
+    info = SourceInfo("demo", str(DEMO_BUNDLE), "bundle")
+    want = build_report(whole, source=info, fail_on=None, exit_code=0, generated_at=WHEN)
+    got = build_report(merged, source=info, fail_on=None, exit_code=0, generated_at=WHEN)
+    assert sum(len(c["groups"]) for c in want["checks"]) > 0, "the demo's planted faults gave no finding"
+    assert _timeless(got) == _timeless(want)
+
+
+@pytest.mark.parametrize("doc, message", [
+    ([], "expected an object"),
+    ({"format": "other"}, "not a kpdoctor-node-result/v1"),
+    ({"format": FORMAT, "node": {"name": "cluster"}}, "not a node name"),
+    ({"format": FORMAT, "node": {"name": "n1"}, "findings": [{"check": "X", "severity": "fatal"}]}, "severity"),
+    ({"format": FORMAT, "node": {"name": "n1"}, "findings": [{"check": "X", "severity": "error", "subject": "s",
+      "message": "m" * 70000}]}, "longer than"),
+    ({"format": FORMAT, "node": {"name": "n1"}, "runs": [{"check": "X", "duration_s": "slow"}]}, "duration_s"),
+])  # fmt: skip
+def test_hostile_documents_are_one_line_input_errors(doc: Any, message: str) -> None:
+    with pytest.raises(InputError) as err:
+        decode(doc, "pod kpdoctor-n1")
+    assert message in str(err.value) and err.value.where == "pod kpdoctor-n1"
+
+
+def test_unreachable_node_result_keeps_its_finding() -> None:
+    reg = discover()
+    node_checks = [c for c in reg.select() if c.scope == "node"]
+    cluster, source = open_bundle(DEMO_BUNDLE)
+    from kpdoctor.node.state import NodeState
+
+    down = NodeState(name="gone-1", transport="pod", error="collector pod timed out")
+    doc = encode(run_checks(node_checks, cluster, node_source=ListNodes([down])), "gone-1")
+    central = run_checks([c for c in reg.select() if c.scope == "cluster"], cluster, nodes=[])
+    merged = merge(reg.select(), central, [decode(json.loads(json.dumps(doc)), "gone-1")])
+    assert [n.name for n in merged.nodes] == ["gone-1"] and not merged.nodes[0].reachable
+    assert any(f.scope == "gone-1" and f.not_evaluated and "timed out" in f.evidence[0] for f in merged.findings)
+    assert {r.status for r in merged.runs if r.check.scope == "node"} == {"not_evaluated"}
+
+
+def test_compact_results_count_what_they_leave_out() -> None:
+    reg = discover()
+    checks = reg.select()
+    cluster, source = open_bundle(DEMO_BUNDLE)
+    names = list(source.names())
+    whole = run_checks(checks, cluster, node_source=source)
+    node_checks = [c for c in checks if c.scope == "node"]
+    results = [decode(json.loads(json.dumps(encode(run_checks(node_checks, cluster, nodes=[source.load(n)]), n,
+                                                   min_severity=Severity.WARNING))), n) for n in names]  # fmt: skip
+    central = run_checks([c for c in checks if c.scope == "cluster"], cluster, node_source=source)
+    merged = merge(checks, central, results)
+
+    def key(f: Finding) -> tuple[Any, ...]:
+        return (f.check_id, f.scope, f.subject, f.message, f.severity, f.not_evaluated)
+
+    node_scope = [f for f in whole.findings if f.scope != "cluster"]
+    dropped = [f for f in node_scope if f.severity < Severity.WARNING and not f.not_evaluated]
+    assert dropped, "the demo has no informational node finding: this test would show nothing"
+    assert sorted(map(key, merged.findings)) == sorted(key(f) for f in whole.findings if f not in dropped)
+    assert merged.options["node_findings_omitted"] == len(dropped)
