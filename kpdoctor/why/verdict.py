@@ -48,17 +48,10 @@ def decide(report: WhyReport) -> None:
     observed = [nb for nb in evaluated if nb.status == "observed"]
     where = f" for {report.client}" if report.client.kind != "anywhere" else ""
     if blocking:
-        first = blocking[0]
-        report.verdict = f"{svc} is not reachable{where}: {first.headline}."
-        report.fix = first.fix
-        _take(report, first)
-        report.exit_code = 1
+        _lead_with(report, blocking[0], f"{svc} is not reachable{where}: {blocking[0].headline}.", exit_code=1)
         return
     if served_elsewhere and not bad:
-        first = served_elsewhere[0]
-        report.verdict = f"{first.headline}."
-        report.fix = first.fix
-        _take(report, first)
+        _lead_with(report, served_elsewhere[0], f"{served_elsewhere[0].headline}.")
         return
     if report.service_found is None:  # no API: what the nodes' rules say, nothing to compare them with
         _observed_verdict(report, observed, svc)
@@ -85,11 +78,7 @@ def decide(report: WhyReport) -> None:
             report.evidence.append(f"also: {partial[0].headline}")
         return
     if partial:
-        first = partial[0]
-        report.verdict = f"{svc} is reachable only partly{where}: {first.headline}."
-        report.fix = first.fix
-        _take(report, first)
-        report.exit_code = 1
+        _lead_with(report, partial[0], f"{svc} is reachable only partly{where}: {partial[0].headline}.", exit_code=1)
         return
     if not evaluated:
         reason = "no node was evaluated (" + (report.nodes[0].summary if report.nodes else "no node access") + ")"
@@ -107,6 +96,15 @@ def decide(report: WhyReport) -> None:
     report.verdict += "." if not unseen else f"; {unseen} node(s) not evaluated."
     if risky:
         report.verdict += f" At risk: {', '.join(risky)} (kube-proxy not syncing: rules frozen, the next change breaks it)."
+
+
+def _lead_with(report: WhyReport, cause: Cause, verdict: str, exit_code: int | None = None) -> None:
+    """`cause` is the verdict: its sentence, its fix, its evidence and commands (and the exit code when given)."""
+    report.verdict = verdict
+    report.fix = cause.fix
+    _take(report, cause)
+    if exit_code is not None:
+        report.exit_code = exit_code
 
 
 def _take(report: WhyReport, cause: Cause) -> None:
