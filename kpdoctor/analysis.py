@@ -731,13 +731,13 @@ class DeltaDump:
         """`IptablesDump.kube_chains()` of this dump from the reference's: only the declarations that differ."""
         from bisect import bisect_left, insort
 
-        from kpdoctor.node.parsed import KUBELET_CHAINS
+        from kpdoctor.dataplane.chain_owners import is_kube_proxy_chain
 
         out: dict[str, list[str]] = {}
         for table, declared in policies.items():
             names = list(known.get(table, ()))
             for (t, name), _ in self.changed.items():
-                if t != table or not name.startswith("KUBE-") or name in KUBELET_CHAINS:
+                if t != table or not is_kube_proxy_chain(table, name):
                     continue
                 k = bisect_left(names, name)
                 present = k < len(names) and names[k] == name

@@ -9,9 +9,8 @@ iptables (`iptables -V`) is.
 
 from __future__ import annotations
 
+from kpdoctor.dataplane.chain_owners import HINT_CHAINS
 from kpdoctor.node.parsed import IptablesDump, ParsedNode
-
-HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 
 
 def has_hint(dump: IptablesDump | None) -> bool:

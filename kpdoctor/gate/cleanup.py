@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
+from kpdoctor.dataplane.chain_owners import kube_proxy_chains as _owned_by_kube_proxy
 from kpdoctor.gate.context import GateContext
 from kpdoctor.gate.model import (
     CleanupItem,
@@ -26,13 +27,9 @@ from kpdoctor.gate.model import (
     blocking,
 )
 from kpdoctor.gate.model import unknown as unknown_reason
+from kpdoctor.node.parsed import IptablesDump, ParsedNode
 from kpdoctor.node.state import NodeState
 from kpdoctor.shellcmd import Lit, Name, command
-
-# Chains the kubelet (not kube-proxy) owns; they stay. KUBE-FIREWALL in `filter` is the kubelet's
-# (older kubelets); kube-proxy's IPVS mode has its own KUBE-FIREWALL in `nat`.
-KUBELET_CHAINS = frozenset({"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"})
-KUBELET_FILTER_CHAINS = frozenset({"KUBE-FIREWALL"})
 
 # (fact, backend label, save command, restore command)
 IPTABLES_DUMPS = (
@@ -42,27 +39,15 @@ IPTABLES_DUMPS = (
     ("ip6tables-save.txt", "ip6tables (default backend)", "ip6tables-save", "ip6tables-restore"),
 )
 REQUIRED_FACTS = (("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt"), ("nft-ruleset.json",))
-_CHAIN = re.compile(r"^:(KUBE-[A-Z0-9-]+)\s")
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
-_IPSET = re.compile(r"^Name:\s*(KUBE-\S+)", re.MULTILINE)
 
 
-def kube_proxy_chains(dump: str) -> list[str]:
-    """kube-proxy's chains declared in an iptables-save dump (kubelet's own chains excluded)."""
-    chains: list[str] = []
-    table = ""
-    for line in dump.splitlines():
-        if line.startswith("*"):
-            table = line[1:].strip()
-            continue
-        match = _CHAIN.match(line)
-        if not match:
-            continue
-        name = match.group(1)
-        if name in KUBELET_CHAINS or (table == "filter" and name in KUBELET_FILTER_CHAINS):
-            continue
-        chains.append(name)
-    return chains
+def kube_proxy_chains(dump: IptablesDump | None) -> list[str]:
+    """kube-proxy's chains declared in a parsed iptables-save dump, table by table (the kubelet's stay:
+    `kpdoctor.dataplane.chain_owners` says which are whose)."""
+    if dump is None:
+        return []
+    return [name for table, chains in dump.policies.items() for name in _owned_by_kube_proxy(table, chains)]
 
 
 def _dump_body(text: str) -> str:
@@ -81,10 +66,6 @@ def kube_proxy_nft_tables(ruleset_json: str) -> list[str]:
         if isinstance(table, dict) and table.get("name") == "kube-proxy":
             tables.append(f"{table.get('family', 'ip')} kube-proxy")
     return tables
-
-
-def _ipvs_services(dump: str) -> int:
-    return sum(1 for line in dump.splitlines() if line.startswith("-A "))
 
 
 def _has_kube_ipvs0(addr_json: str) -> bool:
@@ -109,6 +90,7 @@ def _summary(names: list[str]) -> str:
 
 def node_leftovers(state: NodeState) -> NodeLeftovers:
     items: list[CleanupItem] = []
+    parsed = ParsedNode(state)
     seen_dumps: set[str] = set()
     for fact, label, save, restore in IPTABLES_DUMPS:
         text = state.text(fact)
@@ -121,7 +103,7 @@ def node_leftovers(state: NodeState) -> NodeLeftovers:
         if body in seen_dumps:
             continue
         seen_dumps.add(body)
-        chains = kube_proxy_chains(text)
+        chains = kube_proxy_chains(parsed.iptables(fact))
         if chains:
             items.append(CleanupItem(f"{label}: {_summary(chains)}", (
                 command("kube-proxy", "--cleanup"),
@@ -130,12 +112,12 @@ def node_leftovers(state: NodeState) -> NodeLeftovers:
     for family in (t.rsplit(" ", 1)[0] for t in kube_proxy_nft_tables(state.text("nft-ruleset.json") or "")):
         items.append(CleanupItem(f"nftables: table {family} kube-proxy", (
             command("kube-proxy", "--cleanup"), command("nft", "delete", "table", family, "kube-proxy"))))
-    ipvs = _ipvs_services(state.text("ipvsadm-save.txt") or "")
+    ipvs = len(parsed.ipvs_services or ())
     if ipvs:
         items.append(CleanupItem(f"IPVS: {ipvs} virtual services", ("kube-proxy --cleanup", "ipvsadm --clear")))
     if _has_kube_ipvs0(state.text("ip-addr.json") or ""):
         items.append(CleanupItem("dummy interface kube-ipvs0", ("ip link delete kube-ipvs0",)))
-    sets = _IPSET.findall(state.text("ipset-list.txt") or "")
+    sets = [name for name in parsed.ipsets or () if name.startswith("KUBE-")]
     if sets:
         items.append(CleanupItem(f"ipset: {len(sets)} KUBE-* sets ({', '.join(sets[:3])}{', ...' if len(sets) > 3 else ''})",
                                  ("ipset list -n | grep '^KUBE-' | xargs -r -n1 ipset destroy",)))

@@ -24,6 +24,7 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from kpdoctor.cluster.config import KubeProxyConfig, config_from_dict
+from kpdoctor.dataplane.chain_owners import kube_proxy_chains
 from kpdoctor.errors import InputError
 from kpdoctor.node.state import NodeState
 
@@ -537,10 +538,10 @@ class IptablesDump:
         return {c for t in tables for c in self.policies.get(t, {})}
 
     def kube_chains(self) -> dict[str, list[str]]:
-        """KUBE-* chains per table, excluding kubelet's own (KUBE-IPTABLES-HINT, KUBE-KUBELET-CANARY, KUBE-FIREWALL)."""
+        """kube-proxy's KUBE-* chains per table (the kubelet's excluded: `kpdoctor.dataplane.chain_owners`)."""
         out: dict[str, list[str]] = {}
         for table, chains in self.policies.items():
-            names = sorted(c for c in chains if c.startswith("KUBE-") and c not in KUBELET_CHAINS)
+            names = sorted(kube_proxy_chains(table, chains))
             if names:
                 out[table] = names
         return out
@@ -555,10 +556,6 @@ class IptablesDump:
     @property
     def empty(self) -> bool:
         return not self.policies
-
-
-# kubelet (not kube-proxy) creates these; iptables-wrappers looks for the first two.
-KUBELET_CHAINS = frozenset({"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY", "KUBE-FIREWALL"})
 
 
 def parse_iptables_dump(text: str | None) -> IptablesDump:

@@ -15,14 +15,16 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from kpdoctor.dataplane.chain_owners import HINT_CHAINS, HOST_FIREWALL_PREFIXES
+
 if TYPE_CHECKING:
     from kpdoctor.node.state import NodeState
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-KUBELET_HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
+KUBELET_HINT_CHAINS = HINT_CHAINS
 SURFACES = ("healthz", "metrics", "proxyMode", "configz")
 FIREWALL_NFT_TABLES = ("firewalld", "ufw")
-FIREWALL_CHAIN_PREFIXES = ("ufw-", "ufw6-", "f2b-", "IN_public", "FWDI_", "INPUT_direct", "cali-")
+FIREWALL_CHAIN_PREFIXES = HOST_FIREWALL_PREFIXES
 _VERSION = re.compile(r"iptables v([\d.]+)(?: \((\w+)\))?")
 
 

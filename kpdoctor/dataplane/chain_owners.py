@@ -1,0 +1,112 @@
+"""Who owns an iptables chain - kube-proxy, the kubelet, or another component - per table. The one list.
+
+Every place that asks "is this kube-proxy's chain?" (KP-LEFTOVER-RULES and KP-BACKEND-SPLIT through
+`IptablesDump.kube_chains`, the gate's cleanup plan, the node summary's hint and host-firewall facts,
+`kpdoctor.iptables_backend`) derives its answer from `OWNERS` here.
+
+The kubelet's chains, from kubelet `pkg/kubelet/kubelet_network_linux.go` (v1.28+):
+- `KUBE-IPTABLES-HINT` (mangle) tells iptables-wrappers which backend the node uses;
+- `KUBE-KUBELET-CANARY` (mangle, nat, filter; `iptClient.Monitor`) detects a flush;
+- `KUBE-FIREWALL` in **filter** (IPv4) holds the "block incoming localnet connections" rule. kube-proxy's
+  iptables mode ensures an identical copy of that chain, but the kubelet keeps re-creating it after
+  kube-proxy is gone, so it is never a kube-proxy leftover.
+kube-proxy's IPVS mode has its own, unrelated `KUBE-FIREWALL` in **nat** (LoadBalancer source ranges):
+that one is kube-proxy's. Every other `KUBE-*` chain counts as kube-proxy's (as every list did before).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+KUBE_PROXY = "kube-proxy"
+KUBELET = "kubelet"
+DOCKER = "Docker"
+CALICO = "Calico"
+CILIUM = "Cilium"
+FLANNEL = "flannel"
+UFW = "ufw"
+FAIL2BAN = "fail2ban"
+FIREWALLD = "firewalld"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainOwner:
+    """Chains `owner` creates: exact `names` or names starting with one of `prefixes`, in `tables` (None: any)."""
+
+    owner: str
+    names: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+    tables: frozenset[str] | None = None
+
+    def owns(self, table: str, chain: str) -> bool:
+        if self.tables is not None and table not in self.tables:
+            return False
+        return chain in self.names or chain.startswith(self.prefixes)
+
+
+# First match wins: the kubelet's exact names come before kube-proxy's `KUBE-` prefix.
+OWNERS: tuple[ChainOwner, ...] = (
+    ChainOwner(KUBELET, names=frozenset({"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"})),
+    ChainOwner(KUBELET, names=frozenset({"KUBE-FIREWALL"}), tables=frozenset({"filter"})),
+    ChainOwner(KUBE_PROXY, prefixes=("KUBE-",)),
+    ChainOwner(DOCKER, prefixes=("DOCKER",)),
+    ChainOwner(CALICO, prefixes=("cali-",)),
+    ChainOwner(CILIUM, prefixes=("CILIUM_", "OLD_CILIUM_")),
+    ChainOwner(FLANNEL, prefixes=("FLANNEL-",)),
+    ChainOwner(UFW, prefixes=("ufw-", "ufw6-")),
+    ChainOwner(FAIL2BAN, prefixes=("f2b-",)),
+    ChainOwner(FIREWALLD, prefixes=("IN_public", "FWDI_", "INPUT_direct")),
+)
+
+# kubernetes-sigs/iptables-wrappers looks for these two kubelet chains to pick the node's backend.
+HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
+# Host firewalls whose iptables chains the node summary reports (Calico's policy chains filter host traffic too).
+HOST_FIREWALL_OWNERS = (UFW, FAIL2BAN, FIREWALLD, CALICO)
+HOST_FIREWALL_PREFIXES: tuple[str, ...] = tuple(
+    p for name in HOST_FIREWALL_OWNERS for o in OWNERS if o.owner == name for p in o.prefixes
+)
+
+
+def _kubelet_names() -> tuple[frozenset[str], Mapping[str, frozenset[str]]]:
+    anywhere: set[str] = set()
+    per_table: dict[str, set[str]] = {}
+    for o in OWNERS:
+        if o.owner != KUBELET:
+            continue
+        if o.tables is None:
+            anywhere |= o.names
+        else:
+            for t in o.tables:
+                per_table.setdefault(t, set()).update(o.names)
+    return frozenset(anywhere), {t: frozenset(anywhere | names) for t, names in per_table.items()}
+
+
+_KUBELET_ANY_TABLE, _KUBELET_BY_TABLE = _kubelet_names()
+_KUBE_PREFIX = "KUBE-"
+
+
+def kubelet_chains(table: str) -> frozenset[str]:
+    """The kubelet's chain names in `table`."""
+    return _KUBELET_BY_TABLE.get(table, _KUBELET_ANY_TABLE)
+
+
+def owner(table: str, chain: str) -> str | None:
+    """Who creates `chain` in `table`, or None when no component on the list does."""
+    for o in OWNERS:
+        if o.owns(table, chain):
+            return o.owner
+    return None
+
+
+def is_kube_proxy_chain(table: str, chain: str) -> bool:
+    return chain.startswith(_KUBE_PREFIX) and chain not in kubelet_chains(table)
+
+
+def kube_proxy_chains(table: str, chains: Iterable[str]) -> list[str]:
+    """The names in `chains` (declared in `table`) that are kube-proxy's, in their order.
+
+    Same answer as `owner(table, c) == KUBE_PROXY` for each name, as one set lookup per name: dumps hold
+    100k chains."""
+    kubelet = kubelet_chains(table)
+    return [c for c in chains if c.startswith(_KUBE_PREFIX) and c not in kubelet]
