@@ -5,7 +5,7 @@ the removal gate). Conditions, each per node:
 - `target-supported`: the kube-proxy version supports the target mode (nftables alpha 1.29, beta
   1.31, GA 1.33; IPVS deprecated since 1.35, behind `KubeProxyIPVS` since 1.37);
 - `kernel-ready`: the kernel has what the target needs (kernel >= 5.13 for nftables; the module
-  requirements of KP-KERNEL-MODULES, one definition in `checks.kernel_modules`);
+  requirements of KP-KERNEL-MODULES, one definition in `kpdoctor.kernel_requirements`);
 - `semantic-diff`: the reference proxier in both modes serves every Service port alike, but for the
   documented differences (`kpdoctor.gate.mode_views`);
 - `nodeport-addresses`: the node addresses NodePorts stop answering on (a warning: the switch is
@@ -119,7 +119,7 @@ def _kernel(node: Node, cluster: ClusterState) -> tuple[tuple[int, int, int] | N
 
 
 def kernel_ready(cluster: ClusterState, nodes: list[Node], target: str) -> GateCondition:
-    from checks.kernel_modules import evaluate, requirements
+    from kpdoctor.kernel_requirements import evaluate, requirements  # imports kpdoctor.analysis: lazily
 
     title = f"Every node's kernel has what {target} mode needs"
     cases = []
