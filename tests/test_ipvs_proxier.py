@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
+from kpdoctor.addresses import IPV4, IPV6
 from kpdoctor.cluster.config import KubeProxyConfig
 from kpdoctor.cluster.snapshot import load_objects
 from kpdoctor.dataplane.ipvs import RealServer, VirtualServer
 from kpdoctor.proxier.context import build_input
 from kpdoctor.proxier.ipvs import IPVSState, ipvs_state, render_ipvs, set_name
-from kpdoctor.proxier.serviceport import IPV4, IPV6
 
 NODE = "test-node"
 

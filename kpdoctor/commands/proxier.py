@@ -116,7 +116,7 @@ def load_render_cluster(snapshot: str) -> ClusterState:
 
 def primary_family(cluster: ClusterState, node: str) -> str:
     """kube-proxy's primary IP family: that of the node's first InternalIP (else its first address), else IPv4."""
-    from kpdoctor.proxier.serviceport import ip_family
+    from kpdoctor.addresses import ip_family
 
     obj = cluster.node_by_name.get(node)
     if obj is not None:

@@ -27,11 +27,10 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from kpdoctor.addresses import canonical_ip
 from kpdoctor.errors import InputError
-from kpdoctor.node.state import NodeState
-from kpdoctor.proxier.serviceport import canonical_ip
 
 # ipvsadm protocol spellings: save form flag -> API protocol, list form word -> API protocol
 _SAVE_PROTO = {"-t": "TCP", "--tcp-service": "TCP", "-u": "UDP", "--udp-service": "UDP", "--sctp-service": "SCTP"}
@@ -768,7 +767,30 @@ IPVSADM_FACT = "ipvsadm-save.txt"
 IPSET_FACT = "ipset-list.txt"
 
 
-def read_node_ipvs(node: NodeState) -> tuple[IPVSTable, IPSets | None]:
+class _Fact(Protocol):
+    """What `read_node_ipvs` reads of a collected fact (`kpdoctor.node.state.Fact`)."""
+
+    @property
+    def content(self) -> str | None: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def stderr(self) -> str: ...
+    @property
+    def exit_code(self) -> int | None: ...
+
+
+class NodeFacts(Protocol):
+    """A node's collected facts (`kpdoctor.node.state.NodeState`), without importing the node layer."""
+
+    @property
+    def name(self) -> str: ...
+    def fact(self, key: str) -> _Fact: ...
+
+
+def read_node_ipvs(node: NodeFacts) -> tuple[IPVSTable, IPSets | None]:
     """A node's IPVS table and ipsets from its facts; a missing/failed `ipvsadm` is a fact, not an error.
 
     B4-ipvs-unavailable (tests/fixtures/bundles) is the real case: `ipvsadm-save.txt` absent, `ipset-list.txt`

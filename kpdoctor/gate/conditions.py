@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
+from kpdoctor.addresses import is_ip
 from kpdoctor.cilium import KPR_FAILING, KPR_LEGACY_ACCEPTED, KPR_TRUE, SUPPORTED_RANGE
 from kpdoctor.cluster.state import KUBE_SYSTEM
 from kpdoctor.gate.context import GateContext
@@ -140,11 +141,7 @@ def agents_kpr_mode(ctx: GateContext) -> GateCondition:
 
 
 def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text.strip("[]"))
-        return True
-    except ValueError:
-        return False
+    return is_ip(text.strip("[]"))
 
 
 def apiserver_direct(ctx: GateContext) -> GateCondition:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from kpdoctor.addresses import IPV4, IPV6
 from kpdoctor.cilium import (
     SUPPORTED_RANGE,
     TYPE_LOCAL_REDIRECT,
@@ -33,7 +34,7 @@ from kpdoctor.cluster.model import Service
 from kpdoctor.gate.context import GateContext
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, blocking, unknown, warning
 from kpdoctor.proxier.endpoints import EndpointInfo, ServicePortEndpoints, endpoints_by_service_port
-from kpdoctor.proxier.serviceport import IPV4, IPV6, ServicePortInfo, all_service_ports
+from kpdoctor.proxier.serviceport import ServicePortInfo, all_service_ports
 
 TITLE = "Every Service kube-proxy serves today is served by the replacement (features and service table)"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, replace
 
+from kpdoctor.addresses import IPV4, IPV6, is_ip
 from kpdoctor.cluster.config import KubeProxyConfig
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.dataplane.semantic import (
@@ -31,7 +32,6 @@ from kpdoctor.dataplane.semantic import (
     diff,
 )
 from kpdoctor.proxier.context import ProxierInput, build_input
-from kpdoctor.proxier.serviceport import IPV4, IPV6
 
 # documented difference kinds -> where they are documented
 DOCUMENTED = {
@@ -193,14 +193,6 @@ def _accepts(cidrs: tuple[str, ...], address: str) -> bool:
     return False
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def nodeport_address_change(inp_current: ProxierInput, inp_target: ProxierInput,
                             node_addresses: tuple[str, ...], addresses_source: str) -> NodePortAddressChange:
     """Which of the node's addresses accept NodePorts before and after (nodePortAddresses, "primary")."""
@@ -215,7 +207,7 @@ def nodeport_address_change(inp_current: ProxierInput, inp_target: ProxierInput,
             out.append(primary)
         return tuple(sorted(set(out), key=lambda a: (":" in a, a)))
 
-    node_addresses = tuple(a for a in node_addresses if _is_ip(a))
+    node_addresses = tuple(a for a in node_addresses if is_ip(a))
     before, after = accepted(inp_current), accepted(inp_target)
     before_set = set(node_addresses) if before is None else set(before)
     after_set = set(node_addresses) if after is None else set(after)

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kpdoctor.addresses import is_ip
+
 if TYPE_CHECKING:  # only for annotations: importing the cluster model costs ~70 ms of `kpdoctor node` start-up
     from kpdoctor.cluster.state import ClusterState
 
@@ -207,9 +209,9 @@ def plan_for(cluster: ClusterState | None, node_name: str) -> CollectPlan:
     for svc in cluster.services:
         if not svc.proxied:
             continue
-        ips.update(ip for ip in svc.cluster_ips if _is_ip(ip))
-        ips.update(ip for ip in svc.external_ips if _is_ip(ip))
-        ips.update(i.ip for i in svc.load_balancer_ingress if _is_ip(i.ip))
+        ips.update(ip for ip in svc.cluster_ips if is_ip(ip))
+        ips.update(ip for ip in svc.external_ips if is_ip(ip))
+        ips.update(i.ip for i in svc.load_balancer_ingress if is_ip(i.ip))
         if svc.external_policy_local and 0 < svc.health_check_node_port < 65536:
             hc_ports.add(svc.health_check_node_port)
     found = cluster.proxy_config_for(node_name)
@@ -222,14 +224,6 @@ def plan_for(cluster: ClusterState | None, node_name: str) -> CollectPlan:
         http=http,
         health_check_ports=tuple(sorted(hc_ports)),
     )
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _ip_sort_key(text: str) -> tuple[int, int]:

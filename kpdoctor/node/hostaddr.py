@@ -7,18 +7,11 @@ operator's machine. Only an IP address or a host name by the DNS rules (RFC 1123
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
+from kpdoctor.addresses import is_ip
+
 _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-
-
-def is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def is_hostname(value: str) -> bool:

@@ -123,7 +123,8 @@ def _ipv4_internal_ip(cluster: Any, node: str) -> str:
 
 def node_ports(cluster: Any) -> list[tuple[int, str, str]]:
     """(nodePort, protocol, ServicePortName) of every Service port that has a NodePort, by port."""
-    from kpdoctor.proxier.serviceport import IPV4, all_service_ports
+    from kpdoctor.addresses import IPV4
+    from kpdoctor.proxier.serviceport import all_service_ports
 
     seen: dict[tuple[int, str], str] = {}
     for info in all_service_ports(cluster, IPV4):

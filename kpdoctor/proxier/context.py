@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kpdoctor.addresses import IPV4, ip_family
 from kpdoctor.cluster.config import KubeProxyConfig
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.errors import InputError
 from kpdoctor.proxier.endpoints import ServicePortEndpoints, endpoints_by_service_port
-from kpdoctor.proxier.serviceport import IPV4, all_service_ports, ip_family
+from kpdoctor.proxier.serviceport import all_service_ports
 
 DEFAULT_VERSION = (1, 36)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from kpdoctor.addresses import CANONICAL_V4, IPV6, canonical_ip
 from kpdoctor.cluster.model import EndpointSlice
 from kpdoctor.cluster.state import ClusterState
-from kpdoctor.proxier.serviceport import CANONICAL_V4, IPV6, ServicePortInfo, canonical_ip
+from kpdoctor.proxier.serviceport import ServicePortInfo
 
 PREFER_SAME_ZONE = "PreferSameZone"
 PREFER_SAME_NODE = "PreferSameNode"

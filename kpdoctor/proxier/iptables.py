@@ -28,10 +28,10 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kpdoctor.addresses import IPV4, IPV6, canonical_ip, cidr_family
 from kpdoctor.gcpause import gc_paused
 from kpdoctor.proxier.context import ProxierInput
 from kpdoctor.proxier.names import hash16, port_proto_hash
-from kpdoctor.proxier.serviceport import IPV4, IPV6, canonical_ip, cidr_family
 
 LARGE_CLUSTER_ENDPOINTS_THRESHOLD = 1000
 NFACCT_CT_STATE_INVALID = "ct_state_invalid_dropped_pkts"

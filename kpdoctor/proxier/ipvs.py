@@ -29,6 +29,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from kpdoctor.addresses import IPV6, cidr_family
 from kpdoctor.dataplane import semantic as sem
 from kpdoctor.dataplane.ipvs import (
     IPSet,
@@ -42,7 +43,6 @@ from kpdoctor.dataplane.ipvs_semantic import ipvs_semantic_view
 from kpdoctor.dataplane.semantic import Frontend, SemanticView
 from kpdoctor.proxier.context import ProxierInput
 from kpdoctor.proxier.endpoints import EndpointInfo, ServicePortEndpoints
-from kpdoctor.proxier.serviceport import IPV6, cidr_family
 
 DUMMY_DEVICE = "kube-ipvs0"
 DEFAULT_SCHEDULER = "rr"

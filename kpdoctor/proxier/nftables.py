@@ -34,12 +34,12 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from kpdoctor.addresses import IPV6, cidr_family
 from kpdoctor.errors import InputError
 from kpdoctor.gcpause import gc_paused
 from kpdoctor.proxier.context import ProxierInput
 from kpdoctor.proxier.endpoints import EndpointInfo, ServicePortEndpoints
 from kpdoctor.proxier.names import _PAIRS, _sha256
-from kpdoctor.proxier.serviceport import IPV6, cidr_family
 
 TABLE = "kube-proxy"
 NAME_LENGTH_MAX = 256  # knftables.NameLengthMax

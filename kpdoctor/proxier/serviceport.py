@@ -7,46 +7,12 @@ iptables, nftables and IPVS renderers and to the semantic view.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from kpdoctor.addresses import IPV4, cidr_family, ip_family
 from kpdoctor.cluster.model import Service, ServicePort
 from kpdoctor.cluster.state import ClusterState
-
-IPV4 = "IPv4"
-IPV6 = "IPv6"
-
-
-# Canonical dotted-quad IPv4 (no leading zeros): the common case, checked without `ipaddress`
-# (which costs ~3 us per address; a 100,000-endpoint cluster parses every address).
-CANONICAL_V4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
-
-
-def canonical_ip(address: str) -> str | None:
-    """The canonical text of an IP address (as Go's net.IP.String() prints it), or None if invalid."""
-    if CANONICAL_V4.fullmatch(address):
-        return address
-    try:
-        return str(ipaddress.ip_address(address.strip()))
-    except ValueError:
-        return None
-
-
-def ip_family(address: str) -> str | None:
-    if CANONICAL_V4.fullmatch(address):
-        return IPV4
-    try:
-        return IPV6 if ipaddress.ip_address(address.strip()).version == 6 else IPV4
-    except ValueError:
-        return None
-
-
-def cidr_family(cidr: str) -> str | None:
-    try:
-        return IPV6 if ipaddress.ip_network(cidr.strip(), strict=False).version == 6 else IPV4
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
