@@ -42,7 +42,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from kpdoctor.versions import collect_versions, render_versions
+        from kpdoctor.commands.version_info import collect_versions, render_versions
 
         typer.echo(render_versions(collect_versions(client_only=False), "text"), nl=False)
         raise typer.Exit(0)

@@ -10,7 +10,7 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if "_KPDOCTOR_COMPLETE" not in os.environ:  # a shell completion call: typer answers it
-        from kpdoctor.versions import fast_version
+        from kpdoctor.commands.version_info import fast_version
 
         text = fast_version(args)
         if text is not None:

@@ -1,4 +1,4 @@
-"""kpdoctor.versions / kpdoctor.entry: the fast `version` answer is the typer command's answer, byte for byte,
+"""kpdoctor.commands.version_info / kpdoctor.entry: the fast `version` answer is the typer command's answer, byte for byte,
 and everything it does not recognise goes to typer (help, errors). The server part with a reachable API is
 tests/test_cli_conventions.py::test_version_reports_the_reachable_server.
 """
@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kpdoctor.cli import app
-from kpdoctor.versions import fast_version, kubernetes_client_version
+from kpdoctor.commands.version_info import fast_version, kubernetes_client_version
 
 ROOT = Path(__file__).resolve().parents[1]
 

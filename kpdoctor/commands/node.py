@@ -303,7 +303,7 @@ def register(app: typer.Typer) -> None:
             from kpdoctor.node_only import node_only_cluster
 
             cluster = node_only_cluster(f"node {name} ({chosen}), no cluster objects")
-        from kpdoctor.commands.scan import emit_report
+        from kpdoctor.commands.report_output import emit_report
         from kpdoctor.engine import ListNodes
         from kpdoctor.report.model import SourceInfo
         from kpdoctor.scanner import ScanRequest, scan
@@ -349,7 +349,7 @@ def _check_setup(checks: str | None, skip: str | None, fail_on: str | None, conf
         silences.validate_checks(registry.ids())
     probe_options = None
     if probe is not None:
-        from kpdoctor.commands.scan import probe_options_from
+        from kpdoctor.commands.report_output import probe_options_from
 
         probe_options = probe_options_from(*probe)
     return selected, silences, threshold, probe_options

@@ -7,12 +7,12 @@ command so `kpdoctor --help` stays fast.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, SSH_HELP, TIMEOUT_HELP, format_error
+from kpdoctor.commands.report_output import emit_report, probe_options_from
 
 SCAN_HELP = (
     "Run the checks and print a report with evidence and remediation commands.\n\n"
@@ -122,37 +122,3 @@ def register(app: typer.Typer) -> None:
         outcome = scan(req, registry=registry, silences=silences)
         emit_report(outcome, fmt, output, min_severity=shown_from)
         raise typer.Exit(outcome.exit_code)
-
-
-def probe_options_from(timeout: float, limit: int, concurrency: int) -> Any:
-    """--probe-* flags -> a validated ProbeOptions (bad values exit 2 before anything is contacted)."""
-    from kpdoctor.node.probe import ProbeOptions
-
-    return ProbeOptions(timeout=timeout, concurrency=concurrency, limit=limit).validated()
-
-
-def emit_report(outcome: Any, fmt: str, output: str | None, *, min_severity: str | None = None) -> None:
-    """Render a ScanOutcome to stdout or --output FILE (shared by `scan` and `node`), plus the probe summary."""
-    from kpdoctor.errors import InputError
-    from kpdoctor.report import render
-
-    if outcome.probe is not None:
-        print(f"kpdoctor: probe: {outcome.probe.summary()}", file=sys.stderr)
-    if output:
-        text = render(fmt, outcome.report, min_severity=min_severity)
-        try:
-            Path(output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"cannot write report: {exc}", where=output) from None
-        s = outcome.report["summary"]["findings"]
-        print(f"kpdoctor: {fmt} report written to {output} ({', '.join(f'{v} {k}' for k, v in s.items())}; "
-              f"exit {outcome.exit_code})", file=sys.stderr)
-    else:
-        from kpdoctor.report.layout import console_width
-
-        width = console_width(sys.stdout)
-        from kpdoctor.commands.terminal import use_color
-
-        sys.stdout.write(render(fmt, outcome.report, color=use_color(sys.stdout) and fmt == "console", width=width,
-                                min_severity=min_severity))
-        sys.stdout.flush()

@@ -1,4 +1,4 @@
-"""`kpdoctor version`: the typer command (help, completion, errors); the versions are kpdoctor.versions'."""
+"""`kpdoctor version`: the typer command (help, completion, errors); the versions are kpdoctor.commands.version_info's."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import typer
 
 from kpdoctor.commands.options import DEFAULT_TIMEOUT, TIMEOUT_HELP, format_error
-from kpdoctor.versions import FORMATS, collect_versions, render_versions
+from kpdoctor.commands.version_info import FORMATS, collect_versions, render_versions
 
 
 def register(app: typer.Typer) -> None:
