@@ -15,15 +15,20 @@ from collections.abc import Iterable
 
 from kpdoctor.analysis import service_proxy
 from kpdoctor.checks_api import Check, CheckContext
-from kpdoctor.cilium import STATUS_FACT, CiliumShapeError, parse_agent_status, parse_cilium_config
+from kpdoctor.cilium import (
+    KPR_LEGACY_MIGRATION,
+    STATUS_FACT,
+    CiliumShapeError,
+    parse_agent_status,
+    parse_cilium_config,
+)
 from kpdoctor.cluster.state import DEFAULT_KUBE_PROXY_CONFIGMAP, KUBE_SYSTEM
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.service_proxy import ABSENT, EMBEDDED, HOST_PROCESS, STATIC_POD, UNKNOWN, decide
 from kpdoctor.shellcmd import Name, command
 
 CILIUM_KPR_DOCS = "https://docs.cilium.io/en/stable/network/kubernetes/kubeproxy-free/"
-LEGACY = {"strict": "true", "partial": "false (plus the explicit enable-* feature keys)",
-          "probe": "false (plus the explicit enable-* feature keys)", "disabled": "false"}
+LEGACY = KPR_LEGACY_MIGRATION  # legacy value -> its 1.14+ replacement (the one table: kpdoctor.cilium.KPR_VALUES)
 
 
 class CiliumKubeProxyReplacement(Check):

@@ -25,7 +25,7 @@ SHARED_SCOPE = "\0scan"  # the cache scope of `CheckContext.shared` (no node is 
 @functools.lru_cache(maxsize=256)
 def installed_docs_uri(page: str) -> str:
     """file: URI of docs/checks/PAGE shipped with the package (or in the checkout); "" when there is none."""
-    from kpdoctor.registry import docs_dir
+    from kpdoctor.docs_location import docs_dir
 
     base = docs_dir()
     path = base / page if base is not None else None

@@ -22,11 +22,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kpdoctor.cluster.model import ConfigMap
+from kpdoctor.cluster.model import ConfigMap, Pod
+
+if TYPE_CHECKING:
+    from kpdoctor.node.state import NodeState
 
 SUPPORTED_MIN = (1, 14)
 SUPPORTED_MAX = (1, 18)
@@ -35,10 +38,38 @@ SUPPORTED_RANGE = "1.14-1.18"
 STATUS_FACT = "cilium/status.json"
 SERVICE_LIST_FACT = "cilium/service-list.json"
 
-# cilium-config values of `kube-proxy-replacement` and what they mean for removal.
+
+
+@dataclass(frozen=True, slots=True)
+class KprValue:
+    """What one cilium-config `kube-proxy-replacement` value means (Cilium 1.14 reduced them to true/false)."""
+
+    value: str
+    replaces: bool  # asks for the full replacement of kube-proxy
+    legacy: bool = False  # a pre-1.14 value, still accepted with a deprecation
+    migrate_to: str = ""  # what a legacy value becomes from 1.14 on
+    relies_on_kube_proxy: bool = False  # partial/probe: kube-proxy serves what they skip
+
+
+_REST_BY_KEY = "false (plus the explicit enable-* feature keys)"
+# The one classification of the values; everything below and every user derives from it.
+KPR_VALUES: Mapping[str, KprValue] = {
+    "true": KprValue("true", replaces=True),
+    "false": KprValue("false", replaces=False),
+    "strict": KprValue("strict", replaces=True, legacy=True, migrate_to="true"),
+    "partial": KprValue("partial", replaces=False, legacy=True, migrate_to=_REST_BY_KEY, relies_on_kube_proxy=True),
+    "probe": KprValue("probe", replaces=False, legacy=True, migrate_to=_REST_BY_KEY, relies_on_kube_proxy=True),
+    "disabled": KprValue("disabled", replaces=False, legacy=True, migrate_to="false"),
+}
 KPR_TRUE = "true"
-KPR_LEGACY_ACCEPTED = frozenset({"strict"})
-KPR_FAILING = frozenset({"false", "partial", "probe", "disabled"})
+KPR_LEGACY_ACCEPTED = frozenset(v for v, c in KPR_VALUES.items() if c.replaces and c.legacy)
+KPR_FAILING = frozenset(v for v, c in KPR_VALUES.items() if not c.replaces)
+KPR_LEGACY_MIGRATION: Mapping[str, str] = {v: c.migrate_to for v, c in KPR_VALUES.items() if c.legacy}
+
+
+def classify_kpr(raw: str | None) -> KprValue | None:
+    """The meaning of a `kube-proxy-replacement` value as written (any case, spaces); None: absent or unknown."""
+    return KPR_VALUES.get((raw or "").strip().lower())
 
 _VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -91,7 +122,7 @@ class CiliumConfig:
 
     @property
     def kpr(self) -> str:
-        """The normalised value: `true`, `false`, `strict`, `partial`, `probe`, `disabled`, `` (absent) or other."""
+        """The normalised value: a key of `KPR_VALUES`, `` (absent) or another, unknown value."""
         return (self.kpr_raw or "").strip().lower()
 
     @property
@@ -269,6 +300,30 @@ def parse_agent_status(text: str, *, node: str, source: str = "") -> AgentStatus
         devices=tuple(str(d) for d in kpr.get("devices") or ()),
         source=source,
     )
+
+
+def read_agent_status(name: str, state: NodeState) -> tuple[AgentStatus | None, str]:
+    """The agent status collected on a node, or (None, why there is none usable)."""
+    if not state.reachable:
+        return None, f"node not reachable: {state.error}"
+    fact = state.facts.get(STATUS_FACT)
+    if fact is None or fact.content is None:
+        reason = fact.error if fact is not None and fact.error else "not collected"
+        return None, f"{STATUS_FACT} absent ({reason})"
+    try:
+        return parse_agent_status(fact.content, node=name, source=fact.source or STATUS_FACT), ""
+    except CiliumShapeError as exc:
+        return None, f"{STATUS_FACT} not recognised: {exc}"
+
+
+def agent_ready(pods: Iterable[Pod]) -> bool:
+    """Some Cilium agent pod of the node is Running and Ready."""
+    return any(p.phase == "Running" and p.ready for p in pods)
+
+
+def proves_replacement(status: AgentStatus | None, ready: bool) -> bool:
+    """The agent on a node proves it replaces kube-proxy: ready, a known version, healthy, mode True."""
+    return ready and status is not None and status.supported and status.kpr_true and status.cilium_state == "Ok"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kpdoctor.checks_api import Check
+from kpdoctor.docs_location import docs_dir
 from kpdoctor.errors import InputError
 from kpdoctor.findings import Severity
 
@@ -130,15 +131,6 @@ def validate_check(check: Any, *, docs_dir: Path | None = None) -> list[str]:
         if not page.is_file():
             problems.append(f"docs page {page} does not exist")
     return problems
-
-
-def docs_dir() -> Path | None:
-    """Where the check pages live: shipped inside the package, or the repo checkout's docs/checks."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_docs" / "checks", here.parent / "docs" / "checks"):
-        if candidate.is_dir():
-            return candidate
-    return None
 
 
 def docs_page_text(check: Check) -> str | None:

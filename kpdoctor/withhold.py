@@ -69,13 +69,19 @@ class Serving:
 
 
 def _proven_replacement(ctx: CheckContext, names: Iterable[str]) -> bool:
-    from kpdoctor.gate.context import GateContext
+    """The Cilium agent on every one of the nodes proves it replaces kube-proxy (as the removal gate asks)."""
+    from kpdoctor.cilium import agent_ready, proves_replacement, read_agent_status
 
     names = list(names)
     if not names or not ctx.cluster.cilium_pods:
         return False
-    gate = GateContext(ctx.cluster, ctx.nodes if ctx.node is None else {ctx.node.name: ctx.node})
-    return all(gate.proven_kpr(n) for n in names)
+    nodes = ctx.nodes if ctx.node is None else {ctx.node.name: ctx.node}
+    for name in names:
+        state = nodes.get(name)
+        status = read_agent_status(name, state)[0] if state is not None else None
+        if not proves_replacement(status, agent_ready(p for p in ctx.cluster.cilium_pods if p.node_name == name)):
+            return False
+    return True
 
 
 def node_serving(ctx: CheckContext) -> Serving:

@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Callable
 
 from kpdoctor.addresses import is_ip
-from kpdoctor.cilium import KPR_FAILING, KPR_LEGACY_ACCEPTED, KPR_TRUE, SUPPORTED_RANGE
+from kpdoctor.cilium import KPR_FAILING, KPR_LEGACY_ACCEPTED, KPR_TRUE, KPR_VALUES, SUPPORTED_RANGE
 from kpdoctor.cluster.state import KUBE_SYSTEM
 from kpdoctor.gate.context import GateContext
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, blocking, unknown, warning
@@ -62,7 +62,7 @@ def replacement_configured(ctx: GateContext) -> GateCondition:
     elif cfg.kpr in KPR_FAILING:
         message = (f"kube-proxy-replacement={cfg.kpr_raw!r}: Cilium does not fully replace kube-proxy"
                    + (" (legacy partial/probe modes rely on kube-proxy for what they skip)"
-                      if cfg.kpr in ("partial", "probe") else ""))
+                      if KPR_VALUES[cfg.kpr].relies_on_kube_proxy else ""))
     else:
         message = f"kube-proxy-replacement={cfg.kpr_raw!r} is not a value Cilium {SUPPORTED_RANGE} understands"
     return GateCondition("replacement-configured", title, (blocking(

@@ -19,9 +19,11 @@ from kpdoctor.cilium import (
     CiliumConfig,
     CiliumShapeError,
     ServiceTable,
-    parse_agent_status,
+    agent_ready,
     parse_cilium_config,
     parse_service_list,
+    proves_replacement,
+    read_agent_status,
 )
 from kpdoctor.cluster.model import Pod
 from kpdoctor.cluster.state import ClusterState
@@ -103,25 +105,18 @@ class GateContext:
         return MappingProxyType({k: tuple(sorted(v, key=lambda p: p.name)) for k, v in by_node.items()})
 
     def agent_ready(self, node: str) -> bool:
-        return any(p.phase == "Running" and p.ready for p in self.agent_pods.get(node, ()))
+        return agent_ready(self.agent_pods.get(node, ()))
 
     @cached_property
     def _statuses(self) -> tuple[dict[str, AgentStatus], dict[str, str]]:
         parsed: dict[str, AgentStatus] = {}
         errors: dict[str, str] = {}
         for name, state in self.nodes.items():
-            if not state.reachable:
-                errors[name] = f"node not reachable: {state.error}"
-                continue
-            fact = state.facts.get(STATUS_FACT)
-            if fact is None or fact.content is None:
-                reason = fact.error if fact is not None and fact.error else "not collected"
-                errors[name] = f"{STATUS_FACT} absent ({reason})"
-                continue
-            try:
-                parsed[name] = parse_agent_status(fact.content, node=name, source=fact.source or STATUS_FACT)
-            except CiliumShapeError as exc:
-                errors[name] = f"{STATUS_FACT} not recognised: {exc}"
+            status, error = read_agent_status(name, state)
+            if status is not None:
+                parsed[name] = status
+            else:
+                errors[name] = error
         return parsed, errors
 
     def agent_status(self, node: str) -> AgentStatus | None:
@@ -137,15 +132,8 @@ class GateContext:
         return f"no node facts for {node} ({STATUS_FACT} not collected: use a bundle or a live context)"
 
     def proven_kpr(self, node: str) -> bool:
-        """The agent on the node proves it replaces kube-proxy: ready, known version, healthy, mode True."""
-        status = self.agent_status(node)
-        return (
-            self.agent_ready(node)
-            and status is not None
-            and status.supported
-            and status.kpr_true
-            and status.cilium_state == "Ok"
-        )
+        """The agent on the node proves it replaces kube-proxy (`kpdoctor.cilium.proves_replacement`)."""
+        return proves_replacement(self.agent_status(node), self.agent_ready(node))
 
     @cached_property
     def _tables(self) -> tuple[dict[str, ServiceTable], dict[str, str]]:
