@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from kpdoctor.report import printable
+from kpdoctor.printable import printable
 from kpdoctor.why.model import SEVERITY_ORDER, FrontendBehaviour, WhyReport
 
 SCHEMA = "kpdoctor.why/v1"
