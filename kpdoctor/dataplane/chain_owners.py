@@ -21,13 +21,6 @@ from dataclasses import dataclass
 
 KUBE_PROXY = "kube-proxy"
 KUBELET = "kubelet"
-DOCKER = "Docker"
-CALICO = "Calico"
-CILIUM = "Cilium"
-FLANNEL = "flannel"
-UFW = "ufw"
-FAIL2BAN = "fail2ban"
-FIREWALLD = "firewalld"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,19 +43,19 @@ OWNERS: tuple[ChainOwner, ...] = (
     ChainOwner(KUBELET, names=frozenset({"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"})),
     ChainOwner(KUBELET, names=frozenset({"KUBE-FIREWALL"}), tables=frozenset({"filter"})),
     ChainOwner(KUBE_PROXY, prefixes=("KUBE-",)),
-    ChainOwner(DOCKER, prefixes=("DOCKER",)),
-    ChainOwner(CALICO, prefixes=("cali-",)),
-    ChainOwner(CILIUM, prefixes=("CILIUM_", "OLD_CILIUM_")),
-    ChainOwner(FLANNEL, prefixes=("FLANNEL-",)),
-    ChainOwner(UFW, prefixes=("ufw-", "ufw6-")),
-    ChainOwner(FAIL2BAN, prefixes=("f2b-",)),
-    ChainOwner(FIREWALLD, prefixes=("IN_public", "FWDI_", "INPUT_direct")),
+    ChainOwner("Docker", prefixes=("DOCKER",)),
+    ChainOwner("Calico", prefixes=("cali-",)),
+    ChainOwner("Cilium", prefixes=("CILIUM_", "OLD_CILIUM_")),
+    ChainOwner("flannel", prefixes=("FLANNEL-",)),
+    ChainOwner("ufw", prefixes=("ufw-", "ufw6-")),
+    ChainOwner("fail2ban", prefixes=("f2b-",)),
+    ChainOwner("firewalld", prefixes=("IN_public", "FWDI_", "INPUT_direct")),
 )
 
 # kubernetes-sigs/iptables-wrappers looks for these two kubelet chains to pick the node's backend.
 HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 # Host firewalls whose iptables chains the node summary reports (Calico's policy chains filter host traffic too).
-HOST_FIREWALL_OWNERS = (UFW, FAIL2BAN, FIREWALLD, CALICO)
+HOST_FIREWALL_OWNERS = ("ufw", "fail2ban", "firewalld", "Calico")
 HOST_FIREWALL_PREFIXES: tuple[str, ...] = tuple(
     p for name in HOST_FIREWALL_OWNERS for o in OWNERS if o.owner == name for p in o.prefixes
 )

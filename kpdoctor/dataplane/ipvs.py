@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kpdoctor.addresses import canonical_ip
+from kpdoctor.addresses import canonical_ip, is_ip
 from kpdoctor.errors import InputError
 
 # ipvsadm protocol spellings: save form flag -> API protocol, list form word -> API protocol
@@ -508,14 +508,6 @@ _IPSET_TYPES = {"hash:ip", "hash:ip,port", "hash:ip,port,ip", "hash:ip,port,net"
 _PROTOS = {"tcp", "udp", "sctp", "udplite", "icmp", "icmpv6", "tcp6", "udp6"}
 
 
-def _check_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _check_net(text: str) -> bool:
     try:
         ipaddress.ip_network(text, strict=False)
@@ -533,13 +525,13 @@ def validate_member(set_type: str, member: str) -> bool:
     """Does `member` have the syntax ipset prints for `set_type`? (kube-proxy's five types are checked.)"""
     parts = member.split(",")
     if set_type == "hash:ip":
-        return len(parts) == 1 and _check_ip(parts[0])
+        return len(parts) == 1 and is_ip(parts[0])
     if set_type == "hash:ip,port":
-        return len(parts) == 2 and _check_ip(parts[0]) and _check_proto_port(parts[1])
+        return len(parts) == 2 and is_ip(parts[0]) and _check_proto_port(parts[1])
     if set_type == "hash:ip,port,ip":
-        return len(parts) == 3 and _check_ip(parts[0]) and _check_proto_port(parts[1]) and _check_ip(parts[2])
+        return len(parts) == 3 and is_ip(parts[0]) and _check_proto_port(parts[1]) and is_ip(parts[2])
     if set_type == "hash:ip,port,net":
-        return len(parts) == 3 and _check_ip(parts[0]) and _check_proto_port(parts[1]) and _check_net(parts[2])
+        return len(parts) == 3 and is_ip(parts[0]) and _check_proto_port(parts[1]) and _check_net(parts[2])
     if set_type == "bitmap:port":
         return len(parts) == 1 and parts[0].isdecimal() and int(parts[0]) <= 65535
     return bool(member)
@@ -751,7 +743,7 @@ def parse_ipvs_document(text: str, source: str = "ipvs-render") -> IPVSDocument:
         if len(tokens) != 6 or tokens[:3] != ["ip", "addr", "add"] or tokens[4] != "dev":
             raise _err("expected 'ip addr add IP/LEN dev kube-ipvs0'", f"{source}[addresses]", lineno, raw)
         ip = tokens[3].split("/")[0]
-        if not _check_ip(ip):
+        if not is_ip(ip):
             raise _err("not an IP address", f"{source}[addresses]", lineno, raw)
         addresses.append(ip)
     return IPVSDocument(
