@@ -31,18 +31,8 @@ from kpdoctor.node.state import NodeState
 
 GATE_NAME = "kube-proxy-removal"
 
-PRE_REMOVAL: tuple[ConditionFn, ...] = (
-    replacement_configured,
-    agents_ready,
-    agents_kpr_mode,
-    apiserver_direct,
-    service_coverage,
-    services_served_now,
-    nodes_ready,
-)
-POST_REMOVAL: tuple[ConditionFn, ...] = (
-    kube_proxy_removed,
-    no_leftover_state,
+# What proves the replacement serves Services, asked before and after the removal.
+REPLACEMENT: tuple[ConditionFn, ...] = (
     replacement_configured,
     agents_ready,
     agents_kpr_mode,
@@ -50,6 +40,8 @@ POST_REMOVAL: tuple[ConditionFn, ...] = (
     service_coverage,
     services_served_now,
 )
+PRE_REMOVAL: tuple[ConditionFn, ...] = (*REPLACEMENT, nodes_ready)
+POST_REMOVAL: tuple[ConditionFn, ...] = (kube_proxy_removed, no_leftover_state, *REPLACEMENT)
 
 
 def run_gate(
