@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +52,6 @@ class ScanRequest:
     collected: Any = None  # (ClusterState, NodeSource, SourceInfo) the caller gathered itself (`kpdoctor node`)
     pod_namespaces: Sequence[str] = ()  # also load the Pods of these namespaces (`why`, `scan --service`)
     service: Any = None  # kpdoctor.why.model.Target: `scan --service NS/NAME` narrows the report to it
-    # ... with this (kpdoctor.why.scan_view.narrow, given by the command: the scanner does not import `why`)
-    narrow: Callable[[ScanResult, NodeSource, Any, str], tuple[ScanResult, dict[str, Any]]] | None = None
 
 
 @dataclass
@@ -318,9 +316,9 @@ def scan(req: ScanRequest, *, registry: Registry | None = None, silences: Silenc
                             load_errors=reg.load_errors)
         view = None
         if req.service is not None:  # `scan --service`: this Service's findings and its `why` view
-            if req.narrow is None:
-                raise TypeError("ScanRequest.service needs ScanRequest.narrow (kpdoctor.why.scan_view.narrow)")
-            result, view = req.narrow(result, nodes, req.service, f"{source.kind} {source.location}")
+            from kpdoctor.why.scan_view import narrow
+
+            result, view = narrow(result, nodes, req.service, f"{source.kind} {source.location}")
         code = exit_code(result.findings, req.fail_on)
         if wanted_nodes and result.nodes and not any(n.reachable for n in result.nodes):
             code = EXIT_UNREACHABLE

@@ -26,12 +26,7 @@ CHECKS_UNITS = frozenset({"checks", "kpdoctor.checks"})
 
 # Package-level edges that still close a cycle, each with the cycle it closes. Every entry is a known debt:
 # the test fails when one is gone (delete it here) and when any other edge closes a cycle.
-KNOWN_PACKAGE_CYCLE_EDGES: Mapping[tuple[str, str], str] = {
-    ("kpdoctor.report", "kpdoctor.why"): (
-        "report.console prints `scan --service`'s why view with why.render.render_view, while why.run gathers "
-        "its input through kpdoctor.scanner, which builds the report with kpdoctor.report.model: the `why` "
-        "package holds both a low room (model, render) and a high one (run, scan_view)"),
-}
+KNOWN_PACKAGE_CYCLE_EDGES: Mapping[tuple[str, str], str] = {}
 KNOWN_MODULE_CYCLE_EDGES: Mapping[tuple[str, str], str] = {}
 
 

@@ -14,8 +14,8 @@ from urllib.parse import urlparse
 import pytest
 
 from kpdoctor.cluster.live import load_live
+from kpdoctor.commands.why_run import run_why
 from kpdoctor.scanner import ScanRequest
-from kpdoctor.why.run import run_why
 from kpdoctor.why.target import parse_from, parse_target
 from tests.test_live_loader import B1, Replay, serve_replay
 

@@ -111,11 +111,9 @@ def register(app: typer.Typer) -> None:
             collect_options=collect_options, progress=sys.stderr.isatty(), probe_options=probe_options,
         )
         if service:
-            from kpdoctor.why.scan_view import narrow
             from kpdoctor.why.target import parse_target
 
             req.service = parse_target(service)
-            req.narrow = narrow
             req.pod_namespaces = [req.service.namespace]
         try:
             shown_from = Severity.parse(min_severity).label if min_severity else ("warning" if quiet else None)

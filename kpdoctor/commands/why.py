@@ -35,10 +35,10 @@ def register(app: typer.Typer) -> None:
         nodes: str = typer.Option("", "--nodes", help="Comma-separated node names or globs (default: all)."),
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json."),
     ) -> None:
+        from kpdoctor.commands.why_run import run_why
         from kpdoctor.errors import InputError
         from kpdoctor.scanner import ScanRequest
         from kpdoctor.why.render import render_text, to_dict
-        from kpdoctor.why.run import run_why
         from kpdoctor.why.target import parse_from, parse_target
 
         if fmt not in ("console", "json"):

@@ -1,53 +1,24 @@
-"""`kpdoctor why` end to end: load the sources the scan would (plus the Service's Pods), run the checks once
-for node-wide faults, then the API causes, each node's behaviour for the Service, and the verdict.
+"""The `why` report from loaded state: the API causes, each node's behaviour for the Service, and the verdict.
 
-A bundle without `cluster/` is read as "no API": node rules only.
+Loading the sources and running the checks first is `kpdoctor.commands.why_run` (it goes through the
+scanner, which this package stays below).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from kpdoctor.cluster.state import ClusterState
-from kpdoctor.engine import ListNodes, NodeSource, run_checks
+from kpdoctor.engine import NodeSource
 from kpdoctor.findings import Finding
-from kpdoctor.registry import Registry, discover
-from kpdoctor.scanner import DEMO_BUNDLE, ScanRequest, gather
 from kpdoctor.why.api import api_causes, find_service, service_ports
 from kpdoctor.why.model import Client, NodeBehaviour, Target, WhyReport
 from kpdoctor.why.nodes import behaviour_of, group
-from kpdoctor.why.target import pod_namespaces, resolve_client
+from kpdoctor.why.target import resolve_client
 from kpdoctor.why.verdict import decide
 
 _SERVICE_CHECK_SUBJECT = "Service "
-
-
-def _bundle_without_cluster(req: ScanRequest) -> Path | None:
-    """The bundle path when --bundle names a bundle that has no cluster/ (then there is no API)."""
-    if not req.bundle or req.demo:
-        return None
-    root = Path(req.bundle)
-    if root.is_dir():
-        base = root / "bundle" if not (root / "nodes").is_dir() and (root / "bundle").is_dir() else root
-        return root if (base / "nodes").is_dir() and not (base / "cluster").is_dir() else None
-    from kpdoctor.node.bundle import read_bundle
-
-    return None if read_bundle(root).has_cluster() else root
-
-
-def load(req: ScanRequest) -> tuple[ClusterState, NodeSource, str, bool]:
-    """(cluster, nodes, source label, has_api)."""
-    nodes_only = _bundle_without_cluster(req)
-    if nodes_only is not None:
-        from kpdoctor.node.bundle import read_bundle
-
-        states = read_bundle(nodes_only).node_states().values()
-        return ClusterState(source=f"{nodes_only} (no cluster/)"), ListNodes(states), f"bundle {nodes_only}", False
-    cluster, source, info, _ = gather(req)
-    label = "kpdoctor demo bundle" if req.demo else f"{info.kind} {info.location}"
-    return cluster, source, label, True
 
 
 def build(cluster: ClusterState, nodes: NodeSource, target: Target, client: Client, *, has_api: bool,
@@ -122,19 +93,3 @@ def _with_commands(nb: NodeBehaviour, findings: list[Finding], target: Target) -
         if mine or no_rules or f"{f.check_id}: {f.message}" in conditions:
             cmds += [c for c in f.remediation.commands if c not in cmds]
     return replace(nb, commands=tuple(cmds)) if cmds else nb
-
-
-def run_why(req: ScanRequest, target: Target, client: Client, *, registry: Registry | None = None) -> WhyReport:
-    req.pod_namespaces = pod_namespaces(target, client)
-    if req.demo and not DEMO_BUNDLE.is_dir():
-        from kpdoctor.errors import InputError
-
-        raise InputError("the demo bundle is missing from this installation", where=str(DEMO_BUNDLE))
-    cluster, nodes, source, has_api = load(req)
-    findings: list[Finding] = []
-    if has_api and list(nodes.names()):
-        reg = registry or discover()
-        result = run_checks(reg.select(None, None), cluster, node_source=nodes,
-                            options={"probe": False, "source": "why", "transport": req.transport or ""})
-        findings = result.findings
-    return build(cluster, nodes, target, client, has_api=has_api, source=source, findings=findings)
