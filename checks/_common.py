@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from kpdoctor.analysis import configured_mode, kube_proxy_expected, kube_proxy_pod, log_of
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.model import DaemonSet, Pod
 from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
+from kpdoctor.node_context import configured_mode, kube_proxy_expected, kube_proxy_pod, log_of
 
 KUBE_PROXY_DOCS = "https://kubernetes.io/docs/reference/networking/virtual-ips/"
 KUBE_PROXY_CONFIG_DOCS = "https://kubernetes.io/docs/reference/config-api/kube-proxy-config.v1alpha1/"

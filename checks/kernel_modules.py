@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from checks._common import KUBE_PROXY_DOCS, absence_shown, expected_mode, unknown_kube_proxy
-from kpdoctor.analysis import fact_contains, iptables_rules_key, parsed
 from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.comparison import iptables_rules_key
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.node.dumps import fact_contains
 from kpdoctor.node.parsed import ParsedNode
+from kpdoctor.node_context import parsed
 from kpdoctor.node_only import is_node_only
 from kpdoctor.shellcmd import Lit, command
 

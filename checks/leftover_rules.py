@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from checks._common import KUBE_PROXY_CLI_DOCS, expected_mode, unknown_kube_proxy
-from kpdoctor.analysis import iptables_rules_key, parsed, presence, service_proxy
 from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.comparison import iptables_rules_key
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.node_context import parsed, service_proxy
 from kpdoctor.node_only import is_node_only
-from kpdoctor.service_proxy import UNKNOWN
+from kpdoctor.service_proxy import UNKNOWN, presence
 from kpdoctor.shellcmd import Lit, command
 
 

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from checks._common import KUBE_PROXY_DOCS, service_subject, unknown_kube_proxy
-from kpdoctor.analysis import configured_mode, kube_proxy_expected, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import IptablesDump, IptRule, ParsedNode
+from kpdoctor.node_context import configured_mode, kube_proxy_expected, parsed
 from kpdoctor.node_only import is_node_only
 from kpdoctor.proxier.serviceport import IPV4, all_service_ports
 from kpdoctor.shellcmd import Lit, Name, command, iptables_delete
@@ -417,7 +417,7 @@ class NodePortFirewall(Check):
     def _local_policy(self, ctx: CheckContext, mode: str) -> Iterator[Finding]:
         node = ctx.node
         assert node is not None
-        from kpdoctor.analysis import expected_node_port_drops
+        from kpdoctor.node_context import expected_node_port_drops
 
         try:
             dropped = expected_node_port_drops(ctx, mode)  # the expected view's NodePort DROPs
@@ -501,7 +501,7 @@ class NodePortFirewall(Check):
         results = ctx.options.get("probe")
         if not isinstance(results, list | tuple):
             return
-        from kpdoctor.analysis import expected_for
+        from kpdoctor.node_context import expected_for
 
         try:
             expected = expected_for(ctx, mode)

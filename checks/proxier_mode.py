@@ -21,17 +21,12 @@ from checks._common import (
     count_services,
     expected_mode,
 )
-from kpdoctor.analysis import (
-    kube_proxy_pod,
-    kube_proxy_version,
-    log_of,
-    logged_mode,
-    parsed,
-    presence,
-)
 from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.cluster.kube_proxy_node import logged_mode
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
+from kpdoctor.node_context import kube_proxy_pod, kube_proxy_version, log_of, parsed
+from kpdoctor.service_proxy import presence
 from kpdoctor.shellcmd import Lit, Name, command
 
 SCALE_SERVICES = 1000

@@ -18,17 +18,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from checks._common import KUBE_PROXY_DOCS, expected_mode, pod_status_line, service_key, service_subject
-from kpdoctor.analysis import (
-    Comparison,
-    ViewUnavailable,
-    compare,
-    grep_fact,
-    kube_proxy_pod,
-    parsed,
-    presence,
-)
 from kpdoctor.api_coverage import missing_for_expectation
 from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.comparison import Comparison, ViewUnavailable, compare
 from kpdoctor.dataplane.semantic import (
     DNAT,
     DROP,
@@ -40,7 +32,10 @@ from kpdoctor.dataplane.semantic import (
     SemanticView,
 )
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.node.dumps import grep_fact
 from kpdoctor.node.parsed import ParsedNode
+from kpdoctor.node_context import kube_proxy_pod, parsed
+from kpdoctor.service_proxy import presence
 from kpdoctor.shellcmd import Lit, Name, command
 
 _KIND_SEVERITY = {
@@ -237,7 +232,7 @@ class StaleEndpoints(Check):
         """One finding instead of stale/missing-endpoint verdicts when the dump cannot be what the kernel
         holds (chains it jumps to are missing: truncated; DNAT without an address: the userspace iptables
         that printed it is older than the kernel's DNAT revision)."""
-        from kpdoctor.analysis import dump_reliability
+        from kpdoctor.comparison import dump_reliability
         from kpdoctor.dataplane.reliability import TOO_OLD
 
         node = ctx.node
@@ -272,9 +267,9 @@ class StaleEndpoints(Check):
         the differences below may be version skew - said, not silent."""
         if mode != "iptables":
             return
-        from kpdoctor.analysis import node_dumps
         from kpdoctor.dataplane.reliability import layout_notes
         from kpdoctor.errors import InputError
+        from kpdoctor.node_context import node_dumps
 
         node = ctx.node
         assert node is not None
@@ -295,7 +290,7 @@ class StaleEndpoints(Check):
                   cause_cmds: list[str], rules_key: str = "", shown: str = "") -> Iterable[Finding]:
         node = ctx.node
         assert node is not None
-        from kpdoctor.analysis import expected_for
+        from kpdoctor.node_context import expected_for
 
         expected = expected_for(ctx, mode)
         if not expected.frontends:

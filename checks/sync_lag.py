@@ -28,11 +28,11 @@ from checks._common import (
     expected_mode,
     unknown_kube_proxy,
 )
-from kpdoctor.analysis import kube_proxy_pod, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.config import format_duration
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import Metrics
+from kpdoctor.node_context import kube_proxy_pod, parsed
 from kpdoctor.node_only import is_node_only
 from kpdoctor.shellcmd import Lit, Name, Part, command
 

@@ -19,10 +19,10 @@ import ipaddress
 from collections.abc import Iterable
 
 from checks._common import KUBE_PROXY_CONFIG_DOCS, expected_mode
-from kpdoctor.analysis import kube_proxy_expected, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode, sysctl_int
+from kpdoctor.node_context import kube_proxy_expected, parsed
 from kpdoctor.shellcmd import Lit, command
 
 FILL_WARNING = 0.75

@@ -46,6 +46,8 @@ class CheckContext:
     node: NodeState | None = None
     nodes: Mapping[str, NodeState] = field(default_factory=lambda: MappingProxyType({}))
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # Analyse big iptables dumps as deltas of a reference dump of the scan (False: each parsed in full).
+    incremental: bool = True
     _cache: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def derived(self, key: str, factory: Callable[[], T]) -> T:

@@ -316,7 +316,7 @@ def _node_loop(names: list[str], source: NodeSource, seen: list[NodeState], reac
                findings: list[Finding], node_checks: list[Check], guarded: ClusterState,
                all_nodes: Mapping[str, NodeState], opts: Mapping[str, Any], cache: dict[tuple[str, str], Any],
                produced: dict[str, list[Finding]], runs: dict[str, CheckRun],
-               on_progress: Callable[[str], None] | None, shapes: dict[str, str]) -> None:
+               on_progress: Callable[[str], None] | None, shapes: dict[str, str], incremental: bool) -> None:
     for name in names:
         node = source.load(name)
         seen.append(_light(node))
@@ -328,7 +328,8 @@ def _node_loop(names: list[str], source: NodeSource, seen: list[NodeState], reac
             on_progress(f"node {name}")
         for check in node_checks:
             t0 = time.perf_counter()
-            ctx = CheckContext(cluster=guarded, node=node, nodes=all_nodes, options=opts, _cache=cache)
+            ctx = CheckContext(cluster=guarded, node=node, nodes=all_nodes, options=opts, incremental=incremental,
+                               _cache=cache)
             got = _run_one(check, ctx, name, runs[check.id])
             produced[check.id] += got or ([] if saw_any(check, node) else [unseen_finding(check, node)])
             runs[check.id].evaluated.append(name)
@@ -352,9 +353,11 @@ def run_checks(
     silences: SilenceSet | None = None,
     load_errors: Sequence[LoadError] = (),
     on_progress: Callable[[str], None] | None = None,
+    incremental: bool = True,
 ) -> ScanResult:
     """Node checks run node by node (each node loaded once, its derived views dropped after it); then the
-    cluster checks, which see every reachable node through `ctx.nodes`."""
+    cluster checks, which see every reachable node through `ctx.nodes`. `incremental`: big iptables dumps are
+    read as deltas of a reference dump of the scan (False: each parsed in full; the findings are the same)."""
     started = time.perf_counter()
     source = node_source if node_source is not None else ListNodes(nodes)
     guarded = guard_cluster(cluster)
@@ -378,7 +381,7 @@ def run_checks(
     gc.disable()
     try:
         _node_loop(names, source, seen, reachable, findings, node_checks, guarded, all_nodes, opts, cache,
-                   produced, runs, on_progress, shapes)
+                   produced, runs, on_progress, shapes, incremental)
     finally:
         if enabled:
             gc.enable()

@@ -52,6 +52,7 @@ class ScanRequest:
     collected: Any = None  # (ClusterState, NodeSource, SourceInfo) the caller gathered itself (`kpdoctor node`)
     pod_namespaces: Sequence[str] = ()  # also load the Pods of these namespaces (`why`, `scan --service`)
     service: Any = None  # kpdoctor.why.model.Target: `scan --service NS/NAME` narrows the report to it
+    incremental: bool = True  # engine option: big iptables dumps read as deltas of a reference dump
 
 
 @dataclass
@@ -313,7 +314,7 @@ def scan(req: ScanRequest, *, registry: Registry | None = None, silences: Silenc
         options = {"probe": probe_run.results if probe_run is not None else False, "source": source.kind,
                    "transport": source.transport}
         result = run_checks(checks, cluster, node_source=nodes, options=options, silences=silences,
-                            load_errors=reg.load_errors)
+                            load_errors=reg.load_errors, incremental=req.incremental)
         view = None
         if req.service is not None:  # `scan --service`: this Service's findings and its `why` view
             from kpdoctor.why.scan_view import narrow

@@ -17,7 +17,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -816,6 +816,3 @@ class ParsedNode:
                     out.append(addr)
         return out
 
-
-def iter_present(node: NodeState, keys: Iterable[str]) -> list[str]:
-    return [k for k in keys if node.text(k) is not None]

@@ -1,0 +1,64 @@
+"""kpdoctor.node_context: a node's facts and kube-proxy, computed once per node per scan, on real bundles."""
+
+from __future__ import annotations
+
+import pytest
+from test_check_support import load_bundle, with_facts
+
+from kpdoctor.checks_api import CheckContext
+from kpdoctor.node_context import (
+    configured_mode,
+    expected_for,
+    kube_proxy_expected,
+    kube_proxy_pod,
+    log_of,
+    node_dumps,
+    parsed,
+    service_proxy,
+)
+
+
+def _ctx(bundle: str, node: str | None, **kw: bool) -> CheckContext:
+    cluster, nodes = load_bundle(bundle)
+    return CheckContext(cluster=cluster, node=nodes[node] if node else None, nodes=nodes, **kw)
+
+
+def test_views_are_memoized_and_share_one_parse() -> None:
+    ctx = _ctx("B1-healthy", "edge-1")
+    p = parsed(ctx)
+    assert parsed(ctx) is p and node_dumps(ctx) is node_dumps(ctx)
+    assert p.iptables("iptables-save.txt") is node_dumps(ctx).light("iptables-save.txt")
+    assert expected_for(ctx, "iptables") is expected_for(ctx, "iptables")
+
+
+def test_incremental_option_decides_whether_dumps_have_scan_references() -> None:
+    assert node_dumps(_ctx("B1-healthy", "edge-1")).refs is not None
+    assert node_dumps(_ctx("B1-healthy", "edge-1", incremental=False)).refs is None
+
+
+def test_kube_proxy_of_each_node() -> None:
+    ctx1, ctx2 = _ctx("B1-healthy", "edge-1"), _ctx("B1-healthy", "edge-2")
+    for ctx, mode in ((ctx1, "iptables"), (ctx2, "nftables")):
+        assert kube_proxy_expected(ctx)
+        found = configured_mode(ctx)
+        assert found is not None and found.mode == mode and found.source.origin
+        pod = kube_proxy_pod(ctx)
+        assert pod is not None and pod.node_name == ctx.node.name  # type: ignore[union-attr]
+        log = log_of(ctx, pod)
+        assert log is not None and f'"Using {mode} Proxier"' in log
+    # a cluster-scope context asks about any node by name, with the same answer
+    cluster_ctx = _ctx("B1-healthy", None)
+    assert service_proxy(cluster_ctx, "edge-2").line() == service_proxy(ctx2).line()
+
+
+def test_log_falls_back_to_the_nodes_own_log_fact() -> None:
+    ctx = _ctx("B1-healthy", "edge-1")
+    assert ctx.node is not None
+    node = with_facts(ctx.node, **{"kube-proxy__log.txt": 'I1 server.go:1] "Using ipvs Proxier"'})
+    ctx = CheckContext(cluster=ctx.cluster, node=node, nodes=ctx.nodes)
+    assert log_of(ctx, None) == 'I1 server.go:1] "Using ipvs Proxier"'
+
+
+def test_node_views_need_a_node() -> None:
+    with pytest.raises(ValueError, match="node-scope"):
+        parsed(_ctx("B1-healthy", None))
