@@ -1,20 +1,26 @@
 """What checks read about a node, computed once per node per scan: parsed facts, its kube-proxy, expectation.
 
-Everything here is memoized through the check context's caches (`CheckContext.derived` per node,
-`CheckContext.shared` per scan), so ten checks asking for the same view pay for it once.
+Node checks subclass `NodeCheck` and receive a `NodeCheckContext`: its `node` is never None and the
+node's facts are typed attributes (`ctx.parsed`, `ctx.dumps`, `ctx.service_proxy`, `ctx.configured_mode`,
+`ctx.kube_proxy_pod`, `ctx.kube_proxy_log`, `ctx.service_load`). Everything is memoized through the
+check context's caches (`CheckContext.derived` per node, `CheckContext.shared` per scan), so ten checks
+asking for the same view pay for it once; the functions below are the same views for code that holds a
+plain `CheckContext` (`why`, the withholding guard).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from kpdoctor.checks_api import CheckContext
+from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.kube_proxy_node import KUBE_PROXY_LOG, ConfiguredMode, pod_log
 from kpdoctor.cluster.kube_proxy_node import configured_mode as _configured_mode
 from kpdoctor.cluster.model import Pod
-from kpdoctor.cluster.state import NodeProxyConfig
+from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
 from kpdoctor.dataplane.iptables_delta import IptablesRefs
 from kpdoctor.dataplane.semantic import FrontendView, SemanticView
+from kpdoctor.findings import Finding
 from kpdoctor.node.dumps import NodeDumps, SharedParsedNode
 from kpdoctor.node.parsed import ParsedNode
 from kpdoctor.node.state import NodeState
@@ -144,3 +150,90 @@ def expected_detail(ctx: CheckContext, mode: str | None = None) -> NodeExpectati
 def expected_node_port_drops(ctx: CheckContext, mode: str | None = None) -> list[tuple[Any, FrontendView]]:
     """The expected view's NodePort frontends that DROP (`NodeExpectation.node_port_drops`)."""
     return expected_detail(ctx, mode).node_port_drops()
+
+
+# ------------------------------------------------------------------ the typed context of node checks
+
+
+def count_services(cluster: ClusterState) -> tuple[int, int]:
+    """(proxied Services, endpoints) in the cluster, as kube-proxy counts its load."""
+    services = sum(1 for s in cluster.services if s.proxied)
+    endpoints = sum(len(e.endpoints) for e in cluster.endpoint_slices)
+    return services, endpoints
+
+
+class NodeCheckContext(CheckContext):
+    """A node-scope `CheckContext` whose `node` is set, with the node's facts as typed, memoized attributes.
+
+    Shares the caches of the context it was made from: every check on the node sees the same parse,
+    the same kube-proxy decision and the same expectation."""
+
+    node: NodeState
+
+    def __init__(self, ctx: CheckContext) -> None:
+        if ctx.node is None:
+            raise ValueError("a node check needs a node-scope context")
+        super().__init__(cluster=ctx.cluster, node=ctx.node, nodes=ctx.nodes, options=ctx.options,
+                         incremental=ctx.incremental, _cache=ctx._cache)
+
+    @property
+    def parsed(self) -> ParsedNode:
+        """The node's parsed facts (iptables structure views from the one parse per dump)."""
+        return parsed(self)
+
+    @property
+    def dumps(self) -> NodeDumps:
+        """The node's iptables dumps, each parsed once (`kpdoctor.node.dumps.NodeDumps`)."""
+        return node_dumps(self)
+
+    @property
+    def service_proxy(self) -> ServiceProxy:
+        """Who implements Services on the node, and how that was found (`kpdoctor.service_proxy.decide`)."""
+        return service_proxy(self)
+
+    @property
+    def kube_proxy_expected(self) -> bool:
+        """Whether a kube-proxy is meant to run on the node."""
+        return self.service_proxy.runs_kube_proxy
+
+    @property
+    def kube_proxy_pod(self) -> Pod | None:
+        return self.service_proxy.pod
+
+    @property
+    def configured_mode(self) -> ConfiguredMode | None:
+        """The effective mode of the node's kube-proxy config (None without a config)."""
+        return configured_mode(self)
+
+    @property
+    def kube_proxy_version(self) -> tuple[int, int] | None:
+        """(major, minor) of the cluster's kube-proxy; None when unknown (or a node-only scan)."""
+        return kube_proxy_version(self)
+
+    @property
+    def kube_proxy_mode(self) -> ConfiguredMode | None:
+        """The configured mode of the kube-proxy meant to run on the node; None when none is meant to run
+        there or its config cannot be found (the mode-specific checks then have nothing to judge)."""
+        return self.configured_mode if self.kube_proxy_expected else None
+
+    @property
+    def kube_proxy_log(self) -> str | None:
+        """The node's kube-proxy log: its pod's from the API, else the node's own log fact."""
+        return log_of(self, self.kube_proxy_pod)
+
+    @property
+    def service_load(self) -> tuple[int, int]:
+        """(proxied Services, endpoints) of the cluster, once per scan; (0, 0) in a node-only scan (unknown)."""
+        if is_node_only(self.cluster):
+            return 0, 0
+        return self.shared("service-load", lambda: count_services(self.cluster))
+
+
+class NodeCheck(Check):
+    """A node-scope check: implements `check_node`, which receives the typed `NodeCheckContext`."""
+
+    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+        return self.check_node(ctx if isinstance(ctx, NodeCheckContext) else NodeCheckContext(ctx))
+
+    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
+        raise NotImplementedError

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 from test_check_support import load_bundle, with_facts
 
 from kpdoctor.checks_api import CheckContext
+from kpdoctor.findings import Finding, Severity
 from kpdoctor.node_context import (
+    NodeCheck,
+    NodeCheckContext,
     configured_mode,
+    count_services,
     expected_for,
     kube_proxy_expected,
     kube_proxy_pod,
@@ -62,3 +68,36 @@ def test_log_falls_back_to_the_nodes_own_log_fact() -> None:
 def test_node_views_need_a_node() -> None:
     with pytest.raises(ValueError, match="node-scope"):
         parsed(_ctx("B1-healthy", None))
+
+
+def test_typed_context_shares_the_views_of_its_scan() -> None:
+    plain = _ctx("B2-stale-endpoint", "edge-1")
+    ctx = NodeCheckContext(plain)
+    assert ctx.node is plain.node
+    assert ctx.parsed is parsed(plain) and ctx.dumps is node_dumps(plain)
+    assert ctx.service_proxy is service_proxy(plain)
+    assert ctx.kube_proxy_expected and ctx.kube_proxy_pod is kube_proxy_pod(plain)
+    assert ctx.configured_mode == configured_mode(plain) and ctx.kube_proxy_mode == ctx.configured_mode
+    assert ctx.kube_proxy_log == log_of(plain, ctx.kube_proxy_pod)
+    assert ctx.service_load == count_services(plain.cluster) and ctx.service_load[0] > 0
+    assert NodeCheckContext(plain).service_load is ctx.service_load  # once per scan
+    with pytest.raises(ValueError, match="node-scope"):
+        NodeCheckContext(_ctx("B2-stale-endpoint", None))
+
+
+class _Seen(NodeCheck):
+    id = "TEST-SEEN"
+    title = "test"
+    scope = "node"
+    severity = Severity.INFO
+
+    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
+        mode = ctx.kube_proxy_mode
+        yield self.finding(ctx, f"Node {ctx.node.name}", f"mode {mode.mode if mode else None}")
+
+
+def test_node_check_gets_the_typed_context() -> None:
+    ctx = _ctx("B1-healthy", "edge-2")
+    found = list(_Seen().run(ctx))
+    assert [(f.scope, f.message) for f in found] == [("edge-2", "mode nftables")]
+    assert list(_Seen().run(NodeCheckContext(ctx)))[0].message == "mode nftables"

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from kpdoctor.checks_api import CheckContext
+from kpdoctor.cluster.kube_proxy_node import PROXY_MODES
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.comparison import ViewUnavailable, actual_view, compare, iptables_rules_key
 from kpdoctor.dataplane.semantic import DNAT, DROP, REJECT, FrontendDiff, FrontendView
@@ -24,7 +25,7 @@ from kpdoctor.node_context import configured_mode, kube_proxy_expected, parsed
 from kpdoctor.service_proxy import presence
 from kpdoctor.why.model import NODE_STATUS_ORDER, FrontendBehaviour, NodeBehaviour, NodeGroup, Target
 
-MODES = ("iptables", "nftables", "ipvs")
+MODES = PROXY_MODES
 # FrontendDiff.kind -> the frontend's status (worst wins when a frontend has several)
 _DIFF_STATUS = {"missing-frontend": "no-rule", "verdict": "wrong-verdict", "stale-endpoints": "stale",
                 "stale-internal-endpoints": "stale", "missing-endpoints": "missing-endpoints",
