@@ -18,12 +18,12 @@ from collections.abc import Iterable
 from checks._common import KUBE_PROXY_DOCS
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.iptables_backend import HINT_CHAINS, has_hint, maintained_backend
-from kpdoctor.node.parsed import IptablesDump
+from kpdoctor.node.parsed import IptablesView
 from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.shellcmd import Lit, command
 
 
-def _summary(key: str, dump: IptablesDump) -> str:
+def _summary(key: str, dump: IptablesView) -> str:
     parts = []
     for table, names in sorted(dump.kube_chains().items()):
         prefixes = ("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-SVL-", "KUBE-FW-")

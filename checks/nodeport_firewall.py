@@ -36,7 +36,7 @@ from typing import Any
 from checks._common import KUBE_PROXY_DOCS, service_subject, unknown_kube_proxy
 from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT
 from kpdoctor.findings import Finding, Severity
-from kpdoctor.node.parsed import IptablesDump, IptRule, ParsedNode
+from kpdoctor.node.parsed import IptablesView, IptRule, ParsedNode
 from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.node_only import is_node_only
 from kpdoctor.proxier.serviceport import IPV4, all_service_ports
@@ -55,7 +55,7 @@ class PortUse:
     local_policy: bool
 
 
-def node_ports_of_rules(dump: IptablesDump) -> list[PortUse]:
+def node_ports_of_rules(dump: IptablesView) -> list[PortUse]:
     """The NodePorts a node serves, from its own nat KUBE-NODEPORTS rules (iptables mode, node-only scans)."""
     out: list[PortUse] = []
     for rule in dump.chain_rules("nat", "KUBE-NODEPORTS"):
@@ -146,7 +146,7 @@ def covered(match: Match, uses: Iterable[PortUse]) -> list[PortUse]:
     return out
 
 
-def walk(dump: IptablesDump, table: str, chain: str, depth: int = 0) -> Iterator[IptRule]:
+def walk(dump: IptablesView, table: str, chain: str, depth: int = 0) -> Iterator[IptRule]:
     """Rules of a built-in chain in evaluation order, descending into non-KUBE user chains."""
     for rule in dump.chain_rules(table, chain):
         target = rule.target
@@ -229,7 +229,7 @@ class NodePortFirewall(NodeCheck):
         )
 
     # --------------------------------------------------------------------------------------
-    def _blocking(self, ctx: NodeCheckContext, key: str, dump: IptablesDump, table: str, chain: str,
+    def _blocking(self, ctx: NodeCheckContext, key: str, dump: IptablesView, table: str, chain: str,
                   stop_at: str | None, uses: list[PortUse], why: str) -> Iterator[Finding]:
         node = ctx.node
         for rule in walk(dump, table, chain):
@@ -258,7 +258,7 @@ class NodePortFirewall(NodeCheck):
                           command(save, "-t", table, "-L", rule.chain, "-n", "--line-numbers", on=node.name)],
             )
 
-    def _iptables(self, ctx: NodeCheckContext, key: str, dump: IptablesDump, mode: str,
+    def _iptables(self, ctx: NodeCheckContext, key: str, dump: IptablesView, mode: str,
                   uses: list[PortUse]) -> Iterator[Finding]:
         node = ctx.node
         before_dnat = "before kube-proxy's DNAT (every NodePort on this node times out)"
@@ -312,7 +312,7 @@ class NodePortFirewall(NodeCheck):
             )
 
     @staticmethod
-    def _forward_accepts_pods(ctx: NodeCheckContext, dump: IptablesDump) -> bool:
+    def _forward_accepts_pods(ctx: NodeCheckContext, dump: IptablesView) -> bool:
         cidrs = []
         for n in () if is_node_only(ctx.cluster) else ctx.cluster.nodes:
             for c in n.pod_cidrs:

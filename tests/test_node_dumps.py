@@ -1,7 +1,7 @@
 """kpdoctor.node.dumps: a node's iptables dumps parsed once, and the structure views derived from that parse.
 
 Real dumps of the B1-B3 bundles (kind clusters): the view derived from the full parse answers exactly
-as the light parser (`kpdoctor.node.parsed.parse_iptables_dump`) does on the same text, byte-identical
+as the light parser (`kpdoctor.node.parsed.parse_iptables_view`) does on the same text, byte-identical
 facts share one parse, and the fact search helpers agree with a plain search of the text."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from test_check_support import load_bundle, with_facts
 
 from kpdoctor.errors import InputError
 from kpdoctor.node.dumps import NodeDumps, SharedParsedNode, fact_contains, grep_fact
-from kpdoctor.node.parsed import parse_iptables_dump
+from kpdoctor.node.parsed import parse_iptables_view
 from kpdoctor.node.state import NodeState
 
 KEYS = ("iptables-save.txt", "iptables-legacy-save.txt", "iptables-nft-save.txt", "ip6tables-save.txt")
@@ -33,7 +33,7 @@ def test_views_equal_the_light_parser(name: str, node: NodeState) -> None:
         if text is None:
             assert dumps.light(key) is None and dumps.full(key) is None
             continue
-        got, want = dumps.light(key), parse_iptables_dump(text)
+        got, want = dumps.light(key), parse_iptables_view(text)
         assert got is not None
         assert {t: dict(p) for t, p in got.policies.items()} == {t: dict(p) for t, p in want.policies.items()}
         assert got.kube_chains() == want.kube_chains()

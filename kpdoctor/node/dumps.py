@@ -2,7 +2,7 @@
 
 `NodeDumps` holds each dump's one full parse (`kpdoctor.dataplane.iptables_save`), or its description
 as a delta of a reference dump of the scan (`kpdoctor.dataplane.iptables_delta`); the structure view
-the checks read (`LightDump`, a `kpdoctor.node.parsed.IptablesDump`) is derived from either, and the
+the checks read (`LightDump`, a `kpdoctor.node.parsed.IptablesView`) is derived from either, and the
 node's `ParsedNode` (`SharedParsedNode`) answers `iptables(key)` with it.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kpdoctor.dataplane.iptables_delta import ODD_BREAKS, DeltaDump, IptablesRef, IptablesRefs
-from kpdoctor.node.parsed import IptablesDump, IptRule, ParsedNode
+from kpdoctor.node.parsed import IptablesView, IptRule, ParsedNode
 from kpdoctor.node.state import NodeState
 
 
@@ -22,7 +22,7 @@ class NodeDumps:
 
     Byte-identical facts (`iptables-save.txt` and `iptables-nft-save.txt` on an nf_tables node)
     share one parse. The structure view the firewall/backend/leftover checks read
-    (`kpdoctor.node.parsed.IptablesDump`) is derived from that parse instead of a second pass
+    (`kpdoctor.node.parsed.IptablesView`) is derived from that parse instead of a second pass
     over the text; a dump the full parser rejects (or whose lines it would number differently)
     gets the lenient light parser, exactly as before.
 
@@ -36,7 +36,7 @@ class NodeDumps:
         self.node = node
         self.refs = refs
         self._full: dict[str, tuple[str, Any]] = {}  # key -> (text, FullDump | InputError)
-        self._light: dict[str, IptablesDump | None] = {}
+        self._light: dict[str, IptablesView | None] = {}
         self._light_of: dict[int, tuple[Any, LightDump]] = {}  # id(full parse) -> (full parse, its view)
         self._delta: dict[str, DeltaDump | None] = {}
 
@@ -96,14 +96,14 @@ class NodeDumps:
             return None
         return self.refs.of_dump(known[1])
 
-    def light(self, key: str) -> IptablesDump | None:
+    def light(self, key: str) -> IptablesView | None:
         if key not in self._light:
             self._light[key] = self._build_light(key)
         return self._light[key]
 
-    def _build_light(self, key: str) -> IptablesDump | None:
+    def _build_light(self, key: str) -> IptablesView | None:
         from kpdoctor.errors import InputError
-        from kpdoctor.node.parsed import parse_iptables_dump
+        from kpdoctor.node.parsed import parse_iptables_view
 
         text = self.node.text(key)
         if text is None:
@@ -124,7 +124,7 @@ class NodeDumps:
                     if ref is not None and ref.light is None:
                         ref.light = known[1]
                 return known[1]
-        return parse_iptables_dump(text)
+        return parse_iptables_view(text)
 
 
 
@@ -159,7 +159,7 @@ def light_of_delta(delta: DeltaDump) -> LightDump:
 
 def _delta_kube_chains(delta: DeltaDump, known: dict[str, list[str]],
                        policies: Mapping[str, Mapping[str, str]]) -> dict[str, list[str]]:
-    """`IptablesDump.kube_chains()` of a delta dump from the reference's: only the declarations that differ."""
+    """`IptablesView.kube_chains()` of a delta dump from the reference's: only the declarations that differ."""
     from bisect import bisect_left, insort
 
     from kpdoctor.node.parsed import KUBELET_CHAINS
@@ -214,8 +214,8 @@ class _ChainRules(Mapping[str, tuple[IptRule, ...]]):
 
 
 @dataclass(frozen=True)
-class LightDump(IptablesDump):
-    """`IptablesDump` whose set-building questions are answered once (they are asked per check)."""
+class LightDump(IptablesView):
+    """`IptablesView` whose set-building questions are answered once (they are asked per check)."""
 
     def kube_chains(self) -> dict[str, list[str]]:
         cached: dict[str, list[str]] | None = self.__dict__.get("_kube_chains")
@@ -248,7 +248,7 @@ class SharedParsedNode(ParsedNode):
 
     dumps: NodeDumps | None = None
 
-    def iptables(self, key: str) -> IptablesDump | None:
+    def iptables(self, key: str) -> IptablesView | None:
         if self.dumps is None:
             return super().iptables(key)
         return self.dumps.light(key)

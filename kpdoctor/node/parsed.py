@@ -6,7 +6,7 @@ explain, not a crash of the whole scan. `ParsedNode` caches the parsed views of
 one NodeState so ten checks asking for the sysctls parse them once.
 
 The full iptables/nft/IPVS parsers that build the semantic view live in
-`kpdoctor.dataplane`; the light `IptablesDump`/`NftTables` readers here only
+`kpdoctor.dataplane`; the light `IptablesView`/`NftTables` readers here only
 answer structural questions (which chains exist, policies, the order of the
 rules in a built-in chain) that the firewall, backend-split and leftover checks ask.
 """
@@ -526,7 +526,7 @@ class IptRule:
 
 
 @dataclass(frozen=True)
-class IptablesDump:
+class IptablesView:
     """Tables -> chains (with policy) and rules in order, from `iptables-save` text."""
 
     policies: Mapping[str, Mapping[str, str]]  # table -> chain -> policy ("-" for user chains)
@@ -561,7 +561,7 @@ class IptablesDump:
 KUBELET_CHAINS = frozenset({"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY", "KUBE-FIREWALL"})
 
 
-def parse_iptables_dump(text: str | None) -> IptablesDump:
+def parse_iptables_view(text: str | None) -> IptablesView:
     policies: dict[str, dict[str, str]] = {}
     rules: dict[str, dict[str, list[IptRule]]] = {}
     table = ""
@@ -584,7 +584,7 @@ def parse_iptables_dump(text: str | None) -> IptablesDump:
             chain = parts[1]
             bucket = rules[table].setdefault(chain, [])
             bucket.append(IptRule(table, chain, len(bucket), line, lineno))
-    return IptablesDump(
+    return IptablesView(
         policies={t: dict(c) for t, c in policies.items()},
         rules={t: {c: tuple(r) for c, r in chains.items()} for t, chains in rules.items()},
     )
@@ -594,7 +594,7 @@ def parse_iptables_dump(text: str | None) -> IptablesDump:
 
 
 @dataclass(frozen=True, slots=True)
-class NftChain:
+class NftChainHead:
     family: str
     table: str
     name: str
@@ -609,7 +609,7 @@ class NftTables:
     """Tables and base chains of `nft -j list ruleset`, plus which tables iptables-nft owns."""
 
     tables: tuple[tuple[str, str], ...]  # (family, name)
-    chains: tuple[NftChain, ...]
+    chains: tuple[NftChainHead, ...]
     rule_counts: Mapping[tuple[str, str], int]  # (family, table) -> number of rules
     xt_tables: frozenset[tuple[str, str]]  # tables whose rules use xt (iptables-nft compat) expressions
     version: str = ""
@@ -618,14 +618,14 @@ class NftTables:
     def has_table(self, family: str, name: str) -> bool:
         return (family, name) in self.tables
 
-    def base_chains(self) -> list[NftChain]:
+    def base_chains(self) -> list[NftChainHead]:
         return [c for c in self.chains if c.hook]
 
 
 _IPTABLES_NFT_TABLES = {"filter", "nat", "mangle", "raw", "security"}
 
 
-def parse_nft_json(text: str | None) -> NftTables | None:
+def parse_nft_structure(text: str | None) -> NftTables | None:
     """None when absent; `valid=False` when the JSON is unreadable."""
     if text is None:
         return None
@@ -633,13 +633,13 @@ def parse_nft_json(text: str | None) -> NftTables | None:
         return NftTables((), (), {}, frozenset())
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # a hostile node: malformed or absurdly deep
         return NftTables((), (), {}, frozenset(), valid=False)
     items = doc.get("nftables") if isinstance(doc, dict) else None
     if not isinstance(items, list):
         return NftTables((), (), {}, frozenset(), valid=False)
     tables: list[tuple[str, str]] = []
-    chains: list[NftChain] = []
+    chains: list[NftChainHead] = []
     counts: dict[tuple[str, str], int] = defaultdict(int)
     xt: set[tuple[str, str]] = set()
     version = ""
@@ -654,7 +654,7 @@ def parse_nft_json(text: str | None) -> NftTables | None:
             c = item["chain"]
             prio = c.get("prio")
             chains.append(
-                NftChain(
+                NftChainHead(
                     family=str(c.get("family")),
                     table=str(c.get("table")),
                     name=str(c.get("name")),
@@ -788,17 +788,17 @@ class ParsedNode:
     def interfaces(self) -> list[Interface] | None:
         return self._parsed_fact("ip-addr.json", parse_ip_addr)
 
-    def iptables(self, key: str) -> IptablesDump | None:
+    def iptables(self, key: str) -> IptablesView | None:
         """A light parse of one iptables dump fact (`iptables-save.txt`, `iptables-legacy-save.txt`, ...)."""
         cache_key = "ipt:" + key
         if cache_key not in self._extra:
-            self._extra[cache_key] = self._parsed_fact(key, parse_iptables_dump)
-        found: IptablesDump | None = self._extra[cache_key]
+            self._extra[cache_key] = self._parsed_fact(key, parse_iptables_view)
+        found: IptablesView | None = self._extra[cache_key]
         return found
 
     @cached_property
     def nft(self) -> NftTables | None:
-        return parse_nft_json(self.state.text("nft-ruleset.json"))
+        return parse_nft_structure(self.state.text("nft-ruleset.json"))
 
     @cached_property
     def ipvs_services(self) -> list[str] | None:
