@@ -13,7 +13,7 @@ NodePorts served at all), eTP=Local Services without local endpoints (an
 expected drop, explained, not alarmed), health-check node port answers, and -
 when `kpdoctor scan --probe` ran - the active probe results.
 
-Probe results (`ctx.options["probe"]`, written by the scan command; a bare bool
+Probe results (`ctx.options.probe`, written by the scan command; a bare bool
 means probing was requested but no results were attached): a list of dicts
     {"node": "edge-1", "address": "10.81.0.2", "port": 31130, "protocol": "TCP",
      "kind": "node-port" | "health-check", "service": "payments/billing:https",
@@ -486,8 +486,8 @@ class NodePortFirewall(NodeCheck):
 
     def _probe(self, ctx: NodeCheckContext, mode: str) -> Iterator[Finding]:
         node = ctx.node
-        results = ctx.options.get("probe")
-        if not isinstance(results, list | tuple):
+        results = ctx.options.probe_results()
+        if results is None:
             return
         from kpdoctor.node_context import expected_for
 

@@ -32,6 +32,7 @@ from kpdoctor.findings import Finding, Remediation, Severity
 from kpdoctor.node.state import NodeState
 from kpdoctor.node_only import NODE_ONLY_REASON, is_node_only
 from kpdoctor.registry import LoadError
+from kpdoctor.scan_options import ScanOptions
 from kpdoctor.silences import SilenceSet
 from kpdoctor.unseen import saw_any, unseen_finding
 
@@ -118,7 +119,7 @@ class ScanResult:
     findings: list[Finding]
     runs: list[CheckRun]
     silences: SilenceSet
-    options: Mapping[str, Any]
+    options: ScanOptions
     duration: float = 0.0
     load_errors: list[LoadError] = field(default_factory=list)
     # node -> who implements Services there, with the evidence (kpdoctor.service_proxy), as the checks decided it
@@ -314,9 +315,9 @@ def _light(node: NodeState) -> NodeState:
 
 def _node_loop(names: list[str], source: NodeSource, seen: list[NodeState], reachable: list[str],
                findings: list[Finding], node_checks: list[Check], guarded: ClusterState,
-               all_nodes: Mapping[str, NodeState], opts: Mapping[str, Any], cache: dict[tuple[str, str], Any],
+               all_nodes: Mapping[str, NodeState], opts: ScanOptions, cache: dict[tuple[str, str], Any],
                produced: dict[str, list[Finding]], runs: dict[str, CheckRun],
-               on_progress: Callable[[str], None] | None, shapes: dict[str, str], incremental: bool) -> None:
+               on_progress: Callable[[str], None] | None, shapes: dict[str, str]) -> None:
     for name in names:
         node = source.load(name)
         seen.append(_light(node))
@@ -328,8 +329,7 @@ def _node_loop(names: list[str], source: NodeSource, seen: list[NodeState], reac
             on_progress(f"node {name}")
         for check in node_checks:
             t0 = time.perf_counter()
-            ctx = CheckContext(cluster=guarded, node=node, nodes=all_nodes, options=opts, incremental=incremental,
-                               _cache=cache)
+            ctx = CheckContext(cluster=guarded, node=node, nodes=all_nodes, options=opts, _cache=cache)
             got = _run_one(check, ctx, name, runs[check.id])
             produced[check.id] += got or ([] if saw_any(check, node) else [unseen_finding(check, node)])
             runs[check.id].evaluated.append(name)
@@ -349,19 +349,17 @@ def run_checks(
     nodes: Iterable[NodeState] = (),
     *,
     node_source: NodeSource | None = None,
-    options: Mapping[str, Any] | None = None,
+    options: ScanOptions | None = None,
     silences: SilenceSet | None = None,
     load_errors: Sequence[LoadError] = (),
     on_progress: Callable[[str], None] | None = None,
-    incremental: bool = True,
 ) -> ScanResult:
     """Node checks run node by node (each node loaded once, its derived views dropped after it); then the
-    cluster checks, which see every reachable node through `ctx.nodes`. `incremental`: big iptables dumps are
-    read as deltas of a reference dump of the scan (False: each parsed in full; the findings are the same)."""
+    cluster checks, which see every reachable node through `ctx.nodes`."""
     started = time.perf_counter()
     source = node_source if node_source is not None else ListNodes(nodes)
     guarded = guard_cluster(cluster)
-    opts: Mapping[str, Any] = MappingProxyType(dict(options or {}))
+    opts = options if options is not None else ScanOptions()
     cache: dict[tuple[str, str], Any] = {}  # shared: a cluster-wide derived view is computed once per scan
     findings: list[Finding] = [load_error_finding(e) for e in load_errors]
     runs = {c.id: CheckRun(c) for c in checks}
@@ -381,7 +379,7 @@ def run_checks(
     gc.disable()
     try:
         _node_loop(names, source, seen, reachable, findings, node_checks, guarded, all_nodes, opts, cache,
-                   produced, runs, on_progress, shapes, incremental)
+                   produced, runs, on_progress, shapes)
     finally:
         if enabled:
             gc.enable()

@@ -54,7 +54,7 @@ def node_dumps(ctx: CheckContext) -> NodeDumps:
     node = ctx.node
     if node is None:
         raise ValueError("node_dumps() needs a node-scope context")
-    refs = ctx.shared("iptables-refs", IptablesRefs) if ctx.incremental else None
+    refs = ctx.shared("iptables-refs", IptablesRefs) if ctx.options.incremental else None
     return ctx.derived("iptables-dumps", lambda: NodeDumps(node, refs))
 
 
@@ -173,8 +173,7 @@ class NodeCheckContext(CheckContext):
     def __init__(self, ctx: CheckContext) -> None:
         if ctx.node is None:
             raise ValueError("a node check needs a node-scope context")
-        super().__init__(cluster=ctx.cluster, node=ctx.node, nodes=ctx.nodes, options=ctx.options,
-                         incremental=ctx.incremental, _cache=ctx._cache)
+        super().__init__(cluster=ctx.cluster, node=ctx.node, nodes=ctx.nodes, options=ctx.options, _cache=ctx._cache)
 
     @property
     def parsed(self) -> ParsedNode:

@@ -25,6 +25,7 @@ from kpdoctor.node_only import cluster_missing_error, node_only_cluster
 from kpdoctor.registry import Registry, discover
 from kpdoctor.report.model import SourceInfo, build_report
 from kpdoctor.safeio import read_regular, regular_files
+from kpdoctor.scan_options import ScanOptions
 from kpdoctor.silences import SilenceSet
 
 DEMO_BUNDLE = Path(__file__).resolve().parent / "demo" / "bundle"
@@ -311,10 +312,10 @@ def scan(req: ScanRequest, *, registry: Registry | None = None, silences: Silenc
     try:
         cluster, nodes, source, wanted_nodes = gather(req)
         probe_run = run_probe(req, cluster, nodes) if req.probe else None
-        options = {"probe": probe_run.results if probe_run is not None else False, "source": source.kind,
-                   "transport": source.transport}
+        options = ScanOptions(probe=probe_run.results if probe_run is not None else False, source=source.kind,
+                              transport=source.transport, incremental=req.incremental)
         result = run_checks(checks, cluster, node_source=nodes, options=options, silences=silences,
-                            load_errors=reg.load_errors, incremental=req.incremental)
+                            load_errors=reg.load_errors)
         view = None
         if req.service is not None:  # `scan --service`: this Service's findings and its `why` view
             from kpdoctor.why.scan_view import narrow

@@ -22,11 +22,13 @@ from kpdoctor.node_context import (
     parsed,
     service_proxy,
 )
+from kpdoctor.scan_options import ScanOptions
 
 
-def _ctx(bundle: str, node: str | None, **kw: bool) -> CheckContext:
+def _ctx(bundle: str, node: str | None, incremental: bool = True) -> CheckContext:
     cluster, nodes = load_bundle(bundle)
-    return CheckContext(cluster=cluster, node=nodes[node] if node else None, nodes=nodes, **kw)
+    return CheckContext(cluster=cluster, node=nodes[node] if node else None, nodes=nodes,
+                        options=ScanOptions(incremental=incremental))
 
 
 def test_views_are_memoized_and_share_one_parse() -> None:
