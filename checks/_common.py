@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from kpdoctor.analysis import configured_mode, kube_proxy_expected, kube_proxy_pod, log_of
-from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.checks_api import Check
 from kpdoctor.cluster.model import DaemonSet, Pod
-from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
+from kpdoctor.cluster.state import ClusterState
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
+from kpdoctor.node_context import NodeCheckContext
 
 KUBE_PROXY_DOCS = "https://kubernetes.io/docs/reference/networking/virtual-ips/"
 KUBE_PROXY_CONFIG_DOCS = "https://kubernetes.io/docs/reference/config-api/kube-proxy-config.v1alpha1/"
@@ -36,17 +36,10 @@ def service_key(service_port_name: str) -> str:
     return service_port_name.split(":", 1)[0]
 
 
-def expected_mode(ctx: CheckContext) -> tuple[str, str, NodeProxyConfig] | None:
-    """(mode, explanation, config origin) of the kube-proxy meant to run on the node, or None when none is
-    meant to run there or its config cannot be found: the mode-specific checks then have nothing to judge."""
-    return configured_mode(ctx) if kube_proxy_expected(ctx) else None
-
-
-def unknown_kube_proxy(check: Check, ctx: CheckContext) -> Finding:
+def unknown_kube_proxy(check: Check, ctx: NodeCheckContext) -> Finding:
     """Node-only scan and kube-proxy did not answer on the node: whether and how it is meant to run there is
     in the cluster, which this scan does not have, so the check is not evaluated (never a pass)."""
     node = ctx.node
-    assert node is not None
     return check.finding(
         ctx, f"Node {node.name}",
         f"not evaluated on node {node.name}: no cluster objects in this scan, and kube-proxy did not answer on "
@@ -111,19 +104,11 @@ def shorten(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def count_services(cluster: ClusterState) -> tuple[int, int]:
-    """(proxied Services, endpoints) in the cluster, as kube-proxy counts its load."""
-    services = sum(1 for s in cluster.services if s.proxied)
-    endpoints = sum(len(e.endpoints) for e in cluster.endpoint_slices)
-    return services, endpoints
-
-
-def absence_shown(ctx: CheckContext, mode: str, p: ParsedNode) -> list[str]:
+def absence_shown(ctx: NodeCheckContext, mode: str, p: ParsedNode) -> list[str]:
     """Evidence that the kernel really lacks what is not found, rather than that we did not look: both module
     lists collected, /proc/net/ip_vs read and missing, or kube-proxy's own log saying the mode is unusable.
     Without it a requirement without evidence is "not evaluated", never an error."""
     node = ctx.node
-    assert node is not None
     out: list[str] = []
     if p.loaded_modules is not None and p.builtin_modules is not None:
         out.append("proc-modules.txt and modules-builtin.txt were both collected")
@@ -131,6 +116,6 @@ def absence_shown(ctx: CheckContext, mode: str, p: ParsedNode) -> list[str]:
     if mode == "ipvs" and ipvs_proc is not None and not ipvs_proc.present:
         out.append(ipvs_proc.evidence())
     markers = MODE_UNUSABLE_LOG.get(mode, ())
-    log = log_of(ctx, kube_proxy_pod(ctx)) if markers else None
+    log = ctx.kube_proxy_log if markers else None
     out += [line.strip() for line in (log or "").splitlines() if any(m in line for m in markers)][-2:]
     return out

@@ -16,15 +16,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from checks._common import KUBE_PROXY_DOCS
-from kpdoctor.analysis import parsed
-from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.iptables_backend import HINT_CHAINS, has_hint, maintained_backend
-from kpdoctor.node.parsed import IptablesDump
+from kpdoctor.node.parsed import IptablesView
+from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.shellcmd import Lit, command
 
 
-def _summary(key: str, dump: IptablesDump) -> str:
+def _summary(key: str, dump: IptablesView) -> str:
     parts = []
     for table, names in sorted(dump.kube_chains().items()):
         prefixes = ("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-SVL-", "KUBE-FW-")
@@ -56,7 +55,7 @@ def cleanup_commands(backend: str, node: str) -> list[str]:
     ]
 
 
-class BackendSplit(Check):
+class BackendSplit(NodeCheck):
     id = "KP-BACKEND-SPLIT"
     title = "kube-proxy's iptables rules are in one backend only (legacy vs nf_tables)"
     scope = "node"
@@ -78,10 +77,9 @@ class BackendSplit(Check):
         "https://kubernetes.io/blog/2022/09/07/iptables-chains-not-api/",
     )
 
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
-        p = parsed(ctx)
+        p = ctx.parsed
         legacy = p.iptables("iptables-legacy-save.txt")
         default_backend = p.iptables_version.backend if p.iptables_version else ""
         nft_key = "iptables-nft-save.txt"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kpdoctor.analysis import service_proxy
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cilium import (
     KPR_LEGACY_MIGRATION,
@@ -24,6 +23,7 @@ from kpdoctor.cilium import (
 )
 from kpdoctor.cluster.state import DEFAULT_KUBE_PROXY_CONFIGMAP, KUBE_SYSTEM
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.node_context import service_proxy
 from kpdoctor.service_proxy import ABSENT, EMBEDDED, HOST_PROCESS, STATIC_POD, UNKNOWN, decide
 from kpdoctor.shellcmd import Name, command
 

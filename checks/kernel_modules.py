@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_DOCS, absence_shown, expected_mode, unknown_kube_proxy
-from kpdoctor.analysis import parsed
-from kpdoctor.checks_api import Check, CheckContext
+from checks._common import KUBE_PROXY_DOCS, absence_shown, unknown_kube_proxy
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.kernel_requirements import Requirement, evaluate, requirements
 from kpdoctor.node.parsed import ParsedNode
+from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.node_only import is_node_only
 from kpdoctor.shellcmd import Lit, command
 
@@ -28,7 +27,7 @@ def _has_kernel_facts(p: ParsedNode) -> bool:
     return any(p.has(k) for k in keys)
 
 
-class KernelModules(Check):
+class KernelModules(NodeCheck):
     id = "KP-KERNEL-MODULES"
     title = "The kernel provides what the configured proxier mode needs"
     scope = "node"
@@ -49,16 +48,15 @@ class KernelModules(Check):
         "https://www.kernel.org/doc/html/latest/admin-guide/kernel-parameters.html",
     )
 
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
-        found = expected_mode(ctx)
+        found = ctx.kube_proxy_mode
         if found is None:
             if is_node_only(ctx.cluster):
                 yield unknown_kube_proxy(self, ctx)
             return
         mode, why, origin = found
-        p = parsed(ctx)
+        p = ctx.parsed
         if not _has_kernel_facts(p):
             yield self.finding(
                 ctx, f"Node {node.name}", f"kernel facts of node {node.name} were not collected",

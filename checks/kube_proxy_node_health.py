@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from checks._common import KUBE_PROXY_CLI_DOCS, KUBE_PROXY_METRICS_DOCS, pod_status_line, unknown_kube_proxy
-from kpdoctor.analysis import kube_proxy_expected, kube_proxy_pod, parsed, service_proxy
-from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.node_only import is_node_only
 from kpdoctor.service_proxy import K3S_DISABLED
 from kpdoctor.shellcmd import Lit, Name, command
@@ -24,7 +23,7 @@ LAST_SYNC = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
 LAST_QUEUED = "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"
 
 
-class KubeProxyNodeHealth(Check):
+class KubeProxyNodeHealth(NodeCheck):
     id = "KP-PROXY-NODE-HEALTH"
     title = "kube-proxy answers on the node, /healthz is 200 and rules were synced"
     scope = "node"
@@ -44,12 +43,11 @@ class KubeProxyNodeHealth(Check):
         "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/healthcheck/proxy_health.go",
     )
 
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
-        p = parsed(ctx)
-        pod = kube_proxy_pod(ctx)
-        expected = kube_proxy_expected(ctx)
+        p = ctx.parsed
+        pod = ctx.kube_proxy_pod
+        expected = ctx.kube_proxy_expected
         answered = p.has("kube-proxy/healthz.json") or p.has("kube-proxy/metrics.txt")
         pod_ref = f"pod {pod.key}" if pod else "kube-proxy"
         cmds_pod = (
@@ -58,7 +56,7 @@ class KubeProxyNodeHealth(Check):
             if pod
             else []
         )
-        shape = service_proxy(ctx)
+        shape = ctx.service_proxy
         if not answered and (shape.replaced or shape.implementer == K3S_DISABLED):
             # No kube-proxy by design: its checks do not apply here (KP-CILIUM-KPR still judges Cilium's KPR).
             yield self.finding(

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CLI_DOCS, expected_mode, unknown_kube_proxy
-from kpdoctor.analysis import iptables_rules_key, parsed, presence, service_proxy
-from kpdoctor.checks_api import Check, CheckContext
+from checks._common import KUBE_PROXY_CLI_DOCS, unknown_kube_proxy
+from kpdoctor.comparison import iptables_rules_key
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.node_only import is_node_only
-from kpdoctor.service_proxy import UNKNOWN
+from kpdoctor.service_proxy import UNKNOWN, presence
 from kpdoctor.shellcmd import Lit, command
 
 
@@ -34,7 +34,7 @@ def iptables_cleanup(node: str, key: str) -> list[str]:
     ]
 
 
-class LeftoverRules(Check):
+class LeftoverRules(NodeCheck):
     id = "KP-LEFTOVER-RULES"
     title = "No kube-proxy rules of a mode the node no longer runs"
     scope = "node"
@@ -54,20 +54,19 @@ class LeftoverRules(Check):
         "https://docs.cilium.io/en/stable/network/kubernetes/kubeproxy-free/",
     )
 
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
-        p = parsed(ctx)
+        p = ctx.parsed
         pres = presence(p)
         present = pres.modes()
         if not present:
             return
-        found = expected_mode(ctx)
+        found = ctx.kube_proxy_mode
         if found is None and is_node_only(ctx.cluster):  # whether kube-proxy is meant to run here is unknown
             yield unknown_kube_proxy(self, ctx)
             return
         mode = (p.proxy_mode or found[0]) if found is not None else None
-        if mode is None and ((shape := service_proxy(ctx)).runs_kube_proxy or shape.kind == UNKNOWN):
+        if mode is None and ((shape := ctx.service_proxy).runs_kube_proxy or shape.kind == UNKNOWN):
             return  # kube-proxy runs there but its mode is not known (config not collected): not evaluated
         if mode is None:
             why = f"no kube-proxy runs on {node.name}"

@@ -13,7 +13,7 @@ NodePorts served at all), eTP=Local Services without local endpoints (an
 expected drop, explained, not alarmed), health-check node port answers, and -
 when `kpdoctor scan --probe` ran - the active probe results.
 
-Probe results (`ctx.options["probe"]`, written by the scan command; a bare bool
+Probe results (`ctx.options.probe`, written by the scan command; a bare bool
 means probing was requested but no results were attached): a list of dicts
     {"node": "edge-1", "address": "10.81.0.2", "port": 31130, "protocol": "TCP",
      "kind": "node-port" | "health-check", "service": "payments/billing:https",
@@ -34,11 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from checks._common import KUBE_PROXY_DOCS, service_subject, unknown_kube_proxy
-from kpdoctor.analysis import configured_mode, kube_proxy_expected, parsed
-from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT
 from kpdoctor.findings import Finding, Severity
-from kpdoctor.node.parsed import IptablesDump, IptRule, ParsedNode
+from kpdoctor.node.parsed import IptablesView, IptRule, ParsedNode
+from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.node_only import is_node_only
 from kpdoctor.proxier.serviceport import IPV4, all_service_ports
 from kpdoctor.shellcmd import Lit, Name, command, iptables_delete
@@ -56,7 +55,7 @@ class PortUse:
     local_policy: bool
 
 
-def node_ports_of_rules(dump: IptablesDump) -> list[PortUse]:
+def node_ports_of_rules(dump: IptablesView) -> list[PortUse]:
     """The NodePorts a node serves, from its own nat KUBE-NODEPORTS rules (iptables mode, node-only scans)."""
     out: list[PortUse] = []
     for rule in dump.chain_rules("nat", "KUBE-NODEPORTS"):
@@ -67,12 +66,12 @@ def node_ports_of_rules(dump: IptablesDump) -> list[PortUse]:
     return out
 
 
-def node_ports(ctx: CheckContext) -> list[PortUse]:
+def node_ports(ctx: NodeCheckContext) -> list[PortUse]:
     """Every NodePort and health-check node port of the cluster (the same for every node: once per scan)."""
     return ctx.shared("nodeport-firewall:node-ports", lambda: _node_ports(ctx))
 
 
-def _node_ports(ctx: CheckContext) -> list[PortUse]:
+def _node_ports(ctx: NodeCheckContext) -> list[PortUse]:
     out: list[PortUse] = []
     seen_hc: set[int] = set()
     for info in all_service_ports(ctx.cluster, IPV4):
@@ -147,7 +146,7 @@ def covered(match: Match, uses: Iterable[PortUse]) -> list[PortUse]:
     return out
 
 
-def walk(dump: IptablesDump, table: str, chain: str, depth: int = 0) -> Iterator[IptRule]:
+def walk(dump: IptablesView, table: str, chain: str, depth: int = 0) -> Iterator[IptRule]:
     """Rules of a built-in chain in evaluation order, descending into non-KUBE user chains."""
     for rule in dump.chain_rules(table, chain):
         target = rule.target
@@ -159,7 +158,7 @@ def walk(dump: IptablesDump, table: str, chain: str, depth: int = 0) -> Iterator
             yield rule
 
 
-class NodePortFirewall(Check):
+class NodePortFirewall(NodeCheck):
     id = "KP-NODEPORT-FIREWALL"
     title = "NodePorts are not blocked by the host firewall, FORWARD policy or nodePortAddresses"
     scope = "node"
@@ -185,18 +184,16 @@ class NodePortFirewall(Check):
         "#preserving-the-client-source-ip",
     )
 
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        node = ctx.node
-        assert node is not None
+    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
         if is_node_only(ctx.cluster):
             yield from self._node_only(ctx)
             return
         uses = node_ports(ctx)
-        found = configured_mode(ctx)
-        if not kube_proxy_expected(ctx) or found is None:
+        found = ctx.configured_mode
+        if not ctx.kube_proxy_expected or found is None:
             return
         mode, _why, origin = found
-        p = parsed(ctx)
+        p = ctx.parsed
         if uses:
             for key in ("iptables-save.txt", "iptables-legacy-save.txt"):
                 dump = p.iptables(key)
@@ -209,17 +206,16 @@ class NodePortFirewall(Check):
         yield from self._health_checks(ctx, p, uses)
         yield from self._probe(ctx, mode)
 
-    def _node_only(self, ctx: CheckContext) -> Iterator[Finding]:
+    def _node_only(self, ctx: NodeCheckContext) -> Iterator[Finding]:
         """No Services in the input: the NodePorts are those the node's own KUBE-NODEPORTS rules serve, and the
         FORWARD order is judged as usual; the address, traffic-policy and health-check parts need the cluster."""
         node = ctx.node
-        assert node is not None
-        found = configured_mode(ctx)
+        found = ctx.configured_mode
         if found is None:
             yield unknown_kube_proxy(self, ctx)
             return
         mode = found[0]
-        p = parsed(ctx)
+        p = ctx.parsed
         for key in ("iptables-save.txt", "iptables-legacy-save.txt"):
             dump = p.iptables(key)
             if dump is not None and not dump.empty:
@@ -233,10 +229,9 @@ class NodePortFirewall(Check):
         )
 
     # --------------------------------------------------------------------------------------
-    def _blocking(self, ctx: CheckContext, key: str, dump: IptablesDump, table: str, chain: str,
+    def _blocking(self, ctx: NodeCheckContext, key: str, dump: IptablesView, table: str, chain: str,
                   stop_at: str | None, uses: list[PortUse], why: str) -> Iterator[Finding]:
         node = ctx.node
-        assert node is not None
         for rule in walk(dump, table, chain):
             if stop_at and rule.chain == chain and rule.target == stop_at:
                 return
@@ -263,10 +258,9 @@ class NodePortFirewall(Check):
                           command(save, "-t", table, "-L", rule.chain, "-n", "--line-numbers", on=node.name)],
             )
 
-    def _iptables(self, ctx: CheckContext, key: str, dump: IptablesDump, mode: str,
+    def _iptables(self, ctx: NodeCheckContext, key: str, dump: IptablesView, mode: str,
                   uses: list[PortUse]) -> Iterator[Finding]:
         node = ctx.node
-        assert node is not None
         before_dnat = "before kube-proxy's DNAT (every NodePort on this node times out)"
         for table in ("raw", "mangle"):
             yield from self._blocking(ctx, key, dump, table, "PREROUTING", None, uses, before_dnat)
@@ -318,7 +312,7 @@ class NodePortFirewall(Check):
             )
 
     @staticmethod
-    def _forward_accepts_pods(ctx: CheckContext, dump: IptablesDump) -> bool:
+    def _forward_accepts_pods(ctx: NodeCheckContext, dump: IptablesView) -> bool:
         cidrs = []
         for n in () if is_node_only(ctx.cluster) else ctx.cluster.nodes:
             for c in n.pod_cidrs:
@@ -342,9 +336,8 @@ class NodePortFirewall(Check):
                         return True
         return False
 
-    def _nft(self, ctx: CheckContext, p: ParsedNode) -> Iterator[Finding]:
+    def _nft(self, ctx: NodeCheckContext, p: ParsedNode) -> Iterator[Finding]:
         node = ctx.node
-        assert node is not None
         if p.nft is None:
             return
         for chain in p.nft.base_chains():
@@ -367,10 +360,9 @@ class NodePortFirewall(Check):
                                       note=", if firewalld owns the table")],
                 )
 
-    def _addresses(self, ctx: CheckContext, p: ParsedNode, npa: tuple[str, ...], uses: list[PortUse],
+    def _addresses(self, ctx: NodeCheckContext, p: ParsedNode, npa: tuple[str, ...], uses: list[PortUse],
                    origin: str) -> Iterator[Finding]:
         node = ctx.node
-        assert node is not None
         if not npa or not any(u.kind == "node-port" for u in uses):
             return
         api_node = ctx.cluster.node_by_name.get(node.name)
@@ -414,10 +406,9 @@ class NodePortFirewall(Check):
                 fix="Add the InternalIP's network (or \"primary\") to nodePortAddresses.",
             )
 
-    def _local_policy(self, ctx: CheckContext, mode: str) -> Iterator[Finding]:
+    def _local_policy(self, ctx: NodeCheckContext, mode: str) -> Iterator[Finding]:
         node = ctx.node
-        assert node is not None
-        from kpdoctor.analysis import expected_node_port_drops
+        from kpdoctor.node_context import expected_node_port_drops
 
         try:
             dropped = expected_node_port_drops(ctx, mode)  # the expected view's NodePort DROPs
@@ -436,9 +427,8 @@ class NodePortFirewall(Check):
                 "otherwise use externalTrafficPolicy: Cluster or run an endpoint on every node.",
             )
 
-    def _health_checks(self, ctx: CheckContext, p: ParsedNode, uses: list[PortUse]) -> Iterator[Finding]:
+    def _health_checks(self, ctx: NodeCheckContext, p: ParsedNode, uses: list[PortUse]) -> Iterator[Finding]:
         node = ctx.node
-        assert node is not None
         text = node.text(HC_FACT)
         if not text:
             return
@@ -487,21 +477,19 @@ class NodePortFirewall(Check):
                 )
 
     @staticmethod
-    def _local_endpoint_counts(ctx: CheckContext) -> dict[str, int]:
+    def _local_endpoint_counts(ctx: NodeCheckContext) -> dict[str, int]:
         node = ctx.node
-        assert node is not None
         counts: dict[str, int] = {}
         for key, slices in ctx.cluster.slices_by_service.items():
             counts[key] = sum(1 for sl in slices for ep in sl.endpoints if ep.ready and ep.node_name == node.name)
         return counts
 
-    def _probe(self, ctx: CheckContext, mode: str) -> Iterator[Finding]:
+    def _probe(self, ctx: NodeCheckContext, mode: str) -> Iterator[Finding]:
         node = ctx.node
-        assert node is not None
-        results = ctx.options.get("probe")
-        if not isinstance(results, list | tuple):
+        results = ctx.options.probe_results()
+        if results is None:
             return
-        from kpdoctor.analysis import expected_for
+        from kpdoctor.node_context import expected_for
 
         try:
             expected = expected_for(ctx, mode)

@@ -18,20 +18,15 @@ from checks._common import (
     MODE_UNUSABLE_LOG,
     NFTABLES_BLOG,
     absence_shown,
-    count_services,
-    expected_mode,
 )
-from kpdoctor.analysis import (
-    kube_proxy_pod,
-    kube_proxy_version,
-    log_of,
-    logged_mode,
-    parsed,
-    presence,
-)
-from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.cluster.kube_proxy_node import logged_mode
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
+from kpdoctor.node_context import (
+    NodeCheck,
+    NodeCheckContext,
+)
+from kpdoctor.service_proxy import presence
 from kpdoctor.shellcmd import Lit, Name, command
 
 SCALE_SERVICES = 1000
@@ -40,7 +35,7 @@ NFT_MIN_NFT = (1, 0, 1)
 _IPVS_FAILED = MODE_UNUSABLE_LOG["ipvs"]
 
 
-class ProxierMode(Check):
+class ProxierMode(NodeCheck):
     id = "KP-PROXIER-MODE"
     title = "kube-proxy runs the configured proxier mode, and the mode fits the node and the cluster"
     scope = "node"
@@ -57,22 +52,20 @@ class ProxierMode(Check):
     references = (KUBE_PROXY_DOCS, KUBE_PROXY_CONFIG_DOCS, NFTABLES_BLOG,
                   "https://github.com/kubernetes/kubernetes/pull/111806")
 
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
-        found = expected_mode(ctx)
+        found = ctx.kube_proxy_mode
         if found is None:
             return
         mode, why, origin = found
-        p = parsed(ctx)
-        pod = kube_proxy_pod(ctx)
-        log = log_of(ctx, pod)
+        p = ctx.parsed
+        log = ctx.kube_proxy_log
         used = logged_mode(log)
         cm = origin.configmap
         cm_name = cm.name if cm else "kube-proxy"
         ds_name = origin.daemonset.name if origin.daemonset else "kube-proxy"
         cm_ref = f"{origin.origin}: {why}"
-        version = kube_proxy_version(ctx)
+        version = ctx.kube_proxy_version
         restart = command("kubectl", "-n", "kube-system", "rollout", "restart", "daemonset", Name(ds_name))
         edit = command("kubectl", "-n", "kube-system", "edit", "configmap", Name(cm_name))
 
@@ -140,7 +133,7 @@ class ProxierMode(Check):
 
         # 5. scale advice for iptables mode
         if mode == "iptables":
-            services, endpoints = ctx.shared("count-services", lambda: count_services(ctx.cluster))
+            services, endpoints = ctx.service_load
             if services > SCALE_SERVICES:
                 new_enough = version is None or version >= (1, 31)
                 target = "nftables" if new_enough else "IPVS (nftables is GA from v1.33, beta from v1.31)"
@@ -161,10 +154,9 @@ class ProxierMode(Check):
                     commands=[edit, restart],
                 )
 
-    def _ipvs(self, ctx: CheckContext, p: ParsedNode, log: str | None, cm_ref: str, edit: str, restart: str,
+    def _ipvs(self, ctx: NodeCheckContext, p: ParsedNode, log: str | None, cm_ref: str, edit: str, restart: str,
               version: tuple[int, int] | None) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
         failure_lines = [line.strip() for line in (log or "").splitlines() if any(s in line for s in _IPVS_FAILED)]
         # Positive evidence of IPVS wins over a missing fact: virtual servers listed, kube-ipvs0, the module.
         has_ipvs = p.has("proc-net-ip_vs.txt") or bool(p.ipvs_services) or bool(

@@ -17,18 +17,10 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_DOCS, expected_mode, pod_status_line, service_key, service_subject
-from kpdoctor.analysis import (
-    Comparison,
-    ViewUnavailable,
-    compare,
-    grep_fact,
-    kube_proxy_pod,
-    parsed,
-    presence,
-)
+from checks._common import KUBE_PROXY_DOCS, pod_status_line, service_key, service_subject
 from kpdoctor.api_coverage import missing_for_expectation
-from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.cluster.kube_proxy_node import PROXY_MODES
+from kpdoctor.comparison import Comparison, ViewUnavailable, compare
 from kpdoctor.dataplane.semantic import (
     DNAT,
     DROP,
@@ -40,7 +32,10 @@ from kpdoctor.dataplane.semantic import (
     SemanticView,
 )
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.node.dumps import grep_fact
 from kpdoctor.node.parsed import ParsedNode
+from kpdoctor.node_context import NodeCheck, NodeCheckContext
+from kpdoctor.service_proxy import presence
 from kpdoctor.shellcmd import Lit, Name, command
 
 _KIND_SEVERITY = {
@@ -133,7 +128,7 @@ def _nft_evidence(text: str | None, endpoint: str) -> list[str]:
     return [f"nft-ruleset.json: {host} appears {count} times in the kube-proxy table"] if count else []
 
 
-class StaleEndpoints(Check):
+class StaleEndpoints(NodeCheck):
     id = "KP-STALE-ENDPOINTS"
     title = "Node Service rules match the current EndpointSlices (no stale or missing endpoints)"
     scope = "node"
@@ -155,10 +150,9 @@ class StaleEndpoints(Check):
         "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/conntrack/cleanup.go",
     )
 
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
-        found = expected_mode(ctx)
+        found = ctx.kube_proxy_mode
         if found is None:
             return
         missing = missing_for_expectation(ctx.cluster, node.name)
@@ -170,8 +164,8 @@ class StaleEndpoints(Check):
                 fix="Collect the cluster's Services, EndpointSlices and Nodes (`kpdoctor collect`).",
             )
             return
-        p = parsed(ctx)
-        mode = p.proxy_mode if p.proxy_mode in ("iptables", "nftables", "ipvs") else found[0]
+        p = ctx.parsed
+        mode = p.proxy_mode if p.proxy_mode in PROXY_MODES else found[0]
         try:
             cmp = compare(ctx, mode)
         except ViewUnavailable as exc:
@@ -180,7 +174,7 @@ class StaleEndpoints(Check):
                 severity=Severity.INFO, evidence=[str(exc)], not_evaluated=True,
             )
             return
-        pod = kube_proxy_pod(ctx)
+        pod = ctx.kube_proxy_pod
         down = not p.has("kube-proxy/healthz.json") and not p.has("kube-proxy/metrics.txt")
         cause_cmds: list[str] = []
         cause = ""
@@ -221,10 +215,9 @@ class StaleEndpoints(Check):
         yield from self._conntrack(ctx, cmp.expected)
 
     # ------------------------------------------------------------------------------------------
-    def _dump_missing(self, ctx: CheckContext, mode: str) -> Finding:
+    def _dump_missing(self, ctx: NodeCheckContext, mode: str) -> Finding:
         """The mode's dump was not collected: nothing is known of the node's Service rules."""
         node = ctx.node
-        assert node is not None
         key = DUMP_OF_MODE.get(mode, mode)
         return self.finding(
             ctx, f"Node {node.name}",
@@ -233,15 +226,14 @@ class StaleEndpoints(Check):
             fix=f"Collect {key} from the node (`kpdoctor collect`, or `{COLLECT_HINT.get(mode, key)}` as root).",
         )
 
-    def _unreliable(self, ctx: CheckContext, mode: str, rules_key: str) -> Finding | None:
+    def _unreliable(self, ctx: NodeCheckContext, mode: str, rules_key: str) -> Finding | None:
         """One finding instead of stale/missing-endpoint verdicts when the dump cannot be what the kernel
         holds (chains it jumps to are missing: truncated; DNAT without an address: the userspace iptables
         that printed it is older than the kernel's DNAT revision)."""
-        from kpdoctor.analysis import dump_reliability
+        from kpdoctor.comparison import dump_reliability
         from kpdoctor.dataplane.reliability import TOO_OLD
 
         node = ctx.node
-        assert node is not None
         rel = dump_reliability(ctx, mode, rules_key)
         if rel is None or rel.reliable:
             return None
@@ -258,7 +250,7 @@ class StaleEndpoints(Check):
                     "or upgrade the node's iptables package.",
                 commands=[command(save, "--version", on=node.name)]
                 + ([command("kubectl", "-n", Name(pod.namespace), "exec", Name(pod.name), "--", save, "--version")]
-                   if (pod := kube_proxy_pod(ctx)) is not None else []),
+                   if (pod := ctx.kube_proxy_pod) is not None else []),
             )
         return self.finding(
             ctx, f"Node {node.name}",
@@ -267,19 +259,17 @@ class StaleEndpoints(Check):
             severity=Severity.INFO, evidence=evidence, not_evaluated=True,
         )
 
-    def _layout_note(self, ctx: CheckContext, mode: str, rules_key: str) -> Iterable[Finding]:
+    def _layout_note(self, ctx: NodeCheckContext, mode: str, rules_key: str) -> Iterable[Finding]:
         """Rules in a layout older than the v1.36 reference (KUBE-XLB, KUBE-MARK-DROP): read by meaning, but
         the differences below may be version skew - said, not silent."""
         if mode != "iptables":
             return
-        from kpdoctor.analysis import node_dumps
         from kpdoctor.dataplane.reliability import layout_notes
         from kpdoctor.errors import InputError
 
         node = ctx.node
-        assert node is not None
         try:
-            dump = node_dumps(ctx).full(rules_key)
+            dump = ctx.dumps.full(rules_key)
         except InputError:
             return
         notes = layout_notes(dump) if dump is not None else []
@@ -291,18 +281,17 @@ class StaleEndpoints(Check):
                 severity=Severity.INFO, evidence=[f"{rules_key}: {n}" for n in notes],
             )
 
-    def _no_rules(self, ctx: CheckContext, mode: str, origin: str, pod: object, cause: str,
+    def _no_rules(self, ctx: NodeCheckContext, mode: str, origin: str, pod: object, cause: str,
                   cause_cmds: list[str], rules_key: str = "", shown: str = "") -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
-        from kpdoctor.analysis import expected_for
+        from kpdoctor.node_context import expected_for
 
         expected = expected_for(ctx, mode)
         if not expected.frontends:
             return
         services = sorted({v.service for v in expected.frontends.values()})
         where = {"iptables": rules_key or "iptables-save.txt", "nftables": "nft-ruleset.json",
-                 "ipvs": "ipvsadm-save.txt"}[mode] if mode in ("iptables", "nftables", "ipvs") else mode
+                 "ipvs": "ipvsadm-save.txt"}[mode] if mode in PROXY_MODES else mode
         fact = node.fact(where)
         evidence = [f"{origin}: mode {mode}",
                     f"{where}: " + ("absent (" + (fact.error or "not collected") + ")" if not fact.present
@@ -324,10 +313,9 @@ class StaleEndpoints(Check):
             commands=[*cause_cmds, command("kubectl", "cordon", Name(node.name))],
         )
 
-    def _service_finding(self, ctx: CheckContext, cmp: Comparison, service: str, protocol: str, kind: str,
+    def _service_finding(self, ctx: NodeCheckContext, cmp: Comparison, service: str, protocol: str, kind: str,
                          diffs: list[FrontendDiff], cause: str, cause_cmds: list[str], down: bool) -> Finding:
         node = ctx.node
-        assert node is not None
         fronts = ", ".join(_where(d) for d in diffs)
         stale = sorted({e for d in diffs for e in d.stale})
         missing = sorted({e for d in diffs for e in d.missing})
@@ -410,10 +398,9 @@ class StaleEndpoints(Check):
             commands=commands,
         )
 
-    def _conntrack(self, ctx: CheckContext, expected: SemanticView) -> Iterable[Finding]:
+    def _conntrack(self, ctx: NodeCheckContext, expected: SemanticView) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
-        entries = parsed(ctx).conntrack_entries
+        entries = ctx.parsed.conntrack_entries
         if not entries:
             return
         by_addr = {(fe.address, fe.port, fe.protocol): v for fe, v in expected.frontends.items() if fe.address}

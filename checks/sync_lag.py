@@ -24,15 +24,12 @@ from checks._common import (
     KUBE_PROXY_CONFIG_DOCS,
     KUBE_PROXY_METRICS_DOCS,
     NFTABLES_BLOG,
-    count_services,
-    expected_mode,
     unknown_kube_proxy,
 )
-from kpdoctor.analysis import kube_proxy_pod, parsed
-from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.config import format_duration
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import Metrics
+from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.node_only import is_node_only
 from kpdoctor.shellcmd import Lit, Name, Part, command
 
@@ -71,7 +68,7 @@ def _by_family(metrics: Metrics, name: str) -> dict[str, float]:
     return {s.labels.get("ip_family", ""): s.value for s in metrics.get(name)}
 
 
-class SyncLag(Check):
+class SyncLag(NodeCheck):
     id = "KP-SYNC-LAG"
     title = "Changes reach the node's rules promptly (sync settings, sync metrics, cost at this scale)"
     scope = "node"
@@ -91,26 +88,24 @@ class SyncLag(Check):
     references = (KUBE_PROXY_CONFIG_DOCS, KUBE_PROXY_METRICS_DOCS, NFTABLES_BLOG,
                   "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/iptables/proxier.go")
 
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
-        found = expected_mode(ctx)
+        found = ctx.kube_proxy_mode
         if found is None:
             if is_node_only(ctx.cluster):
                 yield unknown_kube_proxy(self, ctx)
             return
         mode, _why, origin = found
-        p = parsed(ctx)
+        p = ctx.parsed
         config = (p.configz or origin.config).with_defaults()
         raw = origin.config.active_sync
         sync = config.active_sync
         src = "kube-proxy/configz.json" if p.configz else origin.origin
-        pod = kube_proxy_pod(ctx)
+        pod = ctx.kube_proxy_pod
         ds = origin.daemonset.name if origin.daemonset else "kube-proxy"
         cm = origin.configmap.name if origin.configmap else "kube-proxy"
         # node-only scan: the cluster's size is unknown (0 keeps the size-dependent advice quiet)
-        services, endpoints = (0, 0) if is_node_only(ctx.cluster) else ctx.shared(
-            "count-services", lambda: count_services(ctx.cluster))
+        services, endpoints = ctx.service_load
 
         # --- configuration against its meaning ---
         if raw.sync_period and raw.sync_period < 30:
@@ -181,10 +176,9 @@ class SyncLag(Check):
                           command("kubectl", "-n", "kube-system", "rollout", "restart", "daemonset", Name(ds))],
             )
 
-    def _metrics(self, ctx: CheckContext, metrics: Metrics, now: float | None, sync_period: float,
+    def _metrics(self, ctx: NodeCheckContext, metrics: Metrics, now: float | None, sync_period: float,
                  pod_key: str | None) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
         logs_argv: tuple[Part, ...] = ("kubectl", "-n", "kube-system", "logs", *([Name(pod_key.split("/", 1)[-1])] if pod_key else []))
         logs = command(*logs_argv)
         curl = command("curl", "-s", "http://127.0.0.1:10249/metrics", Lit("|"), "grep", "sync_proxy_rules", on=node.name)

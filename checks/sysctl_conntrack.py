@@ -18,11 +18,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CONFIG_DOCS, expected_mode
-from kpdoctor.analysis import kube_proxy_expected, parsed
-from kpdoctor.checks_api import Check, CheckContext
+from checks._common import KUBE_PROXY_CONFIG_DOCS
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode, sysctl_int
+from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.shellcmd import Lit, command
 
 FILL_WARNING = 0.75
@@ -40,7 +39,7 @@ def _bridges_with_pods(p: ParsedNode) -> list[str]:
     return sorted(masters | {b for b in bridges if any(i.master == b for i in ifaces)})
 
 
-class SysctlConntrack(Check):
+class SysctlConntrack(NodeCheck):
     id = "KP-SYSCTL-CONNTRACK"
     title = "ip_forward, route_localnet, bridge-nf-call-iptables and conntrack headroom"
     scope = "node"
@@ -60,10 +59,9 @@ class SysctlConntrack(Check):
         "https://www.kernel.org/doc/html/latest/networking/nf_conntrack-sysctl.html",
     )
 
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
-        p = parsed(ctx)
+        p = ctx.parsed
         if not p.has("sysctl.txt"):
             return
         s = p.sysctl
@@ -74,7 +72,7 @@ class SysctlConntrack(Check):
                 ctx, f"Node {node.name}",
                 f"net.ipv4.ip_forward is 0 on node {node.name}: the node does not forward DNATed Service traffic, so "
                 "Services whose endpoints are pods are unreachable through this node",
-                severity=Severity.CRITICAL if kube_proxy_expected(ctx) else Severity.ERROR,
+                severity=Severity.CRITICAL if ctx.kube_proxy_expected else Severity.ERROR,
                 evidence=["sysctl.txt: net.ipv4.ip_forward = 0"],
                 fix="Enable forwarding now and persistently.",
                 commands=[command("sysctl", "-w", "net.ipv4.ip_forward=1", on=node.name),
@@ -101,10 +99,9 @@ class SysctlConntrack(Check):
             )
         yield from self._conntrack(ctx, p)
 
-    def _route_localnet(self, ctx: CheckContext, p: ParsedNode) -> Iterable[Finding]:
+    def _route_localnet(self, ctx: NodeCheckContext, p: ParsedNode) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
-        found = expected_mode(ctx)
+        found = ctx.kube_proxy_mode
         if found is None or found[0] != "iptables":
             return
         config = found[2].config
@@ -128,9 +125,8 @@ class SysctlConntrack(Check):
                 commands=[command("sysctl", "-w", "net.ipv4.conf.all.route_localnet=1", on=node.name)],
             )
 
-    def _conntrack(self, ctx: CheckContext, p: ParsedNode) -> Iterable[Finding]:
+    def _conntrack(self, ctx: NodeCheckContext, p: ParsedNode) -> Iterable[Finding]:
         node = ctx.node
-        assert node is not None
         count = sysctl_int(p.sysctl, "net.netfilter.nf_conntrack_count")
         limit = sysctl_int(p.sysctl, "net.netfilter.nf_conntrack_max")
         stats = p.conntrack_stats or {}

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.findings import Finding, Remediation, Severity
 from kpdoctor.node.state import NodeState
+from kpdoctor.scan_options import ScanOptions
 
 Scope = Literal["cluster", "node"]
 T = TypeVar("T")
@@ -45,7 +46,7 @@ class CheckContext:
     cluster: ClusterState
     node: NodeState | None = None
     nodes: Mapping[str, NodeState] = field(default_factory=lambda: MappingProxyType({}))
-    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    options: ScanOptions = field(default_factory=ScanOptions)
     _cache: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def derived(self, key: str, factory: Callable[[], T]) -> T:

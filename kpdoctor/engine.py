@@ -32,6 +32,7 @@ from kpdoctor.findings import Finding, Remediation, Severity
 from kpdoctor.node.state import NodeState
 from kpdoctor.node_only import NODE_ONLY_REASON, is_node_only
 from kpdoctor.registry import LoadError
+from kpdoctor.scan_options import ScanOptions
 from kpdoctor.silences import SilenceSet
 from kpdoctor.unseen import saw_any, unseen_finding
 
@@ -118,7 +119,7 @@ class ScanResult:
     findings: list[Finding]
     runs: list[CheckRun]
     silences: SilenceSet
-    options: Mapping[str, Any]
+    options: ScanOptions
     duration: float = 0.0
     load_errors: list[LoadError] = field(default_factory=list)
     # node -> who implements Services there, with the evidence (kpdoctor.service_proxy), as the checks decided it
@@ -314,7 +315,7 @@ def _light(node: NodeState) -> NodeState:
 
 def _node_loop(names: list[str], source: NodeSource, seen: list[NodeState], reachable: list[str],
                findings: list[Finding], node_checks: list[Check], guarded: ClusterState,
-               all_nodes: Mapping[str, NodeState], opts: Mapping[str, Any], cache: dict[tuple[str, str], Any],
+               all_nodes: Mapping[str, NodeState], opts: ScanOptions, cache: dict[tuple[str, str], Any],
                produced: dict[str, list[Finding]], runs: dict[str, CheckRun],
                on_progress: Callable[[str], None] | None, shapes: dict[str, str]) -> None:
     for name in names:
@@ -348,7 +349,7 @@ def run_checks(
     nodes: Iterable[NodeState] = (),
     *,
     node_source: NodeSource | None = None,
-    options: Mapping[str, Any] | None = None,
+    options: ScanOptions | None = None,
     silences: SilenceSet | None = None,
     load_errors: Sequence[LoadError] = (),
     on_progress: Callable[[str], None] | None = None,
@@ -358,7 +359,7 @@ def run_checks(
     started = time.perf_counter()
     source = node_source if node_source is not None else ListNodes(nodes)
     guarded = guard_cluster(cluster)
-    opts: Mapping[str, Any] = MappingProxyType(dict(options or {}))
+    opts = options if options is not None else ScanOptions()
     cache: dict[tuple[str, str], Any] = {}  # shared: a cluster-wide derived view is computed once per scan
     findings: list[Finding] = [load_error_finding(e) for e in load_errors]
     runs = {c.id: CheckRun(c) for c in checks}

@@ -10,14 +10,14 @@ iptables (`iptables -V`) is.
 from __future__ import annotations
 
 from kpdoctor.dataplane.chain_owners import HINT_CHAINS
-from kpdoctor.node.parsed import IptablesDump, ParsedNode
+from kpdoctor.node.parsed import IptablesView, ParsedNode
 
 
-def has_hint(dump: IptablesDump | None) -> bool:
+def has_hint(dump: IptablesView | None) -> bool:
     return dump is not None and any(c in dump.chains() for c in HINT_CHAINS)
 
 
-def maintained_backend(legacy: IptablesDump | None, nft: IptablesDump | None, default_backend: str) -> tuple[str, str]:
+def maintained_backend(legacy: IptablesView | None, nft: IptablesView | None, default_backend: str) -> tuple[str, str]:
     """("legacy" | "nft", how it was decided) from the two dumps and the host's default backend."""
     hint_legacy, hint_nft = has_hint(legacy), has_hint(nft)
     if hint_legacy != hint_nft:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kpdoctor.analysis import fact_contains, iptables_rules_key
+from kpdoctor.comparison import iptables_rules_key
+from kpdoctor.node.dumps import fact_contains
 from kpdoctor.node.parsed import ParsedNode
 
 Probe = Callable[[ParsedNode], str]

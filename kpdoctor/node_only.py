@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from kpdoctor.cluster.config import KubeProxyConfig
+from kpdoctor.cluster.kube_proxy_node import PROXY_MODES
 from kpdoctor.cluster.model import ResourceGap
 from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
 
 NODE_ONLY_REASON = "not in this scan's input: node facts only, collected without cluster access (no cluster/)"
 NODE_ONLY_KINDS = ("Service", "EndpointSlice", "Node", "ConfigMap", "DaemonSet", "Pod", "log")
-PROXY_MODES = ("iptables", "nftables", "ipvs")
 
 
 def node_only_cluster(source: str) -> ClusterState:

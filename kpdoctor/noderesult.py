@@ -10,7 +10,7 @@ per-node results of a scan gives the same findings, runs and report as checking 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kpdoctor.checks_api import Check
@@ -204,9 +204,9 @@ def merge(checks: Sequence[Check], central: ScanResult, nodes: Iterable[NodeResu
         findings += stray
     if silences is not None:
         findings = silences.apply(findings)
-    options = dict(central.options)
+    options = central.options
     if omitted:  # the report says how many node findings were counted, not sent (options.node_findings_omitted)
-        options["node_findings_omitted"] = omitted
+        options = replace(options, node_findings_omitted=omitted)
     return ScanResult(cluster=central.cluster, nodes=seen, findings=findings, runs=list(runs.values()),
                       silences=silences or SilenceSet(), options=options, duration=duration,
                       load_errors=central.load_errors, service_proxies=shapes)  # fmt: skip

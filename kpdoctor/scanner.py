@@ -25,6 +25,7 @@ from kpdoctor.node_only import cluster_missing_error, node_only_cluster
 from kpdoctor.registry import Registry, discover
 from kpdoctor.report.model import SourceInfo, build_report
 from kpdoctor.safeio import read_regular, regular_files
+from kpdoctor.scan_options import ScanOptions
 from kpdoctor.silences import SilenceSet
 
 DEMO_BUNDLE = Path(__file__).resolve().parent / "demo" / "bundle"
@@ -52,6 +53,7 @@ class ScanRequest:
     collected: Any = None  # (ClusterState, NodeSource, SourceInfo) the caller gathered itself (`kpdoctor node`)
     pod_namespaces: Sequence[str] = ()  # also load the Pods of these namespaces (`why`, `scan --service`)
     service: Any = None  # kpdoctor.why.model.Target: `scan --service NS/NAME` narrows the report to it
+    incremental: bool = True  # engine option: big iptables dumps read as deltas of a reference dump
 
 
 @dataclass
@@ -310,8 +312,8 @@ def scan(req: ScanRequest, *, registry: Registry | None = None, silences: Silenc
     try:
         cluster, nodes, source, wanted_nodes = gather(req)
         probe_run = run_probe(req, cluster, nodes) if req.probe else None
-        options = {"probe": probe_run.results if probe_run is not None else False, "source": source.kind,
-                   "transport": source.transport}
+        options = ScanOptions(probe=probe_run.results if probe_run is not None else False, source=source.kind,
+                              transport=source.transport, incremental=req.incremental)
         result = run_checks(checks, cluster, node_source=nodes, options=options, silences=silences,
                             load_errors=reg.load_errors)
         view = None

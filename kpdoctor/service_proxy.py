@@ -42,7 +42,6 @@ KUBE_PROXY_KINDS = frozenset({DAEMONSET, STATIC_POD, EMBEDDED, HOST_PROCESS, ASS
 # kube-proxy's chains per mode (kubelet's KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY / KUBE-FIREWALL excluded).
 IPTABLES_MARKER_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-PROXY-CANARY")
 IPVS_IPTABLES_MARKERS = ("KUBE-NODE-PORT", "KUBE-LOAD-BALANCER")
-DEFAULT_MODE_VERSION_MAX = (1, 36)  # up to this version "" means iptables on Linux
 K3S_ARGS_ANNOTATION = "k3s.io/node-args"
 K3S_DISABLED = "k3s with --disable-kube-proxy"
 _K3S = re.compile(r"\+k3s\d*")
@@ -147,19 +146,6 @@ def presence(p: ParsedNode) -> Presence:
     if kube_sets:
         ipvs_parts.append(f"ipset-list.txt: {len(kube_sets)} KUBE-* sets (e.g. {kube_sets[0]})")
     return Presence(default, legacy, ipvs_chains, nft, "; ".join(ipvs_parts))
-
-
-def resolve_mode(config_mode: str, version: tuple[int, int] | None) -> tuple[str, str]:
-    """(effective mode, explanation). `""` is iptables on Linux up to v1.36; later, confirm with /proxyMode."""
-    if config_mode:
-        return config_mode, f'mode: "{config_mode}"'
-    if version is None or version <= DEFAULT_MODE_VERSION_MAX:
-        ver = f"v{version[0]}.{version[1]}" if version else "v1.36 (assumed)"
-        return "iptables", f'mode: "" (the default, iptables on Linux for kube-proxy {ver})'
-    return "iptables", (
-        f'mode: "" (default; iptables up to v1.36 - kube-proxy v{version[0]}.{version[1]} may differ, '
-        "confirm with /proxyMode)"
-    )
 
 
 # ----------------------------------------------------------------------------- the decision

@@ -86,8 +86,8 @@ def _proven_replacement(ctx: CheckContext, names: Iterable[str]) -> bool:
 
 def node_serving(ctx: CheckContext) -> Serving:
     """For the node of a node-scope context."""
-    from kpdoctor.analysis import configured_mode, kube_proxy_expected, parsed
     from kpdoctor.iptables_backend import node_maintained_backend
+    from kpdoctor.node_context import configured_mode, kube_proxy_expected, parsed
 
     node = ctx.node
     assert node is not None

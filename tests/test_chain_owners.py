@@ -17,7 +17,7 @@ import pytest
 from kpdoctor.dataplane import chain_owners as co
 from kpdoctor.gate.cleanup import kube_proxy_chains as gate_kube_proxy_chains
 from kpdoctor.gate.cleanup import node_leftovers
-from kpdoctor.node.parsed import ParsedNode, parse_iptables_dump
+from kpdoctor.node.parsed import ParsedNode, parse_iptables_view
 from kpdoctor.node.state import Fact, NodeState
 
 DUMPS = Path(__file__).parent / "fixtures" / "realworld"
@@ -71,7 +71,7 @@ def test_kubelet_chains_are_all_kube_prefixed_and_hint_chains_are_the_kubelets()
 @pytest.mark.parametrize("path", sorted(DUMPS.rglob("dump.txt")), ids=lambda p: p.parent.name)
 def test_fast_filter_is_the_owner_list(path: Path) -> None:
     """`kube_proxy_chains` (one set lookup per name) answers as `owner()` does, on every real dump we keep."""
-    dump = parse_iptables_dump(path.read_text(errors="replace"))
+    dump = parse_iptables_view(path.read_text(errors="replace"))
     for table, chains in dump.policies.items():
         assert co.kube_proxy_chains(table, chains) == [c for c in chains if co.owner(table, c) == co.KUBE_PROXY]
 

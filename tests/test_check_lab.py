@@ -44,6 +44,7 @@ from kpdoctor.cluster.model import Endpoint
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.findings import Severity
 from kpdoctor.node.state import NodeState
+from kpdoctor.scan_options import ScanOptions
 
 B1 = BUNDLES / "B1-healthy" / "bundle" / "nodes"
 EDGE1_RULES = (B1 / "edge-1" / "iptables-save.txt").read_text()
@@ -306,13 +307,13 @@ def test_nodeport_probe_results_interpreted() -> None:
         {"node": "edge-1", "address": "10.81.0.2", "port": 31111, "protocol": "TCP", "kind": "node-port",
          "result": "open", "elapsed": 0.01},
     ]
-    found = run_check(firewall.CHECK, cluster, nodes, options={"probe": probe})
+    found = run_check(firewall.CHECK, cluster, nodes, options=ScanOptions(probe=probe))
     errors = [f for f in found if f.severity == Severity.ERROR]
     assert [(f.scope, f.subject) for f in errors] == [("edge-1", "Service storefront/checkout:https/TCP")]
     assert "filtered" in errors[0].message and "security group" in errors[0].message
     infos = {(f.scope, f.subject) for f in found if f.severity == Severity.INFO}
     assert ("edge-2", "Service storefront/gateway:http/TCP") in infos
-    assert run_check(firewall.CHECK, cluster, nodes, options={"probe": probe[2:]}) == [
+    assert run_check(firewall.CHECK, cluster, nodes, options=ScanOptions(probe=probe[2:])) == [
         f for f in run_check(firewall.CHECK, cluster, nodes) if f.severity == Severity.INFO
     ]
 

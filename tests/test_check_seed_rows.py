@@ -34,6 +34,7 @@ import checks.stale_endpoints as stale
 import checks.sync_lag as sync_lag
 from kpdoctor.cluster.model import ConfigMap, DaemonSet, Service, ServicePort
 from kpdoctor.findings import Severity
+from kpdoctor.scan_options import ScanOptions
 
 # ------------------------------------------------------------------------------------ seed rows
 
@@ -122,7 +123,7 @@ def test_seed_row_5_nodeport_not_reachable() -> None:
         node = lab_node(ns, "edge-1")
     probe = [{"node": "edge-1", "address": "10.81.0.2", "port": 31110, "protocol": "TCP", "kind": "node-port",
               "result": "timeout", "elapsed": 3.0}]
-    found = run_check(firewall.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1", options={"probe": probe})
+    found = run_check(firewall.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1", options=ScanOptions(probe=probe))
     rule = [f for f in found if f.subject == "Node edge-1"]
     assert rule and "mangle PREROUTING" in rule[0].message and "31110/TCP" in rule[0].message
     assert rule[0].remediation is not None

@@ -27,6 +27,7 @@ from kpdoctor.cluster.snapshot import load_snapshot
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.state import Fact, NodeState
+from kpdoctor.scan_options import ScanOptions
 
 HERE = Path(__file__).parent
 BUNDLES = HERE / "fixtures" / "bundles"
@@ -114,12 +115,12 @@ def run_check(
     nodes: Mapping[str, NodeState] | None = None,
     *,
     node: str | None = None,
-    options: Mapping[str, Any] | None = None,
+    options: ScanOptions | None = None,
 ) -> list[Finding]:
     """Run one check: cluster scope once, node scope on `node` (or every node)."""
     nodes = dict(nodes or {})
     view = MappingProxyType(nodes)
-    opts = MappingProxyType(dict(options or {}))
+    opts = options if options is not None else ScanOptions()
     cache: dict[tuple[str, str], Any] = {}
     if check.scope == "cluster":
         return list(check.run(CheckContext(cluster=cluster, nodes=view, options=opts, _cache=cache)))

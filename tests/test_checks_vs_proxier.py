@@ -58,7 +58,7 @@ from proxier_lab_support import (
 )
 from proxier_lab_support import cluster_objects as clusters
 
-from kpdoctor.analysis import actual_view
+from kpdoctor.comparison import actual_view
 from kpdoctor.dataplane.semantic import diff
 from kpdoctor.findings import Severity
 from kpdoctor.lab.apply import apply_rendered

@@ -99,4 +99,4 @@ def test_compact_results_count_what_they_leave_out() -> None:
     dropped = [f for f in node_scope if f.severity < Severity.WARNING and not f.not_evaluated]
     assert dropped, "the demo has no informational node finding: this test would show nothing"
     assert sorted(map(key, merged.findings)) == sorted(key(f) for f in whole.findings if f not in dropped)
-    assert merged.options["node_findings_omitted"] == len(dropped)
+    assert merged.options.node_findings_omitted == len(dropped)

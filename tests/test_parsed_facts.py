@@ -12,12 +12,12 @@ from kpdoctor.node.parsed import (
     parse_conntrack_stats,
     parse_healthz,
     parse_ip_addr,
-    parse_iptables_dump,
     parse_iptables_version,
+    parse_iptables_view,
     parse_kernel_release,
     parse_metrics,
     parse_modules_builtin,
-    parse_nft_json,
+    parse_nft_structure,
     parse_proc_modules,
     parse_sysctl,
 )
@@ -88,12 +88,31 @@ def test_ip_addr_iptables_dump_nft_real() -> None:
     ifaces = parse_ip_addr((E1 / "ip-addr.json").read_text())
     assert [i.name for i in ifaces] == ["lo", "eth0"]
     assert ("10.81.0.2", 24, "global") in ifaces[1].addresses
-    dump = parse_iptables_dump((E1 / "iptables-save.txt").read_text())
+    dump = parse_iptables_view((E1 / "iptables-save.txt").read_text())
     assert dump.policies["filter"]["FORWARD"] == "ACCEPT"
     assert "KUBE-SERVICES" in dump.kube_chains()["nat"] and "KUBE-FIREWALL" not in dump.kube_chains()["filter"]
     assert dump.chain_rules("filter", "FORWARD")[1].target == "KUBE-FORWARD"
-    nft = parse_nft_json((E2 / "nft-ruleset.json").read_text())
+    nft = parse_nft_structure((E2 / "nft-ruleset.json").read_text())
     assert nft is not None and nft.has_table("ip", "kube-proxy") and nft.version == "1.0.6"
-    e1 = parse_nft_json((E1 / "nft-ruleset.json").read_text())
+    e1 = parse_nft_structure((E1 / "nft-ruleset.json").read_text())
     assert e1 is not None and ("ip", "nat") in e1.xt_tables and not e1.has_table("ip", "kube-proxy")
-    assert parse_nft_json("{") is not None and not parse_nft_json("{").valid  # type: ignore[union-attr]
+    assert parse_nft_structure("{") is not None and not parse_nft_structure("{").valid  # type: ignore[union-attr]
+
+
+def test_node_summary_reads_nft_tables_through_the_one_light_reader() -> None:
+    """`NodeSummary.nft_tables` comes from `parse_nft_structure` (no third nft JSON reader); hostile JSON
+    (malformed, absurdly deep, not an object) gives no tables rather than an error."""
+    from kpdoctor.node.state import Fact, NodeState
+    from kpdoctor.node.summary import summarize
+
+    for node_dir in (E1, E2):
+        text = (node_dir / "nft-ruleset.json").read_text()
+        state = NodeState("n", "bundle", {"nft-ruleset.json": Fact(key="nft-ruleset.json", content=text)})
+        nft = parse_nft_structure(text)
+        assert nft is not None and nft.tables
+        assert summarize(state).nft_tables == tuple(f"{f} {n}" for f, n in nft.tables)
+    for hostile in ("{", "[" * 100000 + "]" * 100000, '"nftables"', '{"nftables": {"table": 1}}', ""):
+        state = NodeState("n", "bundle", {"nft-ruleset.json": Fact(key="nft-ruleset.json", content=hostile)})
+        assert summarize(state).nft_tables == ()
+        found = parse_nft_structure(hostile)
+        assert found is not None and found.tables == ()

@@ -1,4 +1,4 @@
-"""Incremental node analysis (`kpdoctor.analysis.DeltaDump`) gives exactly the full analysis' findings.
+"""Incremental node analysis (`kpdoctor.dataplane.iptables_delta.DeltaDump`) gives exactly the full analysis' findings.
 
 A scan analyses the first big iptables dump in full and every later node's dump as that reference
 plus the chains whose lines differ. These tests build a bundle of a synthetic cluster (bench/synth.py:
@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-import kpdoctor.analysis as analysis
+import kpdoctor.dataplane.iptables_delta as delta_engine
+import kpdoctor.node.dumps as dumps
 from kpdoctor.dataplane.iptables_save import parse_iptables_save
 from kpdoctor.scanner import ScanRequest, scan
 
@@ -132,8 +133,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
-def _report(bundle: Path) -> dict[str, Any]:
-    out = scan(ScanRequest(bundle=str(bundle), fail_on=None))
+def _report(bundle: Path, incremental: bool = True) -> dict[str, Any]:
+    out = scan(ScanRequest(bundle=str(bundle), fail_on=None, incremental=incremental))
     return _strip(out.report)
 
 
@@ -148,9 +149,9 @@ def _strip(value: Any) -> Any:
 def test_incremental_findings_equal_full(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     used: list[str] = []
     compared: list[str] = []
-    real_delta = analysis.IptablesRefs.delta
+    real_delta = delta_engine.IptablesRefs.delta
 
-    def spy_delta(self: analysis.IptablesRefs, text: str, source: str) -> Any:
+    def spy_delta(self: delta_engine.IptablesRefs, text: str, source: str) -> Any:
         found = real_delta(self, text, source)
         if found is not None:
             used.append(source.split("/", 1)[0])
@@ -166,11 +167,10 @@ def test_incremental_findings_equal_full(bundle: Path, monkeypatch: pytest.Monke
             compared.append("delta")
         return got
 
-    monkeypatch.setattr(analysis.IptablesRefs, "delta", spy_delta)
+    monkeypatch.setattr(delta_engine.IptablesRefs, "delta", spy_delta)
     monkeypatch.setattr(sem, "semantic_view_delta", spy_view_delta)
     incremental = _report(bundle)
-    monkeypatch.setattr(analysis, "INCREMENTAL", False)
-    full = _report(bundle)
+    full = _report(bundle, incremental=False)
 
     assert incremental == full
     # The perturbed nodes really went through the delta (node-0007 only structurally: its nat entry
@@ -188,14 +188,13 @@ def test_incremental_findings_equal_full(bundle: Path, monkeypatch: pytest.Monke
     assert stale and "node-0001" in stale[0]["nodes"]
 
 
-def test_delta_structure_view_equals_full_parse(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DeltaDump.light() answers every structural question exactly as the full parse does, with the
+def test_delta_structure_view_equals_full_parse() -> None:
+    """A delta dump's structure view (`light_of_delta`) answers every structural question exactly as the full parse does, with the
     node's own line numbers, for random edits (substitutions, insertions, deletions, new chains)."""
-    monkeypatch.setattr(analysis, "DELTA_MIN_LINES", 100)
     cluster = synth_cluster(SynthSpec(services=60, endpoints=3, nodes=3, seed=5))
     base_text = _render(cluster, "node-0000")
     ref_full = parse_iptables_save(base_text, "ref")
-    refs = analysis.IptablesRefs()
+    refs = delta_engine.IptablesRefs(min_lines=100)
     refs.offer(base_text, ref_full, "node-0000")
     assert refs.refs
     rng = random.Random(11)
@@ -226,8 +225,8 @@ def test_delta_structure_view_equals_full_parse(monkeypatch: pytest.MonkeyPatch)
         if delta is None:
             continue
         tried += 1
-        want = analysis._light_from_full(own)
-        got = delta.light()
+        want = dumps.light_from_full(own)
+        got = dumps.light_of_delta(delta)
         assert {t: dict(p) for t, p in got.policies.items()} == {t: dict(p) for t, p in want.policies.items()}
         assert got.kube_chains() == want.kube_chains()
         assert got.chains() == want.chains() and got.chains("nat") == want.chains("nat")
@@ -237,15 +236,15 @@ def test_delta_structure_view_equals_full_parse(monkeypatch: pytest.MonkeyPatch)
             assert list(got.rules[table]) == list(want.rules[table])
         for token in (" -j DNAT", "edited", "198.51.100.7", "-m recent", "no such token"):
             node = _fake_parsed(text, refs)
-            assert analysis.fact_contains(node, "iptables-save.txt", token) == (token in text)
+            assert dumps.fact_contains(node, "iptables-save.txt", token) == (token in text)
     assert tried >= 15
 
 
-def _fake_parsed(text: str, refs: analysis.IptablesRefs) -> analysis.SharedParsedNode:
+def _fake_parsed(text: str, refs: delta_engine.IptablesRefs) -> dumps.SharedParsedNode:
     from kpdoctor.node.state import Fact, NodeState
 
     state = NodeState("node", "bundle", {"iptables-save.txt": Fact(key="iptables-save.txt", content=text)})
-    return analysis.SharedParsedNode(state, _dumps=analysis.NodeDumps(state, refs))
+    return dumps.SharedParsedNode(state, dumps=dumps.NodeDumps(state, refs))
 
 
 def test_align_is_a_valid_common_subsequence() -> None:
@@ -269,7 +268,7 @@ def test_align_is_a_valid_common_subsequence() -> None:
             if len(at) == 1:
                 pos[line] = at[0]
                 del dups[line]
-        got = analysis._align(new, old, pos, dups, 10**6)
+        got = delta_engine.align(new, old, pos, dups, 10**6)
         assert got is not None
         un, ur = got
         kept_new = [x for i, x in enumerate(new) if i not in set(un)]
@@ -300,7 +299,7 @@ def test_align_text_equals_the_line_by_line_definition() -> None:
     from tests.conftest import GOLDEN
 
     text = (GOLDEN / "V5-large-cluster" / "iptables" / "iptables-save.txt").read_text()
-    ref = analysis.IptablesRef(text, parse_iptables_save(text), "ref")
+    ref = delta_engine.IptablesRef(text, parse_iptables_save(text), "ref")
     pos, dups = ref.positions()
     rng = random.Random(11)
     base = text.split("\n")
@@ -321,8 +320,8 @@ def test_align_text_equals_the_line_by_line_definition() -> None:
             else:
                 new.append(f"-A KUBE-SERVICES -j EXTRA{rng.randrange(9)}")
         node_text = "\n".join(new)
-        want = analysis._align(node_text.split("\n"), ref.lines, pos, dups, 10**6)
-        got = analysis._align_text(node_text, ref, pos, dups, 10**6)
+        want = delta_engine.align(node_text.split("\n"), ref.lines, pos, dups, 10**6)
+        got = delta_engine.align_text(node_text, ref, pos, dups, 10**6)
         if want is None:
             assert got is None
             continue

@@ -13,6 +13,7 @@ from kpdoctor.cluster.state import ClusterState
 from kpdoctor.engine import ListNodes, NodeSource, run_checks
 from kpdoctor.findings import Finding
 from kpdoctor.registry import Registry, discover
+from kpdoctor.scan_options import ScanOptions
 from kpdoctor.scanner import DEMO_BUNDLE, ScanRequest, gather
 from kpdoctor.why.model import Client, Target, WhyReport
 from kpdoctor.why.run import build
@@ -56,6 +57,6 @@ def run_why(req: ScanRequest, target: Target, client: Client, *, registry: Regis
     if has_api and list(nodes.names()):
         reg = registry or discover()
         result = run_checks(reg.select(None, None), cluster, node_source=nodes,
-                            options={"probe": False, "source": "why", "transport": req.transport or ""})
+                            options=ScanOptions(probe=False, source="why", transport=req.transport or ""))
         findings = result.findings
     return build(cluster, nodes, target, client, has_api=has_api, source=source, findings=findings)

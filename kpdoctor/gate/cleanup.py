@@ -27,7 +27,7 @@ from kpdoctor.gate.model import (
     blocking,
 )
 from kpdoctor.gate.model import unknown as unknown_reason
-from kpdoctor.node.parsed import IptablesDump, ParsedNode
+from kpdoctor.node.parsed import IptablesView, ParsedNode
 from kpdoctor.node.state import NodeState
 from kpdoctor.shellcmd import Lit, Name, command
 
@@ -42,7 +42,7 @@ REQUIRED_FACTS = (("iptables-save.txt", "iptables-nft-save.txt", "iptables-legac
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
 
 
-def kube_proxy_chains(dump: IptablesDump | None) -> list[str]:
+def kube_proxy_chains(dump: IptablesView | None) -> list[str]:
     """kube-proxy's chains declared in a parsed iptables-save dump, table by table (the kubelet's stay:
     `kpdoctor.dataplane.chain_owners` says which are whose)."""
     if dump is None:

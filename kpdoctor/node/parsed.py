@@ -6,9 +6,10 @@ explain, not a crash of the whole scan. `ParsedNode` caches the parsed views of
 one NodeState so ten checks asking for the sysctls parse them once.
 
 The full iptables/nft/IPVS parsers that build the semantic view live in
-`kpdoctor.dataplane`; the light `IptablesDump`/`NftTables` readers here only
-answer structural questions (which chains exist, policies, the order of the
-rules in a built-in chain) that the firewall, backend-split and leftover checks ask.
+`kpdoctor.dataplane`; the light `IptablesView` reader here (and the light
+`NftTables` reader in `kpdoctor.dataplane.nft_structure`) only answer structural
+questions (which chains exist, policies, the order of the rules in a built-in
+chain) that the firewall, backend-split and leftover checks ask.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 from kpdoctor.cluster.config import KubeProxyConfig, config_from_dict
 from kpdoctor.dataplane.chain_owners import kube_proxy_chains
+from kpdoctor.dataplane.nft_structure import NftTables, parse_nft_structure
 from kpdoctor.errors import InputError
 from kpdoctor.node.state import NodeState
 
@@ -527,7 +529,7 @@ class IptRule:
 
 
 @dataclass(frozen=True)
-class IptablesDump:
+class IptablesView:
     """Tables -> chains (with policy) and rules in order, from `iptables-save` text."""
 
     policies: Mapping[str, Mapping[str, str]]  # table -> chain -> policy ("-" for user chains)
@@ -558,7 +560,7 @@ class IptablesDump:
         return not self.policies
 
 
-def parse_iptables_dump(text: str | None) -> IptablesDump:
+def parse_iptables_view(text: str | None) -> IptablesView:
     policies: dict[str, dict[str, str]] = {}
     rules: dict[str, dict[str, list[IptRule]]] = {}
     table = ""
@@ -581,97 +583,10 @@ def parse_iptables_dump(text: str | None) -> IptablesDump:
             chain = parts[1]
             bucket = rules[table].setdefault(chain, [])
             bucket.append(IptRule(table, chain, len(bucket), line, lineno))
-    return IptablesDump(
+    return IptablesView(
         policies={t: dict(c) for t, c in policies.items()},
         rules={t: {c: tuple(r) for c, r in chains.items()} for t, chains in rules.items()},
     )
-
-
-# ------------------------------------------------------------- light nftables structure
-
-
-@dataclass(frozen=True, slots=True)
-class NftChain:
-    family: str
-    table: str
-    name: str
-    hook: str = ""
-    prio: int | None = None
-    policy: str = ""
-    type: str = ""
-
-
-@dataclass(frozen=True)
-class NftTables:
-    """Tables and base chains of `nft -j list ruleset`, plus which tables iptables-nft owns."""
-
-    tables: tuple[tuple[str, str], ...]  # (family, name)
-    chains: tuple[NftChain, ...]
-    rule_counts: Mapping[tuple[str, str], int]  # (family, table) -> number of rules
-    xt_tables: frozenset[tuple[str, str]]  # tables whose rules use xt (iptables-nft compat) expressions
-    version: str = ""
-    valid: bool = True
-
-    def has_table(self, family: str, name: str) -> bool:
-        return (family, name) in self.tables
-
-    def base_chains(self) -> list[NftChain]:
-        return [c for c in self.chains if c.hook]
-
-
-_IPTABLES_NFT_TABLES = {"filter", "nat", "mangle", "raw", "security"}
-
-
-def parse_nft_json(text: str | None) -> NftTables | None:
-    """None when absent; `valid=False` when the JSON is unreadable."""
-    if text is None:
-        return None
-    if not text.strip():
-        return NftTables((), (), {}, frozenset())
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        return NftTables((), (), {}, frozenset(), valid=False)
-    items = doc.get("nftables") if isinstance(doc, dict) else None
-    if not isinstance(items, list):
-        return NftTables((), (), {}, frozenset(), valid=False)
-    tables: list[tuple[str, str]] = []
-    chains: list[NftChain] = []
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    xt: set[tuple[str, str]] = set()
-    version = ""
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        if "metainfo" in item and isinstance(item["metainfo"], dict):
-            version = str(item["metainfo"].get("version", ""))
-        elif "table" in item and isinstance(item["table"], dict):
-            tables.append((str(item["table"].get("family")), str(item["table"].get("name"))))
-        elif "chain" in item and isinstance(item["chain"], dict):
-            c = item["chain"]
-            prio = c.get("prio")
-            chains.append(
-                NftChain(
-                    family=str(c.get("family")),
-                    table=str(c.get("table")),
-                    name=str(c.get("name")),
-                    hook=str(c.get("hook") or ""),
-                    prio=prio if isinstance(prio, int) else None,
-                    policy=str(c.get("policy") or ""),
-                    type=str(c.get("type") or ""),
-                )
-            )
-        elif "rule" in item and isinstance(item["rule"], dict):
-            r = item["rule"]
-            key = (str(r.get("family")), str(r.get("table")))
-            counts[key] += 1
-            if '"xt"' in json.dumps(r.get("expr") or []):
-                xt.add(key)
-    # iptables-nft tables without any rule carry no xt expression; recognise them by name and family.
-    for fam, name in tables:
-        if name in _IPTABLES_NFT_TABLES and fam in ("ip", "ip6"):
-            xt.add((fam, name))
-    return NftTables(tuple(tables), tuple(chains), dict(counts), frozenset(xt), version)
 
 
 # -------------------------------------------------------------------------- IPVS / ipset
@@ -785,17 +700,17 @@ class ParsedNode:
     def interfaces(self) -> list[Interface] | None:
         return self._parsed_fact("ip-addr.json", parse_ip_addr)
 
-    def iptables(self, key: str) -> IptablesDump | None:
+    def iptables(self, key: str) -> IptablesView | None:
         """A light parse of one iptables dump fact (`iptables-save.txt`, `iptables-legacy-save.txt`, ...)."""
         cache_key = "ipt:" + key
         if cache_key not in self._extra:
-            self._extra[cache_key] = self._parsed_fact(key, parse_iptables_dump)
-        found: IptablesDump | None = self._extra[cache_key]
+            self._extra[cache_key] = self._parsed_fact(key, parse_iptables_view)
+        found: IptablesView | None = self._extra[cache_key]
         return found
 
     @cached_property
     def nft(self) -> NftTables | None:
-        return parse_nft_json(self.state.text("nft-ruleset.json"))
+        return parse_nft_structure(self.state.text("nft-ruleset.json"))
 
     @cached_property
     def ipvs_services(self) -> list[str] | None:
@@ -813,6 +728,3 @@ class ParsedNode:
                     out.append(addr)
         return out
 
-
-def iter_present(node: NodeState, keys: Iterable[str]) -> list[str]:
-    return [k for k in keys if node.text(k) is not None]

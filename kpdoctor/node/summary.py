@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from kpdoctor.dataplane.chain_owners import HINT_CHAINS, HOST_FIREWALL_PREFIXES
+from kpdoctor.dataplane.nft_structure import parse_nft_structure
 
 if TYPE_CHECKING:
     from kpdoctor.node.state import NodeState
@@ -183,18 +184,9 @@ def _ipvs(state: NodeState) -> tuple[bool | None, str]:
 
 
 def _nft_tables(state: NodeState) -> list[tuple[str, str]]:
-    text = state.text("nft-ruleset.json")
-    if not text:
-        return []
-    try:
-        items = json.loads(text).get("nftables", [])
-    except (ValueError, AttributeError, RecursionError):  # a hostile node: malformed or absurdly deep
-        return []
-    return [
-        (str(o["table"].get("family")), str(o["table"].get("name")))
-        for o in items
-        if isinstance(o, dict) and isinstance(o.get("table"), dict)
-    ]
+    """(family, name) of each table in nft-ruleset.json, read by the one light nft reader."""
+    found = parse_nft_structure(state.text("nft-ruleset.json"))
+    return list(found.tables) if found is not None else []
 
 
 def _sysctls(text: str | None) -> dict[str, str]:

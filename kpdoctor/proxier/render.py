@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from kpdoctor.cluster.kube_proxy_node import PROXY_MODES
 from kpdoctor.errors import InputError
 from kpdoctor.proxier.context import ProxierInput
 
-MODES = ("iptables", "nftables", "ipvs")
+MODES = PROXY_MODES
 _LAZY: dict[str, tuple[str, str]] = {
     "nftables": ("kpdoctor.proxier.nftables", "render_nftables"),
     "ipvs": ("kpdoctor.proxier.ipvs", "render_ipvs"),

@@ -179,7 +179,7 @@ def build_report(
             "nodes_reachable": reachable,
             "duration_ms": round(result.duration * 1000, 3),
         },
-        "options": {k: v for k, v in sorted(result.options.items()) if isinstance(v, str | int | float | bool)},
+        "options": result.options.report(),
         "nodes": [
             {"name": n.name, "transport": n.transport, "address": n.address, "reachable": n.reachable,
              "error": n.error, **({"services_by": result.service_proxies[n.name]}

@@ -1,6 +1,6 @@
 """What each node's real rules do with the Service's frontends, and nodes grouped by identical behaviour.
 
-With the API: the same comparison KP-STALE-ENDPOINTS makes (`kpdoctor.analysis.compare`: the node's
+With the API: the same comparison KP-STALE-ENDPOINTS makes (`kpdoctor.comparison.compare`: the node's
 dump read into a SemanticView against the reference proxier's), narrowed to one Service.
 Without the API: the node's rules alone (`actual_view`), found by the Service name kube-proxy writes
 in its rule comments ("observed": nothing to compare with).
@@ -14,24 +14,18 @@ from collections.abc import Iterable, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from kpdoctor.analysis import (
-    ViewUnavailable,
-    actual_view,
-    compare,
-    configured_mode,
-    iptables_rules_key,
-    kube_proxy_expected,
-    parsed,
-    presence,
-)
 from kpdoctor.checks_api import CheckContext
+from kpdoctor.cluster.kube_proxy_node import PROXY_MODES
 from kpdoctor.cluster.state import ClusterState
+from kpdoctor.comparison import ViewUnavailable, actual_view, compare, iptables_rules_key
 from kpdoctor.dataplane.semantic import DNAT, DROP, REJECT, FrontendDiff, FrontendView
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.state import NodeState
+from kpdoctor.node_context import configured_mode, kube_proxy_expected, parsed
+from kpdoctor.service_proxy import presence
 from kpdoctor.why.model import NODE_STATUS_ORDER, FrontendBehaviour, NodeBehaviour, NodeGroup, Target
 
-MODES = ("iptables", "nftables", "ipvs")
+MODES = PROXY_MODES
 # FrontendDiff.kind -> the frontend's status (worst wins when a frontend has several)
 _DIFF_STATUS = {"missing-frontend": "no-rule", "verdict": "wrong-verdict", "stale-endpoints": "stale",
                 "stale-internal-endpoints": "stale", "missing-endpoints": "missing-endpoints",
