@@ -15,8 +15,9 @@ from typing import Any
 
 import typer
 
-from kpdoctor.commands.node import TRANSPORT_HELP, NodeFlags, load_cluster, options_from
-from kpdoctor.commands.options import DEFAULT_TIMEOUT, SSH_HELP, TIMEOUT_HELP, format_error
+from kpdoctor.commands.nodeflags import TRANSPORT_HELP, NodeFlags, kube_exec_api, load_cluster, options_from
+from kpdoctor.commands.optgroups import SSH, SshFlags, with_option_groups
+from kpdoctor.commands.options import DEFAULT_TIMEOUT, TIMEOUT_HELP, format_error
 
 BUNDLE_FORMATS = ("dir", "tar.gz")
 
@@ -68,6 +69,7 @@ def snapshot_objects(directory: str) -> dict[str, list[dict[str, Any]]]:
 
 def register(app: typer.Typer) -> None:
     @app.command("collect")
+    @with_option_groups
     def collect(
         out: str = typer.Option(None, "-f", "--output-file", metavar="PATH",
                                 help="Bundle to write: a new directory, or a path ending .tar.gz / .tgz."),
@@ -82,13 +84,7 @@ def register(app: typer.Typer) -> None:
         offline: bool = typer.Option(False, "--offline", help="No cluster access: collect this machine's node facts "
                                      "only (local transport; the bundle has nodes/<name>/ and no cluster/)."),
         address: str = typer.Option(None, "--address", help="Address of the single --node (overrides InternalIP)."),
-        ssh_user: str = typer.Option(None, "--ssh-user", help=SSH_HELP["user"]),
-        ssh_key: list[str] = typer.Option([], "--ssh-key", help=SSH_HELP["key"]),  # noqa: B008
-        ssh_port: int = typer.Option(None, "--ssh-port", help=SSH_HELP["port"]),
-        ssh_config: str = typer.Option(None, "--ssh-config", help=SSH_HELP["config"]),
-        jump_host: str = typer.Option(None, "--jump-host", help=SSH_HELP["jump"]),
-        known_hosts: str = typer.Option(None, "--known-hosts", help=SSH_HELP["known_hosts"]),
-        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys", help=SSH_HELP["accept_new"]),
+        ssh: SshFlags = SSH,
         timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
     ) -> None:
@@ -124,15 +120,8 @@ def register(app: typer.Typer) -> None:
                 names = sorted(cluster.node_by_name)
         if no_nodes:
             names = []
-        kube_api = None
-        if chosen == "kube-exec":
-            from kubernetes import client
-
-            from kpdoctor.cluster.live import api_client
-
-            kube_api = client.CoreV1Api(api_client(kubeconfig, context))
-        flags = NodeFlags(transport, address, ssh_user, ssh_key, ssh_port, ssh_config, jump_host, known_hosts,
-                          accept_new_host_keys, timeout, concurrency)  # fmt: skip
+        kube_api = kube_exec_api(chosen, kubeconfig, context)
+        flags = NodeFlags(transport, address, ssh, timeout, concurrency)
         options = options_from(flags, transport=chosen, bundle=None, kube_api=kube_api)
         interrupted = False
         states: dict[str, Any] = {}

@@ -9,6 +9,8 @@ import sys
 
 import typer
 
+from kpdoctor.commands.nodeflags import NodeFlags, node_collect_options
+
 WHY_HELP = (
     "Explain one Service, cause first: API-level causes with evidence (selector, pod readiness, ports, "
     "EndpointSlices, traffic policies, topology, affinity), then what each node's real rules do with each of its "
@@ -47,19 +49,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(format_error(fmt, ("console", "json")))
         target = parse_target(service)
         who = parse_from(client)
-        collect_options = None
-        if transport in ("ssh", "kube-exec", "local"):
-            from kpdoctor.commands.node import NodeFlags, options_from
-
-            kube_api = None
-            if transport == "kube-exec":
-                from kubernetes import client as k8s
-
-                from kpdoctor.cluster.live import api_client
-
-                kube_api = k8s.CoreV1Api(api_client(kubeconfig, context))
-            flags = NodeFlags(transport, None, None, [], None, None, None, None, False, 60.0, 32)
-            collect_options = options_from(flags, transport=transport, bundle=None, kube_api=kube_api)
+        collect_options = node_collect_options(NodeFlags(transport), kubeconfig, context)
         req = ScanRequest(bundle=bundle, snapshot=snapshot, demo=demo, kubeconfig=kubeconfig, context=context,
                           transport=transport, node_names=[n.strip() for n in nodes.split(",") if n.strip()],
                           collect_options=collect_options, progress=sys.stderr.isatty())
