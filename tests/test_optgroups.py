@@ -1,5 +1,5 @@
 """Option groups (kpdoctor/commands/optgroups.py) and the flags -> CollectOptions path (commands/nodeflags.py):
-one definition of the SSH / probe / silences options, the same in every command's --help, handed over typed."""
+one definition of the og.SSH / probe / silences options, the same in every command's --help, handed over typed."""
 
 from __future__ import annotations
 
@@ -10,16 +10,8 @@ import typer
 from typer.testing import CliRunner
 
 from kpdoctor.cli import app
+from kpdoctor.commands import optgroups as og
 from kpdoctor.commands.nodeflags import NodeFlags, kube_exec_api, node_collect_options, options_from
-from kpdoctor.commands.optgroups import (
-    PROBE,
-    SILENCES,
-    SSH,
-    ProbeFlags,
-    SilenceFlags,
-    SshFlags,
-    with_option_groups,
-)
 from kpdoctor.errors import InputError
 
 
@@ -28,8 +20,8 @@ def _toy() -> typer.Typer:
     seen: dict[str, object] = {}
 
     @toy.command()
-    @with_option_groups
-    def run(name: str = typer.Argument(...), ssh: SshFlags = SSH, probe_flags: ProbeFlags = PROBE,
+    @og.with_option_groups
+    def run(name: str = typer.Argument(...), ssh: og.SshFlags = og.SSH, probe_flags: og.ProbeFlags = og.PROBE,
             last: int = typer.Option(0, "--last")) -> None:
         seen.update(name=name, ssh=ssh, probe=probe_flags, last=last)
 
@@ -44,23 +36,23 @@ def test_group_becomes_one_typed_value() -> None:
                                       "--last", "3"])
     assert result.exit_code == 0, result.output
     seen = toy.seen  # type: ignore[attr-defined]
-    assert seen["ssh"] == SshFlags(user="ops", key=("/k1", "/k2"), port=2222, accept_new_host_keys=True)
-    assert seen["probe"] == ProbeFlags(timeout=1.0, limit=7, concurrency=32)
+    assert seen["ssh"] == og.SshFlags(user="ops", key=("/k1", "/k2"), port=2222, accept_new_host_keys=True)
+    assert seen["probe"] == og.ProbeFlags(timeout=1.0, limit=7, concurrency=32)
     assert (seen["name"], seen["last"]) == ("n1", 3)
 
 
 def test_defaults_equal_the_dataclass_defaults() -> None:
     toy = _toy()
     assert CliRunner().invoke(toy, ["n1"]).exit_code == 0
-    assert toy.seen["ssh"] == SshFlags()  # type: ignore[attr-defined]
-    assert toy.seen["probe"] == ProbeFlags()  # type: ignore[attr-defined]
+    assert toy.seen["ssh"] == og.SshFlags()  # type: ignore[attr-defined]
+    assert toy.seen["probe"] == og.ProbeFlags()  # type: ignore[attr-defined]
 
 
 def test_options_stand_where_the_group_parameter_stood() -> None:
-    def f(a: int = 1, ssh: SshFlags = SSH, b: int = 2) -> None: ...
+    def f(a: int = 1, ssh: og.SshFlags = og.SSH, b: int = 2) -> None: ...
 
-    names = list(inspect.signature(with_option_groups(f)).parameters)
-    assert names == ["a", *(n for n, _t, _o in SSH.options), "b"]
+    names = list(inspect.signature(og.with_option_groups(f)).parameters)
+    assert names == ["a", *(n for n, _t, _o in og.SSH.options), "b"]
 
 
 def _help(*path: str) -> list[str]:
@@ -70,9 +62,9 @@ def _help(*path: str) -> list[str]:
 
 
 @pytest.mark.parametrize("group,commands", [
-    (SSH, [("collect",), ("node",), ("scan",)]),
-    (PROBE, [("node",), ("scan",)]),
-    (SILENCES, [("node",), ("scan",)]),
+    (og.SSH, [("collect",), ("node",), ("scan",)]),
+    (og.PROBE, [("node",), ("scan",)]),
+    (og.SILENCES, [("node",), ("scan",)]),
 ])
 def test_every_command_shows_the_group_identically(group: object, commands: list[tuple[str, ...]]) -> None:
     """The group's options, in the group's order, one after the other, with the same help in each command."""
@@ -90,23 +82,23 @@ def test_every_command_shows_the_group_identically(group: object, commands: list
 
 def test_silence_flags_without_a_file_load_nothing(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # no ./.kpdoctor.yaml here
-    assert SilenceFlags(ignore=True).load() is None
+    assert og.SilenceFlags(ignore=True).load() is None
     (tmp_path / "s.yaml").write_text("silences: []\n")
-    assert SilenceFlags(config_file=str(tmp_path / "s.yaml")).load() is not None
+    assert og.SilenceFlags(config_file=str(tmp_path / "s.yaml")).load() is not None
 
 
 def test_node_collect_options_only_for_transports_that_reach_nodes() -> None:
     for transport in (None, "none", "bundle"):
         assert node_collect_options(NodeFlags(transport), None, None) is None
-    options = node_collect_options(NodeFlags("local", ssh=SshFlags(user="ops", port=2200), timeout=5.0), None, None)
+    options = node_collect_options(NodeFlags("local", ssh=og.SshFlags(user="ops", port=2200), timeout=5.0), None, None)
     assert (options.transport, options.timeout, options.ssh.user, options.ssh.port) == ("local", 5.0, "ops", 2200)
     assert options.ssh.connect_timeout == 5.0
     assert kube_exec_api("ssh", None, None) is None
 
 
 @pytest.mark.parametrize("flags,message", [
-    (NodeFlags("ssh", ssh=SshFlags(port=70000)), "not a TCP port"),
-    (NodeFlags("ssh", ssh=SshFlags(key=("/nonexistent/key",))), "no such key file"),
+    (NodeFlags("ssh", ssh=og.SshFlags(port=70000)), "not a TCP port"),
+    (NodeFlags("ssh", ssh=og.SshFlags(key=("/nonexistent/key",))), "no such key file"),
     (NodeFlags("ssh", timeout=0), "--timeout must be positive"),
     (NodeFlags("ssh", concurrency=0), "--concurrency must be at least 1"),
 ])

@@ -16,16 +16,8 @@ from typing import Any
 
 import typer
 
+from kpdoctor.commands import optgroups as og
 from kpdoctor.commands.nodeflags import TRANSPORT_HELP, NodeFlags, kube_exec_api, load_cluster, options_from
-from kpdoctor.commands.optgroups import (
-    PROBE,
-    SILENCES,
-    SSH,
-    ProbeFlags,
-    SilenceFlags,
-    SshFlags,
-    with_option_groups,
-)
 from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, TIMEOUT_HELP, format_error
 
 
@@ -125,7 +117,7 @@ REPORT_FORMATS = ("console", "json", "junit", "markdown", "html")
 
 def register(app: typer.Typer) -> None:
     @app.command("node", help=NODE_HELP)
-    @with_option_groups
+    @og.with_option_groups
     def node(
         name: str = typer.Argument(..., help="Node name (as in the cluster / bundle)."),
         transport: str = typer.Option(None, "--transport", help=TRANSPORT_HELP + " Default: bundle with --bundle, else ssh."),
@@ -134,7 +126,7 @@ def register(app: typer.Typer) -> None:
         kubeconfig: str = typer.Option(None, "--kubeconfig", help="kubeconfig file (default $KUBECONFIG, ~/.kube/config)."),
         context: str = typer.Option(None, "--context", help="kubeconfig context."),
         address: str = typer.Option(None, "--address", help="Connect here instead of the Node's InternalIP."),
-        ssh: SshFlags = SSH,
+        ssh: og.SshFlags = og.SSH,
         timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once (commands visiting many nodes)."),
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="Report: console | json | junit | markdown | html ('text' = console)."),
@@ -143,9 +135,9 @@ def register(app: typer.Typer) -> None:
         checks: str = typer.Option(None, "--checks", help="Only these node checks: ids, tag:<tag>."),
         skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>."),
         fail_on: str = typer.Option(None, "--fail-on", help="info | warning | error | critical (default error)."),
-        silence: SilenceFlags = SILENCES,
+        silence: og.SilenceFlags = og.SILENCES,
         probe: bool = typer.Option(False, "--probe", help="Opt-in: TCP-connect to the cluster's NodePorts on this node's InternalIP from here."),
-        probe_flags: ProbeFlags = PROBE,
+        probe_flags: og.ProbeFlags = og.PROBE,
     ) -> None:
         from kpdoctor.errors import InputError, UnreachableError
         from kpdoctor.node.collect import collect_node
@@ -247,7 +239,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _check_setup(checks: str | None, skip: str | None, fail_on: str | None,
-                 silence: SilenceFlags) -> tuple[list[Any], Any, Any]:
+                 silence: og.SilenceFlags) -> tuple[list[Any], Any, Any]:
     """(node checks, silences, --fail-on threshold) from the flags; InputError when bad."""
     from kpdoctor.errors import InputError
     from kpdoctor.findings import Severity

@@ -12,16 +12,8 @@ from typing import Any
 
 import typer
 
+from kpdoctor.commands import optgroups as og
 from kpdoctor.commands.nodeflags import NodeFlags, node_collect_options
-from kpdoctor.commands.optgroups import (
-    PROBE,
-    SILENCES,
-    SSH,
-    ProbeFlags,
-    SilenceFlags,
-    SshFlags,
-    with_option_groups,
-)
 from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, TIMEOUT_HELP, format_error
 
 SCAN_HELP = (
@@ -39,7 +31,7 @@ SCAN_HELP = (
 
 def register(app: typer.Typer) -> None:
     @app.command("scan", help=SCAN_HELP)
-    @with_option_groups
+    @og.with_option_groups
     def scan_cmd(
         bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz (docs/bundle.md)."),
         snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
@@ -54,17 +46,17 @@ def register(app: typer.Typer) -> None:
         node_selector: str = typer.Option("", "--node-selector", "-l", help="Node label selector k=v[,k=v]."),
         checks: str = typer.Option(None, "--checks", help="Only these: ids, tag:<tag>, scope:cluster|node."),
         skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>, scope:cluster|node."),
-        silence: SilenceFlags = SILENCES,
+        silence: og.SilenceFlags = og.SILENCES,
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json | junit | markdown | html."),
         output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
         fail_on: str = typer.Option(None, "--fail-on", help="info | warning | error | critical (default error; "
                                     "off with --demo)."),
         probe: bool = typer.Option(False, "--probe", help="Opt-in active probe: TCP-connect to every NodePort on each "
                                    "scanned node's InternalIP from here; results read by KP-NODEPORT-FIREWALL."),
-        probe_flags: ProbeFlags = PROBE,
+        probe_flags: og.ProbeFlags = og.PROBE,
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
         timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
-        ssh: SshFlags = SSH,
+        ssh: og.SshFlags = og.SSH,
         service: str = typer.Option(None, "--service", help="Narrow the report to one Service NS/NAME and add its "
                                     "`kpdoctor why` view (JSON: the \"service\" key)."),
         min_severity: str = typer.Option(None, "--min-severity", help="Console/Markdown/HTML: hide findings below "
