@@ -1,5 +1,6 @@
 """Option groups (kpdoctor/commands/optgroups.py) and the flags -> CollectOptions path (commands/nodeflags.py):
-one definition of the og.SSH / probe / silences options, the same in every command's --help, handed over typed."""
+one definition of the SSH / probe / silences / kubeconfig options, the same in every command's --help,
+handed over typed."""
 
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def _help(*path: str) -> list[str]:
     (og.SSH, [("collect",), ("node",), ("scan",)]),
     (og.PROBE, [("node",), ("scan",)]),
     (og.SILENCES, [("node",), ("scan",)]),
+    (og.LIVE_API, [("scan",), ("why",), ("gate", "kube-proxy-removal")]),
+    (og.KUBECONFIG, [("collect",), ("node",), ("version",)]),
 ])
 def test_every_command_shows_the_group_identically(group: object, commands: list[tuple[str, ...]]) -> None:
     """The group's options, in the group's order, one after the other, with the same help in each command."""
@@ -89,11 +92,12 @@ def test_silence_flags_without_a_file_load_nothing(tmp_path, monkeypatch) -> Non
 
 def test_node_collect_options_only_for_transports_that_reach_nodes() -> None:
     for transport in (None, "none", "bundle"):
-        assert node_collect_options(NodeFlags(transport), None, None) is None
-    options = node_collect_options(NodeFlags("local", ssh=og.SshFlags(user="ops", port=2200), timeout=5.0), None, None)
+        assert node_collect_options(NodeFlags(transport), og.ApiFlags()) is None
+    flags = NodeFlags("local", ssh=og.SshFlags(user="ops", port=2200), timeout=5.0)
+    options = node_collect_options(flags, og.ApiFlags())
     assert (options.transport, options.timeout, options.ssh.user, options.ssh.port) == ("local", 5.0, "ops", 2200)
     assert options.ssh.connect_timeout == 5.0
-    assert kube_exec_api("ssh", None, None) is None
+    assert kube_exec_api("ssh", og.ApiFlags()) is None
 
 
 @pytest.mark.parametrize("flags,message", [

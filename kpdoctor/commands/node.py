@@ -123,8 +123,7 @@ def register(app: typer.Typer) -> None:
         transport: str = typer.Option(None, "--transport", help=TRANSPORT_HELP + " Default: bundle with --bundle, else ssh."),
         snapshot: str = typer.Option(None, "--snapshot", help="Cluster snapshot directory (instead of the live API)."),
         bundle: str = typer.Option(None, "--bundle", help="Read the node from a bundle directory or .tar.gz."),
-        kubeconfig: str = typer.Option(None, "--kubeconfig", help="kubeconfig file (default $KUBECONFIG, ~/.kube/config)."),
-        context: str = typer.Option(None, "--context", help="kubeconfig context."),
+        api: og.ApiFlags = og.KUBECONFIG,
         address: str = typer.Option(None, "--address", help="Connect here instead of the Node's InternalIP."),
         ssh: og.SshFlags = og.SSH,
         timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
@@ -158,7 +157,7 @@ def register(app: typer.Typer) -> None:
         selected: list[Any] = []
         silences, threshold, probe_options = (None, None, None)
         need_live = not snapshot and not bundle and (
-            chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(kubeconfig or context)
+            chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(api.kubeconfig or api.context)
         )
         # Issue 12: with a kubeconfig in the environment, `node` reads the live API on its own; if that API
         # cannot be reached the node's facts are still shown and the checks say why they did not run.
@@ -189,8 +188,7 @@ def register(app: typer.Typer) -> None:
                     raise InputError(problem, where=str(bundle))
         else:
             try:
-                cluster, live = load_cluster(snapshot=snapshot, bundle=bundle, kubeconfig=kubeconfig,
-                                             context=context, live=need_live)  # fmt: skip
+                cluster, live = load_cluster(snapshot=snapshot, bundle=bundle, api=api, live=need_live)
             except UnreachableError as exc:
                 if not implicit_live:
                     raise
@@ -200,7 +198,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"node {name!r} not found in the cluster (nodes: {known})")
             if chosen == "ssh" and not address and cluster is None:
                 raise InputError("ssh needs the node's address: pass --address, --snapshot DIR or a kubeconfig")
-            kube_api = kube_exec_api(chosen, kubeconfig, context)
+            kube_api = kube_exec_api(chosen, api)
             options = options_from(flags, transport=chosen, bundle=bundle, kube_api=kube_api)
             state = collect_node(name, cluster=cluster, options=options)
         unreachable = bool(state.error and not state.facts)
@@ -226,7 +224,7 @@ def register(app: typer.Typer) -> None:
         elif snapshot:
             kind, location = "snapshot", str(snapshot)
         else:
-            kind, location = "live", (cluster.source or context or "current context")
+            kind, location = "live", (cluster.source or api.context or "current context")
         req = ScanRequest(fail_on=threshold, probe=probe, probe_options=probe_options,
                           collected=(cluster, ListNodes([state]), SourceInfo(kind, location, chosen)))
         outcome = scan(req, silences=silences, checks_override=selected)

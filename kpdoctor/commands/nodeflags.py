@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kpdoctor.commands.optgroups import SshFlags
+from kpdoctor.commands.optgroups import ApiFlags, SshFlags
 from kpdoctor.commands.options import DEFAULT_TIMEOUT
 
 TRANSPORT_HELP = "How to reach the node: local | ssh | kube-exec | bundle."
@@ -57,7 +57,7 @@ def options_from(flags: NodeFlags, *, transport: str, bundle: str | None, kube_a
     )  # fmt: skip
 
 
-def kube_exec_api(transport: str | None, kubeconfig: str | None, context: str | None) -> Any:
+def kube_exec_api(transport: str | None, api: ApiFlags) -> Any:
     """The CoreV1Api that `--transport kube-exec` collects through; None for every other transport."""
     if transport != "kube-exec":
         return None
@@ -65,20 +65,18 @@ def kube_exec_api(transport: str | None, kubeconfig: str | None, context: str | 
 
     from kpdoctor.cluster.live import api_client
 
-    return client.CoreV1Api(api_client(kubeconfig, context))
+    return client.CoreV1Api(api_client(api.kubeconfig, api.context))
 
 
-def node_collect_options(flags: NodeFlags, kubeconfig: str | None, context: str | None) -> Any:
+def node_collect_options(flags: NodeFlags, api: ApiFlags) -> Any:
     """`scan`/`why`: CollectOptions when --transport reaches nodes itself (ssh, kube-exec, local), else None."""
     if flags.transport not in NODE_TRANSPORTS:
         return None
-    api = kube_exec_api(flags.transport, kubeconfig, context)
-    return options_from(flags, transport=flags.transport, bundle=None, kube_api=api)
+    kube_api = kube_exec_api(flags.transport, api)
+    return options_from(flags, transport=flags.transport, bundle=None, kube_api=kube_api)
 
 
-def load_cluster(
-    *, snapshot: str | None, bundle: str | None, kubeconfig: str | None, context: str | None, live: bool
-) -> tuple[Any, Any]:
+def load_cluster(*, snapshot: str | None, bundle: str | None, api: ApiFlags, live: bool) -> tuple[Any, Any]:
     """(ClusterState or None, LiveResult or None) from --snapshot, a bundle's cluster/, or the live API."""
     if snapshot:
         from kpdoctor.cluster.snapshot import load_snapshot
@@ -92,6 +90,6 @@ def load_cluster(
     if live:
         from kpdoctor.cluster.live import load_live
 
-        result = load_live(kubeconfig, context)
+        result = load_live(api.kubeconfig, api.context)
         return result.state, result
     return None, None

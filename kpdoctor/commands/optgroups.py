@@ -146,3 +146,24 @@ SILENCES: Any = OptionGroup[SilenceFlags](
                                       help="Silences file (default: ./.kpdoctor.yaml when present).")),
     ("no_config_file", bool, typer.Option(False, "--no-config-file", help="Ignore ./.kpdoctor.yaml.")),
 )
+
+
+@dataclass(frozen=True)
+class ApiFlags:
+    """--kubeconfig, --context: which API server (None: $KUBECONFIG or ~/.kube/config, its current context)."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+def _api_group(kubeconfig_help: str, context_help: str) -> OptionGroup[ApiFlags]:
+    return OptionGroup[ApiFlags](
+        ApiFlags,
+        ("kubeconfig", str, typer.Option(None, "--kubeconfig", help=kubeconfig_help)),
+        ("context", str, typer.Option(None, "--context", help=context_help)),
+    )
+
+
+# the same two options; the help says what the API is for in the command's words
+LIVE_API: Any = _api_group("Kubeconfig for the live API.", "Kubeconfig context for the live API.")
+KUBECONFIG: Any = _api_group("kubeconfig file (default $KUBECONFIG, ~/.kube/config).", "kubeconfig context.")

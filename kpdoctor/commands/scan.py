@@ -37,8 +37,7 @@ def register(app: typer.Typer) -> None:
         snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
         demo: bool = typer.Option(False, "--demo", help="Scan the demo bundle shipped with kpdoctor (exit 0 "
                                   "unless --fail-on is given)."),
-        kubeconfig: str = typer.Option(None, "--kubeconfig", help="Kubeconfig for the live API."),
-        context: str = typer.Option(None, "--context", help="Kubeconfig context for the live API."),
+        api: og.ApiFlags = og.LIVE_API,
         transport: str = typer.Option(None, "--transport",
                                       help="How to reach nodes: ssh | kube-exec | local | none (default: the "
                                       "bundle's files for --bundle/--demo, none otherwise)."),
@@ -78,12 +77,12 @@ def register(app: typer.Typer) -> None:
         registry = discover()
         silences = silence.load()
         flags = NodeFlags(transport, None, ssh, timeout, concurrency)
-        collect_options = node_collect_options(flags, kubeconfig, context)
+        collect_options = node_collect_options(flags, api)
         if probe and demo:
             raise InputError("--probe cannot be used with --demo: the demo's node addresses are not real machines")
         probe_options = probe_flags.options() if probe else None
         req = ScanRequest(
-            bundle=bundle, snapshot=snapshot, demo=demo, kubeconfig=kubeconfig, context=context,
+            bundle=bundle, snapshot=snapshot, demo=demo, kubeconfig=api.kubeconfig, context=api.context,
             transport=transport, node_names=[n.strip() for n in nodes.split(",") if n.strip()],
             node_selector=node_selector, checks=checks, skip=skip, fail_on=threshold, probe=probe,
             collect_options=collect_options, progress=sys.stderr.isatty(), probe_options=probe_options,
