@@ -109,3 +109,12 @@ def test_node_collect_options_only_for_transports_that_reach_nodes() -> None:
 def test_bad_flags_fail_before_anything_is_contacted(flags: NodeFlags, message: str) -> None:
     with pytest.raises(InputError, match=message):
         options_from(flags, transport="ssh", bundle=None)
+
+
+@pytest.mark.parametrize("flag,commands", [
+    ("--timeout", [("collect",), ("node",), ("scan",), ("gate", "kube-proxy-removal"), ("version",)]),
+    ("-f, --output-file", [("node",), ("scan",), ("gate", "kube-proxy-removal"), ("gate", "mode-switch")]),
+])
+def test_shared_single_options_read_the_same(flag: str, commands: list[tuple[str, ...]]) -> None:
+    lines = {" ".join(line.split()) for path in commands for line in _help(*path) if line.strip().startswith(flag)}
+    assert len(lines) == 1, lines

@@ -17,7 +17,7 @@ import typer
 
 from kpdoctor.commands import optgroups as og
 from kpdoctor.commands.nodeflags import TRANSPORT_HELP, NodeFlags, kube_exec_api, load_cluster, options_from
-from kpdoctor.commands.options import DEFAULT_TIMEOUT, TIMEOUT_HELP, format_error
+from kpdoctor.commands.options import format_error
 
 BUNDLE_FORMATS = ("dir", "tar.gz")
 
@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
                                      "only (local transport; the bundle has nodes/<name>/ and no cluster/)."),
         address: str = typer.Option(None, "--address", help="Address of the single --node (overrides InternalIP)."),
         ssh: og.SshFlags = og.SSH,
-        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
+        timeout: float = og.TIMEOUT,
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
     ) -> None:
         """Write a bundle (docs/bundle.md): cluster snapshot, kube-proxy logs and each node's facts. Read-only."""

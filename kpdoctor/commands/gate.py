@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from kpdoctor.commands import optgroups as og
-from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, TIMEOUT_HELP, format_error
+from kpdoctor.commands.options import format_error
 
 GATE_HELP = """CI gate for replacing kube-proxy with Cilium's kube-proxy replacement. Zero false passes:
 it passes only when every condition is proven from the evidence.
@@ -51,8 +51,8 @@ def register(app: typer.Typer) -> None:
         api: og.ApiFlags = og.LIVE_API,
         phase: str = typer.Option("pre-removal", "--phase", help="pre-removal | post-removal."),
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json | junit."),
-        output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
-        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
+        output: str = og.OUTPUT_FILE,
+        timeout: float = og.TIMEOUT,
         show_plan: bool = typer.Option(False, "--show-plan", help=(
             "Print the cleanup plan even when the gate did not pass: under 'NOT SAFE TO RUN: the gate did not "
             "pass', every command commented out (console; JSON always carries it, commented out unless passed).")),

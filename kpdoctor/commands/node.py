@@ -18,7 +18,7 @@ import typer
 
 from kpdoctor.commands import optgroups as og
 from kpdoctor.commands.nodeflags import TRANSPORT_HELP, NodeFlags, kube_exec_api, load_cluster, options_from
-from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, TIMEOUT_HELP, format_error
+from kpdoctor.commands.options import format_error
 
 
 def state_to_dict(state: Any) -> dict[str, Any]:
@@ -126,10 +126,10 @@ def register(app: typer.Typer) -> None:
         api: og.ApiFlags = og.KUBECONFIG,
         address: str = typer.Option(None, "--address", help="Connect here instead of the Node's InternalIP."),
         ssh: og.SshFlags = og.SSH,
-        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
+        timeout: float = og.TIMEOUT,
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once (commands visiting many nodes)."),
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="Report: console | json | junit | markdown | html ('text' = console)."),
-        output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
+        output: str = og.OUTPUT_FILE,
         facts_json: bool = typer.Option(False, "--facts-json", help="Print the collected NodeState as JSON instead (no checks run)."),
         checks: str = typer.Option(None, "--checks", help="Only these node checks: ids, tag:<tag>."),
         skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>."),

@@ -21,9 +21,13 @@ from typing import Any, Generic, TypeVar
 
 import typer
 
-from kpdoctor.commands.options import SSH_HELP
+from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, SSH_HELP, TIMEOUT_HELP
 
 T = TypeVar("T")
+
+# single options several commands share, as a parameter's default: `timeout: float = TIMEOUT`
+TIMEOUT: Any = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP)
+OUTPUT_FILE: Any = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -14,7 +14,7 @@ import typer
 
 from kpdoctor.commands import optgroups as og
 from kpdoctor.commands.nodeflags import NodeFlags, node_collect_options
-from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, TIMEOUT_HELP, format_error
+from kpdoctor.commands.options import format_error
 
 SCAN_HELP = (
     "Run the checks and print a report with evidence and remediation commands.\n\n"
@@ -47,14 +47,14 @@ def register(app: typer.Typer) -> None:
         skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>, scope:cluster|node."),
         silence: og.SilenceFlags = og.SILENCES,
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json | junit | markdown | html."),
-        output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
+        output: str = og.OUTPUT_FILE,
         fail_on: str = typer.Option(None, "--fail-on", help="info | warning | error | critical (default error; "
                                     "off with --demo)."),
         probe: bool = typer.Option(False, "--probe", help="Opt-in active probe: TCP-connect to every NodePort on each "
                                    "scanned node's InternalIP from here; results read by KP-NODEPORT-FIREWALL."),
         probe_flags: og.ProbeFlags = og.PROBE,
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
-        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
+        timeout: float = og.TIMEOUT,
         ssh: og.SshFlags = og.SSH,
         service: str = typer.Option(None, "--service", help="Narrow the report to one Service NS/NAME and add its "
                                     "`kpdoctor why` view (JSON: the \"service\" key)."),

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from kpdoctor.commands import optgroups as og
-from kpdoctor.commands.options import DEFAULT_TIMEOUT, TIMEOUT_HELP, format_error
+from kpdoctor.commands.options import format_error
 from kpdoctor.versions import FORMATS, collect_versions, render_versions
 
 
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         client: bool = typer.Option(False, "--client", help="Client versions only; do not contact the API server."),
         fmt: str = typer.Option("text", "-o", "--output", help="text | json."),
         api: og.ApiFlags = og.KUBECONFIG,
-        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
+        timeout: float = og.TIMEOUT,
     ) -> None:
         """Print the versions of kpdoctor, Python, the kubernetes client and (when reachable) the API server."""
         from kpdoctor.errors import InputError
