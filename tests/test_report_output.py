@@ -1,4 +1,4 @@
-"""kpdoctor.commands.report_output: what `scan` and `node` share after the scan (probe flags, report output)."""
+"""kpdoctor.commands.report_output: what `scan` and `node` share after the scan (the report output)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,8 @@ from kpdoctor.scanner import scan as run_scan
 DEMO_CHECKS = "KP-LEFTOVER-RULES"
 
 
-def test_bad_probe_flags_are_input_errors() -> None:
-    assert report_output.probe_options_from(1.0, 10, 4).limit == 10
-    with pytest.raises(InputError):
-        report_output.probe_options_from(0, 10, 4)
-
-
 def test_scan_and_node_use_the_leaf() -> None:
-    assert scan.emit_report is report_output.emit_report and scan.probe_options_from is report_output.probe_options_from
+    assert scan.emit_report is report_output.emit_report
 
 
 def test_emit_report_writes_the_file_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,8 +15,9 @@ from typing import Any
 
 import typer
 
-from kpdoctor.commands.node import TRANSPORT_HELP, NodeFlags, load_cluster, options_from
-from kpdoctor.commands.options import DEFAULT_TIMEOUT, SSH_HELP, TIMEOUT_HELP, format_error
+from kpdoctor.commands import optgroups as og
+from kpdoctor.commands.nodeflags import TRANSPORT_HELP, NodeFlags, kube_exec_api, load_cluster, options_from
+from kpdoctor.commands.options import format_error
 
 BUNDLE_FORMATS = ("dir", "tar.gz")
 
@@ -68,6 +69,7 @@ def snapshot_objects(directory: str) -> dict[str, list[dict[str, Any]]]:
 
 def register(app: typer.Typer) -> None:
     @app.command("collect")
+    @og.with_option_groups
     def collect(
         out: str = typer.Option(None, "-f", "--output-file", metavar="PATH",
                                 help="Bundle to write: a new directory, or a path ending .tar.gz / .tgz."),
@@ -77,19 +79,12 @@ def register(app: typer.Typer) -> None:
         no_nodes: bool = typer.Option(False, "--no-nodes", help="Write only the cluster snapshot."),
         transport: str = typer.Option(None, "--transport", help=TRANSPORT_HELP + " Default ssh (local with no cluster)."),
         snapshot: str = typer.Option(None, "--snapshot", help="Use this snapshot directory instead of the live API."),
-        kubeconfig: str = typer.Option(None, "--kubeconfig", help="kubeconfig file (default $KUBECONFIG, ~/.kube/config)."),
-        context: str = typer.Option(None, "--context", help="kubeconfig context."),
+        api: og.ApiFlags = og.KUBECONFIG,
         offline: bool = typer.Option(False, "--offline", help="No cluster access: collect this machine's node facts "
                                      "only (local transport; the bundle has nodes/<name>/ and no cluster/)."),
         address: str = typer.Option(None, "--address", help="Address of the single --node (overrides InternalIP)."),
-        ssh_user: str = typer.Option(None, "--ssh-user", help=SSH_HELP["user"]),
-        ssh_key: list[str] = typer.Option([], "--ssh-key", help=SSH_HELP["key"]),  # noqa: B008
-        ssh_port: int = typer.Option(None, "--ssh-port", help=SSH_HELP["port"]),
-        ssh_config: str = typer.Option(None, "--ssh-config", help=SSH_HELP["config"]),
-        jump_host: str = typer.Option(None, "--jump-host", help=SSH_HELP["jump"]),
-        known_hosts: str = typer.Option(None, "--known-hosts", help=SSH_HELP["known_hosts"]),
-        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys", help=SSH_HELP["accept_new"]),
-        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
+        ssh: og.SshFlags = og.SSH,
+        timeout: float = og.TIMEOUT,
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
     ) -> None:
         """Write a bundle (docs/bundle.md): cluster snapshot, kube-proxy logs and each node's facts. Read-only."""
@@ -106,10 +101,9 @@ def register(app: typer.Typer) -> None:
         if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
             raise InputError("output exists; choose a new path", where=out)
         try:
-            cluster, live = load_cluster(snapshot=snapshot, bundle=None, kubeconfig=kubeconfig, context=context,
-                                         live=not snapshot and not offline)  # fmt: skip
+            cluster, live = load_cluster(snapshot=snapshot, bundle=None, api=api, live=not snapshot and not offline)
         except UnreachableError as exc:
-            if kubeconfig or context:
+            if api.kubeconfig or api.context:
                 raise
             raise UnreachableError(f"{exc.args[0].split('; use ')[0]}; pass --offline to collect only this "
                                    "machine's node facts, or --snapshot DIR") from None
@@ -124,15 +118,8 @@ def register(app: typer.Typer) -> None:
                 names = sorted(cluster.node_by_name)
         if no_nodes:
             names = []
-        kube_api = None
-        if chosen == "kube-exec":
-            from kubernetes import client
-
-            from kpdoctor.cluster.live import api_client
-
-            kube_api = client.CoreV1Api(api_client(kubeconfig, context))
-        flags = NodeFlags(transport, address, ssh_user, ssh_key, ssh_port, ssh_config, jump_host, known_hosts,
-                          accept_new_host_keys, timeout, concurrency)  # fmt: skip
+        kube_api = kube_exec_api(chosen, api)
+        flags = NodeFlags(transport, address, ssh, timeout, concurrency)
         options = options_from(flags, transport=chosen, bundle=None, kube_api=kube_api)
         interrupted = False
         states: dict[str, Any] = {}

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer
 
-from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, TIMEOUT_HELP, format_error
+from kpdoctor.commands import optgroups as og
+from kpdoctor.commands.options import format_error
 
 GATE_HELP = """CI gate for replacing kube-proxy with Cilium's kube-proxy replacement. Zero false passes:
 it passes only when every condition is proven from the evidence.
@@ -43,15 +44,15 @@ def register(app: typer.Typer) -> None:
                            no_args_is_help=True)
 
     @gate_app.command("kube-proxy-removal", help=GATE_HELP)
+    @og.with_option_groups
     def kube_proxy_removal(
         bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz (docs/bundle.md)."),
         snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
-        kubeconfig: str = typer.Option(None, "--kubeconfig", help="Kubeconfig for the live API."),
-        context: str = typer.Option(None, "--context", help="Kubeconfig context for the live API."),
+        api: og.ApiFlags = og.LIVE_API,
         phase: str = typer.Option("pre-removal", "--phase", help="pre-removal | post-removal."),
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json | junit."),
-        output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
-        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
+        output: str = og.OUTPUT_FILE,
+        timeout: float = og.TIMEOUT,
         show_plan: bool = typer.Option(False, "--show-plan", help=(
             "Print the cleanup plan even when the gate did not pass: under 'NOT SAFE TO RUN: the gate did not "
             "pass', every command commented out (console; JSON always carries it, commented out unless passed).")),
@@ -70,7 +71,7 @@ def register(app: typer.Typer) -> None:
         if phase not in PHASES:
             raise InputError(f"--phase {phase!r}: choose from {', '.join(PHASES)}")
         options = {"timeout": timeout} if not (bundle or snapshot) else {}
-        source = load(bundle, snapshot, kubeconfig, context, **options)
+        source = load(bundle, snapshot, api.kubeconfig, api.context, **options)
         result = run_gate(source.cluster, source.nodes, phase=cast(Phase, phase))
         result = replace(result, source=source.source, notes=source.notes)
         if output:

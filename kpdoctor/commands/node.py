@@ -4,91 +4,21 @@ The checks run through `kpdoctor.scanner.scan` (handed the collected node via `S
 `kpdoctor node X` and `kpdoctor scan --nodes X --checks scope:node` give the same findings; `--facts-json`
 prints the bare NodeState (what `-o json` printed before the checks were wired in).
 
-The shared flag definitions (transport, SSH, timeouts) live here too so that
-`kpdoctor collect` (and later `scan`) spell them identically.
+The flags shared with `collect`, `scan` and `why` (SSH, probe, silences; transport to CollectOptions) are
+defined once in kpdoctor/commands/optgroups.py and nodeflags.py.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import typer
 
-from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, SSH_HELP, TIMEOUT_HELP, format_error
-
-TRANSPORT_HELP = "How to reach the node: local | ssh | kube-exec | bundle."
-
-
-@dataclass
-class NodeFlags:
-    transport: str | None
-    address: str | None
-    ssh_user: str | None
-    ssh_key: list[str]
-    ssh_port: int | None
-    ssh_config: str | None
-    jump_host: str | None
-    known_hosts: str | None
-    accept_new_host_keys: bool
-    timeout: float
-    concurrency: int
-
-
-def options_from(flags: NodeFlags, *, transport: str, bundle: str | None, kube_api: Any = None) -> Any:
-    from kpdoctor.errors import InputError
-    from kpdoctor.node.collect import TRANSPORTS, CollectOptions
-    from kpdoctor.node.ssh import SshOptions
-
-    if transport not in TRANSPORTS:
-        raise InputError(f"--transport {transport!r}: choose from {', '.join(TRANSPORTS)}")
-    if flags.timeout <= 0:
-        raise InputError("--timeout must be positive (seconds per node)")
-    if flags.concurrency < 1:
-        raise InputError("--concurrency must be at least 1")
-    if flags.ssh_port is not None and not 0 < flags.ssh_port < 65536:
-        raise InputError(f"--ssh-port {flags.ssh_port}: not a TCP port")
-    for key in flags.ssh_key:
-        if not Path(key).expanduser().is_file():
-            raise InputError("no such key file", where=f"--ssh-key {key}")
-    ssh = SshOptions(
-        user=flags.ssh_user,
-        key_files=tuple(str(Path(k).expanduser()) for k in flags.ssh_key),
-        port=flags.ssh_port,
-        config_path=flags.ssh_config,
-        jump_host=flags.jump_host,
-        known_hosts=str(Path(flags.known_hosts).expanduser()) if flags.known_hosts else None,
-        accept_new_host_keys=flags.accept_new_host_keys,
-        connect_timeout=min(15.0, flags.timeout),
-    )
-    return CollectOptions(
-        transport=transport, address=flags.address, ssh=ssh, timeout=flags.timeout,
-        concurrency=flags.concurrency, bundle=bundle, kube_api=kube_api,
-    )  # fmt: skip
-
-
-def load_cluster(
-    *, snapshot: str | None, bundle: str | None, kubeconfig: str | None, context: str | None, live: bool
-) -> tuple[Any, Any]:
-    """(ClusterState or None, LiveResult or None) from --snapshot, a bundle's cluster/, or the live API."""
-    if snapshot:
-        from kpdoctor.cluster.snapshot import load_snapshot
-
-        return load_snapshot(snapshot), None
-    if bundle:
-        from kpdoctor.node.bundle import read_bundle
-
-        opened = read_bundle(bundle)
-        return (opened.cluster_state() if opened.has_cluster() else None), None
-    if live:
-        from kpdoctor.cluster.live import load_live
-
-        result = load_live(kubeconfig, context)
-        return result.state, result
-    return None, None
+from kpdoctor.commands import optgroups as og
+from kpdoctor.commands.nodeflags import TRANSPORT_HELP, NodeFlags, kube_exec_api, load_cluster, options_from
+from kpdoctor.commands.options import format_error
 
 
 def state_to_dict(state: Any) -> dict[str, Any]:
@@ -187,35 +117,26 @@ REPORT_FORMATS = ("console", "json", "junit", "markdown", "html")
 
 def register(app: typer.Typer) -> None:
     @app.command("node", help=NODE_HELP)
+    @og.with_option_groups
     def node(
         name: str = typer.Argument(..., help="Node name (as in the cluster / bundle)."),
         transport: str = typer.Option(None, "--transport", help=TRANSPORT_HELP + " Default: bundle with --bundle, else ssh."),
         snapshot: str = typer.Option(None, "--snapshot", help="Cluster snapshot directory (instead of the live API)."),
         bundle: str = typer.Option(None, "--bundle", help="Read the node from a bundle directory or .tar.gz."),
-        kubeconfig: str = typer.Option(None, "--kubeconfig", help="kubeconfig file (default $KUBECONFIG, ~/.kube/config)."),
-        context: str = typer.Option(None, "--context", help="kubeconfig context."),
+        api: og.ApiFlags = og.KUBECONFIG,
         address: str = typer.Option(None, "--address", help="Connect here instead of the Node's InternalIP."),
-        ssh_user: str = typer.Option(None, "--ssh-user", help=SSH_HELP["user"]),
-        ssh_key: list[str] = typer.Option([], "--ssh-key", help=SSH_HELP["key"]),  # noqa: B008
-        ssh_port: int = typer.Option(None, "--ssh-port", help=SSH_HELP["port"]),
-        ssh_config: str = typer.Option(None, "--ssh-config", help=SSH_HELP["config"]),
-        jump_host: str = typer.Option(None, "--jump-host", help=SSH_HELP["jump"]),
-        known_hosts: str = typer.Option(None, "--known-hosts", help=SSH_HELP["known_hosts"]),
-        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys", help=SSH_HELP["accept_new"]),
-        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
+        ssh: og.SshFlags = og.SSH,
+        timeout: float = og.TIMEOUT,
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once (commands visiting many nodes)."),
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="Report: console | json | junit | markdown | html ('text' = console)."),
-        output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
+        output: str = og.OUTPUT_FILE,
         facts_json: bool = typer.Option(False, "--facts-json", help="Print the collected NodeState as JSON instead (no checks run)."),
         checks: str = typer.Option(None, "--checks", help="Only these node checks: ids, tag:<tag>."),
         skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>."),
         fail_on: str = typer.Option(None, "--fail-on", help="info | warning | error | critical (default error)."),
-        config_file: str = typer.Option(None, "--config-file", help="Silences file (default: ./.kpdoctor.yaml when present)."),
-        no_config_file: bool = typer.Option(False, "--no-config-file", help="Ignore ./.kpdoctor.yaml."),
+        silence: og.SilenceFlags = og.SILENCES,
         probe: bool = typer.Option(False, "--probe", help="Opt-in: TCP-connect to the cluster's NodePorts on this node's InternalIP from here."),
-        probe_timeout: float = typer.Option(1.0, "--probe-timeout", help="Seconds per probe connect (--probe)."),
-        probe_limit: int = typer.Option(512, "--probe-limit", help="At most this many probe connects (--probe)."),
-        probe_concurrency: int = typer.Option(32, "--probe-concurrency", help="Probe connects at once (--probe)."),
+        probe_flags: og.ProbeFlags = og.PROBE,
     ) -> None:
         from kpdoctor.errors import InputError, UnreachableError
         from kpdoctor.node.collect import collect_node
@@ -231,13 +152,12 @@ def register(app: typer.Typer) -> None:
             raise InputError("--facts-json prints the collected NodeState to stdout; it runs no checks, no probe "
                              "and writes no report")
         chosen = transport or ("bundle" if bundle else "ssh")
-        flags = NodeFlags(transport, address, ssh_user, ssh_key, ssh_port, ssh_config, jump_host, known_hosts,
-                          accept_new_host_keys, timeout, concurrency)  # fmt: skip
+        flags = NodeFlags(transport, address, ssh, timeout, concurrency)
         # everything that can be wrong with the flags fails here, before any node or API is contacted
         selected: list[Any] = []
         silences, threshold, probe_options = (None, None, None)
         need_live = not snapshot and not bundle and (
-            chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(kubeconfig or context)
+            chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(api.kubeconfig or api.context)
         )
         # Issue 12: with a kubeconfig in the environment, `node` reads the live API on its own; if that API
         # cannot be reached the node's facts are still shown and the checks say why they did not run.
@@ -248,10 +168,8 @@ def register(app: typer.Typer) -> None:
             need_live = implicit_live = kubeconfig_available()
         # Without a cluster source the checks a node's own facts allow still run (kpdoctor.node_only).
         if not facts_json:
-            selected, silences, threshold, probe_options = _check_setup(
-                checks, skip, fail_on, config_file, no_config_file,
-                (probe_timeout, probe_limit, probe_concurrency) if probe else None,
-            )
+            selected, silences, threshold = _check_setup(checks, skip, fail_on, silence)
+            probe_options = probe_flags.options() if probe else None
         cluster, live = (None, None)
         if chosen == "bundle":
             from kpdoctor.node.bundle import read_bundle
@@ -270,8 +188,7 @@ def register(app: typer.Typer) -> None:
                     raise InputError(problem, where=str(bundle))
         else:
             try:
-                cluster, live = load_cluster(snapshot=snapshot, bundle=bundle, kubeconfig=kubeconfig,
-                                             context=context, live=need_live)  # fmt: skip
+                cluster, live = load_cluster(snapshot=snapshot, bundle=bundle, api=api, live=need_live)
             except UnreachableError as exc:
                 if not implicit_live:
                     raise
@@ -281,13 +198,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"node {name!r} not found in the cluster (nodes: {known})")
             if chosen == "ssh" and not address and cluster is None:
                 raise InputError("ssh needs the node's address: pass --address, --snapshot DIR or a kubeconfig")
-            kube_api = None
-            if chosen == "kube-exec":
-                from kubernetes import client
-
-                from kpdoctor.cluster.live import api_client
-
-                kube_api = client.CoreV1Api(api_client(kubeconfig, context))
+            kube_api = kube_exec_api(chosen, api)
             options = options_from(flags, transport=chosen, bundle=bundle, kube_api=kube_api)
             state = collect_node(name, cluster=cluster, options=options)
         unreachable = bool(state.error and not state.facts)
@@ -313,7 +224,7 @@ def register(app: typer.Typer) -> None:
         elif snapshot:
             kind, location = "snapshot", str(snapshot)
         else:
-            kind, location = "live", (cluster.source or context or "current context")
+            kind, location = "live", (cluster.source or api.context or "current context")
         req = ScanRequest(fail_on=threshold, probe=probe, probe_options=probe_options,
                           collected=(cluster, ListNodes([state]), SourceInfo(kind, location, chosen)))
         outcome = scan(req, silences=silences, checks_override=selected)
@@ -325,13 +236,12 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(outcome.exit_code)
 
 
-def _check_setup(checks: str | None, skip: str | None, fail_on: str | None, config_file: str | None,
-                 no_config_file: bool, probe: tuple[float, int, int] | None) -> tuple[list[Any], Any, Any, Any]:
-    """(node checks, silences, --fail-on threshold, probe options) from the flags; InputError when bad."""
+def _check_setup(checks: str | None, skip: str | None, fail_on: str | None,
+                 silence: og.SilenceFlags) -> tuple[list[Any], Any, Any]:
+    """(node checks, silences, --fail-on threshold) from the flags; InputError when bad."""
     from kpdoctor.errors import InputError
     from kpdoctor.findings import Severity
     from kpdoctor.registry import discover
-    from kpdoctor.silences import load_silences
 
     try:
         threshold = Severity.parse(fail_on) if fail_on else Severity.ERROR
@@ -342,14 +252,7 @@ def _check_setup(checks: str | None, skip: str | None, fail_on: str | None, conf
     if not selected:
         raise InputError("--checks/--skip leave no node-scope check to run (`kpdoctor node` runs node checks; "
                          "cluster checks run in `kpdoctor scan`)")
-    silences = None if no_config_file else load_silences(config_file)
-    for line in silences.expired_warnings() if silences else []:
-        print(f"kpdoctor: warning: {line}", file=sys.stderr)
+    silences = silence.load()
     if silences is not None:
         silences.validate_checks(registry.ids())
-    probe_options = None
-    if probe is not None:
-        from kpdoctor.commands.report_output import probe_options_from
-
-        probe_options = probe_options_from(*probe)
-    return selected, silences, threshold, probe_options
+    return selected, silences, threshold

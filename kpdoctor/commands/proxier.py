@@ -151,8 +151,7 @@ def build_proxier_inputs(
 
     if family is not None and family not in (*FAMILIES, BOTH):
         raise InputError(f"--family {family!r}: choose IPv4, IPv6 or both")
-    if mode is not None and mode not in ("iptables", "nftables", "ipvs"):
-        raise InputError(f"--mode {mode!r}: choose iptables, nftables or ipvs")
+    _check_mode(mode)
     cfg = load_config_file(config) if config else None
     parsed_version = parse_version(version)
     first = build_input(cluster, node, config=cfg, mode=mode, family=family if family in FAMILIES else "IPv4",
@@ -183,19 +182,22 @@ def build_proxier_input(
     family: str = "IPv4",
 ) -> ProxierInput:
     """Load the snapshot and resolve everything `render`/`view` need for one node and family."""
-    from kpdoctor.cluster.config import load_config_file
     from kpdoctor.cluster.snapshot import load_snapshot
     from kpdoctor.errors import InputError
-    from kpdoctor.proxier.context import build_input
 
     if family not in FAMILIES:
         raise InputError(f"--family {family!r}: choose IPv4 or IPv6")
-    if mode is not None and mode not in ("iptables", "nftables", "ipvs"):
-        raise InputError(f"--mode {mode!r}: choose iptables, nftables or ipvs")
+    _check_mode(mode)
     cluster = load_snapshot(snapshot)
     check_slices_have_services(cluster)
-    cfg = load_config_file(config) if config else None
-    return build_input(cluster, node, config=cfg, mode=mode, family=family, version=parse_version(version))
+    return build_proxier_inputs(cluster, node, mode=mode, config=config, version=version, family=family)[0]
+
+
+def _check_mode(mode: str | None) -> None:
+    from kpdoctor.errors import InputError
+
+    if mode is not None and mode not in ("iptables", "nftables", "ipvs"):
+        raise InputError(f"--mode {mode!r}: choose iptables, nftables or ipvs")
 
 
 def _write(text: str, output: str | None) -> None:

@@ -1,4 +1,5 @@
-"""What `kpdoctor scan` and `kpdoctor node` share after the scan: the --probe-* flags and writing the report.
+"""What `kpdoctor scan` and `kpdoctor node` share after the scan: writing the report (the --probe-* flags are
+kpdoctor.commands.optgroups.ProbeFlags).
 
 A leaf of `kpdoctor.commands` (standard library and lazy imports only) so that `scan` and `node` both
 depend on it instead of on each other.
@@ -9,13 +10,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Any
-
-
-def probe_options_from(timeout: float, limit: int, concurrency: int) -> Any:
-    """--probe-* flags -> a validated ProbeOptions (bad values exit 2 before anything is contacted)."""
-    from kpdoctor.node.probe import ProbeOptions
-
-    return ProbeOptions(timeout=timeout, concurrency=concurrency, limit=limit).validated()
 
 
 def emit_report(outcome: Any, fmt: str, output: str | None, *, min_severity: str | None = None) -> None:

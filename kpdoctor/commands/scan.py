@@ -7,12 +7,13 @@ command so `kpdoctor --help` stays fast.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
 
 import typer
 
-from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, SSH_HELP, TIMEOUT_HELP, format_error
-from kpdoctor.commands.report_output import emit_report, probe_options_from
+from kpdoctor.commands import optgroups as og
+from kpdoctor.commands.nodeflags import NodeFlags, node_collect_options
+from kpdoctor.commands.options import format_error
+from kpdoctor.commands.report_output import emit_report
 
 SCAN_HELP = (
     "Run the checks and print a report with evidence and remediation commands.\n\n"
@@ -29,13 +30,13 @@ SCAN_HELP = (
 
 def register(app: typer.Typer) -> None:
     @app.command("scan", help=SCAN_HELP)
+    @og.with_option_groups
     def scan_cmd(
         bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz (docs/bundle.md)."),
         snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
         demo: bool = typer.Option(False, "--demo", help="Scan the demo bundle shipped with kpdoctor (exit 0 "
                                   "unless --fail-on is given)."),
-        kubeconfig: str = typer.Option(None, "--kubeconfig", help="Kubeconfig for the live API."),
-        context: str = typer.Option(None, "--context", help="Kubeconfig context for the live API."),
+        api: og.ApiFlags = og.LIVE_API,
         transport: str = typer.Option(None, "--transport",
                                       help="How to reach nodes: ssh | kube-exec | local | none (default: the "
                                       "bundle's files for --bundle/--demo, none otherwise)."),
@@ -43,27 +44,17 @@ def register(app: typer.Typer) -> None:
         node_selector: str = typer.Option("", "--node-selector", "-l", help="Node label selector k=v[,k=v]."),
         checks: str = typer.Option(None, "--checks", help="Only these: ids, tag:<tag>, scope:cluster|node."),
         skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>, scope:cluster|node."),
-        config_file: str = typer.Option(None, "--config-file",
-                                        help="Silences file (default: ./.kpdoctor.yaml when present)."),
-        no_config_file: bool = typer.Option(False, "--no-config-file", help="Ignore ./.kpdoctor.yaml."),
+        silence: og.SilenceFlags = og.SILENCES,
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json | junit | markdown | html."),
-        output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
+        output: str = og.OUTPUT_FILE,
         fail_on: str = typer.Option(None, "--fail-on", help="info | warning | error | critical (default error; "
                                     "off with --demo)."),
         probe: bool = typer.Option(False, "--probe", help="Opt-in active probe: TCP-connect to every NodePort on each "
                                    "scanned node's InternalIP from here; results read by KP-NODEPORT-FIREWALL."),
-        probe_timeout: float = typer.Option(1.0, "--probe-timeout", help="Seconds per probe connect (--probe)."),
-        probe_limit: int = typer.Option(512, "--probe-limit", help="At most this many probe connects (--probe)."),
-        probe_concurrency: int = typer.Option(32, "--probe-concurrency", help="Probe connects at once (--probe)."),
+        probe_flags: og.ProbeFlags = og.PROBE,
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
-        timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
-        ssh_user: str = typer.Option(None, "--ssh-user", help=SSH_HELP["user"]),
-        ssh_key: Annotated[list[str] | None, typer.Option("--ssh-key", help=SSH_HELP["key"])] = None,
-        ssh_port: int = typer.Option(None, "--ssh-port", help=SSH_HELP["port"]),
-        ssh_config: str = typer.Option(None, "--ssh-config", help=SSH_HELP["config"]),
-        jump_host: str = typer.Option(None, "--jump-host", help=SSH_HELP["jump"]),
-        known_hosts: str = typer.Option(None, "--known-hosts", help=SSH_HELP["known_hosts"]),
-        accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys", help=SSH_HELP["accept_new"]),
+        timeout: float = og.TIMEOUT,
+        ssh: og.SshFlags = og.SSH,
         service: str = typer.Option(None, "--service", help="Narrow the report to one Service NS/NAME and add its "
                                     "`kpdoctor why` view (JSON: the \"service\" key)."),
         min_severity: str = typer.Option(None, "--min-severity", help="Console/Markdown/HTML: hide findings below "
@@ -75,7 +66,6 @@ def register(app: typer.Typer) -> None:
         from kpdoctor.registry import discover
         from kpdoctor.report import FORMATS
         from kpdoctor.scanner import ScanRequest, scan
-        from kpdoctor.silences import load_silences
 
         if fmt not in FORMATS:
             raise InputError(format_error(fmt, FORMATS))
@@ -84,28 +74,14 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise InputError(f"--fail-on: {exc}") from None
         registry = discover()
-        silences = None if no_config_file else load_silences(config_file)
-        for line in silences.expired_warnings() if silences else []:
-            print(f"kpdoctor: warning: {line}", file=sys.stderr)
-        collect_options = None
-        if transport in ("ssh", "kube-exec", "local"):
-            from kpdoctor.commands.node import NodeFlags, options_from
-
-            kube_api = None
-            if transport == "kube-exec":
-                from kubernetes import client
-
-                from kpdoctor.cluster.live import api_client
-
-                kube_api = client.CoreV1Api(api_client(kubeconfig, context))
-            flags = NodeFlags(transport, None, ssh_user, list(ssh_key or []), ssh_port, ssh_config, jump_host, known_hosts,
-                              accept_new_host_keys, timeout, concurrency)
-            collect_options = options_from(flags, transport=transport, bundle=None, kube_api=kube_api)
+        silences = silence.load()
+        flags = NodeFlags(transport, None, ssh, timeout, concurrency)
+        collect_options = node_collect_options(flags, api)
         if probe and demo:
             raise InputError("--probe cannot be used with --demo: the demo's node addresses are not real machines")
-        probe_options = probe_options_from(probe_timeout, probe_limit, probe_concurrency) if probe else None
+        probe_options = probe_flags.options() if probe else None
         req = ScanRequest(
-            bundle=bundle, snapshot=snapshot, demo=demo, kubeconfig=kubeconfig, context=context,
+            bundle=bundle, snapshot=snapshot, demo=demo, kubeconfig=api.kubeconfig, context=api.context,
             transport=transport, node_names=[n.strip() for n in nodes.split(",") if n.strip()],
             node_selector=node_selector, checks=checks, skip=skip, fail_on=threshold, probe=probe,
             collect_options=collect_options, progress=sys.stderr.isatty(), probe_options=probe_options,

@@ -9,6 +9,9 @@ import sys
 
 import typer
 
+from kpdoctor.commands import optgroups as og
+from kpdoctor.commands.nodeflags import NodeFlags, node_collect_options
+
 WHY_HELP = (
     "Explain one Service, cause first: API-level causes with evidence (selector, pod readiness, ports, "
     "EndpointSlices, traffic policies, topology, affinity), then what each node's real rules do with each of its "
@@ -22,6 +25,7 @@ WHY_HELP = (
 
 def register(app: typer.Typer) -> None:
     @app.command("why", help=WHY_HELP)
+    @og.with_option_groups
     def why_cmd(
         service: str = typer.Argument(..., metavar="svc/NAMESPACE/NAME[:PORT]",
                                       help="The Service (and optionally one of its ports) to explain."),
@@ -29,8 +33,7 @@ def register(app: typer.Typer) -> None:
         bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz."),
         snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
         demo: bool = typer.Option(False, "--demo", help="Use the demo bundle shipped with kpdoctor."),
-        kubeconfig: str = typer.Option(None, "--kubeconfig", help="Kubeconfig for the live API."),
-        context: str = typer.Option(None, "--context", help="Kubeconfig context for the live API."),
+        api: og.ApiFlags = og.LIVE_API,
         transport: str = typer.Option(None, "--transport", help="ssh | kube-exec | local | none (as for scan)."),
         nodes: str = typer.Option("", "--nodes", help="Comma-separated node names or globs (default: all)."),
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json."),
@@ -47,20 +50,8 @@ def register(app: typer.Typer) -> None:
             raise InputError(format_error(fmt, ("console", "json")))
         target = parse_target(service)
         who = parse_from(client)
-        collect_options = None
-        if transport in ("ssh", "kube-exec", "local"):
-            from kpdoctor.commands.node import NodeFlags, options_from
-
-            kube_api = None
-            if transport == "kube-exec":
-                from kubernetes import client as k8s
-
-                from kpdoctor.cluster.live import api_client
-
-                kube_api = k8s.CoreV1Api(api_client(kubeconfig, context))
-            flags = NodeFlags(transport, None, None, [], None, None, None, None, False, 60.0, 32)
-            collect_options = options_from(flags, transport=transport, bundle=None, kube_api=kube_api)
-        req = ScanRequest(bundle=bundle, snapshot=snapshot, demo=demo, kubeconfig=kubeconfig, context=context,
+        collect_options = node_collect_options(NodeFlags(transport), api)
+        req = ScanRequest(bundle=bundle, snapshot=snapshot, demo=demo, kubeconfig=api.kubeconfig, context=api.context,
                           transport=transport, node_names=[n.strip() for n in nodes.split(",") if n.strip()],
                           collect_options=collect_options, progress=sys.stderr.isatty())
         report = run_why(req, target, who)

@@ -12,16 +12,8 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from kpdoctor.report.layout import (
-    AFTER_CAUSE,
-    PIPED_WIDTH,
-    affected,
-    cause_line,
-    commands_to_show,
-    ordered_checks,
-    visible_groups,
-    where,
-)
+import kpdoctor.report.layout as layout
+from kpdoctor.report.layout import PIPED_WIDTH, affected, ordered_checks, where
 from kpdoctor.report.model import SEVERITIES
 
 _STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -71,7 +63,7 @@ def render_console(report: Mapping[str, Any], *, color: bool = False, width: int
     _causes(con, report)
     hidden = 0
     for check in ordered_checks(report):
-        groups = visible_groups(check, min_severity)
+        groups = layout.visible_groups(check, min_severity)
         hidden += len(check["groups"]) - len(groups)
         if not groups:
             continue
@@ -84,7 +76,7 @@ def render_console(report: Mapping[str, Any], *, color: bool = False, width: int
     if hidden:
         con.print(f"[dim]{hidden} group{'s' if hidden != 1 else ''} below {min_severity} hidden (--min-severity; "
                   "-o json keeps every finding)[/]")
-    passed = [c["id"] for c in report["checks"] if c["status"] == "passed"]
+    passed = layout.passed_checks(report)
     if passed:
         con.print(f"[green]passed[/] ({len(passed)}): {escape(', '.join(passed))}")
     skipped = [c["id"] for c in report["checks"] if c["status"] == "not_evaluated" and not c["groups"]]
@@ -152,23 +144,22 @@ def _group(con: Console, report: Mapping[str, Any], g: Mapping[str, Any]) -> Non
 
     row(f"[bold]{escape(g['subject'])}[/][dim]{escape(where(g))}[/]", f"[{_STYLE[sev]}]{sev.upper()}[/]")
     row(escape(g["message"]))
-    cause, outranks = cause_line(report, g)
-    if cause:
-        row(f"[magenta]cause:[/] {escape(cause)}")
+    view = layout.group_view(report, g)
+    if view.cause:
+        row(f"[magenta]cause:[/] {escape(view.cause)}")
     if g["silenced"]:
         row(f"[magenta]silenced:[/] {escape(g['silenced_reason'])}")
-    evidence = [(o["scope"], e) for o in g["occurrences"] for e in o["evidence"]]
-    multi = len({o["scope"] for o in g["occurrences"]}) > 1
+    evidence = view.evidence
     for scope, line in evidence[:_MAX_EVIDENCE]:
-        prefix = f"{escape(scope)}: " if multi else ""
+        prefix = f"{escape(scope)}: " if view.scopes > 1 else ""
         row(f"[dim]evidence[/] {prefix}{escape(line)}")
     if len(evidence) > _MAX_EVIDENCE:
         row(f"[dim]... {len(evidence) - _MAX_EVIDENCE} more evidence lines (-o json)[/]")
-    rem = g.get("remediation")
-    commands, covered = commands_to_show(report, g) if rem and not g["silenced"] else ([], 0)
-    if rem and not g["silenced"]:
-        if rem["text"]:
-            row(f"[green]fix[/] {escape((AFTER_CAUSE if outranks else '') + rem['text'])}")
+    commands: list[str] = []
+    if view.remedy is not None and not g["silenced"]:  # a silenced group's fix is not repeated here
+        commands, covered = view.commands, view.covered
+        if view.remedy:
+            row(f"[green]fix[/] {escape(view.fix)}")
         if covered:
             row(f"  [dim]{covered} command{'s' if covered != 1 else ''} listed under its root cause above[/]")
     con.print(grid)

@@ -17,15 +17,7 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
-from kpdoctor.report.layout import (
-    AFTER_CAUSE,
-    affected,
-    cause_line,
-    commands_to_show,
-    ordered_checks,
-    visible_groups,
-    where,
-)
+from kpdoctor.report.layout import affected, group_view, ordered_checks, passed_checks, visible_groups, where
 from kpdoctor.report.model import SEVERITIES
 
 _CSS = """
@@ -120,28 +112,25 @@ def render_html(report: Mapping[str, Any], *, min_severity: str | None = None) -
             parts.append(f'<div class="group {cls}"><span class="sev {g["severity"]}">{g["severity"]}</span> '
                          f'<strong>{escape(g["subject"])}</strong><span class="nodes">{escape(where(g))}</span>'
                          f"<p>{escape(g['message'])}</p>")
-            cause, outranks = cause_line(report, g)
-            if cause:
-                parts.append(f"<p><em>Cause:</em> {escape(cause)}</p>")
+            view = group_view(report, g)
+            if view.cause:
+                parts.append(f"<p><em>Cause:</em> {escape(view.cause)}</p>")
             if g["silenced"]:
                 parts.append(f"<p><em>Silenced:</em> {escape(g['silenced_reason'])}</p>")
-            evidence = [f"{o['scope']}: {e}" if len(g["occurrences"]) > 1 else e
-                        for o in g["occurrences"] for e in o["evidence"]]
+            evidence = view.evidence_lines()
             if evidence:
                 parts.append(f"<details><summary>Evidence ({len(evidence)} line{'s' if len(evidence) != 1 else ''})"
                              f"</summary>{_pre(evidence, 'evidence')}</details>")
-            rem = g.get("remediation")
-            if rem:
-                commands, covered = commands_to_show(report, g)
-                parts.append(f"<p><strong>Fix:</strong> {escape((AFTER_CAUSE if outranks else '') + rem['text'])}</p>")
-                if covered:
-                    parts.append(f"<p><em>{covered} command(s) listed under its root cause above.</em></p>")
-                if commands:
-                    parts.append(_pre(commands, "cmd"))
+            if view.remedy is not None:
+                parts.append(f"<p><strong>Fix:</strong> {escape(view.fix)}</p>")
+                if view.covered:
+                    parts.append(f"<p><em>{view.covered} command(s) listed under its root cause above.</em></p>")
+                if view.commands:
+                    parts.append(_pre(view.commands, "cmd"))
             parts.append("</div>")
         parts.append("</section>")
     parts.append("</main>")
-    passed = [c["id"] for c in report["checks"] if c["status"] == "passed"]
+    passed = passed_checks(report)
     if passed:
         parts.append(f'<h2>Passed</h2><p class="passed">{escape(", ".join(passed))}</p>')
     parts.append("</body></html>")

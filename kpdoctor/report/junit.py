@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kpdoctor.findings import Severity
-from kpdoctor.report.layout import AFTER_CAUSE, cause_line, ordered_checks
+from kpdoctor.report.layout import group_view, ordered_checks
 
 
 def _case_name(group: Mapping[str, Any]) -> str:
@@ -27,17 +27,15 @@ def _case_name(group: Mapping[str, Any]) -> str:
 
 def _body(report: Mapping[str, Any], group: Mapping[str, Any]) -> str:
     lines = [group["message"], ""]
-    cause, outranks = cause_line(report, group)
-    if cause:
-        lines += [f"cause: {cause}", ""]
+    view = group_view(report, group)
+    if view.cause:
+        lines += [f"cause: {view.cause}", ""]
     if group["nodes"]:
         lines.append("nodes: " + ", ".join(group["nodes"]))
-    for occ in group["occurrences"]:
-        for ev in occ["evidence"]:
-            lines.append(f"evidence[{occ['scope']}]: {ev}")
+    lines += [f"evidence[{scope}]: {line}" for scope, line in view.evidence]
     rem = group.get("remediation")
-    if rem:
-        lines += ["", "remediation: " + (AFTER_CAUSE if outranks else "") + rem["text"]]
+    if rem:  # JUnit is read alone (a CI test case): every command, also those listed under the cause
+        lines += ["", "remediation: " + view.fix]
         lines += [f"  $ {c}" for c in rem["commands"]]
     if group.get("docs"):
         lines += ["", "docs: " + group["docs"]]

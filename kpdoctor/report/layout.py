@@ -1,4 +1,5 @@
-"""What every renderer shows in the same way: the order of checks, the summary line, a group's heading.
+"""What every renderer shows in the same way: the order of checks, the summary line, a group's heading, and
+what a group says (`GroupView`: its cause, evidence, fix and the commands not already under its cause).
 
 Console, Markdown, HTML and JUnit all take the order of checks from
 `ordered_checks` (severity first, then cause: a cause's check before the
@@ -10,6 +11,7 @@ order too).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kpdoctor.report.model import SEVERITIES
@@ -122,3 +124,43 @@ def cause_line(report: Mapping[str, Any], group: Mapping[str, Any]) -> tuple[str
 
 
 AFTER_CAUSE = "Once the root cause is fixed: "
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """A finding group as the renderers show it; each renderer only formats (and escapes) these parts."""
+
+    cause: str  # "<check> <subject> (see Root causes)[: ...]", "" without a cause
+    outranks: bool  # the cause changes what this finding's own fix means (the fix then says so first)
+    evidence: list[tuple[str, str]]  # (occurrence scope, line), in occurrence order
+    scopes: int  # distinct occurrence scopes
+    occurrences: int
+    remedy: str | None  # the remediation text as written; None: the group has no remediation
+    commands: list[str]  # its commands not already printed under its cause
+    covered: int  # how many of its commands were left out for that
+
+    @property
+    def fix(self) -> str:
+        """The remediation text, after "Once the root cause is fixed: " when the cause outranks it."""
+        return (AFTER_CAUSE if self.outranks else "") + (self.remedy or "")
+
+    def evidence_lines(self) -> list[str]:
+        """Evidence as one list, each line after "<scope>: " when the group has several occurrences."""
+        return [f"{scope}: {line}" if self.occurrences > 1 else line for scope, line in self.evidence]
+
+
+def group_view(report: Mapping[str, Any], group: Mapping[str, Any]) -> GroupView:
+    cause, outranks = cause_line(report, group)
+    rem = group.get("remediation")
+    commands, covered = commands_to_show(report, group) if rem else ([], 0)
+    return GroupView(
+        cause=cause, outranks=outranks,
+        evidence=[(o["scope"], e) for o in group["occurrences"] for e in o["evidence"]],
+        scopes=len({o["scope"] for o in group["occurrences"]}), occurrences=len(group["occurrences"]),
+        remedy=rem["text"] if rem else None, commands=commands, covered=covered,
+    )  # fmt: skip
+
+
+def passed_checks(report: Mapping[str, Any]) -> list[str]:
+    """Ids of the checks that ran and found nothing (the renderers' "passed" line)."""
+    return [c["id"] for c in report["checks"] if c["status"] == "passed"]

@@ -6,15 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from kpdoctor.report.layout import (
-    AFTER_CAUSE,
-    affected,
-    cause_line,
-    commands_to_show,
-    ordered_checks,
-    visible_groups,
-    where,
-)
+from kpdoctor.report.layout import affected, group_view, ordered_checks, passed_checks, visible_groups, where
 
 # Untrusted text (names, rule text, node output) is either inside a code fence it cannot close or escaped:
 # the punctuation that starts emphasis, code, links, images, headings or table cells gets a backslash, `<` `>` `&` become entities
@@ -85,24 +77,21 @@ def render_markdown(report: Mapping[str, Any], *, min_severity: str | None = Non
             out += [f"Docs: {_md(check['docs'])}", ""]
         for g in visible_groups(check, min_severity):
             out += [f"### \\[{g['severity'].upper()}\\] {_cell(g['subject'])}{_cell(where(g))}", "", _md(g["message"]), ""]
-            cause, outranks = cause_line(report, g)
-            if cause:
-                out += [f"*Cause:* {_md(cause)}", ""]
+            view = group_view(report, g)
+            if view.cause:
+                out += [f"*Cause:* {_md(view.cause)}", ""]
             if g["silenced"]:
                 out += [f"*Silenced:* {_md(g['silenced_reason'])}", ""]
-            evidence = [f"{o['scope']}: {e}" if len(g["occurrences"]) > 1 else e
-                        for o in g["occurrences"] for e in o["evidence"]]
+            evidence = view.evidence_lines()
             if evidence:
                 out += ["Evidence:", "", *_fence(evidence), ""]
-            rem = g.get("remediation")
-            if rem:
-                commands, covered = commands_to_show(report, g)
-                out += [f"**Fix:** {AFTER_CAUSE if outranks else ''}{_md(rem['text'])}", ""]
-                if covered:
-                    out += [f"*{covered} command(s) listed under its root cause above.*", ""]
-                if commands:
-                    out += [*_fence(commands), ""]
-    passed = [c["id"] for c in report["checks"] if c["status"] == "passed"]
+            if view.remedy is not None:
+                out += [f"**Fix:** {_md(view.fix)}", ""]
+                if view.covered:
+                    out += [f"*{view.covered} command(s) listed under its root cause above.*", ""]
+                if view.commands:
+                    out += [*_fence(view.commands), ""]
+    passed = passed_checks(report)
     if passed:
         out += ["## Passed", "", ", ".join(_code(p) for p in passed), ""]
     return "\n".join(out).rstrip() + "\n"

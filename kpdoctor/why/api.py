@@ -19,7 +19,7 @@ from kpdoctor.cluster.model import (
     ServicePort,
 )
 from kpdoctor.cluster.state import ClusterState
-from kpdoctor.why.model import Cause, Client, Target
+from kpdoctor.why.model import Cause, Client, Severity, Target
 from kpdoctor.why.pods import (
     container_ports,
     is_serving,
@@ -197,45 +197,47 @@ def _port_causes(service: Service, target: Target, ports: list[ServicePort], pod
     declared = container_ports(pods)
     have = ", ".join(port_text(p) for p in declared) or "none declared"
     causes: list[Cause] = []
+
+    def port_cause(code: str, severity: Severity, label: str, text: str, fix: str,
+                   commands: tuple[str, ...] = ()) -> None:
+        """A cause of one Service port, with the pods' declared container ports as its evidence."""
+        causes.append(Cause(code, severity, f"{service.key} {label}: {text}", fix=fix, commands=commands,
+                            evidence=(f"container ports of the selected pods: {have}",)))
+
     for sp in ports:
         tp = sp.target_port if sp.target_port is not None else sp.port
         label = f"port {sp.name or sp.port} ({sp.port}/{sp.protocol} -> targetPort {tp})"
         if isinstance(tp, str) and not tp.isdigit():
             same = [p for p in declared if p.name == tp]
             if not same:
-                causes.append(Cause(
-                    "target-port-name-not-found", "blocking",
-                    f"{service.key} {label}: no container of its pods has a port named {tp!r}, so the "
+                port_cause(
+                    "target-port-name-not-found", "blocking", label,
+                    f"no container of its pods has a port named {tp!r}, so the "
                     "EndpointSlice controller publishes no endpoint for this port",
-                    fix=f"Name the container port {tp!r} in the pod template, or set the Service's targetPort to the "
-                    "number the app listens on.", evidence=(f"container ports of the selected pods: {have}",),
-                    commands=(f"{_kubectl_ns(target)} get endpointslices -l kubernetes.io/service-name={service.name} "
-                              "-o yaml",)))
+                    f"Name the container port {tp!r} in the pod template, or set the Service's targetPort to the "
+                    "number the app listens on.",
+                    (f"{_kubectl_ns(target)} get endpointslices -l kubernetes.io/service-name={service.name} -o yaml",))
             elif not any(p.protocol == sp.protocol for p in same):
-                causes.append(Cause(
-                    "protocol-mismatch", "blocking",
-                    f"{service.key} {label}: the container port named {tp!r} is {same[0].protocol}, the Service port "
+                port_cause(
+                    "protocol-mismatch", "blocking", label,
+                    f"the container port named {tp!r} is {same[0].protocol}, the Service port "
                     f"is {sp.protocol}: the port name only matches with the same protocol, so there is no endpoint",
-                    fix="Use the same protocol on the Service port and the container port.",
-                    evidence=(f"container ports of the selected pods: {have}",)))
+                    "Use the same protocol on the Service port and the container port.")
             continue
         number = int(tp)
         same_no = [p for p in declared if p.container_port == number]
         if same_no and not any(p.protocol == sp.protocol for p in same_no):
-            causes.append(Cause(
-                "protocol-mismatch", "blocking",
-                f"{service.key} {label}: the pods declare {number} as {same_no[0].protocol} only, the Service "
-                f"forwards {sp.protocol}",
-                fix="Use the protocol the app speaks on the Service port.",
-                evidence=(f"container ports of the selected pods: {have}",)))
+            port_cause(
+                "protocol-mismatch", "blocking", label,
+                f"the pods declare {number} as {same_no[0].protocol} only, the Service forwards {sp.protocol}",
+                "Use the protocol the app speaks on the Service port.")
         elif declared and not same_no:
-            causes.append(Cause(
-                "target-port-not-declared", "note",
-                f"{service.key} {label}: no container declares port {number} (declared: {have}); traffic is still "
+            port_cause(
+                "target-port-not-declared", "note", label,
+                f"no container declares port {number} (declared: {have}); traffic is still "
                 "sent there, and kpdoctor cannot see whether the app listens on it",
-                fix=f"Check that the app listens on {number}, e.g. "
-                f"`{_kubectl_ns(target)} exec POD -- ss -ltnu`, or point targetPort at a declared port.",
-                evidence=(f"container ports of the selected pods: {have}",)))
+                f"Check that the app listens on {number}, e.g. "
+                f"`{_kubectl_ns(target)} exec POD -- ss -ltnu`, or point targetPort at a declared port.")
     return causes
 
 
