@@ -63,19 +63,30 @@ def last_service(bundle: Path) -> str:
     return f"svc/{ns_name}:{port}"
 
 
-def timed(argv: list[str], out_file: Path, runs: int) -> tuple[list[float], list[float]]:
-    """Wall and CPU seconds (child's user + sys) of `runs` runs of argv, stdout to out_file."""
+def child_env(tree: Path) -> dict[str, str]:
+    """As installed: pip writes __pycache__ at install time, so bytecode is written (by the untimed warm-up
+    run) even when this shell sets PYTHONDONTWRITEBYTECODE (which would recompile ~60 modules, ~0.2 s, per run)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(tree)
+    return env
+
+
+def timed(argv: list[str], out_file: Path, runs: int, tree: Path = HERE.parent) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds (child's user + sys) of `runs` runs of argv (kpdoctor from `tree`), stdout to
+    out_file, after one untimed warm-up run (page cache, __pycache__)."""
     times: list[float] = []
     cpus: list[float] = []
-    for _ in range(runs):
+    env = child_env(tree)
+    for k in range(runs + 1):
         t0 = time.perf_counter()
         with open(out_file, "w", encoding="utf-8") as sink:
-            proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.DEVNULL, env=env, cwd=tree)  # -m: cwd first
             _, status, usage = os.wait4(proc.pid, 0)
-        times.append(time.perf_counter() - t0)
-        cpus.append(usage.ru_utime + usage.ru_stime)  # less disturbed than wall time by other work on the cores
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"trace failed (exit {os.waitstatus_to_exitcode(status)}): {' '.join(argv)}")
+        if k:
+            times.append(time.perf_counter() - t0)
+            cpus.append(usage.ru_utime + usage.ru_stime)  # less disturbed than wall time by other work
     return times, cpus
 
 
@@ -90,7 +101,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--matrix-nodes", type=int, default=0, help="also time --matrix over this many nodes")
     parser.add_argument("--matrix-services", type=int, default=1000)
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="another kpdoctor tree (e.g. /work/main): timed in the same run, alternating")
     args = parser.parse_args()
+    trees = [HERE.parent] + ([args.compare.resolve()] if args.compare else [])
     bundle, spec = build_bundle(args.services, args.endpoints)
     target = last_service(bundle)
     node = spec.node_name(0)
@@ -98,23 +112,25 @@ def main() -> None:
         lines = sum(1 for _ in dump)
     argv = [sys.executable, "-m", "kpdoctor", "trace", "--bundle", str(bundle), "--node", node, "--from", "external",
             "--to", target, "-o", "json"]
-    out_file = bundle / "trace.json"
-    times, cpus = timed(argv, out_file, args.runs)
-    out = out_file.read_text()
-    result = json.loads(out)
     print(f"# kpdoctor trace --bundle: {args.services} Services x {args.endpoints} endpoints, {lines} dump lines, "
           f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"target {target}: endpoints {len(result['endpoints'])}, outcomes {len(result['outcomes'])}")
-    print(f"one trace, end to end: wall {_fmt(times)}; CPU {_fmt(cpus)}")
+    for tree in trees:
+        out_file = bundle / "trace.json"
+        times, cpus = timed(argv, out_file, args.runs, tree)
+        result = json.loads(out_file.read_text())
+        print(f"[{tree}] target {target}: endpoints {len(result['endpoints'])}, outcomes {len(result['outcomes'])}")
+        print(f"[{tree}] one trace, end to end: wall {_fmt(times)}; CPU {_fmt(cpus)}")
     if args.matrix_nodes:
         mbundle, mspec = build_bundle(args.matrix_services, args.endpoints, args.matrix_nodes)
         svc = last_service(mbundle).split(":")[0]
         margv = [sys.executable, "-m", "kpdoctor", "trace", "--bundle", str(mbundle), "--matrix", "--to", svc,
                  "-o", "json"]
-        mtimes, mcpus = timed(margv, mbundle / "matrix.json", args.runs)
-        cells = json.loads((mbundle / "matrix.json").read_text())
-        print(f"--matrix {svc}: {args.matrix_services} Services x {args.endpoints} endpoints, {args.matrix_nodes} "
-              f"nodes, {len(cells)} cells: wall {_fmt(mtimes)}; CPU {_fmt(mcpus)}")
+        for tree in trees:
+            mtimes, mcpus = timed(margv, mbundle / "matrix.json", args.runs, tree)
+            cells = json.loads((mbundle / "matrix.json").read_text())
+            print(f"[{tree}] --matrix {svc}: {args.matrix_services} Services x {args.endpoints} endpoints, "
+                  f"{args.matrix_nodes} nodes, {len(cells)} cells: wall {_fmt(mtimes)}; CPU {_fmt(mcpus)}")
+    print(f"# load after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 
 from kpdoctor.dataplane.iptables_save import IptablesDump, Table
 from kpdoctor.trace.ipnet import ip_int, join_host_port, split_host_port
+from kpdoctor.trace.ipt_lazy import LazyDump, LazyTable
 from kpdoctor.trace.ipt_match import NON_TERMINATING, Compiled, compile_spec, quick_dst, quick_miss
 from kpdoctor.trace.model import Branch, Fork, split
 
@@ -68,12 +69,12 @@ class _DstIndex:
 class IptablesRules:
     """One dump, compiled lazily: (table, chain) -> rules."""
 
-    dump: IptablesDump
+    dump: IptablesDump | LazyDump
     label: str = ""  # "iptables-nft" / "iptables-legacy": how steps name the tables
     _cache: dict[tuple[str, str], list[_Rule]] = field(default_factory=dict)
     _index: dict[tuple[str, str], _DstIndex | None] = field(default_factory=dict)
 
-    def table(self, name: str) -> Table | None:
+    def table(self, name: str) -> Table | LazyTable | None:
         return self.dump.tables.get(name)
 
     def rules(self, table: str, chain: str) -> list[_Rule] | None:
