@@ -43,7 +43,7 @@ def assert_same(lazy: LazyDump | IptablesDump, full: IptablesDump) -> int:
             assert read is not None, (name, chain.name)
             assert (read.policy, read.counters, read.line) == (chain.policy, chain.counters, chain.line)
             assert read.specs == chain.specs, (name, chain.name)
-            assert read.lines == chain.lines, (name, chain.name)
+            assert list(read.lines) == chain.lines, (name, chain.name)
             rules += len(read.specs)
         assert got.chains.get("NOT-A-CHAIN-IN-THIS-DUMP") is None
     return rules
@@ -104,7 +104,7 @@ def test_good_small_dump() -> None:
     assert isinstance(lazy, LazyDump)
     assert_same(lazy, parse_iptables_save(GOOD, "n/iptables-save.txt"))
     chain = lazy.tables["filter"].chains.get("KUBE-X")
-    assert chain is not None and chain.specs[1] == "" and chain.lines == [7, 8]
+    assert chain is not None and chain.specs[1] == "" and list(chain.lines) == [7, 8] and chain.lines[-1:] == [8]
 
 
 @pytest.mark.parametrize("name", sorted(BAD))

@@ -8,7 +8,7 @@ every jump, return, fork and policy.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +25,14 @@ TERMINAL = {"ACCEPT": "accept", "DROP": "drop", "REJECT": "reject", "QUEUE": "qu
 @dataclass(slots=True)
 class _Rule:
     spec: str
-    line: int
+    index: int  # position in its chain
+    lines: Sequence[int]  # the chain's line numbers (a lazily read dump computes one when it is asked for)
     pre: tuple[int, int, int] | None
     compiled: Compiled | None = None
+
+    @property
+    def line(self) -> int:
+        return self.lines[self.index]
 
 
 SKIP_INDEX_MIN = 32  # a chain this long gets a destination index (KUBE-SERVICES has one rule per Service port)
@@ -85,7 +90,8 @@ class IptablesRules:
             c = t.chains.get(chain) if t is not None else None
             if c is None:
                 return None
-            found = [_Rule(spec, line, quick_dst(spec)) for spec, line in zip(c.specs, c.lines, strict=True)]
+            lines = c.lines
+            found = [_Rule(spec, i, lines, quick_dst(spec)) for i, spec in enumerate(c.specs)]
             self._cache[key] = found
         return found
 

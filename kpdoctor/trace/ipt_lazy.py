@@ -14,8 +14,9 @@ lines of chains the trace never reads.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from kpdoctor.dataplane.iptables_save import (
     _POLICIES,
@@ -37,6 +38,33 @@ class LayoutError(Exception):
     """Not iptables-save's plain layout: the shared parser decides."""
 
 
+class LineNumbers(Sequence[int]):
+    """A chain's rule line numbers, each counted when first asked for (a trace cites a few dozen rules of the
+    thousands it reads)."""
+
+    def __init__(self, dump: LazyDump, positions: list[int]) -> None:
+        self.dump = dump
+        self.positions = positions
+        self._known: dict[int, int] = {}
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[int]: ...
+
+    def __getitem__(self, i: int | slice) -> int | list[int]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        found = self._known.get(i)
+        if found is None:
+            found = self._known[i] = self.dump.line_of(self.positions[i])
+        return found
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
 @dataclass
 class LazyChain:
     name: str
@@ -44,7 +72,7 @@ class LazyChain:
     counters: str
     line: int
     specs: list[str] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)
+    lines: Sequence[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -105,16 +133,8 @@ class LazyChains:
                 self._found[name] = None
                 continue
             policy, counters, pos = decl
-            chain = LazyChain(name, policy, counters, self.dump.line_of(pos))
-            if found:
-                lineno = self.dump.line_of(found[0][1])
-                prev = found[0][1]
-                for spec, at in found:
-                    lineno += text.count("\n", prev, at)
-                    prev = at
-                    chain.specs.append(spec)
-                    chain.lines.append(lineno)
-            self._found[name] = chain
+            self._found[name] = LazyChain(name, policy, counters, self.dump.line_of(pos), [s for s, _ in found],
+                                          LineNumbers(self.dump, [at for _, at in found]))
 
     def _rule_lines(self, names: list[str]) -> Iterator[tuple[str, int]]:
         """(chain, position of its `-A` line) for every rule of `names`, in dump order."""
