@@ -130,7 +130,8 @@ def node_chains(state: NodeState, backend: str | None, family: int, ctx: Any) ->
                 out.notes.append(f"nft {fam} {tname} chain {base.name} (hook {base.hook}) not walked")
                 continue
             out.chains.append(BaseChain(str(base.hook), base.priority or 0, f"nft {fam} {tname} {base.name}",
-                                        base.type == "nat", _nft_runner(walker_nft, nft_table, base)))
+                                        base.type == "nat", _nft_runner(walker_nft, nft_table, base),
+                                        registered=len(out.chains)))  # dump order = creation order
         if hooked:
             out.walked.append(f"nft {fam} {tname}")
     return out
