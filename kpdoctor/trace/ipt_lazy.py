@@ -13,8 +13,7 @@ lines of chains the trace never reads.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
@@ -92,7 +91,7 @@ class LazyChains:
         if name in self._found:
             return self._found[name]
         try:
-            self._read([name])
+            self._read(name)
         except LayoutError:
             full = self.dump.full()
             table = full.tables.get(self.table)
@@ -100,59 +99,39 @@ class LazyChains:
                 chain = table.chains.get(key) if table is not None else None
                 self._found[key] = None if chain is None else LazyChain(chain.name, chain.policy, chain.counters,
                                                                         chain.line, chain.specs, chain.lines)
-            self.dump.fell_back = True
         return self._found[name]
 
-    def _read(self, names: list[str]) -> None:
-        """Reads the chains `names` with one scan of the table's rules; each lands in `_found`. (One name at a
-        time is what the walk asks for: a regex alternation over several names scans no faster here than a
-        `str.find` per name.)"""
+    def _read(self, name: str) -> None:
+        """Reads chain `name` (its declaration, then every `-A name` line of the table) into `_found`. One
+        `str.find` pass over the table's rules per chain: a regex alternation over several chains scans no
+        faster (measured), so chains are read one at a time, as the walk asks for them."""
         text = self.dump.text
-        decls = {}
-        scan = []
-        for name in names:
-            decls[name] = self._declaration(name)
-            if decls[name] is not None or name not in KNOWN_TARGETS:
-                scan.append(name)  # an undeclared name with rules is an error the shared parser reports
-        rules: dict[str, list[tuple[str, int]]] = {name: [] for name in scan}
-        for name, at in self._rule_lines(scan):
-            end = text.find("\n", at)
-            line = text[at:end]
-            if '"' in line and line.count('"') & 1:
-                try:
-                    tokenize(line)
-                except ValueError:
-                    raise LayoutError from None  # the shared parser reports the unterminated quote
-            rules[name].append((line[len(name) + 4:], at))
-        for name in names:
-            decl = decls[name]
-            found = rules.get(name, [])
-            if decl is None:
-                if found:
-                    raise LayoutError  # a rule for an undeclared chain: the shared parser says which line
-                self._found[name] = None
-                continue
-            policy, counters, pos = decl
-            self._found[name] = LazyChain(name, policy, counters, self.dump.line_of(pos), [s for s, _ in found],
-                                          LineNumbers(self.dump, [at for _, at in found]))
-
-    def _rule_lines(self, names: list[str]) -> Iterator[tuple[str, int]]:
-        """(chain, position of its `-A` line) for every rule of `names`, in dump order."""
-        text = self.dump.text
-        lo, hi = self.rules_at - 1, self.body_end
-        if len(names) == 1:
-            name = names[0]
+        decl = self._declaration(name)
+        found: list[tuple[str, int]] = []
+        if decl is not None or name not in KNOWN_TARGETS:  # an undeclared name with rules: the parser reports it
             needle = f"\n-A {name}"
-            k = text.find(needle, lo, hi)
+            hi = self.body_end
+            k = text.find(needle, self.rules_at - 1, hi)
             while k >= 0:
                 after = k + len(needle)
                 if text[after] in " \n":
-                    yield name, k + 1
+                    end = text.find("\n", after)
+                    line = text[k + 1:end]
+                    if '"' in line and line.count('"') & 1:
+                        try:
+                            tokenize(line)
+                        except ValueError:
+                            raise LayoutError from None  # the shared parser reports the unterminated quote
+                    found.append((line[len(name) + 4:], k + 1))
                 k = text.find(needle, after, hi)
-        elif names:
-            pattern = re.compile("\n-A (" + "|".join(re.escape(n) for n in names) + ")(?=[ \n])")
-            for m in pattern.finditer(text, lo, hi):
-                yield m.group(1), m.start() + 1
+        if decl is None:
+            if found:
+                raise LayoutError  # a rule for an undeclared chain: the shared parser says which line
+            self._found[name] = None
+            return
+        policy, counters, pos = decl
+        self._found[name] = LazyChain(name, policy, counters, self.dump.line_of(pos), [s for s, _ in found],
+                                      LineNumbers(self.dump, [at for _, at in found]))
 
     def _declaration(self, name: str) -> tuple[str, str, int] | None:
         """(policy, counters, position) of `:name POLICY [p:b]`, None when the table does not declare it."""
@@ -188,7 +167,6 @@ class LazyDump:
         self.source = source
         self.tables: dict[str, LazyTable] = {}
         self._full: IptablesDump | None = None
-        self.fell_back = False  # a chain read raised a doubt: what was read comes from the shared parser
         self._chunks: list[int] = [0]  # newlines before chunk k
 
     def full(self) -> IptablesDump:
