@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--ip-addr", action="store_true",
                         help="nodes with ip-addr.json (as collected); default without (every endpoint forks)")
     parser.add_argument("--compare", type=Path, default=None,
-                        help="another kpdoctor tree (e.g. /work/main): timed in the same run, alternating")
+                        help="another kpdoctor tree (e.g. a checkout of main): timed in the same run")
     args = parser.parse_args()
     trees = [HERE.parent] + ([args.compare.resolve()] if args.compare else [])
     bundle, spec = build_bundle(args.services, args.endpoints, ip_addr=args.ip_addr)
