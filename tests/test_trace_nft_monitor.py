@@ -1,7 +1,8 @@
 """`kpdoctor trace` against the kernel's own trace: `nft monitor trace` (nftables mode).
 
 A "node" namespace holds kube-proxy's real `ip kube-proxy` table (edge-2's capture, tests/fixtures/trace/) and a
-host firewall table on top (`inet kpd-hostfw`, the same as tests/test_trace_kernel.py's). After the node's
+host firewall table on top (`inet kpd-hostfw`, the same as tests/test_trace_kernel.py's) and a ufw-style
+default-deny input chain (`inet kpd-ufw`: established, loopback and port 22 accepted). After the node's
 ruleset is dumped (`nft -j list ruleset`: what the trace reads), a table of the test's own sets
 `meta nftrace set 1` on the client's packets at prerouting priority -500 (before every other chain), and
 `nft -a monitor trace` in the namespace prints every base chain the packet enters ("packet:" lines), every rule
@@ -51,9 +52,21 @@ table ip kpd-nftrace {{
     }}
 }}
 """
+# ufw's shape on top (hand-written, not ufw's own output: default-deny INPUT, established and loopback
+# accepted, one allowed port), created last: at input priority 0 the kernel runs it first
+UFW_STYLE = """
+table inet kpd-ufw {
+    chain ufw-input {
+        type filter hook input priority 0; policy drop;
+        ct state related,established accept
+        iifname "lo" accept
+        tcp dport 22 accept
+    }
+}
+"""
 # (source, destination, port, protocol): a ClusterIP with 2 and with 3 endpoints, UDP, ClientIP affinity, a
 # NodePort, an eTP=Local NodePort, a port of no Service, an address of nothing, the host firewall's drop
-# (forward) and reject (input)
+# (forward) and reject (input), the ufw-style chain's allowed port and default deny
 CASES = [
     (GOOD_CLIENT, "10.96.150.31", 443, "tcp"),
     (GOOD_CLIENT, "10.96.150.30", 80, "tcp"),
@@ -66,6 +79,9 @@ CASES = [
     (BLOCKED_CLIENT, "10.96.150.31", 443, "tcp"),
     (REJECTED_CLIENT, NODE_IP, 31130, "tcp"),
     (REJECTED_CLIENT, "10.96.150.31", 443, "tcp"),
+    (GOOD_CLIENT, NODE_IP, 22, "tcp"),  # allowed by the ufw-style input chain
+    (GOOD_CLIENT, NODE_IP, 8080, "tcp"),  # its default deny
+    (GOOD_CLIENT, NODE_IP, 53, "udp"),
 ]
 EVENT = re.compile(r"^trace id (?P<id>[0-9a-f]+) (?P<family>\w+) (?P<table>\S+) (?P<chain>\S+) (?P<rest>.*)$")
 RULE = re.compile(r"^rule .* # handle (?P<handle>\d+) \(verdict (?P<verdict>[^)]*)\)")
@@ -126,6 +142,7 @@ def monitor() -> Iterator[Monitor]:
         netns.sysctl(node, "net.ipv4.ip_forward", "1")
         netns.run(["nft", "-j", "-f", "-"], netns=node, input=_kube_proxy_table_only(NFT_RULES.read_text()))
         netns.run(["nft", "-f", "-"], netns=node, input=NFT_FIREWALL)
+        netns.run(["nft", "-f", "-"], netns=node, input=UFW_STYLE)
         dump = netns.run(["nft", "-j", "list", "ruleset"], netns=node).stdout
         ip_addr = netns.run(["ip", "-j", "addr"], netns=node).stdout
         netns.run(["nft", "-f", "-"], netns=node, input=TRACER)  # after the dump: not part of what is traced
@@ -246,3 +263,16 @@ def test_equal_priority_runs_the_later_table_first(monitor: Monitor) -> None:
     assert forward == ["inet kpd-hostfw hostfw-forward", "ip kube-proxy filter-forward"]
     leaves = _trace(monitor, GOOD_CLIENT, "10.96.150.31", 443, "tcp", sport)
     assert all([c for c in trace_path(leaf).chains if "forward" in c] == forward for leaf in leaves)
+
+
+@pytest.mark.parametrize(("dport", "verdict"), [(22, "accept"), (8080, "drop")])
+def test_ufw_style_default_deny_input(monitor: Monitor, dport: int, verdict: str) -> None:
+    """The ufw-style chain decides packets to the node itself, in the kernel and in the trace alike."""
+    sport = 42200 + dport % 100
+    monitor.drain()
+    _send(monitor, GOOD_CLIENT, NODE_IP, dport, "tcp", sport)
+    time.sleep(0.4)
+    kernel = kernel_path(monitor.drain(), sport, "tcp")
+    assert "inet kpd-ufw ufw-input" in kernel.chains and kernel.verdict == verdict
+    leaves = _trace(monitor, GOOD_CLIENT, NODE_IP, dport, "tcp", sport)
+    assert [trace_path(leaf) for leaf in leaves] == [kernel]
