@@ -7,7 +7,7 @@ Target (issue 15): <= 1.0 s end to end for one trace.
 
 Also (--matrix-nodes N): `trace --matrix` for one Service over N nodes' dumps. Target: <= 5 s for 100 nodes.
 
-Usage: python3 bench/bench_trace.py [--services 10000] [--endpoints 10] [--runs 3]
+Usage: python3 bench/bench_trace.py [--services 10000] [--endpoints 10] [--runs 3] [--ip-addr] [--compare TREE]
        [--matrix-nodes 100] [--matrix-services 1000]
 """
 
@@ -30,13 +30,28 @@ from synth import SynthSpec, synth_cluster, write_snapshot  # noqa: E402
 SYSCTL = "net.ipv4.ip_forward = 1\n"
 
 
-def build_bundle(services: int, endpoints: int, nodes: int = 1) -> tuple[Path, SynthSpec]:
-    """A bundle with the rendered dumps of the first `nodes` nodes (the cluster has at least 2)."""
+def ip_addr_json(node_ip: str, pod_cidr: str) -> str:
+    """What `ip -j addr` prints on such a node (lo, the InternalIP's interface, the pod bridge), trimmed to the
+    fields kpdoctor reads."""
+    gateway = pod_cidr.rsplit(".", 1)[0] + ".1" if pod_cidr else ""
+    links = [("lo", "127.0.0.1", 8, "host"), ("eth0", node_ip, 24, "global")]
+    if gateway:
+        links.append(("cni0", gateway, int(pod_cidr.rsplit("/", 1)[1]), "global"))
+    return json.dumps([{"ifindex": k + 1, "ifname": name, "addr_info": [
+        {"family": "inet", "local": ip, "prefixlen": plen, "scope": scope}]} for k, (name, ip, plen, scope)
+        in enumerate(links)]) + "\n"
+
+
+def build_bundle(services: int, endpoints: int, nodes: int = 1, ip_addr: bool = False) -> tuple[Path, SynthSpec]:
+    """A bundle with the rendered dumps of the first `nodes` nodes (the cluster has at least 2); `ip_addr`:
+    with each node's ip-addr.json (as `kpdoctor collect` gathers it: then the trace knows which addresses are
+    the node's own; without it, every endpoint address forks "local or not")."""
     from kpdoctor.proxier.context import build_input
     from kpdoctor.proxier.render import render
 
     spec = SynthSpec(services=services, endpoints=endpoints, nodes=max(2, nodes))
-    base = HERE / "out" / (f"trace-{services}x{endpoints}" + ("" if nodes == 1 else f"-{nodes}nodes"))
+    base = HERE / "out" / (f"trace-{services}x{endpoints}" + ("" if nodes == 1 else f"-{nodes}nodes")
+                           + ("-ipaddr" if ip_addr else ""))
     if (base / ".complete").exists():
         return base, spec
     write_snapshot(spec, base / "cluster")
@@ -48,6 +63,9 @@ def build_bundle(services: int, endpoints: int, nodes: int = 1) -> tuple[Path, S
         (node_dir / "iptables-save.txt").write_text(render(build_input(cluster, name)))
         (node_dir / "iptables-version.txt").write_text("iptables v1.8.9 (nf_tables)\n")
         (node_dir / "sysctl.txt").write_text(SYSCTL)
+        if ip_addr:
+            node = cluster.node_by_name[name]
+            (node_dir / "ip-addr.json").write_text(ip_addr_json(node.internal_ips[0], (node.pod_cidrs or [""])[0]))
     (base / ".complete").write_text("ok\n")
     return base, spec
 
@@ -63,19 +81,30 @@ def last_service(bundle: Path) -> str:
     return f"svc/{ns_name}:{port}"
 
 
-def timed(argv: list[str], out_file: Path, runs: int) -> tuple[list[float], list[float]]:
-    """Wall and CPU seconds (child's user + sys) of `runs` runs of argv, stdout to out_file."""
+def child_env(tree: Path) -> dict[str, str]:
+    """As installed: pip writes __pycache__ at install time, so bytecode is written (by the untimed warm-up
+    run) even when this shell sets PYTHONDONTWRITEBYTECODE (which would recompile ~60 modules, ~0.2 s, per run)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(tree)
+    return env
+
+
+def timed(argv: list[str], out_file: Path, runs: int, tree: Path = HERE.parent) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds (child's user + sys) of `runs` runs of argv (kpdoctor from `tree`), stdout to
+    out_file, after one untimed warm-up run (page cache, __pycache__)."""
     times: list[float] = []
     cpus: list[float] = []
-    for _ in range(runs):
+    env = child_env(tree)
+    for k in range(runs + 1):
         t0 = time.perf_counter()
         with open(out_file, "w", encoding="utf-8") as sink:
-            proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.DEVNULL, env=env, cwd=tree)  # -m: cwd first
             _, status, usage = os.wait4(proc.pid, 0)
-        times.append(time.perf_counter() - t0)
-        cpus.append(usage.ru_utime + usage.ru_stime)  # less disturbed than wall time by other work on the cores
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"trace failed (exit {os.waitstatus_to_exitcode(status)}): {' '.join(argv)}")
+        if k:
+            times.append(time.perf_counter() - t0)
+            cpus.append(usage.ru_utime + usage.ru_stime)  # less disturbed than wall time by other work
     return times, cpus
 
 
@@ -90,31 +119,39 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--matrix-nodes", type=int, default=0, help="also time --matrix over this many nodes")
     parser.add_argument("--matrix-services", type=int, default=1000)
+    parser.add_argument("--ip-addr", action="store_true",
+                        help="nodes with ip-addr.json (as collected); default without (every endpoint forks)")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="another kpdoctor tree (e.g. a checkout of main): timed in the same run")
     args = parser.parse_args()
-    bundle, spec = build_bundle(args.services, args.endpoints)
+    trees = [HERE.parent] + ([args.compare.resolve()] if args.compare else [])
+    bundle, spec = build_bundle(args.services, args.endpoints, ip_addr=args.ip_addr)
     target = last_service(bundle)
     node = spec.node_name(0)
     with open(bundle / "nodes" / node / "iptables-save.txt", encoding="utf-8") as dump:
         lines = sum(1 for _ in dump)
     argv = [sys.executable, "-m", "kpdoctor", "trace", "--bundle", str(bundle), "--node", node, "--from", "external",
             "--to", target, "-o", "json"]
-    out_file = bundle / "trace.json"
-    times, cpus = timed(argv, out_file, args.runs)
-    out = out_file.read_text()
-    result = json.loads(out)
     print(f"# kpdoctor trace --bundle: {args.services} Services x {args.endpoints} endpoints, {lines} dump lines, "
-          f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"target {target}: endpoints {len(result['endpoints'])}, outcomes {len(result['outcomes'])}")
-    print(f"one trace, end to end: wall {_fmt(times)}; CPU {_fmt(cpus)}")
+          f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}, "
+          f"ip-addr.json: {'yes' if args.ip_addr else 'no'}")
+    for tree in trees:
+        out_file = bundle / "trace.json"
+        times, cpus = timed(argv, out_file, args.runs, tree)
+        result = json.loads(out_file.read_text())
+        print(f"[{tree}] target {target}: endpoints {len(result['endpoints'])}, outcomes {len(result['outcomes'])}")
+        print(f"[{tree}] one trace, end to end: wall {_fmt(times)}; CPU {_fmt(cpus)}")
     if args.matrix_nodes:
-        mbundle, mspec = build_bundle(args.matrix_services, args.endpoints, args.matrix_nodes)
+        mbundle, mspec = build_bundle(args.matrix_services, args.endpoints, args.matrix_nodes, args.ip_addr)
         svc = last_service(mbundle).split(":")[0]
         margv = [sys.executable, "-m", "kpdoctor", "trace", "--bundle", str(mbundle), "--matrix", "--to", svc,
                  "-o", "json"]
-        mtimes, mcpus = timed(margv, mbundle / "matrix.json", args.runs)
-        cells = json.loads((mbundle / "matrix.json").read_text())
-        print(f"--matrix {svc}: {args.matrix_services} Services x {args.endpoints} endpoints, {args.matrix_nodes} "
-              f"nodes, {len(cells)} cells: wall {_fmt(mtimes)}; CPU {_fmt(mcpus)}")
+        for tree in trees:
+            mtimes, mcpus = timed(margv, mbundle / "matrix.json", args.runs, tree)
+            cells = json.loads((mbundle / "matrix.json").read_text())
+            print(f"[{tree}] --matrix {svc}: {args.matrix_services} Services x {args.endpoints} endpoints, "
+                  f"{args.matrix_nodes} nodes, {len(cells)} cells: wall {_fmt(mtimes)}; CPU {_fmt(mcpus)}")
+    print(f"# load after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,7 @@ def _matrix(bundle: Any, cluster: Any, dst: str, node: str | None, fmt: str) -> 
     names = [node] if node else bundle.node_names()
     cells = matrix(cluster, svc, port or None, {n: bundle.node_state(n) for n in names})
     if fmt == "json":
-        sys.stdout.write(json.dumps([c.__dict__ for c in cells], indent=2) + "\n")
+        # one cell a line: json's C encoder (indent= would select the pure-Python one, 5 s on 600 big cells)
+        sys.stdout.write("[\n" + ",\n".join(json.dumps(c.__dict__) for c in cells) + "\n]\n")
     else:
         sys.stdout.write(render_matrix(cells))

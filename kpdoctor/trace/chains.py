@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kpdoctor.dataplane.iptables_save import IptablesDump, parse_iptables_save
+from kpdoctor.dataplane.iptables_save import IptablesDump
 from kpdoctor.dataplane.ipvs import parse_ipvsadm
 from kpdoctor.dataplane.nft import NftChain, NftTable, parse_nft
 from kpdoctor.errors import InputError
 from kpdoctor.node.state import NodeState
 from kpdoctor.trace.ipt_eval import IptablesRules, IptablesWalker
+from kpdoctor.trace.ipt_lazy import LazyDump, read_dump
 from kpdoctor.trace.ipvs_eval import IPVS_PRIORITY, IpvsRunner
 from kpdoctor.trace.model import Branch
 from kpdoctor.trace.nft_eval import NftRules, NftWalker
@@ -36,12 +37,13 @@ class NodeChains:
     ipvs_vips: list[str] = field(default_factory=list)
 
 
-def _iptables_dumps(state: NodeState, backend: str | None, family: int) -> list[tuple[str, IptablesDump]]:
+def _iptables_dumps(state: NodeState, backend: str | None,
+                    family: int) -> list[tuple[str, IptablesDump | LazyDump]]:
     """(backend, dump) per backend that printed something (empty = ran and printed nothing = no rules)."""
     if family == 6:
         text = state.text("ip6tables-save.txt")
         name = "legacy" if backend == "legacy" else "nf_tables"
-        return [] if text is None else [(name, parse_iptables_save(text, f"{state.name}/ip6tables-save.txt"))]
+        return [] if text is None else [(name, read_dump(text, f"{state.name}/ip6tables-save.txt"))]
     nft = state.text("iptables-nft-save.txt")
     legacy = state.text("iptables-legacy-save.txt")
     default = state.text("iptables-save.txt")
@@ -50,7 +52,7 @@ def _iptables_dumps(state: NodeState, backend: str | None, family: int) -> list[
         nft, files["nf_tables"] = default, "iptables-save.txt"
     if legacy is None and backend == "legacy" and default is not None:
         legacy, files["legacy"] = default, "iptables-save.txt"
-    return [(name, parse_iptables_save(text, f"{state.name}/{files[name]}"))
+    return [(name, read_dump(text, f"{state.name}/{files[name]}"))
             for name, text in (("nf_tables", nft), ("legacy", legacy)) if text is not None]
 
 
@@ -128,7 +130,8 @@ def node_chains(state: NodeState, backend: str | None, family: int, ctx: Any) ->
                 out.notes.append(f"nft {fam} {tname} chain {base.name} (hook {base.hook}) not walked")
                 continue
             out.chains.append(BaseChain(str(base.hook), base.priority or 0, f"nft {fam} {tname} {base.name}",
-                                        base.type == "nat", _nft_runner(walker_nft, nft_table, base)))
+                                        base.type == "nat", _nft_runner(walker_nft, nft_table, base),
+                                        registered=len(out.chains)))  # dump order = creation order
         if hooked:
             out.walked.append(f"nft {fam} {tname}")
     return out

@@ -110,7 +110,13 @@ class LocalAddresses:
             return True
         if found[0] == 6 and found[1] == 1:
             return True
-        canon = str(ipaddress.ip_address(addr))
-        if canon in self.addresses:
+        if _canonical(addr) in self.addresses:
             return True
         return False if self.complete else None
+
+
+@lru_cache(maxsize=65536)
+def _canonical(addr: str) -> str:
+    """The address as `ipaddress` prints it (what `LocalAddresses.addresses` holds); cached: the walk asks
+    about the same few addresses hundreds of thousands of times on a big dump."""
+    return str(ipaddress.ip_address(addr))

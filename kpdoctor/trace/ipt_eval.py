@@ -7,12 +7,14 @@ every jump, return, fork and policy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kpdoctor.dataplane.iptables_save import IptablesDump, Table
-from kpdoctor.trace.ipnet import join_host_port, split_host_port
+from kpdoctor.trace.ipnet import ip_int, join_host_port, split_host_port
+from kpdoctor.trace.ipt_lazy import LazyDump, LazyTable
 from kpdoctor.trace.ipt_match import NON_TERMINATING, Compiled, compile_spec, quick_dst, quick_miss
 from kpdoctor.trace.model import Branch, Fork, split
 
@@ -23,20 +25,61 @@ TERMINAL = {"ACCEPT": "accept", "DROP": "drop", "REJECT": "reject", "QUEUE": "qu
 @dataclass(slots=True)
 class _Rule:
     spec: str
-    line: int
+    index: int  # position in its chain
+    lines: Sequence[int]  # the chain's line numbers (a lazily read dump computes one when it is asked for)
     pre: tuple[int, int, int] | None
     compiled: Compiled | None = None
+
+    @property
+    def line(self) -> int:
+        return self.lines[self.index]
+
+
+SKIP_INDEX_MIN = 32  # a chain this long gets a destination index (KUBE-SERVICES has one rule per Service port)
+
+
+class _DstIndex:
+    """Lets the walk jump over the rules of a long chain whose `-d` is one host address other than the
+    packet's: `hosts` maps (family, address) to the positions of its `-d HOST/32` rules, `next_other[i]` is
+    the first position >= i of any other rule. Exactly what `quick_miss` would skip one rule at a time."""
+
+    __slots__ = ("hosts", "next_other")
+
+    def __init__(self, rules: list[_Rule]) -> None:
+        self.hosts: dict[tuple[int, int], list[int]] = {}
+        n = len(rules)
+        self.next_other = [n] * (n + 1)
+        for i in range(n - 1, -1, -1):
+            pre = rules[i].pre
+            host = pre is not None and pre[2] == (0xFFFFFFFF if pre[0] == 4 else (1 << 128) - 1)
+            self.next_other[i] = self.next_other[i + 1] if host else i
+        for i, rule in enumerate(rules):
+            pre = rule.pre
+            if pre is not None and self.next_other[i] != i:
+                self.hosts.setdefault((pre[0], pre[1]), []).append(i)
+
+    def next(self, i: int, dst: str) -> int:
+        """The first position >= i whose rule may match a packet to `dst`."""
+        j = self.next_other[i]
+        a = ip_int(dst)
+        found = self.hosts.get(a) if a is not None else None
+        if found:
+            k = bisect_left(found, i)
+            if k < len(found) and found[k] < j:
+                return found[k]
+        return j
 
 
 @dataclass
 class IptablesRules:
     """One dump, compiled lazily: (table, chain) -> rules."""
 
-    dump: IptablesDump
+    dump: IptablesDump | LazyDump
     label: str = ""  # "iptables-nft" / "iptables-legacy": how steps name the tables
     _cache: dict[tuple[str, str], list[_Rule]] = field(default_factory=dict)
+    _index: dict[tuple[str, str], _DstIndex | None] = field(default_factory=dict)
 
-    def table(self, name: str) -> Table | None:
+    def table(self, name: str) -> Table | LazyTable | None:
         return self.dump.tables.get(name)
 
     def rules(self, table: str, chain: str) -> list[_Rule] | None:
@@ -47,9 +90,17 @@ class IptablesRules:
             c = t.chains.get(chain) if t is not None else None
             if c is None:
                 return None
-            found = [_Rule(spec, line, quick_dst(spec)) for spec, line in zip(c.specs, c.lines, strict=True)]
+            lines = c.lines
+            found = [_Rule(spec, i, lines, quick_dst(spec)) for i, spec in enumerate(c.specs)]
             self._cache[key] = found
         return found
+
+    def dst_index(self, table: str, chain: str) -> _DstIndex | None:
+        key = (table, chain)
+        if key not in self._index:
+            rules = self.rules(table, chain)
+            self._index[key] = _DstIndex(rules) if rules is not None and len(rules) >= SKIP_INDEX_MIN else None
+        return self._index[key]
 
     def policy(self, table: str, chain: str) -> str | None:
         t = self.dump.tables.get(table)
@@ -123,6 +174,7 @@ class IptablesWalker:
         where = f"{table} {chain}"
         todo: list[tuple[Branch, int]] = [(branch, 0)]
         ctx = self.ctx
+        index = self.r.dst_index(table, chain)
         while todo:
             b, start = todo.pop()
             pkt = b.packet
@@ -130,6 +182,10 @@ class IptablesWalker:
             i = start
             n = len(rules)
             while i < n:
+                if index is not None:
+                    i = index.next(i, pkt.dst)
+                    if i >= n:
+                        break
                 rule = rules[i]
                 i += 1
                 if rule.pre is not None and quick_miss(rule.pre, pkt.dst):

@@ -9,8 +9,11 @@ At each hook every base chain runs in priority order, whoever wrote it: the ipta
 -300, mangle -150, nat -100 in prerouting/output and 100 in input/postrouting, filter 0, security 50; from the
 iptables dumps) and every nftables table's base chains (kube-proxy's, firewalld's, ... from the nft dump).
 An accept ends one base chain, not the hook; a drop or reject ends the packet. nat-type chains see only the
-first packet of a connection (ct state new). Equal priorities run in registration order, which no dump
-records: the walk keeps iptables first and says so when it matters.
+first packet of a connection (ct state new). At equal priority the kernel runs the hook registered LAST first
+(`nf_hook_entries_grow` inserts a new hook before the existing ones of the same priority; seen in
+`nft monitor trace`, tests/test_trace_nft_monitor.py). nft base chains carry their registration order from the
+nft dump (tables and their chains are listed in creation order): later first. iptables' tables have none the
+dumps record: they keep their place, first, and the walk says so when it matters.
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ class BaseChain:
     label: str  # "iptables-nft filter FORWARD" / "nft ip kube-proxy filter-forward"
     nat: bool  # a nat-type chain: only the first packet of a connection
     run: Callable[[Branch], list[tuple[Branch, str]]]  # -> [(branch, accept | drop | reject | queue)]
+    registered: int = -1  # creation order of an nft base chain (its place in the nft dump); -1: not known
+
+
+def run_order(c: BaseChain) -> tuple[int, bool, int]:
+    """Priority; at equal priority the chains of unknown registration first (as given), then nft base chains
+    registered later before earlier ones (the kernel's order)."""
+    return c.priority, c.registered >= 0, -c.registered
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,7 @@ class Routing:
 class PathWalker:
     def __init__(self, chains: list[BaseChain], ctx: object, routing: Routing) -> None:
         self.by_hook: dict[str, list[BaseChain]] = {}
-        for c in sorted(chains, key=lambda c: c.priority):  # stable: equal priorities keep the given order
+        for c in sorted(chains, key=run_order):  # stable: equal keys keep the given order
             self.by_hook.setdefault(c.hook, []).append(c)
         self.ctx = ctx
         self.routing = routing
