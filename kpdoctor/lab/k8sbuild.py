@@ -47,6 +47,7 @@ COMPONENTS = {
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
     "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
 }
 
 _VERSION_RE = re.compile(r"^v1\.(\d+)\.(\d+)$")
