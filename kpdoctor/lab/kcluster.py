@@ -278,9 +278,7 @@ class Cluster:
                             namespace=kobjects.KUBE_SYSTEM)  # fmt: skip
         for node in self.state.nodes:
             if node.name == self.state.kubelet_node:
-                self.api.apply(kproxypod.pod(images.kube_proxy_image(self.state.version), node.name,
-                                             ds["metadata"]["uid"]))  # fmt: skip
-                continue
+                continue  # created once its kubelet has registered (_kubelet)
             self.api.apply(kobjects.pod(self.state.version, node.name, ds["metadata"]["uid"]))
             self.api.set_status("Pod", f"kube-proxy-{node.name}", kobjects.pod_status(node.ip, self.state.version),
                                 namespace=kobjects.KUBE_SYSTEM)  # fmt: skip
@@ -324,6 +322,13 @@ class Cluster:
                             version=self.state.version, spawn=lambda role, argv: self._spawn(role, argv))  # fmt: skip
         kproc = rec.processes[-1]
         _wait("kubelet", lambda: kubelet.kubelet_healthy(rec), 90, kproc.log, kproc)
+        # A pod bound before the kubelet has reported the node's allocatable is rejected (OutOfpods) and,
+        # with no DaemonSet controller here, never recreated: wait for the kubelet's node status first.
+        api = self.api
+        _wait("kubelet node status", lambda: bool(api.get("Node", node.name).get("status", {})
+                                                   .get("allocatable", {}).get("pods")), 60, kproc.log, kproc)
+        ds = api.get("DaemonSet", "kube-proxy", namespace=kobjects.KUBE_SYSTEM)
+        api.apply(kproxypod.pod(images.kube_proxy_image(self.state.version), node.name, ds["metadata"]["uid"]))
 
     def wait_healthy(self, node: knet.NodeNet, deadline_s: float = 60.0) -> None:
         if node.name == self.state.kubelet_node:
