@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
         if no_nodes:
             names = []
         kube_api = None
-        if chosen == "kube-exec":
+        if chosen in ("kube-exec", "pod"):
             from kubernetes import client
 
             from kpdoctor.cluster.live import api_client

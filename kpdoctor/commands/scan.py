@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         kubeconfig: str = typer.Option(None, "--kubeconfig", help="Kubeconfig for the live API."),
         context: str = typer.Option(None, "--context", help="Kubeconfig context for the live API."),
         transport: str = typer.Option(None, "--transport",
-                                      help="How to reach nodes: ssh | kube-exec | local | none (default: the "
+                                      help="How to reach nodes: ssh | kube-exec | pod | local | none (default: the "
                                       "bundle's files for --bundle/--demo, none otherwise)."),
         nodes: str = typer.Option("", "--nodes", help="Comma-separated node names or globs (default: all)."),
         node_selector: str = typer.Option("", "--node-selector", "-l", help="Node label selector k=v[,k=v]."),
@@ -56,6 +56,8 @@ def register(app: typer.Typer) -> None:
         probe_limit: int = typer.Option(512, "--probe-limit", help="At most this many probe connects (--probe)."),
         probe_concurrency: int = typer.Option(32, "--probe-concurrency", help="Probe connects at once (--probe)."),
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
+        collector_image: str = typer.Option(None, "--collector-image", help="--transport pod: the collector pod's "
+                                            "image (default: the node's own kube-proxy image)."),
         timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP),
         ssh_user: str = typer.Option(None, "--ssh-user", help=SSH_HELP["user"]),
         ssh_key: Annotated[list[str] | None, typer.Option("--ssh-key", help=SSH_HELP["key"])] = None,
@@ -88,11 +90,11 @@ def register(app: typer.Typer) -> None:
         for line in silences.expired_warnings() if silences else []:
             print(f"kpdoctor: warning: {line}", file=sys.stderr)
         collect_options = None
-        if transport in ("ssh", "kube-exec", "local"):
+        if transport in ("ssh", "kube-exec", "pod", "local"):
             from kpdoctor.commands.node import NodeFlags, options_from
 
             kube_api = None
-            if transport == "kube-exec":
+            if transport in ("kube-exec", "pod"):
                 from kubernetes import client
 
                 from kpdoctor.cluster.live import api_client
@@ -101,6 +103,10 @@ def register(app: typer.Typer) -> None:
             flags = NodeFlags(transport, None, ssh_user, list(ssh_key or []), ssh_port, ssh_config, jump_host, known_hosts,
                               accept_new_host_keys, timeout, concurrency)
             collect_options = options_from(flags, transport=transport, bundle=None, kube_api=kube_api)
+            if transport == "pod":
+                from kpdoctor.node.podcollect import prepare
+
+                collect_options = prepare(collect_options, collector_image)
         if probe and demo:
             raise InputError("--probe cannot be used with --demo: the demo's node addresses are not real machines")
         probe_options = probe_options_from(probe_timeout, probe_limit, probe_concurrency) if probe else None

@@ -306,12 +306,14 @@ class Cluster:
         if not self.with_kubelet:
             return []
         cfg = self.dir / "egress-selector.yaml"
-        cfg.write_text(egress.egress_config(str(self.dir / "egress.sock")))
+        sockets = kubelet.socket_dir(self.state.prefix)
+        sockets.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(egress.egress_config(str(sockets / "egress.sock")))
         return kubelet.apiserver_args(ca, cfg)
 
     def _kubelet(self) -> None:
         assert self.api is not None and self.ca is not None
-        proc = self._spawn("egress", ["python3", "-m", "kpdoctor.lab.egress", f"--listen={self.dir / 'egress.sock'}",
+        proc = self._spawn("egress", ["python3", "-m", "kpdoctor.lab.egress", f"--listen={kubelet.socket_dir(self.state.prefix) / 'egress.sock'}",
                                       f"--netns={self.state.prefix}-client"],
                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})  # fmt: skip
         _wait("egress proxy", lambda: "ready" in Path(proc.log).read_text(errors="replace"), 20, proc.log)
@@ -365,7 +367,7 @@ def down(state_dir: Path, *, keep_logs: bool = False) -> list[str]:
     if not (state_dir / STATE_FILE).is_file():
         raise netns.LabError("no lab cluster recorded here (state.json missing)", where=str(state_dir))
     state = ClusterState.load(state_dir)
-    removed = kubelet.teardown(state_dir)
+    removed = kubelet.teardown(state_dir, state.prefix)
     for proc in reversed(state.processes):
         procs.stop(proc)
         removed.append(f"{proc.role}[{proc.pid}]")

@@ -49,6 +49,12 @@ KERNEL_TUNABLES = {
     "kernel/keys/root_maxkeys": "1000000", "kernel/keys/root_maxbytes": "25000000",
 }  # fmt: skip
 CGROUP_BASE = Path("/sys/fs/cgroup")
+SOCKET_BASE = Path("/run/kpdoctor-kubelet")  # unix socket paths must stay under 108 bytes: not in the state dir
+
+
+def socket_dir(prefix: str) -> Path:
+    """Where this lab's containerd and egress sockets live (removed by teardown)."""
+    return SOCKET_BASE / prefix
 KUBELET_PORT = 10250
 
 
@@ -69,7 +75,7 @@ class KubeletRecord:
 
     @property
     def socket(self) -> str:
-        return f"{self.root}/containerd/containerd.sock"
+        return str(socket_dir(self.cgroup.removeprefix("kpdoctor-")) / "containerd.sock")
 
     def save(self, state_dir: Path) -> None:
         data = asdict(self)
@@ -287,10 +293,12 @@ def _shims(socket: str) -> list[int]:
     return found
 
 
-def teardown(state_dir: Path) -> list[str]:
-    """Stop kubelet, every container, containerd and its shims; unmount the namespace; remove the cgroups."""
+def teardown(state_dir: Path, prefix: str) -> list[str]:
+    """Stop kubelet, every container, containerd and its shims; unmount the namespace; remove the cgroups
+    and the socket directory."""
     rec = KubeletRecord.load(state_dir)
     if rec is None:
+        shutil.rmtree(socket_dir(prefix), ignore_errors=True)
         return []
     removed = []
     for proc in reversed(rec.processes):
@@ -322,5 +330,6 @@ def teardown(state_dir: Path) -> list[str]:
             with contextlib.suppress(OSError):
                 os.rmdir(dirpath)
         removed.append(f"cgroup {hierarchy.name}/{rec.cgroup}")
+    shutil.rmtree(socket_dir(prefix), ignore_errors=True)
     (state_dir / RECORD).unlink(missing_ok=True)
     return removed

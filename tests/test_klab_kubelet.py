@@ -1,0 +1,243 @@
+"""kube-exec on a real kubelet: `kpdoctor lab cluster up --with-kubelet` runs kubelet 1.37 + containerd 1.6 +
+runc on the first lab node, and that node's kube-proxy is the kubeadm-shaped DaemonSet pod the kubelet
+started from the image the lab built offline. `--transport kube-exec` goes API server -> kubelet ->
+containerd -> runc exec inside that pod; the same node scanned with `--transport local` from inside its
+namespace must give the same findings, for a healthy node and with real faults, and leave its rules as
+they were. Root only; skipped with the reason when root, the binaries or containerd are missing (required
+under KPDOCTOR_REQUIRE_ROOT_TESTS=1, as the other lab tests).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kpdoctor.lab import k8sbuild, kubelet
+from kpdoctor.lab.kcluster import ClusterState
+from kpdoctor.node import podcollect
+from tests.conftest import REQUIRE_ROOT
+from tests.klab_support import (
+    REPO,
+    admin_api,
+    endpointslice,
+    kpdoctor,
+    lab_cluster,
+    report,
+    save,
+    service,
+    wait_for_rules,
+)
+
+pytestmark = pytest.mark.root("etcd", "nft", "curl", "containerd", "runc", "ctr", "nsenter")
+
+
+def _require_kubelet() -> None:
+    reason = None
+    if k8sbuild.cached(k8sbuild.resolve_release("1.37"), "kubelet") is None:
+        reason = "kubelet 1.37 not built (python3 -m kpdoctor.lab.k8sbuild --kubelet 1.37)"
+    elif not Path("/usr/lib/cni/bridge").is_file():
+        reason = "containernetworking-plugins not installed"
+    if reason and REQUIRE_ROOT:
+        pytest.fail(f"KPDOCTOR_REQUIRE_ROOT_TESTS=1 but {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
+    _require_kubelet()
+    with lab_cluster(tmp_path_factory.mktemp("klab-kubelet"), nodes=2, with_kubelet=True) as state:
+        api = admin_api(state)
+        pods = [(n.pods[0].ip, n.name) for n in state.nodes]
+        api.apply(service("web", node_port=30080))
+        api.apply(endpointslice("web", pods))
+        api.apply(service("api"))
+        api.apply(endpointslice("api", pods[:1]))
+        wait_for_rules(state, "lab/web:http")
+        wait_for_rules(state, "lab/api:http")
+        yield state
+
+
+def _node(state: ClusterState) -> Any:
+    return next(n for n in state.nodes if n.name == state.kubelet_node)
+
+
+def _rules(state: ClusterState) -> list[str]:
+    """The node's iptables rules without iptables-save's "# Generated/Completed on <time>" lines."""
+    return [ln for ln in save(_node(state).netns, "iptables").splitlines() if not ln.startswith("#")]
+
+
+def _scan(state: ClusterState, transport: str) -> dict[str, Any]:
+    node = _node(state)
+    proc = kpdoctor("scan", "--kubeconfig", state.kubeconfig, "--transport", transport, "--nodes", node.name,
+                    "-o", "json", netns=node.netns if transport == "local" else None)  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr
+    return report(proc)
+
+
+def _outcome(rep: dict[str, Any]) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """Every check's status and every finding group's (check, severity, message): what must not depend on the
+    transport (evidence names the transport's own sources, so it is left out)."""
+    groups = sorted((c["id"], g.get("severity", ""), str(g.get("message", "")))
+                    for c in rep["checks"] for g in c.get("groups", []))  # fmt: skip
+    return {c["id"]: c["status"] for c in rep["checks"]}, groups
+
+
+def test_the_kubelet_runs_the_daemonset_pod(cluster: ClusterState) -> None:
+    api = admin_api(cluster)
+    node = api.get("Node", cluster.kubelet_node)
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == "containerd://1.6.20"
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.37.2"
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True", ready
+    pod = api.get("Pod", f"kube-proxy-{cluster.kubelet_node}", namespace="kube-system")
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet"
+    status = pod["status"]["containerStatuses"][0]
+    assert status["ready"] is True and status["containerID"].startswith("containerd://"), status
+    # the container's kube-proxy wrote the node's rules (the Service added after it started is there)
+    assert "lab/web:http" in save(_node(cluster).netns, "iptables")
+
+
+def test_kube_exec_equals_local_on_a_healthy_node(cluster: ClusterState) -> None:
+    before = _rules(cluster)
+    via_exec = _scan(cluster, "kube-exec")
+    after = _rules(cluster)
+    local = _scan(cluster, "local")
+    assert via_exec["nodes"][0]["transport"] == "kube-exec" and via_exec["nodes"][0]["reachable"]
+    assert via_exec["nodes"][0]["address"] == f"pod kube-system/kube-proxy-{cluster.kubelet_node}"
+    assert _outcome(via_exec) == _outcome(local)
+    assert via_exec["exit_code"] == local["exit_code"] == 0
+    assert "/proxyMode iptables" in via_exec["nodes"][0]["services_by"]  # read through the pod proxy
+    assert before == after  # read-only
+
+
+@pytest.mark.parametrize("fault", ["ip_forward", "forward_drop"])
+def test_kube_exec_equals_local_with_a_fault(cluster: ClusterState, fault: str) -> None:
+    ns = _node(cluster).netns
+    do, undo = {
+        "ip_forward": (["sysctl", "-qw", "net.ipv4.ip_forward=0"], ["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
+        "forward_drop": (["iptables", "-I", "FORWARD", "1", "-j", "DROP"], ["iptables", "-D", "FORWARD", "1"]),
+    }[fault]  # fmt: skip
+    subprocess.run(["ip", "netns", "exec", ns, *do], check=True, timeout=20)
+    try:
+        via_exec = _scan(cluster, "kube-exec")
+        local = _scan(cluster, "local")
+    finally:
+        subprocess.run(["ip", "netns", "exec", ns, *undo], check=True, timeout=20)
+    statuses, groups = _outcome(via_exec)
+    assert [g for g in groups if g[1] in ("warning", "error", "critical")], "the fault gave no finding"
+    assert (statuses, groups) == _outcome(local)
+    assert via_exec["exit_code"] == local["exit_code"]
+
+
+def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
+    _require_kubelet()
+    with lab_cluster(tmp_path, nodes=1, with_kubelet=True) as state:
+        rec = kubelet.KubeletRecord.load(state.state_dir)
+        assert rec is not None and kubelet._shims(rec.socket), "no containerd shim ran"
+        cgroup, socket, mount_ns = rec.cgroup, rec.socket, rec.mount_ns
+    assert not kubelet._shims(socket)
+    assert not [p for p in Path("/sys/fs/cgroup").glob(f"*/{cgroup}")]
+    assert mount_ns not in Path("/proc/self/mountinfo").read_text()
+    assert not (tmp_path / "klab").exists()
+    assert shutil.which("containerd")  # the package stays; only what `up` started is gone
+
+
+# -- --transport pod: a collector pod per node, always deleted ---------------------------------------------
+
+def _collector_pods(state: ClusterState) -> list[str]:
+    items = admin_api(state).request("GET", admin_api(state).path("Pod", "kube-system"),
+                                     labelSelector=podcollect.SELECTOR)["items"]  # fmt: skip
+    return [p["metadata"]["name"] for p in items]
+
+
+def _tasks(state: ClusterState) -> int:
+    rec = kubelet.KubeletRecord.load(state.state_dir)
+    assert rec is not None
+    out = subprocess.run(["ctr", "-a", rec.socket, "-n", "k8s.io", "tasks", "ls", "-q"], capture_output=True,
+                         text=True, timeout=20, check=True).stdout  # fmt: skip
+    return len(out.split())
+
+
+def _no_collector_left(state: ClusterState, tasks_before: int) -> None:
+    assert _collector_pods(state) == []
+    end = time.monotonic() + 60
+    while _tasks(state) > tasks_before and time.monotonic() < end:  # the kubelet stops the containers
+        time.sleep(0.5)
+    assert _tasks(state) == tasks_before
+
+
+def test_pod_transport_equals_kube_exec_and_leaves_no_pod(cluster: ClusterState) -> None:
+    tasks = _tasks(cluster)
+    before = _rules(cluster)
+    via_pod = _scan(cluster, "pod")
+    after = _rules(cluster)
+    node = via_pod["nodes"][0]
+    assert node["transport"] == "pod" and node["reachable"], node
+    assert node["address"].startswith("pod kube-system/kpdoctor-collect-")
+    assert _outcome(via_pod) == _outcome(_scan(cluster, "kube-exec"))
+    assert before == after
+    _no_collector_left(cluster, tasks)
+
+
+@pytest.mark.parametrize("image, why", [
+    ("registry.invalid/kpdoctor/none:0", "not running in time"),  # cannot be pulled here: the timeout path
+    ("registry.k8s.io/pause:3.10", "failed"),  # has no `sleep`: the container cannot start, the error path
+])  # fmt: skip
+def test_pod_transport_error_and_timeout_leave_no_pod(cluster: ClusterState, image: str, why: str) -> None:
+    tasks = _tasks(cluster)
+    proc = kpdoctor("scan", "--kubeconfig", cluster.kubeconfig, "--transport", "pod", "--nodes", cluster.kubelet_node,
+                    "--collector-image", image, "--timeout", "10", "-o", "json")  # fmt: skip
+    assert "Traceback" not in proc.stderr
+    node = report(proc)["nodes"][0]
+    assert not node["reachable"] and "collector pod" in node["error"] and why in node["error"], node
+    _no_collector_left(cluster, tasks)
+
+
+def test_pod_transport_ctrl_c_deletes_the_pod(cluster: ClusterState) -> None:
+    tasks = _tasks(cluster)
+    argv = [sys.executable, "-m", "kpdoctor", "scan", "--kubeconfig", cluster.kubeconfig, "--transport", "pod",
+            "--nodes", cluster.kubelet_node, "--collector-image", "registry.invalid/kpdoctor/none:0",
+            "--timeout", "120", "-o", "json"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        end = time.monotonic() + 60
+        while not _collector_pods(cluster) and time.monotonic() < end and child.poll() is None:
+            time.sleep(0.2)
+        assert _collector_pods(cluster), "the collector pod was never created"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "Traceback" not in err, err[-1500:]
+    _no_collector_left(cluster, tasks)
+
+
+def test_expired_collector_pods_are_cleaned_up(cluster: ClusterState) -> None:
+    """A leftover from a run that died (kill -9): once its own deadline has passed, the next run deletes it."""
+    api = admin_api(cluster)
+    name = podcollect.pod_name(cluster.kubelet_node)
+    manifest = podcollect.collector_pod(cluster.kubelet_node, "registry.invalid/kpdoctor/none:0", name=name,
+                                        lifetime_s=1)  # fmt: skip
+    api.create(manifest)
+    time.sleep(2)
+    from kubernetes import client
+
+    from kpdoctor.cluster.live import api_client
+
+    core = client.CoreV1Api(api_client(cluster.kubeconfig, None))
+    assert podcollect.cleanup_expired(core) == [name]
+    assert name not in _collector_pods(cluster)
