@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from kpdoctor.lab import k8sbuild, kubelet
+from kpdoctor.lab import k8sbuild, kubelet, pki
 from kpdoctor.lab.kcluster import ClusterState
 from kpdoctor.node import podcollect
 from tests.conftest import REQUIRE_ROOT
@@ -37,6 +38,7 @@ from tests.klab_support import (
     wait_for_rules,
 )
 
+DEPLOY = REPO / "deploy"
 pytestmark = pytest.mark.root("etcd", "nft", "curl", "containerd", "runc", "ctr", "nsenter")
 
 
@@ -72,8 +74,9 @@ def _node(state: ClusterState) -> Any:
 
 
 def _rules(state: ClusterState) -> list[str]:
-    """The node's iptables rules without iptables-save's "# Generated/Completed on <time>" lines."""
-    return [ln for ln in save(_node(state).netns, "iptables").splitlines() if not ln.startswith("#")]
+    """The node's iptables rules, sorted, without iptables-save's "# Generated/Completed on <time>" lines
+    (kube-proxy's own periodic resync may reorder KUBE-SERVICES between two reads; the set is what counts)."""
+    return sorted(ln for ln in save(_node(state).netns, "iptables").splitlines() if not ln.startswith("#"))
 
 
 def _scan(state: ClusterState, transport: str) -> dict[str, Any]:
@@ -241,3 +244,24 @@ def test_expired_collector_pods_are_cleaned_up(cluster: ClusterState) -> None:
     core = client.CoreV1Api(api_client(cluster.kubeconfig, None))
     assert podcollect.cleanup_expired(core) == [name]
     assert name not in _collector_pods(cluster)
+
+
+def test_collector_rbac_is_enough(cluster: ClusterState, tmp_path: Path) -> None:
+    """deploy/rbac.yaml + deploy/rbac-collector.yaml, and nothing else, with a real ServiceAccount token:
+    both in-cluster transports reach the node and report what the admin's scan reports."""
+    api = admin_api(cluster)
+    for path in (DEPLOY / "rbac.yaml", DEPLOY / "rbac-collector.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                api.apply(doc)
+    token = api.token("kpdoctor", "kpdoctor", seconds=3600)
+    kubeconfig = pki.write_kubeconfig(tmp_path / "sa.kubeconfig", cluster.apiserver,
+                                      cluster.state_dir / "pki" / "ca.crt", user="kpdoctor", token=token)  # fmt: skip
+    admin = _outcome(_scan(cluster, "kube-exec"))
+    for transport in ("kube-exec", "pod"):
+        proc = kpdoctor("scan", "--kubeconfig", str(kubeconfig), "--transport", transport, "--nodes",
+                        cluster.kubelet_node, "-o", "json")  # fmt: skip
+        rep = report(proc)
+        assert rep["nodes"][0]["reachable"], rep["nodes"][0]
+        assert _outcome(rep) == admin, transport
+    assert _collector_pods(cluster) == []

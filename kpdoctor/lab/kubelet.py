@@ -49,7 +49,9 @@ KERNEL_TUNABLES = {
     "kernel/keys/root_maxkeys": "1000000", "kernel/keys/root_maxbytes": "25000000",
 }  # fmt: skip
 CGROUP_BASE = Path("/sys/fs/cgroup")
-SOCKET_BASE = Path("/run/kpdoctor-kubelet")  # unix socket paths must stay under 108 bytes: not in the state dir
+# Unix socket paths must stay under 108 bytes, so containerd's socket and kubelet's root dir (which holds its
+# pods-api and plugin sockets) live here, not in the state dir.
+SOCKET_BASE = Path("/run/kpdoctor-kubelet")
 
 
 def socket_dir(prefix: str) -> Path:
@@ -265,7 +267,7 @@ def start(state_dir: Path, *, prefix: str, node: Any, server: str, ca: pki.CA, v
     kcfg.write_text(yaml.safe_dump(kubelet_config(rec, node.ip, serving, ca.cert_path), sort_keys=False))
     binary = k8sbuild.build(version, ["kubelet"])[0].path
     kubelet = spawn("kubelet", enter(rec, [str(binary), f"--config={kcfg}", f"--kubeconfig={kubeconfig}",
-                                           f"--root-dir={root / 'kubelet'}", f"--hostname-override={node.name}",
+                                           f"--root-dir={socket_dir(prefix) / 'kubelet'}", f"--hostname-override={node.name}",
                                            f"--node-ip={node.ip}", "--v=2"]))  # fmt: skip
     rec.processes.append(kubelet)
     rec.save(state_dir)
