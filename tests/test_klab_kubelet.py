@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kpdoctor.lab import k8sbuild, kubelet, pki
+from kpdoctor.lab import images, k8sbuild, kcluster, kproxypod, kubelet, pki
+from kpdoctor.lab.kapi import ApiError
 from kpdoctor.lab.kcluster import ClusterState
 from kpdoctor.node import podcollect
 from tests.conftest import REQUIRE_ROOT
@@ -265,3 +266,60 @@ def test_collector_rbac_is_enough(cluster: ClusterState, tmp_path: Path) -> None
         assert rep["nodes"][0]["reachable"], rep["nodes"][0]
         assert _outcome(rep) == admin, transport
     assert _collector_pods(cluster) == []
+
+
+def test_static_pod_kube_proxy_seen_the_same_way(cluster: ClusterState) -> None:
+    """The static-pod shape, from a real kubelet: the DaemonSet pod goes, a manifest in staticPodPath comes,
+    the kubelet publishes the mirror pod; kpdoctor names it a static pod and kube-exec into the mirror pod
+    equals local. Runs last in this module and puts the DaemonSet pod back."""
+    api = admin_api(cluster)
+    rec = kubelet.KubeletRecord.load(cluster.state_dir)
+    assert rec is not None
+    node = cluster.kubelet_node
+    name = f"kube-proxy-{node}"
+    image = images.kube_proxy_image(cluster.version)
+    api.delete("Pod", name, namespace="kube-system")
+    _wait_pod(cluster, name, lambda pod: pod is None)
+    manifest = Path(rec.root) / "manifests" / "kube-proxy.yaml"
+    manifest.write_text(yaml.safe_dump(kproxypod.static_pod(image, str(cluster.state_dir / f"kube-proxy-{node}.yaml"),
+                                                            str(cluster.state_dir))))  # fmt: skip
+    try:
+        mirror = _wait_pod(cluster, name, lambda pod: pod is not None and pod["status"].get("phase") == "Running")
+        assert mirror["metadata"]["annotations"].get("kubernetes.io/config.mirror")
+        assert mirror["metadata"]["ownerReferences"][0]["kind"] == "Node"
+        _wait_healthy(cluster)
+        via_exec = _scan(cluster, "kube-exec")
+        assert via_exec["nodes"][0]["services_by"].startswith(f"kube-proxy on {node}: static pod kube-system/{name}")
+        assert via_exec["nodes"][0]["address"] == f"pod kube-system/{name}"
+        assert _outcome(via_exec) == _outcome(_scan(cluster, "local"))
+    finally:
+        manifest.unlink(missing_ok=True)
+        _wait_pod(cluster, name, lambda pod: pod is None)
+        ds = api.get("DaemonSet", "kube-proxy", namespace="kube-system")
+        api.apply(kproxypod.pod(image, node, ds["metadata"]["uid"]))
+        _wait_pod(cluster, name, lambda pod: pod is not None and pod["status"].get("phase") == "Running")
+        _wait_healthy(cluster)
+
+
+def _wait_pod(state: ClusterState, name: str, done: Any, deadline_s: float = 90) -> Any:
+    api = admin_api(state)
+    end = time.monotonic() + deadline_s
+    pod = None
+    while time.monotonic() < end:
+        try:
+            pod = api.get("Pod", name, namespace="kube-system")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            pod = None
+        if done(pod):
+            return pod
+        time.sleep(0.5)
+    raise AssertionError(f"pod {name}: not in the expected state after {deadline_s}s: {pod and pod.get('status')}")
+
+
+def _wait_healthy(state: ClusterState) -> None:
+    end = time.monotonic() + 60
+    while kcluster.healthz(_node(state)) is None:
+        assert time.monotonic() < end, "kube-proxy /healthz did not answer"
+        time.sleep(0.5)

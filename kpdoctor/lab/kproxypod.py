@@ -104,3 +104,26 @@ def pod(image: str, node_name: str, ds_uid: str) -> dict[str, Any]:
     spec["nodeName"] = node_name
     obj["spec"] = spec
     return obj
+
+
+def static_pod(image: str, config_path: str, state_dir: str) -> dict[str, Any]:
+    """kube-proxy as a static pod (kube-up / kops / RKE2 shape): a manifest in the kubelet's staticPodPath,
+    configured by a file on the node (`--config`), credentials from the node's disk; the kubelet publishes
+    a mirror pod `kube-proxy-<node>` owned by the Node. A static pod cannot use ConfigMaps or a
+    ServiceAccount, so the lab's own per-node config and client certificate are mounted from the host."""
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "kube-proxy", "namespace": KUBE_SYSTEM, "labels": dict(kobjects.LABELS)},
+        "spec": {
+            "hostNetwork": True, "priorityClassName": "system-node-critical",
+            "containers": [{
+                "name": "kube-proxy", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["/usr/local/bin/kube-proxy", f"--config={config_path}"],
+                "securityContext": {"privileged": True},
+                "volumeMounts": [{"name": "lab", "mountPath": state_dir, "readOnly": True},
+                                 {"name": "xtables-lock", "mountPath": "/run/xtables.lock"}],
+            }],
+            "volumes": [{"name": "lab", "hostPath": {"path": state_dir, "type": "Directory"}},
+                        {"name": "xtables-lock", "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"}}],
+        },
+    }  # fmt: skip
