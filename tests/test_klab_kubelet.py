@@ -9,6 +9,7 @@ under KPDOCTOR_REQUIRE_ROOT_TESTS=1, as the other lab tests).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -150,10 +151,19 @@ def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
         rec = kubelet.KubeletRecord.load(state.state_dir)
         assert rec is not None and kubelet._shims(rec.socket), "no containerd shim ran"
         cgroup, socket, mount_ns = rec.cgroup, rec.socket, rec.mount_ns
+        admin_api(state).apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kweb-1", "namespace": "lab"},
+                                "spec": {"nodeName": state.kubelet_node, "containers": [
+                                    {"name": "echo", "image": images.ECHO_IMAGE, "imagePullPolicy": "IfNotPresent"}]}})  # fmt: skip
+        _wait_pod(state, "kweb-1", lambda p: p is not None and p["status"].get("phase") == "Running", namespace="lab")
+        sandboxes = subprocess.run(["ctr", "-a", socket, "-n", "k8s.io", "tasks", "ls", "-q"], capture_output=True,
+                                   text=True, timeout=20, check=True).stdout.split()  # fmt: skip
+        assert [p for t in sandboxes for p in kubelet.CNI_CACHE.glob(f"*-{t}-*")], "no CNI result cached"
     assert not kubelet._shims(socket)
     assert not [p for p in Path("/sys/fs/cgroup").glob(f"*/{cgroup}")]
     assert mount_ns not in Path("/proc/self/mountinfo").read_text()
     assert not (tmp_path / "klab").exists()
+    assert not kubelet.socket_dir(state.prefix).exists()
+    assert not [p for t in sandboxes for p in kubelet.CNI_CACHE.glob(f"*-{t}-*")]  # the host's libcni cache
     assert shutil.which("containerd")  # the package stays; only what `up` started is gone
 
 
@@ -268,6 +278,42 @@ def test_collector_rbac_is_enough(cluster: ClusterState, tmp_path: Path) -> None
     assert _collector_pods(cluster) == []
 
 
+def test_pods_the_kubelet_runs_behind_a_service(cluster: ClusterState) -> None:
+    """A pod the kubelet starts off the host network (CNI bridge + host-local, echo image built offline)
+    behind a NodePort Service: real packets from outside through each node's real kube-proxy rules, and
+    from a pod on the other node through the ClusterIP, reach it; the scans still agree."""
+    api = admin_api(cluster)
+    node = cluster.kubelet_node
+    other = next(n for n in cluster.nodes if n.name != node)
+    api.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kweb-0", "namespace": "lab",
+                                                                "labels": {"app": "kweb"}},
+               "spec": {"nodeName": node, "containers": [{"name": "echo", "image": images.ECHO_IMAGE,
+                                                          "imagePullPolicy": "IfNotPresent"}]}})  # fmt: skip
+    try:
+        pod = _wait_pod(cluster, "kweb-0", lambda p: p is not None and bool(p["status"].get("podIP"))
+                        and p["status"].get("phase") == "Running", namespace="lab")  # fmt: skip
+        pod_ip = pod["status"]["podIP"]
+        assert pod_ip.startswith(_node(cluster).pod_cidr.rsplit(".", 1)[0] + "."), pod_ip  # the bridge's range
+        svc = api.apply(service("kweb", node_port=30090))
+        api.apply(endpointslice("kweb", [(pod_ip, node)]))
+        wait_for_rules(cluster, "lab/kweb:http")
+        client = f"{cluster.prefix}-client"
+        for n in cluster.nodes:
+            assert _curl(client, f"http://{n.ip}:30090/") == "kweb-0", n.name
+        assert _curl(other.pods[0].netns, f"http://{svc['spec']['clusterIP']}/") == "kweb-0"
+        assert _outcome(_scan(cluster, "kube-exec")) == _outcome(_scan(cluster, "local"))
+    finally:
+        for kind, name in (("EndpointSlice", "kweb-lab"), ("Service", "kweb"), ("Pod", "kweb-0")):
+            with contextlib.suppress(ApiError):
+                api.delete(kind, name, namespace="lab")
+
+
+def _curl(netns: str, url: str) -> str:
+    res = subprocess.run(["ip", "netns", "exec", netns, "curl", "-s", "-m", "5", url], capture_output=True, text=True,
+                         timeout=15, check=False)  # fmt: skip
+    return res.stdout.strip()
+
+
 def test_static_pod_kube_proxy_seen_the_same_way(cluster: ClusterState) -> None:
     """The static-pod shape, from a real kubelet: the DaemonSet pod goes, a manifest in staticPodPath comes,
     the kubelet publishes the mirror pod; kpdoctor names it a static pod and kube-exec into the mirror pod
@@ -301,13 +347,13 @@ def test_static_pod_kube_proxy_seen_the_same_way(cluster: ClusterState) -> None:
         _wait_healthy(cluster)
 
 
-def _wait_pod(state: ClusterState, name: str, done: Any, deadline_s: float = 90) -> Any:
+def _wait_pod(state: ClusterState, name: str, done: Any, deadline_s: float = 90, namespace: str = "kube-system") -> Any:
     api = admin_api(state)
     end = time.monotonic() + deadline_s
     pod = None
     while time.monotonic() < end:
         try:
-            pod = api.get("Pod", name, namespace="kube-system")
+            pod = api.get("Pod", name, namespace=namespace)
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -323,3 +369,15 @@ def _wait_healthy(state: ClusterState) -> None:
     while kcluster.healthz(_node(state)) is None:
         assert time.monotonic() < end, "kube-proxy /healthz did not answer"
         time.sleep(0.5)
+
+
+def test_collect_and_node_commands_take_the_pod_transport(cluster: ClusterState, tmp_path: Path) -> None:
+    node = cluster.kubelet_node
+    proc = kpdoctor("collect", "--kubeconfig", cluster.kubeconfig, "--transport", "pod", "--node", node,
+                    "-f", str(tmp_path / "b"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "KUBE-SERVICES" in (tmp_path / "b" / "nodes" / node / "iptables-save.txt").read_text()
+    proc = kpdoctor("node", node, "--kubeconfig", cluster.kubeconfig, "--transport", "pod", "-o", "json")
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    assert _outcome(report(proc))[1] == _outcome(_scan(cluster, "local"))[1]
+    assert _collector_pods(cluster) == []

@@ -20,7 +20,7 @@ import typer
 
 from kpdoctor.commands.options import DEFAULT_TIMEOUT, OUTPUT_FILE_HELP, SSH_HELP, TIMEOUT_HELP, format_error
 
-TRANSPORT_HELP = "How to reach the node: local | ssh | kube-exec | bundle."
+TRANSPORT_HELP = "How to reach the node: local | ssh | kube-exec | pod | bundle."
 
 
 @dataclass
@@ -237,7 +237,7 @@ def register(app: typer.Typer) -> None:
         selected: list[Any] = []
         silences, threshold, probe_options = (None, None, None)
         need_live = not snapshot and not bundle and (
-            chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(kubeconfig or context)
+            chosen in ("kube-exec", "pod") or (chosen == "ssh" and not address) or bool(kubeconfig or context)
         )
         # Issue 12: with a kubeconfig in the environment, `node` reads the live API on its own; if that API
         # cannot be reached the node's facts are still shown and the checks say why they did not run.
@@ -282,7 +282,7 @@ def register(app: typer.Typer) -> None:
             if chosen == "ssh" and not address and cluster is None:
                 raise InputError("ssh needs the node's address: pass --address, --snapshot DIR or a kubeconfig")
             kube_api = None
-            if chosen == "kube-exec":
+            if chosen in ("kube-exec", "pod"):
                 from kubernetes import client
 
                 from kpdoctor.cluster.live import api_client

@@ -62,6 +62,23 @@ func main() {
 """
 
 
+ECHO_IMAGE = "kpdoctor.local/echo:lab"
+ECHO_GO = """package main
+
+import (
+\t"net/http"
+\t"os"
+)
+
+// A pod behind a Service: answers every request with its hostname (the pod name).
+func main() {
+\tname, _ := os.Hostname()
+\thttp.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(name + "\\n")) })
+\thttp.ListenAndServe(":8080", nil)
+}
+"""
+
+
 @dataclass(frozen=True)
 class Image:
     name: str
@@ -183,28 +200,38 @@ def write_oci(out: Path, name: str, layer: bytes, entrypoint: list[str]) -> Path
     return out
 
 
-def _pause_binary(workdir: Path) -> bytes:
+def _go_binary(workdir: Path, source: str, what: str) -> bytes:
     go = k8sbuild.find_go()
     if go is None:
-        raise LabError("building the pause image needs Go (go not on PATH nor in /usr/local/go/bin)")
+        raise LabError(f"building the {what} image needs Go (go not on PATH nor in /usr/local/go/bin)")
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "go.mod").write_text("module kpdoctor.local/pause\n\ngo 1.21\n")
-    (workdir / "main.go").write_text(PAUSE_GO)
+    (workdir / "go.mod").write_text(f"module kpdoctor.local/{what}\n\ngo 1.21\n")
+    (workdir / "main.go").write_text(source)
     env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
-    proc = subprocess.run([go, "build", "-trimpath", "-ldflags=-s -w", "-o", "pause", "."], cwd=workdir, env=env,
+    proc = subprocess.run([go, "build", "-trimpath", "-ldflags=-s -w", "-o", what, "."], cwd=workdir, env=env,
                           capture_output=True, text=True, check=False)  # fmt: skip
     if proc.returncode != 0:
-        raise LabError(f"go build of the pause program failed: {proc.stderr.strip()[-300:]}")
-    return (workdir / "pause").read_bytes()
+        raise LabError(f"go build of the {what} program failed: {proc.stderr.strip()[-300:]}")
+    return (workdir / what).read_bytes()
 
 
 def pause_image() -> Image:
     out = images_dir() / "pause.oci.tar"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        binary = _pause_binary(images_dir() / "pause-src")
+        binary = _go_binary(images_dir() / "pause-src", PAUSE_GO, "pause")
         write_oci(out, PAUSE_IMAGE, layer_tar({}, {"pause": binary}), ["/pause"])
     return Image(PAUSE_IMAGE, out)
+
+
+def echo_image() -> Image:
+    """A static HTTP server on :8080 answering with its hostname: the pods the kubelet runs behind Services."""
+    out = images_dir() / "echo.oci.tar"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        binary = _go_binary(images_dir() / "echo-src", ECHO_GO, "echo")
+        write_oci(out, ECHO_IMAGE, layer_tar({}, {"echo": binary}), ["/echo"])
+    return Image(ECHO_IMAGE, out)
 
 
 def host_tools(tools: Iterable[str] = TOOLS) -> list[str]:

@@ -6,7 +6,7 @@
     kubelet (built, cached)          same namespaces; cgroupfs driver under /<cgroup root> (one per lab);
                                      x509 client auth with the lab CA, AlwaysAllow for what passed it;
                                      registers the node the lab created (adopts it)
-    images (kpdoctor.lab.images)     pause and kube-proxy, imported with `ctr -n k8s.io images import`
+    images (kpdoctor.lab.images)     pause, kube-proxy and echo (an HTTP server), imported with `ctr -n k8s.io images import`
     CNI                              Debian's bridge + host-local for non-hostNetwork pods (range above the
                                      lab's hand-wired pods)
 
@@ -49,6 +49,7 @@ KERNEL_TUNABLES = {
     "kernel/keys/root_maxkeys": "1000000", "kernel/keys/root_maxbytes": "25000000",
 }  # fmt: skip
 CGROUP_BASE = Path("/sys/fs/cgroup")
+CNI_CACHE = Path("/var/lib/cni/results")  # libcni's result cache (not configurable in containerd 1.6's CRI)
 # Unix socket paths must stay under 108 bytes, so containerd's socket and kubelet's root dir (which holds its
 # pods-api and plugin sockets) live here, not in the state dir.
 SOCKET_BASE = Path("/run/kpdoctor-kubelet")
@@ -188,9 +189,10 @@ state = "{root}/containerd/state"
 """
 
 
-def cni_config(pod_cidr: str) -> dict[str, Any]:
+def cni_config(pod_cidr: str, data_dir: str) -> dict[str, Any]:
     """Bridge + host-local for pods the kubelet runs off the host network (addresses .100-.250 of the
-    node's pod CIDR: below that are the lab's hand-wired pods)."""
+    node's pod CIDR: below that are the lab's hand-wired pods; a default route through the bridge; the
+    allocations in the state dir, not in the host's /var/lib/cni)."""
     prefix = pod_cidr.rsplit(".", 1)[0]
     return {
         "cniVersion": "0.4.0", "name": "kpdoctor-lab",
@@ -198,7 +200,7 @@ def cni_config(pod_cidr: str) -> dict[str, Any]:
                      "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr, "rangeStart": f"{prefix}.100",
                                                                  "rangeEnd": f"{prefix}.250",
                                                                  "gateway": f"{prefix}.1"}]],
-                              "dataDir": ""}},
+                              "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data_dir}},
                     {"type": "portmap", "capabilities": {"portMappings": True}}],
     }  # fmt: skip
 
@@ -251,12 +253,12 @@ def start(state_dir: Path, *, prefix: str, node: Any, server: str, ca: pki.CA, v
     proxy_image = images.kube_proxy_image_tar(version)
     cfg = root / "containerd.toml"
     cfg.write_text(containerd_config(rec, pause.name))
-    (root / "cni" / "10-kpdoctor-lab.conflist").write_text(json.dumps(cni_config(node.pod_cidr), indent=2))
+    (root / "cni" / "10-kpdoctor-lab.conflist").write_text(json.dumps(cni_config(node.pod_cidr, str(root / "cni-ipam")), indent=2))
     containerd = spawn("containerd", enter(rec, ["containerd", "--config", str(cfg)]))
     rec.processes.append(containerd)
     rec.save(state_dir)
     _wait_socket(rec.socket, containerd, 30)
-    for image in (pause, proxy_image):
+    for image in (pause, proxy_image, images.echo_image()):
         _run(["ctr", "-a", rec.socket, "-n", "k8s.io", "images", "import", str(image.tarball)],
              f"ctr images import {image.name}", timeout=180)  # fmt: skip
     serving = ca.issue(f"kubelet-{node.name}-serving", node.name, server_names=(node.name,), server_ips=(node.ip,))
@@ -316,6 +318,10 @@ def teardown(state_dir: Path, prefix: str) -> list[str]:
             for task in tasks:
                 subprocess.run([*ctr, "tasks", "delete", "-f", task], capture_output=True, timeout=20)
                 removed.append(f"container {task[:12]}")
+                # containerd's libcni caches each sandbox's CNI result on the host; a sandbox killed here
+                # never gets its CNI DEL, so its entries (named by the sandbox id) are removed here
+                for cached in CNI_CACHE.glob(f"*-{task}-*"):
+                    cached.unlink(missing_ok=True)
     for pid in _shims(rec.socket):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
