@@ -131,7 +131,7 @@ def test_kube_exec_equals_local_with_a_fault(cluster: ClusterState, fault: str) 
     ns = _node(cluster).netns
     do, undo = {
         "ip_forward": (["sysctl", "-qw", "net.ipv4.ip_forward=0"], ["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
-        "forward_drop": (["iptables", "-I", "FORWARD", "1", "-j", "DROP"], ["iptables", "-D", "FORWARD", "1"]),
+        "forward_drop": (["iptables", "-I", "FORWARD", "1", "-j", "DROP"], ["iptables", "-D", "FORWARD", "-j", "DROP"]),
     }[fault]  # fmt: skip
     subprocess.run(["ip", "netns", "exec", ns, *do], check=True, timeout=20)
     try:
@@ -296,7 +296,7 @@ def test_pods_the_kubelet_runs_behind_a_service(cluster: ClusterState) -> None:
         assert pod_ip.startswith(_node(cluster).pod_cidr.rsplit(".", 1)[0] + "."), pod_ip  # the bridge's range
         svc = api.apply(service("kweb", node_port=30090))
         api.apply(endpointslice("kweb", [(pod_ip, node)]))
-        wait_for_rules(cluster, "lab/kweb:http")
+        wait_for_rules(cluster, f"--to-destination {pod_ip}:8080")  # the endpoint, not only the Service
         client = f"{cluster.prefix}-client"
         for n in cluster.nodes:
             assert _curl(client, f"http://{n.ip}:30090/") == "kweb-0", n.name
