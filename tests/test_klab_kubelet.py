@@ -341,10 +341,49 @@ def test_static_pod_kube_proxy_seen_the_same_way(cluster: ClusterState) -> None:
     finally:
         manifest.unlink(missing_ok=True)
         _wait_pod(cluster, name, lambda pod: pod is None)
-        ds = api.get("DaemonSet", "kube-proxy", namespace="kube-system")
-        api.apply(kproxypod.pod(image, node, ds["metadata"]["uid"]))
-        _wait_pod(cluster, name, lambda pod: pod is not None and pod["status"].get("phase") == "Running")
-        _wait_healthy(cluster)
+        _recreate_ds_pod(cluster)
+
+
+def _recreate_ds_pod(state: ClusterState) -> None:
+    """Put the DaemonSet's pod back on the kubelet node (as the DaemonSet controller would) and wait for it."""
+    api = admin_api(state)
+    name = f"kube-proxy-{state.kubelet_node}"
+    ds = api.get("DaemonSet", "kube-proxy", namespace="kube-system")
+    api.apply(kproxypod.pod(images.kube_proxy_image(state.version), state.kubelet_node, ds["metadata"]["uid"]))
+    _wait_pod(state, name, lambda pod: pod is not None and pod["status"].get("phase") == "Running")
+    _wait_healthy(state)
+
+
+def _set_metrics_bind(state: ClusterState, bind: str) -> None:
+    """Edit kube-system/kube-proxy's config.conf and roll the node's pod (delete; recreate)."""
+    api = admin_api(state)
+    cm = api.get("ConfigMap", "kube-proxy", namespace="kube-system")
+    conf = yaml.safe_load(cm["data"]["config.conf"])
+    conf["metricsBindAddress"] = bind
+    cm["data"]["config.conf"] = yaml.safe_dump(conf, sort_keys=False)
+    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+        cm["metadata"].pop(key, None)
+    api.apply(cm)
+    name = f"kube-proxy-{state.kubelet_node}"
+    api.delete("Pod", name, namespace="kube-system")
+    _wait_pod(state, name, lambda pod: pod is None)
+    _recreate_ds_pod(state)
+
+
+def test_loopback_metrics_bind_is_not_available_not_broken(cluster: ClusterState) -> None:
+    """kubeadm's effective default, metricsBindAddress 127.0.0.1:10249: the API's pod proxy cannot reach it,
+    so kube-exec reads /healthz (0.0.0.0:10256) but not /metrics or /proxyMode; that is a fact "not
+    available", and the findings equal the local scan's, which reads both."""
+    _set_metrics_bind(cluster, "127.0.0.1:10249")
+    try:
+        via_exec = _scan(cluster, "kube-exec")
+        local = _scan(cluster, "local")
+    finally:
+        _set_metrics_bind(cluster, "0.0.0.0:10249")
+    assert "/proxyMode iptables" in local["nodes"][0]["services_by"]
+    assert "/proxyMode" not in via_exec["nodes"][0]["services_by"]
+    assert ":10256 answered" in via_exec["nodes"][0]["services_by"]
+    assert _outcome(via_exec) == _outcome(local)
 
 
 def _wait_pod(state: ClusterState, name: str, done: Any, deadline_s: float = 90, namespace: str = "kube-system") -> Any:

@@ -339,5 +339,7 @@ def teardown(state_dir: Path, prefix: str) -> list[str]:
                 os.rmdir(dirpath)
         removed.append(f"cgroup {hierarchy.name}/{rec.cgroup}")
     shutil.rmtree(socket_dir(prefix), ignore_errors=True)
+    with contextlib.suppress(OSError):
+        SOCKET_BASE.rmdir()  # only when no other lab's sockets are there
     (state_dir / RECORD).unlink(missing_ok=True)
     return removed
