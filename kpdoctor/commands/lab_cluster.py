@@ -55,6 +55,8 @@ def register(group: typer.Typer) -> None:
         typer.echo(f"  kubeconfig {state.kubeconfig}")
         for node in summary["nodes"]:
             typer.echo(f"  node {node['name']}  netns {node['netns']}  {node['ip']}")
+        if state.kubelet_node:
+            typer.echo(f"  kubelet + containerd on {state.kubelet_node}: its kube-proxy is the DaemonSet's pod")
         typer.echo(f"stop it with: kpdoctor lab cluster down --state-dir {state_dir}")
 
     @cluster.command("down")

@@ -166,7 +166,12 @@ class KubeExecTransport:
         return RunResult(body, b"", status, time.monotonic() - start)
 
     def close(self) -> None:
-        return None
+        """Release the exec streams' own ApiClient (its connection pool); the caller's client stays open."""
+        private, self._exec_api = self._exec_api, None
+        inner = getattr(private, "api_client", None)
+        if inner is not None and hasattr(inner, "close"):
+            with contextlib.suppress(Exception):
+                inner.close()
 
 
 def _private_api(api: Any) -> Any:

@@ -164,6 +164,7 @@ class PodTransport(KubeExecTransport):
 
     def close(self) -> None:
         """Delete the pod (idempotent, safe from the cancel thread while connect is still waiting)."""
+        super().close()
         with self._lock:
             self._closed = True
             name, self.created = self.created, ""
