@@ -255,8 +255,8 @@ def gather(req: ScanRequest) -> tuple[ClusterState, NodeSource, SourceInfo, bool
     transport = req.transport or "none"
     if transport == "none":
         return cluster, ListNodes(()), SourceInfo(kind, location, "none"), False
-    if transport not in ("ssh", "kube-exec", "local"):
-        raise InputError(f"--transport {transport!r}: choose ssh, kube-exec, local or none")
+    if transport not in ("ssh", "kube-exec", "pod", "local"):
+        raise InputError(f"--transport {transport!r}: choose ssh, kube-exec, pod, local or none")
     names = select_nodes(cluster, req.node_names, req.node_selector)
     if transport == "local" and len(names) != 1:
         raise InputError("--transport local reads this machine: name the one node it is with --nodes NAME")

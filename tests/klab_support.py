@@ -50,9 +50,10 @@ def require_klab(version: str = "1.37") -> None:
 
 
 @contextmanager
-def lab_cluster(tmp: Path, *, version: str = "1.37", nodes: int = 2, mode: str = "iptables") -> Iterator[ClusterState]:
+def lab_cluster(tmp: Path, *, version: str = "1.37", nodes: int = 2, mode: str = "iptables",
+                with_kubelet: bool = False) -> Iterator[ClusterState]:  # fmt: skip
     require_klab(version)
-    state = kcluster.up(tmp / "klab", version=version, nodes=nodes, mode=mode)
+    state = kcluster.up(tmp / "klab", version=version, nodes=nodes, mode=mode, with_kubelet=with_kubelet)
     try:
         yield state
     finally:

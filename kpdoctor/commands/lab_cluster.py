@@ -27,6 +27,8 @@ def register(group: typer.Typer) -> None:
         mode: str = typer.Option("iptables", "--mode", help="iptables | iptables-legacy | nftables"),
         pods: int = typer.Option(2, "--pods-per-node", min=0, max=50, help="Pod namespaces behind each node."),
         fmt: str = typer.Option("text", "-o", "--output", "--format", help="text | json"),
+        with_kubelet: bool = typer.Option(False, "--with-kubelet", help="Run a real kubelet + containerd on the "
+                                          "first node; its kube-proxy is the DaemonSet's pod (docs/lab.md)."),
     ) -> None:
         """Build (or reuse the cached) binaries, start etcd, kube-apiserver and a kube-proxy per node."""
         from kpdoctor.lab import k8sbuild, kcluster
@@ -40,7 +42,8 @@ def register(group: typer.Typer) -> None:
         except k8sbuild.BuildError as exc:
             raise InputError(f"--kube-proxy-version: {exc}") from None
         try:
-            state = kcluster.up(Path(state_dir), version=version, nodes=nodes, mode=mode, pods_per_node=pods)
+            state = kcluster.up(Path(state_dir), version=version, nodes=nodes, mode=mode, pods_per_node=pods,
+                                 with_kubelet=with_kubelet)
         except k8sbuild.BuildError as exc:
             print(f"kpdoctor lab cluster up: {str(exc).splitlines()[0]}", file=sys.stderr)
             raise typer.Exit(3) from None
@@ -52,6 +55,8 @@ def register(group: typer.Typer) -> None:
         typer.echo(f"  kubeconfig {state.kubeconfig}")
         for node in summary["nodes"]:
             typer.echo(f"  node {node['name']}  netns {node['netns']}  {node['ip']}")
+        if state.kubelet_node:
+            typer.echo(f"  kubelet + containerd on {state.kubelet_node}: its kube-proxy is the DaemonSet's pod")
         typer.echo(f"stop it with: kpdoctor lab cluster down --state-dir {state_dir}")
 
     @cluster.command("down")

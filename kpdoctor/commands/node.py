@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
         selected: list[Any] = []
         silences, threshold, probe_options = (None, None, None)
         need_live = not snapshot and not bundle and (
-            chosen == "kube-exec" or (chosen == "ssh" and not address) or bool(api.kubeconfig or api.context)
+            chosen in ("kube-exec", "pod") or (chosen == "ssh" and not address) or bool(api.kubeconfig or api.context)
         )
         # Issue 12: with a kubeconfig in the environment, `node` reads the live API on its own; if that API
         # cannot be reached the node's facts are still shown and the checks say why they did not run.

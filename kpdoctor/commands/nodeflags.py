@@ -11,8 +11,8 @@ from typing import Any
 from kpdoctor.commands.optgroups import ApiFlags, SshFlags
 from kpdoctor.commands.options import DEFAULT_TIMEOUT
 
-TRANSPORT_HELP = "How to reach the node: local | ssh | kube-exec | bundle."
-NODE_TRANSPORTS = ("ssh", "kube-exec", "local")  # the transports `scan`/`why` collect nodes through
+TRANSPORT_HELP = "How to reach the node: local | ssh | kube-exec | pod | bundle."
+NODE_TRANSPORTS = ("ssh", "kube-exec", "pod", "local")  # the transports `scan`/`why` collect nodes through
 
 
 @dataclass
@@ -58,8 +58,8 @@ def options_from(flags: NodeFlags, *, transport: str, bundle: str | None, kube_a
 
 
 def kube_exec_api(transport: str | None, api: ApiFlags) -> Any:
-    """The CoreV1Api that `--transport kube-exec` collects through; None for every other transport."""
-    if transport != "kube-exec":
+    """The CoreV1Api that `--transport kube-exec` and `--transport pod` collect through; None for the others."""
+    if transport not in ("kube-exec", "pod"):
         return None
     from kubernetes import client
 
@@ -68,12 +68,19 @@ def kube_exec_api(transport: str | None, api: ApiFlags) -> Any:
     return client.CoreV1Api(api_client(api.kubeconfig, api.context))
 
 
-def node_collect_options(flags: NodeFlags, api: ApiFlags) -> Any:
-    """`scan`/`why`: CollectOptions when --transport reaches nodes itself (ssh, kube-exec, local), else None."""
+def node_collect_options(flags: NodeFlags, api: ApiFlags, *, collector_image: str | None = None) -> Any:
+    """`scan`/`why`: CollectOptions when --transport reaches nodes itself (ssh, kube-exec, pod, local), else None.
+
+    For `pod`, collector pods of earlier runs past their deadline are deleted first (kpdoctor.node.podcollect)."""
     if flags.transport not in NODE_TRANSPORTS:
         return None
     kube_api = kube_exec_api(flags.transport, api)
-    return options_from(flags, transport=flags.transport, bundle=None, kube_api=kube_api)
+    options = options_from(flags, transport=flags.transport, bundle=None, kube_api=kube_api)
+    if flags.transport == "pod":
+        from kpdoctor.node.podcollect import prepare
+
+        options = prepare(options, collector_image)
+    return options
 
 
 def load_cluster(*, snapshot: str | None, bundle: str | None, api: ApiFlags, live: bool) -> tuple[Any, Any]:

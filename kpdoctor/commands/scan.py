@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
                                   "unless --fail-on is given)."),
         api: og.ApiFlags = og.LIVE_API,
         transport: str = typer.Option(None, "--transport",
-                                      help="How to reach nodes: ssh | kube-exec | local | none (default: the "
+                                      help="How to reach nodes: ssh | kube-exec | pod | local | none (default: the "
                                       "bundle's files for --bundle/--demo, none otherwise)."),
         nodes: str = typer.Option("", "--nodes", help="Comma-separated node names or globs (default: all)."),
         node_selector: str = typer.Option("", "--node-selector", "-l", help="Node label selector k=v[,k=v]."),
@@ -53,6 +53,8 @@ def register(app: typer.Typer) -> None:
                                    "scanned node's InternalIP from here; results read by KP-NODEPORT-FIREWALL."),
         probe_flags: og.ProbeFlags = og.PROBE,
         concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
+        collector_image: str = typer.Option(None, "--collector-image", help="--transport pod: the collector pod's "
+                                            "image (default: the node's own kube-proxy image)."),
         timeout: float = og.TIMEOUT,
         ssh: og.SshFlags = og.SSH,
         service: str = typer.Option(None, "--service", help="Narrow the report to one Service NS/NAME and add its "
@@ -76,7 +78,7 @@ def register(app: typer.Typer) -> None:
         registry = discover()
         silences = silence.load()
         flags = NodeFlags(transport, None, ssh, timeout, concurrency)
-        collect_options = node_collect_options(flags, api)
+        collect_options = node_collect_options(flags, api, collector_image=collector_image)
         if probe and demo:
             raise InputError("--probe cannot be used with --demo: the demo's node addresses are not real machines")
         probe_options = probe_flags.options() if probe else None

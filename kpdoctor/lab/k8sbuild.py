@@ -47,6 +47,7 @@ COMPONENTS = {
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
     "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
 }
 
 _VERSION_RE = re.compile(r"^v1\.(\d+)\.(\d+)$")
@@ -200,9 +201,12 @@ def build(version: str, components: list[str], log: Path | None = None) -> list[
     return [Built(version, c, binary_path(version, c)) for c in components]
 
 
-def build_lab(releases: list[str], log: Path | None = None, controller_manager: bool = False) -> list[Built]:
-    """Everything the lab needs: the control plane of CONTROL_PLANE_RELEASE and kube-proxy per release."""
+def build_lab(releases: list[str], log: Path | None = None, controller_manager: bool = False,
+              kubelet: bool = False) -> list[Built]:  # fmt: skip
+    """Everything the lab needs: the control plane of CONTROL_PLANE_RELEASE and kube-proxy per release
+    (and the kubelet of CONTROL_PLANE_RELEASE for `lab cluster up --with-kubelet`)."""
     cp = ["kube-apiserver", "kubectl"] + (["kube-controller-manager"] if controller_manager else [])
+    cp += ["kubelet"] if kubelet else []
     built: list[Built] = []
     cp_version = resolve_release(CONTROL_PLANE_RELEASE)
     wanted = {resolve_release(r) for r in releases}
@@ -221,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("releases", nargs="*", default=list(RELEASES), help="kube-proxy releases (1.34 ... 1.37)")
     parser.add_argument("--log", type=Path, default=None)
     parser.add_argument("--controller-manager", action="store_true")
+    parser.add_argument("--kubelet", action="store_true", help="also the kubelet (lab cluster up --with-kubelet)")
     args = parser.parse_args(argv)
     try:
-        for b in build_lab(args.releases, args.log, args.controller_manager):
+        for b in build_lab(args.releases, args.log, args.controller_manager, args.kubelet):
             print(f"{b.version} {b.component} {b.path}")
     except BuildError as err:
         print(f"kpdoctor lab build: {err}", file=sys.stderr)

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from kpdoctor.lab import k8sbuild, knet, kobjects, netns, pki, procs
+from kpdoctor.lab import egress, images, k8sbuild, knet, kobjects, kproxypod, kubelet, netns, pki, procs
 from kpdoctor.lab.kapi import Api
 
 MODES = ("iptables", "iptables-legacy", "nftables")
@@ -58,6 +58,7 @@ class ClusterState:
     namespaces: list[str] = field(default_factory=list)
     processes: list[procs.Proc] = field(default_factory=list)
     nodes: list[knet.NodeNet] = field(default_factory=list)
+    kubelet_node: str = ""  # the node a real kubelet runs (--with-kubelet), else ""
 
     @property
     def path(self) -> Path:
@@ -68,6 +69,7 @@ class ClusterState:
             "prefix": self.prefix, "version": self.version, "mode": self.mode, "apiserver": self.apiserver,
             "kubeconfig": self.kubeconfig, "namespaces": self.namespaces,
             "processes": [p.to_json() for p in self.processes], "nodes": [n.to_json() for n in self.nodes],
+            "kubelet_node": self.kubelet_node,
         }  # fmt: skip
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -80,7 +82,7 @@ class ClusterState:
             state_dir, str(data["prefix"]), str(data.get("version", "")), str(data.get("mode", "")),
             str(data.get("apiserver", "")), str(data.get("kubeconfig", "")), [str(n) for n in data["namespaces"]],
             [procs.Proc.from_json(p) for p in data["processes"]],
-            [knet.NodeNet.from_json(n) for n in data.get("nodes", [])],
+            [knet.NodeNet.from_json(n) for n in data.get("nodes", [])], str(data.get("kubelet_node", "")),
         )  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
@@ -91,6 +93,7 @@ class ClusterState:
                        "pods": [{"name": p.name, "netns": p.netns, "ip": p.ip} for p in n.pods],
                        "kubeconfig": str(self.state_dir / f"kube-proxy-{n.name}.kubeconfig")}
                       for n in self.nodes],
+            **({"kubelet_node": self.kubelet_node} if self.kubelet_node else {}),
         }  # fmt: skip
 
 
@@ -157,7 +160,8 @@ def _legacy_path(state_dir: Path) -> str:
 class Cluster:
     """Bring a lab cluster up step by step, recording each part in the state file first."""
 
-    def __init__(self, state_dir: Path, *, version: str, mode: str, prefix: str | None = None) -> None:
+    def __init__(self, state_dir: Path, *, version: str, mode: str, prefix: str | None = None,
+                 with_kubelet: bool = False) -> None:  # fmt: skip
         if mode not in MODES:
             raise netns.LabError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
         self.state = ClusterState(state_dir, prefix or netns.unique_prefix("kpk"), k8sbuild.resolve_release(version),
@@ -166,6 +170,7 @@ class Cluster:
         self.api: Api | None = None
         self.ca: pki.CA | None = None
         self.port = 0
+        self.with_kubelet = with_kubelet
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _new_ns(self, name: str) -> str:
@@ -190,12 +195,19 @@ class Cluster:
         (self.dir / "logs").mkdir(exist_ok=True)
         self.state.save()
         bins = {b.component: b.path for b in k8sbuild.build_lab([self.state.version])}
+        if self.with_kubelet:
+            kubelet.require()
+            k8sbuild.build(self.state.version, ["kubelet"])
         proxy_bin = k8sbuild.binary_path(self.state.version, "kube-proxy")
         self._control_plane(bins["kube-apiserver"])
         self.state.nodes = knet.Topology(self.state.prefix, self._new_ns).build(nodes, pods_per_node)
+        if self.with_kubelet:
+            self.state.kubelet_node = self.state.nodes[0].name
         self.state.save()
         self._relay()
         self._register_nodes()
+        if self.with_kubelet:
+            self._kubelet()
         for node in self.state.nodes:
             self._kube_proxy(node, proxy_bin)
         for node in self.state.nodes:
@@ -231,12 +243,13 @@ class Cluster:
             str(apiserver_bin), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
             "--bind-address=127.0.0.1", "--advertise-address=10.240.0.1", f"--secure-port={self.port}",
             f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
-            f"--client-ca-file={ca.cert_path}", "--authorization-mode=RBAC",
+            f"--client-ca-file={ca.cert_path}",
+            "--authorization-mode=Node,RBAC" if self.with_kubelet else "--authorization-mode=RBAC",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={sa.cert}", f"--service-account-signing-key-file={sa.key}",
             f"--service-cluster-ip-range={knet.SERVICE_CIDR}", "--endpoint-reconciler-type=none",
             "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
-            f"--cert-dir={pkidir}", "--profiling=false", "--v=1",
+            f"--cert-dir={pkidir}", "--profiling=false", "--v=1", *self._kubelet_apiserver_args(ca),
         ])  # fmt: skip
         self.api = Api(server, str(ca.cert_path), str(admin.cert), str(admin.key))
         try:
@@ -259,10 +272,13 @@ class Cluster:
         for node in self.state.nodes:
             self.api.apply(kobjects.node(node.name, node.pod_cidr))
             self.api.set_status("Node", node.name, kobjects.node_status(node.name, node.ip))
-        ds = self.api.apply(kobjects.daemonset(self.state.version))
+        ds = self.api.apply(kproxypod.daemonset(images.kube_proxy_image(self.state.version)) if self.with_kubelet
+                            else kobjects.daemonset(self.state.version))  # fmt: skip
         self.api.set_status("DaemonSet", "kube-proxy", kobjects.daemonset_status(len(self.state.nodes)),
                             namespace=kobjects.KUBE_SYSTEM)  # fmt: skip
         for node in self.state.nodes:
+            if node.name == self.state.kubelet_node:
+                continue  # created once its kubelet has registered (_kubelet)
             self.api.apply(kobjects.pod(self.state.version, node.name, ds["metadata"]["uid"]))
             self.api.set_status("Pod", f"kube-proxy-{node.name}", kobjects.pod_status(node.ip, self.state.version),
                                 namespace=kobjects.KUBE_SYSTEM)  # fmt: skip
@@ -276,13 +292,50 @@ class Cluster:
         cfg_path = self.dir / f"kube-proxy-{node.name}.yaml"
         cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
         if node is self.state.nodes[0]:
-            self.api.apply(kobjects.configmap(config))
+            self.api.apply(kproxypod.configmap(config, self.state.apiserver) if self.with_kubelet
+                           else kobjects.configmap(config))  # fmt: skip
+        if node.name == self.state.kubelet_node:
+            return  # its kube-proxy is the DaemonSet's pod, run by the kubelet
         env = dict(os.environ)
         if self.state.mode == "iptables-legacy":
             env["PATH"] = _legacy_path(self.dir)
         self._spawn(f"kube-proxy-{node.name}", [str(binary), f"--config={cfg_path}", "--v=2"], ns=node.netns, env=env)
 
+    # -- kubelet (--with-kubelet) -------------------------------------------------------------------
+    def _kubelet_apiserver_args(self, ca: pki.CA) -> list[str]:
+        if not self.with_kubelet:
+            return []
+        cfg = self.dir / "egress-selector.yaml"
+        sockets = kubelet.socket_dir(self.state.prefix)
+        sockets.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(egress.egress_config(str(sockets / "egress.sock")))
+        return kubelet.apiserver_args(ca, cfg)
+
+    def _kubelet(self) -> None:
+        assert self.api is not None and self.ca is not None
+        proc = self._spawn("egress", ["python3", "-m", "kpdoctor.lab.egress", f"--listen={kubelet.socket_dir(self.state.prefix) / 'egress.sock'}",
+                                      f"--netns={self.state.prefix}-client"],
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})  # fmt: skip
+        _wait("egress proxy", lambda: "ready" in Path(proc.log).read_text(errors="replace"), 20, proc.log)
+        for obj in kproxypod.access_objects(self.ca.cert_path.read_text()):
+            self.api.apply(obj)
+        node = self.state.nodes[0]
+        rec = kubelet.start(self.dir, prefix=self.state.prefix, node=node, server=self.state.apiserver, ca=self.ca,
+                            version=self.state.version, spawn=lambda role, argv: self._spawn(role, argv))  # fmt: skip
+        kproc = rec.processes[-1]
+        _wait("kubelet", lambda: kubelet.kubelet_healthy(rec), 90, kproc.log, kproc)
+        # A pod bound before the kubelet has reported the node's allocatable is rejected (OutOfpods) and,
+        # with no DaemonSet controller here, never recreated: wait for the kubelet's node status first.
+        api = self.api
+        _wait("kubelet node status", lambda: bool(api.get("Node", node.name).get("status", {})
+                                                   .get("allocatable", {}).get("pods")), 60, kproc.log, kproc)
+        ds = api.get("DaemonSet", "kube-proxy", namespace=kobjects.KUBE_SYSTEM)
+        api.apply(kproxypod.pod(images.kube_proxy_image(self.state.version), node.name, ds["metadata"]["uid"]))
+
     def wait_healthy(self, node: knet.NodeNet, deadline_s: float = 60.0) -> None:
+        if node.name == self.state.kubelet_node:
+            _wait(f"kube-proxy pod on {node.name}", lambda: healthz(node) is not None, 120)
+            return
         proc = kube_proxy_proc(self.state, node.name)
         _wait(f"kube-proxy on {node.name}", lambda: healthz(node) is not None, deadline_s, proc.log, proc)
 
@@ -314,7 +367,7 @@ def down(state_dir: Path, *, keep_logs: bool = False) -> list[str]:
     if not (state_dir / STATE_FILE).is_file():
         raise netns.LabError("no lab cluster recorded here (state.json missing)", where=str(state_dir))
     state = ClusterState.load(state_dir)
-    removed = []
+    removed = kubelet.teardown(state_dir, state.prefix)
     for proc in reversed(state.processes):
         procs.stop(proc)
         removed.append(f"{proc.role}[{proc.pid}]")
@@ -334,9 +387,10 @@ def down(state_dir: Path, *, keep_logs: bool = False) -> list[str]:
     return removed
 
 
-def up(state_dir: Path, *, version: str, nodes: int, mode: str, pods_per_node: int = 2) -> ClusterState:
+def up(state_dir: Path, *, version: str, nodes: int, mode: str, pods_per_node: int = 2,
+       with_kubelet: bool = False) -> ClusterState:  # fmt: skip
     """Start a lab cluster; on any failure remove what was started and re-raise."""
-    cluster = Cluster(state_dir, version=version, mode=mode)
+    cluster = Cluster(state_dir, version=version, mode=mode, with_kubelet=with_kubelet)
     try:
         return cluster.up(nodes, pods_per_node)
     except BaseException:

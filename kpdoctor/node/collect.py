@@ -23,7 +23,7 @@ from kpdoctor.node.ssh import SshOptions
 from kpdoctor.node.state import NodeState
 from kpdoctor.node.transport import CancelToken, Transport, TransportError
 
-TRANSPORTS = ("local", "ssh", "kube-exec", "bundle")
+TRANSPORTS = ("local", "ssh", "kube-exec", "pod", "bundle")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class CollectOptions:
     bundle: str | None = None  # path, for transport "bundle"
     kube_api: Any = None  # a kubernetes CoreV1Api (kube-exec)
     use_iptc: bool = True  # local: read legacy tables with python-iptables when iptables-legacy-save is absent
+    collector_image: str | None = None  # pod: the collector pod's image (default: the node's kube-proxy image)
 
 
 def node_address(cluster: Any, name: str) -> str:
@@ -59,6 +60,11 @@ def make_transport(name: str, cluster: Any, options: CollectOptions) -> Transpor
         from kpdoctor.node.kube_exec import KubeExecTransport
 
         return KubeExecTransport(name, api=options.kube_api, cluster=cluster)
+    if options.transport == "pod":
+        from kpdoctor.node.podcollect import PodTransport
+
+        return PodTransport(name, api=options.kube_api, cluster=cluster, image=options.collector_image,
+                            lifetime_s=int(options.timeout))  # fmt: skip
     raise InputError(f"unknown transport {options.transport!r} (choose from {', '.join(TRANSPORTS)})")
 
 

@@ -11,6 +11,7 @@ read through the API's pod proxy, which reaches only ports bound on the pod
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,6 +70,8 @@ class KubeExecTransport:
         self.pod = ""
         self.container = ""
         self._has_shell = True
+        self._exec_api: Any = None
+        self._open_lock = threading.Lock()
 
     def connect(self, timeout: float) -> None:
         if self.api is None:
@@ -77,6 +80,7 @@ class KubeExecTransport:
         self.address = f"pod {self.namespace}/{self.pod}"
         if self._stream is None:
             self._stream = _default_stream()
+        self._exec_api = _private_api(self.api)
 
     def exec_argv(self, argv: Sequence[str]) -> list[str]:
         """The exact command sent to the exec API: the argv itself, as a list (never a shell string)."""
@@ -95,11 +99,12 @@ class KubeExecTransport:
         assert self._stream is not None, "connect() first"
         start = time.monotonic()
         try:
-            resp = self._stream(
-                self.api.connect_get_namespaced_pod_exec, self.pod, self.namespace,
-                command=self.exec_argv(argv), container=self.container,
-                stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
-            )  # fmt: skip
+            with self._open_lock:
+                resp = self._stream(
+                    (self._exec_api or self.api).connect_get_namespaced_pod_exec, self.pod, self.namespace,
+                    command=self.exec_argv(argv), container=self.container,
+                    stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
+                )  # fmt: skip
         except Exception as exc:
             return RunResult(duration=time.monotonic() - start, error=f"exec failed: {_reason(exc)}")
         out = bytearray()
@@ -139,18 +144,21 @@ class KubeExecTransport:
 
     def http_get(self, host: str, port: int, path: str, *, timeout: float, max_bytes: int) -> RunResult:
         start = time.monotonic()
-        if host.startswith("127.") or host == "::1":
-            return RunResult(error=f"bound to {host} only: not reachable through the API's pod proxy")
+        # The pod proxy reaches the pod IP, which for kube-proxy's host-network pod is the node's address: a
+        # wildcard bind (0.0.0.0:10256, which the plan asks for on loopback) answers there, a loopback-only
+        # bind does not (then the proxy fails and the fact is "not available", never "not answering").
+        loopback = host.startswith("127.") or host == "::1"
         try:
             resp = self.api.connect_get_namespaced_pod_proxy_with_path(
                 f"{self.pod}:{port}", self.namespace, path.lstrip("/"), _preload_content=False, _request_timeout=timeout
             )
-            body = resp.data if hasattr(resp, "data") else bytes(resp)
+            body = _read_body(resp, max_bytes)
             status = getattr(resp, "status", 200)
         except Exception as exc:
             status = getattr(exc, "status", None)
             if status in (502, 503) or status is None:
-                return RunResult(duration=time.monotonic() - start, error=f"pod proxy failed: {_reason(exc)}")
+                hint = f" (a {host}-only bind is not reachable through the API's pod proxy)" if loopback else ""
+                return RunResult(duration=time.monotonic() - start, error=f"pod proxy failed: {_reason(exc)}{hint}")
             body = (getattr(exc, "body", b"") or b"") if isinstance(getattr(exc, "body", b""), bytes) else \
                 str(getattr(exc, "body", "")).encode()  # fmt: skip
         if len(body) > max_bytes:
@@ -158,7 +166,42 @@ class KubeExecTransport:
         return RunResult(body, b"", status, time.monotonic() - start)
 
     def close(self) -> None:
+        """Release the exec streams' own ApiClient (its connection pool); the caller's client stays open."""
+        private, self._exec_api = self._exec_api, None
+        inner = getattr(private, "api_client", None)
+        if inner is not None and hasattr(inner, "close"):
+            with contextlib.suppress(Exception):
+                inner.close()
+
+
+def _private_api(api: Any) -> Any:
+    """A CoreV1Api on an ApiClient of its own, for exec streams only.
+
+    kubernetes.stream.stream() swaps `api_client.request` for a websocket request while it opens a stream and
+    restores it afterwards: two streams opened at once on one client can leave the websocket request in place
+    for good, and a pod-proxy GET made meanwhile goes out as a websocket (seen on a real kubelet: every
+    kube-proxy HTTP fact read back as "None"). So streams get their own client, opened one at a time, and
+    the pod proxy keeps the caller's."""
+    inner = getattr(api, "api_client", None)
+    configuration = getattr(inner, "configuration", None)
+    if configuration is None:
         return None
+    from kubernetes import client
+
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
+def _read_body(resp: Any, max_bytes: int) -> bytes:
+    """The body of a pod-proxy response, read once, at most max_bytes + 1 (urllib3's `.data` is None when the
+    body was already read or the connection released; bytes(None) would have been reported as "None")."""
+    if hasattr(resp, "read"):
+        try:
+            data = resp.read(max_bytes + 1)
+        finally:
+            with contextlib.suppress(Exception):
+                resp.release_conn()
+        return bytes(data or b"")
+    return _bytes(resp)
 
 
 def _bytes(value: Any) -> bytes:
