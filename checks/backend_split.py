@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_DOCS
 from kpdoctor.analysis import parsed
+from kpdoctor.checks._common import KUBE_PROXY_DOCS
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.iptables_backend import HINT_CHAINS, has_hint, maintained_backend

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from checks._common import KUBE_PROXY_DOCS, absence_shown, expected_mode, unknown_kube_proxy
 from kpdoctor.analysis import fact_contains, iptables_rules_key, parsed
+from kpdoctor.checks._common import KUBE_PROXY_DOCS, absence_shown, expected_mode, unknown_kube_proxy
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode

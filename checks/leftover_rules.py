@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CLI_DOCS, expected_mode, unknown_kube_proxy
 from kpdoctor.analysis import iptables_rules_key, parsed, presence, service_proxy
+from kpdoctor.checks._common import KUBE_PROXY_CLI_DOCS, expected_mode, unknown_kube_proxy
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node_only import is_node_only

@@ -33,8 +33,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from checks._common import KUBE_PROXY_DOCS, service_subject, unknown_kube_proxy
 from kpdoctor.analysis import configured_mode, kube_proxy_expected, parsed
+from kpdoctor.checks._common import KUBE_PROXY_DOCS, service_subject, unknown_kube_proxy
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT
 from kpdoctor.findings import Finding, Severity

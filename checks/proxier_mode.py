@@ -12,15 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import (
-    KUBE_PROXY_CONFIG_DOCS,
-    KUBE_PROXY_DOCS,
-    MODE_UNUSABLE_LOG,
-    NFTABLES_BLOG,
-    absence_shown,
-    count_services,
-    expected_mode,
-)
 from kpdoctor.analysis import (
     kube_proxy_pod,
     kube_proxy_version,
@@ -28,6 +19,15 @@ from kpdoctor.analysis import (
     logged_mode,
     parsed,
     presence,
+)
+from kpdoctor.checks._common import (
+    KUBE_PROXY_CONFIG_DOCS,
+    KUBE_PROXY_DOCS,
+    MODE_UNUSABLE_LOG,
+    NFTABLES_BLOG,
+    absence_shown,
+    count_services,
+    expected_mode,
 )
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity

@@ -17,7 +17,6 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_DOCS, expected_mode, pod_status_line, service_key, service_subject
 from kpdoctor.analysis import (
     Comparison,
     ViewUnavailable,
@@ -28,6 +27,13 @@ from kpdoctor.analysis import (
     presence,
 )
 from kpdoctor.api_coverage import missing_for_expectation
+from kpdoctor.checks._common import (
+    KUBE_PROXY_DOCS,
+    expected_mode,
+    pod_status_line,
+    service_key,
+    service_subject,
+)
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.dataplane.semantic import (
     DNAT,

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import (
+from kpdoctor.analysis import kube_proxy_pod, parsed
+from kpdoctor.checks._common import (
     KUBE_PROXY_CONFIG_DOCS,
     KUBE_PROXY_METRICS_DOCS,
     NFTABLES_BLOG,
@@ -28,7 +29,6 @@ from checks._common import (
     expected_mode,
     unknown_kube_proxy,
 )
-from kpdoctor.analysis import kube_proxy_pod, parsed
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.config import format_duration
 from kpdoctor.findings import Finding, Severity

@@ -18,8 +18,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CONFIG_DOCS, expected_mode
 from kpdoctor.analysis import kube_proxy_expected, parsed
+from kpdoctor.checks._common import KUBE_PROXY_CONFIG_DOCS, expected_mode
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode, sysctl_int

@@ -10,14 +10,14 @@ from __future__ import annotations
 import pytest
 from test_check_support import at_least, describe, load_bundle, run_check, scan
 
-import checks.backend_split as backend_split
-import checks.kernel_modules as kernel_modules
-import checks.kube_proxy_health as health
-import checks.kube_proxy_node_health as node_health
-import checks.leftover_rules as leftover
-import checks.nodeport_firewall as firewall
-import checks.proxier_mode as proxier_mode
-import checks.stale_endpoints as stale
+import kpdoctor.checks.backend_split as backend_split
+import kpdoctor.checks.kernel_modules as kernel_modules
+import kpdoctor.checks.kube_proxy_health as health
+import kpdoctor.checks.kube_proxy_node_health as node_health
+import kpdoctor.checks.leftover_rules as leftover
+import kpdoctor.checks.nodeport_firewall as firewall
+import kpdoctor.checks.proxier_mode as proxier_mode
+import kpdoctor.checks.stale_endpoints as stale
 from kpdoctor.findings import Severity
 
 SCENARIOS = ("B1-healthy", "B2-stale-endpoint", "B3-backend-split", "B4-ipvs-unavailable")

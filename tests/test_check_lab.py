@@ -34,12 +34,12 @@ from test_check_support import (
     without_kube_proxy_facts,
 )
 
-import checks.backend_split as backend_split
-import checks.kernel_modules as kernel_modules
-import checks.leftover_rules as leftover
-import checks.nodeport_firewall as firewall
-import checks.stale_endpoints as stale
-import checks.sysctl_conntrack as sysctls
+import kpdoctor.checks.backend_split as backend_split
+import kpdoctor.checks.kernel_modules as kernel_modules
+import kpdoctor.checks.leftover_rules as leftover
+import kpdoctor.checks.nodeport_firewall as firewall
+import kpdoctor.checks.stale_endpoints as stale
+import kpdoctor.checks.sysctl_conntrack as sysctls
 from kpdoctor.cluster.model import Endpoint
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.findings import Severity

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from types import MappingProxyType
 
-import checks.kube_proxy_node_health as node_health
+import kpdoctor.checks.kube_proxy_node_health as node_health
 from kpdoctor.checks_api import CheckContext
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.findings import Severity

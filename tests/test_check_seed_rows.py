@@ -25,13 +25,13 @@ from test_check_support import (
     without_kube_proxy,
 )
 
-import checks.cilium_kpr as cilium
-import checks.kube_proxy_health as health
-import checks.kube_proxy_node_health as node_health
-import checks.nodeport_firewall as firewall
-import checks.proxier_mode as proxier_mode
-import checks.stale_endpoints as stale
-import checks.sync_lag as sync_lag
+import kpdoctor.checks.cilium_kpr as cilium
+import kpdoctor.checks.kube_proxy_health as health
+import kpdoctor.checks.kube_proxy_node_health as node_health
+import kpdoctor.checks.nodeport_firewall as firewall
+import kpdoctor.checks.proxier_mode as proxier_mode
+import kpdoctor.checks.stale_endpoints as stale
+import kpdoctor.checks.sync_lag as sync_lag
 from kpdoctor.cluster.model import ConfigMap, DaemonSet, Service, ServicePort
 from kpdoctor.findings import Severity
 

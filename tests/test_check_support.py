@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import checks
+import kpdoctor.checks as checks
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.snapshot import load_snapshot
 from kpdoctor.cluster.state import ClusterState
@@ -103,7 +103,7 @@ def all_checks() -> list[Check]:
     for info in sorted(pkgutil.iter_modules(checks.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"checks.{info.name}")
+        module = importlib.import_module(f"kpdoctor.checks.{info.name}")
         found.append(module.CHECK)
     return found
 

@@ -17,7 +17,7 @@ from types import MappingProxyType
 import pytest
 from test_check_support import BUNDLES, all_checks, load_bundle
 
-import checks.kube_proxy_node_health as node_health
+import kpdoctor.checks.kube_proxy_node_health as node_health
 from kpdoctor.cluster.snapshot import load_snapshot
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.engine import run_checks

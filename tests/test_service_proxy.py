@@ -16,8 +16,8 @@ from types import MappingProxyType
 import pytest
 from test_check_support import all_checks, load_bundle
 
-import checks.cilium_kpr as cilium
-import checks.kube_proxy_node_health as node_health
+import kpdoctor.checks.cilium_kpr as cilium
+import kpdoctor.checks.kube_proxy_node_health as node_health
 from kpdoctor.cluster.model import Container
 from kpdoctor.cluster.snapshot import load_snapshot
 from kpdoctor.cluster.state import ClusterState

@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 from test_check_support import describe, run_check
 
-import checks.stale_endpoints as stale
+import kpdoctor.checks.stale_endpoints as stale
 from kpdoctor.cluster.model import NodeAddress
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.dataplane.ipvs import parse_ipvs_document, split_ipvs_document

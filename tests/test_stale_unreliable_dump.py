@@ -9,7 +9,7 @@ import re
 
 from test_check_support import describe, load_bundle, run_check, with_facts
 
-import checks.stale_endpoints as stale
+import kpdoctor.checks.stale_endpoints as stale
 from kpdoctor.dataplane.reliability import TOO_OLD
 from kpdoctor.findings import Severity
 
