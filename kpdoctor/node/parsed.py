@@ -703,7 +703,7 @@ def ipset_names(text: str | None) -> list[str]:
 
 @dataclass
 class ParsedNode:
-    """Lazily parsed facts of one node; build one per node (see `parsed_node`)."""
+    """Lazily parsed facts of one node; build one per node (checks get theirs from `kpdoctor.analysis.parsed(ctx)`)."""
 
     state: NodeState
     _extra: dict[str, Any] = field(default_factory=dict)
