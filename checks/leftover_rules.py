@@ -50,7 +50,7 @@ class LeftoverRules(Check):
     )
     remediation = "Remove the other mode's state (kube-proxy --cleanup, or the commands per dataplane)."
     references = (
-        KUBE_PROXY_CLI_DOCS,
+        KUBE_PROXY_CLI_DOCS + " (`--cleanup`)",
         "https://docs.cilium.io/en/stable/network/kubernetes/kubeproxy-free/",
     )
 

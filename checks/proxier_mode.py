@@ -55,7 +55,7 @@ class ProxierMode(Check):
     )
     remediation = "Set a mode the node supports in the node's own kube-proxy ConfigMap and restart its DaemonSet."
     references = (KUBE_PROXY_DOCS, KUBE_PROXY_CONFIG_DOCS, NFTABLES_BLOG,
-                  "https://github.com/kubernetes/kubernetes/pull/111806")
+                  "https://github.com/kubernetes/kubernetes/pull/111806 (IPVS: no fallback)")
 
     def run(self, ctx: CheckContext) -> Iterable[Finding]:
         node = ctx.node

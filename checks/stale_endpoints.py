@@ -158,7 +158,8 @@ class StaleEndpoints(Check):
     references = (
         KUBE_PROXY_DOCS,
         "https://kubernetes.io/docs/tasks/debug/debug-application/debug-service/",
-        "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/conntrack/cleanup.go",
+        "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/conntrack/cleanup.go"
+        " (what kube-proxy itself clears)",
     )
 
     def run(self, ctx: CheckContext) -> Iterable[Finding]:

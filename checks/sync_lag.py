@@ -89,7 +89,8 @@ class SyncLag(Check):
         "syncPeriod."
     )
     references = (KUBE_PROXY_CONFIG_DOCS, KUBE_PROXY_METRICS_DOCS, NFTABLES_BLOG,
-                  "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/iptables/proxier.go")
+                  "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/iptables/proxier.go"
+                  " (largeClusterEndpointsThreshold, forceSyncProxyRules)")
 
     def run(self, ctx: CheckContext) -> Iterable[Finding]:
         node = ctx.node
