@@ -8,7 +8,6 @@ cites - and that the healthy bundle gets nothing at warning or above.
 from __future__ import annotations
 
 import pytest
-from test_check_support import at_least, describe, load_bundle, run_check, scan
 
 import kpdoctor.checks.backend_split as backend_split
 import kpdoctor.checks.kernel_modules as kernel_modules
@@ -19,6 +18,7 @@ import kpdoctor.checks.nodeport_firewall as firewall
 import kpdoctor.checks.proxier_mode as proxier_mode
 import kpdoctor.checks.stale_endpoints as stale
 from kpdoctor.findings import Severity
+from tests.support.checks import at_least, describe, load_bundle, run_check, scan
 
 SCENARIOS = ("B1-healthy", "B2-stale-endpoint", "B3-backend-split", "B4-ipvs-unavailable")
 
@@ -123,9 +123,8 @@ def test_every_check_runs_on_every_bundle_without_error(bundle) -> None:  # type
 def test_every_builtin_check_validates_and_has_a_docs_page() -> None:
     from pathlib import Path
 
-    from test_check_support import all_checks
-
     from kpdoctor.registry import validate_check
+    from tests.support.checks import all_checks
 
     docs = Path(__file__).resolve().parent.parent / "docs" / "checks"
     checks = all_checks()

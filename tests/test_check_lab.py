@@ -20,19 +20,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_check_support import (
-    BUNDLES,
-    collect_facts,
-    describe,
-    load_bundle,
-    netns,
-    prepare_nfacct,
-    run_check,
-    run_on_node,
-    sh,
-    without_kube_proxy,
-    without_kube_proxy_facts,
-)
 
 import kpdoctor.checks.backend_split as backend_split
 import kpdoctor.checks.kernel_modules as kernel_modules
@@ -43,12 +30,21 @@ import kpdoctor.checks.sysctl_conntrack as sysctls
 from kpdoctor.cluster.model import Endpoint
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.findings import Severity
-from kpdoctor.node.state import NodeState
-
-B1 = BUNDLES / "B1-healthy" / "bundle" / "nodes"
-EDGE1_RULES = (B1 / "edge-1" / "iptables-save.txt").read_text()
-EDGE2_NFT = (B1 / "edge-2" / "nft-ruleset.json").read_text()
-KUBE_PROXY_FACTS = ("healthz.json", "metrics.txt", "proxyMode.txt", "configz.json")
+from tests.support.checks import (
+    EDGE1_RULES,
+    EDGE2_NFT,
+    describe,
+    lab_node,
+    load_bundle,
+    make_node,
+    netns,
+    restore,
+    run_check,
+    run_on_node,
+    sh,
+    without_kube_proxy,
+    without_kube_proxy_facts,
+)
 
 
 def nft_loadable(ruleset_json: str) -> str:
@@ -62,30 +58,10 @@ def nft_loadable(ruleset_json: str) -> str:
     return json.dumps({"nftables": items})
 
 
-def make_node(ns: str, ip: str) -> None:
-    """An 'eth0' with the node's InternalIP (nodePortAddresses: [primary] and ip-addr.json need it)."""
-    sh(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"], netns=ns)
-    sh(["ip", "link", "set", "eth0-peer", "up"], netns=ns)
-    sh(["ip", "addr", "add", f"{ip}/24", "dev", "eth0"], netns=ns)
-    sh(["ip", "link", "set", "eth0", "up"], netns=ns)
-    sh(["ip", "route", "add", "default", "via", ip.rsplit(".", 1)[0] + ".1"], netns=ns)
-    sh(["sysctl", "-qw", "net.ipv4.ip_forward=1"], netns=ns)
-
-
-def restore(ns: str, rules: str, tool: str = "iptables-restore") -> None:
-    prepare_nfacct(ns)
-    sh([tool], netns=ns, input=rules)
-
-
 def load_nft(ns: str, ruleset_json: str, tmp_path: Path) -> None:
     path = tmp_path / "ruleset.json"
     path.write_text(nft_loadable(ruleset_json))
     sh(["nft", "-j", "-f", str(path)], netns=ns)
-
-
-def lab_node(ns: str, name: str, *, conntrack_dst: tuple[str, ...] = ()) -> NodeState:
-    extra = {f"kube-proxy/{f}": (B1 / name / "kube-proxy" / f).read_text() for f in KUBE_PROXY_FACTS}
-    return collect_facts(ns, name, conntrack_dst=conntrack_dst, extra=extra)
 
 
 def move_endpoint(cluster: ClusterState, old: str, new: str) -> ClusterState:
@@ -367,7 +343,7 @@ def test_conntrack_fill_ratio() -> None:
         text = node.text("sysctl.txt") or ""
         limit = int(re.search(r"nf_conntrack_max = (\d+)", text).group(1))  # type: ignore[union-attr]
         full = re.sub(r"nf_conntrack_count = \d+", f"nf_conntrack_count = {int(limit * 0.95)}", text)
-        from test_check_support import replace_fact
+        from tests.support.checks import replace_fact
 
         found = run_on_node(sysctls.CHECK, cluster, nodes, replace_fact(node, "sysctl.txt", full))
         assert [(f.subject, f.severity) for f in found] == [("Node edge-1", Severity.ERROR)]
@@ -403,7 +379,7 @@ def test_this_kernel_fails_for_ipvs_only() -> None:
 def test_everything_built_in_without_proc_modules_passes_ipvs() -> None:
     """A monolithic kernel: no /proc/modules, everything in modules.builtin, /proc/net/ip_vs present (the file
     formats are the kernel's; the content is written for this test since this machine has no IPVS)."""
-    from test_check_support import with_facts
+    from tests.support.checks import with_facts
 
     cluster, nodes = load_bundle("B4-ipvs-unavailable")
     builtin = "".join(f"kernel/net/netfilter/ipvs/{m}.ko\n" for m in ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh"))

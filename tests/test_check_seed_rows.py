@@ -12,18 +12,6 @@ import re
 from dataclasses import replace
 
 import pytest
-from test_check_lab import EDGE1_RULES, lab_node, make_node
-from test_check_support import (
-    describe,
-    load_bundle,
-    netns,
-    not_answering,
-    replace_fact,
-    run_check,
-    scan,
-    sh,
-    without_kube_proxy,
-)
 
 import kpdoctor.checks.cilium_kpr as cilium
 import kpdoctor.checks.kube_proxy_health as health
@@ -34,6 +22,20 @@ import kpdoctor.checks.stale_endpoints as stale
 import kpdoctor.checks.sync_lag as sync_lag
 from kpdoctor.cluster.model import ConfigMap, DaemonSet, Service, ServicePort
 from kpdoctor.findings import Severity
+from tests.support.checks import (
+    EDGE1_RULES,
+    describe,
+    lab_node,
+    load_bundle,
+    make_node,
+    netns,
+    not_answering,
+    replace_fact,
+    run_check,
+    scan,
+    sh,
+    without_kube_proxy,
+)
 
 # ------------------------------------------------------------------------------------ seed rows
 
@@ -113,7 +115,7 @@ def test_seed_row_5_nodeport_not_reachable() -> None:
     cluster, nodes = load_bundle("B1-healthy")
     with netns("kpd-np") as ns:
         make_node(ns, "10.81.0.2")
-        from test_check_support import prepare_nfacct
+        from tests.support.checks import prepare_nfacct
 
         prepare_nfacct(ns)
         sh(["iptables-restore"], netns=ns, input=EDGE1_RULES)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pty_support import run_on_terminal
+from tests.support.pty import run_on_terminal
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """The checks, validated against the reference proxier on real netfilter (issue 5, "What it must show").
 
-Property, over generated clusters (tests/proxier_lab_support.py: ClusterIP / NodePort / LoadBalancer with
+Property, over generated clusters (tests/support/proxier_lab.py: ClusterIP / NodePort / LoadBalancer with
 ingress IPs and sometimes source ranges, externalIPs, eTP/iTP=Local, ClientIP affinity, ready /
 serving-terminating / not-ready endpoints on 2-3 nodes, plus default/kubernetes and kube-proxy's DaemonSet,
 pods and ConfigMap in the mode under test):
@@ -24,12 +24,12 @@ finding per kind of difference, so the assertion is on the (check id, subject) s
 shows as one entry.
 
 Only kube-proxy's process does not run in the lab: its HTTP surfaces are the recorded real ones of
-kube-proxy v1.36.2 (bundle B1), see tests/proxier_lab_support.py. No IPVS here: this kernel has none.
+kube-proxy v1.36.2 (bundle B1), see tests/support/proxier_lab.py. No IPVS here: this kernel has none.
 
 Faults on the paths the SemanticView learned after this test was written - traffic that short-circuits
 (pods and the node itself reaching external frontends of an eTP=Local Service: `internal_endpoints`),
 localhost NodePorts (`localhost-node-port` frontends), the "no local endpoints" DROP whose nat path still
-exists (a node port without it answers `reject`) - are drawn too (tests/proxier_lab_support.py), and pinned
+exists (a node port without it answers `reject`) - are drawn too (tests/support/proxier_lab.py), and pinned
 down one by one in `test_known_model_gaps` / `test_localhost_nodeport`.
 """
 
@@ -43,7 +43,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from proxier_lab_support import (
+
+from kpdoctor.analysis import actual_view
+from kpdoctor.dataplane.semantic import diff
+from kpdoctor.findings import Severity
+from kpdoctor.lab.apply import apply_rendered
+from kpdoctor.proxier.context import build_input
+from kpdoctor.proxier.expected import expected_view
+from kpdoctor.proxier.render import render
+from tests.support.proxier_lab import (
     LAB_NODE,
     Perturbation,
     collect,
@@ -56,15 +64,7 @@ from proxier_lab_support import (
     sysctl_perturbations,
     to_cluster,
 )
-from proxier_lab_support import cluster_objects as clusters
-
-from kpdoctor.analysis import actual_view
-from kpdoctor.dataplane.semantic import diff
-from kpdoctor.findings import Severity
-from kpdoctor.lab.apply import apply_rendered
-from kpdoctor.proxier.context import build_input
-from kpdoctor.proxier.expected import expected_view
-from kpdoctor.proxier.render import render
+from tests.support.proxier_lab import cluster_objects as clusters
 
 # Reproducible on CI: derandomized (fixed seed), no example database, no deadline (namespaces take time).
 # KPDOCTOR_LAB_EXAMPLES=200 explores further (about 2.5 s per example on 2 cores).
@@ -144,7 +144,7 @@ def test_checks_vs_proxier_nftables(objects: list[dict[str, Any]], data: st.Data
 # ----------------------------------------------------------------------------- fixes this test found
 def _objects(mode: str, *services: tuple[dict[str, Any], list[tuple[str, str, dict[str, bool]]]]) -> list[dict[str, Any]]:
     """Nodes n1/n2, kube-proxy in `mode`, default/kubernetes, and `services` as (spec, [(ip, node, conditions)])."""
-    from proxier_lab_support import READY, apiserver_service, kube_proxy_objects, node_ip, pod_cidr
+    from tests.support.proxier_lab import READY, apiserver_service, kube_proxy_objects, node_ip, pod_cidr
 
     objects: list[dict[str, Any]] = [
         {"kind": "Node", "metadata": {"name": n, "labels": {"kubernetes.io/os": "linux"}},
@@ -217,10 +217,9 @@ def test_verdict_finding_names_the_expected_endpoints_and_the_real_effect() -> N
     """Found by the property test: when a frontend lost its only DNAT target, KP-STALE-ENDPOINTS said
     "connections are refused although the Service has ready endpoints" for a DROP (clients time out; the
     target may be a serving-terminating fallback endpoint) and never named the endpoint expected."""
-    from test_check_support import run_check
-
     import checks.stale_endpoints as stale
     from kpdoctor.node.state import Fact, NodeState
+    from tests.support.checks import run_check
 
     terminating = {"ready": False, "serving": True, "terminating": True}
     objects = _objects("iptables", (_web(), [("10.244.1.5", "n1", terminating)]))

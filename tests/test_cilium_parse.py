@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from gate_helpers import CILIUM
 
 from kpdoctor.cilium import (
     CiliumShapeError,
@@ -19,6 +18,7 @@ from kpdoctor.cilium import (
     version_supported,
 )
 from kpdoctor.cluster.model import ConfigMap
+from tests.support.gate import CILIUM
 
 
 def _status(version: str, node: str = "edge-1") -> str:

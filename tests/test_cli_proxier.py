@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kpdoctor.proxier.iptables import render_iptables
-from tests.iptables_helpers import GOLDEN, kernel_round_trip, scenario_input
+from tests.support.iptables import GOLDEN, kernel_round_trip, scenario_input
 
 V2 = GOLDEN / "V2-nodeport-lb"
 KPDOCTOR = shutil.which("kpdoctor")

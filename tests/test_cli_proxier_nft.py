@@ -3,7 +3,7 @@
 Golden data: what REAL kube-proxy v1.36.2 (nftables mode, dual-stack as it always is on Linux) left on
 its node, tests/fixtures/kube-proxy-v1.36/*/nftables/nft-ruleset.txt: both `ip` and `ip6` tables, even on
 IPv4-only nodes. The root test applies the CLI's output with the real `nft -f` in a fresh network
-namespace and compares `nft list ruleset` with the golden text after tests/nft_helpers.py's normalization.
+namespace and compares `nft list ruleset` with the golden text after tests/support/nft.py's normalization.
 No kube-proxy 1.31-1.35 output is stored here: the version tests check the layout differences that
 kpdoctor/proxier/nftables.py documents (read from upstream source/tests) and that the real `nft` accepts them.
 """
@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nft_helpers import (
+
+from kpdoctor.proxier.nftables import render_nftables, render_nftables_families
+from tests.support.nft import (
     GOLDEN,
     GOLDEN_SERVICE_CIDRS,
     apply_and_list,
@@ -26,8 +28,6 @@ from nft_helpers import (
     normalize,
     scenario_inputs,
 )
-
-from kpdoctor.proxier.nftables import render_nftables, render_nftables_families
 
 KPDOCTOR = shutil.which("kpdoctor")  # no skip without it: `pip install -e .` provides it
 SCENARIOS = nft_scenarios()

@@ -17,7 +17,7 @@ from kpdoctor.cluster.snapshot import load_snapshot
 from kpdoctor.commands.proxier import build_proxier_input, check_slices_have_services
 from kpdoctor.errors import InputError
 from kpdoctor.proxier.context import build_input
-from tests.iptables_helpers import GOLDEN
+from tests.support.iptables import GOLDEN
 
 V1_CLUSTER = GOLDEN / "V1-basic-clusterip" / "cluster"
 

@@ -14,7 +14,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from gate_helpers import BUNDLES, build_bundle
+
+from tests.support.gate import BUNDLES, build_bundle
 
 KPDOCTOR = shutil.which("kpdoctor")
 # no skip when the console script is missing: `pip install -e .` provides it, and a missing one is a failure

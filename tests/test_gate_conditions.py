@@ -13,7 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from gate_helpers import (
+
+from kpdoctor.cluster.model import LoadBalancerIngress, NodeAddress, ServicePort
+from kpdoctor.findings import Severity
+from kpdoctor.gate import run_gate, to_findings
+from kpdoctor.gate.model import GateResult
+from tests.support.checks import not_answering
+from tests.support.gate import (
     NODES,
     build_bundle,
     drop_configmap,
@@ -24,12 +30,6 @@ from gate_helpers import (
     set_fact,
     without_kube_proxy,
 )
-from test_check_support import not_answering
-
-from kpdoctor.cluster.model import LoadBalancerIngress, NodeAddress, ServicePort
-from kpdoctor.findings import Severity
-from kpdoctor.gate import run_gate, to_findings
-from kpdoctor.gate.model import GateResult
 
 STATUS = "cilium/status.json"
 TABLE = "cilium/service-list.json"
@@ -128,7 +128,7 @@ def test_agent_status_fails(passing, edit, expected) -> None:  # type: ignore[no
 
 def test_unknown_agent_version_cannot_prove(passing) -> None:  # type: ignore[no-untyped-def]
     cluster, nodes = passing
-    from gate_helpers import CILIUM
+    from tests.support.gate import CILIUM
 
     nodes = set_fact(nodes, "edge-1", STATUS, (CILIUM / "v1.13" / "status-edge-1.json").read_text())
     result = run_gate(cluster, nodes)

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gate_helpers import BUNDLES, build_bundle, load
 
 from kpdoctor.destructive import NOT_SAFE_HEADER, is_destructive
 from kpdoctor.gate import run_gate, to_findings
 from kpdoctor.gate.model import GateResult
 from kpdoctor.gate.render import FORMATS, render
+from tests.support.gate import BUNDLES, build_bundle, load
 
 KPDOCTOR = shutil.which("kpdoctor")
 

@@ -21,7 +21,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from gate_helpers import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kpdoctor.cluster.state import ClusterState
+from kpdoctor.gate import run_gate
+from kpdoctor.node.state import NodeState
+from tests.support.gate import (
     NODES,
     build_bundle,
     drop_configmap,
@@ -31,12 +37,6 @@ from gate_helpers import (
     load,
     set_fact,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from kpdoctor.cluster.state import ClusterState
-from kpdoctor.gate import run_gate
-from kpdoctor.node.state import NodeState
 
 STATUS = "cilium/status.json"
 TABLE = "cilium/service-list.json"

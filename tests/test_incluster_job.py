@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from kpdoctor.lab.kcluster import ClusterState
-from tests.klab_support import (
+from tests.support.klab import (
     REPO,
     admin_api,
     endpointslice,

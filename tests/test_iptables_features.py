@@ -25,8 +25,8 @@ from kpdoctor.proxier.iptables import (
 )
 from kpdoctor.proxier.names import svc_chain
 from kpdoctor.proxier.render import render, renderer_for
-from tests.iptables_helpers import kernel_round_trip
-from tests.test_iptables_upstream import TEST_NODE, eps, svc
+from tests.support.iptables import kernel_round_trip
+from tests.support.upstream_objects import TEST_NODE, eps, svc
 
 
 def make_input(objects: list[dict[str, Any]], config: str = "", *, family: str = "IPv4",

@@ -25,7 +25,7 @@ from kpdoctor.dataplane.iptables_semantic import address_kinds_of, semantic_view
 from kpdoctor.dataplane.semantic import diff
 from kpdoctor.proxier.expected import expected_view
 from kpdoctor.proxier.iptables import render_iptables
-from tests.iptables_helpers import iptables_scenarios, kernel_round_trip, scenario_input
+from tests.support.iptables import iptables_scenarios, kernel_round_trip, scenario_input
 
 SCENARIOS = iptables_scenarios()
 IDS = [p.name for p in SCENARIOS]

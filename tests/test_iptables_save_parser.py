@@ -19,7 +19,7 @@ from kpdoctor.dataplane.iptables_save import (
     tokenize,
 )
 from kpdoctor.errors import InputError
-from tests.iptables_helpers import GOLDEN, iptables_scenarios
+from tests.support.iptables import GOLDEN, iptables_scenarios
 
 V2_DUMP = GOLDEN / "V2-nodeport-lb" / "iptables" / "iptables-save.txt"
 LEGACY_DUMP = GOLDEN / "V1-basic-clusterip" / "iptables-legacy" / "iptables-legacy-save.txt"

@@ -20,7 +20,7 @@ from kpdoctor.dataplane.semantic import (
     diff,
 )
 from kpdoctor.proxier.expected import expected_view
-from tests.iptables_helpers import GOLDEN, scenario_input
+from tests.support.iptables import GOLDEN, scenario_input
 
 V2 = GOLDEN / "V2-nodeport-lb"
 V3 = GOLDEN / "V3-affinity-terminating"
@@ -116,7 +116,7 @@ def test_foreign_rules_are_tolerated() -> None:
 
 def test_no_endpoint_lb_and_external_ip_are_told_apart_with_address_kinds() -> None:
     """Without endpoints both appear only as identical REJECT rules in KUBE-EXTERNAL-SERVICES."""
-    from tests.test_iptables_upstream import fake_proxier_input, svc
+    from tests.support.upstream_objects import fake_proxier_input, svc
 
     inp = fake_proxier_input([svc("ns1", "lb", "172.30.0.50", type_="LoadBalancer", node_port=3010,
                                   lb_ip="1.2.3.4", external_ips=["192.168.99.50"])])
@@ -145,7 +145,7 @@ def test_real_stale_node_bundle_is_diagnosed() -> None:
     from kpdoctor.cluster.snapshot import load_snapshot
     from kpdoctor.dataplane.iptables_save import load_iptables_save
     from kpdoctor.proxier.context import build_input
-    from tests.iptables_helpers import GOLDEN
+    from tests.support.iptables import GOLDEN
 
     bundles = GOLDEN.parent / "bundles"
     results = {}

@@ -5,7 +5,7 @@ terminating/not-serving endpoints, topology hints, LB source ranges, external IP
 Services into the lab's real kube-apiserver; the real kube-proxy of release R syncs them in its node
 namespace; kpdoctor reads the same cluster back from the live API and renders for that node with
 --kube-proxy-version R. What kube-proxy wrote (iptables-save / nft list ruleset) must equal the rendering
-after the documented normalization (tests/test_iptables_golden.py, tests/nft_helpers.py).
+after the documented normalization (tests/test_iptables_golden.py, tests/support/nft.py).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from kpdoctor.lab import kcluster, kgen
 from kpdoctor.lab.kcluster import ClusterState
 from kpdoctor.proxier.iptables import render_iptables
 from kpdoctor.proxier.nftables import render_nftables_families
-from tests.iptables_helpers import kernel_round_trip
-from tests.klab_support import admin_api, lab_cluster, save
-from tests.nft_helpers import apply_and_list, diff_normalized
-from tests.nft_helpers import normalize as nft_normalize
+from tests.support.iptables import kernel_round_trip
+from tests.support.klab import admin_api, lab_cluster, save
+from tests.support.nft import apply_and_list, diff_normalized
+from tests.support.nft import normalize as nft_normalize
 
 pytestmark = pytest.mark.root("etcd", "nft", "curl", "nfacct", "iptables-nft-restore")
 RELEASES = ("1.34", "1.35", "1.36", "1.37")

@@ -20,7 +20,7 @@ import pytest
 
 from kpdoctor.lab import kcluster, procs
 from kpdoctor.lab.kcluster import ClusterState
-from tests.klab_support import (
+from tests.support.klab import (
     admin_api,
     endpointslice,
     findings,

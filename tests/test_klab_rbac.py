@@ -14,7 +14,7 @@ import yaml
 
 from kpdoctor.lab import pki
 from kpdoctor.lab.kcluster import ClusterState
-from tests.klab_support import (
+from tests.support.klab import (
     admin_api,
     endpointslice,
     kpdoctor,

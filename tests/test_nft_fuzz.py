@@ -12,11 +12,11 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nft_helpers import nft_scenarios
 
 from kpdoctor.dataplane.nft import parse_nft_json, parse_nft_text
 from kpdoctor.dataplane.nft_semantic import semantic_view
 from kpdoctor.errors import InputError
+from tests.support.nft import nft_scenarios
 
 SEED = next(p for p in nft_scenarios() if p.name.startswith("V2")) / "nftables"
 SEED_TEXT = (SEED / "nft-ruleset.txt").read_text()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nft_helpers import GOLDEN_SERVICE_CIDRS, nft_scenarios, scenario_inputs
 
 from kpdoctor.dataplane.nft import (
     NftRuleset,
@@ -28,6 +27,7 @@ from kpdoctor.dataplane.nft import (
 from kpdoctor.dataplane.nft_semantic import semantic_view, service_of_chain
 from kpdoctor.dataplane.semantic import CLUSTER_IP, DNAT, DROP, LOAD_BALANCER, NODE_PORT, REJECT, diff
 from kpdoctor.errors import InputError
+from tests.support.nft import GOLDEN_SERVICE_CIDRS, nft_scenarios, scenario_inputs
 
 SCENARIOS = nft_scenarios()
 BUNDLE_DUMPS = sorted((Path(__file__).parent / "fixtures" / "bundles").glob("*/bundle/nodes/*/nft-ruleset.json"))

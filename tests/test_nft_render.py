@@ -3,7 +3,7 @@
 The golden test renders each scenario, applies it with the real `nft -f` into a fresh network
 namespace, lists it with `nft list ruleset`, and compares with what real kube-proxy v1.36.2 left
 on its node (tests/fixtures/kube-proxy-v1.36/*/nftables/nft-ruleset.txt) after the normalization
-documented in tests/nft_helpers.py (object order, element order: what kube-proxy randomizes).
+documented in tests/support/nft.py (object order, element order: what kube-proxy randomizes).
 """
 
 from __future__ import annotations
@@ -12,14 +12,6 @@ import re
 from typing import Any
 
 import pytest
-from nft_helpers import (
-    GOLDEN_SERVICE_CIDRS,
-    apply_and_list,
-    diff_normalized,
-    nft_scenarios,
-    normalize,
-    scenario_inputs,
-)
 
 from kpdoctor.cluster.config import KubeProxyConfig
 from kpdoctor.cluster.snapshot import load_objects
@@ -36,6 +28,14 @@ from kpdoctor.proxier.nftables import (
     render_nftables,
     render_nftables_families,
     service_chain_base,
+)
+from tests.support.nft import (
+    GOLDEN_SERVICE_CIDRS,
+    apply_and_list,
+    diff_normalized,
+    nft_scenarios,
+    normalize,
+    scenario_inputs,
 )
 
 SCENARIOS = nft_scenarios()

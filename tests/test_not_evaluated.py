@@ -15,7 +15,6 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
-from test_check_support import BUNDLES, all_checks, load_bundle
 
 import kpdoctor.checks.kube_proxy_node_health as node_health
 from kpdoctor.cluster.snapshot import load_snapshot
@@ -23,6 +22,7 @@ from kpdoctor.cluster.state import ClusterState
 from kpdoctor.engine import run_checks
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.state import NodeState
+from tests.support.checks import BUNDLES, all_checks, load_bundle
 
 SCENARIOS = ("B1-healthy", "B2-stale-endpoint", "B3-backend-split", "B4-ipvs-unavailable")
 Key = tuple[str, str, str, Severity]

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_check_lab import B1, EDGE1_RULES, make_node, restore
-from test_check_support import netns, sh
+
+from tests.support.checks import B1, EDGE1_RULES, make_node, netns, restore, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 SURFACES = {10249: {"proxyMode": "proxyMode.txt", "configz": "configz.json", "metrics": "metrics.txt"},

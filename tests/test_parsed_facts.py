@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-from test_check_support import BUNDLES, GOLDEN
-
 from kpdoctor.node.parsed import (
     parse_configz,
     parse_conntrack_entries,
@@ -21,6 +19,7 @@ from kpdoctor.node.parsed import (
     parse_proc_modules,
     parse_sysctl,
 )
+from tests.support.checks import BUNDLES, GOLDEN
 
 E1 = BUNDLES / "B1-healthy" / "bundle" / "nodes" / "edge-1"
 E2 = BUNDLES / "B1-healthy" / "bundle" / "nodes" / "edge-2"

@@ -8,12 +8,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from scan_support import fake_distribution
 
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.errors import InputError
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.registry import build_registry, discover, entry_point_checks, validate_check
+from tests.support.scan import fake_distribution
 
 REPO = Path(__file__).resolve().parents[1]
 

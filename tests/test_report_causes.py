@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import jsonschema
-from report_helpers import BUNDLES, bundle_report
 
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.engine import run_checks
@@ -15,6 +14,7 @@ from kpdoctor.findings import Finding, Severity
 from kpdoctor.report import render
 from kpdoctor.report.model import SourceInfo, build_report
 from kpdoctor.scanner import load_bundle
+from tests.support.report import BUNDLES, bundle_report
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "report-schema.json").read_text())
 

@@ -3,7 +3,7 @@
 Screenshots are taken of the report as shipped (no script in it). For the layout and filter assertions a
 copy of the page gets a test-only script appended that measures the laid-out page and clicks the filter
 labels, writing the results into document.title, which `--dump-dom` prints: the measurement runs in the
-browser's real layout engine. The report carries hostile names (tests/report_helpers.py): they must appear
+browser's real layout engine. The report carries hostile names (tests/support/report.py): they must appear
 as text, never as elements.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_helpers import HOSTILE, hostile_report
 
 from kpdoctor.report import render
+from tests.support.report import HOSTILE, hostile_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WIDTHS = (1366, 800)  # a laptop screen; a half-screen window

@@ -13,10 +13,10 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from report_helpers import HOSTILE, LONG_COMMAND, bundle_report, hostile_report
 
 from kpdoctor.report import render
 from kpdoctor.report.layout import ordered_checks
+from tests.support.report import HOSTILE, LONG_COMMAND, bundle_report, hostile_report
 
 Row = tuple[str, str, str]  # (severity, check id, subject)
 _SEV = r"(CRITICAL|ERROR|WARNING|INFO)"

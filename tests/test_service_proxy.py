@@ -14,7 +14,6 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
-from test_check_support import all_checks, load_bundle
 
 import kpdoctor.checks.cilium_kpr as cilium
 import kpdoctor.checks.kube_proxy_node_health as node_health
@@ -25,6 +24,7 @@ from kpdoctor.engine import run_checks
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.state import NodeState
 from kpdoctor.service_proxy import DAEMONSET, EMBEDDED, REPLACED, STATIC_POD, UNKNOWN, decide
+from tests.support.checks import all_checks, load_bundle
 
 SHAPES = Path(__file__).parent / "fixtures" / "realworld" / "shapes"
 
@@ -224,7 +224,7 @@ def test_kube_router_and_antrea_replacements_from_their_manifests() -> None:
     """Args as in kube-router's kubeadm-kuberouter-all-features manifest and its `--help` ("--run-service-proxy
     ... true by default"); the ConfigMap as in Antrea's "deploy without kube-proxy" doc. The objects around those
     lines are hand-made."""
-    from test_check_support import without_kube_proxy
+    from tests.support.checks import without_kube_proxy
 
     base, _ = load_bundle("B1-healthy")
     base = without_kube_proxy(base)

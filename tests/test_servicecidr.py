@@ -22,12 +22,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from nft_helpers import GOLDEN, apply_and_list, normalize
-from test_live_loader import Replay, serve_replay
 
 from kpdoctor.cluster.live import load_live
 from kpdoctor.cluster.snapshot import load_snapshot
 from kpdoctor.node.bundle import read_bundle
+from tests.support.nft import GOLDEN, apply_and_list, normalize
+from tests.support.replay_api import Replay, serve_replay
 
 V1 = GOLDEN / "V1-basic-clusterip"
 V1_NFT_NODE = "kpnode2"

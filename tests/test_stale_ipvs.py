@@ -17,8 +17,6 @@ import json
 from dataclasses import replace
 from types import MappingProxyType
 
-from test_check_support import describe, run_check
-
 import kpdoctor.checks.stale_endpoints as stale
 from kpdoctor.cluster.model import NodeAddress
 from kpdoctor.cluster.state import ClusterState
@@ -30,6 +28,7 @@ from kpdoctor.lab.topology import NODE_IP, pod_ip
 from kpdoctor.node.state import Fact, NodeState
 from kpdoctor.proxier.context import build_input
 from kpdoctor.proxier.ipvs import render_ipvs
+from tests.support.checks import describe, run_check
 
 NODE = "lab-node"
 WEB = LabService("web", "10.96.0.10", 80, 8080, endpoints=(pod_ip(0), pod_ip(2)), node_port=30080)

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import re
 
-from test_check_support import describe, load_bundle, run_check, with_facts
-
 import kpdoctor.checks.stale_endpoints as stale
 from kpdoctor.dataplane.reliability import TOO_OLD
 from kpdoctor.findings import Severity
+from tests.support.checks import describe, load_bundle, run_check, with_facts
 
 SEP = "KUBE-SEP-2NXD6PWWNKTRFDHC"
 

@@ -21,7 +21,7 @@ import pytest
 from kpdoctor.lab import kcluster, procs
 from kpdoctor.lab.kapi import Api
 from kpdoctor.lab.kcluster import ClusterState
-from tests.klab_support import admin_api, endpointslice, kpdoctor, lab_cluster, save, service, wait_for_rules
+from tests.support.klab import admin_api, endpointslice, kpdoctor, lab_cluster, save, service, wait_for_rules
 
 pytestmark = pytest.mark.root("etcd", "nft", "curl")
 

@@ -17,7 +17,7 @@ from kpdoctor.cluster.live import load_live
 from kpdoctor.scanner import ScanRequest
 from kpdoctor.why.run import run_why
 from kpdoctor.why.target import parse_from, parse_target
-from tests.test_live_loader import B1, Replay, serve_replay
+from tests.support.replay_api import B1, Replay, serve_replay
 
 STOREFRONT_PODS = "/api/v1/namespaces/storefront/pods"
 

@@ -1,7 +1,7 @@
 """`kpdoctor.withhold`: a scan never prints a runnable command that removes what serves Services on a node.
 
 Real captures (tests/fixtures/bundles) through the real engine; the Cilium agent files are the hand-built
-shapes of tests/fixtures/cilium (Cilium cannot run here, see gate_helpers).
+shapes of tests/fixtures/cilium (Cilium cannot run here, see tests/support/gate.py).
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-from gate_helpers import BUNDLES, build_bundle, load
-from test_check_support import all_checks, not_answering, without_kube_proxy
 
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.destructive import is_destructive
@@ -19,6 +17,8 @@ from kpdoctor.engine import run_checks
 from kpdoctor.findings import Finding
 from kpdoctor.node.state import NodeState
 from kpdoctor.withhold import IPT_NFT, IPVS, LEGACY, NFT, OBJECTS, Serving, targets
+from tests.support.checks import all_checks, not_answering, without_kube_proxy
+from tests.support.gate import BUNDLES, build_bundle, load
 
 
 @pytest.mark.parametrize(("command", "default", "expected"), [

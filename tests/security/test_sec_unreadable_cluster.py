@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_live_loader import Replay, serve_replay
+from tests.support.replay_api import Replay, serve_replay
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from kpdoctor.findings import Finding, Severity
 from kpdoctor.report.model import SourceInfo, build_report
 from kpdoctor.scanner import ScanRequest, load_bundle, scan
 
-BUNDLES = Path(__file__).parent / "fixtures" / "bundles"
+BUNDLES = Path(__file__).resolve().parents[1] / "fixtures" / "bundles"
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'">'
 LONG_COMMAND = ("iptables-save -t nat | grep -E '" + "|".join(f"10.244.{i}.{i}" for i in range(60)) + "'   # on edge-1")
 
@@ -38,7 +38,7 @@ class Hostile(Check):
 
 def hostile_report() -> dict[str, Any]:
     cluster, nodes = load_bundle(BUNDLES / "B2-stale-endpoint" / "bundle")
-    from test_check_support import all_checks
+    from tests.support.checks import all_checks
 
     result = run_checks([*all_checks(), Hostile()], cluster, nodes)
     return build_report(result, source=SourceInfo("bundle", f"B2 {HOSTILE}", "bundle"), fail_on=Severity.ERROR,

@@ -20,7 +20,7 @@ from kpdoctor.cluster.model import ConfigMap, Pod
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.node.state import Fact, NodeState
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CILIUM = FIXTURES / "cilium"
 BUNDLES = FIXTURES / "bundles"
 NODES = ("edge-1", "edge-2")

@@ -28,7 +28,7 @@ from kpdoctor.cluster.state import ClusterState
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.state import Fact, NodeState
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]  # tests/
 BUNDLES = HERE / "fixtures" / "bundles"
 GOLDEN = HERE / "fixtures" / "kube-proxy-v1.36"
 
@@ -260,3 +260,31 @@ def golden_cluster(scenario: str) -> ClusterState:
 
 def json_dump(obj: Any) -> str:
     return json.dumps(obj)
+
+
+# ------------------------------------------------------------------------------ lab nodes (bundle B1's rules in a netns)
+
+B1 = BUNDLES / "B1-healthy" / "bundle" / "nodes"
+EDGE1_RULES = (B1 / "edge-1" / "iptables-save.txt").read_text()
+EDGE2_NFT = (B1 / "edge-2" / "nft-ruleset.json").read_text()
+KUBE_PROXY_FACTS = ("healthz.json", "metrics.txt", "proxyMode.txt", "configz.json")
+
+
+def make_node(ns: str, ip: str) -> None:
+    """An 'eth0' with the node's InternalIP (nodePortAddresses: [primary] and ip-addr.json need it)."""
+    sh(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"], netns=ns)
+    sh(["ip", "link", "set", "eth0-peer", "up"], netns=ns)
+    sh(["ip", "addr", "add", f"{ip}/24", "dev", "eth0"], netns=ns)
+    sh(["ip", "link", "set", "eth0", "up"], netns=ns)
+    sh(["ip", "route", "add", "default", "via", ip.rsplit(".", 1)[0] + ".1"], netns=ns)
+    sh(["sysctl", "-qw", "net.ipv4.ip_forward=1"], netns=ns)
+
+
+def restore(ns: str, rules: str, tool: str = "iptables-restore") -> None:
+    prepare_nfacct(ns)
+    sh([tool], netns=ns, input=rules)
+
+
+def lab_node(ns: str, name: str, *, conntrack_dst: tuple[str, ...] = ()) -> NodeState:
+    extra = {f"kube-proxy/{f}": (B1 / name / "kube-proxy" / f).read_text() for f in KUBE_PROXY_FACTS}
+    return collect_facts(ns, name, conntrack_dst=conntrack_dst, extra=extra)

@@ -43,7 +43,7 @@ from kpdoctor.node.bundle import read_bundle
 from kpdoctor.node.state import Fact, NodeState
 from kpdoctor.registry import discover
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]  # tests/
 REPO = HERE.parent
 B1_NODES = HERE / "fixtures" / "bundles" / "B1-healthy" / "bundle" / "nodes"
 RECORDED_KUBE_PROXY = {"iptables": "edge-1", "nftables": "edge-2"}  # B1 node whose kube-proxy ran in that mode

@@ -22,7 +22,7 @@ from pathlib import Path
 from kpdoctor.cluster.snapshot import load_snapshot
 from kpdoctor.proxier.context import ProxierInput, build_input
 
-GOLDEN = Path(__file__).parent / "fixtures" / "kube-proxy-v1.36"
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "kube-proxy-v1.36"
 # The apiserver of the golden capture ran with --service-cluster-ip-range=10.96.0.0/16 (its
 # "Drop traffic to unallocated ClusterIPs" rule says so); snapshots carry no ServiceCIDR objects.
 GOLDEN_SERVICE_CIDRS = ("10.96.0.0/16",)

@@ -16,7 +16,7 @@ from pathlib import Path
 from kpdoctor.cluster.snapshot import load_snapshot
 from kpdoctor.proxier.context import ProxierInput, build_input
 
-GOLDEN = Path(__file__).parent / "fixtures" / "kube-proxy-v1.36"
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "kube-proxy-v1.36"
 NFACCT_COUNTERS = ("ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts")
 
 

@@ -24,7 +24,7 @@ from kpdoctor.lab.kapi import Api
 from kpdoctor.lab.kcluster import ClusterState
 from tests.conftest import REQUIRE_ROOT, root_unavailable_reason
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def klab_unavailable(version: str) -> str | None:
