@@ -20,7 +20,7 @@ import kpdoctor.checks.nodeport_firewall as firewall
 import kpdoctor.checks.proxier_mode as proxier_mode
 import kpdoctor.checks.stale_endpoints as stale
 import kpdoctor.checks.sync_lag as sync_lag
-from kpdoctor.cluster.model import ConfigMap, DaemonSet, Service, ServicePort
+from kpdoctor.cluster.model import ConfigMap, DaemonSet
 from kpdoctor.findings import Severity
 from tests.support.checks import (
     EDGE1_RULES,
@@ -34,6 +34,7 @@ from tests.support.checks import (
     run_check,
     scan,
     sh,
+    with_many_services,
     without_kube_proxy,
 )
 
@@ -166,18 +167,12 @@ def test_sync_lag_hung_proxier_and_scale_cost() -> None:
                         later)
     found = run_check(sync_lag.CHECK, cluster, {**nodes, "edge-1": node}, node="edge-1")
     assert [(f.severity, "hung" in f.message) for f in found] == [(Severity.ERROR, True)], describe(found)
-    big = _many_services(cluster, 5000)
+    big = with_many_services(cluster, 5000)
     found = run_check(sync_lag.CHECK, big, nodes, node="edge-1")
     assert [(f.severity, f.subject) for f in found] == [(Severity.ERROR, "Node edge-1")]
     est = re.search(r"expected to take ~(\d+) s", found[0].message)
     assert est and 170 <= int(est.group(1)) <= 190 and "173 s at 5,000" in found[0].message
     assert run_check(sync_lag.CHECK, big, nodes, node="edge-2") == []  # nftables mode: cheap
-
-
-def _many_services(cluster, n: int):  # type: ignore[no-untyped-def]
-    extra = tuple(Service("bulk", f"svc-{i}", cluster_ips=(f"10.97.{i // 250}.{i % 250 + 1}",),
-                          ports=(ServicePort("http", "TCP", 80, 8080),)) for i in range(n))
-    return replace(cluster, services=cluster.services + extra)
 
 
 def test_proxier_mode_mismatch_old_kernel_and_scale() -> None:
@@ -194,7 +189,7 @@ def test_proxier_mode_mismatch_old_kernel_and_scale() -> None:
     old = replace_fact(nodes["edge-2"], "uname-r.txt", "5.10.0-28-amd64\n")
     found = run_check(proxier_mode.CHECK, cluster, {**nodes, "edge-2": old}, node="edge-2")
     assert [(f.severity, "5.13" in f.message) for f in found] == [(Severity.ERROR, True)]
-    found = run_check(proxier_mode.CHECK, _many_services(cluster, 1200), nodes, node="edge-1")
+    found = run_check(proxier_mode.CHECK, with_many_services(cluster, 1200), nodes, node="edge-1")
     assert [f.severity for f in found] == [Severity.WARNING] and "1207 Services" in found[0].message
 
 

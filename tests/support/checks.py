@@ -17,16 +17,19 @@ import secrets
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import kpdoctor.checks as checks
 from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.cluster.model import Service, ServicePort
 from kpdoctor.cluster.snapshot import load_snapshot
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.state import Fact, NodeState
+from kpdoctor.scanner import DEMO_BUNDLE
 
 HERE = Path(__file__).resolve().parents[1]  # tests/
 BUNDLES = HERE / "fixtures" / "bundles"
@@ -47,10 +50,31 @@ def node_from_dir(name: str, root: Path, transport: str = "bundle") -> NodeState
 
 
 def load_bundle(scenario: str) -> tuple[ClusterState, dict[str, NodeState]]:
-    root = BUNDLES / scenario / "bundle"
+    return load_bundle_dir(BUNDLES / scenario / "bundle")
+
+
+def load_bundle_dir(root: Path) -> tuple[ClusterState, dict[str, NodeState]]:
+    """A bundle directory (cluster/ and nodes/<name>/): tests/fixtures/bundles/*/bundle or the demo's."""
     cluster = load_snapshot(root / "cluster")
     nodes = {d.name: node_from_dir(d.name, d) for d in sorted((root / "nodes").iterdir()) if d.is_dir()}
     return cluster, nodes
+
+
+def load_demo() -> tuple[ClusterState, dict[str, NodeState]]:
+    """The demo bundle shipped inside kpdoctor (`kpdoctor scan --demo`)."""
+    return load_bundle_dir(DEMO_BUNDLE)
+
+
+def load_shape(name: str) -> ClusterState:
+    """A real-world cluster shape (tests/fixtures/realworld/shapes/<name>/cluster; sources in its SOURCE.md)."""
+    return load_snapshot(HERE / "fixtures" / "realworld" / "shapes" / name / "cluster")
+
+
+def with_many_services(cluster: ClusterState, n: int) -> ClusterState:
+    """`cluster` plus n ClusterIP Services in namespace bulk (a cluster at scale; the objects are generated)."""
+    extra = tuple(Service("bulk", f"svc-{i}", cluster_ips=(f"10.97.{i // 250}.{i % 250 + 1}",),
+                          ports=(ServicePort("http", "TCP", 80, 8080),)) for i in range(n))
+    return replace(cluster, services=cluster.services + extra)
 
 
 def with_facts(node: NodeState, **changes: str | None) -> NodeState:
@@ -288,3 +312,10 @@ def restore(ns: str, rules: str, tool: str = "iptables-restore") -> None:
 def lab_node(ns: str, name: str, *, conntrack_dst: tuple[str, ...] = ()) -> NodeState:
     extra = {f"kube-proxy/{f}": (B1 / name / "kube-proxy" / f).read_text() for f in KUBE_PROXY_FACTS}
     return collect_facts(ns, name, conntrack_dst=conntrack_dst, extra=extra)
+
+
+def verdicts(check: Check, cluster: ClusterState, nodes: Mapping[str, NodeState], *,
+             at: Severity = Severity.INFO, node: str | None = None) -> list[tuple[str, str, Severity]]:
+    """(scope, subject, severity) of `check`'s findings at or above `at`: what a per-check test asserts."""
+    return sorted(((f.scope, f.subject, f.severity) for f in run_check(check, cluster, nodes, node=node)
+                   if f.severity >= at), key=lambda v: (v[0], v[1]))

@@ -1,0 +1,18 @@
+"""KP-KERNEL-MODULES (checks/kernel_modules.py) on the real bundles: B1 passes; B4 (IPVS mode configured, the
+kernel has no ip_vs) fails on edge-1."""
+
+from __future__ import annotations
+
+from kpdoctor.checks.kernel_modules import CHECK
+from kpdoctor.findings import Severity
+from tests.support.checks import load_bundle, run_check, verdicts
+
+
+def test_passes_on_b1_healthy() -> None:
+    assert verdicts(CHECK, *load_bundle("B1-healthy")) == []
+
+
+def test_fails_on_b4_where_ipvs_is_unavailable() -> None:
+    cluster, nodes = load_bundle("B4-ipvs-unavailable")
+    assert verdicts(CHECK, cluster, nodes) == [("edge-1", "Node edge-1", Severity.ERROR)]
+    assert "ip_vs" in run_check(CHECK, cluster, nodes, node="edge-1")[0].message
