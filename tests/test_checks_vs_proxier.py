@@ -217,7 +217,7 @@ def test_verdict_finding_names_the_expected_endpoints_and_the_real_effect() -> N
     """Found by the property test: when a frontend lost its only DNAT target, KP-STALE-ENDPOINTS said
     "connections are refused although the Service has ready endpoints" for a DROP (clients time out; the
     target may be a serving-terminating fallback endpoint) and never named the endpoint expected."""
-    import checks.stale_endpoints as stale
+    import kpdoctor.checks.stale_endpoints as stale
     from kpdoctor.node.state import Fact, NodeState
     from tests.support.checks import run_check
 

@@ -106,7 +106,7 @@ class _Firewall(Check):
 
 
 def test_the_most_fundamental_cause_wins_and_unrelated_faults_stay_apart() -> None:
-    import checks.kube_proxy_health as health
+    import kpdoctor.checks.kube_proxy_health as health
 
     cluster, nodes = load_bundle(BUNDLES / "B2-stale-endpoint" / "bundle")
     result = run_checks([health.CHECK, _Modules(), _Firewall()], cluster, nodes)
