@@ -15,4 +15,6 @@ def test_passes_on_b1_healthy() -> None:
 def test_fails_on_b3_where_edge1_has_both_backends() -> None:
     cluster, nodes = load_bundle("B3-backend-split")
     assert verdicts(CHECK, cluster, nodes) == [("edge-1", "Node edge-1", Severity.ERROR)]
-    assert "legacy copy" in run_check(CHECK, cluster, nodes, node="edge-1")[0].message
+    (finding,) = run_check(CHECK, cluster, nodes, node="edge-1")
+    both = [e for e in finding.evidence if e.startswith(("iptables-legacy-save.txt:", "iptables-nft-save.txt:"))]
+    assert len(both) == 2 and all("KUBE-SERVICES" in e for e in both)

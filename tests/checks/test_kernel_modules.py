@@ -15,4 +15,7 @@ def test_passes_on_b1_healthy() -> None:
 def test_fails_on_b4_where_ipvs_is_unavailable() -> None:
     cluster, nodes = load_bundle("B4-ipvs-unavailable")
     assert verdicts(CHECK, cluster, nodes) == [("edge-1", "Node edge-1", Severity.ERROR)]
-    assert "ip_vs" in run_check(CHECK, cluster, nodes, node="edge-1")[0].message
+    (finding,) = run_check(CHECK, cluster, nodes, node="edge-1")
+    assert "IPVS (ip_vs)" in finding.message and "not built in" in finding.message
+    assert finding.remediation is not None
+    assert finding.remediation.commands[0] == "modprobe -a ip_vs ip_vs_rr   # on edge-1"

@@ -1,6 +1,6 @@
 """KP-LEFTOVER-RULES (checks/leftover_rules.py): B1 passes. No real bundle has leftovers, so the failing case
 combines two real dumps: B1's nftables-mode node edge-2 given B1 edge-1's real iptables-mode rules (the state
-a hand-made iptables -> nftables switch leaves). The netns version is in tests/test_check_lab.py (root)."""
+a hand-made iptables -> nftables switch leaves). The netns version is in tests/lab/test_check_lab.py (root)."""
 
 from __future__ import annotations
 

@@ -69,6 +69,24 @@ def test_checkout_on_pythonpath_imports_the_repository_checks() -> None:
     assert int(count) == len(list((ROOT / "checks").glob("[!_]*.py")))
 
 
+def test_editable_install_imports_the_repository_checks(tmp_path: Path) -> None:
+    """`pip install -e .` (hatchling's editable wheel puts the checkout on sys.path) in a fresh venv."""
+    pytest.importorskip("hatchling", reason="hatchling (dev extras) builds the editable wheel offline")
+    venv = tmp_path / "venv"
+    made = _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], tmp_path, None)
+    assert made.returncode == 0, made.stderr
+    python = str(venv / "bin" / "python")
+    done = _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(ROOT)],
+                tmp_path, None)
+    assert done.returncode == 0, done.stderr
+    got = _run([python, "-c", LIST_CHECKS], tmp_path, None)
+    assert got.returncode == 0, got.stderr
+    kp_file, checks_dir, count = got.stdout.split()
+    assert Path(kp_file).parent == ROOT / "kpdoctor"
+    assert Path(checks_dir).resolve() == ROOT / "checks"
+    assert int(count) == len(list((ROOT / "checks").glob("[!_]*.py")))
+
+
 def test_nothing_imports_the_top_level_checks_package() -> None:
     offenders = [str(p.relative_to(ROOT)) for base in ("kpdoctor", "checks", "tests", "bench")
                  for p in (ROOT / base).rglob("*.py") if "fixtures" not in p.parts and "kpdoctor/checks" not in
