@@ -3,13 +3,16 @@ kernel has no ip_vs) fails on edge-1."""
 
 from __future__ import annotations
 
+import pytest
+
 from kpdoctor.checks.kernel_modules import CHECK
 from kpdoctor.findings import Severity
 from tests.support.checks import load_bundle, run_check, verdicts
 
 
-def test_passes_on_b1_healthy() -> None:
-    assert verdicts(CHECK, *load_bundle("B1-healthy")) == []
+@pytest.mark.parametrize("scenario", ["B1-healthy", "B2-stale-endpoint", "B3-backend-split"])
+def test_passes_where_the_kernel_has_what_the_mode_needs(scenario: str) -> None:
+    assert verdicts(CHECK, *load_bundle(scenario)) == []
 
 
 def test_fails_on_b4_where_ipvs_is_unavailable() -> None:
