@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from kpdoctor.checks_api import Check
-from kpdoctor.cluster.model import DaemonSet, Pod
-from kpdoctor.cluster.state import ClusterState
+from kpdoctor.cluster.model import Pod
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
 from kpdoctor.node_context import NodeCheckContext
@@ -50,15 +48,6 @@ def unknown_kube_proxy(check: Check, ctx: NodeCheckContext) -> Finding:
     )
 
 
-def daemonset_of(cluster: ClusterState, pod: Pod | None) -> DaemonSet | None:
-    if pod is None:
-        return None
-    return next(
-        (d for d in cluster.kube_proxy_daemonsets if d.namespace == pod.namespace and d.name == pod.owner_name),
-        None,
-    )
-
-
 def pod_status_line(pod: Pod) -> str:
     """One line describing a pod's containers as `kubectl get pod` would summarize them."""
     parts = [f"pod {pod.key} on {pod.node_name or '?'}: phase {pod.phase or '?'}, ready={str(pod.ready).lower()}"]
@@ -87,16 +76,9 @@ def exit_code_meaning(code: int | None, reason: str = "") -> str:
     return f"exit {code}"
 
 
-_KLOG_TS = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+")
-
-
 def tail_lines(lines: Iterable[str], limit: int = 3) -> list[str]:
     out = [line.rstrip() for line in lines if line.strip()]
     return out[-limit:]
-
-
-def is_klog_line(line: str) -> bool:
-    return bool(_KLOG_TS.match(line))
 
 
 def shorten(text: str, limit: int = 240) -> str:

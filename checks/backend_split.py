@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_DOCS
+from kpdoctor.checks._common import KUBE_PROXY_DOCS
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.iptables_backend import HINT_CHAINS, has_hint, maintained_backend
 from kpdoctor.node.parsed import IptablesView

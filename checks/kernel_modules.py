@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_DOCS, absence_shown, unknown_kube_proxy
+from kpdoctor.checks._common import KUBE_PROXY_DOCS, absence_shown, unknown_kube_proxy
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.kernel_requirements import Requirement, evaluate, requirements
 from kpdoctor.node.parsed import ParsedNode

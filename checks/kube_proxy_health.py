@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from checks._common import KUBE_PROXY_CLI_DOCS, exit_code_meaning, pod_status_line, shorten
+from kpdoctor.checks._common import KUBE_PROXY_CLI_DOCS, exit_code_meaning, pod_status_line, shorten
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.model import Pod
 from kpdoctor.findings import Finding, Severity

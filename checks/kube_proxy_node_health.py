@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CLI_DOCS, KUBE_PROXY_METRICS_DOCS, pod_status_line, unknown_kube_proxy
+from kpdoctor.checks._common import (
+    KUBE_PROXY_CLI_DOCS,
+    KUBE_PROXY_METRICS_DOCS,
+    pod_status_line,
+    unknown_kube_proxy,
+)
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.node_only import is_node_only

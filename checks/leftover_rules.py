@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CLI_DOCS, unknown_kube_proxy
+from kpdoctor.checks._common import KUBE_PROXY_CLI_DOCS, unknown_kube_proxy
 from kpdoctor.comparison import iptables_rules_key
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node_context import NodeCheck, NodeCheckContext
@@ -50,7 +50,7 @@ class LeftoverRules(NodeCheck):
     )
     remediation = "Remove the other mode's state (kube-proxy --cleanup, or the commands per dataplane)."
     references = (
-        KUBE_PROXY_CLI_DOCS,
+        KUBE_PROXY_CLI_DOCS + " (`--cleanup`)",
         "https://docs.cilium.io/en/stable/network/kubernetes/kubeproxy-free/",
     )
 

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from checks._common import KUBE_PROXY_DOCS, service_subject, unknown_kube_proxy
+from kpdoctor.checks._common import KUBE_PROXY_DOCS, service_subject, unknown_kube_proxy
 from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import IptablesView, IptRule, ParsedNode

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import (
+from kpdoctor.checks._common import (
     KUBE_PROXY_CONFIG_DOCS,
     KUBE_PROXY_DOCS,
     MODE_UNUSABLE_LOG,
@@ -50,7 +50,7 @@ class ProxierMode(NodeCheck):
     )
     remediation = "Set a mode the node supports in the node's own kube-proxy ConfigMap and restart its DaemonSet."
     references = (KUBE_PROXY_DOCS, KUBE_PROXY_CONFIG_DOCS, NFTABLES_BLOG,
-                  "https://github.com/kubernetes/kubernetes/pull/111806")
+                  "https://github.com/kubernetes/kubernetes/pull/111806 (IPVS: no fallback)")
 
     def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
         node = ctx.node

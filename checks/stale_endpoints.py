@@ -17,8 +17,8 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_DOCS, pod_status_line, service_key, service_subject
 from kpdoctor.api_coverage import missing_for_expectation
+from kpdoctor.checks._common import KUBE_PROXY_DOCS, pod_status_line, service_key, service_subject
 from kpdoctor.cluster.kube_proxy_node import PROXY_MODES
 from kpdoctor.comparison import Comparison, ViewUnavailable, compare
 from kpdoctor.dataplane.semantic import (
@@ -147,7 +147,8 @@ class StaleEndpoints(NodeCheck):
     references = (
         KUBE_PROXY_DOCS,
         "https://kubernetes.io/docs/tasks/debug/debug-application/debug-service/",
-        "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/conntrack/cleanup.go",
+        "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/conntrack/cleanup.go"
+        " (what kube-proxy itself clears)",
     )
 
     def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:

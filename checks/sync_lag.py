@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks._common import (
+from kpdoctor.checks._common import (
     KUBE_PROXY_CONFIG_DOCS,
     KUBE_PROXY_METRICS_DOCS,
     NFTABLES_BLOG,
@@ -86,7 +86,8 @@ class SyncLag(NodeCheck):
         "syncPeriod."
     )
     references = (KUBE_PROXY_CONFIG_DOCS, KUBE_PROXY_METRICS_DOCS, NFTABLES_BLOG,
-                  "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/iptables/proxier.go")
+                  "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/iptables/proxier.go"
+                  " (largeClusterEndpointsThreshold, forceSyncProxyRules)")
 
     def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
         node = ctx.node

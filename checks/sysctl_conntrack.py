@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from checks._common import KUBE_PROXY_CONFIG_DOCS
+from kpdoctor.checks._common import KUBE_PROXY_CONFIG_DOCS
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode, sysctl_int
 from kpdoctor.node_context import NodeCheck, NodeCheckContext

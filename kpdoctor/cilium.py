@@ -515,12 +515,3 @@ def parse_service_list(text: str, *, node: str, source: str = "") -> ServiceTabl
     if not isinstance(doc, list):
         raise CiliumShapeError(f"expected a JSON list of services, found {type(doc).__name__}")
     return ServiceTable(node=node, frontends=tuple(_parse_entry(e, i) for i, e in enumerate(doc)), source=source)
-
-
-# ---------------------------------------------------------------------------------------------
-# Workloads
-# ---------------------------------------------------------------------------------------------
-
-
-def is_cilium_agent_container(name: str) -> bool:
-    return name in ("cilium-agent", "cilium")

@@ -5,7 +5,7 @@ their findings come back, not the node's multi-megabyte dumps; the central proce
 and merges. `encode` is the node side, `decode` reads a document from outside (hostile: shape and size
 checked, InputError naming the document), `merge` builds the one ScanResult the renderers take. Merging the
 per-node results of a scan gives the same findings, runs and report as checking every node centrally
-(tests/test_noderesult.py, on the demo bundle's real kube-proxy nodes)."""
+(tests/node/test_noderesult.py, on the demo bundle's real kube-proxy nodes)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The check registry: discover built-in and third-party checks, validate their metadata, select them.
 
-Built-ins are the modules of the top-level `checks` package, each exporting
+Built-ins are the modules of `kpdoctor.checks` (the repository's top-level `checks/` folder, installed
+under the kpdoctor namespace), each exporting
 `CHECK = SomeCheck()`. Third-party packs register in the entry-point group
 `kpdoctor.checks` (an entry point loads a Check subclass or instance).
 
@@ -29,7 +30,7 @@ from kpdoctor.errors import InputError
 from kpdoctor.findings import Severity
 
 ENTRY_POINT_GROUP = "kpdoctor.checks"
-BUILTIN_PACKAGE = "checks"
+BUILTIN_PACKAGE = "kpdoctor.checks"
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)*$")
 SCOPES = ("cluster", "node")
 
@@ -159,7 +160,8 @@ def builtin_checks(package: str = BUILTIN_PACKAGE) -> list[tuple[Check, str]]:
         check = getattr(module, "CHECK", None)
         if check is None:
             raise RuntimeError(f"built-in check module {module.__name__} does not export CHECK")
-        found.append((_as_instance(check), f"builtin:{module.__name__}"))
+        # The origin names the repository file (checks/<name>.py), as reports have always said.
+        found.append((_as_instance(check), f"builtin:checks.{info.name}"))
     return found
 
 

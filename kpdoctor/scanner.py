@@ -1,8 +1,8 @@
 """The scan pipeline without the CLI: sources -> ClusterState + NodeStates -> engine -> report dict.
 
 `kpdoctor scan`, the benchmark and the tests all call `scan()`, so what the
-tests prove is what the command does. Sources are a live API (H5's
-`kpdoctor.cluster.live`), a snapshot directory, a bundle (directory or
+tests prove is what the command does. Sources are a live API
+(`kpdoctor.cluster.live`), a snapshot directory, a bundle (directory or
 `.tar.gz`) or the demo bundle shipped inside the package.
 """
 

@@ -12,12 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from gate_helpers import build_bundle, edit_pods, load, set_fact
 
-import checks.cilium_kpr as cilium_check
+import kpdoctor.checks.cilium_kpr as cilium_check
 from kpdoctor import cilium, withhold
 from kpdoctor.checks_api import CheckContext
 from kpdoctor.gate.context import GateContext
+from tests.support.gate import build_bundle, edit_pods, load, set_fact
 
 
 def test_the_classification_table() -> None:

@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 import typer
-from pty_support import run_on_terminal
-from test_live_loader import Replay, serve_replay
 
 from kpdoctor.cli import app
 from kpdoctor.commands.options import DEFAULT_TIMEOUT
+from tests.support.pty import run_on_terminal
+from tests.support.replay_api import Replay, serve_replay
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ROOT / "tests" / "fixtures" / "bundles"

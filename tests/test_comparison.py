@@ -7,11 +7,11 @@ current. B3: KUBE-* rules in both iptables backends of edge-1."""
 from __future__ import annotations
 
 import pytest
-from test_check_support import load_bundle, with_facts
 
 from kpdoctor.checks_api import CheckContext
 from kpdoctor.comparison import ViewUnavailable, actual_view, compare, iptables_rules_key
 from kpdoctor.node.dumps import NodeDumps, SharedParsedNode
+from tests.support.checks import load_bundle, with_facts
 
 
 def _ctx(bundle: str, node: str) -> CheckContext:

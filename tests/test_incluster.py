@@ -1,5 +1,5 @@
 """kpdoctor.cluster.incluster without a cluster: which files and variables the in-cluster config reads
-(tests/test_incluster_job.py runs it against the lab's real API server)."""
+(tests/lab/test_incluster_job.py runs it against the lab's real API server)."""
 
 from __future__ import annotations
 

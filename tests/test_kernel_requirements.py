@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import checks.kernel_modules as check_module
+import kpdoctor.checks.kernel_modules as check_module
 from kpdoctor import kernel_requirements as kr
 from kpdoctor.node.bundle import read_bundle
 from kpdoctor.node.parsed import ParsedNode

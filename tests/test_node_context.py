@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import pytest
-from test_check_support import load_bundle, with_facts
 
 from kpdoctor.checks_api import CheckContext
 from kpdoctor.findings import Finding, Severity
@@ -23,6 +22,7 @@ from kpdoctor.node_context import (
     service_proxy,
 )
 from kpdoctor.scan_options import ScanOptions
+from tests.support.checks import load_bundle, with_facts
 
 
 def _ctx(bundle: str, node: str | None, incremental: bool = True) -> CheckContext:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from scan_support import fake_distribution
 
 from kpdoctor.checks_api import Check, CheckContext
 from kpdoctor.cluster.model import ResourceGap
@@ -29,6 +28,7 @@ from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.state import NodeState
 from kpdoctor.registry import discover
 from kpdoctor.scanner import DEMO_BUNDLE, ScanRequest, load_bundle, scan
+from tests.support.scan import fake_distribution
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = Path(__file__).parent / "fixtures" / "bundles"

@@ -267,14 +267,6 @@ def parse_pod(obj: dict[str, Any]) -> Pod:
     )
 
 
-KIND_PARSERS = {
-    "Service": parse_service,
-    "Node": parse_node,
-    "DaemonSet": parse_daemonset,
-    "Pod": parse_pod,
-}
-
-
 def require_dict(obj: Any, where: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise InputError(f"expected a JSON/YAML object, found {type(obj).__name__}", where=where)

@@ -6,7 +6,7 @@ in-cluster service account) is there and the server answers; `--client` never co
 matters here (bench/bench_startup.py): no typer, and the kubernetes client is imported only when there are
 credentials to use. `fast_version` answers the plain forms of both commands before typer is loaded
 (kpdoctor.entry); anything else (help, a bad flag) goes through the typer command in commands/version.py,
-which prints the same text (tests/test_versions.py).
+which prints the same text (tests/cluster/test_versions.py).
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def _kernel(node: Node, cluster: ClusterState) -> tuple[tuple[int, int, int] | N
 
 
 def kernel_ready(cluster: ClusterState, nodes: list[Node], target: str) -> GateCondition:
-    from kpdoctor.kernel_requirements import evaluate, requirements  # imports kpdoctor.analysis: lazily
+    from kpdoctor.kernel_requirements import evaluate, requirements
 
     title = f"Every node's kernel has what {target} mode needs"
     cases = []

@@ -5,7 +5,7 @@ For each node the reference proxier is run in the current and in the target mode
 SemanticViews are compared. iptables and IPVS are rendered and parsed back
 (`render_iptables` -> `parse_iptables_save` -> `semantic_view`; `ipvs_state` ->
 `ipvs_semantic_view`); nftables is the mode-independent expectation, which
-`tests/test_cross_mode.py` proves equal to the rendered nftables rules loaded
+`tests/proxier/test_cross_mode.py` proves equal to the rendered nftables rules loaded
 into a real kernel (parsing them needs `nft`, which a read-only gate must not run).
 
 Differences kube-proxy intends are split off and reported as *documented*

@@ -615,7 +615,7 @@ def ipset_names(text: str | None) -> list[str]:
 
 @dataclass
 class ParsedNode:
-    """Lazily parsed facts of one node; build one per node (see `parsed_node`)."""
+    """Lazily parsed facts of one node; build one per node (node checks get theirs as `NodeCheckContext.parsed`)."""
 
     state: NodeState
     _extra: dict[str, Any] = field(default_factory=dict)

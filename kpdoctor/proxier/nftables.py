@@ -85,7 +85,7 @@ def endpoint_chain_base(namespace: str, name: str, protocol_lower: str, port_nam
 
 
 # kube-proxy v1.37 DNATs a one-endpoint Service straight to it instead of through a one-entry numgen map
-# (seen in the rules a real v1.37.2 wrote in the lab: tests/test_klab_fidelity.py; absent in v1.36.3's source).
+# (seen in the rules a real v1.37.2 wrote in the lab: tests/lab/test_klab_fidelity.py; absent in v1.36.3's source).
 SINGLE_ENDPOINT_DNAT_SINCE = (1, 37)
 
 

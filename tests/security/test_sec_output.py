@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hostile_bundle import hostile_bundle
 
 from tests.conftest import BUNDLES
+from tests.support.hostile_bundle import hostile_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTILE = "`````\n# owned [click](http://evil.example) <img src=x onerror=alert(1)> **bold** \u202eevil"

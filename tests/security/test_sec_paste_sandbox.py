@@ -26,9 +26,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hostile_bundle import HOSTILE_CHAIN, PAYLOADS, SCENARIOS, hostile_bundle
 
 from tests.conftest import REQUIRE_ROOT
+from tests.support.hostile_bundle import HOSTILE_CHAIN, PAYLOADS, SCENARIOS, hostile_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 STUBS = ("kubectl", "iptables", "iptables-save", "iptables-restore", "iptables-legacy", "iptables-legacy-save",

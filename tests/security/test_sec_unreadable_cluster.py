@@ -1,6 +1,6 @@
 """Issue 9 item 2: a scan that could read nothing does not pass.
 
-The real kubernetes client talks to the replay API server of tests/test_live_loader.py (the recorded B1
+The real kubernetes client talks to the replay API server of tests/cluster/test_live_loader.py (the recorded B1
 objects of a real kube-apiserver v1.36.2) on loopback. When every list answers 403 or 500, or the
 kubeconfig's exec credential plugin fails (the client would carry on anonymously), `kpdoctor scan`
 exits 3 "cannot read the cluster"; a single forbidden kind keeps its documented gap behaviour.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_live_loader import Replay, serve_replay
+from tests.support.replay_api import Replay, serve_replay
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,131 @@
+"""deploy/job.yaml's scan, run with the in-cluster config against the lab's real kube-apiserver: a real
+ServiceAccount token (TokenRequest) for deploy/rbac.yaml's ServiceAccount, the lab CA, and
+KUBERNETES_SERVICE_HOST/PORT, the SA files in a directory named by KPDOCTOR_SERVICEACCOUNT_DIR (a pod has
+them at /var/run/secrets/kubernetes.io/serviceaccount). The lab has no kubelet yet (issue 14 item 1), so
+the manifest's own script runs here, outside a pod, not in a container built from deploy/Containerfile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from kpdoctor.lab.kcluster import ClusterState
+from tests.support.klab import (
+    REPO,
+    admin_api,
+    endpointslice,
+    kpdoctor,
+    lab_cluster,
+    report,
+    service,
+    wait_for_rules,
+)
+
+pytestmark = pytest.mark.root("etcd", "nft", "curl")
+DEPLOY = REPO / "deploy"
+
+
+def _pod_spec(path: Path) -> dict[str, Any]:
+    doc = yaml.safe_load(path.read_text())
+    spec = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+    pod: dict[str, Any] = spec["template"]["spec"]
+    return pod
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
+    with lab_cluster(tmp_path_factory.mktemp("klab-incluster"), nodes=1) as state:
+        api = admin_api(state)
+        api.apply(service("web"))
+        api.apply(endpointslice("web", [(state.nodes[0].pods[0].ip, state.nodes[0].name)]))
+        wait_for_rules(state, "lab/web:http")
+        for doc in yaml.safe_load_all((DEPLOY / "rbac.yaml").read_text()):
+            if doc:
+                api.apply(doc)
+        yield state
+
+
+def _serviceaccount_dir(state: ClusterState, tmp: Path) -> Path:
+    sa = tmp / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(admin_api(state).token("kpdoctor", "kpdoctor", seconds=3600))
+    (sa / "ca.crt").write_bytes((state.state_dir / "pki" / "ca.crt").read_bytes())
+    (sa / "namespace").write_text("kpdoctor")
+    return sa
+
+
+def _job_env(state: ClusterState, tmp: Path, container: dict[str, Any]) -> dict[str, str]:
+    bindir = tmp / "bin"
+    bindir.mkdir()
+    launcher = bindir / "kpdoctor"  # the console script, as pip writes it
+    launcher.write_text(f"#!{sys.executable}\nimport sys\nfrom kpdoctor.entry import main\nsys.exit(main())\n")
+    launcher.chmod(0o755)
+    (tmp / "home").mkdir()
+    (tmp / "reports").mkdir()
+    api = urlsplit(state.apiserver)
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG",)}
+    env.update({e["name"]: e["value"] for e in container.get("env", [])})
+    env.update({
+        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO), "HOME": str(tmp / "home"),
+        "KUBERNETES_SERVICE_HOST": str(api.hostname), "KUBERNETES_SERVICE_PORT": str(api.port),
+        "KPDOCTOR_SERVICEACCOUNT_DIR": str(_serviceaccount_dir(state, tmp)),
+        "KPDOCTOR_REPORT_DIR": str(tmp / "reports"),  # the manifest's /reports volume
+    })  # fmt: skip
+    return env
+
+
+def _comparable(value: Any) -> Any:
+    """The report without what differs between two runs by design: how long each part took
+    (`duration_ms`, at every level) and when (`generated_at`). Everything else must be equal."""
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items() if k not in ("duration_ms", "generated_at")}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def test_job_and_cronjob_run_the_same_pod() -> None:
+    job, cron = _pod_spec(DEPLOY / "job.yaml"), _pod_spec(DEPLOY / "cronjob.yaml")
+    assert job == cron
+    assert job["serviceAccountName"] == "kpdoctor"
+    container = job["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_the_jobs_scan_in_cluster_equals_the_laptop_scan(cluster: ClusterState, tmp_path: Path) -> None:
+    container = _pod_spec(DEPLOY / "job.yaml")["containers"][0]
+    env = _job_env(cluster, tmp_path, container)
+    job = subprocess.run([*container["command"], *container["args"]], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=300, check=False)  # fmt: skip
+    assert "Traceback" not in job.stderr, job.stderr[-2000:]
+    logged = report(job)  # the JSON report is the pod's log
+    assert logged["gaps"] == [], logged["gaps"]
+    reports = tmp_path / "reports"
+    assert json.loads((reports / "latest.json").read_text()) == logged
+    junit = (reports / "latest.junit.xml").read_text()
+    assert junit.startswith("<?xml") and "<testsuite" in junit
+    laptop = kpdoctor("scan", "--kubeconfig", cluster.kubeconfig, "-o", "json")
+    assert job.returncode == laptop.returncode
+    assert _comparable(logged) == _comparable(report(laptop))
+
+
+def test_missing_serviceaccount_files_are_one_line_unreachable(cluster: ClusterState, tmp_path: Path) -> None:
+    (tmp_path / "home").mkdir()
+    api = urlsplit(cluster.apiserver)
+    proc = kpdoctor("scan", "-o", "json", env={
+        "HOME": str(tmp_path / "home"), "KUBERNETES_SERVICE_HOST": str(api.hostname),
+        "KUBERNETES_SERVICE_PORT": str(api.port), "KPDOCTOR_SERVICEACCOUNT_DIR": str(tmp_path / "nothing"),
+    })  # fmt: skip
+    assert proc.returncode == 3, proc.stdout[-800:] + proc.stderr[-800:]
+    assert "Traceback" not in proc.stderr
+    assert "Service token file does not exist" in proc.stderr and str(tmp_path / "nothing") in proc.stderr

@@ -1,0 +1,278 @@
+"""`kpdoctor trace` against the kernel's own trace: `nft monitor trace` (nftables mode).
+
+A "node" namespace holds kube-proxy's real `ip kube-proxy` table (edge-2's capture, tests/fixtures/trace/) and a
+host firewall table on top (`inet kpd-hostfw`, the same as tests/lab/test_trace_kernel.py's) and a ufw-style
+default-deny input chain (`inet kpd-ufw`: established, loopback and port 22 accepted). After the node's
+ruleset is dumped (`nft -j list ruleset`: what the trace reads), a table of the test's own sets
+`meta nftrace set 1` on the client's packets at prerouting priority -500 (before every other chain), and
+`nft -a monitor trace` in the namespace prints every base chain the packet enters ("packet:" lines), every rule
+that matched (`# handle N`, its verdict) and each base chain's policy. For each packet, the trace must name the
+same base chains in the same order, the same matched rules (table, chain, handle) in the same order, and the
+same final verdict: the kernel's sequence must be the sequence of one of the trace's branches (a numgen branch
+point gives several branches with the same rules). Root only; namespaces with unique names, removed after.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import pytest
+
+from kpdoctor.lab import netns
+from kpdoctor.node.state import Fact, NodeState
+from kpdoctor.trace.addresses import Endpoint
+from kpdoctor.trace.model import Branch
+from kpdoctor.trace.run import TraceRequest, run_trace
+from tests.support.trace_kernel import (
+    BLOCKED_CLIENT,
+    CLIENT_NET,
+    GOOD_CLIENT,
+    NFT_FIREWALL,
+    NFT_RULES,
+    REJECTED_CLIENT,
+    SENDER,
+    kube_proxy_table_only,
+)
+
+TOOLS = ("ip", "nft")
+pytestmark = pytest.mark.root(*TOOLS)
+NODE_IP = "10.82.0.2"  # edge-2's InternalIP in the capture
+TRACER = f"""
+table ip kpd-nftrace {{
+    chain pre {{
+        type filter hook prerouting priority -500
+        ip saddr {CLIENT_NET}.0/24 meta nftrace set 1
+    }}
+}}
+"""
+# ufw's shape on top (hand-written, not ufw's own output: default-deny INPUT, established and loopback
+# accepted, one allowed port), created last: at input priority 0 the kernel runs it first
+UFW_STYLE = """
+table inet kpd-ufw {
+    chain ufw-input {
+        type filter hook input priority 0; policy drop;
+        ct state related,established accept
+        iifname "lo" accept
+        tcp dport 22 accept
+    }
+}
+"""
+# (source, destination, port, protocol): a ClusterIP with 2 and with 3 endpoints, UDP, ClientIP affinity, a
+# NodePort, an eTP=Local NodePort, a port of no Service, an address of nothing, the host firewall's drop
+# (forward) and reject (input), the ufw-style chain's allowed port and default deny
+CASES = [
+    (GOOD_CLIENT, "10.96.150.31", 443, "tcp"),
+    (GOOD_CLIENT, "10.96.150.30", 80, "tcp"),
+    (GOOD_CLIENT, "10.96.150.33", 53, "udp"),
+    (GOOD_CLIENT, "10.96.150.35", 6379, "tcp"),
+    (GOOD_CLIENT, NODE_IP, 31130, "tcp"),
+    (GOOD_CLIENT, NODE_IP, 31131, "tcp"),
+    (GOOD_CLIENT, "10.96.150.30", 81, "tcp"),
+    (GOOD_CLIENT, "10.99.7.7", 80, "tcp"),
+    (BLOCKED_CLIENT, "10.96.150.31", 443, "tcp"),
+    (REJECTED_CLIENT, NODE_IP, 31130, "tcp"),
+    (REJECTED_CLIENT, "10.96.150.31", 443, "tcp"),
+    (GOOD_CLIENT, NODE_IP, 22, "tcp"),  # allowed by the ufw-style input chain
+    (GOOD_CLIENT, NODE_IP, 8080, "tcp"),  # its default deny
+    (GOOD_CLIENT, NODE_IP, 53, "udp"),
+]
+EVENT = re.compile(r"^trace id (?P<id>[0-9a-f]+) (?P<family>\w+) (?P<table>\S+) (?P<chain>\S+) (?P<rest>.*)$")
+RULE = re.compile(r"^rule .* # handle (?P<handle>\d+) \(verdict (?P<verdict>[^)]*)\)")
+POLICY = re.compile(r"^policy (?P<verdict>\w+)")
+
+
+@dataclass
+class Monitor:
+    node: str
+    client: str
+    dump: str
+    ip_addr: str
+    lines: queue.Queue[str]
+
+    def __repr__(self) -> str:
+        return f"Monitor({self.node!r})"
+
+    def drain(self) -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(self.lines.get_nowait())
+            except queue.Empty:
+                return out
+
+
+def _reader(stream: object, lines: queue.Queue[str]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        lines.put(line.rstrip("\n"))
+
+
+def _send(m: Monitor, src: str, dst: str, dport: int, proto: str, sport: int) -> None:
+    netns.run(["python3", "-c", SENDER, src, dst, str(dport), proto, str(sport), "1"], netns=m.client, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def monitor() -> Iterator[Monitor]:
+    from conftest import require_root
+
+    require_root(*TOOLS)
+    prefix = netns.unique_prefix("kpd-nm")
+    node, client, pods = f"{prefix}-node", f"{prefix}-cli", f"{prefix}-pods"
+    proc: subprocess.Popen[str] | None = None
+    try:
+        netns.create(node)
+        netns.create(client)
+        netns.veth(client, "c0", node, "n0")
+        netns.add_address(client, "c0", f"{GOOD_CLIENT}/24")
+        for extra in (BLOCKED_CLIENT, REJECTED_CLIENT):
+            netns.add_address(client, "c0", f"{extra}/32")
+        netns.add_address(node, "n0", f"{CLIENT_NET}.1/24")
+        netns.add_address(node, "n0", f"{NODE_IP}/32")
+        netns.add_route(client, "10.0.0.0/8", via=f"{CLIENT_NET}.1")
+        netns.create(pods)
+        netns.veth(node, "pods0", pods, "p0")
+        netns.add_route(node, "10.244.0.0/16", dev="pods0")
+        netns.add_route(node, "default", dev="pods0")
+        netns.sysctl(node, "net.ipv4.ip_forward", "1")
+        netns.run(["nft", "-j", "-f", "-"], netns=node, input=kube_proxy_table_only(NFT_RULES.read_text()))
+        netns.run(["nft", "-f", "-"], netns=node, input=NFT_FIREWALL)
+        netns.run(["nft", "-f", "-"], netns=node, input=UFW_STYLE)
+        dump = netns.run(["nft", "-j", "list", "ruleset"], netns=node).stdout
+        ip_addr = netns.run(["ip", "-j", "addr"], netns=node).stdout
+        netns.run(["nft", "-f", "-"], netns=node, input=TRACER)  # after the dump: not part of what is traced
+        proc = subprocess.Popen(netns.ns_argv(node, ["nft", "-a", "monitor", "trace"]), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
+        m = Monitor(node, client, dump, ip_addr, lines)
+        seen: list[str] = []
+        for attempt in range(25):  # until the monitor is subscribed: a probe packet's trace comes back
+            _send(m, GOOD_CLIENT, "10.96.150.30", 81, "tcp", 40100 + attempt)
+            time.sleep(0.2)
+            seen = m.drain()
+            if any(EVENT.match(line) for line in seen):
+                break
+        else:
+            pytest.skip("`nft -a monitor trace` in a network namespace printed no trace event for 5 s "
+                        f"(kernel/nft without nftrace in netns?); it printed: {seen[-5:]!r}")
+        time.sleep(0.3)
+        m.drain()
+        yield m
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        netns.delete(client)
+        netns.delete(pods)
+        netns.delete(node)
+
+
+@dataclass(frozen=True)
+class Path:
+    """What a packet did, as (base chain order, matched rules in order, final verdict)."""
+
+    chains: tuple[str, ...]  # "ip kube-proxy nat-prerouting"
+    rules: tuple[tuple[str, int], ...]  # ("ip kube-proxy services", handle)
+    verdict: str  # accept | drop
+
+
+def kernel_path(lines: list[str], sport: int, proto: str) -> Path:
+    """The kernel's path of the one traced packet from source port `sport` (tracer table left out)."""
+    events = [m for m in map(EVENT.match, lines) if m is not None]
+    ids = {m["id"] for m in events if m["rest"].startswith("packet:") and f"{proto} sport {sport} " in m["rest"]}
+    assert len(ids) == 1, f"expected one traced packet from port {sport}, got trace ids {ids}: {lines[-20:]}"
+    chains: list[str] = []
+    rules: list[tuple[str, int]] = []
+    verdict = "accept"
+    for m in events:
+        if m["id"] not in ids or m["table"] == "kpd-nftrace":
+            continue
+        where = f"{m['family']} {m['table']} {m['chain']}"
+        rest = m["rest"]
+        if rest.startswith("packet:"):
+            chains.append(where)
+        elif (rule := RULE.match(rest)) is not None:
+            rules.append((where, int(rule["handle"])))
+            if rule["verdict"] == "drop":
+                verdict = "drop"
+        elif (policy := POLICY.match(rest)) is not None and policy["verdict"] == "drop":
+            verdict = "drop"
+    return Path(tuple(chains), tuple(rules), verdict)
+
+
+HANDLE = re.compile(r" handle (\d+)$")
+
+
+def trace_path(leaf: Branch) -> Path:
+    """The same view of one branch of the trace: its nft base chains, its matched nft rules (one rule can give
+    several steps: a numgen branch, then its DNAT), its verdict (a reject is a drop in the kernel's trace)."""
+    chains = tuple(s.where.removeprefix("nft ") for s in leaf.steps if s.kind == "hook" and s.where.startswith("nft "))
+    rules: list[tuple[str, int]] = []
+    for s in leaf.steps:
+        found = HANDLE.search(s.source)
+        if found is not None and (not rules or rules[-1] != (s.where, int(found[1]))):
+            rules.append((s.where, int(found[1])))
+    return Path(chains, tuple(rules), "accept" if leaf.verdict == "accept" else "drop")
+
+
+def _trace(m: Monitor, src: str, dst: str, dport: int, proto: str, sport: int) -> list[Branch]:
+    facts = {
+        "nft-ruleset.json": Fact("nft-ruleset.json", m.dump, "nft -j list ruleset", 0),
+        "ip-addr.json": Fact("ip-addr.json", m.ip_addr, "ip -j addr", 0),
+        "sysctl.txt": Fact("sysctl.txt", "net.ipv4.ip_forward = 1\n", "sysctl", 0),
+    }
+    state = NodeState("lab-node", "bundle", MappingProxyType(facts))
+    req = TraceRequest("lab-node", Endpoint(src, None, None, "client"), Endpoint(dst, dport, proto, ""), proto,
+                       sport=sport, iif="n0")
+    result = run_trace(req, state, None)
+    assert not result.error and result.complete
+    return result.leaves
+
+
+@pytest.mark.parametrize(("src", "dst", "dport", "proto"), CASES, ids=[f"{s}->{d}:{p}/{t}" for s, d, p, t in CASES])
+def test_trace_equals_nft_monitor_trace(monitor: Monitor, src: str, dst: str, dport: int, proto: str) -> None:
+    sport = 42000 + CASES.index((src, dst, dport, proto))
+    monitor.drain()
+    _send(monitor, src, dst, dport, proto, sport)
+    time.sleep(0.4)
+    kernel = kernel_path(monitor.drain(), sport, proto)
+    assert kernel.chains, "the kernel traced no base chain"
+    predicted = [trace_path(leaf) for leaf in _trace(monitor, src, dst, dport, proto, sport)]
+    assert kernel in predicted, (f"{src} -> {dst}:{dport}/{proto}\nkernel: {kernel}\ntrace branches:\n"
+                                 + "\n".join(map(str, predicted)))
+
+
+def test_equal_priority_runs_the_later_table_first(monitor: Monitor) -> None:
+    """hostfw-forward (priority 0, created after kube-proxy's table) runs before kube-proxy's filter-forward
+    (priority 0): the kernel inserts a new hook before the same-priority ones; the trace walks them so."""
+    sport = 42100
+    monitor.drain()
+    _send(monitor, GOOD_CLIENT, "10.96.150.31", 443, "tcp", sport)
+    time.sleep(0.4)
+    kernel = kernel_path(monitor.drain(), sport, "tcp")
+    forward = [c for c in kernel.chains if "forward" in c]
+    assert forward == ["inet kpd-hostfw hostfw-forward", "ip kube-proxy filter-forward"]
+    leaves = _trace(monitor, GOOD_CLIENT, "10.96.150.31", 443, "tcp", sport)
+    assert all([c for c in trace_path(leaf).chains if "forward" in c] == forward for leaf in leaves)
+
+
+@pytest.mark.parametrize(("dport", "verdict"), [(22, "accept"), (8080, "drop")])
+def test_ufw_style_default_deny_input(monitor: Monitor, dport: int, verdict: str) -> None:
+    """The ufw-style chain decides packets to the node itself, in the kernel and in the trace alike."""
+    sport = 42200 + dport % 100
+    monitor.drain()
+    _send(monitor, GOOD_CLIENT, NODE_IP, dport, "tcp", sport)
+    time.sleep(0.4)
+    kernel = kernel_path(monitor.drain(), sport, "tcp")
+    assert "inet kpd-ufw ufw-input" in kernel.chains and kernel.verdict == verdict
+    leaves = _trace(monitor, GOOD_CLIENT, NODE_IP, dport, "tcp", sport)
+    assert [trace_path(leaf) for leaf in leaves] == [kernel]

@@ -1,0 +1,141 @@
+"""Plumbing for tests against the lab's real Kubernetes (kpdoctor.lab.kcluster): a real etcd, a real
+kube-apiserver and real kube-proxy binaries in node namespaces. Nothing here is a recording or a mock.
+
+Tests skip with the reason when root, etcd or the built binaries are missing, except under
+KPDOCTOR_REQUIRE_ROOT_TESTS=1 (CI), where .ci/run has built them and a missing part fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kpdoctor.lab import k8sbuild, kcluster
+from kpdoctor.lab.kapi import Api
+from kpdoctor.lab.kcluster import ClusterState
+from tests.conftest import REQUIRE_ROOT, root_unavailable_reason
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def klab_unavailable(version: str) -> str | None:
+    reason = root_unavailable_reason("etcd", "nft", "curl", "iptables-save")
+    if reason:
+        return reason
+    release = k8sbuild.resolve_release(version)
+    missing = [c for c in ("kube-apiserver", "kube-proxy") if k8sbuild.cached(
+        k8sbuild.resolve_release(k8sbuild.CONTROL_PLANE_RELEASE) if c == "kube-apiserver" else release, c) is None]
+    if missing:
+        return (f"lab binaries not built ({', '.join(missing)} {release} absent under {k8sbuild.cache_root()}); "
+                f"run: python3 -m kpdoctor.lab.k8sbuild {version}")
+    return None
+
+
+def require_klab(version: str = "1.37") -> None:
+    reason = klab_unavailable(version)
+    if reason is None:
+        return
+    if REQUIRE_ROOT:
+        pytest.fail(f"KPDOCTOR_REQUIRE_ROOT_TESTS=1 but {reason}")
+    pytest.skip(reason)
+
+
+@contextmanager
+def lab_cluster(tmp: Path, *, version: str = "1.37", nodes: int = 2, mode: str = "iptables",
+                with_kubelet: bool = False) -> Iterator[ClusterState]:  # fmt: skip
+    require_klab(version)
+    state = kcluster.up(tmp / "klab", version=version, nodes=nodes, mode=mode, with_kubelet=with_kubelet)
+    try:
+        yield state
+    finally:
+        kcluster.down(tmp / "klab")
+
+
+def admin_api(state: ClusterState) -> Api:
+    pki = state.state_dir / "pki"
+    return Api(state.apiserver, str(pki / "ca.crt"), str(pki / "admin.crt"), str(pki / "admin.key"))
+
+
+def service(name: str, *, node_port: int = 0, namespace: str = "lab", port: int = 80) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": "NodePort" if node_port else "ClusterIP", "selector": {"app": name},
+                            "ports": [{"name": "http", "port": port, "targetPort": 8080, "protocol": "TCP",
+                                       **({"nodePort": node_port} if node_port else {})}]}  # fmt: skip
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def endpointslice(svc: str, endpoints: list[tuple[str, str]], *, namespace: str = "lab") -> dict[str, Any]:
+    """EndpointSlice for `svc` with (ip, nodeName) endpoints, as the EndpointSlice controller writes it."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": f"{svc}-lab", "namespace": namespace,
+                     "labels": {"kubernetes.io/service-name": svc,
+                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "nodeName": node,
+                       "conditions": {"ready": True, "serving": True, "terminating": False}}
+                      for ip, node in endpoints],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }  # fmt: skip
+
+
+def save(netns: str, mode: str) -> str:
+    argv = ["nft", "list", "ruleset"] if mode == "nftables" else (
+        ["iptables-legacy-save"] if mode == "iptables-legacy" else ["iptables-save"])
+    return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, timeout=30,
+                          check=True).stdout  # fmt: skip
+
+
+def wait_for_rules(state: ClusterState, needle: str, *, present: bool = True, deadline_s: float = 30.0,
+                   nodes: list[str] | None = None) -> None:  # fmt: skip
+    """Until every (chosen) node's kube-proxy has written (or removed) a rule containing `needle`."""
+    end = time.monotonic() + deadline_s
+    pending = [n for n in state.nodes if nodes is None or n.name in nodes]
+    while pending and time.monotonic() < end:
+        pending = [n for n in pending if (needle in save(n.netns, state.mode)) != present]
+        if pending:
+            time.sleep(0.25)
+    assert not pending, f"kube-proxy on {[n.name for n in pending]} did not sync {needle!r} within {deadline_s}s"
+
+
+def kpdoctor(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
+             timeout: float = 180) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run the real CLI (this worktree's code) as a subprocess, inside `netns` when given."""
+    argv = [sys.executable, "-m", "kpdoctor", *args]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    full_env.pop("KUBECONFIG", None) if env is None or "KUBECONFIG" not in env else None
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO, check=False)
+
+
+def report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"not a JSON report (exit {proc.returncode}): {proc.stdout[-800:]}{proc.stderr[-800:]}") from None
+    return data
+
+
+def findings(rep: dict[str, Any], at_least: str = "warning") -> list[tuple[str, str]]:
+    """(check id, severity) of every finding at or above `at_least`."""
+    order = ["info", "warning", "error", "critical"]
+    out = []
+    for check in rep["checks"]:
+        for group in check.get("groups", []):
+            sev = group.get("severity", check.get("severity"))
+            if order.index(sev) >= order.index(at_least):
+                out.append((check["id"], sev))
+    return out
+
+
+def statuses(rep: dict[str, Any]) -> dict[str, str]:
+    return {c["id"]: c["status"] for c in rep["checks"]}
