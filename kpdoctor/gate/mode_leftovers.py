@@ -36,8 +36,41 @@ NEEDED = {
 
 @dataclass(frozen=True)
 class OldModeLeftovers:
-    items: tuple[CleanupItem, ...]
+    items: tuple[CleanupItem, ...]  # Service state of the old mode: blocks the post-switch gate
     missing: str  # the facts (one of) that were not collected, "" when the absence is proven
+    guards: tuple[CleanupItem, ...] = ()  # harmless, protective leftovers: listed, not blocking
+
+
+LOCALNET_GUARD = "block incoming localnet connections"
+
+
+def _localnet_guard(state: NodeState) -> list[CleanupItem]:
+    """iptables mode's localnet guard (filter KUBE-FIREWALL, "block incoming localnet connections") and
+    net.ipv4.conf.all.route_localnet=1: real kube-proxy v1.36 leaves both when switched to nftables (measured
+    in the lab, tests/test_klab_mode_switch.py). The rule drops packets to 127.0.0.0/8 that did not come from
+    it, which route_localnet=1 would otherwise let in: remove them together, or leave both."""
+    dumps = [f for f in ("iptables-nft-save.txt", "iptables-legacy-save.txt") if state.text(f)] or [
+        f for f in ("iptables-save.txt",) if state.text(f)]
+    found = [f for f in dumps if LOCALNET_GUARD in (state.text(f) or "")]
+    if not found:
+        return []
+    localnet = any(line.replace(" ", "") == "net.ipv4.conf.all.route_localnet=1"
+                   for line in (state.text("sysctl.txt") or "").splitlines())
+    save = "iptables-legacy-save" if "legacy" in found[0] else "iptables-save"
+    rule = ("-D", "KUBE-FIREWALL", "!", "-s", "127.0.0.0/8", "-d", "127.0.0.0/8", "-m", "comment", "--comment",
+            LOCALNET_GUARD, "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP")
+    ipt = save.replace("-save", "")
+    cmds = (command(ipt, "-t", "filter", *rule), command(ipt, "-D", "INPUT", "-j", "KUBE-FIREWALL"),
+            command(ipt, "-D", "OUTPUT", "-j", "KUBE-FIREWALL"), command(ipt, "-X", "KUBE-FIREWALL"))
+    if localnet:
+        cmds += (command("sysctl", "-w", "net.ipv4.conf.all.route_localnet=0",
+                         note=": first, or the guard's removal exposes 127.0.0.0/8 services to the network"),)
+        cmds = cmds[-1:] + cmds[:-1]
+    return [CleanupItem(
+        "filter KUBE-FIREWALL (iptables mode's localnet guard, \"block incoming localnet connections\")"
+        + (" and net.ipv4.conf.all.route_localnet=1" if localnet else "")
+        + ": left by kube-proxy itself; harmless (it protects while route_localnet=1), remove both together",
+        cmds)]
 
 
 def _shown(names: list[str]) -> str:
@@ -97,10 +130,12 @@ def old_mode_leftovers(state: NodeState, old: str, target: str) -> OldModeLeftov
         return OldModeLeftovers((), "")
     needed = NEEDED.get(old, ())
     missing = "" if any(state.text(f) is not None for f in needed) else " or ".join(needed)
+    guards: list[CleanupItem] = []
     if old == "iptables":
         items = _iptables(state, target)
+        guards = _localnet_guard(state) if target == "nftables" else []
     elif old == "nftables":
         items = _nftables(state)
     else:
         items = _ipvs(state)
-    return OldModeLeftovers(tuple(items), missing)
+    return OldModeLeftovers(tuple(items), missing, tuple(guards))

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.dataplane.semantic import SemanticView, diff
+from kpdoctor.findings import Severity
 from kpdoctor.gate.mode_baseline import Baseline
 from kpdoctor.gate.mode_leftovers import old_mode_leftovers
 from kpdoctor.gate.mode_switch import GATE_NAME, MAX_LISTED, Node, _nodes
@@ -223,6 +224,8 @@ def old_mode_gone(nodes: list[Node], states: Mapping[str, NodeState], target: st
             left = old_mode_leftovers(state, old, target)
             reasons += [blocking(subject, f"left by the old {old} mode: {item.what}", commands=item.commands)
                         for item in left.items]
+            reasons += [GateReason("warning", subject, f"left by the old {old} mode: {item.what}", Severity.WARNING,
+                                   commands=item.commands) for item in left.guards]
             if left.missing:
                 reasons.append(unknown(subject, f"cannot prove the {old} mode's state is gone: not collected: "
                                                 f"{left.missing}"))
