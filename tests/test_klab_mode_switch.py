@@ -18,13 +18,15 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kpdoctor.gate.cleanup import kube_proxy_chains, kube_proxy_nft_tables
-from kpdoctor.lab import kcluster, servers
+from kpdoctor.gate.mode_leftovers import LOCALNET_GUARD
+from kpdoctor.lab import kcluster, procs, servers
 from kpdoctor.lab.kcluster import ClusterState
 from tests.klab_support import admin_api, endpointslice, kpdoctor, lab_cluster, service, wait_for_rules
 
@@ -165,6 +167,13 @@ def _scenario(state: ClusterState, tmp: Path) -> None:
     listed = reasons(doc, "old-mode-gone", "blocking")
     assert measured == {n0.name: [], n1.name: []}, measured  # kube-proxy cleaned its iptables chains itself
     assert listed == []
+    # but it left its localnet guard (filter KUBE-FIREWALL) and route_localnet=1: measured, and listed as warnings
+    guards = {n.name for n in state.nodes
+              if LOCALNET_GUARD in (done / "nodes" / n.name / "iptables-nft-save.txt").read_text()
+              and "net.ipv4.conf.all.route_localnet = 1" in (done / "nodes" / n.name / "sysctl.txt").read_text()}
+    assert guards == {n0.name, n1.name}
+    assert {r["subject"] for r in reasons(doc, "old-mode-gone", "warning") if "KUBE-FIREWALL" in r["message"]} == {
+        f"Node {n0.name}", f"Node {n1.name}"}
     # the prediction, with real packets: the secondary address and 127.0.0.1 stopped answering, the primary did not
     assert reach(client, n0.ip) == "ok"
     assert never(client, extra0)
@@ -187,6 +196,22 @@ def _scenario(state: ClusterState, tmp: Path) -> None:
     assert listed == []
     assert code == 0, text
     assert reach(client, extra0) == "ok" and reach(n0.netns, "127.0.0.1") == "ok"
+
+    # -- a node where kube-proxy fails in the new mode: IPVS on this kernel (no ip_vs) exits at start
+    base_ipvs = str(tmp / "baseline-to-ipvs.json")
+    code, _, _ = gate("--to", "ipvs", "--bundle", str(back), "--write-baseline", base_ipvs)
+    assert code == 3  # no IPVS evidence on this kernel: the pre-switch gate cannot prove it, as it should
+    proc = kcluster.restart_kube_proxy(state, n0.name, extra={"mode": "ipvs"}, configmap=True, wait=False)
+    end = time.monotonic() + 30
+    while procs.alive(proc) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert not procs.alive(proc), "kube-proxy in IPVS mode did not exit on a kernel without ip_vs"
+    crashed = collect(state, tmp / "5-ipvs-crashed")
+    code, doc, text = gate("--to", "ipvs", "--bundle", str(crashed), "--phase", "post-switch", "--baseline", base_ipvs)
+    assert code in (1, 3), text
+    n0_reasons = [r for r in reasons(doc, "reports-target", "unknown") + reasons(doc, "reports-target", "blocking")
+                  if r["subject"] == f"Node {n0.name}"]
+    assert n0_reasons and "no /proxyMode" in n0_reasons[0]["message"], n0_reasons
 
 
 def _gateway(pod_cidr: str) -> str:

@@ -139,8 +139,9 @@ def rules_and_baseline(cluster: ClusterState, nodes: list[Node], states: Mapping
             expected = mode_view(build_input(cluster, node.name, config=config, family=family))
             actual, error = _actual(state, target, expected, family)
             if actual is None:
-                rules.append(unknown(subject, f"cannot prove: the node's {target} rules ({family}) were not "
-                                              f"collected{': ' + error if error else ''}"))
+                why = f"the node's {target} rules ({family}) were not collected{': ' + error if error else ''}"
+                rules.append(unknown(subject, f"cannot prove: {why}"))
+                base.append(unknown(subject, f"cannot prove: {why}"))
                 continue
             if expected.frontends and not actual.frontends:
                 rules.append(blocking(subject, (
