@@ -56,21 +56,25 @@ def _localnet_guard(state: NodeState) -> list[CleanupItem]:
         return []
     localnet = any(line.replace(" ", "") == "net.ipv4.conf.all.route_localnet=1"
                    for line in (state.text("sysctl.txt") or "").splitlines())
-    save = "iptables-legacy-save" if "legacy" in found[0] else "iptables-save"
+    ipt = {"iptables-nft-save.txt": "iptables-nft", "iptables-legacy-save.txt": "iptables-legacy"}.get(found[0],
+                                                                                                   "iptables")
     rule = ("-D", "KUBE-FIREWALL", "!", "-s", "127.0.0.0/8", "-d", "127.0.0.0/8", "-m", "comment", "--comment",
             LOCALNET_GUARD, "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP")
-    ipt = save.replace("-save", "")
-    cmds = (command(ipt, "-t", "filter", *rule), command(ipt, "-D", "INPUT", "-j", "KUBE-FIREWALL"),
-            command(ipt, "-D", "OUTPUT", "-j", "KUBE-FIREWALL"), command(ipt, "-X", "KUBE-FIREWALL"))
+    cmds: list[str] = []
     if localnet:
-        cmds += (command("sysctl", "-w", "net.ipv4.conf.all.route_localnet=0",
-                         note=": first, or the guard's removal exposes 127.0.0.0/8 services to the network"),)
-        cmds = cmds[-1:] + cmds[:-1]
+        cmds.append(command("sysctl", "-w", "net.ipv4.conf.all.route_localnet=0",
+                            note=": first, or the guard's removal exposes 127.0.0.0/8 services to the network"))
+    cmds += [command(ipt, "-t", "filter", *rule), command(ipt, "-D", "INPUT", "-j", "KUBE-FIREWALL"),
+             command(ipt, "-D", "OUTPUT", "-j", "KUBE-FIREWALL"), command(ipt, "-X", "KUBE-FIREWALL")]
+    if ":KUBE-FIREWALL " in (state.text("ip6tables-save.txt") or ""):  # the IPv6 side: the chain and its jumps
+        cmds += [command("ip6tables", "-D", "INPUT", "-j", "KUBE-FIREWALL"),
+                 command("ip6tables", "-D", "OUTPUT", "-j", "KUBE-FIREWALL"),
+                 command("ip6tables", "-X", "KUBE-FIREWALL")]
     return [CleanupItem(
         "filter KUBE-FIREWALL (iptables mode's localnet guard, \"block incoming localnet connections\")"
         + (" and net.ipv4.conf.all.route_localnet=1" if localnet else "")
         + ": left by kube-proxy itself; harmless (it protects while route_localnet=1), remove both together",
-        cmds)]
+        tuple(cmds))]
 
 
 def _shown(names: list[str]) -> str:
