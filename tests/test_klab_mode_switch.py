@@ -221,3 +221,35 @@ def _gateway(pod_cidr: str) -> str:
 def _as_mode(state: ClusterState, mode: str) -> ClusterState:
     state.mode = mode  # wait_for_rules reads the rules of the state's mode
     return state
+
+
+def test_forward_drop_policy_blocks_nodeports_after_the_switch(tmp_path: Path) -> None:
+    """A node whose filter FORWARD policy is DROP (what Docker sets): in iptables mode kube-proxy's KUBE-FORWARD
+    accepts the NodePort traffic it marks; the pre-switch gate says that nftables mode will not and blocks;
+    switched anyway, the NodePort stops answering on that node (real TCP), and answers again once the host
+    accepts forwarded traffic itself."""
+    with lab_cluster(tmp_path, version=VERSION, nodes=2, mode="iptables") as state:
+        _workload(state)
+        n0, n1 = state.nodes
+        client = f"{state.prefix}-client"
+        subprocess.run(["ip", "netns", "exec", n0.netns, "iptables", "-P", "FORWARD", "DROP"], check=True, timeout=10)
+        backends = [servers.Server(f"pod-{i}", n.pods[0].netns, 8080) for i, n in enumerate(state.nodes)]
+        for srv in backends:
+            srv.start()
+        try:
+            assert reach(client, n0.ip) == "ok"  # KUBE-FORWARD accepts it (mark 0x4000)
+            pre = collect(state, tmp_path / "fwd-drop-iptables")
+            code, doc, text = gate("--to", "nftables", "--bundle", str(pre))
+            assert code == 1, text
+            blocked = reasons(doc, "host-firewall", "blocking")
+            assert [r["subject"] for r in blocked] == [f"Node {n0.name}"]
+            assert f"NodePorts {NODE_PORT}/TCP stop answering" in blocked[0]["message"]
+            switch(state, n0.name, "nftables")
+            wait_for_rules(_as_mode(state, "nftables"), "lab/web/tcp/http", nodes=[n0.name])
+            assert never(client, n0.ip)  # the prediction, with real packets
+            subprocess.run(["ip", "netns", "exec", n0.netns, "iptables", "-P", "FORWARD", "ACCEPT"], check=True,
+                           timeout=10)
+            assert reach(client, n0.ip) == "ok"  # the host accepting forwarded traffic fixes it
+        finally:
+            for srv in backends:
+                srv.stop()
