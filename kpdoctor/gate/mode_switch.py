@@ -260,7 +260,9 @@ def run_mode_switch(cluster: ClusterState, nodes: Mapping[str, NodeState] | None
         conditions += (nodeport_addresses(cluster, known, target),)
     from kpdoctor.gate.mode_readiness import userland_ready
 
-    conditions += (userland_ready(cluster, known, target),)
+    from kpdoctor.gate.mode_config import config_carried
+
+    conditions += (userland_ready(cluster, known, target), config_carried(cluster, known, target))
     if target == "nftables":
         from kpdoctor.gate.mode_firewall import host_firewall
 
