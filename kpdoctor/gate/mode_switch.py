@@ -258,9 +258,8 @@ def run_mode_switch(cluster: ClusterState, nodes: Mapping[str, NodeState] | None
     )
     if target == "nftables":
         conditions += (nodeport_addresses(cluster, known, target),)
-    from kpdoctor.gate.mode_readiness import userland_ready
-
     from kpdoctor.gate.mode_config import config_carried
+    from kpdoctor.gate.mode_readiness import userland_ready
 
     conditions += (userland_ready(cluster, known, target), config_carried(cluster, known, target))
     if target == "nftables":
