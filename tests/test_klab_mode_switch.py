@@ -142,6 +142,7 @@ def _scenario(state: ClusterState, tmp: Path) -> None:
     localhost = [r["message"] for r in reasons(doc, "semantic-diff", "warning") if "127.0.0.1 today" in r["message"]]
     assert len(localhost) == 2, localhost
     assert "$ kubectl -n kube-system edit configmap kube-proxy" in text and "'Using nftables Proxier'" in text
+    assert "leaves filter KUBE-FIREWALL" in text  # the leftovers the plan predicts; checked after the switch below
     # post-switch before anything switched: fails
     code, doc, _ = gate("--to", "nftables", "--bundle", str(pre), "--phase", "post-switch", "--baseline", base)
     assert code == 1
@@ -184,6 +185,7 @@ def _scenario(state: ClusterState, tmp: Path) -> None:
     base_back = str(tmp / "baseline-to-iptables.json")
     code, doc, text = gate("--to", "iptables", "--bundle", str(done), "--write-baseline", base_back)
     assert code == 0, text
+    assert "removes the ip/ip6 kube-proxy nft tables itself" in text
     for node in state.nodes:
         switch(state, node.name, "iptables")
     wait_for_rules(_as_mode(state, "iptables"), "lab/web:http")
