@@ -16,7 +16,11 @@ it passes only when every condition is proven from the evidence (docs/mode-switc
 supports the target (nftables GA v1.33; IPVS deprecated, KEP-5495); every node's kernel has what the target needs
 (kernel >= 5.13 and nf_tables for nftables, ip_vs + scheduler for IPVS); the reference proxier in the current and
 the target mode serves every Service port alike on every node, but for documented differences (listed as
-warnings); for nftables, the node addresses NodePorts stop answering on (default nodePortAddresses [primary]).
+warnings); for nftables, the node addresses NodePorts stop answering on (default nodePortAddresses [primary]);
+the tools the target needs (nft >= 1.0.1; ipset and strictARP beside kube-vip/MetalLB for IPVS; conntrack);
+per-mode settings the switch drops (masqueradeAll, masqueradeBit, sync periods, the INVALID drop, IPVS
+schedulers/timeouts/kube-ipvs0); for nftables, a default-deny host firewall that only kube-proxy's iptables
+accepts got through (the NodePorts and health-check ports that would stop answering).
 The verdict comes first. Only when the gate passes does the report print the ordered rollout plan (per kube-proxy
 DaemonSet: back up its ConfigMap, edit the mode, restart, watch, roll back); otherwise it says what the plan would
 do, and --show-plan prints it under "NOT SAFE TO RUN: the gate did not pass" with every command commented out.
