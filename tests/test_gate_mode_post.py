@@ -233,3 +233,14 @@ def test_baseline_for_another_target_exits_2(to_nft: str) -> None:
     proc = gate("--to", "iptables", "--bundle", str(SWITCH / "4-iptables"), "--phase", "post-switch",
                 "--baseline", to_nft)
     assert proc.returncode == 2 and "written for --to nftables" in proc.stderr
+
+
+def test_legacy_leftovers_block(tmp_path: Path) -> None:
+    """Real: kube-proxy v1.36.3 moved from iptables-legacy to nftables left all 17 legacy KUBE-* chains."""
+    base = baseline(tmp_path, SWITCH / "7-legacy-iptables", "nftables")
+    code, doc = post(SWITCH / "8-legacy-to-nftables", "nftables", base)
+    assert code == 1 and failing(doc) == {"old-mode-gone": "fail"}
+    [left] = reasons(doc, "old-mode-gone", "blocking")
+    assert left["message"].startswith("left by the old iptables mode: iptables-legacy: 17 KUBE-* chains")
+    assert left["commands"][0] == "iptables-legacy-save > /root/iptables-legacy-save-before-cleanup.txt"
+    assert "iptables-legacy-save | grep -v KUBE | iptables-legacy-restore" in left["commands"][1]

@@ -255,3 +255,27 @@ def test_forward_drop_policy_blocks_nodeports_after_the_switch(tmp_path: Path) -
         finally:
             for srv in backends:
                 srv.stop()
+
+
+def test_iptables_legacy_to_nftables_leftovers_equal_what_the_gate_lists(tmp_path: Path) -> None:
+    """A node whose kube-proxy ran with the iptables-legacy backend, switched to nftables: what real kube-proxy
+    v1.36.3 leaves in the legacy backend is measured and must be exactly what post-switch lists (and blocks on)."""
+    with lab_cluster(tmp_path, version=VERSION, nodes=1, mode="iptables-legacy") as state:
+        _workload(state)
+        (n0,) = state.nodes
+        pre = collect(state, tmp_path / "legacy-iptables")
+        base = str(tmp_path / "baseline.json")
+        code, _, text = gate("--to", "nftables", "--bundle", str(pre), "--write-baseline", base)
+        assert code == 0, text
+        switch(state, n0.name, "nftables")
+        wait_for_rules(_as_mode(state, "nftables"), "lab/web/tcp/http")
+        done = collect(state, tmp_path / "legacy-to-nftables")
+        measured = kube_proxy_chains((done / "nodes" / n0.name / "iptables-legacy-save.txt").read_text())
+        code, doc, text = gate("--to", "nftables", "--bundle", str(done), "--phase", "post-switch", "--baseline", base)
+        listed = [r["message"] for r in reasons(doc, "old-mode-gone", "blocking")]
+        legacy = [m for m in listed if "iptables-legacy: " in m]
+        # measured: kube-proxy started in nftables mode cleans the iptables backend its `iptables` points to (nft
+        # here) and leaves every legacy KUBE-* chain; the gate lists exactly those and blocks
+        assert len(measured) >= 10, measured
+        assert len(legacy) == 1 and f"iptables-legacy: {len(measured)} KUBE-* chains" in legacy[0], (measured, listed)
+        assert code == 1

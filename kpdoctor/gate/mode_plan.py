@@ -21,7 +21,9 @@ LEFT_BEHIND = {
     ("iptables", "nftables"): (
         "kube-proxy removes its iptables Service chains itself but leaves filter KUBE-FIREWALL (\"block incoming "
         "localnet connections\") and net.ipv4.conf.all.route_localnet=1 (measured with kube-proxy v1.36.3); "
-        "harmless, and listed with their cleanup by --phase post-switch"),
+        "harmless, and listed with their cleanup by --phase post-switch. From the iptables-legacy backend it "
+        "cleans only the backend its `iptables` names: legacy KUBE-* chains can stay (measured), and post-switch "
+        "blocks on them"),
     ("nftables", "iptables"): "kube-proxy removes the ip/ip6 kube-proxy nft tables itself (measured with v1.36.3)",
 }
 NOT_MEASURED = "not measured in the lab (no IPVS here): --phase post-switch lists what is left, with its cleanup"
