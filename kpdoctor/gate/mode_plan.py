@@ -5,8 +5,8 @@ The plan changes how every Service is served, so it follows the destructive-comm
 `--show-plan` every command commented out). It is returned as a `CleanupPlan` (cluster steps, then one
 item per node to watch) so the gates' renderers show it the same way.
 
-Leftovers of the old mode (what kube-proxy does not clean up) are not part of it yet: which ones remain
-must first be checked against real kube-proxy in the lab (issue 16).
+What real kube-proxy leaves of the old mode (measured in the lab, `LEFT_BEHIND`) is said in the plan's notes;
+`--phase post-switch` finds and lists what is really left, with cleanup commands.
 """
 
 from __future__ import annotations
@@ -16,6 +16,17 @@ from kpdoctor.gate.model import CleanupItem, CleanupPlan, NodeCleanup
 from kpdoctor.shellcmd import Lit, Name, command
 
 PLAN_KIND = "rollout"
+# what real kube-proxy v1.36.3 leaves of the old mode, measured in the lab (tests/test_klab_mode_switch.py)
+LEFT_BEHIND = {
+    ("iptables", "nftables"): (
+        "kube-proxy removes its iptables Service chains itself but leaves filter KUBE-FIREWALL (\"block incoming "
+        "localnet connections\") and net.ipv4.conf.all.route_localnet=1 (measured with kube-proxy v1.36.3); "
+        "harmless, and listed with their cleanup by --phase post-switch. From the iptables-legacy backend it "
+        "cleans only the backend its `iptables` names: legacy KUBE-* chains can stay (measured), and post-switch "
+        "blocks on them"),
+    ("nftables", "iptables"): "kube-proxy removes the ip/ip6 kube-proxy nft tables itself (measured with v1.36.3)",
+}
+NOT_MEASURED = "not measured in the lab (no IPVS here): --phase post-switch lists what is left, with its cleanup"
 
 
 def rollout_plan(cluster: ClusterState, node_modes: dict[str, str | None], target: str) -> CleanupPlan:
@@ -49,6 +60,8 @@ def rollout_plan(cluster: ClusterState, node_modes: dict[str, str | None], targe
             command("kubectl", "apply", "-f", backup, Lit("&&"), "kubectl", "-n", Name(ns), "rollout", "restart",
                     "daemonset", Name(ds_name), note="rollback only: restores the old mode"),
         ]
+    for old in sorted({m for n, m in node_modes.items() if m and m != target}):
+        notes.append(f"after {old} -> {target}: {LEFT_BEHIND.get((old, target), NOT_MEASURED)}")
     for node in manual:
         notes.append(f"node {node}: kube-proxy is not run by a DaemonSet with a ConfigMap here; set its mode "
                      f"({target}) where it is configured (flags or config file) and restart it by hand")

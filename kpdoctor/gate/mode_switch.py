@@ -258,6 +258,14 @@ def run_mode_switch(cluster: ClusterState, nodes: Mapping[str, NodeState] | None
     )
     if target == "nftables":
         conditions += (nodeport_addresses(cluster, known, target),)
+    from kpdoctor.gate.mode_config import config_carried
+    from kpdoctor.gate.mode_readiness import userland_ready
+
+    conditions += (userland_ready(cluster, known, target), config_carried(cluster, known, target))
+    if target == "nftables":
+        from kpdoctor.gate.mode_firewall import host_firewall
+
+        conditions += (host_firewall(cluster, known, target),)
     plan = rollout_plan(cluster, {n.name: _current_mode(n)[0] for n in known}, target)
     return GateResult(gate=GATE_NAME, phase="pre-switch", source=source or cluster.source, conditions=conditions,
                       cleanup=plan, subject=f"switch kube-proxy to {target} mode")

@@ -15,7 +15,7 @@ from kpdoctor.findings import Severity
 
 Status = Literal["pass", "fail", "unknown"]
 Kind = Literal["blocking", "unknown", "warning"]
-Phase = Literal["pre-removal", "post-removal", "pre-switch"]
+Phase = Literal["pre-removal", "post-removal", "pre-switch", "post-switch"]
 PHASES: tuple[Phase, ...] = ("pre-removal", "post-removal")
 
 EXIT_PASS = 0

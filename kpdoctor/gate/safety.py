@@ -81,6 +81,9 @@ def verdict_headline(result: GateResult) -> str:
     if result.subject:  # another gate (mode-switch): the same three verdicts about its subject
         words = {"pass": f"PASS: safe to {result.subject}", "fail": f"FAIL: do NOT {result.subject}",
                  "cannot-prove": f"CANNOT PROVE it is safe: do NOT {result.subject}"}[result.verdict]
+    if result.subject and result.phase == "post-switch":  # the subject is a claim about what happened
+        words = {"pass": f"PASS: {result.subject}", "fail": f"FAIL: NOT {result.subject}: the switch is not complete",
+                 "cannot-prove": f"CANNOT PROVE {result.subject}"}[result.verdict]
     blocking = len(result.blocking_reasons)
     unknowns = len(result.unknown_reasons)
     return (f"VERDICT: {words} ({blocking} blocking reason{'s' if blocking != 1 else ''}, "
