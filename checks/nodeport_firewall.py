@@ -146,18 +146,6 @@ def covered(match: Match, uses: Iterable[PortUse]) -> list[PortUse]:
     return out
 
 
-def walk(dump: IptablesView, table: str, chain: str, depth: int = 0) -> Iterator[IptRule]:
-    """Rules of a built-in chain in evaluation order, descending into non-KUBE user chains."""
-    for rule in dump.chain_rules(table, chain):
-        target = rule.target
-        if (depth < 5 and target and not target.startswith("KUBE-")
-                and dump.policies.get(table, {}).get(target) == "-"):
-            yield rule
-            yield from walk(dump, table, target, depth + 1)
-        else:
-            yield rule
-
-
 class NodePortFirewall(NodeCheck):
     id = "KP-NODEPORT-FIREWALL"
     title = "NodePorts are not blocked by the host firewall, FORWARD policy or nodePortAddresses"
@@ -232,7 +220,7 @@ class NodePortFirewall(NodeCheck):
     def _blocking(self, ctx: NodeCheckContext, key: str, dump: IptablesView, table: str, chain: str,
                   stop_at: str | None, uses: list[PortUse], why: str) -> Iterator[Finding]:
         node = ctx.node
-        for rule in walk(dump, table, chain):
+        for rule in dump.walk(table, chain):
             if stop_at and rule.chain == chain and rule.target == stop_at:
                 return
             m = read_rule(rule)
@@ -276,7 +264,7 @@ class NodePortFirewall(NodeCheck):
         fwd = dump.chain_rules("filter", "FORWARD")
         policy = dump.policies.get("filter", {}).get("FORWARD", "ACCEPT")
         has_jump = any(r.target == "KUBE-FORWARD" for r in fwd)
-        for rule in walk(dump, "filter", "FORWARD"):
+        for rule in dump.walk("filter", "FORWARD"):
             if rule.chain == "FORWARD" and rule.target == "KUBE-FORWARD":
                 break
             m = read_rule(rule)
@@ -320,7 +308,7 @@ class NodePortFirewall(NodeCheck):
                     cidrs.append(ipaddress.ip_network(c, strict=False))
                 except ValueError:
                     continue
-        for rule in walk(dump, "filter", "FORWARD"):
+        for rule in dump.walk("filter", "FORWARD"):
             if rule.target != "ACCEPT":
                 continue
             tokens = rule.line.split()

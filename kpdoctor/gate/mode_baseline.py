@@ -157,13 +157,13 @@ def read_baseline(path: str) -> Baseline:
 
 def make_baseline(cluster: Any, node_states: Any, target: str, source: str) -> Baseline:
     """Per node that runs kube-proxy: its current mode and the reference proxier's view in that mode."""
-    from kpdoctor.gate.mode_switch import TARGETS, _current_mode, _nodes
+    from kpdoctor.gate.mode_nodes import TARGETS, current_mode, nodes_of
     from kpdoctor.gate.mode_views import families, mode_view
     from kpdoctor.proxier.context import build_input
 
     out: dict[str, NodeBaseline] = {}
-    for node in _nodes(cluster, node_states or {}):
-        mode, _ = _current_mode(node)
+    for node in nodes_of(cluster, node_states or {}):
+        mode, _ = current_mode(node)
         mode = mode if mode in TARGETS else None
         views: dict[str, SemanticView] = {}
         if node.config is not None and mode is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from kpdoctor.cluster.state import ClusterState
-from kpdoctor.gate.mode_switch import Node, _current_mode
+from kpdoctor.gate.mode_nodes import Node, current_mode
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, blocking, warning
 
 SECTION = {"iptables": "iptables", "ipvs": "iptables", "nftables": "nftables"}
@@ -119,7 +119,7 @@ def config_carried(cluster: ClusterState, nodes: list[Node], target: str) -> Gat
     cases = []
     for node in nodes:
         subject = f"Node {node.name}"
-        current, _ = _current_mode(node)
+        current, _ = current_mode(node)
         if node.config is None or current not in SECTION or current == target:
             cases.append(GateCase(subject))  # no configuration: `semantic-diff` already cannot prove it
             continue

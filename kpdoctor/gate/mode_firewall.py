@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from checks.nodeport_firewall import walk
 from kpdoctor.cluster.state import ClusterState
-from kpdoctor.gate.mode_switch import MAX_LISTED, Node, _current_mode
+from kpdoctor.gate.mode_nodes import MAX_LISTED, Node, current_mode
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, blocking, unknown, warning
-from kpdoctor.node.parsed import IptablesDump
+from kpdoctor.node.parsed import IptablesView
 from kpdoctor.shellcmd import command
 
 DUMPS = ("iptables-save.txt", "iptables-legacy-save.txt")
@@ -30,9 +29,9 @@ def _accepts_all(line: str) -> bool:
     return not any(t in _MATCHES or t.startswith("!") for t in tokens)
 
 
-def _accepts_pods(dump: IptablesDump, chain: str, cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
+def _accepts_pods(dump: IptablesView, chain: str, cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
     """The first non-kube-proxy rule of `chain` that accepts everything or the pods' addresses ("" when none)."""
-    for rule in walk(dump, "filter", chain):
+    for rule in dump.walk("filter", chain):
         if rule.target != "ACCEPT" or rule.chain.startswith("KUBE-"):
             continue
         if _accepts_all(rule.line):
@@ -49,8 +48,8 @@ def _accepts_pods(dump: IptablesDump, chain: str, cidrs: list[ipaddress.IPv4Netw
     return ""
 
 
-def _accepts_port(dump: IptablesDump, port: int) -> str:
-    for rule in walk(dump, "filter", "INPUT"):
+def _accepts_port(dump: IptablesView, port: int) -> str:
+    for rule in dump.walk("filter", "INPUT"):
         if rule.target != "ACCEPT" or rule.chain.startswith("KUBE-"):
             continue
         tokens = rule.line.split()
@@ -76,7 +75,7 @@ def _pod_cidrs(cluster: ClusterState) -> list[ipaddress.IPv4Network | ipaddress.
     return out
 
 
-def _node_reasons(cluster: ClusterState, node: Node, subject: str, key: str, dump: IptablesDump,
+def _node_reasons(cluster: ClusterState, node: Node, subject: str, key: str, dump: IptablesView,
                   evidence: list[str]) -> list[GateReason]:
     reasons: list[GateReason] = []
     policies = dump.policies.get("filter", {})
@@ -122,7 +121,7 @@ def host_firewall(cluster: ClusterState, nodes: list[Node], target: str) -> Gate
     proofs: list[str] = []
     for node in nodes:
         subject = f"Node {node.name}"
-        current, _ = _current_mode(node)
+        current, _ = current_mode(node)
         if target != "nftables" or current not in ("iptables", "ipvs"):
             cases.append(GateCase(subject))
             continue

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from kpdoctor.gate.cleanup import IPTABLES_DUMPS, kube_proxy_chains, kube_proxy_nft_tables
 from kpdoctor.gate.model import CleanupItem
+from kpdoctor.node.parsed import parse_iptables_view
 from kpdoctor.node.state import NodeState
 from kpdoctor.shellcmd import Lit, command
 
@@ -89,7 +90,7 @@ def _iptables(state: NodeState, target: str) -> list[CleanupItem]:
         text = state.text(fact)
         if not text or (fact == "iptables-save.txt" and per_backend):
             continue  # `iptables` is one of the two backends, each dumped on its own
-        chains = kube_proxy_chains(text)
+        chains = kube_proxy_chains(parse_iptables_view(text))
         if target == "ipvs":
             chains = [c for c in chains if IPTABLES_MODE_ONLY.match(c)]
         if not chains:

@@ -23,7 +23,7 @@ from kpdoctor.dataplane.semantic import SemanticView, diff
 from kpdoctor.findings import Severity
 from kpdoctor.gate.mode_baseline import Baseline
 from kpdoctor.gate.mode_leftovers import old_mode_leftovers
-from kpdoctor.gate.mode_switch import GATE_NAME, MAX_LISTED, Node, _nodes
+from kpdoctor.gate.mode_nodes import GATE_NAME, MAX_LISTED, Node, nodes_of
 from kpdoctor.gate.mode_views import DOCUMENTED, compare, families, mode_view
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, GateResult, blocking, unknown, warning
 from kpdoctor.node.state import NodeState
@@ -33,7 +33,7 @@ NOT_RUNNING = ("CrashLoopBackOff", "Error", "CreateContainerConfigError", "Image
 
 
 def _reported_mode(cluster: ClusterState, node: Node, state: NodeState | None) -> tuple[str | None, str]:
-    from kpdoctor.analysis import KUBE_PROXY_LOG, logged_mode
+    from kpdoctor.cluster.kube_proxy_node import KUBE_PROXY_LOG, logged_mode
 
     if node.facts is not None and node.facts.proxy_mode:
         return node.facts.proxy_mode.strip().lower(), f"kube-proxy/proxyMode.txt: {node.facts.proxy_mode.strip()}"
@@ -99,7 +99,7 @@ def configured_target(cluster: ClusterState, nodes: list[Node], target: str) -> 
 
 
 def _actual(state: NodeState, target: str, expected: SemanticView, family: str) -> tuple[SemanticView | None, str]:
-    from kpdoctor.analysis import ViewUnavailable, actual_view
+    from kpdoctor.comparison import ViewUnavailable, actual_view
 
     try:
         return actual_view(state, target, expected=expected, family=family), ""
@@ -237,7 +237,7 @@ def old_mode_gone(nodes: list[Node], states: Mapping[str, NodeState], target: st
 def run_post_switch(cluster: ClusterState, nodes: Mapping[str, NodeState] | None, *, target: str,
                     baseline: Baseline, source: str = "") -> GateResult:
     states = dict(nodes or {})
-    known = _nodes(cluster, states)
+    known = nodes_of(cluster, states)
     if not known:
         conditions: tuple[GateCondition, ...] = (GateCondition("reports-target", "Nodes", (
             unknown("Nodes", "cannot prove: no nodes in the input"),)),)

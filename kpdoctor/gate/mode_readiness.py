@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from kpdoctor.cluster.model import Container
 from kpdoctor.cluster.state import ClusterState
-from kpdoctor.gate.mode_switch import Node
+from kpdoctor.gate.mode_nodes import Node
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, blocking, warning
 
 NFT_MIN = (1, 0, 1)

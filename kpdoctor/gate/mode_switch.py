@@ -16,54 +16,19 @@ the removal gate). Conditions, each per node:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from kpdoctor.cluster.config import KubeProxyConfig
 from kpdoctor.cluster.state import ClusterState
+from kpdoctor.gate.mode_nodes import GATE_NAME, MAX_LISTED, TARGETS, Node, current_mode, nodes_of
 from kpdoctor.gate.mode_plan import rollout_plan
 from kpdoctor.gate.mode_views import DOCUMENTED, families, node_diff, nodeport_address_change
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, GateResult, blocking, unknown, warning
-from kpdoctor.node.parsed import ParsedNode
 from kpdoctor.node.state import NodeState
 from kpdoctor.proxier.context import build_input
 
-GATE_NAME = "mode-switch"
-TARGETS = ("nftables", "iptables", "ipvs")
 NFT_MIN_KERNEL = (5, 13)
 # (alpha, beta, GA) minor versions of kube-proxy's nftables mode (KEP-3866)
 NFT_ALPHA, NFT_BETA, NFT_GA = 29, 31, 33
 IPVS_DEPRECATED, IPVS_GATED, IPVS_OFF_BY_DEFAULT = 35, 37, 40
-MAX_LISTED = 20
-
-
-@dataclass(frozen=True)
-class Node:
-    """What the gate knows about one node that runs kube-proxy."""
-
-    name: str
-    config: KubeProxyConfig | None
-    origin: str
-    facts: ParsedNode | None
-
-
-def _nodes(cluster: ClusterState, nodes: Mapping[str, NodeState]) -> list[Node]:
-    names = sorted({p.node_name for p in cluster.kube_proxy_pods if p.node_name} or {n.name for n in cluster.nodes})
-    out = []
-    for name in names:
-        found = cluster.proxy_config_for(name)
-        state = nodes.get(name)
-        facts = ParsedNode(state) if state is not None and state.reachable else None
-        out.append(Node(name, found.config if found else None, found.origin if found else "", facts))
-    return out
-
-
-def _current_mode(node: Node) -> tuple[str | None, str]:
-    """The mode kube-proxy on the node runs (its /proxyMode, else its configuration) and the evidence."""
-    if node.facts is not None and node.facts.proxy_mode:
-        return node.facts.proxy_mode, f"kube-proxy/proxyMode.txt: {node.facts.proxy_mode}"
-    if node.config is not None:
-        return node.config.effective_mode, f"{node.origin}: mode={node.config.mode or '(unset: iptables)'}"
-    return None, ""
 
 
 def target_supported(cluster: ClusterState, nodes: list[Node], target: str) -> GateCondition:
@@ -96,7 +61,7 @@ def target_supported(cluster: ClusterState, nodes: list[Node], target: str) -> G
         elif minor >= IPVS_GATED:
             reasons.append(warning("kube-proxy", f"kube-proxy {shown} needs the KubeProxyIPVS feature gate on"))
     for node in nodes:  # nodes on IPVS today: the timeline for their version
-        mode, _ = _current_mode(node)
+        mode, _ = current_mode(node)
         if mode == "ipvs" and target != "ipvs":
             reasons.append(warning(f"Node {node.name}", (
                 f"runs IPVS mode, deprecated since v1.35 (KEP-5495); kube-proxy {shown} "
@@ -161,7 +126,7 @@ def semantic_diff(cluster: ClusterState, nodes: list[Node], target: str) -> Gate
     cases = []
     for node in nodes:
         subject = f"Node {node.name}"
-        current, _ = _current_mode(node)
+        current, _ = current_mode(node)
         if node.config is None:
             cases.append(GateCase(subject, (unknown(subject, "cannot prove: no kube-proxy configuration found"),)))
             continue
@@ -199,7 +164,7 @@ def nodeport_addresses(cluster: ClusterState, nodes: list[Node], target: str) ->
     cases = []
     for node in nodes:
         subject = f"Node {node.name}"
-        if node.config is None or _current_mode(node)[0] == target or not has_nodeports:
+        if node.config is None or current_mode(node)[0] == target or not has_nodeports:
             cases.append(GateCase(subject))
             continue
         if node.facts is not None and node.facts.interfaces is not None:
@@ -234,7 +199,7 @@ def modes_known(nodes: list[Node], target: str) -> GateCondition:
         return GateCondition("current-mode", title, (unknown("Nodes", "cannot prove: no nodes in the input"),))
     cases = []
     for node in nodes:
-        mode, where = _current_mode(node)
+        mode, where = current_mode(node)
         subject = f"Node {node.name}"
         if mode is None:
             cases.append(GateCase(subject, (unknown(subject, "cannot prove: no kube-proxy configuration found"),)))
@@ -249,7 +214,7 @@ def modes_known(nodes: list[Node], target: str) -> GateCondition:
 
 def run_mode_switch(cluster: ClusterState, nodes: Mapping[str, NodeState] | None, *, target: str,
                     source: str = "") -> GateResult:
-    known = _nodes(cluster, nodes or {})
+    known = nodes_of(cluster, nodes or {})
     conditions: tuple[GateCondition, ...] = (
         modes_known(known, target),
         target_supported(cluster, known, target),
@@ -266,6 +231,6 @@ def run_mode_switch(cluster: ClusterState, nodes: Mapping[str, NodeState] | None
         from kpdoctor.gate.mode_firewall import host_firewall
 
         conditions += (host_firewall(cluster, known, target),)
-    plan = rollout_plan(cluster, {n.name: _current_mode(n)[0] for n in known}, target)
+    plan = rollout_plan(cluster, {n.name: current_mode(n)[0] for n in known}, target)
     return GateResult(gate=GATE_NAME, phase="pre-switch", source=source or cluster.source, conditions=conditions,
                       cleanup=plan, subject=f"switch kube-proxy to {target} mode")

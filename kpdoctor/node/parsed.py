@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -550,6 +550,17 @@ class IptablesView:
 
     def chain_rules(self, table: str, chain: str) -> tuple[IptRule, ...]:
         return self.rules.get(table, {}).get(chain, ())
+
+    def walk(self, table: str, chain: str, depth: int = 0) -> Iterator[IptRule]:
+        """Rules of a built-in chain in evaluation order, descending into non-KUBE user chains (5 levels at most).
+
+        What a host firewall puts before kube-proxy's jumps: read by KP-NODEPORT-FIREWALL and the mode-switch
+        gate's host-firewall condition."""
+        for rule in self.chain_rules(table, chain):
+            target = rule.target
+            yield rule
+            if depth < 5 and target and not target.startswith("KUBE-") and self.policies.get(table, {}).get(target) == "-":
+                yield from self.walk(table, target, depth + 1)
 
     @property
     def rule_count(self) -> int:

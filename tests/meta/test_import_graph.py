@@ -243,3 +243,22 @@ def test_only_the_registry_reaches_the_checks() -> None:
     checks = unit(CHECK_MODULE)
     bad = {k: v for k, v in edges.items() if k[1] == checks}
     assert not bad, f"imports of the checks layer from below it: {bad}"
+
+
+def _absolute_kpdoctor_imports() -> Iterator[tuple[str, str, int]]:
+    for name, path in sorted(GRAPH.modules.items()):
+        for node, _ in _walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("kpdoctor"):
+                yield name, node.module or "", node.lineno
+            elif isinstance(node, ast.Import):
+                yield from ((name, a.name, node.lineno) for a in node.names if a.name.startswith("kpdoctor"))
+
+
+def test_every_kpdoctor_import_names_a_module_that_exists() -> None:
+    """A lazy import of a module that was moved away fails only when its line runs (mypy does not follow
+    every lazy path): the merge of this round's restructuring left two such imports behind."""
+    known = set(GRAPH.modules) | {m.replace("checks.", "kpdoctor.checks.", 1) for m in GRAPH.modules
+                                  if m == "checks" or m.startswith("checks.")} | {"kpdoctor.checks"}
+    missing = [f"{name}:{line} imports {module}" for name, module, line in _absolute_kpdoctor_imports()
+               if module not in known]
+    assert missing == []

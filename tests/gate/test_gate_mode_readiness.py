@@ -12,11 +12,12 @@ import json
 import shutil
 from pathlib import Path
 
+from kpdoctor.gate.mode_nodes import nodes_of
 from kpdoctor.gate.mode_readiness import l2_announcers, userland_ready
-from kpdoctor.gate.mode_switch import _nodes, run_mode_switch
+from kpdoctor.gate.mode_switch import run_mode_switch
 from kpdoctor.gate.sources import from_bundle
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 B1 = ROOT / "tests" / "fixtures" / "bundles" / "B1-healthy" / "bundle"
 KUBE_VIP = {"apiVersion": "apps/v1", "kind": "DaemonSet",
             "metadata": {"name": "kube-vip-ds", "namespace": "kube-system",
@@ -39,7 +40,7 @@ def copy_b1(tmp: Path) -> Path:
 
 def condition(bundle: Path, target: str):  # type: ignore[no-untyped-def]
     src = from_bundle(str(bundle))
-    return userland_ready(src.cluster, _nodes(src.cluster, src.nodes), target)
+    return userland_ready(src.cluster, nodes_of(src.cluster, src.nodes), target)
 
 
 def test_b1_nft_106_and_conntrack_pass() -> None:

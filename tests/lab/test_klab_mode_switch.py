@@ -28,7 +28,7 @@ from kpdoctor.gate.cleanup import kube_proxy_chains, kube_proxy_nft_tables
 from kpdoctor.gate.mode_leftovers import LOCALNET_GUARD
 from kpdoctor.lab import kcluster, procs, servers
 from kpdoctor.lab.kcluster import ClusterState
-from tests.klab_support import admin_api, endpointslice, kpdoctor, lab_cluster, service, wait_for_rules
+from tests.support.klab import admin_api, endpointslice, kpdoctor, lab_cluster, service, wait_for_rules
 
 pytestmark = pytest.mark.root("etcd", "nft", "curl")
 VERSION = "1.36"

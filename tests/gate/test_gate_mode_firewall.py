@@ -15,17 +15,17 @@ import sys
 from pathlib import Path
 
 from kpdoctor.gate.mode_firewall import host_firewall
-from kpdoctor.gate.mode_switch import _nodes
+from kpdoctor.gate.mode_nodes import nodes_of
 from kpdoctor.gate.sources import from_bundle
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FWD = ROOT / "tests" / "fixtures" / "mode-switch" / "6-forward-drop-iptables"
 B1 = ROOT / "tests" / "fixtures" / "bundles" / "B1-healthy" / "bundle"
 
 
 def condition(bundle: Path, target: str = "nftables"):  # type: ignore[no-untyped-def]
     src = from_bundle(str(bundle))
-    return host_firewall(src.cluster, _nodes(src.cluster, src.nodes), target)
+    return host_firewall(src.cluster, nodes_of(src.cluster, src.nodes), target)
 
 
 def test_forward_drop_blocks_with_the_nodeports_of_this_cluster() -> None:

@@ -13,7 +13,7 @@ from kpdoctor.gate import mode_baseline
 from kpdoctor.gate.mode_baseline import make_baseline, read_baseline, to_json, write_baseline
 from kpdoctor.gate.sources import from_bundle
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PRE = ROOT / "tests" / "fixtures" / "mode-switch" / "1-iptables"  # real kube-proxy v1.36.3, lab (README)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from kpdoctor.gate.mode_leftovers import old_mode_leftovers
 from kpdoctor.node.state import Fact, NodeState
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SWITCH = ROOT / "tests" / "fixtures" / "mode-switch"
 N0 = "kpk-71f1d6-n0"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SWITCH = ROOT / "tests" / "fixtures" / "mode-switch"
 BUNDLES = ROOT / "tests" / "fixtures" / "bundles"
 N0, N1 = "kpk-71f1d6-n0", "kpk-71f1d6-n1"

@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 from kpdoctor.gate.mode_config import config_carried
-from kpdoctor.gate.mode_switch import _nodes
+from kpdoctor.gate.mode_nodes import nodes_of
 from kpdoctor.gate.sources import from_bundle
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = ROOT / "tests" / "fixtures" / "bundles"
 B1 = BUNDLES / "B1-healthy" / "bundle"
 B4 = BUNDLES / "B4-ipvs-unavailable" / "bundle"
@@ -21,7 +21,7 @@ B4 = BUNDLES / "B4-ipvs-unavailable" / "bundle"
 
 def condition(bundle: Path, target: str):  # type: ignore[no-untyped-def]
     src = from_bundle(str(bundle))
-    return config_carried(src.cluster, _nodes(src.cluster, src.nodes), target)
+    return config_carried(src.cluster, nodes_of(src.cluster, src.nodes), target)
 
 
 def edited(tmp: Path, src: Path, *pairs: tuple[str, str]) -> Path:
