@@ -67,4 +67,4 @@ def test_cached_binary_is_not_rebuilt(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_unknown_component_is_refused() -> None:
     with pytest.raises(k8sbuild.BuildError, match="unknown component"):
-        k8sbuild.build("1.37", ["kubelet"])
+        k8sbuild.build("1.37", ["kube-no-such-component"])
