@@ -138,3 +138,15 @@ def test_live_unknown_pod_is_one_line_exit_2(lab: tuple[ClusterState, Path]) -> 
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no Pod lab/ghost" in lines[0], lines
+
+
+def test_live_matrix_for_the_one_node_equals_the_bundle_matrix(lab: tuple[ClusterState, Path]) -> None:
+    state, bundle = lab
+    n0 = state.nodes[0]
+    args = ["--matrix", "--node", n0.name, "--to", "svc/lab/web"]
+    offline = kpdoctor("trace", "--bundle", str(bundle), *args)
+    live = kpdoctor("trace", "--kubeconfig", state.kubeconfig, "--transport", "local", *args, netns=n0.netns)
+    assert offline.returncode == live.returncode == 0, live.stderr[-2000:] + offline.stderr[-2000:]
+    assert live.stdout == offline.stdout
+    rows = [line for line in live.stdout.splitlines() if line.startswith(f"| {n0.name} |")]
+    assert len(rows) == 6 and all("50% -> " in row for row in rows), live.stdout  # clusterIP + nodePort x 3 clients
