@@ -7,18 +7,26 @@ from typing import Any
 
 import typer
 
+from kpdoctor.commands import optgroups as og
+
 PROTOS = ("tcp", "udp", "sctp")
 STATES = ("new", "established")
 
 
 def register(app: typer.Typer) -> None:
     @app.command("trace")
+    @og.with_option_groups
     def trace(  # noqa: PLR0913
         node: str = typer.Option(None, "--node", help="The node whose rules the packet meets (--matrix: only it)."),
         src: str = typer.Option(None, "--from", help="IP[:PORT], pod/NS/NAME, node/NAME, external."),
         dst: str = typer.Option(..., "--to", help="IP:PORT, svc/NS/NAME[:PORT], node/NAME:PORT, pod/NS/NAME:PORT."),
         bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz holding the node."),
         demo: bool = typer.Option(False, "--demo", help="Use the bundled demo (kpdoctor/demo/bundle)."),
+        snapshot: str = typer.Option(None, "--snapshot", help="Cluster from this snapshot directory (needs "
+                                     "--transport to read the node)."),
+        api: og.ApiFlags = og.LIVE_API,
+        transport: str = typer.Option(None, "--transport", help="With --snapshot or the live API: how to read "
+                                      "the node's rules: local | ssh | kube-exec | pod."),
         proto: str = typer.Option(None, "--proto", help="tcp | udp | sctp (default: the Service port's, else tcp)."),
         state: str = typer.Option("new", "--state", help="new | established (the nat table sees only new)."),
         in_interface: str = typer.Option(None, "--in-interface", help="Interface the packet arrives on."),
@@ -31,17 +39,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Follow one packet through NODE's real rules (iptables, nftables, IPVS): every matching rule with
         its file:line, jumps, the chance of each endpoint, NAT, marks, and the final verdict (docs/trace.md)."""
-        from kpdoctor.demo import __file__ as demo_init
         from kpdoctor.errors import InputError
-        from kpdoctor.node.bundle import read_bundle
         from kpdoctor.trace.addresses import resolve
-        from kpdoctor.trace.inputs import trace_cluster_state
+        from kpdoctor.trace.names import named_objects
         from kpdoctor.trace.render import render_json, render_text
         from kpdoctor.trace.run import TraceRequest, run_trace
 
-        if (bundle is None) == (not demo):
-            raise InputError("give exactly one of --bundle B or --demo (live and --snapshot traces are not "
-                             "supported yet)")
+        if bundle is not None and demo or (bundle is not None or demo) and (snapshot or transport):
+            raise InputError("give one of --bundle B, --demo, or --snapshot DIR / the live API with --transport")
         if proto is not None and proto.lower() not in PROTOS:
             raise InputError(f"--proto {proto!r}: choose from {', '.join(PROTOS)}")
         if state.lower() not in STATES:
@@ -56,24 +61,20 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--mark {mark!r}: not a number (e.g. 0x4000)") from None
         if not 0 <= mark_value <= 0xFFFFFFFF:
             raise InputError(f"--mark {mark!r}: out of the 32-bit range")
-        import os
-
-        path = bundle if bundle is not None else os.path.join(os.path.dirname(demo_init), "bundle")
-        b = read_bundle(path)
-        named = {v.split("/", 1)[1].split(":", 1)[0] for v in (src, dst) if v and v.startswith(("svc/", "service/"))}
-        cluster = trace_cluster_state(b, named)
+        source = _open(bundle, demo, snapshot, api, transport, node, named_objects((src, dst)))
+        cluster = source.cluster
         if matrix:
-            _matrix(b, cluster, dst, node, fmt)
+            _matrix(source, cluster, dst, node, fmt)
             return
         if node is None or src is None:
             raise InputError("give --node and --from (or --matrix with --to svc/NS/NAME)")
-        node_state = b.node_state(node)
-        source = resolve(src, cluster, "--from")
-        family = 6 if ":" in source.address else 4
+        node_state = source.node_state(node)
+        origin = resolve(src, cluster, "--from")
+        family = 6 if ":" in origin.address else 4
         target = resolve(dst, cluster, "--to", family)
         if target.port is None:
             raise InputError(f"--to {dst!r}: give a port (IP:PORT, svc/NS/NAME[:PORT], node/NAME:PORT)")
-        req = TraceRequest(node, source, target, (proto or target.proto or "tcp").lower(), state=state.upper(),
+        req = TraceRequest(node, origin, target, (proto or target.proto or "tcp").lower(), state=state.upper(),
                            iif=in_interface, mark=mark_value)
         result = run_trace(req, node_state, cluster)
         if fmt == "json":
@@ -83,6 +84,23 @@ def register(app: typer.Typer) -> None:
 
             use_colour = use_color(sys.stdout)
             sys.stdout.write(render_text(result, colour=use_colour, show_explain=explain))
+
+
+def _open(bundle: str | None, demo: bool, snapshot: str | None, api: Any, transport: str | None, node: str | None,
+          named: Any) -> Any:
+    from kpdoctor.commands.trace_source import from_bundle, from_cluster
+
+    if bundle is not None or demo:
+        import os
+
+        from kpdoctor.demo import __file__ as demo_init
+
+        return from_bundle(bundle if bundle is not None else os.path.join(os.path.dirname(demo_init), "bundle"),
+                           named)
+    from kpdoctor.commands.nodeflags import NodeFlags, node_collect_options
+
+    return from_cluster(snapshot=snapshot, kubeconfig=api.kubeconfig, context=api.context, transport=transport,
+                        node=node, collect_options=node_collect_options(NodeFlags(transport), api), named=named)
 
 
 def _matrix(bundle: Any, cluster: Any, dst: str, node: str | None, fmt: str) -> None:

@@ -62,10 +62,12 @@ def resolve(text: str, cluster: ClusterState | None, what: str, family: int = 4)
             raise InputError(f"{what} {text!r}: expected {kind}/NAMESPACE/NAME")
         if kind == "pod":
             name, _, port = name.partition(":")
-            pod = next((p for p in cluster.pods if p.namespace == ns and p.name == name), None)
-            if pod is None or not pod.pod_ip:
-                raise InputError(f"{what} {text!r}: no Pod {ns}/{name} with an IP in the cluster state (a snapshot "
-                                 "keeps only kube-system pods: give the pod's IP instead)")
+            pod = next((p for p in (*cluster.pods, *cluster.workload_pods) if p.namespace == ns and p.name == name),
+                       None)
+            if pod is None:
+                raise InputError(f"{what} {text!r}: no Pod {ns}/{name} in the cluster state")
+            if not pod.pod_ip:
+                raise InputError(f"{what} {text!r}: Pod {ns}/{name} has no IP (not running?)")
             label = f"pod {ns}/{name}" + (" (hostNetwork)" if pod.host_network else "")
             return Endpoint(pod.pod_ip, _port(port, what) if port else None, None, label, pod.node_name)
         name, _, port_text = name.partition(":")
@@ -91,7 +93,7 @@ def resolve(text: str, cluster: ClusterState | None, what: str, family: int = 4)
 
 
 class Labels:
-    """address -> what it belongs to, from the cluster state (Nodes, kube-system pods, Service IPs) and from the
+    """address -> what it belongs to, from the cluster state (Nodes, loaded pods, Service IPs) and from the
     rules a trace walked (a DNAT rule's comment names its Service). Keys are the addresses as the API
     prints them; a lookup canonicalizes only the address asked about."""
 
@@ -104,7 +106,7 @@ class Labels:
             label = f"svc {svc.namespace}/{svc.name}"
             for ip in (*svc.cluster_ips, *svc.external_ips, *(i.ip for i in svc.load_balancer_ingress)):
                 by_ip[ip] = label
-        for pod in cluster.pods:
+        for pod in (*cluster.pods, *cluster.workload_pods):
             if pod.pod_ip and not pod.host_network:
                 by_ip[pod.pod_ip] = f"pod {pod.namespace}/{pod.name}" + (f" on node {pod.node_name}"
                                                                          if pod.node_name else "")
