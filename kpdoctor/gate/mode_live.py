@@ -10,10 +10,12 @@ the conditions read the same way.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from kpdoctor.errors import InputError
 from kpdoctor.gate.sources import GateInput
+from kpdoctor.node.state import NodeState
 
 LIVE_TRANSPORTS = ("kube-exec", "pod", "ssh", "local")
 
@@ -44,7 +46,8 @@ def from_live_nodes(kubeconfig: str | None, context: str | None, options: Any, *
     if node and node not in names:
         raise InputError(f"--node {node}: not a node that runs kube-proxy (nodes: {', '.join(names) or 'none'})")
     chosen = [node] if node else names
-    states = (collector or _collect)(chosen, cluster, options)
+    states = {name: _nothing_is_unreached(state) for name, state in (collector or _collect)(chosen, cluster,
+                                                                                            options).items()}
     notes = [f"live: node facts collected by --transport {transport}"]
     unreached = sorted(n for n in chosen if n not in states or not states[n].reachable)
     if unreached:
@@ -52,6 +55,15 @@ def from_live_nodes(kubeconfig: str | None, context: str | None, options: Any, *
     if node and len(names) > 1:
         notes.append(f"--transport local collected only {node}; the other nodes' conditions cannot be proven")
     return GateInput(cluster, states, f"live {cluster.source or context or 'current context'}", tuple(notes))
+
+
+def _nothing_is_unreached(state: NodeState) -> NodeState:
+    """A node the collector answered for but of which no fact could be read (kube-exec through an API that
+    refuses the exec: every fact failed) is a node not reached, and reported so."""
+    if not state.reachable or any(f.content is not None for f in state.facts.values()):
+        return state
+    errors = sorted({f.error.strip().splitlines()[0] for f in state.facts.values() if f.error.strip()})
+    return replace(state, error="no fact could be collected" + (f" ({errors[0][:200]})" if errors else ""))
 
 
 def _load(kubeconfig: str | None, context: str | None) -> Any:
