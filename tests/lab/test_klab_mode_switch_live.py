@@ -4,17 +4,21 @@ kubelet here, so kube-exec is not what reaches them; tests/lab/test_klab_kubelet
 
 Measured: on the same lab state the live pre-switch gives the same verdict and conditions as the pre-switch on a
 bundle `kpdoctor collect` took inside the node; the live post-switch fails before the switch and passes only
-after the node's kube-proxy really switched; on a two-node lab, the node not collected is "cannot prove".
+after the node's kube-proxy really switched (the plan's `kubectl patch` of the ConfigMap run as printed, with the
+real kubectl); on a two-node lab, the node not collected is "cannot prove".
 Root only (network namespaces, netfilter); skipped with the reason otherwise, and CI runs it as root.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kpdoctor.lab import kcluster
 from kpdoctor.lab.kcluster import ClusterState
@@ -86,7 +90,16 @@ def test_live_pre_switch_equals_bundle_and_post_switch_passes_only_once_switched
                  for r in c["reasons"] + [r for case in c["cases"] for r in case["reasons"]]]
         assert any("still runs iptables" in r["message"] for r in stuck), stuck
 
-        kcluster.restart_kube_proxy(state, n0.name, mode="nftables", configmap=True)
+        # the plan's ConfigMap edit, run as printed with the real kubectl against the lab's API server
+        patch = next(c for c in live["cleanup"]["cluster_commands"] if " patch configmap " in c)
+        before = admin_api(state).get("ConfigMap", "kube-proxy", "kube-system")["data"]
+        ran = subprocess.run(["bash", "-c", patch], capture_output=True, text=True, timeout=60, check=False,
+                             env={**os.environ, "KUBECONFIG": state.kubeconfig})  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        after = admin_api(state).get("ConfigMap", "kube-proxy", "kube-system")["data"]
+        assert set(after) == set(before)
+        assert yaml.safe_load(after["config.conf"]) == {**yaml.safe_load(before["config.conf"]), "mode": "nftables"}
+        kcluster.restart_kube_proxy(state, n0.name, mode="nftables")  # the DaemonSet's restart (no kubelet here)
         state.mode = "nftables"  # wait_for_rules reads the rules of the state's mode
         wait_for_rules(state, "lab/web/tcp/http")
         code, doc, _ = live_gate(state, n0.name, "--to", "nftables", "--phase", "post-switch", "--baseline", base)
