@@ -28,6 +28,7 @@ from kpdoctor.gate.cleanup import kube_proxy_chains, kube_proxy_nft_tables
 from kpdoctor.gate.mode_leftovers import LOCALNET_GUARD
 from kpdoctor.lab import kcluster, procs, servers
 from kpdoctor.lab.kcluster import ClusterState
+from kpdoctor.node.parsed import parse_iptables_view
 from tests.support.klab import admin_api, endpointslice, kpdoctor, lab_cluster, service, wait_for_rules
 
 pytestmark = pytest.mark.root("etcd", "nft", "curl")
@@ -87,7 +88,7 @@ def switch(state: ClusterState, node: str, mode: str) -> None:
 
 def node_chains(bundle: Path, node: str) -> list[str]:
     text = (bundle / "nodes" / node / "iptables-nft-save.txt").read_text()
-    return kube_proxy_chains(text)
+    return kube_proxy_chains(parse_iptables_view(text))
 
 
 def node_tables(bundle: Path, node: str) -> list[str]:
@@ -271,7 +272,8 @@ def test_iptables_legacy_to_nftables_leftovers_equal_what_the_gate_lists(tmp_pat
         switch(state, n0.name, "nftables")
         wait_for_rules(_as_mode(state, "nftables"), "lab/web/tcp/http")
         done = collect(state, tmp_path / "legacy-to-nftables")
-        measured = kube_proxy_chains((done / "nodes" / n0.name / "iptables-legacy-save.txt").read_text())
+        measured = kube_proxy_chains(parse_iptables_view(
+            (done / "nodes" / n0.name / "iptables-legacy-save.txt").read_text()))
         code, doc, text = gate("--to", "nftables", "--bundle", str(done), "--phase", "post-switch", "--baseline", base)
         listed = [r["message"] for r in reasons(doc, "old-mode-gone", "blocking")]
         legacy = [m for m in listed if "iptables-legacy: " in m]
