@@ -42,7 +42,7 @@ def rollout_plan(cluster: ClusterState, node_modes: dict[str, str | None], targe
             continue
         found = cluster.proxy_config_for(node)
         ds, cm = (found.daemonset, found.configmap) if found is not None else (None, None)
-        if ds is None or cm is None:
+        if found is None or ds is None or cm is None:
             manual.append(node)
             continue
         groups.setdefault((ds.namespace, ds.name), (cm.namespace, cm.name, []))[2].append(node)
