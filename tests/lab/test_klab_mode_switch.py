@@ -272,8 +272,7 @@ def test_iptables_legacy_to_nftables_leftovers_equal_what_the_gate_lists(tmp_pat
         switch(state, n0.name, "nftables")
         wait_for_rules(_as_mode(state, "nftables"), "lab/web/tcp/http")
         done = collect(state, tmp_path / "legacy-to-nftables")
-        measured = kube_proxy_chains(parse_iptables_view(
-            (done / "nodes" / n0.name / "iptables-legacy-save.txt").read_text()))
+        measured = kube_proxy_chains(parse_iptables_view((done / "nodes" / n0.name / "iptables-legacy-save.txt").read_text()))
         code, doc, text = gate("--to", "nftables", "--bundle", str(done), "--phase", "post-switch", "--baseline", base)
         listed = [r["message"] for r in reasons(doc, "old-mode-gone", "blocking")]
         legacy = [m for m in listed if "iptables-legacy: " in m]
