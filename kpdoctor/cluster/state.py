@@ -41,6 +41,7 @@ class NodeProxyConfig:
     daemonset: DaemonSet | None = None
     pod: Pod | None = None
     configmap: ConfigMap | None = None
+    config_key: str = ""  # the ConfigMap's data key the configuration was read from (e.g. config.conf)
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,8 @@ class ClusterState:
                 cm.data[DEFAULT_CONFIG_KEY], source=f"ConfigMap {KUBE_SYSTEM}/{cm.name}[{DEFAULT_CONFIG_KEY}]",
                 lenient=True,
             )
-            return NodeProxyConfig(cfg, f"ConfigMap {KUBE_SYSTEM}/{cm.name}[{DEFAULT_CONFIG_KEY}]", configmap=cm)
+            return NodeProxyConfig(cfg, f"ConfigMap {KUBE_SYSTEM}/{cm.name}[{DEFAULT_CONFIG_KEY}]", configmap=cm,
+                                   config_key=DEFAULT_CONFIG_KEY)
         return None
 
     def _config_from_workload(
@@ -227,7 +229,7 @@ class ClusterState:
             ignored = ignored_flags(cfg, argv)
             if ignored:
                 origin += f" (ignored beside --config, as kube-proxy ignores them: {' '.join(ignored)})"
-            return NodeProxyConfig(cfg, origin, ds, pod, cm)
+            return NodeProxyConfig(cfg, origin, ds, pod, cm, chosen)
         return None  # --config names a file that was not collected (a ConfigMap missing, or a file on the host)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from kpdoctor.commands import optgroups as og
 from kpdoctor.commands.options import OUTPUT_FILE_HELP, format_error
 
 MODE_SWITCH_HELP = """CI gate for switching kube-proxy's mode (--to nftables|iptables|ipvs). Zero false passes:
@@ -33,7 +34,10 @@ state is left (listed with cleanup commands safe next to the new mode); every Se
 baseline but for the documented differences.
 
 Sources: --bundle PATH (a `kpdoctor collect` bundle), --demo (the bundle shipped with kpdoctor), --snapshot DIR
-(cluster objects only: no node facts, so it can fail but never pass). The live API is not supported yet.
+(cluster objects only: no node facts, so it can fail but never pass), or the live API (--kubeconfig/--context)
+with the nodes reached by --transport kube-exec | pod | ssh | local (local: this machine is --node NAME, every
+other node cannot be proven). An API that cannot be reached exits 3; a node that cannot be reached is "cannot
+prove" for every condition about it (exit 3), never a pass.
 
 Exit codes: 0 pass; 1 at least one blocking reason; 2 bad input; 3 cannot prove.
 """
@@ -41,6 +45,7 @@ Exit codes: 0 pass; 1 at least one blocking reason; 2 bad input; 3 cannot prove.
 
 def register_mode_switch(gate_app: typer.Typer) -> None:
     @gate_app.command("mode-switch", help=MODE_SWITCH_HELP)
+    @og.with_option_groups
     def mode_switch(
         to: str = typer.Option(..., "--to", help="Target mode: nftables | iptables | ipvs."),
         phase: str = typer.Option("pre-switch", "--phase", help="pre-switch | post-switch."),
@@ -51,6 +56,12 @@ def register_mode_switch(gate_app: typer.Typer) -> None:
         bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz (docs/bundle.md)."),
         snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
         demo: bool = typer.Option(False, "--demo", help="Use the demo bundle shipped with kpdoctor."),
+        api: og.ApiFlags = og.LIVE_API,
+        transport: str = typer.Option(None, "--transport", help=(
+            "Live API: how to reach the nodes: kube-exec | pod | ssh | local (local: with --node NAME).")),
+        node: str = typer.Option(None, "--node", help="--transport local: the node this machine is."),
+        timeout: float = og.TIMEOUT,
+        ssh: og.SshFlags = og.SSH,
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json | junit."),
         output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
         show_plan: bool = typer.Option(False, "--show-plan", help=(
@@ -76,12 +87,24 @@ def register_mode_switch(gate_app: typer.Typer) -> None:
                              "--write-baseline FILE)")
         if baseline and phase != "post-switch" or write_baseline and phase != "pre-switch":
             raise InputError("--baseline goes with --phase post-switch, --write-baseline with --phase pre-switch")
-        if sum(bool(x) for x in (bundle, snapshot, demo)) != 1:
-            raise InputError("give exactly one of --bundle PATH, --snapshot DIR, --demo (the live API is not "
-                             "supported by this gate yet)")
+        offline = sum(bool(x) for x in (bundle, snapshot, demo))
+        if offline > 1 or offline == 0 and not transport:
+            raise InputError("give exactly one of --bundle PATH, --snapshot DIR, --demo, or the live API with "
+                             "--transport kube-exec|pod|ssh|local")
+        if offline and (transport or node or api.kubeconfig or api.context):
+            raise InputError("--kubeconfig/--context/--transport/--node read the live API; not with --bundle, "
+                             "--snapshot or --demo")
         if demo:
             bundle = os.path.join(os.path.dirname(demo_init), "bundle")
-        source = from_bundle(bundle) if bundle else from_snapshot(snapshot)
+        if not offline:
+            from kpdoctor.commands.nodeflags import NodeFlags, node_collect_options
+            from kpdoctor.gate.mode_live import check_transport, from_live_nodes
+
+            check_transport(transport, node)
+            options = node_collect_options(NodeFlags(transport, None, ssh, timeout), api)
+            source = from_live_nodes(api.kubeconfig, api.context, options, node=node)
+        else:
+            source = from_bundle(bundle) if bundle else from_snapshot(snapshot)
         notes = source.notes if snapshot is None else (
             "a snapshot holds no node facts: kernel readiness cannot be proven (use a bundle)",)
         from dataclasses import replace

@@ -12,6 +12,7 @@ What real kube-proxy leaves of the old mode (measured in the lab, `LEFT_BEHIND`)
 from __future__ import annotations
 
 from kpdoctor.cluster.state import ClusterState
+from kpdoctor.gate.mode_configmap_edit import patch_command
 from kpdoctor.gate.model import CleanupItem, CleanupPlan, NodeCleanup
 from kpdoctor.shellcmd import Lit, Name, command
 
@@ -34,24 +35,28 @@ def rollout_plan(cluster: ClusterState, node_modes: dict[str, str | None], targe
     steps: list[str] = []
     notes: list[str] = []
     groups: dict[tuple[str, str], tuple[str, str, list[str]]] = {}  # (ns, ds) -> (ns, cm, nodes)
+    texts: dict[tuple[str, str], tuple[str, str]] = {}  # (ns, ds) -> (ConfigMap key, its text)
     manual: list[str] = []
     for node, mode in sorted(node_modes.items()):
         if mode == target:
             continue
         found = cluster.proxy_config_for(node)
         ds, cm = (found.daemonset, found.configmap) if found is not None else (None, None)
-        if ds is None or cm is None:
+        if found is None or ds is None or cm is None:
             manual.append(node)
             continue
         groups.setdefault((ds.namespace, ds.name), (cm.namespace, cm.name, []))[2].append(node)
+        texts.setdefault((ds.namespace, ds.name), (found.config_key, cm.data.get(found.config_key, "")))
     for (ns, ds_name), (cm_ns, cm_name, members) in sorted(groups.items()):
         backup = f"{cm_name}.before-{target}.yaml"
         notes.append(f"DaemonSet {ns}/{ds_name} (ConfigMap {cm_ns}/{cm_name}): nodes {', '.join(members)}")
         steps += [
             command("kubectl", "-n", Name(cm_ns), "get", "configmap", Name(cm_name), "-o", "yaml", Lit(">"), backup,
                     note="1. back up (the rollback)"),
-            command("kubectl", "-n", Name(cm_ns), "edit", "configmap", Name(cm_name),
-                    note=f"2. in config.conf set mode: {target}"),
+            patch_command(cm_ns, cm_name, *texts[(ns, ds_name)], target,
+                          note=f"2. set mode: {target} in [{texts[(ns, ds_name)][0]}], nothing else")
+            or command("kubectl", "-n", Name(cm_ns), "edit", "configmap", Name(cm_name),
+                       note=f"2. in config.conf set mode: {target}"),
             command("kubectl", "-n", Name(ns), "rollout", "restart", "daemonset", Name(ds_name), note="3. restart"),
             command("kubectl", "-n", Name(ns), "rollout", "status", "daemonset", Name(ds_name), "--timeout=10m",
                     note="4. wait; stop on a crash loop and roll back"),

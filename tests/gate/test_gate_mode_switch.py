@@ -186,9 +186,11 @@ def test_rollout_plan_only_under_a_pass() -> None:
     assert proc.returncode == 0
     plan = proc.stdout[proc.stdout.index("Rollout plan (the gate passed"):]
     steps = [ln.strip() for ln in plan.splitlines() if ln.strip().startswith("$ kubectl")]
-    assert [s.split("   #")[0] for s in steps[:4]] == [
+    heads = [s.split("   #")[0] for s in steps[:4]]
+    assert heads[1].startswith("$ kubectl -n kube-system patch configmap kube-proxy --type merge -p '{\"data\":")
+    assert "mode: nftables" in steps[1]  # exact patch: tests/gate/test_gate_mode_configmap_edit.py
+    assert heads[:1] + heads[2:] == [
         "$ kubectl -n kube-system get configmap kube-proxy -o yaml > kube-proxy.before-nftables.yaml",
-        "$ kubectl -n kube-system edit configmap kube-proxy",
         "$ kubectl -n kube-system rollout restart daemonset kube-proxy",
         "$ kubectl -n kube-system rollout status daemonset kube-proxy --timeout=10m"]
     assert "kube-proxy-nftables" not in plan and "node edge-2" not in plan

@@ -142,7 +142,8 @@ def _scenario(state: ClusterState, tmp: Path) -> None:
     assert f"stop answering on {extra0}, {gw0} (today: *; after: {n0.ip})" in lost[f"Node {n0.name}"], lost
     localhost = [r["message"] for r in reasons(doc, "semantic-diff", "warning") if "127.0.0.1 today" in r["message"]]
     assert len(localhost) == 2, localhost
-    assert "$ kubectl -n kube-system edit configmap kube-proxy" in text and "'Using nftables Proxier'" in text
+    assert "$ kubectl -n kube-system patch configmap kube-proxy --type merge" in text
+    assert "'Using nftables Proxier'" in text
     assert "leaves filter KUBE-FIREWALL" in text  # the leftovers the plan predicts; checked after the switch below
     # post-switch before anything switched: fails
     code, doc, _ = gate("--to", "nftables", "--bundle", str(pre), "--phase", "post-switch", "--baseline", base)
