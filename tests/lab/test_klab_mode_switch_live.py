@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kpdoctor.lab import kcluster
+from kpdoctor.lab import k8sbuild, kcluster
 from kpdoctor.lab.kcluster import ClusterState
 from tests.support.klab import admin_api, endpointslice, kpdoctor, lab_cluster, service, wait_for_rules
 
@@ -93,8 +93,12 @@ def test_live_pre_switch_equals_bundle_and_post_switch_passes_only_once_switched
         # the plan's ConfigMap edit, run as printed with the real kubectl against the lab's API server
         patch = next(c for c in live["cleanup"]["cluster_commands"] if " patch configmap " in c)
         before = admin_api(state).get("ConfigMap", "kube-proxy", "kube-system")["data"]
+        # the lab's own kubectl (built with the control plane; a CI machine has no other) first on PATH
+        kubectl = k8sbuild.cached(k8sbuild.resolve_release(k8sbuild.CONTROL_PLANE_RELEASE), "kubectl")
+        assert kubectl is not None, "kubectl is built with the lab's control plane (python3 -m kpdoctor.lab.k8sbuild)"
+        path = f"{Path(kubectl).parent}:{os.environ.get('PATH', '')}"
         ran = subprocess.run(["bash", "-c", patch], capture_output=True, text=True, timeout=60, check=False,
-                             env={**os.environ, "KUBECONFIG": state.kubeconfig})  # fmt: skip
+                             env={**os.environ, "KUBECONFIG": state.kubeconfig, "PATH": path})  # fmt: skip
         assert ran.returncode == 0, ran.stderr
         after = admin_api(state).get("ConfigMap", "kube-proxy", "kube-system")["data"]
         assert set(after) == set(before)
