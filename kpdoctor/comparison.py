@@ -93,7 +93,7 @@ def actual_view(
             ruleset = parse_nft(text, source=f"{node.name}/nft-ruleset.json")  # JSON or text: by content
             return nft_view(ruleset, family, address_kinds=kinds)
         if mode == "ipvs":
-            from kpdoctor.dataplane.ipvs import read_node_ipvs
+            from kpdoctor.dataplane.ipvs_facts import read_node_ipvs
             from kpdoctor.dataplane.ipvs_semantic import api_frontends, ipvs_semantic_view, label_services
 
             if node.text("ipvsadm-save.txt") is None:

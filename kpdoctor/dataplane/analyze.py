@@ -212,7 +212,8 @@ def _nft(paste: Paste, source: str, expected: SemanticView | None) -> Analysis:
 
 def _ipvs(paste: Paste, source: str, ipsets_text: str | None, node_ips: Iterable[str],
           expected: SemanticView | None) -> Analysis:
-    from kpdoctor.dataplane.ipvs import parse_ipset, parse_ipvsadm_lenient
+    from kpdoctor.dataplane.ipvs import parse_ipset
+    from kpdoctor.dataplane.ipvs_facts import parse_ipvsadm_lenient
     from kpdoctor.dataplane.ipvs_semantic import (
         api_frontends,
         guess_node_addresses,
