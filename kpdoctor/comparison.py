@@ -136,7 +136,7 @@ def compare(ctx: CheckContext, mode: str) -> Comparison | None:
             "nft-ruleset.json" if mode == "nftables" else "ipvsadm-save.txt"
         )
         expected = expected_for(ctx, mode)
-        from kpdoctor.dataplane.iptables_semantic import JumpMemo
+        from kpdoctor.dataplane.iptables_paths import JumpMemo
 
         memo = ctx.shared("iptables-jump-memo", JumpMemo) if mode == "iptables" else None
         if mode == "iptables" and key:
