@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from kpdoctor.lab import netns
 from kpdoctor.lab.apply import apply_iptables
-from kpdoctor.node.parsed import parse_conntrack_entries
+from kpdoctor.node.conntrack_text import parse_conntrack_entries
 from kpdoctor.node.state import Fact, NodeState
 from kpdoctor.trace.addresses import Endpoint
 from kpdoctor.trace.run import TraceRequest, endpoint_set, run_trace
