@@ -21,13 +21,13 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from kpdoctor.cluster.config import KubeProxyConfig
 from kpdoctor.dataplane.chain_owners import kube_proxy_chains
 from kpdoctor.dataplane.nft_structure import NftTables, parse_nft_structure
-from kpdoctor.node.conntrack_text import ConntrackEntry, parse_conntrack_entries, parse_conntrack_stats
-from kpdoctor.node.kube_proxy_http import Healthz, Metrics, parse_configz, parse_healthz, parse_metrics
+from kpdoctor.node.conntrack_text import parse_conntrack_entries, parse_conntrack_stats
+from kpdoctor.node.kube_proxy_http import Healthz, parse_configz, parse_healthz, parse_metrics
 from kpdoctor.node.state import NodeState
 
 _T = TypeVar("_T")
@@ -298,6 +298,31 @@ def ipset_names(text: str | None) -> list[str]:
 # ---------------------------------------------------------------------- one node, cached
 
 
+class FactAttribute(Generic[_T]):
+    """A `ParsedNode` attribute computed once: `parse` of one fact's text, None only when the fact was not
+    collected (an empty file still parses, so checks can tell 'not collected' from 'collected, nothing in it').
+    Like `functools.cached_property`, the value is stored in the instance on first access."""
+
+    def __init__(self, key: str, parse: Callable[[str], _T]) -> None:
+        self.key = key
+        self.parse = parse
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> FactAttribute[_T]: ...
+    @overload
+    def __get__(self, obj: ParsedNode, owner: type | None = None) -> _T | None: ...
+    def __get__(self, obj: ParsedNode | None, owner: type | None = None) -> FactAttribute[_T] | _T | None:
+        if obj is None:
+            return self
+        value = obj.parsed_fact(self.key, self.parse)
+        obj.__dict__[self.name] = value
+        return value
+
+
 @dataclass
 class ParsedNode:
     """Lazily parsed facts of one node; build one per node (node checks get theirs as `NodeCheckContext.parsed`)."""
@@ -312,7 +337,7 @@ class ParsedNode:
     def has(self, key: str) -> bool:
         return self.state.text(key) is not None
 
-    def _parsed_fact(self, key: str, parse: Callable[[str], _T]) -> _T | None:
+    def parsed_fact(self, key: str, parse: Callable[[str], _T]) -> _T | None:
         """`parse` of the fact's text; None only when the fact was not collected (an empty file still parses,
         so checks can tell 'not collected' from 'collected, nothing in it')."""
         text = self.state.text(key)
@@ -322,25 +347,11 @@ class ParsedNode:
     def sysctl(self) -> dict[str, str]:
         return parse_sysctl(self.state.text("sysctl.txt"))
 
-    @cached_property
-    def loaded_modules(self) -> set[str] | None:
-        return self._parsed_fact("proc-modules.txt", parse_proc_modules)
-
-    @cached_property
-    def builtin_modules(self) -> set[str] | None:
-        return self._parsed_fact("modules-builtin.txt", parse_modules_builtin)
-
-    @cached_property
-    def ip_tables_names(self) -> set[str] | None:
-        return self._parsed_fact("ip_tables_names.txt", parse_lines)
-
-    @cached_property
-    def ip_tables_matches(self) -> set[str] | None:
-        return self._parsed_fact("ip_tables_matches.txt", parse_lines)
-
-    @cached_property
-    def ip_tables_targets(self) -> set[str] | None:
-        return self._parsed_fact("ip_tables_targets.txt", parse_lines)
+    loaded_modules = FactAttribute("proc-modules.txt", parse_proc_modules)
+    builtin_modules = FactAttribute("modules-builtin.txt", parse_modules_builtin)
+    ip_tables_names = FactAttribute("ip_tables_names.txt", parse_lines)
+    ip_tables_matches = FactAttribute("ip_tables_matches.txt", parse_lines)
+    ip_tables_targets = FactAttribute("ip_tables_targets.txt", parse_lines)
 
     @cached_property
     def iptables_version(self) -> IptablesVersion | None:
@@ -357,9 +368,7 @@ class ParsedNode:
             found = parse_kernel_release(self.nft.version)
         return found
 
-    @cached_property
-    def metrics(self) -> Metrics | None:
-        return self._parsed_fact("kube-proxy/metrics.txt", parse_metrics)
+    metrics = FactAttribute("kube-proxy/metrics.txt", parse_metrics)
 
     @cached_property
     def healthz(self) -> Healthz | None:
@@ -369,27 +378,16 @@ class ParsedNode:
     def configz(self) -> KubeProxyConfig | None:
         return parse_configz(self.state.text("kube-proxy/configz.json"))
 
-    @cached_property
-    def proxy_mode(self) -> str | None:
-        return self._parsed_fact("kube-proxy/proxyMode.txt", str.strip)
-
-    @cached_property
-    def conntrack_stats(self) -> dict[str, int] | None:
-        return self._parsed_fact("conntrack-stats.txt", parse_conntrack_stats)
-
-    @cached_property
-    def conntrack_entries(self) -> list[ConntrackEntry] | None:
-        return self._parsed_fact("conntrack-services.txt", parse_conntrack_entries)
-
-    @cached_property
-    def interfaces(self) -> list[Interface] | None:
-        return self._parsed_fact("ip-addr.json", parse_ip_addr)
+    proxy_mode = FactAttribute("kube-proxy/proxyMode.txt", str.strip)
+    conntrack_stats = FactAttribute("conntrack-stats.txt", parse_conntrack_stats)
+    conntrack_entries = FactAttribute("conntrack-services.txt", parse_conntrack_entries)
+    interfaces = FactAttribute("ip-addr.json", parse_ip_addr)
 
     def iptables(self, key: str) -> IptablesView | None:
         """A light parse of one iptables dump fact (`iptables-save.txt`, `iptables-legacy-save.txt`, ...)."""
         cache_key = "ipt:" + key
         if cache_key not in self._extra:
-            self._extra[cache_key] = self._parsed_fact(key, parse_iptables_view)
+            self._extra[cache_key] = self.parsed_fact(key, parse_iptables_view)
         found: IptablesView | None = self._extra[cache_key]
         return found
 
@@ -397,13 +395,8 @@ class ParsedNode:
     def nft(self) -> NftTables | None:
         return parse_nft_structure(self.state.text("nft-ruleset.json"))
 
-    @cached_property
-    def ipvs_services(self) -> list[str] | None:
-        return self._parsed_fact("ipvsadm-save.txt", ipvs_virtual_servers)
-
-    @cached_property
-    def ipsets(self) -> list[str] | None:
-        return self._parsed_fact("ipset-list.txt", ipset_names)
+    ipvs_services = FactAttribute("ipvsadm-save.txt", ipvs_virtual_servers)
+    ipsets = FactAttribute("ipset-list.txt", ipset_names)
 
     def addresses(self, family: int = 4) -> list[str]:
         out = []
