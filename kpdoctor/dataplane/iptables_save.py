@@ -252,6 +252,17 @@ def _valid_chain_name(name: str) -> bool:
     return 0 < len(name) <= 128 and not any(c in name for c in ' \t"\'') and not name.startswith("-")
 
 
+def _unterminated_quote(spec: str) -> bool:
+    """An odd number of `"` that the tokenizer cannot close (checked only when the count is odd: it is cheap)."""
+    if '"' not in spec or not spec.count('"') & 1:
+        return False
+    try:
+        tokenize(spec)
+    except ValueError:
+        return True
+    return False
+
+
 def parse_iptables_save(text: str, source: str = "<iptables-save>") -> IptablesDump:
     """Parse iptables-save / ip6tables-save output; see `_parse` (the cyclic GC is paused meanwhile:
     its full passes over hundreds of thousands of fresh chains and lists cost as much as the parse)."""
@@ -288,11 +299,8 @@ def _parse(text: str, source: str) -> IptablesDump:
                 if table is None:
                     raise fail(i + 1, line, "rule outside a table (no '*table' line before it)")
                 raise fail(i + 1, line, f"rule for chain {name!r}, which is not declared in table {table.name!r}")
-            if '"' in line and line.count('"') & 1:
-                try:
-                    tokenize(line)
-                except ValueError:
-                    raise fail(i + 1, line, "unterminated quote") from None
+            if _unterminated_quote(line):
+                raise fail(i + 1, line, "unterminated quote")
             chain.idx.append(i)
             continue
         if not line:
@@ -341,11 +349,8 @@ def _parse(text: str, source: str) -> IptablesDump:
             chain = chains.get(name)
             if chain is None:
                 raise fail(i + 1, line, f"rule for chain {name!r}, which is not declared in table {table.name!r}")
-            if '"' in spec and spec.count('"') & 1:
-                try:
-                    tokenize(spec)
-                except ValueError:
-                    raise fail(i + 1, line, "unterminated quote") from None
+            if _unterminated_quote(spec):
+                raise fail(i + 1, line, "unterminated quote")
             chain.overrides[len(chain.idx)] = (counters, spec)
             chain.idx.append(i)
         elif line.isspace():

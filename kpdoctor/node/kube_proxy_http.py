@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from kpdoctor.cluster.config import KubeProxyConfig, config_from_dict
 from kpdoctor.errors import InputError
@@ -193,14 +194,20 @@ class Healthz:
         return (self.current_time - self.last_updated).total_seconds()
 
 
-def parse_healthz(text: str | None) -> Healthz | None:
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    """A JSON object body; None when absent, blank, not JSON or not an object."""
     if not text or not text.strip():
         return None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError:
         return None
-    if not isinstance(doc, dict):
+    return doc if isinstance(doc, dict) else None
+
+
+def parse_healthz(text: str | None) -> Healthz | None:
+    doc = _json_object(text)
+    if doc is None:
         return None
     families: dict[str, tuple[bool | None, datetime | None]] = {}
     status = doc.get("status")
@@ -220,19 +227,14 @@ def parse_healthz(text: str | None) -> Healthz | None:
         current_time=parse_go_time(doc.get("currentTime")),
         node_eligible=eligible if isinstance(eligible, bool) else None,
         families=families,
-        raw=text.strip(),
+        raw=(text or "").strip(),
     )
 
 
 def parse_configz(text: str | None, *, source: str = "kube-proxy/configz.json") -> KubeProxyConfig | None:
     """/configz body -> KubeProxyConfig (None when absent or unreadable)."""
-    if not text or not text.strip():
-        return None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(doc, dict):
+    doc = _json_object(text)
+    if doc is None:
         return None
     try:
         return config_from_dict(doc, source=source)
