@@ -5,44 +5,61 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from kpdoctor.dataplane.ipvs import FORWARD_FLAG, IPSet, VirtualServer, dest_sort_key, join_host_port
+from kpdoctor.dataplane.ipvs import (
+    FORWARD_FLAG,
+    IPSet,
+    RealServer,
+    VirtualServer,
+    dest_sort_key,
+    join_host_port,
+)
+
+
+def _table_lines(vss: Iterable[VirtualServer], service: Callable[[VirtualServer], str],
+                 dest: Callable[[VirtualServer, RealServer], str]) -> str:
+    """One line per virtual server, each followed by its real servers, both in ipvsadm's order."""
+    out: list[str] = []
+    for vs in sorted(vss, key=VirtualServer.sort_key):
+        out.append(service(vs))
+        out.extend(dest(vs, rs) for rs in sorted(vs.real_servers, key=dest_sort_key))
+    return "".join(line + "\n" for line in out)
+
+
+def _save_service(vs: VirtualServer) -> str:
+    line = f"-A {vs.service_arg} -s {vs.scheduler}"
+    if vs.persistent:
+        line += f" -p {vs.persistent}"
+    if vs.sched_flags:
+        line += f" -b {','.join(vs.sched_flags)}"
+    return line
+
+
+def _list_service(vs: VirtualServer) -> str:
+    name = f"FWM  {vs.fwmark}" if vs.fwmark else f"{vs.protocol}  {join_host_port(vs.address, vs.port)}"
+    line = f"{name} {vs.scheduler}"
+    if vs.sched_flags:
+        line += f" ({','.join(vs.sched_flags)})"
+    if vs.persistent:
+        line += f" persistent {vs.persistent}"
+    return line
 
 
 def format_ipvsadm_save(vss: Iterable[VirtualServer]) -> str:
     """What `ipvsadm --save -n` prints for these services (sorted as ipvsadm sorts, see `sort_key`)."""
-    out: list[str] = []
-    for vs in sorted(vss, key=VirtualServer.sort_key):
-        line = f"-A {vs.service_arg} -s {vs.scheduler}"
-        if vs.persistent:
-            line += f" -p {vs.persistent}"
-        if vs.sched_flags:
-            line += f" -b {','.join(vs.sched_flags)}"
-        out.append(line)
-        for rs in sorted(vs.real_servers, key=dest_sort_key):
-            out.append(f"-a {vs.service_arg} -r {rs.key} {FORWARD_FLAG.get(rs.forward, '-m')} -w {rs.weight}")
-    return "".join(line + "\n" for line in out)
+    return _table_lines(vss, _save_service,
+                        lambda vs, rs: f"-a {vs.service_arg} -r {rs.key} {FORWARD_FLAG.get(rs.forward, '-m')} "
+                                       f"-w {rs.weight}")
 
 
 def format_ipvsadm_list(vss: Iterable[VirtualServer], *, size: int = 4096) -> str:
     """What `ipvsadm -Ln` prints (ipvsadm 1.31 column widths, trailing blanks included)."""
-    out = [
-        f"IP Virtual Server version 1.2.1 (size={size})",
-        "Prot LocalAddress:Port Scheduler Flags",
-        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
-    ]
-    for vs in sorted(vss, key=VirtualServer.sort_key):
-        name = f"FWM  {vs.fwmark}" if vs.fwmark else f"{vs.protocol}  {join_host_port(vs.address, vs.port)}"
-        line = f"{name} {vs.scheduler}"
-        if vs.sched_flags:
-            line += f" ({','.join(vs.sched_flags)})"
-        if vs.persistent:
-            line += f" persistent {vs.persistent}"
-        out.append(line)
-        for rs in sorted(vs.real_servers, key=dest_sort_key):
-            out.append(f"  -> {rs.key:<28} {rs.forward:<7} {rs.weight:<6} {0:<10} {0:<10}")
-    return "".join(line + "\n" for line in out)
+    title = (f"IP Virtual Server version 1.2.1 (size={size})\n"
+             "Prot LocalAddress:Port Scheduler Flags\n"
+             "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
+    return title + _table_lines(vss, _list_service,
+                                lambda _vs, rs: f"  -> {rs.key:<28} {rs.forward:<7} {rs.weight:<6} {0:<10} {0:<10}")
 
 
 def format_ipset_save(sets: Iterable[IPSet]) -> str:
