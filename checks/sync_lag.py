@@ -28,7 +28,7 @@ from kpdoctor.checks._common import (
 )
 from kpdoctor.cluster.config import format_duration
 from kpdoctor.findings import Finding, Severity
-from kpdoctor.node.parsed import Metrics
+from kpdoctor.node.kube_proxy_http import Metrics
 from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.node_only import is_node_only
 from kpdoctor.shellcmd import Lit, Name, Part, command

@@ -93,7 +93,7 @@ def actual_view(
             ruleset = parse_nft(text, source=f"{node.name}/nft-ruleset.json")  # JSON or text: by content
             return nft_view(ruleset, family, address_kinds=kinds)
         if mode == "ipvs":
-            from kpdoctor.dataplane.ipvs import read_node_ipvs
+            from kpdoctor.dataplane.ipvs_facts import read_node_ipvs
             from kpdoctor.dataplane.ipvs_semantic import api_frontends, ipvs_semantic_view, label_services
 
             if node.text("ipvsadm-save.txt") is None:
@@ -136,7 +136,7 @@ def compare(ctx: CheckContext, mode: str) -> Comparison | None:
             "nft-ruleset.json" if mode == "nftables" else "ipvsadm-save.txt"
         )
         expected = expected_for(ctx, mode)
-        from kpdoctor.dataplane.iptables_semantic import JumpMemo
+        from kpdoctor.dataplane.iptables_paths import JumpMemo
 
         memo = ctx.shared("iptables-jump-memo", JumpMemo) if mode == "iptables" else None
         if mode == "iptables" and key:

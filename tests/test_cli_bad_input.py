@@ -9,15 +9,15 @@ for root), unwritable output locations, and flags click rejects.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BUNDLES, GOLDEN
+from tests.support import cli
+from tests.support.cli import NO_CLUSTER
 
 B1 = BUNDLES / "B1-healthy" / "bundle"
 V1 = GOLDEN / "V1-basic-clusterip" / "cluster"
@@ -45,10 +45,7 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def kpd(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KUBECONFIG": "", "HOME": "/nonexistent-kpd-home"}
-    env.pop("KPDOCTOR_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "kpdoctor", *args], capture_output=True, text=True, timeout=120,
-                          cwd="/tmp", env=env)  # fmt: skip
+    return cli.kpd(*args, env=NO_CLUSTER, drop=("KPDOCTOR_DEBUG",), cwd="/tmp")
 
 
 CASES: list[tuple[str, tuple[str, ...], int, str]] = [

@@ -4,21 +4,18 @@ this copy of kpdoctor (file: URIs, there being no public docs site), a plugin's 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from kpdoctor.checks_api import Check
+from tests.support.cli import kpd
 
 ROOT = Path(__file__).resolve().parents[1]
 B2 = ROOT / "tests" / "fixtures" / "bundles" / "B2-stale-endpoint" / "bundle"
 
 
 def test_every_docs_link_of_a_report_is_an_existing_page() -> None:
-    proc = subprocess.run([sys.executable, "-m", "kpdoctor", "scan", "--bundle", str(B2), "-o", "json"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = kpd("scan", "--bundle", str(B2), "-o", "json")
     report = json.loads(proc.stdout)
     links = {c["docs"] for c in report["checks"]} | {g["docs"] for c in report["checks"] for g in c["groups"]}
     links.discard("")

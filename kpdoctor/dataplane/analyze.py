@@ -14,7 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from kpdoctor.dataplane.iptables_save import IptablesDump, parse_iptables_lenient, tokenize
+from kpdoctor.dataplane.iptables_lenient import parse_iptables_lenient
+from kpdoctor.dataplane.iptables_save import IptablesDump, tokenize
 from kpdoctor.dataplane.paste import MAX_PASTE_BYTES, Paste, clean_paste
 from kpdoctor.dataplane.reliability import Reliability, iptables_reliability, layout_notes, nft_reliability
 from kpdoctor.dataplane.semantic import DNAT, DROP, REJECT, FrontendDiff, SemanticView, diff
@@ -212,7 +213,8 @@ def _nft(paste: Paste, source: str, expected: SemanticView | None) -> Analysis:
 
 def _ipvs(paste: Paste, source: str, ipsets_text: str | None, node_ips: Iterable[str],
           expected: SemanticView | None) -> Analysis:
-    from kpdoctor.dataplane.ipvs import parse_ipset, parse_ipvsadm_lenient
+    from kpdoctor.dataplane.ipvs import parse_ipset
+    from kpdoctor.dataplane.ipvs_facts import parse_ipvsadm_lenient
     from kpdoctor.dataplane.ipvs_semantic import (
         api_frontends,
         guess_node_addresses,

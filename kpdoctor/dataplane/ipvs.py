@@ -25,9 +25,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from kpdoctor.addresses import canonical_ip, is_ip
 from kpdoctor.errors import InputError
@@ -38,7 +37,7 @@ _SAVE_FLAG = {"TCP": "-t", "UDP": "-u", "SCTP": "--sctp-service"}
 _LIST_PROTO = {"TCP": "TCP", "UDP": "UDP", "SCTP": "SCTP"}
 _FORWARD_SAVE = {"-m": "Masq", "--masquerading": "Masq", "-g": "Route", "--gatewaying": "Route",
                  "-i": "Tunnel", "--ipip": "Tunnel"}
-_FORWARD_FLAG = {"Masq": "-m", "Route": "-g", "Tunnel": "-i", "Local": "-g"}
+FORWARD_FLAG = {"Masq": "-m", "Route": "-g", "Tunnel": "-i", "Local": "-g"}
 _FORWARD_NAMES = {"Masq", "Route", "Tunnel", "Local", "Bypass"}
 _PROTO_NUMBER = {"TCP": 6, "UDP": 17, "SCTP": 132}
 UNAVAILABLE_MARKERS = ("Can't initialize ipvs", "Protocol not available", "IP Virtual Server is built")
@@ -133,7 +132,7 @@ def join_host_port(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def _err(message: str, source: str, lineno: int, line: str) -> InputError:
+def line_error(message: str, source: str, lineno: int, line: str) -> InputError:
     shown = line if len(line) <= 120 else line[:117] + "..."
     return InputError(f"{message}: {shown!r}", where=f"{source}:{lineno}")
 
@@ -143,22 +142,22 @@ def _split_host_port(text: str, source: str, lineno: int, line: str) -> tuple[st
     if text.startswith("["):
         host, sep, port_s = text[1:].partition("]:")
         if not sep:
-            raise _err("malformed [IPv6]:port", source, lineno, line)
+            raise line_error("malformed [IPv6]:port", source, lineno, line)
     else:
         host, sep, port_s = text.rpartition(":")
         if not sep:
-            raise _err("expected ADDRESS:PORT", source, lineno, line)
+            raise line_error("expected ADDRESS:PORT", source, lineno, line)
     address = canonical_ip(host)
     if address is None:
-        raise _err(f"not a numeric IP address {host!r} (was ipvsadm run with -n?)", source, lineno, line)
+        raise line_error(f"not a numeric IP address {host!r} (was ipvsadm run with -n?)", source, lineno, line)
     if not port_s.isdecimal() or int(port_s) > 65535:
-        raise _err(f"not a port number {port_s!r} (was ipvsadm run with -n?)", source, lineno, line)
+        raise line_error(f"not a port number {port_s!r} (was ipvsadm run with -n?)", source, lineno, line)
     return address, int(port_s)
 
 
 def _int(text: str, what: str, source: str, lineno: int, line: str) -> int:
     if not text.isdecimal():
-        raise _err(f"{what} is not a number {text!r}", source, lineno, line)
+        raise line_error(f"{what} is not a number {text!r}", source, lineno, line)
     return int(text)
 
 
@@ -185,7 +184,7 @@ class _Builder:
 
     def add_service(self, key: object, vs: VirtualServer, source: str, lineno: int, line: str) -> None:
         if key in self.services:
-            raise _err("duplicate virtual service", source, lineno, line)
+            raise line_error("duplicate virtual service", source, lineno, line)
         self.services[key] = vs
         self.dests[key] = []
         self.order.append(key)  # type: ignore[arg-type]
@@ -197,7 +196,7 @@ class _Builder:
             out.append(VirtualServer(
                 protocol=vs.protocol, address=vs.address, port=vs.port, scheduler=vs.scheduler,
                 persistent=vs.persistent, sched_flags=vs.sched_flags, fwmark=vs.fwmark,
-                real_servers=tuple(sorted(self.dests[key], key=_dest_sort_key)),
+                real_servers=tuple(sorted(self.dests[key], key=dest_sort_key)),
             ))
         return IPVSTable(virtual_servers=tuple(out), source=source)
 
@@ -253,21 +252,21 @@ def _cmp_dests(d1: RealServer, d2: RealServer) -> int:
 
 
 _SERVICE_ORDER = functools.cmp_to_key(_cmp_services)
-_dest_sort_key = functools.cmp_to_key(_cmp_dests)
+dest_sort_key = functools.cmp_to_key(_cmp_dests)
 
 
 # --------------------------------------------------------------------------- ipvsadm --save -n
 def _save_service_key(tokens: list[str], i: int, source: str, lineno: int, line: str) -> tuple[object, str, str, int, int]:
     """Parse `-t ADDR:PORT` / `-f MARK` at tokens[i]; returns (key, proto, addr, port, fwmark)."""
     if i + 1 >= len(tokens):
-        raise _err("truncated line: service address missing", source, lineno, line)
+        raise line_error("truncated line: service address missing", source, lineno, line)
     flag, value = tokens[i], tokens[i + 1]
     if flag in ("-f", "--fwmark-service"):
         mark = _int(value, "fwmark", source, lineno, line)
         return (("FWM", mark), "", "", 0, mark)
     proto = _SAVE_PROTO.get(flag)
     if proto is None:
-        raise _err(f"expected -t/-u/--sctp-service/-f, found {flag!r}", source, lineno, line)
+        raise line_error(f"expected -t/-u/--sctp-service/-f, found {flag!r}", source, lineno, line)
     address, port = _split_host_port(value, source, lineno, line)
     return ((proto, address, port), proto, address, port, 0)
 
@@ -293,7 +292,7 @@ def parse_ipvsadm_save(text: str, source: str = "ipvsadm-save.txt") -> IPVSTable
                 opt = tokens[i]
                 if opt in ("-s", "--scheduler", "-p", "--persistent", "-M", "--netmask", "-b", "--sched-flags", "pe"):
                     if i + 1 >= len(tokens):
-                        raise _err(f"truncated line: {opt} without a value", source, lineno, line)
+                        raise line_error(f"truncated line: {opt} without a value", source, lineno, line)
                     value = tokens[i + 1]
                     if opt in ("-s", "--scheduler"):
                         scheduler = value
@@ -305,15 +304,15 @@ def parse_ipvsadm_save(text: str, source: str = "ipvsadm-save.txt") -> IPVSTable
                 elif opt in ("ops", "-o", "--ops"):
                     i += 1
                 else:
-                    raise _err(f"unknown virtual service option {opt!r}", source, lineno, line)
+                    raise line_error(f"unknown virtual service option {opt!r}", source, lineno, line)
             if not scheduler:
-                raise _err("virtual service without a scheduler (-s)", source, lineno, line)
+                raise line_error("virtual service without a scheduler (-s)", source, lineno, line)
             builder.add_service(key, VirtualServer(proto, address, port, scheduler, persistent, flags, mark),
                                 source, lineno, line)
         elif cmd in ("-a", "--add-server"):
             key, *_ = _save_service_key(tokens, 1, source, lineno, line)
             if key not in builder.services:
-                raise _err("real server for a virtual service not defined above", source, lineno, line)
+                raise line_error("real server for a virtual service not defined above", source, lineno, line)
             rs_addr: tuple[str, int] | None = None
             weight, forward = 1, "Route"  # ipvsadm's default forwarding method is gatewaying
             i = 3
@@ -326,7 +325,7 @@ def parse_ipvsadm_save(text: str, source: str = "ipvsadm-save.txt") -> IPVSTable
                 if opt in ("-r", "--real-server", "-w", "--weight", "-x", "--u-threshold", "-y", "--l-threshold",
                            "--tun-type", "--tun-port", "--tun-nocsum", "--tun-csum", "--tun-remcsum"):
                     if i + 1 >= len(tokens):
-                        raise _err(f"truncated line: {opt} without a value", source, lineno, line)
+                        raise line_error(f"truncated line: {opt} without a value", source, lineno, line)
                     value = tokens[i + 1]
                     if opt in ("-r", "--real-server"):
                         rs_addr = _split_host_port(value, source, lineno, line)
@@ -334,12 +333,12 @@ def parse_ipvsadm_save(text: str, source: str = "ipvsadm-save.txt") -> IPVSTable
                         weight = _int(value, "weight", source, lineno, line)
                     i += 2
                     continue
-                raise _err(f"unknown real server option {opt!r}", source, lineno, line)
+                raise line_error(f"unknown real server option {opt!r}", source, lineno, line)
             if rs_addr is None:
-                raise _err("truncated line: real server without -r ADDRESS:PORT", source, lineno, line)
+                raise line_error("truncated line: real server without -r ADDRESS:PORT", source, lineno, line)
             builder.dests[key].append(RealServer(rs_addr[0], rs_addr[1], weight, forward))
         else:
-            raise _err("expected an ipvsadm --save line (-A or -a)", source, lineno, line)
+            raise line_error("expected an ipvsadm --save line (-A or -a)", source, lineno, line)
     return builder.table(source)
 
 
@@ -372,23 +371,23 @@ def parse_ipvsadm_list(text: str, source: str = "ipvsadm-list.txt") -> IPVSTable
         if stripped.startswith("-> RemoteAddress:Port"):
             continue
         if stripped.startswith("IP Virtual Server"):
-            raise _err("malformed ipvsadm header", source, lineno, line)
+            raise line_error("malformed ipvsadm header", source, lineno, line)
         if not seen_title:
-            raise _err("expected the ipvsadm -Ln title line 'Prot LocalAddress:Port ...'", source, lineno, line)
+            raise line_error("expected the ipvsadm -Ln title line 'Prot LocalAddress:Port ...'", source, lineno, line)
         tokens = stripped.split()
         if tokens[0] == "->":
             if current is None:
-                raise _err("real server line before any virtual service", source, lineno, line)
+                raise line_error("real server line before any virtual service", source, lineno, line)
             if len(tokens) < 2:
-                raise _err("truncated real server line", source, lineno, line)
+                raise line_error("truncated real server line", source, lineno, line)
             address, port = _split_host_port(tokens[1], source, lineno, line)
             weight, forward = 1, "Masq"
             if detailed:
                 if len(tokens) != 6:
-                    raise _err("truncated real server line (want address, Forward, Weight, ActiveConn, InActConn)",
+                    raise line_error("truncated real server line (want address, Forward, Weight, ActiveConn, InActConn)",
                                source, lineno, line)
                 if tokens[2] not in _FORWARD_NAMES:
-                    raise _err(f"unknown forwarding method {tokens[2]!r}", source, lineno, line)
+                    raise line_error(f"unknown forwarding method {tokens[2]!r}", source, lineno, line)
                 forward = tokens[2]
                 weight = _int(tokens[3], "weight", source, lineno, line)
                 for t in tokens[4:]:
@@ -396,33 +395,33 @@ def parse_ipvsadm_list(text: str, source: str = "ipvsadm-list.txt") -> IPVSTable
             else:
                 for t in tokens[2:]:
                     if not _NUM_RE.match(t) and not _is_rate(t):
-                        raise _err(f"not a counter {t!r}", source, lineno, line)
+                        raise line_error(f"not a counter {t!r}", source, lineno, line)
             builder.dests[current].append(RealServer(address, port, weight, forward))
             continue
         # a virtual service line
         if tokens[0] == "FWM":
             if len(tokens) < 2:
-                raise _err("truncated FWM line", source, lineno, line)
+                raise line_error("truncated FWM line", source, lineno, line)
             mark = _int(tokens[1], "fwmark", source, lineno, line)
             key: object = ("FWM", mark)
             proto, address, port = "", "", 0
             rest = tokens[2:]
         elif tokens[0] in _LIST_PROTO:
             if len(tokens) < 2:
-                raise _err("truncated virtual service line", source, lineno, line)
+                raise line_error("truncated virtual service line", source, lineno, line)
             proto = _LIST_PROTO[tokens[0]]
             address, port = _split_host_port(tokens[1], source, lineno, line)
             mark = 0
             key = (proto, address, port)
             rest = tokens[2:]
         else:
-            raise _err("expected a virtual service (TCP/UDP/SCTP/FWM) or a '->' real server line", source, lineno, line)
+            raise line_error("expected a virtual service (TCP/UDP/SCTP/FWM) or a '->' real server line", source, lineno, line)
         scheduler = ""
         persistent: int | None = 0 if detailed else None
         flags: tuple[str, ...] = ()
         if detailed:
             if not rest:
-                raise _err("truncated virtual service line: scheduler missing", source, lineno, line)
+                raise line_error("truncated virtual service line: scheduler missing", source, lineno, line)
             scheduler = rest[0]
             i = 1
             while i < len(rest):
@@ -432,18 +431,18 @@ def parse_ipvsadm_list(text: str, source: str = "ipvsadm-list.txt") -> IPVSTable
                     i += 1
                 elif word in ("persistent", "mask", "pe"):
                     if i + 1 >= len(rest):
-                        raise _err(f"truncated line: {word} without a value", source, lineno, line)
+                        raise line_error(f"truncated line: {word} without a value", source, lineno, line)
                     if word == "persistent":
                         persistent = _int(rest[i + 1], "persistence timeout", source, lineno, line)
                     i += 2
                 elif word == "ops":
                     i += 1
                 else:
-                    raise _err(f"unknown virtual service flag {word!r}", source, lineno, line)
+                    raise line_error(f"unknown virtual service flag {word!r}", source, lineno, line)
         else:
             for t in rest:
                 if not _NUM_RE.match(t) and not _is_rate(t):
-                    raise _err(f"not a counter {t!r}", source, lineno, line)
+                    raise line_error(f"not a counter {t!r}", source, lineno, line)
         builder.add_service(key, VirtualServer(proto, address, port, scheduler, persistent, flags, mark),
                             source, lineno, line)
         current = key
@@ -464,41 +463,6 @@ def parse_ipvsadm(text: str, source: str = "ipvsadm") -> IPVSTable:
             return parse_ipvsadm_save(text, source)
         return parse_ipvsadm_list(text, source)
     return IPVSTable(source=source)
-
-
-def format_ipvsadm_save(vss: Iterable[VirtualServer]) -> str:
-    """What `ipvsadm --save -n` prints for these services (sorted as ipvsadm sorts, see `sort_key`)."""
-    out: list[str] = []
-    for vs in sorted(vss, key=VirtualServer.sort_key):
-        line = f"-A {vs.service_arg} -s {vs.scheduler}"
-        if vs.persistent:
-            line += f" -p {vs.persistent}"
-        if vs.sched_flags:
-            line += f" -b {','.join(vs.sched_flags)}"
-        out.append(line)
-        for rs in sorted(vs.real_servers, key=_dest_sort_key):
-            out.append(f"-a {vs.service_arg} -r {rs.key} {_FORWARD_FLAG.get(rs.forward, '-m')} -w {rs.weight}")
-    return "".join(line + "\n" for line in out)
-
-
-def format_ipvsadm_list(vss: Iterable[VirtualServer], *, size: int = 4096) -> str:
-    """What `ipvsadm -Ln` prints (ipvsadm 1.31 column widths, trailing blanks included)."""
-    out = [
-        f"IP Virtual Server version 1.2.1 (size={size})",
-        "Prot LocalAddress:Port Scheduler Flags",
-        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
-    ]
-    for vs in sorted(vss, key=VirtualServer.sort_key):
-        name = f"FWM  {vs.fwmark}" if vs.fwmark else f"{vs.protocol}  {join_host_port(vs.address, vs.port)}"
-        line = f"{name} {vs.scheduler}"
-        if vs.sched_flags:
-            line += f" ({','.join(vs.sched_flags)})"
-        if vs.persistent:
-            line += f" persistent {vs.persistent}"
-        out.append(line)
-        for rs in sorted(vs.real_servers, key=_dest_sort_key):
-            out.append(f"  -> {rs.key:<28} {rs.forward:<7} {rs.weight:<6} {0:<10} {0:<10}")
-    return "".join(line + "\n" for line in out)
 
 
 # --------------------------------------------------------------------------- ipset
@@ -592,7 +556,7 @@ def parse_ipset_list(text: str, source: str = "ipset-list.txt") -> IPSets:
         if in_members and not line.startswith("Name: "):
             member = line.split()[0]
             if not validate_member(block.get("Type", ""), member):
-                raise _err(f"malformed member of {block.get('Type')} set {block.get('Name')}", source, lineno, line)
+                raise line_error(f"malformed member of {block.get('Type')} set {block.get('Name')}", source, lineno, line)
             members.append(member)
             continue
         if line.startswith("Name: "):
@@ -600,18 +564,18 @@ def parse_ipset_list(text: str, source: str = "ipset-list.txt") -> IPSets:
             start_line = lineno
         key, sep, value = line.partition(":")
         if not sep:
-            raise _err("expected 'Key: value' in an ipset list header", source, lineno, line)
+            raise line_error("expected 'Key: value' in an ipset list header", source, lineno, line)
         key = key.strip()
         if key not in ("Name", "Type", "Revision", "Header", "Size in memory", "References", "Number of entries",
                        "Members"):
-            raise _err(f"unknown ipset list field {key!r}", source, lineno, line)
+            raise line_error(f"unknown ipset list field {key!r}", source, lineno, line)
         if not block and key != "Name":
-            raise _err("ipset list block must start with 'Name:'", source, lineno, line)
+            raise line_error("ipset list block must start with 'Name:'", source, lineno, line)
         value = value.strip()
         if key == "Type" and value not in _IPSET_TYPES:
-            raise _err(f"unknown ipset type {value!r}", source, lineno, line)
+            raise line_error(f"unknown ipset type {value!r}", source, lineno, line)
         if key in ("Number of entries", "References", "Revision", "Size in memory") and not value.isdecimal():
-            raise _err(f"{key} is not a number", source, lineno, line)
+            raise line_error(f"{key} is not a number", source, lineno, line)
         if key == "Members":
             in_members = True
             continue
@@ -632,26 +596,26 @@ def parse_ipset_save(text: str, source: str = "ipset-save.txt") -> IPSets:
         tokens = line.split()
         if tokens[0] == "create":
             if len(tokens) < 3:
-                raise _err("truncated create line", source, lineno, line)
+                raise line_error("truncated create line", source, lineno, line)
             name, set_type = tokens[1], tokens[2]
             if set_type not in _IPSET_TYPES:
-                raise _err(f"unknown ipset type {set_type!r}", source, lineno, line)
+                raise line_error(f"unknown ipset type {set_type!r}", source, lineno, line)
             if name in types:
-                raise _err(f"ipset {name} created twice", source, lineno, line)
+                raise line_error(f"ipset {name} created twice", source, lineno, line)
             types[name] = set_type
             headers[name] = _header_pairs(tokens[3:])
             members[name] = []
         elif tokens[0] == "add":
             if len(tokens) < 3:
-                raise _err("truncated add line", source, lineno, line)
+                raise line_error("truncated add line", source, lineno, line)
             name, member = tokens[1], tokens[2]
             if name not in types:
-                raise _err(f"add to ipset {name} which was not created above", source, lineno, line)
+                raise line_error(f"add to ipset {name} which was not created above", source, lineno, line)
             if not validate_member(types[name], member):
-                raise _err(f"malformed member of {types[name]} set {name}", source, lineno, line)
+                raise line_error(f"malformed member of {types[name]} set {name}", source, lineno, line)
             members[name].append(member)
         else:
-            raise _err("expected an ipset save line (create/add)", source, lineno, line)
+            raise line_error("expected an ipset save line (create/add)", source, lineno, line)
     return IPSets({n: IPSet(n, types[n], headers[n], frozenset(members[n])) for n in types}, source)
 
 
@@ -667,163 +631,3 @@ def parse_ipset(text: str, source: str = "ipset") -> IPSets:
     return IPSets({}, source)
 
 
-def format_ipset_save(sets: Iterable[IPSet]) -> str:
-    """`ipset save` form (kernel hash order is random; members are sorted here)."""
-    out: list[str] = []
-    for s in sets:
-        opts = " ".join(f"{k} {v}" if v else k for k, v in s.header)
-        out.append(f"create {s.name} {s.type}" + (f" {opts}" if opts else ""))
-        out.extend(f"add {s.name} {m}" for m in sorted(s.members, key=_member_sort_key))
-    return "".join(line + "\n" for line in out)
-
-
-def format_ipset_list(sets: Iterable[IPSet]) -> str:
-    """`ipset list` form (what ipset 7.x prints; memory size / references are not modelled: 0)."""
-    blocks: list[str] = []
-    for s in sets:
-        header = " ".join(f"{k} {v}" if v else k for k, v in s.header)
-        lines = [f"Name: {s.name}", f"Type: {s.type}", "Revision: 0", f"Header: {header}", "Size in memory: 0",
-                 "References: 0", f"Number of entries: {len(s.members)}", "Members:"]
-        lines.extend(sorted(s.members, key=_member_sort_key))
-        blocks.append("\n".join(lines) + "\n")
-    return "\n".join(blocks)
-
-
-def _member_sort_key(member: str) -> tuple[int, str]:
-    head = member.split(",")[0]
-    if head.isdecimal():
-        return (int(head), member)
-    try:
-        return (int(ipaddress.ip_address(head)), member)
-    except ValueError:
-        return (0, member)
-
-
-# --------------------------------------------------------------------------- the reference proxier's document
-SECTION_MARK = "#### "
-
-
-@dataclass(frozen=True)
-class IPVSDocument:
-    """The four parts of `kpdoctor proxier render --mode ipvs` output, each parsed by the node-output parsers."""
-
-    table: IPVSTable
-    ipsets: IPSets
-    addresses: tuple[str, ...]
-    iptables: str
-
-
-def split_ipvs_document(text: str, source: str = "ipvs-render") -> dict[str, str]:
-    """`#### <section>` delimited parts -> {section title: text}."""
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for lineno, line in enumerate(text.splitlines(keepends=True), 1):
-        if line.startswith(SECTION_MARK):
-            title = line[len(SECTION_MARK):].strip()
-            if title in sections:
-                raise InputError(f"section {title!r} appears twice", where=f"{source}:{lineno}")
-            current = sections.setdefault(title, [])
-        elif current is not None:
-            current.append(line)
-        elif line.strip() and not line.startswith("#"):
-            raise InputError("text before the first '#### <section>' line", where=f"{source}:{lineno}")
-    return {k: "".join(v) for k, v in sections.items()}
-
-
-def parse_ipvs_document(text: str, source: str = "ipvs-render") -> IPVSDocument:
-    parts = split_ipvs_document(text, source)
-    for needed in ("ipvsadm --save -n", "kube-ipvs0 addresses", "ipset save", "iptables-restore"):
-        if needed not in parts:
-            raise InputError(f"missing section '#### {needed}'", where=source)
-    addresses: list[str] = []
-    for lineno, raw in enumerate(parts["kube-ipvs0 addresses"].splitlines(), 1):
-        tokens = raw.split()
-        if not tokens or tokens[:3] == ["ip", "link", "add"]:
-            continue
-        if len(tokens) != 6 or tokens[:3] != ["ip", "addr", "add"] or tokens[4] != "dev":
-            raise _err("expected 'ip addr add IP/LEN dev kube-ipvs0'", f"{source}[addresses]", lineno, raw)
-        ip = tokens[3].split("/")[0]
-        if not is_ip(ip):
-            raise _err("not an IP address", f"{source}[addresses]", lineno, raw)
-        addresses.append(ip)
-    return IPVSDocument(
-        table=parse_ipvsadm_save(parts["ipvsadm --save -n"], f"{source}[ipvsadm]"),
-        ipsets=parse_ipset_save(parts["ipset save"], f"{source}[ipset]"),
-        addresses=tuple(addresses),
-        iptables=parts["iptables-restore"],
-    )
-
-
-# --------------------------------------------------------------------------- node facts
-IPVSADM_FACT = "ipvsadm-save.txt"
-IPSET_FACT = "ipset-list.txt"
-
-
-class _Fact(Protocol):
-    """What `read_node_ipvs` reads of a collected fact (`kpdoctor.node.state.Fact`)."""
-
-    @property
-    def content(self) -> str | None: ...
-    @property
-    def error(self) -> str: ...
-    @property
-    def source(self) -> str: ...
-    @property
-    def stderr(self) -> str: ...
-    @property
-    def exit_code(self) -> int | None: ...
-
-
-class NodeFacts(Protocol):
-    """A node's collected facts (`kpdoctor.node.state.NodeState`), without importing the node layer."""
-
-    @property
-    def name(self) -> str: ...
-    def fact(self, key: str) -> _Fact: ...
-
-
-def read_node_ipvs(node: NodeFacts) -> tuple[IPVSTable, IPSets | None]:
-    """A node's IPVS table and ipsets from its facts; a missing/failed `ipvsadm` is a fact, not an error.
-
-    B4-ipvs-unavailable (tests/fixtures/bundles) is the real case: `ipvsadm-save.txt` absent, `ipset-list.txt`
-    empty, because the kernel has no IPVS.
-    """
-    fact = node.fact(IPVSADM_FACT)
-    if fact.content is None:
-        table = absent_table(f"{IPVSADM_FACT}: {fact.error or 'not collected'} (no IPVS state known)", fact.source)
-    else:
-        text = fact.content + ("\n" + fact.stderr if fact.stderr else "")
-        reason = unavailable_reason(text)
-        if reason is not None:
-            table = absent_table(reason, fact.source or IPVSADM_FACT)
-        elif fact.exit_code not in (None, 0):
-            table = absent_table(f"ipvsadm exited {fact.exit_code}: {fact.stderr.strip()[:200]}", fact.source)
-        else:
-            table = parse_ipvsadm(fact.content, f"{node.name}/{IPVSADM_FACT}")
-    ipset_fact = node.fact(IPSET_FACT)
-    ipsets = None if ipset_fact.content is None else parse_ipset(ipset_fact.content, f"{node.name}/{IPSET_FACT}")
-    return table, ipsets
-
-
-_LIST_TITLE = ("Prot LocalAddress:Port Scheduler Flags\n"
-               "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
-
-
-def parse_ipvsadm_lenient(text: str, source: str = "<paste>") -> tuple[IPVSTable, list[str]]:
-    """A pasted `ipvsadm -Ln` / `ipvsadm --save -n` (cleaned by `kpdoctor.dataplane.paste.clean_paste`), plus
-    notes: `#` comment lines of a save file go, and a list whose title lines were not copied gets them back."""
-    notes: list[str] = []
-    lines = [line for line in text.split("\n") if not line.lstrip().startswith("#")]
-    title = next((i for i, line in enumerate(lines)
-                  if line.startswith(("IP Virtual Server version", "Prot LocalAddress:Port"))), None)
-    if title:  # prose the author wrote above the output ("IPVS output on node-1")
-        notes.append(f"ignored {title} line(s) before the ipvsadm output")
-        lines = lines[title:]
-    if len(lines) != len(text.split("\n")):
-        notes.append("ignored comment lines")
-    body = "\n".join(lines)
-    first = next((line.strip() for line in lines if line.strip()), "")
-    if re.match(r"(?:TCP|UDP|SCTP|FWM)\s+\S+", first) and "Prot LocalAddress:Port" not in body:
-        notes.append("the `ipvsadm -Ln` title lines were not pasted: assumed the plain -Ln columns")
-        body = _LIST_TITLE + body
-    return parse_ipvsadm(body, source), notes

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kpdoctor.node import collectors as C
+from kpdoctor.node.run_fact import decode, exit_reason, missing, to_fact
 from kpdoctor.node.state import Fact
 from kpdoctor.node.transport import NOT_FOUND, BatchItem, CancelToken, RunResult, Transport
 
-STDERR_MAX = 4096
 _TABLE_NAME = re.compile(r"^[a-z_]{1,32}$")
 _NFT_TABLE_LINE = re.compile(r"^table (\S+) (\S+) \{$")
 # phase-2 dumps that go in their own session, beside the rest (v4 and v6 / nft dumps of a big node overlap)
@@ -47,44 +47,6 @@ class Budget:
         if self.cancel is not None and self.cancel.cancelled:
             return "interrupted (Ctrl-C) before it ran"
         return "skipped: the node's --timeout was reached"
-
-
-def decode(data: bytes) -> tuple[str, int]:
-    """UTF-8 text and the number of undecodable bytes replaced (node output is not always UTF-8)."""
-    try:
-        return data.decode("utf-8"), 0
-    except UnicodeDecodeError:
-        text = data.decode("utf-8", errors="replace")
-        return text, text.count("\ufffd") - data.decode("utf-8", errors="ignore").count("\ufffd")
-
-
-def _stderr(res: RunResult, replaced: int = 0) -> str:
-    text = res.stderr[:STDERR_MAX].decode("utf-8", errors="replace").strip()
-    if replaced:
-        note = f"[kpdoctor] output was not valid UTF-8: {replaced} byte(s) replaced with U+FFFD"
-        text = f"{text}\n{note}" if text else note
-    return text
-
-
-def to_fact(key: str, source: str, res: RunResult, *, http: bool = False) -> Fact:
-    """A RunResult as a Fact: content only when the command ran and succeeded (any status for HTTP)."""
-    usable = not res.error and not res.timed_out and (res.exit_code is not None if http else res.exit_code == 0)
-    if not usable:
-        error = res.error or _exit_reason(res)
-        return Fact(key, None, source, res.exit_code, _stderr(res), round(res.duration, 6), error, res.truncated)
-    text, replaced = decode(res.stdout)
-    return Fact(key, text, source, res.exit_code, _stderr(res, replaced), round(res.duration, 6), "", res.truncated)
-
-
-def _exit_reason(res: RunResult) -> str:
-    if res.exit_code == NOT_FOUND:
-        return "not installed"
-    last = res.stderr.decode("utf-8", errors="replace").strip().splitlines()
-    return f"exit status {res.exit_code}" + (f": {last[-1][:300]}" if last else "")
-
-
-def missing(key: str, source: str, error: str) -> Fact:
-    return Fact(key=key, content=None, source=source, error=error)
 
 
 class Gatherer:
@@ -453,7 +415,7 @@ class Gatherer:
             total += res.duration
             got = _nft_objects(res)
             if got is None:
-                problems.append(f"table {family} {name}: {res.error or _exit_reason(res)}")
+                problems.append(f"table {family} {name}: {res.error or exit_reason(res)}")
                 partial = True
                 if name == "kube-proxy":
                     objects.extend(self._nft_kube_proxy_objects(family, problems))
@@ -539,7 +501,7 @@ class Gatherer:
                 break
             total += res.duration
             if not (res.ok or res.truncated):
-                errors.append(res.error or _exit_reason(res))
+                errors.append(res.error or exit_reason(res))
                 continue
             capped = capped or res.truncated
             for line in decode(res.stdout)[0].splitlines():

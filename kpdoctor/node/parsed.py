@@ -4,6 +4,8 @@ Each parser takes the text a node printed and returns a plain value; none raises
 on odd input, because a node that prints something unexpected is a finding to
 explain, not a crash of the whole scan. `ParsedNode` caches the parsed views of
 one NodeState so ten checks asking for the sysctls parse them once.
+kube-proxy's HTTP bodies (/metrics, /healthz, /configz) are read by `kpdoctor.node.kube_proxy_http`,
+conntrack output by `kpdoctor.node.conntrack_text`.
 
 The full iptables/nft/IPVS parsers that build the semantic view live in
 `kpdoctor.dataplane`; the light `IptablesView` reader here (and the light
@@ -15,19 +17,17 @@ chain) that the firewall, backend-split and leftover checks ask.
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
-from kpdoctor.cluster.config import KubeProxyConfig, config_from_dict
+from kpdoctor.cluster.config import KubeProxyConfig
 from kpdoctor.dataplane.chain_owners import kube_proxy_chains
 from kpdoctor.dataplane.nft_structure import NftTables, parse_nft_structure
-from kpdoctor.errors import InputError
+from kpdoctor.node.conntrack_text import parse_conntrack_entries, parse_conntrack_stats
+from kpdoctor.node.kube_proxy_http import Healthz, parse_configz, parse_healthz, parse_metrics
 from kpdoctor.node.state import NodeState
 
 _T = TypeVar("_T")
@@ -137,332 +137,6 @@ def parse_nft_version(text: str | None) -> tuple[int, int, int] | None:
     if match is None:
         return None
     return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
-
-
-# ----------------------------------------------------------------------- Prometheus
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    name: str
-    labels: Mapping[str, str]
-    value: float
-
-    def render(self) -> str:
-        if not self.labels:
-            return f"{self.name} {_fmt(self.value)}"
-        inner = ",".join(f'{k}="{v}"' for k, v in self.labels.items())
-        return f"{self.name}{{{inner}}} {_fmt(self.value)}"
-
-
-def _fmt(value: float) -> str:
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-def _parse_labels(text: str) -> dict[str, str]:
-    """Lenient label parser: handles escaped quotes/backslashes and commas inside values."""
-    labels: dict[str, str] = {}
-    i, n = 0, len(text)
-    while i < n:
-        while i < n and text[i] in " ,":
-            i += 1
-        eq = text.find("=", i)
-        if eq < 0:
-            break
-        key = text[i:eq].strip()
-        i = eq + 1
-        if i < n and text[i] == '"':
-            i += 1
-            buf: list[str] = []
-            while i < n and text[i] != '"':
-                if text[i] == "\\" and i + 1 < n:
-                    nxt = text[i + 1]
-                    buf.append({"n": "\n", '"': '"', "\\": "\\"}.get(nxt, nxt))
-                    i += 2
-                    continue
-                buf.append(text[i])
-                i += 1
-            i += 1
-            labels[key] = "".join(buf)
-        else:
-            end = text.find(",", i)
-            end = n if end < 0 else end
-            labels[key] = text[i:end].strip()
-            i = end
-    return labels
-
-
-def _parse_value(text: str) -> float | None:
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        lowered = text.lower()
-        if lowered in ("+inf", "inf"):
-            return math.inf
-        if lowered == "-inf":
-            return -math.inf
-        if lowered == "nan":
-            return math.nan
-        return None
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """Parsed Prometheus text exposition, indexed by metric name."""
-
-    samples: Mapping[str, tuple[Sample, ...]]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.samples
-
-    def get(self, name: str, **labels: str) -> list[Sample]:
-        """Samples of `name` whose labels include all of `labels` (extra labels are fine)."""
-        return [s for s in self.samples.get(name, ()) if all(s.labels.get(k) == v for k, v in labels.items())]
-
-    def value(self, name: str, **labels: str) -> float | None:
-        """The sum over matching samples (e.g. over ip_family), or None when the metric is absent."""
-        found = self.get(name, **labels)
-        return sum(s.value for s in found) if found else None
-
-    def histogram_quantile(self, q: float, name: str, **labels: str) -> float | None:
-        """Prometheus-style quantile from cumulative `_bucket` samples, merged over other labels."""
-        by_le: dict[float, float] = defaultdict(float)
-        for s in self.get(name + "_bucket", **labels):
-            le = _parse_value(s.labels.get("le", ""))
-            if le is not None:
-                by_le[le] += s.value
-        if not by_le:
-            return None
-        bounds = sorted(by_le)
-        total = by_le[bounds[-1]]
-        if total <= 0:
-            return None
-        rank = q * total
-        prev_bound, prev_count = 0.0, 0.0
-        for bound in bounds:
-            count = by_le[bound]
-            if count >= rank:
-                if math.isinf(bound):
-                    return prev_bound
-                if count == prev_count:
-                    return bound
-                return prev_bound + (bound - prev_bound) * (rank - prev_count) / (count - prev_count)
-            prev_bound, prev_count = bound, count
-        return bounds[-1]
-
-
-def parse_metrics(text: str | None) -> Metrics:
-    grouped: dict[str, list[Sample]] = defaultdict(list)
-    for raw in (text or "").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        brace = line.find("{")
-        space = line.find(" ")
-        if brace >= 0 and (space < 0 or brace < space):
-            close = line.rfind("}")
-            if close < brace:
-                continue
-            name = line[:brace]
-            labels = _parse_labels(line[brace + 1 : close])
-            rest = line[close + 1 :].split()
-        else:
-            parts = line.split()
-            name, labels, rest = parts[0], {}, parts[1:]
-        if not rest:
-            continue
-        value = _parse_value(rest[0])
-        if value is None:
-            continue
-        grouped[name].append(Sample(name, labels, value))
-    return Metrics({k: tuple(v) for k, v in grouped.items()})
-
-
-# --------------------------------------------------------------- kube-proxy surfaces
-
-
-def parse_go_time(text: str | None) -> datetime | None:
-    """RFC 3339 with nanoseconds (Go's time.Time JSON), trimmed to microseconds for Python."""
-    if not text:
-        return None
-    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text.strip())
-    if match is None:
-        return None
-    frac = (match.group(2) or "")[:7]
-    tz = match.group(3) or "Z"
-    tz = "+00:00" if tz == "Z" else tz
-    try:
-        return datetime.fromisoformat(match.group(1) + frac + tz)
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Healthz:
-    healthy: bool | None  # None when the body has no "healthy" field (older kube-proxy)
-    last_updated: datetime | None
-    current_time: datetime | None
-    node_eligible: bool | None
-    families: Mapping[str, tuple[bool | None, datetime | None]]
-    raw: str
-
-    @property
-    def age_seconds(self) -> float | None:
-        """currentTime - lastUpdated as the node saw it (no clock skew between node and scanner)."""
-        if self.last_updated is None or self.current_time is None:
-            return None
-        return (self.current_time - self.last_updated).total_seconds()
-
-
-def parse_healthz(text: str | None) -> Healthz | None:
-    if not text or not text.strip():
-        return None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    families: dict[str, tuple[bool | None, datetime | None]] = {}
-    status = doc.get("status")
-    if isinstance(status, dict):
-        for fam, body in status.items():
-            if isinstance(body, dict):
-                healthy = body.get("healthy")
-                families[str(fam)] = (
-                    healthy if isinstance(healthy, bool) else None,
-                    parse_go_time(body.get("lastUpdated")),
-                )
-    healthy = doc.get("healthy")
-    eligible = doc.get("nodeEligible")
-    return Healthz(
-        healthy=healthy if isinstance(healthy, bool) else None,
-        last_updated=parse_go_time(doc.get("lastUpdated")),
-        current_time=parse_go_time(doc.get("currentTime")),
-        node_eligible=eligible if isinstance(eligible, bool) else None,
-        families=families,
-        raw=text.strip(),
-    )
-
-
-def parse_configz(text: str | None, *, source: str = "kube-proxy/configz.json") -> KubeProxyConfig | None:
-    """/configz body -> KubeProxyConfig (None when absent or unreadable)."""
-    if not text or not text.strip():
-        return None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    try:
-        return config_from_dict(doc, source=source)
-    except (InputError, TypeError, ValueError):
-        return None
-
-
-# ------------------------------------------------------------------------ conntrack
-
-
-def parse_conntrack_stats(text: str | None) -> dict[str, int]:
-    """`conntrack -S` per-CPU lines summed per counter (drop, insert_failed, early_drop, ...)."""
-    totals: dict[str, int] = defaultdict(int)
-    for line in (text or "").splitlines():
-        for token in line.split():
-            key, sep, value = token.partition("=")
-            if sep and key != "cpu":
-                try:
-                    totals[key] += int(value)
-                except ValueError:
-                    continue
-    return dict(totals)
-
-
-@dataclass(frozen=True, slots=True)
-class ConntrackEntry:
-    protocol: str  # tcp | udp | sctp | icmp ...
-    state: str  # TCP state or ""
-    src: str
-    dst: str
-    sport: int | None
-    dport: int | None
-    reply_src: str
-    reply_dst: str
-    reply_sport: int | None
-    reply_dport: int | None
-    flags: tuple[str, ...]
-    line: str
-
-    @property
-    def dnat_target(self) -> str:
-        """The backend the connection was translated to (reply source), `ip:port`."""
-        port = "" if self.reply_sport is None else f":{self.reply_sport}"
-        host = f"[{self.reply_src}]" if ":" in self.reply_src else self.reply_src
-        return host + port
-
-
-_PROTOS = {"tcp", "udp", "sctp", "icmp", "icmpv6", "udplite", "dccp", "gre", "unknown"}
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return None if value is None else int(value)
-    except ValueError:
-        return None
-
-
-def parse_conntrack_line(line: str) -> ConntrackEntry | None:
-    """One `conntrack -L` line (or /proc/net/nf_conntrack line); None when it is not an entry."""
-    tokens = line.split()
-    proto = next((t for t in tokens[:4] if t in _PROTOS), None)
-    if proto is None:
-        return None
-    groups: list[dict[str, str]] = [{}, {}]
-    idx = 0
-    state = ""
-    flags: list[str] = []
-    for token in tokens:
-        if token.startswith("[") and token.endswith("]"):
-            flags.append(token[1:-1])
-            continue
-        key, sep, value = token.partition("=")
-        if not sep:
-            if token.isupper() and token.replace("_", "").isalpha():
-                state = token
-            continue
-        if key == "src" and "src" in groups[idx]:
-            idx = 1 if idx == 0 else idx
-        if key in ("src", "dst", "sport", "dport") and idx < 2 and key not in groups[idx]:
-            groups[idx][key] = value
-    orig, reply = groups
-    if "src" not in orig or "dst" not in orig:
-        return None
-    return ConntrackEntry(
-        protocol=proto,
-        state=state,
-        src=orig["src"],
-        dst=orig["dst"],
-        sport=_int(orig.get("sport")),
-        dport=_int(orig.get("dport")),
-        reply_src=reply.get("src", ""),
-        reply_dst=reply.get("dst", ""),
-        reply_sport=_int(reply.get("sport")),
-        reply_dport=_int(reply.get("dport")),
-        flags=tuple(flags),
-        line=line.strip(),
-    )
-
-
-def parse_conntrack_entries(text: str | None) -> list[ConntrackEntry]:
-    entries = []
-    for line in (text or "").splitlines():
-        entry = parse_conntrack_line(line)
-        if entry is not None:
-            entries.append(entry)
-    return entries
 
 
 # ------------------------------------------------------------------------ addresses
@@ -624,6 +298,31 @@ def ipset_names(text: str | None) -> list[str]:
 # ---------------------------------------------------------------------- one node, cached
 
 
+class FactAttribute(Generic[_T]):
+    """A `ParsedNode` attribute computed once: `parse` of one fact's text, None only when the fact was not
+    collected (an empty file still parses, so checks can tell 'not collected' from 'collected, nothing in it').
+    Like `functools.cached_property`, the value is stored in the instance on first access."""
+
+    def __init__(self, key: str, parse: Callable[[str], _T]) -> None:
+        self.key = key
+        self.parse = parse
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> FactAttribute[_T]: ...
+    @overload
+    def __get__(self, obj: ParsedNode, owner: type | None = None) -> _T | None: ...
+    def __get__(self, obj: ParsedNode | None, owner: type | None = None) -> FactAttribute[_T] | _T | None:
+        if obj is None:
+            return self
+        value = obj.parsed_fact(self.key, self.parse)
+        obj.__dict__[self.name] = value
+        return value
+
+
 @dataclass
 class ParsedNode:
     """Lazily parsed facts of one node; build one per node (node checks get theirs as `NodeCheckContext.parsed`)."""
@@ -638,7 +337,7 @@ class ParsedNode:
     def has(self, key: str) -> bool:
         return self.state.text(key) is not None
 
-    def _parsed_fact(self, key: str, parse: Callable[[str], _T]) -> _T | None:
+    def parsed_fact(self, key: str, parse: Callable[[str], _T]) -> _T | None:
         """`parse` of the fact's text; None only when the fact was not collected (an empty file still parses,
         so checks can tell 'not collected' from 'collected, nothing in it')."""
         text = self.state.text(key)
@@ -648,25 +347,11 @@ class ParsedNode:
     def sysctl(self) -> dict[str, str]:
         return parse_sysctl(self.state.text("sysctl.txt"))
 
-    @cached_property
-    def loaded_modules(self) -> set[str] | None:
-        return self._parsed_fact("proc-modules.txt", parse_proc_modules)
-
-    @cached_property
-    def builtin_modules(self) -> set[str] | None:
-        return self._parsed_fact("modules-builtin.txt", parse_modules_builtin)
-
-    @cached_property
-    def ip_tables_names(self) -> set[str] | None:
-        return self._parsed_fact("ip_tables_names.txt", parse_lines)
-
-    @cached_property
-    def ip_tables_matches(self) -> set[str] | None:
-        return self._parsed_fact("ip_tables_matches.txt", parse_lines)
-
-    @cached_property
-    def ip_tables_targets(self) -> set[str] | None:
-        return self._parsed_fact("ip_tables_targets.txt", parse_lines)
+    loaded_modules = FactAttribute("proc-modules.txt", parse_proc_modules)
+    builtin_modules = FactAttribute("modules-builtin.txt", parse_modules_builtin)
+    ip_tables_names = FactAttribute("ip_tables_names.txt", parse_lines)
+    ip_tables_matches = FactAttribute("ip_tables_matches.txt", parse_lines)
+    ip_tables_targets = FactAttribute("ip_tables_targets.txt", parse_lines)
 
     @cached_property
     def iptables_version(self) -> IptablesVersion | None:
@@ -683,9 +368,7 @@ class ParsedNode:
             found = parse_kernel_release(self.nft.version)
         return found
 
-    @cached_property
-    def metrics(self) -> Metrics | None:
-        return self._parsed_fact("kube-proxy/metrics.txt", parse_metrics)
+    metrics = FactAttribute("kube-proxy/metrics.txt", parse_metrics)
 
     @cached_property
     def healthz(self) -> Healthz | None:
@@ -695,27 +378,16 @@ class ParsedNode:
     def configz(self) -> KubeProxyConfig | None:
         return parse_configz(self.state.text("kube-proxy/configz.json"))
 
-    @cached_property
-    def proxy_mode(self) -> str | None:
-        return self._parsed_fact("kube-proxy/proxyMode.txt", str.strip)
-
-    @cached_property
-    def conntrack_stats(self) -> dict[str, int] | None:
-        return self._parsed_fact("conntrack-stats.txt", parse_conntrack_stats)
-
-    @cached_property
-    def conntrack_entries(self) -> list[ConntrackEntry] | None:
-        return self._parsed_fact("conntrack-services.txt", parse_conntrack_entries)
-
-    @cached_property
-    def interfaces(self) -> list[Interface] | None:
-        return self._parsed_fact("ip-addr.json", parse_ip_addr)
+    proxy_mode = FactAttribute("kube-proxy/proxyMode.txt", str.strip)
+    conntrack_stats = FactAttribute("conntrack-stats.txt", parse_conntrack_stats)
+    conntrack_entries = FactAttribute("conntrack-services.txt", parse_conntrack_entries)
+    interfaces = FactAttribute("ip-addr.json", parse_ip_addr)
 
     def iptables(self, key: str) -> IptablesView | None:
         """A light parse of one iptables dump fact (`iptables-save.txt`, `iptables-legacy-save.txt`, ...)."""
         cache_key = "ipt:" + key
         if cache_key not in self._extra:
-            self._extra[cache_key] = self._parsed_fact(key, parse_iptables_view)
+            self._extra[cache_key] = self.parsed_fact(key, parse_iptables_view)
         found: IptablesView | None = self._extra[cache_key]
         return found
 
@@ -723,13 +395,8 @@ class ParsedNode:
     def nft(self) -> NftTables | None:
         return parse_nft_structure(self.state.text("nft-ruleset.json"))
 
-    @cached_property
-    def ipvs_services(self) -> list[str] | None:
-        return self._parsed_fact("ipvsadm-save.txt", ipvs_virtual_servers)
-
-    @cached_property
-    def ipsets(self) -> list[str] | None:
-        return self._parsed_fact("ipset-list.txt", ipset_names)
+    ipvs_services = FactAttribute("ipvsadm-save.txt", ipvs_virtual_servers)
+    ipsets = FactAttribute("ipset-list.txt", ipset_names)
 
     def addresses(self, family: int = 4) -> list[str]:
         out = []

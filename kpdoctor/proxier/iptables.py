@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kpdoctor.addresses import IPV4, IPV6, canonical_ip, cidr_family
+from kpdoctor.dataplane.iptables_save import BUILTIN_CHAINS
 from kpdoctor.gcpause import gc_paused
 from kpdoctor.proxier.context import ProxierInput
 from kpdoctor.proxier.names import hash16, port_proto_hash
@@ -48,13 +49,6 @@ KUBE_PROXY_CANARY = "KUBE-PROXY-CANARY"
 KUBE_FIREWALL = "KUBE-FIREWALL"  # kubelet's anti-martian chain, duplicated by kube-proxy
 
 TABLE_ORDER = ("mangle", "filter", "nat")  # the order iptables-nft-save prints them
-BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
-    "raw": ("PREROUTING", "OUTPUT"),
-    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
-    "filter": ("INPUT", "FORWARD", "OUTPUT"),
-    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-    "security": ("INPUT", "FORWARD", "OUTPUT"),
-}
 
 _CONNTRACK_NEW = ("-m", "conntrack", "--ctstate", "NEW")
 # `iptablesJumpChains` + `iptablesKubeletJumpChains`: (table, kube chain, built-in chain, comment, extra args).

@@ -20,7 +20,7 @@ from types import MappingProxyType
 import kpdoctor.checks.stale_endpoints as stale
 from kpdoctor.cluster.model import NodeAddress
 from kpdoctor.cluster.state import ClusterState
-from kpdoctor.dataplane.ipvs import parse_ipvs_document, split_ipvs_document
+from kpdoctor.dataplane.ipvs_document import parse_ipvs_document, split_ipvs_document
 from kpdoctor.dataplane.semantic import CLUSTER_IP, NODE_PORT, Frontend
 from kpdoctor.findings import Finding
 from kpdoctor.lab.cluster import LabService, lab_cluster

@@ -21,16 +21,16 @@ from hypothesis import strategies as st
 from kpdoctor.cluster.config import load_config_file
 from kpdoctor.cluster.snapshot import load_snapshot
 from kpdoctor.dataplane.ipvs import (
-    format_ipvsadm_list,
     parse_ipset,
     parse_ipset_list,
     parse_ipset_save,
-    parse_ipvs_document,
     parse_ipvsadm,
     parse_ipvsadm_list,
     parse_ipvsadm_save,
-    read_node_ipvs,
 )
+from kpdoctor.dataplane.ipvs_document import parse_ipvs_document
+from kpdoctor.dataplane.ipvs_facts import read_node_ipvs
+from kpdoctor.dataplane.ipvs_format import format_ipvsadm_list
 from kpdoctor.dataplane.ipvs_semantic import ipvs_semantic_view
 from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT, REJECT, diff
 from kpdoctor.errors import InputError
@@ -259,7 +259,7 @@ def test_rendered_sets_and_rules_load_into_real_netfilter() -> None:
             assert out.returncode == 0, f"{cmd}: {out.stderr}"
             return out.stdout
 
-        from kpdoctor.dataplane.ipvs import format_ipset_save
+        from kpdoctor.dataplane.ipvs_format import format_ipset_save
 
         run("ipset", "restore", stdin=format_ipset_save(state.ipsets))
         run("iptables-restore", stdin="".join(rules))

@@ -99,7 +99,7 @@ def test_cli_reads_stdin_and_refuses_list_form() -> None:
 def test_ipvs_without_ipsets_uses_the_apis_node_ports() -> None:
     """IPVS without ipset data or interface addresses: a NodePort number the API knows, on an address that is
     no Service IP, is a NodePort (kubeadm#2205's real table, its NodePort 30449 given as the API would)."""
-    from kpdoctor.dataplane.ipvs import parse_ipvsadm_lenient
+    from kpdoctor.dataplane.ipvs_facts import parse_ipvsadm_lenient
     from kpdoctor.dataplane.ipvs_semantic import ipvs_semantic_view
     from kpdoctor.dataplane.paste import clean_paste
 

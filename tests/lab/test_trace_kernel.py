@@ -23,13 +23,12 @@ from hypothesis import strategies as st
 
 from kpdoctor.lab import netns
 from kpdoctor.lab.apply import apply_iptables
-from kpdoctor.node.parsed import parse_conntrack_entries
+from kpdoctor.node.conntrack_text import parse_conntrack_entries
 from kpdoctor.node.state import Fact, NodeState
 from kpdoctor.trace.addresses import Endpoint
 from kpdoctor.trace.run import TraceRequest, endpoint_set, run_trace
 from tests.support.trace_kernel import (
     BLOCKED_CLIENT,
-    CLIENT_NET,
     FIREWALL,
     GOOD_CLIENT,
     NFT_FIREWALL,
@@ -39,6 +38,7 @@ from tests.support.trace_kernel import (
     RULES,
     SENDER,
     kube_proxy_table_only,
+    wire_trace_lab,
 )
 
 TOOLS = ("ip", "iptables-nft-restore", "iptables-nft-save", "iptables-nft", "nft", "conntrack", "nfacct")
@@ -87,22 +87,7 @@ def kernel(request: pytest.FixtureRequest) -> Iterator[KernelNode]:
     prefix = netns.unique_prefix("kpd-tr")
     node, client, pods = f"{prefix}-node", f"{prefix}-cli", f"{prefix}-pods"
     try:
-        netns.create(node)
-        netns.create(client)
-        netns.veth(client, "c0", node, "n0")
-        netns.add_address(client, "c0", f"{GOOD_CLIENT}/24")
-        for extra in (BLOCKED_CLIENT, REJECTED_CLIENT):
-            netns.add_address(client, "c0", f"{extra}/32")
-        netns.add_address(node, "n0", f"{CLIENT_NET}.1/24")
-        netns.add_address(node, "n0", f"{node_ip}/32")
-        netns.add_route(client, "10.0.0.0/8", via=f"{CLIENT_NET}.1")
-        # pods live behind a veth to a third namespace: a forwarded packet leaves the node there (after
-        # POSTROUTING, where conntrack confirms it); nothing answers, so no connection completes
-        netns.create(pods)
-        netns.veth(node, "pods0", pods, "p0")
-        netns.add_route(node, "10.244.0.0/16", dev="pods0")
-        netns.add_route(node, "default", dev="pods0")  # a real node has a default route
-        netns.sysctl(node, "net.ipv4.ip_forward", "1")
+        wire_trace_lab(node, client, pods, node_ip)
         if mode == "iptables":
             apply_iptables(node, RULES.read_text())
             for rule in FIREWALL:

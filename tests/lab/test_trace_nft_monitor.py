@@ -39,6 +39,7 @@ from tests.support.trace_kernel import (
     REJECTED_CLIENT,
     SENDER,
     kube_proxy_table_only,
+    wire_trace_lab,
 )
 
 TOOLS = ("ip", "nft")
@@ -126,20 +127,7 @@ def monitor() -> Iterator[Monitor]:
     node, client, pods = f"{prefix}-node", f"{prefix}-cli", f"{prefix}-pods"
     proc: subprocess.Popen[str] | None = None
     try:
-        netns.create(node)
-        netns.create(client)
-        netns.veth(client, "c0", node, "n0")
-        netns.add_address(client, "c0", f"{GOOD_CLIENT}/24")
-        for extra in (BLOCKED_CLIENT, REJECTED_CLIENT):
-            netns.add_address(client, "c0", f"{extra}/32")
-        netns.add_address(node, "n0", f"{CLIENT_NET}.1/24")
-        netns.add_address(node, "n0", f"{NODE_IP}/32")
-        netns.add_route(client, "10.0.0.0/8", via=f"{CLIENT_NET}.1")
-        netns.create(pods)
-        netns.veth(node, "pods0", pods, "p0")
-        netns.add_route(node, "10.244.0.0/16", dev="pods0")
-        netns.add_route(node, "default", dev="pods0")
-        netns.sysctl(node, "net.ipv4.ip_forward", "1")
+        wire_trace_lab(node, client, pods, NODE_IP)
         netns.run(["nft", "-j", "-f", "-"], netns=node, input=kube_proxy_table_only(NFT_RULES.read_text()))
         netns.run(["nft", "-f", "-"], netns=node, input=NFT_FIREWALL)
         netns.run(["nft", "-f", "-"], netns=node, input=UFW_STYLE)

@@ -8,10 +8,8 @@ node is tests/node/test_offline_roundtrip.py.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -26,15 +24,15 @@ from kpdoctor.node_only import (
     is_node_only,
     node_only_cluster,
 )
+from tests.support import cli
+from tests.support.cli import NO_CLUSTER
 
 ROOT = Path(__file__).resolve().parents[2]
 B1 = ROOT / "tests" / "fixtures" / "bundles" / "B1-healthy" / "bundle"
 
 
 def kpd(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KUBECONFIG": "", "HOME": "/nonexistent-kpd-home"}
-    return subprocess.run([sys.executable, "-m", "kpdoctor", *args], capture_output=True, text=True, timeout=120,
-                          env=env)  # fmt: skip
+    return cli.kpd(*args, env=NO_CLUSTER)
 
 
 def nodes_only(tmp: Path, manifest: dict | None = None) -> Path:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import math
 
+from kpdoctor.node.conntrack_text import parse_conntrack_entries, parse_conntrack_stats
+from kpdoctor.node.kube_proxy_http import parse_configz, parse_healthz, parse_metrics
 from kpdoctor.node.parsed import (
-    parse_configz,
-    parse_conntrack_entries,
-    parse_conntrack_stats,
-    parse_healthz,
     parse_ip_addr,
     parse_iptables_version,
     parse_iptables_view,
     parse_kernel_release,
-    parse_metrics,
     parse_modules_builtin,
     parse_nft_structure,
     parse_proc_modules,

@@ -149,7 +149,7 @@ def test_hanging_command_times_out_and_remote_process_is_gone(lab: SshLab) -> No
 
 
 def test_non_utf8_and_big_output(lab: SshLab, tmp_path: Path) -> None:
-    from kpdoctor.node.gather import to_fact
+    from kpdoctor.node.run_fact import to_fact
 
     t = _connected(lab, "edge-a")
     big = tmp_path / "dump.txt"

@@ -46,7 +46,7 @@ from hypothesis import strategies as st
 
 from kpdoctor.cluster.config import KubeProxyConfig
 from kpdoctor.cluster.snapshot import load_objects
-from kpdoctor.dataplane.ipvs import parse_ipvs_document
+from kpdoctor.dataplane.ipvs_document import parse_ipvs_document
 from kpdoctor.dataplane.ipvs_semantic import ipvs_semantic_view
 from kpdoctor.dataplane.semantic import DROP, LOAD_BALANCER, LOCALHOST_NODE_PORT, REJECT, SemanticView, diff
 from kpdoctor.proxier.context import ProxierInput, build_input

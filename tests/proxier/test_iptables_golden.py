@@ -37,23 +37,26 @@ def test_every_scenario_is_covered() -> None:
     assert [p.name for p in LEGACY] == ["V1-basic-clusterip"]
 
 
+def _kernel_saved(scenario: Path, family: str) -> str:
+    """Our render for `family`, restored into a real kernel and saved back, normalized."""
+    return normalize_text(kernel_round_trip(render_iptables(scenario_input(scenario, family)), family=family), "kernel")
+
+
+def _golden(scenario: Path, name: str) -> str:
+    return normalize_text((scenario / "iptables" / name).read_text(), "golden")
+
+
 @pytest.mark.root("iptables-nft-restore", "iptables-nft-save", "nfacct")
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=IDS)
 def test_render_restore_save_equals_real_kube_proxy_ipv4(scenario: Path) -> None:
-    rendered = render_iptables(scenario_input(scenario, "IPv4"))
-    saved = kernel_round_trip(rendered, family="IPv4")
-    golden = (scenario / "iptables" / "iptables-save.txt").read_text()
-    assert normalize_text(saved, "kernel") == normalize_text(golden, "golden")
+    assert _kernel_saved(scenario, "IPv4") == _golden(scenario, "iptables-save.txt")
 
 
 @pytest.mark.root("ip6tables-nft-restore", "ip6tables-nft-save", "nfacct")
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=IDS)
 def test_render_restore_save_equals_real_kube_proxy_ipv6(scenario: Path) -> None:
     """kube-proxy ran dual-stack (primary IPv4); its IPv6 side has no Services but all base rules."""
-    rendered = render_iptables(scenario_input(scenario, "IPv6"))
-    saved = kernel_round_trip(rendered, family="IPv6")
-    golden = (scenario / "iptables" / "ip6tables-save.txt").read_text()
-    assert normalize_text(saved, "kernel") == normalize_text(golden, "golden")
+    assert _kernel_saved(scenario, "IPv6") == _golden(scenario, "ip6tables-save.txt")
 
 
 @pytest.mark.root("iptables-legacy-restore", "iptables-legacy-save", "ip6tables-legacy-restore", "nfacct")

@@ -4,19 +4,17 @@ Real data: bundle B3 (kube-proxy v1.36.2's rules in both iptables backends, see 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.cli import kpd
 
 ROOT = Path(__file__).resolve().parents[2]
 B3 = ROOT / "tests" / "fixtures" / "bundles" / "B3-backend-split" / "bundle"
 
 
 def test_backend_split_chain_counts_add_up() -> None:
-    proc = subprocess.run([sys.executable, "-m", "kpdoctor", "scan", "--bundle", str(B3), "-o", "json"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = kpd("scan", "--bundle", str(B3), "-o", "json")
     report = json.loads(proc.stdout)
     split = next(c for c in report["checks"] if c["id"] == "KP-BACKEND-SPLIT")
     lines = [e for g in split["groups"] for e in g["evidence"] if "kube-proxy chains per table" in e]

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -23,14 +22,14 @@ import pytest
 
 from kpdoctor.node.bundle import read_bundle
 from tests.conftest import BUNDLES
+from tests.support import cli
 
 B1 = BUNDLES / "B1-healthy" / "bundle"
 REPO = Path(__file__).resolve().parents[2]
 
 
 def kpd(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kpdoctor", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    return cli.kpd(*args, env=env, timeout=timeout)
 
 
 def assert_one_line_exit_2(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:

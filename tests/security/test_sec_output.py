@@ -10,16 +10,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BUNDLES
+from tests.support import cli
 from tests.support.hostile_bundle import hostile_bundle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,8 +27,7 @@ COMMENT = HOSTILE.replace("\n", " ")  # a rule comment is one line
 
 
 def kpd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kpdoctor", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    return cli.kpd(*args, env={"COLUMNS": "200"})
 
 
 def test_node_console_summary_escapes_markup_controls_and_bidi(tmp_path: Path) -> None:

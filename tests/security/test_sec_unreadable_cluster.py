@@ -9,23 +9,20 @@ Before the fix the scan printed a report and exited 0.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import cli
 from tests.support.replay_api import Replay, serve_replay
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def kpd(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    return subprocess.run([sys.executable, "-m", "kpdoctor", *args], capture_output=True, text=True, timeout=120,
-                          env={**env, "PYTHONPATH": str(REPO)})
+    return cli.kpd(*args, drop=("KUBECONFIG",))
 
 
 @pytest.fixture()

@@ -456,11 +456,7 @@ def iptables_perturbations(save: str) -> list[Perturbation]:
         ipt = (IPTABLES, "-w", "5", "-t", "nat")
         out.append(Perturbation(
             "stale-dnat", f"nat {chain}: jump to {stale_chain} (DNAT {dead}) inserted before the others",
-            ((*ipt, "-N", stale_chain),
-             (*ipt, "-A", stale_chain, "-m", "comment", "--comment", svc, "-p", proto, "-m", proto, "-j", "DNAT",
-              "--to-destination", dead),
-             (*ipt, "-I", chain, str(jumps[0].index), "-m", "comment", "--comment", f"{svc} -> {dead}", "-m",
-              "statistic", "--mode", "random", "--probability", "0.5", "-j", stale_chain)),
+            _stale_dnat_argvs(chain, jumps[0].index, stale_chain, svc, proto, dead),
             "KP-STALE-ENDPOINTS", subject, (dead,)))
         # the chain and every jump to it (last position first within a chain: earlier positions stay valid)
         to_it = sorted((x for x in rules if x.table == "nat" and x.target == chain), key=lambda x: (x.chain, -x.index))
@@ -474,6 +470,18 @@ def iptables_perturbations(save: str) -> list[Perturbation]:
         out.append(Perturbation("drop-dnat", f"nat {chain}: its DNAT to {dest} deleted", (dnat.delete(),),
                                 "KP-STALE-ENDPOINTS", service_subject(dnat.comment, dnat.opt("-p") or ""), (dest,)))
     return out + _iptables_model_paths(rules, nat, nat_keys, path)
+
+
+def _stale_dnat_argvs(chain: str, index: int, stale_chain: str, svc: str, proto: str,
+                      dead: str) -> tuple[tuple[str, ...], ...]:
+    """iptables commands that add chain `stale_chain` (DNAT to `dead`) and jump to it from `chain` at `index`
+    with probability 0.5, commented as kube-proxy comments its rules."""
+    ipt = (IPTABLES, "-w", "5", "-t", "nat")
+    return ((*ipt, "-N", stale_chain),
+            (*ipt, "-A", stale_chain, "-m", "comment", "--comment", svc, "-p", proto, "-m", proto, "-j", "DNAT",
+             "--to-destination", dead),
+            (*ipt, "-I", chain, str(index), "-m", "comment", "--comment", f"{svc} -> {dead}", "-m",
+             "statistic", "--mode", "random", "--probability", "0.5", "-j", stale_chain))
 
 
 def _iptables_model_paths(rules: list[IptRule], nat: dict[str, list[IptRule]], nat_keys: set[tuple[str, str, str]],
@@ -496,11 +504,7 @@ def _iptables_model_paths(rules: list[IptRule], nat: dict[str, list[IptRule]], n
         stale_chain = "KUBE-SEP-SHORT" + chain[-10:]
         out.append(Perturbation(
             "stale-short-circuit", f"nat {chain} (short-circuit only): jump to {stale_chain} (DNAT {dead}) inserted",
-            ((*ipt, "-N", stale_chain),
-             (*ipt, "-A", stale_chain, "-m", "comment", "--comment", svc, "-p", proto, "-m", proto, "-j", "DNAT",
-              "--to-destination", dead),
-             (*ipt, "-I", chain, str(jumps[0].index), "-m", "comment", "--comment", f"{svc} -> {dead}", "-m",
-              "statistic", "--mode", "random", "--probability", "0.5", "-j", stale_chain)),
+            _stale_dnat_argvs(chain, jumps[0].index, stale_chain, svc, proto, dead),
             "KP-STALE-ENDPOINTS", service_subject(svc, proto), (dead, "from pods/node (short-circuit)")))
     # eTP=Local without local endpoints: the node port's filter DROP, its nat rule kept for the short-circuit
     for r in rules:

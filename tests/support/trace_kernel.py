@@ -8,6 +8,8 @@ import json
 import textwrap
 from pathlib import Path
 
+from kpdoctor.lab import netns
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trace"
 RULES = FIXTURES / "edge-1-iptables-nft-save.txt"
 NFT_RULES = FIXTURES / "edge-2-nft-ruleset.json"
@@ -59,3 +61,24 @@ SENDER = textwrap.dedent("""
     for s in socks:
         s.close()
 """)
+
+
+def wire_trace_lab(node: str, client: str, pods: str, node_ip: str) -> None:
+    """Create the three namespaces of a kernel trace lab: a client (good, blocked and rejected source addresses)
+    on a veth to the node (`node_ip`), and the pods behind a second veth from the node: a forwarded packet leaves
+    the node there (after POSTROUTING, where conntrack confirms it); nothing answers, so no connection completes.
+    The caller removes the namespaces."""
+    netns.create(node)
+    netns.create(client)
+    netns.veth(client, "c0", node, "n0")
+    netns.add_address(client, "c0", f"{GOOD_CLIENT}/24")
+    for extra in (BLOCKED_CLIENT, REJECTED_CLIENT):
+        netns.add_address(client, "c0", f"{extra}/32")
+    netns.add_address(node, "n0", f"{CLIENT_NET}.1/24")
+    netns.add_address(node, "n0", f"{node_ip}/32")
+    netns.add_route(client, "10.0.0.0/8", via=f"{CLIENT_NET}.1")
+    netns.create(pods)
+    netns.veth(node, "pods0", pods, "p0")
+    netns.add_route(node, "10.244.0.0/16", dev="pods0")
+    netns.add_route(node, "default", dev="pods0")  # a real node has a default route
+    netns.sysctl(node, "net.ipv4.ip_forward", "1")

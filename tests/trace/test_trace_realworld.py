@@ -21,7 +21,7 @@ from types import MappingProxyType
 import pytest
 
 from kpdoctor.dataplane.analyze import analyze_text, detect_format
-from kpdoctor.dataplane.iptables_save import parse_iptables_lenient
+from kpdoctor.dataplane.iptables_lenient import parse_iptables_lenient
 from kpdoctor.dataplane.paste import clean_paste
 from kpdoctor.errors import InputError
 from kpdoctor.node.state import Fact, NodeState

@@ -5,13 +5,14 @@ kube-proxy v1.36.2, see tests/fixtures/bundles/README.md), the demo bundle, and 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import cli
+from tests.support.cli import NO_CLUSTER
 
 REPO = Path(__file__).resolve().parents[2]
 FIX = REPO / "tests" / "fixtures"
@@ -21,10 +22,7 @@ V1 = FIX / "kube-proxy-v1.36" / "V1-basic-clusterip"
 
 
 def kpd(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KUBECONFIG": "", "HOME": "/nonexistent-kpd-home"}
-    env.pop("KPDOCTOR_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "kpdoctor", *args], capture_output=True, text=True, timeout=240,
-                          cwd="/tmp", env=env)  # fmt: skip
+    return cli.kpd(*args, env=NO_CLUSTER, drop=("KPDOCTOR_DEBUG",), cwd="/tmp", timeout=240)
 
 
 def why_json(*args: str) -> tuple[int, dict]:
