@@ -17,6 +17,7 @@ from kpdoctor.cluster.state import ClusterState
 from kpdoctor.node.state import NodeState
 from kpdoctor.trace.addresses import EXTERNAL_V4, Endpoint
 from kpdoctor.trace.run import TraceRequest, TraceResult, outcomes, prepare, run_trace
+from kpdoctor.trace.spec_cache import SpecCache
 
 
 @dataclass
@@ -95,8 +96,9 @@ def summarize(result: TraceResult) -> tuple[str, float]:
 
 def matrix(cluster: ClusterState, svc: Service, port_name: str | None, states: dict[str, NodeState]) -> list[Cell]:
     cells: list[Cell] = []
+    specs = SpecCache()  # the nodes' dumps hold mostly the same rules: each compiled once
     for node_name, state in sorted(states.items()):
-        prepared = prepare(state, cluster)
+        prepared = prepare(state, cluster, specs=specs)
         node = cluster.node_by_name.get(node_name)
         node_ip = node.internal_ips[0] if node is not None and node.internal_ips else None
         sources = [("external", Endpoint(EXTERNAL_V4, None, None, "external client"))]
