@@ -76,8 +76,9 @@ class PreparedNode:
 
 
 def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4,
-            specs: SpecCache | None = None) -> PreparedNode:
-    """`specs`: compiled rule specs to share with other nodes' dumps (--matrix)."""
+            specs: SpecCache | None = None, labels: Labels | None = None) -> PreparedNode:
+    """`specs`: compiled rule specs to share with other nodes' dumps; `labels`: the cluster's address labels,
+    built once and copied for this node (--matrix)."""
     version = parse_iptables_version(state.text("iptables-version.txt"))
     node = cluster.node_by_name.get(state.name) if cluster is not None else None
     known = [a.address for a in node.addresses] if node is not None else []
@@ -123,7 +124,7 @@ def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4,
         notes.append("kube-proxy runs in nftables mode on this node but nft-ruleset.json was not collected: its "
                      "rules are not evaluated")
     return PreparedNode(family, ctx, PathWalker(found.chains, ctx, routing), found.walked, notes, complete, mode,
-                        Labels(cluster))
+                        labels.copy() if labels is not None else Labels(cluster))
 
 
 def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None,
