@@ -198,7 +198,7 @@ class IptablesWalker:
                     comp = rule.compiled = self.r.specs.compile(rule.spec)
                 matched = True
                 forks: list[Fork] = []
-                for fn, _text in comp.matches:
+                for fn, _text in comp.ordered:
                     res = fn(pkt, ctx)
                     if res is True:
                         continue

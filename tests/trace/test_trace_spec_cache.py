@@ -95,3 +95,15 @@ def test_spec_cache_returns_what_compiling_returns_and_is_bounded() -> None:
     assert specs.compile(b).target == "KUBE-NODEPORTS"
     assert specs.quick_dst(a) == quick_dst(a) is not None
     assert specs.quick_dst(b) is None
+
+
+def test_decisive_matches_are_evaluated_first_and_forking_ones_keep_their_order() -> None:
+    """A rule for another port is dismissed before its address-type lookup (which forks without ip-addr.json);
+    the matches that may fork stay in the order written, so branches come out in the same order."""
+    spec = '-m comment --comment "ns/a:http" -m addrtype --dst-type LOCAL -m statistic --mode random ' \
+           '--probability 0.5 -p tcp -m tcp --dport 30080 -j DROP'
+    comp = compile_spec(spec)
+    assert [text for _, text in comp.ordered][:2] == ["-p tcp", "-m tcp --dport 30080"]
+    rest = [text for _, text in comp.ordered][2:]
+    assert rest == [text for _, text in comp.matches if text in rest]  # the others: as written
+    assert sorted(map(id, comp.ordered)) == sorted(map(id, comp.matches))  # the same matches, nothing lost
