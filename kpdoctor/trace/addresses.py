@@ -117,6 +117,12 @@ class Labels:
     def add(self, addr: str, label: str) -> None:
         self._by_ip.setdefault(addr, label)
 
+    def copy(self) -> Labels:
+        """An independent copy (one node's trace adds its rules' labels to its own)."""
+        out = Labels(None)
+        out._by_ip = dict(self._by_ip)
+        return out
+
     def of(self, addr: str) -> str:
         found = self._by_ip.get(addr)
         if found is not None:

@@ -78,7 +78,7 @@ def node_chains(state: NodeState, backend: str | None, family: int, ctx: Any) ->
     for name, dump in _iptables_dumps(state, backend, family):
         out.iptables_dumps += 1
         label = labels[name] if family == 4 else labels[name].replace("iptables", "ip6tables")
-        rules = IptablesRules(dump, label)
+        rules = IptablesRules(dump, label, ctx.specs)
         walker = IptablesWalker(rules, ctx)
         if name == "nf_tables":
             ipt_nft_walked = True

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from kpdoctor.dataplane.ipvs import IPSets
 from kpdoctor.trace.ipnet import LocalAddresses, in_cidr
 from kpdoctor.trace.model import Packet, TooManyBranches
+from kpdoctor.trace.spec_cache import SpecCache
 
 MAX_FORKS = 512
 
@@ -20,6 +21,7 @@ class TraceContext:
     primary: str = ""  # the node's InternalIP (REDIRECT of a packet that did not come from lo)
     max_forks: int = MAX_FORKS
     forks: int = field(default=0)
+    specs: SpecCache = field(default_factory=SpecCache)  # compiled rule specs (--matrix shares one between nodes)
 
     def count_fork(self) -> None:
         self.forks += 1

@@ -15,8 +15,9 @@ from typing import Any
 from kpdoctor.dataplane.iptables_save import IptablesDump, Table
 from kpdoctor.trace.ipnet import ip_int, join_host_port, split_host_port
 from kpdoctor.trace.ipt_lazy import LazyDump, LazyTable
-from kpdoctor.trace.ipt_match import NON_TERMINATING, Compiled, compile_spec, quick_dst, quick_miss
+from kpdoctor.trace.ipt_match import NON_TERMINATING, Compiled, quick_miss
 from kpdoctor.trace.model import Branch, Fork, split
+from kpdoctor.trace.spec_cache import SpecCache
 
 MAX_DEPTH = 64
 TERMINAL = {"ACCEPT": "accept", "DROP": "drop", "REJECT": "reject", "QUEUE": "queue", "NFQUEUE": "queue"}
@@ -76,6 +77,7 @@ class IptablesRules:
 
     dump: IptablesDump | LazyDump
     label: str = ""  # "iptables-nft" / "iptables-legacy": how steps name the tables
+    specs: SpecCache = field(default_factory=SpecCache)  # compiled specs (shared between dumps by --matrix)
     _cache: dict[tuple[str, str], list[_Rule]] = field(default_factory=dict)
     _index: dict[tuple[str, str], _DstIndex | None] = field(default_factory=dict)
 
@@ -91,7 +93,8 @@ class IptablesRules:
             if c is None:
                 return None
             lines = c.lines
-            found = [_Rule(spec, i, lines, quick_dst(spec)) for i, spec in enumerate(c.specs)]
+            quick = self.specs.quick_dst
+            found = [_Rule(spec, i, lines, quick(spec)) for i, spec in enumerate(c.specs)]
             self._cache[key] = found
         return found
 
@@ -192,10 +195,10 @@ class IptablesWalker:
                     continue
                 comp = rule.compiled
                 if comp is None:
-                    comp = rule.compiled = compile_spec(rule.spec)
+                    comp = rule.compiled = self.r.specs.compile(rule.spec)
                 matched = True
                 forks: list[Fork] = []
-                for fn, _text in comp.matches:
+                for fn, _text in comp.ordered:
                     res = fn(pkt, ctx)
                     if res is True:
                         continue

@@ -27,7 +27,7 @@ from kpdoctor.dataplane.iptables_save import (
 )
 from kpdoctor.trace.ipt_match import NON_TERMINATING
 
-CHUNK = 1 << 20  # line numbers: newline counts per 1 MiB chunk, computed on demand
+CHUNK = 1 << 16  # line numbers: newline counts per 64 KiB chunk, computed on demand
 # iptables' own targets: never a chain unless the table declares one by that name (checked first)
 KNOWN_TARGETS = NON_TERMINATING | {"ACCEPT", "DROP", "REJECT", "RETURN", "QUEUE", "NFQUEUE", "MARK", "CONNMARK",
                                    "DNAT", "SNAT", "MASQUERADE", "REDIRECT"}

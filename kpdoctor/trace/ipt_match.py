@@ -40,6 +40,7 @@ class Compiled:
     """One rule: its matches (all must hold), its target and the target's options."""
 
     matches: list[tuple[Match, str]] = field(default_factory=list)  # (function, text for an unknown label)
+    ordered: list[tuple[Match, str]] = field(default_factory=list)  # the same, in evaluation order (compile_spec)
     target: str | None = None
     goto: bool = False
     options: dict[str, str] = field(default_factory=dict)
@@ -430,6 +431,9 @@ def _module(module: str, opts: list[tuple[str, list[str], bool]], text: str) -> 
     return [unknown(text)]
 
 
+_DECISIVE = ("_port_match.", "_proto_match.")  # closures that return True/False, never a Fork
+
+
 def compile_spec(spec: str) -> Compiled:
     """Compile one rule spec (the text after `-A CHAIN `)."""
     args = tokenize(spec)
@@ -448,6 +452,10 @@ def compile_spec(spec: str) -> Compiled:
         else:
             for fn in _module(module, opts, text):
                 out.matches.append((fn, text))
+    # A side-effect-free conjunction: the cheap matches that always decide (protocol, port) go first, so a rule
+    # for another port is dismissed before an address-type or set lookup; the other matches (those that may
+    # fork) keep their order among themselves (stable sort), so the branches come out exactly as before.
+    out.ordered = sorted(out.matches, key=lambda m: not m[0].__qualname__.startswith(_DECISIVE))
     if target_words:
         out.goto = target_words[0] in ("-g", "--goto")
         out.target = target_words[1] if len(target_words) > 1 else None

@@ -15,8 +15,9 @@ from typing import Any
 from kpdoctor.cluster.model import Service
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.node.state import NodeState
-from kpdoctor.trace.addresses import EXTERNAL_V4, Endpoint
+from kpdoctor.trace.addresses import EXTERNAL_V4, Endpoint, Labels
 from kpdoctor.trace.run import TraceRequest, TraceResult, outcomes, prepare, run_trace
+from kpdoctor.trace.spec_cache import SpecCache
 
 
 @dataclass
@@ -93,25 +94,34 @@ def summarize(result: TraceResult) -> tuple[str, float]:
     return "; ".join(parts) or "no outcome", delivered
 
 
+def requests(cluster: ClusterState, svc: Service, port_name: str | None,
+             node_name: str) -> list[tuple[str, str, TraceRequest]]:
+    """(frontend label, client, request) of each cell of one node's rows."""
+    node = cluster.node_by_name.get(node_name)
+    node_ip = node.internal_ips[0] if node is not None and node.internal_ips else None
+    sources = [("external", Endpoint(EXTERNAL_V4, None, None, "external client"))]
+    pod_ip = _pod_source(cluster, node_name)
+    if pod_ip:
+        sources.append(("pod", Endpoint(pod_ip, None, None, f"a pod on {node_name}", node_name)))
+    if node_ip:
+        sources.append(("node", Endpoint(node_ip, None, None, f"node {node_name}", node_name)))
+    return [(label, client, TraceRequest(node_name, src, Endpoint(address, port, proto, f"svc {svc.key}"), proto))
+            for label, address, port, proto in frontends(svc, port_name, node_ip) for client, src in sources]
+
+
+def cell(node_name: str, label: str, client: str, result: TraceResult) -> Cell:
+    summary, delivered = summarize(result)
+    return Cell(node_name, label, client, summary, delivered, result.complete and not result.error, outcomes(result))
+
+
 def matrix(cluster: ClusterState, svc: Service, port_name: str | None, states: dict[str, NodeState]) -> list[Cell]:
     cells: list[Cell] = []
+    specs = SpecCache()  # the nodes' dumps hold mostly the same rules: each compiled once
+    labels = Labels(cluster)  # built once, copied per node
     for node_name, state in sorted(states.items()):
-        prepared = prepare(state, cluster)
-        node = cluster.node_by_name.get(node_name)
-        node_ip = node.internal_ips[0] if node is not None and node.internal_ips else None
-        sources = [("external", Endpoint(EXTERNAL_V4, None, None, "external client"))]
-        pod_ip = _pod_source(cluster, node_name)
-        if pod_ip:
-            sources.append(("pod", Endpoint(pod_ip, None, None, f"a pod on {node_name}", node_name)))
-        if node_ip:
-            sources.append(("node", Endpoint(node_ip, None, None, f"node {node_name}", node_name)))
-        for label, address, port, proto in frontends(svc, port_name, node_ip):
-            for client, src in sources:
-                req = TraceRequest(node_name, src, Endpoint(address, port, proto, f"svc {svc.key}"), proto)
-                result = run_trace(req, state, cluster, prepared)
-                summary, delivered = summarize(result)
-                cells.append(Cell(node_name, label, client, summary, delivered,
-                                  result.complete and not result.error, outcomes(result)))
+        prepared = prepare(state, cluster, specs=specs, labels=labels)
+        for label, client, req in requests(cluster, svc, port_name, node_name):
+            cells.append(cell(node_name, label, client, run_trace(req, state, cluster, prepared)))
     return cells
 
 

@@ -20,6 +20,7 @@ from kpdoctor.trace.chains import node_chains
 from kpdoctor.trace.context import TraceContext, local_addresses
 from kpdoctor.trace.ipnet import split_host_port
 from kpdoctor.trace.model import Branch, Packet, TooManyBranches
+from kpdoctor.trace.spec_cache import SpecCache
 from kpdoctor.trace.walk import PathWalker, Routing
 
 
@@ -74,7 +75,10 @@ class PreparedNode:
     labels: Labels
 
 
-def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4) -> PreparedNode:
+def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4,
+            specs: SpecCache | None = None, labels: Labels | None = None) -> PreparedNode:
+    """`specs`: compiled rule specs to share with other nodes' dumps; `labels`: the cluster's address labels,
+    built once and copied for this node (--matrix)."""
     version = parse_iptables_version(state.text("iptables-version.txt"))
     node = cluster.node_by_name.get(state.name) if cluster is not None else None
     known = [a.address for a in node.addresses] if node is not None else []
@@ -89,7 +93,8 @@ def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4) -> 
             ipsets = parse_ipset_list(ipset_text, f"{state.name}/ipset-list.txt")
         except InputError as exc:
             notes.append(f"ipset-list.txt not usable ({exc}): ipset matches are followed both ways")
-    ctx = TraceContext(local, ipsets, primary=node.internal_ips[0] if node and node.internal_ips else "")
+    ctx = TraceContext(local, ipsets, primary=node.internal_ips[0] if node and node.internal_ips else "",
+                       specs=specs if specs is not None else SpecCache())
     found = node_chains(state, None if version is None else version.backend, family, ctx)
     if not found.iptables_dumps and not found.has_nft_dump:
         raise InputError("no iptables or nftables dump of this node (iptables-save.txt, iptables-nft-save.txt, "
@@ -119,7 +124,7 @@ def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4) -> 
         notes.append("kube-proxy runs in nftables mode on this node but nft-ruleset.json was not collected: its "
                      "rules are not evaluated")
     return PreparedNode(family, ctx, PathWalker(found.chains, ctx, routing), found.walked, notes, complete, mode,
-                        Labels(cluster))
+                        labels.copy() if labels is not None else Labels(cluster))
 
 
 def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None,
