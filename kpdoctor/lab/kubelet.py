@@ -297,6 +297,17 @@ def _shims(socket: str) -> list[int]:
     return found
 
 
+def _remove_sandbox_netns(cached: Path) -> None:
+    """The sandbox's network namespace (/run/netns/cni-...), named in its libcni cache entry: a sandbox killed
+    without a CNI DEL leaves it mounted on the host."""
+    with contextlib.suppress(OSError, ValueError):
+        entry = json.loads(cached.read_text(encoding="utf-8"))
+        netns = entry.get("netns") or entry.get("netNS") or ""  # libcni cachedInfo: `json:"netns"`
+        name = Path(netns).name if isinstance(netns, str) else ""
+        if name.startswith("cni-") and Path(netns).parent.name == "netns":
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=20, check=False)
+
+
 def teardown(state_dir: Path, prefix: str) -> list[str]:
     """Stop kubelet, every container, containerd and its shims; unmount the namespace; remove the cgroups
     and the socket directory."""
@@ -321,6 +332,7 @@ def teardown(state_dir: Path, prefix: str) -> list[str]:
                 # containerd's libcni caches each sandbox's CNI result on the host; a sandbox killed here
                 # never gets its CNI DEL, so its entries (named by the sandbox id) are removed here
                 for cached in CNI_CACHE.glob(f"*-{task}-*"):
+                    _remove_sandbox_netns(cached)
                     cached.unlink(missing_ok=True)
     for pid in _shims(rec.socket):
         with contextlib.suppress(ProcessLookupError):
