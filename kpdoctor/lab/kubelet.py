@@ -300,7 +300,7 @@ def _shims(socket: str) -> list[int]:
 def _remove_sandbox_netns(cached: Path) -> None:
     """The sandbox's network namespace (/run/netns/cni-...), named in its libcni cache entry: a sandbox killed
     without a CNI DEL leaves it mounted on the host."""
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # a cache entry of another shape: left alone
         entry = json.loads(cached.read_text(encoding="utf-8"))
         netns = entry.get("netns") or entry.get("netNS") or ""  # libcni cachedInfo: `json:"netns"`
         name = Path(netns).name if isinstance(netns, str) else ""
