@@ -330,7 +330,10 @@ def test_static_pod_kube_proxy_seen_the_same_way(cluster: ClusterState) -> None:
     manifest.write_text(yaml.safe_dump(kproxypod.static_pod(image, str(cluster.state_dir / f"kube-proxy-{node}.yaml"),
                                                             str(cluster.state_dir))))  # fmt: skip
     try:
-        mirror = _wait_pod(cluster, name, lambda pod: pod is not None and pod["status"].get("phase") == "Running")
+        # the kubelet starts a static pod whose full name equals the just-deleted DaemonSet pod's only after that
+        # pod's sandbox is gone: 95 s alone, but once Pending past 90 s in a loaded full-suite run - wait longer
+        mirror = _wait_pod(cluster, name, lambda pod: pod is not None and pod["status"].get("phase") == "Running",
+                           deadline_s=240)
         assert mirror["metadata"]["annotations"].get("kubernetes.io/config.mirror")
         assert mirror["metadata"]["ownerReferences"][0]["kind"] == "Node"
         _wait_healthy(cluster)
