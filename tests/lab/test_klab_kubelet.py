@@ -330,8 +330,8 @@ def test_static_pod_kube_proxy_seen_the_same_way(cluster: ClusterState) -> None:
     manifest.write_text(yaml.safe_dump(kproxypod.static_pod(image, str(cluster.state_dir / f"kube-proxy-{node}.yaml"),
                                                             str(cluster.state_dir))))  # fmt: skip
     try:
-        # the kubelet starts a static pod whose full name equals the just-deleted DaemonSet pod's only after that
-        # pod's sandbox is gone: 95 s alone, but once Pending past 90 s in a loaded full-suite run - wait longer
+        # the module passes alone in 95 s, but the mirror pod stayed Pending past 90 s once in a full-suite CI run
+        # (cause not established; the deleted DaemonSet pod had the same name): wait longer
         mirror = _wait_pod(cluster, name, lambda pod: pod is not None and pod["status"].get("phase") == "Running",
                            deadline_s=240)
         assert mirror["metadata"]["annotations"].get("kubernetes.io/config.mirror")
