@@ -314,14 +314,8 @@ class NodePortFirewall(NodeCheck):
             tokens = rule.line.split()
             if not any(t in ("-s", "-d") for t in tokens) and "--ctstate" not in tokens:
                 return True
-            for i, tok in enumerate(tokens[:-1]):
-                if tok in ("-s", "-d"):
-                    try:
-                        net = ipaddress.ip_network(tokens[i + 1], strict=False)
-                    except ValueError:
-                        continue
-                    if any(c.version == net.version and c.subnet_of(net) for c in cidrs):  # type: ignore[arg-type]
-                        return True
+            if rule.addresses_within(cidrs):
+                return True
         return False
 
     def _nft(self, ctx: NodeCheckContext, p: ParsedNode) -> Iterator[Finding]:

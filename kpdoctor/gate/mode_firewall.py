@@ -36,15 +36,8 @@ def _accepts_pods(dump: IptablesView, chain: str, cidrs: list[ipaddress.IPv4Netw
             continue
         if _accepts_all(rule.line):
             return rule.line
-        tokens = rule.line.split()
-        for i, tok in enumerate(tokens[:-1]):
-            if tok in ("-s", "-d"):
-                try:
-                    net = ipaddress.ip_network(tokens[i + 1], strict=False)
-                except ValueError:
-                    continue
-                if any(c.version == net.version and c.subnet_of(net) for c in cidrs):  # type: ignore[arg-type]
-                    return rule.line
+        if rule.addresses_within(cidrs):
+            return rule.line
     return ""
 
 

@@ -16,9 +16,10 @@ chain) that the firewall, backend-split and leftover checks ask.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
@@ -200,6 +201,21 @@ class IptRule:
             if tok in ("-j", "--jump", "-g", "--goto") and i + 1 < len(tokens):
                 return tokens[i + 1]
         return ""
+
+    def addresses_within(self, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+        """A `-s`/`-d` of this rule is a network that holds one of `networks` (e.g. a pod CIDR): what a host
+        firewall's ACCEPT for pod traffic looks like (KP-NODEPORT-FIREWALL and the mode-switch gate)."""
+        nets = list(networks)
+        tokens = self.line.split()
+        for i, tok in enumerate(tokens[:-1]):
+            if tok in ("-s", "-d"):
+                try:
+                    net = ipaddress.ip_network(tokens[i + 1], strict=False)
+                except ValueError:
+                    continue
+                if any(c.version == net.version and c.subnet_of(net) for c in nets):  # type: ignore[arg-type]
+                    return True
+        return False
 
 
 @dataclass(frozen=True)
