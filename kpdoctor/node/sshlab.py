@@ -37,6 +37,7 @@ from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
 SSH_PORT = 22
+LISTEN_TIMEOUT = 30.0  # a loaded 2-core CI machine once needed more than 10 s (cause not established)
 USER_RE = re.compile(r"^kpd[0-9a-f]{6}$")
 WORKDIR_PREFIX = "kpd-sshlab-"
 OWNER_FILE = "owner"
@@ -148,27 +149,44 @@ class SshLab:
     def start_sshd(self, node: LabNode) -> None:
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         conf = self.sshd_config(SSH_PORT, node.address)
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", node.netns, SSHD, "-D", "-e", "-f", str(conf), "-p", str(SSH_PORT)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        log = self.workdir / f"sshd_{node.name}.log"
+        with open(log, "wb") as log_handle:  # sshd -e logs to stderr: kept for the error below
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", node.netns, SSHD, "-D", "-e", "-f", str(conf), "-p", str(SSH_PORT)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_handle,
+            )  # fmt: skip
         self.procs[node.name] = proc
         node.pid = proc.pid
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        last_error = ""
+        while time.monotonic() < started + LISTEN_TIMEOUT:
             if proc.poll() is not None:
-                raise RuntimeError(f"sshd for {node.name} exited with {proc.returncode}")
+                raise RuntimeError(f"sshd for {node.name} exited with {proc.returncode}: {_tail(log)}")
             try:
-                with socket.create_connection((node.address, SSH_PORT), timeout=0.5):
+                with socket.create_connection((node.address, SSH_PORT), timeout=1.0):
                     break
-            except OSError:
-                time.sleep(0.05)
+            except OSError as exc:
+                last_error = str(exc)
+                time.sleep(0.1)
         else:
-            raise RuntimeError(f"sshd for {node.name} did not start listening")
+            raise RuntimeError(
+                f"sshd for {node.name} did not start listening on {node.address}:{SSH_PORT} within "
+                f"{LISTEN_TIMEOUT:.0f} s (last connect error: {last_error}; sshd log: {_tail(log)}; "
+                f"sockets in {node.netns}: {self._listening(node)})"
+            )
         pub = (self.workdir / "host_ed25519.pub").read_text().split()
         node.host_key_line = f"{node.address} {pub[0]} {pub[1]}\n"
         with open(self.known_hosts, "a", encoding="ascii") as handle:
             handle.write(node.host_key_line)
+
+    def _listening(self, node: LabNode) -> str:
+        """What listens in the node's namespace (for the start-up error only)."""
+        try:
+            out = subprocess.run(["ip", "netns", "exec", node.netns, "ss", "-Hltn"], capture_output=True,
+                                 text=True, timeout=10).stdout  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"unknown ({exc})"
+        return " | ".join(line.split()[3] for line in out.splitlines() if len(line.split()) > 3) or "none"
 
     def netns_exec(self, node: str, *argv: str, input_text: str | None = None, timeout: float = 60) -> str:
         proc = subprocess.run(["ip", "netns", "exec", self.nodes[node].netns, *argv], input=input_text,
@@ -314,3 +332,11 @@ def ruleset_of(netns: str) -> dict[str, str]:
         lines = [_COUNTERS.sub("", ln) for ln in proc.stdout.splitlines() if not ln.startswith("#")]
         out[" ".join(argv)] = "\n".join(lines)
     return out
+
+
+def _tail(log: Path, limit: int = 400) -> str:
+    try:
+        text = log.read_text(errors="replace").strip()
+    except OSError:
+        return "unreadable"
+    return text[-limit:].replace("\n", " / ") or "empty"
