@@ -88,7 +88,7 @@ def first_difference(golden: bytes, actual: bytes) -> str | None:
     """None when the two are the same byte for byte, else where they first differ (1-based line)."""
     if golden == actual:
         return None
-    at = next((i for i, (g, a) in enumerate(zip(golden, actual)) if g != a), min(len(golden), len(actual)))
+    at = next((i for i, (g, a) in enumerate(zip(golden, actual, strict=False)) if g != a), min(len(golden), len(actual)))
     line = golden.count(b"\n", 0, at) + 1
     start = golden.rfind(b"\n", 0, at) + 1
     return (f"byte {at} (line {line}) differs: golden {golden[start:at + 40]!r} "

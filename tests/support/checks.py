@@ -15,7 +15,7 @@ import os
 import pkgutil
 import secrets
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 import kpdoctor.checks as checks
-from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.checks_api import Check, CheckContext, Scope
 from kpdoctor.cluster.model import Service, ServicePort
 from kpdoctor.cluster.snapshot import load_snapshot
 from kpdoctor.cluster.state import ClusterState
@@ -131,6 +131,23 @@ def all_checks() -> list[Check]:
         module = importlib.import_module(f"kpdoctor.checks.{info.name}")
         found.append(module.CHECK)
     return found
+
+
+RunFn = Callable[[Check, CheckContext], Iterable[Finding]]
+
+
+def _runs_clean(check: Check, ctx: CheckContext) -> Iterable[Finding]:
+    return ()
+
+
+def hand_made_check(check_id: str, run: RunFn = _runs_clean, *, scope: Scope = "cluster",
+                    severity: Severity = Severity.WARNING, title: str = "", **attrs: Any) -> type[Check]:
+    """A hand-made check class (said so: engine, registry and report tests that need known findings, not a
+    built-in): the plugin API's metadata class attributes (`attrs`: tags, requires, remediation, ...) plus `run`,
+    which is called as a method (`run(self, ctx)`). Without `run` it finds nothing."""
+    body: dict[str, Any] = {"id": check_id, "title": title or check_id, "scope": scope, "severity": severity,
+                            "run": run, **attrs}
+    return type(check_id.replace("-", "_").title(), (Check,), body)
 
 
 def run_check(
