@@ -118,7 +118,7 @@ def merge_main(base: Path) -> None:
     (base / "report.json").write_text(render_json(report))
     t2 = time.perf_counter()
     print(json.dumps({"central_s": t1 - t0, "merge_s": t2 - t1, "nodes": len(merged.nodes),
-                      "omitted": merged.options.get("node_findings_omitted", 0),
+                      "omitted": merged.options.node_findings_omitted,
                       "findings": len(merged.findings), "groups": report["summary"]["groups"],
                       "report_mib": (base / "report.json").stat().st_size / 2**20}))
 
