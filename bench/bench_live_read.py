@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,20 +24,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from childrun import run_child  # noqa: E402
+
 from kpdoctor.lab import k8sbuild, kcluster  # noqa: E402
 from kpdoctor.lab.kapi import Api  # noqa: E402
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of one child process; its stdout is discarded."""
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}")
-    return wall, usage.ru_maxrss / 1024
+    run = run_child(argv, env=env)
+    if run.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed: {run.stderr[-500:]}")
+    return run.wall, run.max_rss_mib
 
 
 def populate(state: kcluster.ClusterState, n: int) -> float:

@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_scan import _init, _render_node  # noqa: E402
+from childrun import run_child  # noqa: E402
 from synth import SynthSpec, write_snapshot  # noqa: E402
 
 OUT = HERE / "out"
@@ -117,7 +118,7 @@ def merge_main(base: Path) -> None:
     (base / "report.json").write_text(render_json(report))
     t2 = time.perf_counter()
     print(json.dumps({"central_s": t1 - t0, "merge_s": t2 - t1, "nodes": len(merged.nodes),
-                      "omitted": merged.options.get("node_findings_omitted", 0),
+                      "omitted": merged.options.node_findings_omitted,
                       "findings": len(merged.findings), "groups": report["summary"]["groups"],
                       "report_mib": (base / "report.json").stat().st_size / 2**20}))
 
@@ -134,20 +135,16 @@ def main() -> None:
         merge_main(args.merge)
         return
     base = build(args.services, args.nodes, args.variants, args.min_severity)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--merge", str(base)], stdout=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"merge failed: {out}")
-    parts = json.loads(out)
+    run = run_child([sys.executable, __file__, "--merge", str(base)], stdout=subprocess.PIPE, stderr=None)
+    if run.returncode != 0:
+        raise SystemExit(f"merge failed: {run.stdout}")
+    parts = json.loads(run.stdout)
     print(f"\n# central merge, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}")
     print("| services | nodes | node side sends | wall s | CPU s | peak RSS MiB | of which cluster load+checks s | decode+merge+report s "
           "| findings (+ counted, not sent) | groups | report MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {args.services} | {parts['nodes']} | {args.min_severity or 'all'} | {wall:.1f} | {usage.ru_utime + usage.ru_stime:.1f} | "
-          f"{usage.ru_maxrss / 1024:.0f} | {parts['central_s']:.1f} | {parts['merge_s']:.1f} | {parts['findings']} (+{parts['omitted']}) | "
+    print(f"| {args.services} | {parts['nodes']} | {args.min_severity or 'all'} | {run.wall:.1f} | {run.cpu:.1f} | "
+          f"{run.max_rss_mib:.0f} | {parts['central_s']:.1f} | {parts['merge_s']:.1f} | {parts['findings']} (+{parts['omitted']}) | "
           f"{parts['groups']} | {parts['report_mib']:.1f} |")
 
 

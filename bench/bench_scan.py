@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from multiprocessing import get_context
@@ -26,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from childrun import run_child  # noqa: E402
 from synth import SynthSpec, synth_cluster, write_snapshot  # noqa: E402
 
 OUT = HERE / "out"
@@ -78,17 +78,12 @@ def build_bundle(services: int, nodes: int, endpoints: int, workers: int) -> Pat
 
 def run_scan(bundle: Path) -> tuple[float, float, int, dict]:
     report = bundle / "report.json"
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "kpdoctor", "scan", "--bundle", str(bundle), "-o", "json",
-                             "--output-file", str(report), "--fail-on", "critical"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"scan failed ({proc.returncode}): {proc.stderr.read().decode() if proc.stderr else ''}")
-    cpu = usage.ru_utime + usage.ru_stime  # less sensitive than wall time to other work sharing the cores
-    return wall, cpu, usage.ru_maxrss * 1024, json.loads(report.read_text())
+    run = run_child([sys.executable, "-m", "kpdoctor", "scan", "--bundle", str(bundle), "-o", "json",
+                     "--output-file", str(report), "--fail-on", "critical"])
+    if run.returncode not in (0, 1):
+        raise SystemExit(f"scan failed ({run.returncode}): {run.stderr}")
+    # CPU time is less sensitive than wall time to other work sharing the cores; peak RSS in bytes
+    return run.wall, run.cpu, run.max_rss_kib * 1024, json.loads(report.read_text())
 
 
 def main() -> None:

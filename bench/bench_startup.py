@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from childrun import run_child  # noqa: E402
+
 KUBECTL = "/var/cache/kpdoctor-lab/bin/v1.37.2/kubectl"
 ENTRY_POINT = """#!{python}
 import sys
@@ -64,14 +68,10 @@ def commands(script: Path, kubectl: str | None, other: Path | None = None) -> di
 
 def time_once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall, CPU user+sys) seconds of one run; the CPU time is what load on the machine does not inflate."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode})")
-    return wall, usage.ru_utime + usage.ru_stime
+    run = run_child(argv, env=env, stderr=subprocess.DEVNULL)
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({run.returncode})")
+    return run.wall, run.cpu
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+from childrun import run_child  # noqa: E402
 from synth import SynthSpec, synth_cluster, write_snapshot  # noqa: E402
 
 SYSCTL = "net.ipv4.ip_forward = 1\n"
@@ -96,15 +97,13 @@ def timed(argv: list[str], out_file: Path, runs: int, tree: Path = HERE.parent) 
     cpus: list[float] = []
     env = child_env(tree)
     for k in range(runs + 1):
-        t0 = time.perf_counter()
         with open(out_file, "w", encoding="utf-8") as sink:
-            proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.DEVNULL, env=env, cwd=tree)  # -m: cwd first
-            _, status, usage = os.wait4(proc.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"trace failed (exit {os.waitstatus_to_exitcode(status)}): {' '.join(argv)}")
+            run = run_child(argv, env=env, cwd=tree, stdout=sink, stderr=subprocess.DEVNULL)  # -m: cwd first
+        if run.returncode != 0:
+            raise SystemExit(f"trace failed (exit {run.returncode}): {' '.join(argv)}")
         if k:
-            times.append(time.perf_counter() - t0)
-            cpus.append(usage.ru_utime + usage.ru_stime)  # less disturbed than wall time by other work
+            times.append(run.wall)
+            cpus.append(run.cpu)  # less disturbed than wall time by other work
     return times, cpus
 
 

@@ -28,7 +28,8 @@ from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.state import NodeState
 from kpdoctor.registry import discover
 from kpdoctor.scanner import DEMO_BUNDLE, ScanRequest, load_bundle, scan
-from tests.support.scan import fake_distribution
+from tests.support.checks import hand_made_check
+from tests.support.scan import fake_distribution, plugin_module
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = Path(__file__).parent / "fixtures" / "bundles"
@@ -42,61 +43,40 @@ def kpd(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) 
 
 
 # ---- test-only checks ----------------------------------------------------------------------------
-class Raises(Check):
-    id = "T-RAISES"
-    title = "A plugin with a bug"
-    scope = "node"
-    severity = Severity.WARNING
-
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        assert ctx.node is not None
-        yield self.finding(ctx, f"Node {ctx.node.name}", "partial result before the bug", severity=Severity.INFO)
-        raise ZeroDivisionError("division by zero")
+def _partial_then_raise(check: Check, ctx: CheckContext) -> Iterable[Finding]:
+    assert ctx.node is not None
+    yield check.finding(ctx, f"Node {ctx.node.name}", "partial result before the bug", severity=Severity.INFO)
+    raise ZeroDivisionError("division by zero")
 
 
-class CountsRules(Check):
-    id = "T-COUNTS"
-    title = "Counts KUBE-SVC chains"
-    scope = "node"
-    severity = Severity.INFO
-
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        assert ctx.node is not None
-        text = ctx.node.text("iptables-save.txt") or ""
-        chains = sum(1 for line in text.splitlines() if line.startswith(":KUBE-SVC-"))
-        yield self.finding(ctx, f"Node {ctx.node.name}", f"{chains} KUBE-SVC chains")
+def _count_svc_chains(check: Check, ctx: CheckContext) -> Iterable[Finding]:
+    assert ctx.node is not None
+    text = ctx.node.text("iptables-save.txt") or ""
+    chains = sum(1 for line in text.splitlines() if line.startswith(":KUBE-SVC-"))
+    yield check.finding(ctx, f"Node {ctx.node.name}", f"{chains} KUBE-SVC chains")
 
 
-class DeclaresSlices(Check):
-    id = "T-DECLARES"
-    title = "Declares it needs EndpointSlices"
-    scope = "cluster"
-    severity = Severity.ERROR
-    requires = ("EndpointSlice",)
-
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        raise AssertionError("must not run when EndpointSlices are forbidden")
+def _must_not_run(check: Check, ctx: CheckContext) -> Iterable[Finding]:
+    raise AssertionError("must not run when EndpointSlices are forbidden")
 
 
-class ReadsSlices(Check):
-    id = "T-READS"
-    title = "Reads EndpointSlices without declaring it"
-    scope = "node"
-    severity = Severity.ERROR
-
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        if not ctx.cluster.slices_by_service:  # an empty list would wrongly mean "no endpoints anywhere"
-            yield self.finding(ctx, "Cluster", "no endpoints at all")
+def _no_endpoints_anywhere(check: Check, ctx: CheckContext) -> Iterable[Finding]:
+    if not ctx.cluster.slices_by_service:  # an empty list would wrongly mean "no endpoints anywhere"
+        yield check.finding(ctx, "Cluster", "no endpoints at all")
 
 
-class ReadsServices(Check):
-    id = "T-SERVICES"
-    title = "Reads Services only"
-    scope = "cluster"
-    severity = Severity.INFO
+def _count_services(check: Check, ctx: CheckContext) -> Iterable[Finding]:
+    yield check.finding(ctx, "Cluster", f"{len(ctx.cluster.services)} services")
 
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        yield self.finding(ctx, "Cluster", f"{len(ctx.cluster.services)} services")
+
+Raises = hand_made_check("T-RAISES", _partial_then_raise, scope="node", title="A plugin with a bug")
+CountsRules = hand_made_check("T-COUNTS", _count_svc_chains, scope="node", severity=Severity.INFO,
+                              title="Counts KUBE-SVC chains")
+DeclaresSlices = hand_made_check("T-DECLARES", _must_not_run, severity=Severity.ERROR,
+                                 title="Declares it needs EndpointSlices", requires=("EndpointSlice",))
+ReadsSlices = hand_made_check("T-READS", _no_endpoints_anywhere, scope="node", severity=Severity.ERROR,
+                              title="Reads EndpointSlices without declaring it")
+ReadsServices = hand_made_check("T-SERVICES", _count_services, severity=Severity.INFO, title="Reads Services only")
 
 
 # ---- engine-level -------------------------------------------------------------------------------------
@@ -184,19 +164,7 @@ def test_bad_flags_exit_2() -> None:
     assert out.returncode == 2 and "no node matches edge-9" in out.stderr
 
 
-PLUGIN = '''
-from kpdoctor.checks_api import Check
-from kpdoctor.findings import Severity
-
-class Buggy(Check):
-    id = "ACME-BUGGY"
-    title = "A third-party check with a bug"
-    scope = "cluster"
-    severity = Severity.WARNING
-
-    def run(self, ctx):
-        return {}["missing"]
-'''
+PLUGIN = plugin_module("Buggy", "ACME-BUGGY", "A third-party check with a bug", run='return {}["missing"]')
 
 
 def test_cli_plugin_that_raises_is_reported_and_scan_goes_on(tmp_path: Path) -> None:

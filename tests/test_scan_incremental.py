@@ -19,6 +19,7 @@ import json
 import random
 import re
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,34 @@ def test_incremental_findings_equal_full(bundle: Path, monkeypatch: pytest.Monke
     assert stale and "node-0001" in stale[0]["nodes"]
 
 
+def _randomly_edited(lines: list[str], *, rounds: int, edits: tuple[int, int],
+                     edit: Callable[[list[str], random.Random], list[str]]) -> Iterator[list[str]]:
+    """`rounds` copies of `lines`, each after a random count (within `edits`) of `edit`s; seeded, so repeatable."""
+    rng = random.Random(11)
+    for _ in range(rounds):
+        new = list(lines)
+        for _ in range(rng.randint(*edits)):
+            new = edit(new, rng)
+        yield new
+
+
+def _edit_rule_or_chain(lines: list[str], rng: random.Random) -> list[str]:
+    """A rule edited, deleted or duplicated with a source match, or a new KUBE-SEP chain declared."""
+    i = rng.randrange(1, len(lines) - 2)
+    what = rng.random()
+    if what < 0.3 and lines[i].startswith("-A "):
+        lines[i] = lines[i] + " -m comment --comment edited"
+    elif what < 0.55 and lines[i].startswith("-A "):
+        del lines[i]
+    elif what < 0.8 and lines[i].startswith("-A "):
+        lines.insert(i, lines[i].replace(" -j ", " -s 198.51.100.7 -j ", 1))
+    else:
+        decl = next((k for k in range(i, 0, -1) if lines[k].startswith(":")), None)
+        if decl is not None:
+            lines.insert(decl + 1, f":KUBE-SEP-NEW{rng.randrange(10**6)} - [0:0]")
+    return lines
+
+
 def test_delta_structure_view_equals_full_parse() -> None:
     """A delta dump's structure view (`light_of_delta`) answers every structural question exactly as the full parse does, with the
     node's own line numbers, for random edits (substitutions, insertions, deletions, new chains)."""
@@ -197,24 +226,8 @@ def test_delta_structure_view_equals_full_parse() -> None:
     refs = delta_engine.IptablesRefs(min_lines=100)
     refs.offer(base_text, ref_full, "node-0000")
     assert refs.refs
-    rng = random.Random(11)
-    base_lines = base_text.split("\n")
     tried = 0
-    for _ in range(25):
-        lines = list(base_lines)
-        for _ in range(rng.randint(1, 6)):
-            i = rng.randrange(1, len(lines) - 2)
-            what = rng.random()
-            if what < 0.3 and lines[i].startswith("-A "):
-                lines[i] = lines[i] + " -m comment --comment edited"
-            elif what < 0.55 and lines[i].startswith("-A "):
-                del lines[i]
-            elif what < 0.8 and lines[i].startswith("-A "):
-                lines.insert(i, lines[i].replace(" -j ", " -s 198.51.100.7 -j ", 1))
-            else:
-                decl = next((k for k in range(i, 0, -1) if lines[k].startswith(":")), None)
-                if decl is not None:
-                    lines.insert(decl + 1, f":KUBE-SEP-NEW{rng.randrange(10**6)} - [0:0]")
+    for lines in _randomly_edited(base_text.split("\n"), rounds=25, edits=(1, 6), edit=_edit_rule_or_chain):
         text = "\n".join(lines)
         try:
             own = parse_iptables_save(text, "node")
@@ -301,24 +314,25 @@ def test_align_text_equals_the_line_by_line_definition() -> None:
     text = (GOLDEN / "V5-large-cluster" / "iptables" / "iptables-save.txt").read_text()
     ref = delta_engine.IptablesRef(text, parse_iptables_save(text), "ref")
     pos, dups = ref.positions()
-    rng = random.Random(11)
     base = text.split("\n")
     differing = 0
-    for _ in range(150):
-        new = list(base)
-        for _ in range(rng.randint(0, 6)):
-            op = rng.random()
-            at = rng.randrange(len(new)) if new else 0
-            if op < 0.3 and new:
-                del new[at]
-            elif op < 0.55:
-                new.insert(rng.randint(0, len(new)), rng.choice(base))  # a repeated or moved line
-            elif op < 0.75 and new:
-                new[at] = new[at] + " -j X"
-            elif op < 0.85:
-                new = new[: rng.randint(0, len(new))]  # truncated dump
-            else:
-                new.append(f"-A KUBE-SERVICES -j EXTRA{rng.randrange(9)}")
+
+    def edit(new: list[str], rng: random.Random) -> list[str]:
+        op = rng.random()
+        at = rng.randrange(len(new)) if new else 0
+        if op < 0.3 and new:
+            del new[at]
+        elif op < 0.55:
+            new.insert(rng.randint(0, len(new)), rng.choice(base))  # a repeated or moved line
+        elif op < 0.75 and new:
+            new[at] = new[at] + " -j X"
+        elif op < 0.85:
+            new = new[: rng.randint(0, len(new))]  # truncated dump
+        else:
+            new.append(f"-A KUBE-SERVICES -j EXTRA{rng.randrange(9)}")
+        return new
+
+    for new in _randomly_edited(base, rounds=150, edits=(0, 6), edit=edit):
         node_text = "\n".join(new)
         want = delta_engine.align(node_text.split("\n"), ref.lines, pos, dups, 10**6)
         got = delta_engine.align_text(node_text, ref, pos, dups, 10**6)

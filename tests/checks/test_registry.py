@@ -4,47 +4,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
-from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.checks_api import Check
 from kpdoctor.errors import InputError
-from kpdoctor.findings import Finding, Severity
+from kpdoctor.findings import Severity
 from kpdoctor.registry import build_registry, discover, entry_point_checks, validate_check
-from tests.support.scan import fake_distribution
+from tests.support.checks import hand_made_check
+from tests.support.scan import fake_distribution, plugin_module
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class _Base(Check):
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        return ()
-
-
-class IpvsCheck(_Base):
-    id = "T-IPVS"
-    title = "ipvs thing"
-    scope = "node"
-    severity = Severity.ERROR
-    tags = ("ipvs", "kernel")
-
-
-class ClusterCheck(_Base):
-    id = "T-CLUSTER"
-    title = "cluster thing"
-    scope = "cluster"
-    severity = Severity.WARNING
-    tags = ("seed",)
-
-
-class NftCheck(_Base):
-    id = "T-NFT"
-    title = "nft thing"
-    scope = "node"
-    severity = Severity.INFO
-    tags = ("nftables",)
+IpvsCheck = hand_made_check("T-IPVS", scope="node", severity=Severity.ERROR, title="ipvs thing",
+                            tags=("ipvs", "kernel"))
+ClusterCheck = hand_made_check("T-CLUSTER", title="cluster thing", tags=("seed",))
+NftCheck = hand_made_check("T-NFT", scope="node", severity=Severity.INFO, title="nft thing", tags=("nftables",))
 
 
 def _reg():
@@ -75,11 +52,7 @@ def test_duplicate_builtin_ids_and_bad_metadata_fail_loudly() -> None:
     with pytest.raises(RuntimeError, match="duplicate check id"):
         build_registry([(IpvsCheck(), "a"), (IpvsCheck(), "b")])
 
-    class BadScope(_Base):
-        id = "T-BAD"
-        title = "x"
-        scope = "pod"  # type: ignore[assignment]
-        severity = Severity.INFO
+    BadScope = hand_made_check("T-BAD", scope="pod", severity=Severity.INFO, title="x")  # type: ignore[arg-type]
 
     class NoRun(Check):
         id = "T bad id"
@@ -118,20 +91,8 @@ def test_builtin_checks_are_valid_unique_and_documented() -> None:
         assert (REPO / "docs" / "checks" / (check.docs_page or f"{check.id}.md")).is_file()
 
 
-PLUGIN = """
-from kpdoctor.checks_api import Check
-from kpdoctor.findings import Severity
-
-class PluginCheck(Check):
-    id = "ACME-PLUGIN"
-    title = "A third-party check"
-    scope = "cluster"
-    severity = Severity.WARNING
-    tags = ("acme",)
-
-    def run(self, ctx):
-        yield self.finding(ctx, f"Cluster {len(ctx.cluster.services)} services", "plugin ran")
-"""
+PLUGIN = plugin_module("PluginCheck", "ACME-PLUGIN", "A third-party check", tags=("acme",),
+                       run='yield self.finding(ctx, f"Cluster {len(ctx.cluster.services)} services", "plugin ran")')
 
 
 def test_entry_point_plugin_is_discovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ import pytest
 from kpdoctor.errors import InputError
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.silences import load_silences, parse_silences, subject_parts
+from tests.support.errors import input_error_at
 
 B1 = Path(__file__).resolve().parents[1] / "fixtures" / "bundles" / "B1-healthy" / "bundle"
 
@@ -75,10 +76,7 @@ def test_subject_parts_prefers_labels() -> None:
     ],
 )
 def test_malformed_file_names_file_and_line(text: str, line: int, needle: str) -> None:
-    with pytest.raises(InputError) as err:
-        parse_silences(text, "/x/.kpdoctor.yaml")
-    assert err.value.where == f"/x/.kpdoctor.yaml:{line}"
-    assert needle in str(err.value)
+    input_error_at(parse_silences, text, "/x/.kpdoctor.yaml", line, needle)
 
 
 def test_unknown_check_in_silence_is_refused() -> None:

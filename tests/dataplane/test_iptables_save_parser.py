@@ -19,6 +19,7 @@ from kpdoctor.dataplane.iptables_save import (
     tokenize,
 )
 from kpdoctor.errors import InputError
+from tests.support.errors import input_error_at
 from tests.support.iptables import GOLDEN, iptables_scenarios
 
 V2_DUMP = GOLDEN / "V2-nodeport-lb" / "iptables" / "iptables-save.txt"
@@ -76,13 +77,10 @@ def test_counters_variant_round_trips() -> None:
     ],
 )
 def test_errors_name_file_line_and_quote_the_line(text: str, line: int, fragment: str) -> None:
-    with pytest.raises(InputError) as info:
-        parse_iptables_save(text, "node1/iptables-save.txt")
-    assert info.value.where == f"node1/iptables-save.txt:{line}"
-    assert fragment in str(info.value)
+    error = input_error_at(parse_iptables_save, text, "node1/iptables-save.txt", line, fragment)
     if "truncated" not in fragment:
         bad = text.splitlines()[line - 1]
-        assert repr(bad) in str(info.value)
+        assert repr(bad) in str(error)
 
 
 def test_garbage_line_in_a_real_dump_is_located() -> None:

@@ -37,6 +37,7 @@ from kpdoctor.errors import InputError
 from kpdoctor.node.state import Fact, NodeState
 from kpdoctor.proxier.context import ProxierInput, build_input
 from kpdoctor.proxier.ipvs import expected_ipvs_view, ipvs_state, reference_view, render_ipvs
+from tests.support.errors import input_error_at
 
 SAMPLES = FIXTURES / "ipvs" / "v2-kpnode1"
 DRIFT = FIXTURES / "ipvs" / "drift"
@@ -171,9 +172,7 @@ def test_b4_bundle_edge1_has_no_ipvs_state() -> None:
     ("garbage", 1, "expected an ipvsadm --save line"),
 ])
 def test_bad_ipvsadm_save(text: str, line: int, words: str) -> None:
-    with pytest.raises(InputError) as err:
-        parse_ipvsadm_save(text, "ipvsadm-save.txt")
-    assert err.value.where == f"ipvsadm-save.txt:{line}" and words in str(err.value)
+    input_error_at(parse_ipvsadm_save, text, "ipvsadm-save.txt", line, words)
 
 
 def test_truncated_list_forms() -> None:

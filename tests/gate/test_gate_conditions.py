@@ -21,6 +21,8 @@ from kpdoctor.gate.model import GateResult
 from tests.support.checks import not_answering
 from tests.support.gate import (
     NODES,
+    STATUS,
+    TABLE,
     build_bundle,
     drop_configmap,
     edit_cilium_config,
@@ -30,9 +32,6 @@ from tests.support.gate import (
     set_fact,
     without_kube_proxy,
 )
-
-STATUS = "cilium/status.json"
-TABLE = "cilium/service-list.json"
 
 
 @pytest.fixture(scope="module", params=["1.14", "1.18"])

@@ -29,6 +29,8 @@ from kpdoctor.gate import run_gate
 from kpdoctor.node.state import NodeState
 from tests.support.gate import (
     NODES,
+    STATUS,
+    TABLE,
     build_bundle,
     drop_configmap,
     edit_cilium_config,
@@ -38,8 +40,6 @@ from tests.support.gate import (
     set_fact,
 )
 
-STATUS = "cilium/status.json"
-TABLE = "cilium/service-list.json"
 State = tuple[ClusterState, dict[str, NodeState]]
 Mutation = Callable[[ClusterState, dict[str, NodeState]], State]
 

@@ -1,6 +1,7 @@
 """Capture kpdoctor's reports on every bundle and fixture, for the restructuring guard (issue 11).
 
-`python3 -m tests.golden.capture DIR` writes one file per (command, input, format) into DIR;
+`python3 -m tests.golden.capture DIR` writes one file per (command, input, format) into DIR, named
+`<case>.golden` (Go's convention: captured output is fixture data, not a source file of its format);
 tests/test_reports_unchanged.py runs the same list and compares with tests/fixtures/golden-reports/.
 Only run-to-run noise is normalised (timestamps, durations, the kpdoctor version string); every other
 byte of every report is compared.
@@ -18,6 +19,7 @@ BUNDLES = ROOT / "tests" / "fixtures" / "bundles"
 DUMPS = ROOT / "tests" / "fixtures" / "realworld" / "dumps"
 SHAPES = ROOT / "tests" / "fixtures" / "realworld" / "shapes"
 
+SUFFIX = ".golden"
 FORMATS = ("console", "json", "markdown", "junit", "html")
 _NOISE = (
     (re.compile(r'"generated_at": "[^"]*"'), '"generated_at": "T"'),
@@ -77,11 +79,27 @@ def run(argv: list[str]) -> str:
     return normalise(f"exit {proc.returncode}\n--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}")
 
 
+def golden_path(folder: Path, name: str) -> Path:
+    """Where case `name` (e.g. `scan-demo.html`) is stored: `scan-demo.html.golden`."""
+    return folder / (name + SUFFIX)
+
+
+def first_difference(golden: bytes, actual: bytes) -> str | None:
+    """None when the two are the same byte for byte, else where they first differ (1-based line)."""
+    if golden == actual:
+        return None
+    at = next((i for i, (g, a) in enumerate(zip(golden, actual, strict=False)) if g != a), min(len(golden), len(actual)))
+    line = golden.count(b"\n", 0, at) + 1
+    start = golden.rfind(b"\n", 0, at) + 1
+    return (f"byte {at} (line {line}) differs: golden {golden[start:at + 40]!r} "
+            f"vs now {actual[start:at + 40]!r} (lengths {len(golden)} / {len(actual)})")
+
+
 def main() -> None:
     dest = Path(sys.argv[1])
     dest.mkdir(parents=True, exist_ok=True)
     for name, argv in cases():
-        (dest / name).write_text(run(argv))
+        golden_path(dest, name).write_bytes(run(argv).encode())
 
 
 if __name__ == "__main__":

@@ -19,16 +19,7 @@ import pytest
 import yaml
 
 from kpdoctor.lab.kcluster import ClusterState
-from tests.support.klab import (
-    REPO,
-    admin_api,
-    endpointslice,
-    kpdoctor,
-    lab_cluster,
-    report,
-    service,
-    wait_for_rules,
-)
+from tests.support.klab import REPO, admin_api, apply_workload, kpdoctor, lab_cluster, report
 
 pytestmark = pytest.mark.root("etcd", "nft", "curl")
 DEPLOY = REPO / "deploy"
@@ -44,10 +35,8 @@ def _pod_spec(path: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
     with lab_cluster(tmp_path_factory.mktemp("klab-incluster"), nodes=1) as state:
+        apply_workload(state, node_port=0, with_api=False)
         api = admin_api(state)
-        api.apply(service("web"))
-        api.apply(endpointslice("web", [(state.nodes[0].pods[0].ip, state.nodes[0].name)]))
-        wait_for_rules(state, "lab/web:http")
         for doc in yaml.safe_load_all((DEPLOY / "rbac.yaml").read_text()):
             if doc:
                 api.apply(doc)

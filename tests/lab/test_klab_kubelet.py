@@ -31,6 +31,7 @@ from tests.conftest import REQUIRE_ROOT
 from tests.support.klab import (
     REPO,
     admin_api,
+    apply_workload,
     endpointslice,
     kpdoctor,
     lab_cluster,
@@ -60,14 +61,7 @@ def _require_kubelet() -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
     _require_kubelet()
     with lab_cluster(tmp_path_factory.mktemp("klab-kubelet"), nodes=2, with_kubelet=True) as state:
-        api = admin_api(state)
-        pods = [(n.pods[0].ip, n.name) for n in state.nodes]
-        api.apply(service("web", node_port=30080))
-        api.apply(endpointslice("web", pods))
-        api.apply(service("api"))
-        api.apply(endpointslice("api", pods[:1]))
-        wait_for_rules(state, "lab/web:http")
-        wait_for_rules(state, "lab/api:http")
+        apply_workload(state, wait=("web", "api"))
         yield state
 
 

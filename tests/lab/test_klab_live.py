@@ -22,6 +22,7 @@ from kpdoctor.lab import kcluster, procs
 from kpdoctor.lab.kcluster import ClusterState
 from tests.support.klab import (
     admin_api,
+    apply_workload,
     endpointslice,
     findings,
     kpdoctor,
@@ -36,29 +37,17 @@ from tests.support.klab import (
 pytestmark = pytest.mark.root("etcd", "nft", "curl")
 
 
-def _workload(state: ClusterState) -> None:
-    api = admin_api(state)
-    pods = [(n.pods[0].ip, n.name) for n in state.nodes]
-    api.apply(service("web", node_port=30080))
-    api.apply(endpointslice("web", pods))
-    api.apply(service("api"))
-    api.apply(endpointslice("api", pods[:1]))
-    fmt = "lab/{}/tcp/http" if state.mode == "nftables" else "lab/{}:http"  # nftables names chains, not comments
-    wait_for_rules(state, fmt.format("web"))
-    wait_for_rules(state, fmt.format("api"))
-
-
 @pytest.fixture(scope="module")
 def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
     with lab_cluster(tmp_path_factory.mktemp("klab"), nodes=2) as state:
-        _workload(state)
+        apply_workload(state, wait=("web", "api"))
         yield state
 
 
 @pytest.fixture()
 def one_node(tmp_path: Path) -> Iterator[ClusterState]:
     with lab_cluster(tmp_path, nodes=1) as state:
-        _workload(state)
+        apply_workload(state, wait=("web", "api"))
         yield state
 
 
@@ -302,7 +291,7 @@ def test_other_modes_are_healthy(tmp_path: Path, mode: str) -> None:
     """kube-proxy in iptables-legacy mode (legacy tools first on its PATH) and nftables mode: rules where they
     belong, /proxyMode says so, and the local scan finds nothing."""
     with lab_cluster(tmp_path, nodes=1, mode=mode) as state:
-        _workload(state)
+        apply_workload(state, wait=("web", "api"))
         node = state.nodes[0]
         assert kcluster.proxy_mode(node) == ("nftables" if mode == "nftables" else "iptables")
         if mode == "iptables-legacy":

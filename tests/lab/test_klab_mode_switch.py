@@ -29,22 +29,12 @@ from kpdoctor.gate.mode_leftovers import LOCALNET_GUARD
 from kpdoctor.lab import kcluster, procs, servers
 from kpdoctor.lab.kcluster import ClusterState
 from kpdoctor.node.parsed import parse_iptables_view
-from tests.support.klab import admin_api, endpointslice, kpdoctor, lab_cluster, service, wait_for_rules
+from tests.support.klab import apply_workload, kpdoctor, lab_cluster, wait_for_rules
 
 pytestmark = pytest.mark.root("etcd", "nft", "curl")
 VERSION = "1.36"
 EXTRA_ADDRESS = "10.240.0.{}"  # a secondary address per node (200 + index) on eth0
 NODE_PORT = 30080
-
-
-def _workload(state: ClusterState) -> None:
-    api = admin_api(state)
-    pods = [(n.pods[0].ip, n.name) for n in state.nodes]
-    api.apply(service("web", node_port=NODE_PORT))
-    api.apply(endpointslice("web", pods))
-    api.apply(service("api"))
-    api.apply(endpointslice("api", pods[:1]))
-    wait_for_rules(state, "lab/web:http")
 
 
 def collect(state: ClusterState, dest: Path) -> Path:
@@ -110,7 +100,7 @@ def test_iptables_to_nftables_and_back(tmp_path: Path) -> None:
         for i, node in enumerate(state.nodes):
             subprocess.run(["ip", "netns", "exec", node.netns, "ip", "addr", "add",
                             f"{EXTRA_ADDRESS.format(200 + i)}/24", "dev", "eth0"], check=True, timeout=10)
-        _workload(state)
+        apply_workload(state, node_port=NODE_PORT)
         backends = [servers.Server(f"pod-{i}", n.pods[0].netns, 8080) for i, n in enumerate(state.nodes)]
         for srv in backends:
             srv.start()
@@ -233,7 +223,7 @@ def test_forward_drop_policy_blocks_nodeports_after_the_switch(tmp_path: Path) -
     switched anyway, the NodePort stops answering on that node (real TCP), and answers again once the host
     accepts forwarded traffic itself."""
     with lab_cluster(tmp_path, version=VERSION, nodes=2, mode="iptables") as state:
-        _workload(state)
+        apply_workload(state, node_port=NODE_PORT)
         n0, n1 = state.nodes
         client = f"{state.prefix}-client"
         subprocess.run(["ip", "netns", "exec", n0.netns, "iptables", "-P", "FORWARD", "DROP"], check=True, timeout=10)
@@ -263,7 +253,7 @@ def test_iptables_legacy_to_nftables_leftovers_equal_what_the_gate_lists(tmp_pat
     """A node whose kube-proxy ran with the iptables-legacy backend, switched to nftables: what real kube-proxy
     v1.36.3 leaves in the legacy backend is measured and must be exactly what post-switch lists (and blocks on)."""
     with lab_cluster(tmp_path, version=VERSION, nodes=1, mode="iptables-legacy") as state:
-        _workload(state)
+        apply_workload(state, node_port=NODE_PORT)
         (n0,) = state.nodes
         pre = collect(state, tmp_path / "legacy-iptables")
         base = str(tmp_path / "baseline.json")

@@ -22,19 +22,11 @@ import yaml
 
 from kpdoctor.lab import k8sbuild, kcluster
 from kpdoctor.lab.kcluster import ClusterState
-from tests.support.klab import admin_api, endpointslice, kpdoctor, lab_cluster, service, wait_for_rules
+from tests.support.klab import admin_api, apply_workload, kpdoctor, lab_cluster, wait_for_rules
 
 pytestmark = pytest.mark.root("etcd", "nft", "curl")
 VERSION = "1.36"
 NODE_PORT = 30080
-
-
-def _workload(state: ClusterState) -> None:
-    api = admin_api(state)
-    pods = [(n.pods[0].ip, n.name) for n in state.nodes]
-    api.apply(service("web", node_port=NODE_PORT))
-    api.apply(endpointslice("web", pods))
-    wait_for_rules(state, "lab/web:http")
 
 
 def live_gate(state: ClusterState, node: str, *args: str) -> tuple[int, dict[str, Any], str]:
@@ -73,7 +65,7 @@ def conditions(doc: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, str,
 
 def test_live_pre_switch_equals_bundle_and_post_switch_passes_only_once_switched(tmp_path: Path) -> None:
     with lab_cluster(tmp_path, version=VERSION, nodes=1, mode="iptables") as state:
-        _workload(state)
+        apply_workload(state, node_port=NODE_PORT, with_api=False)
         (n0,) = state.nodes
         base = str(tmp_path / "baseline.json")
         code, live, _ = live_gate(state, n0.name, "--to", "nftables", "--write-baseline", base)
@@ -113,7 +105,7 @@ def test_live_pre_switch_equals_bundle_and_post_switch_passes_only_once_switched
 
 def test_a_node_not_collected_is_cannot_prove(tmp_path: Path) -> None:
     with lab_cluster(tmp_path, version=VERSION, nodes=2, mode="iptables") as state:
-        _workload(state)
+        apply_workload(state, node_port=NODE_PORT, with_api=False)
         n0, n1 = state.nodes
         code, doc, _ = live_gate(state, n0.name, "--to", "nftables")
         assert code == 3 and doc["verdict"] == "cannot-prove", doc

@@ -14,15 +14,7 @@ import yaml
 
 from kpdoctor.lab import pki
 from kpdoctor.lab.kcluster import ClusterState
-from tests.support.klab import (
-    admin_api,
-    endpointslice,
-    kpdoctor,
-    lab_cluster,
-    report,
-    service,
-    wait_for_rules,
-)
+from tests.support.klab import admin_api, apply_workload, kpdoctor, lab_cluster, report
 
 pytestmark = pytest.mark.root("etcd", "nft", "curl")
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
@@ -35,10 +27,7 @@ def _docs() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
     with lab_cluster(tmp_path_factory.mktemp("klab-rbac"), nodes=1) as state:
-        api = admin_api(state)
-        api.apply(service("web"))
-        api.apply(endpointslice("web", [(state.nodes[0].pods[0].ip, state.nodes[0].name)]))
-        wait_for_rules(state, "lab/web:http")
+        apply_workload(state, node_port=0, with_api=False)
         yield state
 
 

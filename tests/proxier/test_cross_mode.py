@@ -51,6 +51,7 @@ from kpdoctor.dataplane.ipvs_semantic import ipvs_semantic_view
 from kpdoctor.dataplane.semantic import DROP, LOAD_BALANCER, LOCALHOST_NODE_PORT, REJECT, SemanticView, diff
 from kpdoctor.proxier.context import ProxierInput, build_input
 from kpdoctor.proxier.ipvs import expected_ipvs_view, render_ipvs
+from tests.support.proxier_lab import service_ports
 
 NODES = ("n1", "n2", "n3")
 NODE_IP = {"n1": "10.77.0.1", "n2": "10.77.0.2", "n3": "10.77.0.3"}
@@ -71,14 +72,7 @@ def endpoint(draw: st.DrawFn, svc_index: int, k: int) -> dict[str, Any]:
 @st.composite
 def service(draw: st.DrawFn, i: int) -> list[dict[str, Any]]:
     kind = draw(st.sampled_from(["ClusterIP", "NodePort", "LoadBalancer"]))
-    nports = draw(st.integers(1, 2))
-    ports = []
-    for p in range(nports):
-        proto = draw(st.sampled_from(["TCP", "TCP", "UDP"]))
-        port: dict[str, Any] = {"name": f"p{p}", "port": 80 + p, "protocol": proto, "targetPort": 8080 + p}
-        if kind != "ClusterIP":
-            port["nodePort"] = 30000 + i * 10 + p
-        ports.append(port)
+    ports = draw(service_ports(kind, i))
     spec: dict[str, Any] = {"type": kind, "clusterIP": f"10.96.{i}.1", "clusterIPs": [f"10.96.{i}.1"],
                             "ports": ports, "ipFamilies": ["IPv4"]}
     if draw(st.booleans()):

@@ -27,74 +27,47 @@ from kpdoctor.report import render
 from kpdoctor.report.model import SourceInfo, build_report
 from kpdoctor.scanner import load_bundle
 from kpdoctor.silences import parse_silences
+from tests.support.checks import hand_made_check
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "docs" / "report-schema.json").read_text())
 B1 = Path(__file__).resolve().parents[1] / "fixtures" / "bundles" / "B1-healthy" / "bundle"
 
 
-class ForwardingOff(Check):
+def _forwarding_off(check: Check, ctx: CheckContext) -> Iterable[Finding]:
     """Fires on every node whose sysctl.txt says ip_forward = 0 (node name in subject, message, command)."""
-
-    id = "T-FORWARD"
-    title = "IP forwarding"
-    scope = "node"
-    severity = Severity.ERROR
-    remediation = "Enable forwarding."
-
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        assert ctx.node is not None
-        text = ctx.node.text("sysctl.txt") or ""
-        if "net.ipv4.ip_forward = 0" in text:
-            yield self.finding(ctx, f"Node {ctx.node.name}", f"{ctx.node.name} does not forward IPv4 packets",
-                               evidence=[f"sysctl.txt: net.ipv4.ip_forward = 0 (node {ctx.node.name})"],
-                               commands=[f"ssh {ctx.node.name} sudo sysctl -w net.ipv4.ip_forward=1"])
+    assert ctx.node is not None
+    text = ctx.node.text("sysctl.txt") or ""
+    if "net.ipv4.ip_forward = 0" in text:
+        yield check.finding(ctx, f"Node {ctx.node.name}", f"{ctx.node.name} does not forward IPv4 packets",
+                            evidence=[f"sysctl.txt: net.ipv4.ip_forward = 0 (node {ctx.node.name})"],
+                            commands=[f"ssh {ctx.node.name} sudo sysctl -w net.ipv4.ip_forward=1"])
 
 
-class PerService(Check):
-    id = "T-SVC"
-    title = "Services"
-    scope = "cluster"
-    severity = Severity.WARNING
-
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        for svc in ctx.cluster.services:
-            if svc.namespace == "storefront":
-                yield self.finding(ctx, f"Service {svc.namespace}/{svc.name}", f"{svc.name} noticed",
-                                   severity=Severity.INFO if svc.name != "gateway" else Severity.WARNING,
-                                   commands=[f"kubectl -n {svc.namespace} get endpointslices "
-                                             f"-l kubernetes.io/service-name={svc.name}"])
+def _per_service(check: Check, ctx: CheckContext) -> Iterable[Finding]:
+    for svc in ctx.cluster.services:
+        if svc.namespace == "storefront":
+            yield check.finding(ctx, f"Service {svc.namespace}/{svc.name}", f"{svc.name} noticed",
+                                severity=Severity.INFO if svc.name != "gateway" else Severity.WARNING,
+                                commands=[f"kubectl -n {svc.namespace} get endpointslices "
+                                          f"-l kubernetes.io/service-name={svc.name}"])
 
 
-class Boom(Check):
-    id = "T-BOOM"
-    title = "Crashes"
-    scope = "cluster"
-    severity = Severity.INFO
-
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        raise KeyError("spec")
+def _boom(check: Check, ctx: CheckContext) -> Iterable[Finding]:
+    raise KeyError("spec")
 
 
-class NeedsSlices(Check):
-    id = "T-SLICES"
-    title = "Reads EndpointSlices"
-    scope = "cluster"
-    severity = Severity.ERROR
-
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        if not ctx.cluster.endpoint_slices:
-            yield self.finding(ctx, "Cluster", "no endpoint slices")
+def _no_slices(check: Check, ctx: CheckContext) -> Iterable[Finding]:
+    if not ctx.cluster.endpoint_slices:
+        yield check.finding(ctx, "Cluster", "no endpoint slices")
 
 
-class Quiet(Check):
-    id = "T-QUIET"
-    title = "Never fires"
-    scope = "node"
-    severity = Severity.CRITICAL
-
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        return ()
+ForwardingOff = hand_made_check("T-FORWARD", _forwarding_off, scope="node", severity=Severity.ERROR,
+                                title="IP forwarding", remediation="Enable forwarding.")
+PerService = hand_made_check("T-SVC", _per_service, title="Services")
+Boom = hand_made_check("T-BOOM", _boom, severity=Severity.INFO, title="Crashes")
+NeedsSlices = hand_made_check("T-SLICES", _no_slices, severity=Severity.ERROR, title="Reads EndpointSlices")
+Quiet = hand_made_check("T-QUIET", scope="node", severity=Severity.CRITICAL, title="Never fires")
 
 
 def _nodes(count: int, forward_off: bool = True) -> list[NodeState]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import jsonschema
@@ -14,6 +14,7 @@ from kpdoctor.findings import Finding, Severity
 from kpdoctor.report import render
 from kpdoctor.report.model import SourceInfo, build_report
 from kpdoctor.scanner import load_bundle
+from tests.support.checks import hand_made_check
 from tests.support.report import BUNDLES, bundle_report
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "report-schema.json").read_text())
@@ -80,29 +81,19 @@ def test_console_prints_each_command_once_and_the_cause_first() -> None:
     assert md.count("kubectl -n kube-system describe pod kube-proxy-76gg5\n") == 1
 
 
-class _Modules(Check):
-    """Hand-made findings (said so): a kernel-modules fault and a host firewall on edge-1, beside the real
-    KP-PROXY-HEALTH findings of B2, to pin which is cause and which is not a consequence at all."""
-
-    id = "KP-KERNEL-MODULES"
-    title = "t"
-    scope = "node"
-    severity = Severity.ERROR
-
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+def _on_edge_1(message: str) -> Callable[[Check, CheckContext], Iterable[Finding]]:
+    def run(check: Check, ctx: CheckContext) -> Iterable[Finding]:
         if ctx.node is not None and ctx.node.name == "edge-1":
-            yield self.finding(ctx, "Node edge-1", "node edge-1 lacks what iptables mode needs")
+            yield check.finding(ctx, "Node edge-1", message)
+    return run
 
 
-class _Firewall(Check):
-    id = "KP-NODEPORT-FIREWALL"
-    title = "t"
-    scope = "node"
-    severity = Severity.ERROR
-
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        if ctx.node is not None and ctx.node.name == "edge-1":
-            yield self.finding(ctx, "Node edge-1", "a host firewall drops the NodePort range on edge-1")
+# Hand-made findings (said so): a kernel-modules fault and a host firewall on edge-1, beside the real
+# KP-PROXY-HEALTH findings of B2, to pin which is cause and which is not a consequence at all.
+_Modules = hand_made_check("KP-KERNEL-MODULES", _on_edge_1("node edge-1 lacks what iptables mode needs"),
+                           scope="node", severity=Severity.ERROR, title="t")
+_Firewall = hand_made_check("KP-NODEPORT-FIREWALL", _on_edge_1("a host firewall drops the NodePort range on edge-1"),
+                            scope="node", severity=Severity.ERROR, title="t")
 
 
 def test_the_most_fundamental_cause_wins_and_unrelated_faults_stay_apart() -> None:

@@ -15,15 +15,15 @@ import os
 import pkgutil
 import secrets
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import kpdoctor.checks as checks
-from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.checks_api import Check, CheckContext, Scope
 from kpdoctor.cluster.model import Service, ServicePort
 from kpdoctor.cluster.snapshot import load_snapshot
 from kpdoctor.cluster.state import ClusterState
@@ -131,6 +131,23 @@ def all_checks() -> list[Check]:
         module = importlib.import_module(f"kpdoctor.checks.{info.name}")
         found.append(module.CHECK)
     return found
+
+
+RunFn = Callable[[Check, CheckContext], Iterable[Finding]]
+
+
+def _runs_clean(check: Check, ctx: CheckContext) -> Iterable[Finding]:
+    return ()
+
+
+def hand_made_check(check_id: str, run: RunFn = _runs_clean, *, scope: Scope = "cluster",
+                    severity: Severity = Severity.WARNING, title: str = "", **attrs: Any) -> type[Check]:
+    """A hand-made check class (said so: engine, registry and report tests that need known findings, not a
+    built-in): the plugin API's metadata class attributes (`attrs`: tags, requires, remediation, ...) plus `run`,
+    which is called as a method (`run(self, ctx)`). Without `run` it finds nothing."""
+    body: dict[str, Any] = {"id": check_id, "title": title or check_id, "scope": scope, "severity": severity,
+                            "run": run, **attrs}
+    return type(check_id.replace("-", "_").title(), (Check,), body)
 
 
 def run_check(
@@ -292,6 +309,7 @@ def json_dump(obj: Any) -> str:
 B1 = BUNDLES / "B1-healthy" / "bundle" / "nodes"
 EDGE1_RULES = (B1 / "edge-1" / "iptables-save.txt").read_text()
 EDGE2_NFT = (B1 / "edge-2" / "nft-ruleset.json").read_text()
+B1_NODE_IPS = {"edge-1": "10.81.0.2", "edge-2": "10.82.0.2"}
 KUBE_PROXY_FACTS = ("healthz.json", "metrics.txt", "proxyMode.txt", "configz.json")
 
 
@@ -320,3 +338,38 @@ def verdicts(check: Check, cluster: ClusterState, nodes: Mapping[str, NodeState]
     """(scope, subject, severity) of `check`'s findings at or above `at`: what a per-check test asserts."""
     return sorted(((f.scope, f.subject, f.severity) for f in run_check(check, cluster, nodes, node=node)
                    if f.severity >= at), key=lambda v: (v[0], v[1]))
+
+
+@dataclass(frozen=True)
+class LabEdge:
+    """A namespace set up as one of bundle B1's nodes; `findings` collects its facts for real each time."""
+
+    ns: str
+    name: str
+    cluster: ClusterState
+    nodes: Mapping[str, NodeState]
+
+    def node(self, *, conntrack_dst: tuple[str, ...] = ()) -> NodeState:
+        return lab_node(self.ns, self.name, conntrack_dst=conntrack_dst)
+
+    def findings(self, check: Check, cluster: ClusterState | None = None, *,
+                 conntrack_dst: tuple[str, ...] = ()) -> list[Finding]:
+        """`check` on freshly collected facts (against `cluster`, default B1's API objects)."""
+        state = self.node(conntrack_dst=conntrack_dst)
+        return run_on_node(check, cluster or self.cluster, self.nodes, state)
+
+    def run_shell(self, command: str) -> None:
+        """One remediation command (its `# ...` comment cut) run by `sh -c` inside the namespace."""
+        sh(["sh", "-c", command.split("#")[0]], netns=self.ns)
+
+
+@contextmanager
+def b1_edge(prefix: str, *, name: str = "edge-1", rules: str | None = EDGE1_RULES) -> Iterator[LabEdge]:
+    """A fresh namespace made like B1's `name` (its InternalIP on eth0), with `rules` restored by the real
+    iptables-restore (None: no rules; nft rulesets are loaded by the test)."""
+    cluster, nodes = load_bundle("B1-healthy")
+    with netns(prefix) as ns:
+        make_node(ns, B1_NODE_IPS[name])
+        if rules is not None:
+            restore(ns, rules)
+        yield LabEdge(ns, name, cluster, nodes)

@@ -25,6 +25,8 @@ CILIUM = FIXTURES / "cilium"
 BUNDLES = FIXTURES / "bundles"
 NODES = ("edge-1", "edge-2")
 IMAGE_TAG = {"1.14": "v1.14.19", "1.18": "v1.18.2"}
+STATUS = "cilium/status.json"  # a node's `cilium status -o json` fact
+TABLE = "cilium/service-list.json"  # a node's `cilium service list -o json` fact
 
 
 def build_bundle(

@@ -106,6 +106,28 @@ def wait_for_rules(state: ClusterState, needle: str, *, present: bool = True, de
     assert not pending, f"kube-proxy on {[n.name for n in pending]} did not sync {needle!r} within {deadline_s}s"
 
 
+def rule_needle(state: ClusterState, svc: str) -> str:
+    """What kube-proxy's rules for lab Service `svc` port http contain: the iptables comment, or in nftables mode
+    the chain name (nftables names chains, not comments)."""
+    return f"lab/{svc}/tcp/http" if state.mode == "nftables" else f"lab/{svc}:http"
+
+
+def apply_workload(state: ClusterState, *, node_port: int = 30080, with_api: bool = True,
+                   wait: tuple[str, ...] = ("web",)) -> None:  # fmt: skip
+    """The lab's workload: Service `web` (NodePort `node_port`, 0: ClusterIP) backed by every node's first pod and,
+    `with_api`, Service `api` backed by the first node's pod only; returns once every node's kube-proxy wrote the
+    rules of the Services in `wait`."""
+    api = admin_api(state)
+    pods = [(n.pods[0].ip, n.name) for n in state.nodes]
+    api.apply(service("web", node_port=node_port))
+    api.apply(endpointslice("web", pods))
+    if with_api:
+        api.apply(service("api"))
+        api.apply(endpointslice("api", pods[:1]))
+    for svc in wait:
+        wait_for_rules(state, rule_needle(state, svc))
+
+
 def kpdoctor(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
              timeout: float = 180) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """Run the real CLI (this worktree's code) as a subprocess, inside `netns` when given."""

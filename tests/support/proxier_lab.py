@@ -78,8 +78,8 @@ def _endpoint(draw: st.DrawFn, nodes: tuple[str, ...], svc: int, k: int) -> dict
 
 
 @st.composite
-def _service(draw: st.DrawFn, nodes: tuple[str, ...], i: int) -> list[dict[str, Any]]:
-    kind = draw(st.sampled_from(["ClusterIP", "NodePort", "LoadBalancer"]))
+def service_ports(draw: st.DrawFn, kind: str, i: int) -> list[dict[str, Any]]:
+    """One or two ports (mostly TCP) of generated Service number `i`, with node ports unless it is a ClusterIP."""
     ports = []
     for p in range(draw(st.integers(1, 2))):
         proto = draw(st.sampled_from(["TCP", "TCP", "UDP"]))
@@ -87,6 +87,13 @@ def _service(draw: st.DrawFn, nodes: tuple[str, ...], i: int) -> list[dict[str, 
         if kind != "ClusterIP":
             port["nodePort"] = 30000 + i * 10 + p
         ports.append(port)
+    return ports
+
+
+@st.composite
+def _service(draw: st.DrawFn, nodes: tuple[str, ...], i: int) -> list[dict[str, Any]]:
+    kind = draw(st.sampled_from(["ClusterIP", "NodePort", "LoadBalancer"]))
+    ports = draw(service_ports(kind, i))
     spec: dict[str, Any] = {"type": kind, "clusterIP": f"10.96.{i}.10", "clusterIPs": [f"10.96.{i}.10"],
                             "ipFamilies": ["IPv4"], "ports": ports, "sessionAffinity": "None"}
     if draw(st.booleans()):

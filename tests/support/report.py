@@ -22,25 +22,20 @@ def bundle_report(scenario: str) -> dict[str, Any]:
     return scan(ScanRequest(bundle=str(BUNDLES / scenario / "bundle"))).report
 
 
-class Hostile(Check):
-    id = "T-HOSTILE"
-    title = "Hostile names reach every renderer escaped"
-    scope = "cluster"
-    severity = Severity.WARNING
-    tags = ("test",)
-
-    def run(self, ctx: CheckContext) -> Iterable[Finding]:
-        yield self.finding(ctx, f"Service default/{HOSTILE}:http/TCP", f"name {HOSTILE} and </pre></div><script>"
-                           "document.title='pwned'</script>", severity=Severity.WARNING,
-                           evidence=[f"label app={HOSTILE}", "x" * 400], commands=[LONG_COMMAND])
-        yield self.finding(ctx, "Node edge-9", "an info finding", severity=Severity.INFO)
+def _hostile_findings(check: Check, ctx: CheckContext) -> Iterable[Finding]:
+    yield check.finding(ctx, f"Service default/{HOSTILE}:http/TCP", f"name {HOSTILE} and </pre></div><script>"
+                        "document.title='pwned'</script>", severity=Severity.WARNING,
+                        evidence=[f"label app={HOSTILE}", "x" * 400], commands=[LONG_COMMAND])
+    yield check.finding(ctx, "Node edge-9", "an info finding", severity=Severity.INFO)
 
 
 def hostile_report() -> dict[str, Any]:
     cluster, nodes = load_bundle(BUNDLES / "B2-stale-endpoint" / "bundle")
-    from tests.support.checks import all_checks
+    from tests.support.checks import all_checks, hand_made_check
 
-    result = run_checks([*all_checks(), Hostile()], cluster, nodes)
+    hostile = hand_made_check("T-HOSTILE", _hostile_findings, title="Hostile names reach every renderer escaped",
+                              tags=("test",))
+    result = run_checks([*all_checks(), hostile()], cluster, nodes)
     return build_report(result, source=SourceInfo("bundle", f"B2 {HOSTILE}", "bundle"), fail_on=Severity.ERROR,
                         exit_code=1)
 

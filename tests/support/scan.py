@@ -19,3 +19,11 @@ def fake_distribution(root: Path, module: str, body: str, entry: str, *, dist: s
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[kpdoctor.checks]\n{entry}\n")
     return site
+
+
+def plugin_module(cls: str, check_id: str, title: str, *, run: str, tags: tuple[str, ...] = ()) -> str:
+    """Source of a third-party pack's module: one cluster-scope WARNING check class `cls` whose `run(self, ctx)`
+    is the one statement `run`."""
+    return (f"from kpdoctor.checks_api import Check\nfrom kpdoctor.findings import Severity\n\n\n"
+            f"class {cls}(Check):\n    id = {check_id!r}\n    title = {title!r}\n    scope = \"cluster\"\n"
+            f"    severity = Severity.WARNING\n    tags = {tags!r}\n\n    def run(self, ctx):\n        {run}\n")
