@@ -164,6 +164,10 @@ class NodePortFirewall(NodeCheck):
         "Allow the NodePort range (default 30000-32767, TCP and UDP) and the health-check node ports in the host "
         "firewall and the cloud security group; keep kube-proxy's FORWARD accept reachable."
     )
+    catches = (
+        "host firewall before kube-proxy's jumps, FORWARD DROP without KUBE-FORWARD, `nodePortAddresses` "
+        "excluding the node, eTP=Local drops (explained), opt-in `--probe` refused vs filtered"
+    )
     references = (
         KUBE_PROXY_DOCS,
         "https://kubernetes.io/docs/reference/networking/ports-and-protocols/",

@@ -144,6 +144,11 @@ class StaleEndpoints(NodeCheck):
         "Make kube-proxy on the node sync again (it rewrites the rules from the API); clear conntrack entries "
         "already NATed to removed endpoints. Never hand-edit KUBE-* rules."
     )
+    catches = (
+        "per Service port, the node's real rules (iptables, nftables or IPVS) vs the reference proxier: "
+        "stale DNAT targets, missing endpoints/Services, rules of deleted Services; UDP conntrack to dead"
+        " endpoints with the exact `conntrack -D`"
+    )
     references = (
         KUBE_PROXY_DOCS,
         "https://kubernetes.io/docs/tasks/debug/debug-application/debug-service/",
