@@ -7,9 +7,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable
 
+from kpdoctor.dataplane.ipset import IPSet
 from kpdoctor.dataplane.ipvs import (
     FORWARD_FLAG,
-    IPSet,
     RealServer,
     VirtualServer,
     dest_sort_key,
