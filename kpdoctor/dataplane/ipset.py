@@ -170,9 +170,9 @@ def parse_ipset_save(text: str, source: str = "ipset-save.txt") -> IPSets:
         if not line or line.startswith("#"):
             continue
         tokens = line.split()
+        if tokens[0] in ("create", "add") and len(tokens) < 3:
+            raise line_error(f"truncated {tokens[0]} line", source, lineno, line)
         if tokens[0] == "create":
-            if len(tokens) < 3:
-                raise line_error("truncated create line", source, lineno, line)
             name, set_type = tokens[1], tokens[2]
             if set_type not in _IPSET_TYPES:
                 raise line_error(f"unknown ipset type {set_type!r}", source, lineno, line)
@@ -182,8 +182,6 @@ def parse_ipset_save(text: str, source: str = "ipset-save.txt") -> IPSets:
             headers[name] = _header_pairs(tokens[3:])
             members[name] = []
         elif tokens[0] == "add":
-            if len(tokens) < 3:
-                raise line_error("truncated add line", source, lineno, line)
             name, member = tokens[1], tokens[2]
             if name not in types:
                 raise line_error(f"add to ipset {name} which was not created above", source, lineno, line)

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kpdoctor.addresses import canonical_ip
+from kpdoctor.addresses import canonical_ip, join_host_port
 from kpdoctor.errors import InputError
 
 # ipvsadm protocol spellings: save form flag -> API protocol, list form word -> API protocol
@@ -103,10 +103,6 @@ class IPVSTable:
 
 
 # --------------------------------------------------------------------------- helpers
-def join_host_port(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 def line_error(message: str, source: str, lineno: int, line: str) -> InputError:
     shown = line if len(line) <= 120 else line[:117] + "..."
     return InputError(f"{message}: {shown!r}", where=f"{source}:{lineno}")
