@@ -20,19 +20,8 @@ from dataclasses import dataclass
 
 from kpdoctor.addresses import join_host_port
 from kpdoctor.cilium import TYPE_LOCAL_REDIRECT, CiliumFrontend, ServiceTable
-from kpdoctor.dataplane.semantic import (
-    CLUSTER_IP,
-    DNAT,
-    EXTERNAL_IP,
-    LOAD_BALANCER,
-    NODE_PORT,
-    REJECT,
-    Frontend,
-    FrontendDiff,
-    FrontendView,
-    SemanticView,
-    diff,
-)
+from kpdoctor.dataplane import semantic as sem
+from kpdoctor.dataplane.semantic import Frontend, FrontendDiff, FrontendView, SemanticView, diff
 from kpdoctor.proxier.endpoints import EndpointInfo, ServicePortEndpoints
 
 
@@ -54,7 +43,9 @@ def _backends(spe: ServicePortEndpoints, local: bool) -> tuple[frozenset[str], f
 
 def _view(frontend: Frontend, service: str, endpoints: frozenset[str],
           internal: frozenset[str] | None = None) -> FrontendView:
-    return FrontendView(frontend, service, DNAT if endpoints else REJECT, endpoints,
+    """A frontend's view from its backends alone (the verdict follows them: Cilium's table tells no more, so
+    kube-proxy's DROP of an eTP=Local port without local endpoints is REJECT on both sides here)."""
+    return FrontendView(frontend, service, sem.DNAT if endpoints else sem.REJECT, endpoints,
                         internal_endpoints=None if internal is None or internal == endpoints else internal)
 
 
@@ -71,10 +62,10 @@ def kube_proxy_views(spe: ServicePortEndpoints) -> PortViews:
     load-balancer and external IPs in the Service's order)."""
     info = spe.info
     proto, port, service = info.protocol, info.port.port, info.service_port_name
-    cluster_ip = Frontend(CLUSTER_IP, info.cluster_ip, port, proto)
-    external = ([Frontend(NODE_PORT, "", info.node_port, proto)] if info.node_port else []) + [
-        Frontend(LOAD_BALANCER, vip, port, proto) for vip in info.load_balancer_vips] + [
-        Frontend(EXTERNAL_IP, eip, port, proto) for eip in info.external_ips]
+    cluster_ip = Frontend(sem.CLUSTER_IP, info.cluster_ip, port, proto)
+    external = ([Frontend(sem.NODE_PORT, "", info.node_port, proto)] if info.node_port else []) + [
+        Frontend(sem.LOAD_BALANCER, vip, port, proto) for vip in info.load_balancer_vips] + [
+        Frontend(sem.EXTERNAL_IP, eip, port, proto) for eip in info.external_ips]
     cip, cip_alt = _backends(spe, local=info.internal_policy_local)
     ext, ext_alt = _backends(spe, local=info.external_policy_local)
     # In-cluster traffic to an external frontend short-circuits to the cluster endpoints (kube-proxy's KUBE-EXT
@@ -92,7 +83,7 @@ def kube_proxy_views(spe: ServicePortEndpoints) -> PortViews:
 
 def agent_entries(table: ServiceTable, frontend: Frontend) -> list[CiliumFrontend]:
     """The agent's table entries that serve `frontend` (a NodePort: one per address it listens on)."""
-    if frontend.kind == NODE_PORT:
+    if frontend.kind == sem.NODE_PORT:
         return table.node_ports(frontend.port, frontend.protocol)
     return table.at(frontend.address, frontend.port, frontend.protocol)
 
@@ -105,7 +96,7 @@ def _scoped(view: FrontendView, internal: bool) -> FrontendView:
 def entry_diff(want: FrontendView, alternative: FrontendView | None, entry: CiliumFrontend) -> FrontendDiff | None:
     """`diff` of kube-proxy's view of a frontend (for the entry's scope) and the entry's; None when the entry
     serves what kube-proxy does (or the hint-free alternative)."""
-    internal = entry.scope == "internal" and want.frontend.kind != CLUSTER_IP
+    internal = entry.scope == "internal" and want.frontend.kind != sem.CLUSTER_IP
     have = SemanticView.of([_view(want.frontend, want.service, entry.serving_backends)])
     diffs = diff(SemanticView.of([_scoped(want, internal)]), have)
     if diffs and alternative is not None and not diff(SemanticView.of([_scoped(alternative, internal)]), have):
@@ -123,9 +114,9 @@ def _entry_problem(what: str, entry: CiliumFrontend, d: FrontendDiff, node: str,
 
 
 def _label(f: Frontend) -> str:
-    if f.kind == NODE_PORT:
+    if f.kind == sem.NODE_PORT:
         return f"NodePort frontend *:{f.port}/{f.protocol}"
-    kind = {LOAD_BALANCER: "LoadBalancer", EXTERNAL_IP: "externalIP", CLUSTER_IP: "ClusterIP"}[f.kind]
+    kind = {sem.LOAD_BALANCER: "LoadBalancer", sem.EXTERNAL_IP: "externalIP", sem.CLUSTER_IP: "ClusterIP"}[f.kind]
     return f"{kind} frontend {join_host_port(f.address, f.port)}/{f.protocol}"
 
 
@@ -138,7 +129,7 @@ def table_gaps(spe: ServicePortEndpoints, table: ServiceTable, node: str) -> lis
     for frontend, want in views.expected.frontends.items():
         entries = agent_entries(table, frontend)
         alt = alternative.get(frontend)
-        if frontend.kind == CLUSTER_IP:
+        if frontend.kind == sem.CLUSTER_IP:
             if any(fe.type == TYPE_LOCAL_REDIRECT for fe in entries):
                 return []  # a LocalRedirectPolicy deliberately overrides this Service on this node
             if not entries:
