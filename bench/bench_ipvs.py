@@ -40,13 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: kp
 from bench.bench_nftables import Timing, loadavg, timed  # noqa: E402
 from bench.synth import SynthSpec, synth_cluster  # noqa: E402
 from kpdoctor.cluster.config import KubeProxyConfig  # noqa: E402
-from kpdoctor.dataplane.ipvs import (
-    IPSets,
-    parse_ipset_list,
-    parse_ipset_save,
-    parse_ipvsadm_list,
-    parse_ipvsadm_save,
-)
+from kpdoctor.dataplane.ipset import IPSets, parse_ipset_list, parse_ipset_save  # noqa: E402
+from kpdoctor.dataplane.ipvs import parse_ipvsadm_list, parse_ipvsadm_save  # noqa: E402
 from kpdoctor.dataplane.ipvs_document import parse_ipvs_document, split_ipvs_document
 from kpdoctor.dataplane.ipvs_format import format_ipset_list, format_ipvsadm_list
 from kpdoctor.dataplane.ipvs_semantic import ipvs_semantic_view  # noqa: E402

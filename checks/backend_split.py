@@ -71,6 +71,10 @@ class BackendSplit(NodeCheck):
         "Make every component on the node use one backend, then remove the unmaintained copy (saved first) or "
         "run `kube-proxy --cleanup` once with that backend's binaries."
     )
+    catches = (
+        "KUBE-* rules in both iptables-legacy and iptables-nft, or kube-proxy on another backend than "
+        "kubelet's hint chains"
+    )
     references = (
         KUBE_PROXY_DOCS,
         "https://github.com/kubernetes-sigs/iptables-wrappers",

@@ -46,6 +46,10 @@ class CiliumKubeProxyReplacement(Check):
         "Either keep (or restore) kube-proxy, or enable Cilium's replacement (kube-proxy-replacement: true, "
         "k8s-service-host/port) before deleting kube-proxy's DaemonSet and ConfigMap and cleaning the nodes."
     )
+    catches = (
+        "Cilium `kube-proxy-replacement` (legacy values flagged), `k8s-service-host`, kube-proxy left "
+        "beside KPR (kubeadm reinstall trap), kube-proxy gone without KPR (cluster-wide outage, critical)"
+    )
     references = (
         CILIUM_KPR_DOCS,
         "https://docs.cilium.io/en/stable/operations/upgrade/",

@@ -42,6 +42,10 @@ class KernelModules(NodeCheck):
         "/proc/net probes count as present."
     )
     remediation = "Load the missing modules at boot (modules-load.d) or choose a mode the kernel supports."
+    catches = (
+        "what the mode needs, counting built-ins (`modules.builtin`, `/proc/net/*`): a kernel with "
+        "everything built in passes"
+    )
     references = (
         KUBE_PROXY_DOCS,
         "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/ipvs/README.md",

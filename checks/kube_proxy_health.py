@@ -72,6 +72,10 @@ class KubeProxyHealth(Check):
         "Read why the pod stopped (describe, previous log), fix the cause (memory limit, config, kernel support), "
         "and keep the node out of service until kube-proxy has synced again."
     )
+    catches = (
+        "every kube-proxy DaemonSet (one per node pool or mode is normal) desired vs ready, crash-looping"
+        " pods, failed syncs in logs (`iptables-restore` failures, xtables lock)"
+    )
     references = (
         KUBE_PROXY_CLI_DOCS,
         "https://kubernetes.io/docs/tasks/debug/debug-application/debug-service/#is-the-kube-proxy-working",

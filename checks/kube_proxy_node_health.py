@@ -42,6 +42,10 @@ class KubeProxyNodeHealth(NodeCheck):
         "frozen or absent. healthz=200 is not enough: it is 200 before the first sync finishes."
     )
     remediation = "Restart or fix kube-proxy on the node; confirm with healthz and the last-sync timestamp."
+    catches = (
+        "`/healthz` 503 with its `lastUpdated` age; `sync_proxy_rules_last_timestamp_seconds == 0` (never"
+        " synced, although `/healthz` says 200)"
+    )
     references = (
         KUBE_PROXY_CLI_DOCS,
         KUBE_PROXY_METRICS_DOCS,

@@ -49,6 +49,10 @@ class LeftoverRules(NodeCheck):
         "switch both dataplanes act on packets; after replacing kube-proxy they fight the replacement."
     )
     remediation = "Remove the other mode's state (kube-proxy --cleanup, or the commands per dataplane)."
+    catches = (
+        "KUBE-* chains, the `kube-proxy` nft table, `kube-ipvs0`/IPVS services left by a mode the node no"
+        " longer runs, with cleanup commands"
+    )
     references = (
         KUBE_PROXY_CLI_DOCS + " (`--cleanup`)",
         "https://docs.cilium.io/en/stable/network/kubernetes/kubeproxy-free/",

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kpdoctor.checks._common import KUBE_PROXY_DOCS, service_subject, unknown_kube_proxy
+from kpdoctor.cluster.kube_proxy_node import is_proxy_mode
 from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import IptablesView, IptRule, ParsedNode
@@ -163,6 +164,10 @@ class NodePortFirewall(NodeCheck):
     remediation = (
         "Allow the NodePort range (default 30000-32767, TCP and UDP) and the health-check node ports in the host "
         "firewall and the cloud security group; keep kube-proxy's FORWARD accept reachable."
+    )
+    catches = (
+        "host firewall before kube-proxy's jumps, FORWARD DROP without KUBE-FORWARD, `nodePortAddresses` "
+        "excluding the node, eTP=Local drops (explained), opt-in `--probe` refused vs filtered"
     )
     references = (
         KUBE_PROXY_DOCS,
@@ -393,7 +398,7 @@ class NodePortFirewall(NodeCheck):
         from kpdoctor.node_context import expected_node_port_drops
 
         try:
-            dropped = expected_node_port_drops(ctx, mode)  # the expected view's NodePort DROPs
+            dropped = expected_node_port_drops(ctx, mode if is_proxy_mode(mode) else None)  # the expected view's NodePort DROPs
         except Exception:  # noqa: BLE001 - an expectation we cannot render is reported by KP-STALE-ENDPOINTS
             return
         for fe, view in sorted(dropped):
@@ -474,7 +479,7 @@ class NodePortFirewall(NodeCheck):
         from kpdoctor.node_context import expected_for
 
         try:
-            expected = expected_for(ctx, mode)
+            expected = expected_for(ctx, mode if is_proxy_mode(mode) else None)
         except Exception:  # noqa: BLE001
             expected = None
         for r in results:

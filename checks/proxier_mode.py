@@ -49,6 +49,10 @@ class ProxierMode(NodeCheck):
         "leave the node running something other than what the cluster's config says - or nothing at all."
     )
     remediation = "Set a mode the node supports in the node's own kube-proxy ConfigMap and restart its DaemonSet."
+    catches = (
+        "configured (the node's own ConfigMap; `\"\"` = iptables in v1.36) vs `/proxyMode` vs log vs dataplane; "
+        "IPVS configured but unusable; nftables preconditions; scale advice with the cluster's counts"
+    )
     references = (KUBE_PROXY_DOCS, KUBE_PROXY_CONFIG_DOCS, NFTABLES_BLOG,
                   "https://github.com/kubernetes/kubernetes/pull/111806 (IPVS: no fallback)")
 

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 
 from kpdoctor.api_coverage import missing_for_expectation
 from kpdoctor.checks._common import KUBE_PROXY_DOCS, pod_status_line, service_key, service_subject
-from kpdoctor.cluster.kube_proxy_node import PROXY_MODES
-from kpdoctor.comparison import Comparison, ViewUnavailable, compare
+from kpdoctor.cluster.kube_proxy_node import PROXY_MODES, ProxyMode
+from kpdoctor.comparison import Comparison, ViewUnavailable, compare, known_mode
 from kpdoctor.dataplane.semantic import (
     DNAT,
     DROP,
@@ -144,6 +144,11 @@ class StaleEndpoints(NodeCheck):
         "Make kube-proxy on the node sync again (it rewrites the rules from the API); clear conntrack entries "
         "already NATed to removed endpoints. Never hand-edit KUBE-* rules."
     )
+    catches = (
+        "per Service port, the node's real rules (iptables, nftables or IPVS) vs the reference proxier: "
+        "stale DNAT targets, missing endpoints/Services, rules of deleted Services; UDP conntrack to dead"
+        " endpoints with the exact `conntrack -D`"
+    )
     references = (
         KUBE_PROXY_DOCS,
         "https://kubernetes.io/docs/tasks/debug/debug-application/debug-service/",
@@ -166,12 +171,13 @@ class StaleEndpoints(NodeCheck):
             )
             return
         p = ctx.parsed
-        mode = p.proxy_mode if p.proxy_mode in PROXY_MODES else found[0]
+        word = p.proxy_mode if p.proxy_mode in PROXY_MODES else found[0]
         try:
+            mode = known_mode(word)
             cmp = compare(ctx, mode)
         except ViewUnavailable as exc:
             yield self.finding(
-                ctx, f"Node {node.name}", f"the {mode} dataplane of node {node.name} could not be read: {exc}",
+                ctx, f"Node {node.name}", f"the {word} dataplane of node {node.name} could not be read: {exc}",
                 severity=Severity.INFO, evidence=[str(exc)], not_evaluated=True,
             )
             return
@@ -227,7 +233,7 @@ class StaleEndpoints(NodeCheck):
             fix=f"Collect {key} from the node (`kpdoctor collect`, or `{COLLECT_HINT.get(mode, key)}` as root).",
         )
 
-    def _unreliable(self, ctx: NodeCheckContext, mode: str, rules_key: str) -> Finding | None:
+    def _unreliable(self, ctx: NodeCheckContext, mode: ProxyMode, rules_key: str) -> Finding | None:
         """One finding instead of stale/missing-endpoint verdicts when the dump cannot be what the kernel
         holds (chains it jumps to are missing: truncated; DNAT without an address: the userspace iptables
         that printed it is older than the kernel's DNAT revision)."""
@@ -282,7 +288,7 @@ class StaleEndpoints(NodeCheck):
                 severity=Severity.INFO, evidence=[f"{rules_key}: {n}" for n in notes],
             )
 
-    def _no_rules(self, ctx: NodeCheckContext, mode: str, origin: str, pod: object, cause: str,
+    def _no_rules(self, ctx: NodeCheckContext, mode: ProxyMode, origin: str, pod: object, cause: str,
                   cause_cmds: list[str], rules_key: str = "", shown: str = "") -> Iterable[Finding]:
         node = ctx.node
         from kpdoctor.node_context import expected_for

@@ -85,6 +85,10 @@ class SyncLag(NodeCheck):
         "Fix what delays syncs (failures, lock contention, ruleset size: nftables mode at scale); do not lower "
         "syncPeriod."
     )
+    catches = (
+        'what `syncPeriod`/`minSyncPeriod` really mean (the "lower syncPeriod" myth), p99 sync time, '
+        "queued-vs-synced gap (hung proxier), restore failures, the backend's cost at this size"
+    )
     references = (KUBE_PROXY_CONFIG_DOCS, KUBE_PROXY_METRICS_DOCS, NFTABLES_BLOG,
                   "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/iptables/proxier.go"
                   " (largeClusterEndpointsThreshold, forceSyncProxyRules)")

@@ -52,6 +52,10 @@ class SysctlConntrack(NodeCheck):
         "or when the conntrack table is full and new connections are dropped."
     )
     remediation = "Set the sysctls persistently (/etc/sysctl.d) and size nf_conntrack_max for the node's load."
+    catches = (
+        "`ip_forward`, `route_localnet` for localhost NodePorts, `bridge-nf-call-iptables` only where a "
+        "Linux bridge carries pods, conntrack fill ratio"
+    )
     references = (
         "https://kubernetes.io/docs/setup/production-environment/container-runtimes/"
         "#forwarding-ipv4-and-letting-iptables-see-bridged-traffic",

@@ -17,6 +17,11 @@ IPV6 = "IPv6"
 CANONICAL_V4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
 
 
+def join_host_port(address: str, port: int) -> str:
+    """`ip:port`, IPv6 as `[ip]:port` (the form of endpoint keys in every SemanticView)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def is_ip(value: str) -> bool:
     """An IPv4 or IPv6 address, exactly as `ipaddress.ip_address` accepts it (no surrounding spaces)."""
     try:

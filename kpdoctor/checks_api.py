@@ -80,6 +80,7 @@ class Check:
     tags: ClassVar[tuple[str, ...]] = ()
     rationale: ClassVar[str] = ""
     remediation: ClassVar[str] = ""  # template text; findings carry the filled-in commands
+    catches: ClassVar[str] = ""  # one line for README's check table: what the check catches (default: the title)
     references: ClassVar[tuple[str, ...]] = ()
     docs_page: ClassVar[str] = ""  # file name under docs/checks/, default "<id>.md"
     # Cluster kinds the check reads ("Service", "EndpointSlice", "Node", "Pod", "DaemonSet", "ConfigMap").

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kpdoctor.addresses import join_host_port
 from kpdoctor.cluster.model import ConfigMap, Pod
 
 if TYPE_CHECKING:
@@ -358,7 +359,7 @@ class Backend:
 
     @property
     def key(self) -> str:
-        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+        return join_host_port(self.ip, self.port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +384,7 @@ class CiliumFrontend:
 
     @property
     def address(self) -> str:
-        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+        return join_host_port(self.ip, self.port)
 
     @property
     def label(self) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kpdoctor.checks_api import CheckContext
+from kpdoctor.cluster.kube_proxy_node import ProxyMode, is_proxy_mode
 from kpdoctor.dataplane.semantic import FrontendDiff, SemanticView, diff
 from kpdoctor.node.dumps import NodeDumps, SharedParsedNode
 from kpdoctor.node.parsed import ParsedNode
@@ -38,6 +39,13 @@ class ViewUnavailable(Exception):
     """The view cannot be built (dump unreadable, IPVS state unavailable); the message says why."""
 
 
+def known_mode(mode: str) -> ProxyMode:
+    """`mode` (a configured or reported word) as a ProxyMode; ViewUnavailable for a word no proxier has."""
+    if is_proxy_mode(mode):
+        return mode
+    raise ViewUnavailable(f"unknown proxy mode {mode!r}")
+
+
 @dataclass
 class RecordedComparison:
     """A reference node's comparison: reused for every frontend a delta node has in common with it."""
@@ -48,7 +56,7 @@ class RecordedComparison:
 
 
 def actual_view(
-    node: NodeState, mode: str, *, rules_key: str | None = None, expected: SemanticView | None = None,
+    node: NodeState, mode: ProxyMode, *, rules_key: str | None = None, expected: SemanticView | None = None,
     family: str = "IPv4", parsed_node: ParsedNode | None = None, dumps: NodeDumps | None = None,
     jump_memo: Any = None,
 ) -> SemanticView | None:
@@ -117,14 +125,14 @@ def actual_view(
 
 @dataclass(frozen=True)
 class Comparison:
-    mode: str
+    mode: ProxyMode
     rules_key: str  # the fact the actual view was read from
     expected: SemanticView
     actual: SemanticView
     diffs: list[FrontendDiff]
 
 
-def compare(ctx: CheckContext, mode: str) -> Comparison | None:
+def compare(ctx: CheckContext, mode: ProxyMode) -> Comparison | None:
     """Expected vs actual for the node in `mode`; None when the node has no dump for that mode."""
     node = ctx.node
     if node is None:
@@ -205,7 +213,7 @@ def _compare_iptables(ctx: CheckContext, key: str, memo: Any) -> Comparison | No
     return Comparison("iptables", key, detail.view, actual, diffs)
 
 
-def dump_reliability(ctx: CheckContext, mode: str, rules_key: str) -> Any:
+def dump_reliability(ctx: CheckContext, mode: ProxyMode, rules_key: str) -> Any:
     """`kpdoctor.dataplane.reliability.Reliability` of the node's `mode` dump (None for IPVS, which has no
     chains to be missing, or when the dump is absent or unreadable). Worth its cost only when the comparison
     found differences: a dump that cannot be what the kernel holds must not be read as stale endpoints."""

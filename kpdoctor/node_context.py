@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kpdoctor.checks_api import Check, CheckContext
-from kpdoctor.cluster.kube_proxy_node import KUBE_PROXY_LOG, ConfiguredMode, pod_log
+from kpdoctor.cluster.kube_proxy_node import KUBE_PROXY_LOG, ConfiguredMode, ProxyMode, pod_log
 from kpdoctor.cluster.kube_proxy_node import configured_mode as _configured_mode
 from kpdoctor.cluster.model import Pod
 from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
@@ -119,12 +119,12 @@ def log_of(ctx: CheckContext, pod: Pod | None) -> str | None:
 # ------------------------------------------------------------------ the reference proxier's expectation
 
 
-def expected_for(ctx: CheckContext, mode: str | None = None) -> SemanticView:
+def expected_for(ctx: CheckContext, mode: ProxyMode | None = None) -> SemanticView:
     """The reference proxier's expectation for `ctx.node` (IPv4), from current Services/EndpointSlices."""
     return expected_detail(ctx, mode).view
 
 
-def expected_detail(ctx: CheckContext, mode: str | None = None) -> NodeExpectation:
+def expected_detail(ctx: CheckContext, mode: ProxyMode | None = None) -> NodeExpectation:
     """`expected_for` with what an incremental comparison needs (which views are node-specific)."""
     node = ctx.node
     if node is None:
@@ -147,7 +147,7 @@ def expected_detail(ctx: CheckContext, mode: str | None = None) -> NodeExpectati
     return ctx.derived(f"expected-view:{mode or ''}", build)
 
 
-def expected_node_port_drops(ctx: CheckContext, mode: str | None = None) -> list[tuple[Any, FrontendView]]:
+def expected_node_port_drops(ctx: CheckContext, mode: ProxyMode | None = None) -> list[tuple[Any, FrontendView]]:
     """The expected view's NodePort frontends that DROP (`NodeExpectation.node_port_drops`)."""
     return expected_detail(ctx, mode).node_port_drops()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kpdoctor.addresses import IPV4, IPV6, canonical_ip, cidr_family, ip_family, is_ip
+from kpdoctor.addresses import IPV4, IPV6, canonical_ip, cidr_family, ip_family, is_ip, join_host_port
 
 
 @pytest.mark.parametrize(("text", "canonical", "family"), [
@@ -40,4 +40,10 @@ def test_old_homes_use_the_leaf() -> None:
     from kpdoctor.proxier import serviceport
 
     assert serviceport.ip_family is ip_family and ipvs.canonical_ip is canonical_ip
+    assert ipvs.join_host_port is join_host_port
     assert hostaddr.is_ip is is_ip and collectors.is_ip is is_ip
+
+
+def test_join_host_port_brackets_ipv6() -> None:
+    assert join_host_port("10.0.0.1", 80) == "10.0.0.1:80"
+    assert join_host_port("fd00::1", 443) == "[fd00::1]:443"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from kpdoctor.checks_api import CheckContext
-from kpdoctor.comparison import ViewUnavailable, actual_view, compare, iptables_rules_key
+from kpdoctor.comparison import ViewUnavailable, actual_view, compare, iptables_rules_key, known_mode
 from kpdoctor.node.dumps import NodeDumps, SharedParsedNode
 from tests.support.checks import load_bundle, with_facts
 
@@ -63,3 +63,9 @@ def test_rules_key_prefers_the_backend_holding_kube_proxys_rules() -> None:
     empty = with_facts(nodes["edge-1"], **{k: None for k in (
         "iptables-save.txt", "iptables-legacy-save.txt", "iptables-nft-save.txt")})
     assert iptables_rules_key(SharedParsedNode(empty, dumps=NodeDumps(empty))) is None
+
+
+def test_known_mode_narrows_or_says_unknown() -> None:
+    assert known_mode("nftables") == "nftables"
+    with pytest.raises(ViewUnavailable, match="unknown proxy mode 'userspace'"):
+        known_mode("userspace")

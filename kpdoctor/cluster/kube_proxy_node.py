@@ -7,7 +7,7 @@ reads what follows from its configuration (`NodeProxyConfig`) and its Pod.
 from __future__ import annotations
 
 import re
-from typing import Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple, TypeGuard, get_args
 
 from kpdoctor.cluster.model import Pod
 from kpdoctor.cluster.state import ClusterState, NodeProxyConfig
@@ -17,6 +17,11 @@ PROXY_MODES: tuple[ProxyMode, ...] = get_args(ProxyMode)
 DEFAULT_MODE_VERSION_MAX = (1, 36)  # up to this version "" means iptables on Linux
 KUBE_PROXY_LOG = "kube-proxy/log.txt"  # the node fact holding kube-proxy's log when the API had none
 _USING = re.compile(r'"Using (\w+) Proxier"')
+
+
+def is_proxy_mode(word: str | None) -> TypeGuard[ProxyMode]:
+    """True when `word` is a mode kube-proxy (and the reference proxier) has on Linux; narrows it to ProxyMode."""
+    return word in PROXY_MODES
 
 
 def resolve_mode(config_mode: str, version: tuple[int, int] | None) -> tuple[str, str]:

@@ -70,6 +70,7 @@ def register_mode_switch(gate_app: typer.Typer) -> None:
     ) -> None:
         import os
 
+        from kpdoctor.cluster.kube_proxy_node import is_proxy_mode
         from kpdoctor.demo import __file__ as demo_init
         from kpdoctor.errors import InputError
         from kpdoctor.gate.mode_switch import TARGETS, run_mode_switch
@@ -78,7 +79,7 @@ def register_mode_switch(gate_app: typer.Typer) -> None:
 
         if fmt not in FORMATS:
             raise InputError(format_error(fmt, FORMATS))
-        if to not in TARGETS:
+        if not is_proxy_mode(to):  # TARGETS: the proxy modes, in the order --help shows them
             raise InputError(f"--to {to!r}: choose from {', '.join(TARGETS)}")
         if phase not in ("pre-switch", "post-switch"):
             raise InputError(f"--phase {phase!r}: choose from pre-switch, post-switch")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from kpdoctor.cluster.kube_proxy_node import ProxyMode, is_proxy_mode
 from kpdoctor.commands.options import format_error
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ def build_proxier_inputs(
 
     if family is not None and family not in (*FAMILIES, BOTH):
         raise InputError(f"--family {family!r}: choose IPv4, IPv6 or both")
-    _check_mode(mode)
+    mode = _check_mode(mode)
     cfg = load_config_file(config) if config else None
     parsed_version = parse_version(version)
     first = build_input(cluster, node, config=cfg, mode=mode, family=family if family in FAMILIES else "IPv4",
@@ -187,17 +188,18 @@ def build_proxier_input(
 
     if family not in FAMILIES:
         raise InputError(f"--family {family!r}: choose IPv4 or IPv6")
-    _check_mode(mode)
+    mode = _check_mode(mode)
     cluster = load_snapshot(snapshot)
     check_slices_have_services(cluster)
     return build_proxier_inputs(cluster, node, mode=mode, config=config, version=version, family=family)[0]
 
 
-def _check_mode(mode: str | None) -> None:
+def _check_mode(mode: str | None) -> ProxyMode | None:
     from kpdoctor.errors import InputError
 
-    if mode is not None and mode not in ("iptables", "nftables", "ipvs"):
+    if mode is not None and not is_proxy_mode(mode):
         raise InputError(f"--mode {mode!r}: choose iptables, nftables or ipvs")
+    return mode
 
 
 def _write(text: str, output: str | None) -> None:

@@ -165,7 +165,7 @@ def analyze_text(text: str, source: str, *, ipsets_text: str | None = None,
         return _nft(paste, source, expected)
     if fmt == IPVS:
         return _ipvs(paste, source, ipsets_text, node_ips, expected)
-    from kpdoctor.dataplane.ipvs import parse_ipset
+    from kpdoctor.dataplane.ipset import parse_ipset
 
     lines = paste.lines
     first = next((i for i, line in enumerate(lines) if line.startswith(("Name: ", "create "))), 0)
@@ -213,7 +213,7 @@ def _nft(paste: Paste, source: str, expected: SemanticView | None) -> Analysis:
 
 def _ipvs(paste: Paste, source: str, ipsets_text: str | None, node_ips: Iterable[str],
           expected: SemanticView | None) -> Analysis:
-    from kpdoctor.dataplane.ipvs import parse_ipset
+    from kpdoctor.dataplane.ipset import parse_ipset
     from kpdoctor.dataplane.ipvs_facts import parse_ipvsadm_lenient
     from kpdoctor.dataplane.ipvs_semantic import (
         api_frontends,

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kpdoctor.addresses import is_ip
-from kpdoctor.dataplane.ipvs import IPSets, IPVSTable, line_error, parse_ipset_save, parse_ipvsadm_save
+from kpdoctor.dataplane.ipset import IPSets, parse_ipset_save
+from kpdoctor.dataplane.ipvs import IPVSTable, line_error, parse_ipvsadm_save
 from kpdoctor.errors import InputError
 
 # --------------------------------------------------------------------------- the reference proxier's document

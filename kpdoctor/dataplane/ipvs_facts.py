@@ -9,14 +9,8 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from kpdoctor.dataplane.ipvs import (
-    IPSets,
-    IPVSTable,
-    absent_table,
-    parse_ipset,
-    parse_ipvsadm,
-    unavailable_reason,
-)
+from kpdoctor.dataplane.ipset import IPSets, parse_ipset
+from kpdoctor.dataplane.ipvs import IPVSTable, absent_table, parse_ipvsadm, unavailable_reason
 
 # --------------------------------------------------------------------------- node facts
 IPVSADM_FACT = "ipvsadm-save.txt"

@@ -7,13 +7,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable
 
+from kpdoctor.addresses import join_host_port
+from kpdoctor.dataplane.ipset import IPSet
 from kpdoctor.dataplane.ipvs import (
     FORWARD_FLAG,
-    IPSet,
     RealServer,
     VirtualServer,
     dest_sort_key,
-    join_host_port,
 )
 
 

@@ -39,7 +39,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from kpdoctor.dataplane.ipvs import IPSets, VirtualServer
+from kpdoctor.dataplane.ipset import IPSets
+from kpdoctor.dataplane.ipvs import VirtualServer
 from kpdoctor.dataplane.semantic import (
     CLUSTER_IP,
     DNAT,

@@ -9,42 +9,29 @@ Two layers, both per node:
    agent's own status (not just the ConfigMap) must say it is on.
 2. *Service table*: where the agent's `cilium-dbg service list -o json` is
    available, every frontend the reference proxier derives from the API must be
-   there with the same backends as kube-proxy would use on that node
-   (`kpdoctor.proxier.endpoints`: readiness, terminating fallback, Local
-   policies; topology hints accepted either way, since Cilium honours them only
-   with `enable-service-topology`).
+   there with the same backends as kube-proxy would use on that node: a
+   `SemanticView` diff of the two (`kpdoctor.gate.coverage_table`).
 
 A Service Cilium would not serve fails with its name, the node and the missing piece.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from kpdoctor.addresses import IPV4, IPV6
+from kpdoctor.addresses import IPV4, IPV6, join_host_port
 from kpdoctor.cilium import (
     SUPPORTED_RANGE,
-    TYPE_LOCAL_REDIRECT,
     AgentStatus,
     CiliumConfig,
-    CiliumFrontend,
     ServiceTable,
 )
 from kpdoctor.cluster.model import Service
 from kpdoctor.gate.context import GateContext
+from kpdoctor.gate.coverage_table import table_gaps
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, blocking, unknown, warning
-from kpdoctor.proxier.endpoints import EndpointInfo, ServicePortEndpoints, endpoints_by_service_port
+from kpdoctor.proxier.endpoints import ServicePortEndpoints, endpoints_by_service_port
 from kpdoctor.proxier.serviceport import ServicePortInfo, all_service_ports
 
 TITLE = "Every Service kube-proxy serves today is served by the replacement (features and service table)"
-
-
-def _fmt(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def _keys(endpoints: Iterable[EndpointInfo]) -> frozenset[str]:
-    return frozenset(ep.key for ep in endpoints)
 
 
 def _feature_gaps(info: ServicePortInfo, status: AgentStatus, cfg: CiliumConfig) -> list[str]:
@@ -62,7 +49,7 @@ def _feature_gaps(info: ServicePortInfo, status: AgentStatus, cfg: CiliumConfig)
     if info.protocol == "SCTP" and cfg.enable_sctp is not True:
         gaps.append("SCTP port but cilium-config enable-sctp is not true")
     if not feats.socket_lb:
-        gaps.append(f"ClusterIP {_fmt(info.cluster_ip, info.port.port)}/{info.protocol} from host-network clients "
+        gaps.append(f"ClusterIP {join_host_port(info.cluster_ip, info.port.port)}/{info.protocol} from host-network clients "
                     "(kubelet probes, hostNetwork pods) needs socket LB, which the agent reports off "
                     "(bpf-lb-sock)")
     if info.node_port:
@@ -90,87 +77,6 @@ def _feature_gaps(info: ServicePortInfo, status: AgentStatus, cfg: CiliumConfig)
         gaps.append(f"loadBalancerSourceRanges {', '.join(info.load_balancer_source_ranges)} are not enforced: "
                     "cilium-config enable-svc-source-range-check=false")
     return gaps
-
-
-def _expected(spe: ServicePortEndpoints, local: bool) -> tuple[frozenset[str], frozenset[str] | None]:
-    """The backend keys kube-proxy uses on this node (cluster or local set), and an accepted alternative.
-
-    The alternative is the hint-free set when topology hints are in use: kube-proxy honours hints by
-    default, Cilium only with `enable-service-topology`, and both serve the Service.
-    """
-    cat = spe.categorized
-    chosen = _keys(cat.local if local else cat.cluster)
-    alt: frozenset[str] | None = None
-    if cat.topology_mode and not local:
-        ready = [ep for ep in spe.endpoints if ep.ready]
-        alt = _keys(ready or [ep for ep in spe.endpoints if ep.serving and ep.terminating])
-    return chosen, alt
-
-
-def _compare(frontends: list[CiliumFrontend], expected: frozenset[str], alt: frozenset[str] | None,
-             what: str, node: str, table: ServiceTable) -> list[str]:
-    problems = []
-    for fe in frontends:
-        actual = fe.serving_backends
-        if actual == expected or (alt is not None and actual == alt):
-            continue
-        missing = sorted(expected - actual)
-        extra = sorted(actual - expected)
-        parts = []
-        if missing:
-            parts.append(f"missing backends {', '.join(missing)}")
-        if extra:
-            parts.append(f"backends kube-proxy would not use {', '.join(extra)}")
-        problems.append(f"{what} {fe.label} on {node}: {'; '.join(parts)} ({table.source})")
-    return problems
-
-
-def _table_gaps(spe: ServicePortEndpoints, table: ServiceTable, node: str) -> list[str]:
-    info = spe.info
-    proto = info.protocol
-    port = info.port.port
-    problems: list[str] = []
-
-    # ClusterIP
-    found = table.at(info.cluster_ip, port, proto)
-    if any(fe.type == TYPE_LOCAL_REDIRECT for fe in found):
-        return problems  # a LocalRedirectPolicy deliberately overrides this Service on this node
-    expected, alt = _expected(spe, local=info.internal_policy_local)
-    if not found:
-        if expected:
-            problems.append(f"ClusterIP frontend {_fmt(info.cluster_ip, port)}/{proto} is missing from the agent's "
-                            f"service table on {node} ({table.source})")
-    else:
-        problems += _compare(found, expected, alt, "ClusterIP frontend", node, table)
-
-    ext_expected, ext_alt = _expected(spe, local=info.external_policy_local)
-    # In-cluster traffic to an external frontend short-circuits to the cluster endpoints (kube-proxy's
-    # KUBE-EXT chain; Cilium's internal-scope copy of an eTP=Local frontend).
-    int_expected, int_alt = _expected(spe, local=False)
-
-    # Cilium keeps two scopes when the external and internal policies differ: external traffic uses the
-    # eTP set, in-cluster traffic the iTP one (kube-proxy's KUBE-EXT short-circuit does the same).
-    two_scopes = info.external_policy_local != info.internal_policy_local
-
-    def external(frontends: list[CiliumFrontend], what: str) -> None:
-        ext = [fe for fe in frontends if fe.scope != "internal"]
-        internal = [fe for fe in frontends if fe.scope == "internal"]
-        if not ext:
-            problems.append(f"{what} is missing from the agent's service table on {node} ({table.source})")
-            return
-        if two_scopes and not internal:
-            problems.append(f"{what}: the internal-scope copy that sends in-cluster clients to all endpoints "
-                            f"(externalTrafficPolicy Local) is missing on {node} ({table.source})")
-        problems.extend(_compare(ext, ext_expected, ext_alt, "frontend", node, table))
-        problems.extend(_compare(internal, int_expected, int_alt, "frontend", node, table))
-
-    if info.node_port:
-        external(table.node_ports(info.node_port, proto), f"NodePort frontend *:{info.node_port}/{proto}")
-    for vip in info.load_balancer_vips:
-        external(table.at(vip, port, proto), f"LoadBalancer frontend {_fmt(vip, port)}/{proto}")
-    for eip in info.external_ips:
-        external(table.at(eip, port, proto), f"externalIP frontend {_fmt(eip, port)}/{proto}")
-    return problems
 
 
 def _port_label(info: ServicePortInfo) -> str:
@@ -251,7 +157,7 @@ def service_coverage(ctx: GateContext) -> GateCondition:
                         continue
                     spe = per_node[node][(info.service.key, info.family,
                                           f"{info.port_name}/{info.protocol}/{info.port.port}")]
-                    for problem in _table_gaps(spe, table, node):
+                    for problem in table_gaps(spe, table, node):
                         reasons.append(blocking(subject, f"port {_port_label(info)}: {problem}"))
         inactive = sorted(node for node, status in known.items() if not status.kpr_true)
         if inactive:

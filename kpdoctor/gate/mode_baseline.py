@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from kpdoctor.cluster.kube_proxy_node import ProxyMode
 from kpdoctor.dataplane.semantic import Frontend, FrontendView, SemanticView
 from kpdoctor.errors import InputError
 
@@ -37,7 +38,7 @@ class NodeBaseline:
 
 @dataclass(frozen=True)
 class Baseline:
-    target: str
+    target: ProxyMode
     source: str
     nodes: dict[str, NodeBaseline]
 
@@ -155,7 +156,7 @@ def read_baseline(path: str) -> Baseline:
 # ------------------------------------------------------------------------------------------ making
 
 
-def make_baseline(cluster: Any, node_states: Any, target: str, source: str) -> Baseline:
+def make_baseline(cluster: Any, node_states: Any, target: ProxyMode, source: str) -> Baseline:
     """Per node that runs kube-proxy: its current mode and the reference proxier's view in that mode."""
     from kpdoctor.gate.mode_nodes import TARGETS, current_mode, nodes_of
     from kpdoctor.gate.mode_views import families, mode_view

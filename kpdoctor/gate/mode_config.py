@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from kpdoctor.cluster.kube_proxy_node import ProxyMode
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.gate.mode_nodes import Node, current_mode
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, blocking, warning
@@ -51,7 +52,7 @@ def _liberal(node: Node) -> tuple[bool | None, str]:
     return None, ""
 
 
-def _node_reasons(cluster: ClusterState, node: Node, current: str, target: str) -> list[GateReason]:
+def _node_reasons(cluster: ClusterState, node: Node, current: str, target: ProxyMode) -> list[GateReason]:
     assert node.config is not None
     subject = f"Node {node.name}"
     cur = replace(node.config, mode=current)
@@ -114,7 +115,7 @@ def _node_reasons(cluster: ClusterState, node: Node, current: str, target: str) 
     return out
 
 
-def config_carried(cluster: ClusterState, nodes: list[Node], target: str) -> GateCondition:
+def config_carried(cluster: ClusterState, nodes: list[Node], target: ProxyMode) -> GateCondition:
     title = "Per-mode settings and behaviours the switch does not carry over"
     cases = []
     for node in nodes:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from kpdoctor.cluster.kube_proxy_node import ProxyMode
 from kpdoctor.shellcmd import Name, command
 
 _MODE_LINE = re.compile(r"^mode:[^\n]*$", re.MULTILINE)  # top level: no indentation
@@ -30,7 +31,7 @@ def _load(text: str) -> Any:
         return None
 
 
-def set_mode(text: str, target: str) -> str | None:
+def set_mode(text: str, target: ProxyMode) -> str | None:
     """`text` with its top-level `mode:` set to `target`, or None when that cannot be done by that one line."""
     if len(text) > _MAX_TEXT:
         return None
@@ -50,7 +51,7 @@ def set_mode(text: str, target: str) -> str | None:
     return new
 
 
-def patch_command(namespace: str, name: str, key: str, text: str, target: str, *, note: str = "") -> str | None:
+def patch_command(namespace: str, name: str, key: str, text: str, target: ProxyMode, *, note: str = "") -> str | None:
     """`kubectl -n NS patch configmap NAME --type merge -p '{"data":{KEY: NEW}}'`, or None (see set_mode)."""
     new = set_mode(text, target)
     if new is None or not key:

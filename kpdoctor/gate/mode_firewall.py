@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from kpdoctor.cluster.kube_proxy_node import ProxyMode
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.gate.mode_nodes import MAX_LISTED, Node, current_mode
 from kpdoctor.gate.model import GateCase, GateCondition, GateReason, blocking, unknown, warning
@@ -108,7 +109,7 @@ def _node_reasons(cluster: ClusterState, node: Node, subject: str, key: str, dum
     return reasons
 
 
-def host_firewall(cluster: ClusterState, nodes: list[Node], target: str) -> GateCondition:
+def host_firewall(cluster: ClusterState, nodes: list[Node], target: ProxyMode) -> GateCondition:
     title = "No default-deny host firewall blocks Service traffic once kube-proxy's iptables accepts are gone"
     cases = []
     proofs: list[str] = []

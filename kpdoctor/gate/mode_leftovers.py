@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from kpdoctor.cluster.kube_proxy_node import ProxyMode
 from kpdoctor.gate.cleanup import IPTABLES_DUMPS, kube_proxy_chains, kube_proxy_nft_tables
 from kpdoctor.gate.model import CleanupItem
 from kpdoctor.node.parsed import parse_iptables_view
@@ -83,7 +84,7 @@ def _shown(names: list[str]) -> str:
     return f"{len(names)} KUBE-* chains ({', '.join(uniq[:4])}{', ...' if len(uniq) > 4 else ''})"
 
 
-def _iptables(state: NodeState, target: str) -> list[CleanupItem]:
+def _iptables(state: NodeState, target: ProxyMode) -> list[CleanupItem]:
     items: list[CleanupItem] = []
     per_backend = any(state.text(f) is not None for f in ("iptables-nft-save.txt", "iptables-legacy-save.txt"))
     for fact, label, save, restore in IPTABLES_DUMPS:
@@ -129,7 +130,7 @@ def _ipvs(state: NodeState) -> list[CleanupItem]:
     return items
 
 
-def old_mode_leftovers(state: NodeState, old: str, target: str) -> OldModeLeftovers:
+def old_mode_leftovers(state: NodeState, old: str, target: ProxyMode) -> OldModeLeftovers:
     """The `old` mode's state on a node that now runs `target` (nothing when old == target)."""
     if old == target:
         return OldModeLeftovers((), "")

@@ -11,6 +11,7 @@ What real kube-proxy leaves of the old mode (measured in the lab, `LEFT_BEHIND`)
 
 from __future__ import annotations
 
+from kpdoctor.cluster.kube_proxy_node import ProxyMode
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.gate.mode_configmap_edit import patch_command
 from kpdoctor.gate.model import CleanupItem, CleanupPlan, NodeCleanup
@@ -30,7 +31,7 @@ LEFT_BEHIND = {
 NOT_MEASURED = "not measured in the lab (no IPVS here): --phase post-switch lists what is left, with its cleanup"
 
 
-def rollout_plan(cluster: ClusterState, node_modes: dict[str, str | None], target: str) -> CleanupPlan:
+def rollout_plan(cluster: ClusterState, node_modes: dict[str, str | None], target: ProxyMode) -> CleanupPlan:
     """`node_modes`: node -> its current mode (None unknown). Nodes already in `target` need nothing."""
     steps: list[str] = []
     notes: list[str] = []

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from kpdoctor.cluster.kube_proxy_node import ProxyMode
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.dataplane.semantic import SemanticView, diff
 from kpdoctor.findings import Severity
@@ -48,7 +49,7 @@ def _reported_mode(cluster: ClusterState, node: Node, state: NodeState | None) -
 
 
 def reports_target(cluster: ClusterState, nodes: list[Node], states: Mapping[str, NodeState],
-                   target: str) -> GateCondition:
+                   target: ProxyMode) -> GateCondition:
     title = f"Every node's kube-proxy runs and reports {target} mode"
     cases = []
     for node in nodes:
@@ -80,7 +81,7 @@ def reports_target(cluster: ClusterState, nodes: list[Node], states: Mapping[str
     return GateCondition("reports-target", title, cases=tuple(cases))
 
 
-def configured_target(cluster: ClusterState, nodes: list[Node], target: str) -> GateCondition:
+def configured_target(cluster: ClusterState, nodes: list[Node], target: ProxyMode) -> GateCondition:
     title = f"Every kube-proxy DaemonSet's configuration says {target}"
     cases = []
     for node in nodes:
@@ -98,7 +99,7 @@ def configured_target(cluster: ClusterState, nodes: list[Node], target: str) -> 
     return GateCondition("configured-target", title, cases=tuple(cases))
 
 
-def _actual(state: NodeState, target: str, expected: SemanticView, family: str) -> tuple[SemanticView | None, str]:
+def _actual(state: NodeState, target: ProxyMode, expected: SemanticView, family: str) -> tuple[SemanticView | None, str]:
     from kpdoctor.comparison import ViewUnavailable, actual_view
 
     try:
@@ -113,7 +114,7 @@ def _short(view: object) -> str:
     return _show(view)  # type: ignore[arg-type]
 
 
-def rules_and_baseline(cluster: ClusterState, nodes: list[Node], states: Mapping[str, NodeState], target: str,
+def rules_and_baseline(cluster: ClusterState, nodes: list[Node], states: Mapping[str, NodeState], target: ProxyMode,
                        baseline: Baseline) -> tuple[GateCondition, GateCondition]:
     """`target-rules` and `baseline-unchanged`: both need the node's rules read back in the target mode."""
     rules_cases, base_cases = [], []
@@ -175,7 +176,7 @@ def rules_and_baseline(cluster: ClusterState, nodes: list[Node], states: Mapping
 
 
 def _baseline_reasons(subject: str, before: SemanticView, after: SemanticView, old_now: SemanticView,
-                      old: str, target: str, family: str) -> list[GateReason]:
+                      old: str, target: ProxyMode, family: str) -> list[GateReason]:
     out: list[GateReason] = []
     documented: dict[str, int] = {}
     cluster_changed = 0
@@ -207,7 +208,7 @@ def _baseline_reasons(subject: str, before: SemanticView, after: SemanticView, o
     return out
 
 
-def old_mode_gone(nodes: list[Node], states: Mapping[str, NodeState], target: str,
+def old_mode_gone(nodes: list[Node], states: Mapping[str, NodeState], target: ProxyMode,
                   baseline: Baseline) -> GateCondition:
     title = "No node keeps the old mode's state (leftovers listed with their cleanup)"
     cases = []
@@ -234,7 +235,7 @@ def old_mode_gone(nodes: list[Node], states: Mapping[str, NodeState], target: st
     return GateCondition("old-mode-gone", title, cases=tuple(cases))
 
 
-def run_post_switch(cluster: ClusterState, nodes: Mapping[str, NodeState] | None, *, target: str,
+def run_post_switch(cluster: ClusterState, nodes: Mapping[str, NodeState] | None, *, target: ProxyMode,
                     baseline: Baseline, source: str = "") -> GateResult:
     states = dict(nodes or {})
     known = nodes_of(cluster, states)

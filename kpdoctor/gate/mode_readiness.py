@@ -14,6 +14,7 @@ IPVS evidence here is judged from recorded shapes only: this machine's kernel ha
 
 from __future__ import annotations
 
+from kpdoctor.cluster.kube_proxy_node import ProxyMode
 from kpdoctor.cluster.model import Container
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.gate.mode_nodes import Node
@@ -90,7 +91,7 @@ def _ipvs(cluster: ClusterState, node: Node, subject: str, announcers: list[str]
     return reasons, evidence
 
 
-def userland_ready(cluster: ClusterState, nodes: list[Node], target: str) -> GateCondition:
+def userland_ready(cluster: ClusterState, nodes: list[Node], target: ProxyMode) -> GateCondition:
     needs = {"nftables": "nft >= 1.0.1, conntrack", "ipvs": "ipset, strictARP with L2 announcers, conntrack"}
     title = f"Every node has the tools {target} mode needs ({needs.get(target, 'conntrack')})"
     announcers = l2_announcers(cluster) if target == "ipvs" else []

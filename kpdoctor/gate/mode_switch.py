@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from kpdoctor.cluster.kube_proxy_node import ProxyMode
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.gate.mode_nodes import GATE_NAME, MAX_LISTED, TARGETS, Node, current_mode, nodes_of
 from kpdoctor.gate.mode_plan import rollout_plan
@@ -31,7 +32,7 @@ NFT_ALPHA, NFT_BETA, NFT_GA = 29, 31, 33
 IPVS_DEPRECATED, IPVS_GATED, IPVS_OFF_BY_DEFAULT = 35, 37, 40
 
 
-def target_supported(cluster: ClusterState, nodes: list[Node], target: str) -> GateCondition:
+def target_supported(cluster: ClusterState, nodes: list[Node], target: ProxyMode) -> GateCondition:
     title = f"kube-proxy's version supports {target} mode"
     version = cluster.kube_proxy_version()
     if version is None:
@@ -83,7 +84,7 @@ def _kernel(node: Node, cluster: ClusterState) -> tuple[tuple[int, int, int] | N
     return None, ""
 
 
-def kernel_ready(cluster: ClusterState, nodes: list[Node], target: str) -> GateCondition:
+def kernel_ready(cluster: ClusterState, nodes: list[Node], target: ProxyMode) -> GateCondition:
     from kpdoctor.kernel_requirements import evaluate, requirements
 
     title = f"Every node's kernel has what {target} mode needs"
@@ -121,7 +122,7 @@ def kernel_ready(cluster: ClusterState, nodes: list[Node], target: str) -> GateC
     return GateCondition("kernel-ready", title, cases=tuple(cases), evidence=tuple(proofs))
 
 
-def semantic_diff(cluster: ClusterState, nodes: list[Node], target: str) -> GateCondition:
+def semantic_diff(cluster: ClusterState, nodes: list[Node], target: ProxyMode) -> GateCondition:
     title = f"Every Service port behaves the same in {target} mode (but for documented differences)"
     cases = []
     for node in nodes:
@@ -158,7 +159,7 @@ def semantic_diff(cluster: ClusterState, nodes: list[Node], target: str) -> Gate
     return GateCondition("semantic-diff", title, cases=tuple(cases))
 
 
-def nodeport_addresses(cluster: ClusterState, nodes: list[Node], target: str) -> GateCondition:
+def nodeport_addresses(cluster: ClusterState, nodes: list[Node], target: ProxyMode) -> GateCondition:
     title = "NodePorts keep answering on the addresses they answer on today"
     has_nodeports = any(s.type in ("NodePort", "LoadBalancer") for s in cluster.services)
     cases = []
@@ -193,7 +194,7 @@ def nodeport_addresses(cluster: ClusterState, nodes: list[Node], target: str) ->
     return GateCondition("nodeport-addresses", title, cases=tuple(cases))
 
 
-def modes_known(nodes: list[Node], target: str) -> GateCondition:
+def modes_known(nodes: list[Node], target: ProxyMode) -> GateCondition:
     title = "The current mode of every node is known"
     if not nodes:
         return GateCondition("current-mode", title, (unknown("Nodes", "cannot prove: no nodes in the input"),))
@@ -212,7 +213,7 @@ def modes_known(nodes: list[Node], target: str) -> GateCondition:
     return GateCondition("current-mode", title, cases=tuple(cases))
 
 
-def run_mode_switch(cluster: ClusterState, nodes: Mapping[str, NodeState] | None, *, target: str,
+def run_mode_switch(cluster: ClusterState, nodes: Mapping[str, NodeState] | None, *, target: ProxyMode,
                     source: str = "") -> GateResult:
     known = nodes_of(cluster, nodes or {})
     conditions: tuple[GateCondition, ...] = (

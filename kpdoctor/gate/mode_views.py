@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from kpdoctor.addresses import IPV4, IPV6, is_ip
 from kpdoctor.cluster.config import KubeProxyConfig
+from kpdoctor.cluster.kube_proxy_node import ProxyMode
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.dataplane.semantic import (
     DROP,
@@ -83,7 +84,7 @@ class NodeDiff:
     node: str
     family: str
     current: str
-    target: str
+    target: ProxyMode
     frontends: int  # frontends compared (current mode)
     changes: tuple[Change, ...] = ()
 
@@ -147,7 +148,7 @@ def compare(current: SemanticView, target: SemanticView, modes: set[str]) -> lis
     return out
 
 
-def node_diff(cluster: ClusterState, node: str, config: KubeProxyConfig, target: str, family: str) -> NodeDiff:
+def node_diff(cluster: ClusterState, node: str, config: KubeProxyConfig, target: ProxyMode, family: str) -> NodeDiff:
     """The switch `config.effective_mode` -> `target` on `node` for one IP family."""
     current = config.effective_mode
     base = replace(config, mode=current)

@@ -15,9 +15,10 @@ from kpdoctor.proxier.context import ProxierInput
 
 def render_rules(cluster: ClusterState, node_name: str, mode: str) -> str:
     """What kube-proxy v1.36 in `mode` would write on `node_name` (iptables-restore or nft -f input)."""
+    from kpdoctor.cluster.kube_proxy_node import is_proxy_mode
     from kpdoctor.proxier.context import build_input
 
-    if mode not in ("iptables", "nftables"):
+    if not is_proxy_mode(mode) or mode == "ipvs":
         raise LabError(f"the lab renders iptables or nftables rules, not {mode!r} (this kernel has no IPVS)")
     inp = build_input(cluster, node_name, mode=mode)
     try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from kpdoctor.addresses import IPV4, ip_family
 from kpdoctor.cluster.config import KubeProxyConfig
+from kpdoctor.cluster.kube_proxy_node import ProxyMode
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.errors import InputError
 from kpdoctor.proxier.endpoints import ServicePortEndpoints, endpoints_by_service_port
@@ -52,7 +53,7 @@ def build_input(
     node_name: str,
     *,
     config: KubeProxyConfig | None = None,
-    mode: str | None = None,
+    mode: ProxyMode | None = None,
     family: str = IPV4,
     version: tuple[int, int] | None = None,
 ) -> ProxierInput:

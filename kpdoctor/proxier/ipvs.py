@@ -31,7 +31,8 @@ from dataclasses import dataclass, replace
 
 from kpdoctor.addresses import IPV6, cidr_family
 from kpdoctor.dataplane import semantic as sem
-from kpdoctor.dataplane.ipvs import IPSet, IPSets, RealServer, VirtualServer
+from kpdoctor.dataplane.ipset import IPSet, IPSets
+from kpdoctor.dataplane.ipvs import RealServer, VirtualServer
 from kpdoctor.dataplane.ipvs_format import format_ipset_save, format_ipvsadm_save
 from kpdoctor.dataplane.ipvs_semantic import ipvs_semantic_view
 from kpdoctor.dataplane.semantic import Frontend, SemanticView

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from kpdoctor.dataplane.ipvs import IPSets
+from kpdoctor.dataplane.ipset import IPSets
 from kpdoctor.trace.ipnet import LocalAddresses, in_cidr
 from kpdoctor.trace.model import Packet, TooManyBranches
 from kpdoctor.trace.spec_cache import SpecCache

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kpdoctor.cluster.state import ClusterState
+from kpdoctor.dataplane.ipset import IPSets, parse_ipset_list
 from kpdoctor.dataplane.iptables_save import tokenize
-from kpdoctor.dataplane.ipvs import IPSets, parse_ipset_list
 from kpdoctor.errors import InputError
 from kpdoctor.node.parsed import parse_ip_addr, parse_iptables_version, parse_sysctl
 from kpdoctor.node.state import NodeState

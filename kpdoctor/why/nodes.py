@@ -17,7 +17,7 @@ from typing import Any
 from kpdoctor.checks_api import CheckContext
 from kpdoctor.cluster.kube_proxy_node import PROXY_MODES
 from kpdoctor.cluster.state import ClusterState
-from kpdoctor.comparison import ViewUnavailable, actual_view, compare, iptables_rules_key
+from kpdoctor.comparison import ViewUnavailable, actual_view, compare, iptables_rules_key, known_mode
 from kpdoctor.dataplane.semantic import DNAT, DROP, REJECT, FrontendDiff, FrontendView
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.state import NodeState
@@ -160,7 +160,7 @@ def _compared(ctx: CheckContext, node: NodeState, target: Target, conditions: tu
                              conditions=conditions)
     p = parsed(ctx)
     mode = p.proxy_mode if p.proxy_mode in MODES else found[0]
-    cmp = compare(ctx, mode)
+    cmp = compare(ctx, known_mode(mode))
     if cmp is None or (not cmp.actual.frontends and cmp.expected.frontends):
         where = cmp.rules_key if cmp is not None else mode
         return NodeBehaviour(node.name, "no-rules", f"no {mode} Service rules at all ({where}): nothing is "
@@ -187,7 +187,7 @@ def _observed(ctx: CheckContext, node: NodeState, target: Target, conditions: tu
     mode = modes[0]
     rules_key = (iptables_rules_key(p) or "") if mode == "iptables" else \
         ("nft-ruleset.json" if mode == "nftables" else "ipvsadm-save.txt")
-    view = actual_view(node, mode, parsed_node=p)
+    view = actual_view(node, known_mode(mode), parsed_node=p)
     if view is None:
         return NodeBehaviour(node.name, "not-evaluated", f"no {mode} dump collected", mode=mode, conditions=conditions)
     have = {f: v for f, v in view.frontends.items() if belongs(v.service, target)}

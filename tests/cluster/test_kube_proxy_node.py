@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from kpdoctor.cluster.config import KubeProxyConfig
-from kpdoctor.cluster.kube_proxy_node import PROXY_MODES, configured_mode, logged_mode, resolve_mode
+from kpdoctor.cluster.kube_proxy_node import (
+    PROXY_MODES,
+    configured_mode,
+    is_proxy_mode,
+    logged_mode,
+    resolve_mode,
+)
 from kpdoctor.cluster.state import NodeProxyConfig
 
 LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "bundles" / "B1-healthy" / "bundle" / "cluster" / "logs" / "kube-system"
@@ -13,6 +19,12 @@ LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "bundles" / "B1-health
 
 def test_proxy_modes_are_kube_proxys_three() -> None:
     assert PROXY_MODES == ("iptables", "nftables", "ipvs")
+
+
+def test_is_proxy_mode_accepts_only_the_three() -> None:
+    assert all(is_proxy_mode(m) for m in PROXY_MODES)
+    # "" is the default (resolved by resolve_mode first); userspace/kernelspace are gone or Windows-only
+    assert not any(is_proxy_mode(m) for m in ("", "userspace", "kernelspace", "IPVS", None))
 
 
 def test_resolve_mode_default_depends_on_version() -> None:

@@ -1,4 +1,4 @@
-"""IPVS/ipset parsers and the IPVS semantic view, on the samples of tests/fixtures/ipvs (ipset output is real ipset 7.17; the ipvsadm text is hand-built in ipvsadm 1.31's exact format because this kernel has no IPVS - see that README) and on bad input.
+"""IPVS parsers (and ipset ones in the fuzz and netfilter tests; ipset alone: test_ipset_parse.py) and the IPVS semantic view, on the samples of tests/fixtures/ipvs (ipset output is real ipset 7.17; the ipvsadm text is hand-built in ipvsadm 1.31's exact format because this kernel has no IPVS - see that README) and on bad input.
 
 No IPVS kernel here: the `ipvsadm` samples under tests/fixtures/ipvs/ are written in ipvsadm 1.31's exact
 shapes, not captured (see that folder's README); the `ipset` samples are real ipset 7.17 output captured
@@ -14,16 +14,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import BUNDLES, FIXTURES, GOLDEN
+from conftest import BUNDLES, GOLDEN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kpdoctor.cluster.config import load_config_file
-from kpdoctor.cluster.snapshot import load_snapshot
+from kpdoctor.dataplane.ipset import parse_ipset, parse_ipset_list, parse_ipset_save
 from kpdoctor.dataplane.ipvs import (
-    parse_ipset,
-    parse_ipset_list,
-    parse_ipset_save,
     parse_ipvsadm,
     parse_ipvsadm_list,
     parse_ipvsadm_save,
@@ -35,22 +31,9 @@ from kpdoctor.dataplane.ipvs_semantic import ipvs_semantic_view
 from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT, REJECT, diff
 from kpdoctor.errors import InputError
 from kpdoctor.node.state import Fact, NodeState
-from kpdoctor.proxier.context import ProxierInput, build_input
 from kpdoctor.proxier.ipvs import expected_ipvs_view, ipvs_state, reference_view, render_ipvs
 from tests.support.errors import input_error_at
-
-SAMPLES = FIXTURES / "ipvs" / "v2-kpnode1"
-DRIFT = FIXTURES / "ipvs" / "drift"
-
-
-def v2_input() -> ProxierInput:
-    scenario = GOLDEN / "V2-nodeport-lb"
-    cluster = load_snapshot(scenario / "cluster")
-    return build_input(cluster, "kpnode1", config=load_config_file(str(scenario / "kube-proxy-config.yaml")), mode="ipvs")
-
-
-def read(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
+from tests.support.ipvs import DRIFT, SAMPLES, read, v2_input
 
 
 # ------------------------------------------------ samples (real ipset output; ipvsadm text hand-built, no IPVS here)
@@ -66,18 +49,6 @@ def test_save_list_and_stats_forms_agree() -> None:
     }
     assert all(vs.persistent is None and vs.scheduler == "" for vs in stats.virtual_servers)  # not shown there
     assert parse_ipvsadm_list(format_ipvsadm_list(save.virtual_servers)).virtual_servers == save.virtual_servers
-
-
-def test_real_ipset_output_matches_rendered_sets() -> None:
-    """Real `ipset list`/`ipset save` (ipset 7.17) of the rendered sets parse back to the same members."""
-    state = ipvs_state(v2_input())
-    for parsed in (parse_ipset_list(read(SAMPLES / "ipset-list.txt")), parse_ipset_save(read(SAMPLES / "ipset-save.txt")),
-                   parse_ipset(read(SAMPLES / "ipset-list.txt"))):
-        assert set(parsed.sets) == {s.name for s in state.ipsets}
-        for s in state.ipsets:
-            assert parsed.sets[s.name].type == s.type
-            assert parsed.sets[s.name].members == s.members, s.name
-        assert parsed.sets["KUBE-CLUSTER-IP"].option("bucketsize") == "12"  # ipset's own header addition
 
 
 def test_round_trip_semantic_view_equals_expectation() -> None:
@@ -185,21 +156,6 @@ def test_truncated_list_forms() -> None:
     assert err.value.where == "ipvsadm-Ln.txt:7" and "truncated" in str(err.value)
     with pytest.raises(InputError, match="scheduler missing"):
         parse_ipvsadm_list("\n".join(lines[:3] + ["TCP  10.96.0.1:443"]))
-
-
-def test_bad_ipset() -> None:
-    text = read(SAMPLES / "ipset-list.txt")
-    head = text[: text.index("Members:\n", text.index("KUBE-CLUSTER-IP")) + len("Members:\n")]
-    with pytest.raises(InputError, match="declares 7 entries but lists 1") as err:
-        parse_ipset_list(head + "10.96.0.1,tcp:443\n", "ipset-list.txt")
-    assert err.value.where is not None and err.value.where.startswith("ipset-list.txt:")
-    with pytest.raises(InputError, match="malformed member") as err:
-        parse_ipset_list(head + "10.96.0.1,tcp\n", "ipset-list.txt")
-    assert err.value.where == f"ipset-list.txt:{head.count(chr(10)) + 1}"
-    with pytest.raises(InputError, match="not created above"):
-        parse_ipset_save("add KUBE-X 1.2.3.4\n")
-    with pytest.raises(InputError, match="Type:'/'Header:'"):
-        parse_ipset_list("Name: KUBE-X\n")
 
 
 # ----------------------------------------------------------------- fuzzing: only InputError may escape
