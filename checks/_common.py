@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from kpdoctor.checks_api import Check
+from kpdoctor.cluster.kube_proxy_node import ConfiguredMode
 from kpdoctor.cluster.model import Pod
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
-from kpdoctor.node_context import NodeCheckContext
+from kpdoctor.node_context import NodeCheck, NodeCheckContext
+from kpdoctor.node_only import is_node_only
 
 KUBE_PROXY_DOCS = "https://kubernetes.io/docs/reference/networking/virtual-ips/"
 KUBE_PROXY_CONFIG_DOCS = "https://kubernetes.io/docs/reference/config-api/kube-proxy-config.v1alpha1/"
@@ -46,6 +48,25 @@ def unknown_kube_proxy(check: Check, ctx: NodeCheckContext) -> Finding:
         evidence=[node.fact("kube-proxy/configz.json").evidence(), node.fact("kube-proxy/proxyMode.txt").evidence()],
         not_evaluated=True,
     )
+
+
+class KubeProxyModeCheck(NodeCheck):
+    """A node check that judges the kube-proxy meant to run on the node, in the mode its config sets.
+
+    Implements `check_mode`, called with the node's `ctx.kube_proxy_mode` only when one is known. When none
+    is meant to run on the node, or its config is not found, there is nothing to judge; in a node-only scan
+    that is unknown, so the check says "not evaluated" (`unknown_kube_proxy`), never a pass."""
+
+    def check_node(self, ctx: NodeCheckContext) -> Iterator[Finding]:
+        found = ctx.kube_proxy_mode
+        if found is None:
+            if is_node_only(ctx.cluster):
+                yield unknown_kube_proxy(self, ctx)
+            return
+        yield from self.check_mode(ctx, found)
+
+    def check_mode(self, ctx: NodeCheckContext, found: ConfiguredMode) -> Iterable[Finding]:
+        raise NotImplementedError
 
 
 def pod_status_line(pod: Pod) -> str:

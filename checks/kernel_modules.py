@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kpdoctor.checks._common import KUBE_PROXY_DOCS, absence_shown, unknown_kube_proxy
+from kpdoctor.checks._common import KUBE_PROXY_DOCS, KubeProxyModeCheck, absence_shown
+from kpdoctor.cluster.kube_proxy_node import ConfiguredMode
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.kernel_requirements import Requirement, evaluate, requirements
 from kpdoctor.node.parsed import ParsedNode
-from kpdoctor.node_context import NodeCheck, NodeCheckContext
-from kpdoctor.node_only import is_node_only
+from kpdoctor.node_context import NodeCheckContext
 from kpdoctor.shellcmd import Lit, command
 
 
@@ -27,7 +27,7 @@ def _has_kernel_facts(p: ParsedNode) -> bool:
     return any(p.has(k) for k in keys)
 
 
-class KernelModules(NodeCheck):
+class KernelModules(KubeProxyModeCheck):
     id = "KP-KERNEL-MODULES"
     title = "The kernel provides what the configured proxier mode needs"
     scope = "node"
@@ -52,13 +52,8 @@ class KernelModules(NodeCheck):
         "https://www.kernel.org/doc/html/latest/admin-guide/kernel-parameters.html",
     )
 
-    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
+    def check_mode(self, ctx: NodeCheckContext, found: ConfiguredMode) -> Iterable[Finding]:
         node = ctx.node
-        found = ctx.kube_proxy_mode
-        if found is None:
-            if is_node_only(ctx.cluster):
-                yield unknown_kube_proxy(self, ctx)
-            return
         mode, why, origin = found
         p = ctx.parsed
         if not _has_kernel_facts(p):

@@ -17,15 +17,13 @@ from kpdoctor.checks._common import (
     KUBE_PROXY_DOCS,
     MODE_UNUSABLE_LOG,
     NFTABLES_BLOG,
+    KubeProxyModeCheck,
     absence_shown,
 )
-from kpdoctor.cluster.kube_proxy_node import logged_mode
+from kpdoctor.cluster.kube_proxy_node import ConfiguredMode, logged_mode
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import ParsedNode
-from kpdoctor.node_context import (
-    NodeCheck,
-    NodeCheckContext,
-)
+from kpdoctor.node_context import NodeCheckContext
 from kpdoctor.service_proxy import presence
 from kpdoctor.shellcmd import Lit, Name, command
 
@@ -35,7 +33,7 @@ NFT_MIN_NFT = (1, 0, 1)
 _IPVS_FAILED = MODE_UNUSABLE_LOG["ipvs"]
 
 
-class ProxierMode(NodeCheck):
+class ProxierMode(KubeProxyModeCheck):
     id = "KP-PROXIER-MODE"
     title = "kube-proxy runs the configured proxier mode, and the mode fits the node and the cluster"
     scope = "node"
@@ -56,11 +54,8 @@ class ProxierMode(NodeCheck):
     references = (KUBE_PROXY_DOCS, KUBE_PROXY_CONFIG_DOCS, NFTABLES_BLOG,
                   "https://github.com/kubernetes/kubernetes/pull/111806 (IPVS: no fallback)")
 
-    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
+    def check_mode(self, ctx: NodeCheckContext, found: ConfiguredMode) -> Iterable[Finding]:
         node = ctx.node
-        found = ctx.kube_proxy_mode
-        if found is None:
-            return
         mode, why, origin = found
         p = ctx.parsed
         log = ctx.kube_proxy_log

@@ -18,8 +18,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from kpdoctor.api_coverage import missing_for_expectation
-from kpdoctor.checks._common import KUBE_PROXY_DOCS, pod_status_line, service_key, service_subject
-from kpdoctor.cluster.kube_proxy_node import PROXY_MODES, ProxyMode
+from kpdoctor.checks._common import (
+    KUBE_PROXY_DOCS,
+    KubeProxyModeCheck,
+    pod_status_line,
+    service_key,
+    service_subject,
+)
+from kpdoctor.cluster.kube_proxy_node import PROXY_MODES, ConfiguredMode, ProxyMode
 from kpdoctor.comparison import Comparison, ViewUnavailable, compare, known_mode
 from kpdoctor.dataplane.semantic import (
     DNAT,
@@ -34,7 +40,7 @@ from kpdoctor.dataplane.semantic import (
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.dumps import grep_fact
 from kpdoctor.node.parsed import ParsedNode
-from kpdoctor.node_context import NodeCheck, NodeCheckContext
+from kpdoctor.node_context import NodeCheckContext
 from kpdoctor.service_proxy import presence
 from kpdoctor.shellcmd import Lit, Name, command
 
@@ -128,7 +134,7 @@ def _nft_evidence(text: str | None, endpoint: str) -> list[str]:
     return [f"nft-ruleset.json: {host} appears {count} times in the kube-proxy table"] if count else []
 
 
-class StaleEndpoints(NodeCheck):
+class StaleEndpoints(KubeProxyModeCheck):
     id = "KP-STALE-ENDPOINTS"
     title = "Node Service rules match the current EndpointSlices (no stale or missing endpoints)"
     scope = "node"
@@ -156,11 +162,8 @@ class StaleEndpoints(NodeCheck):
         " (what kube-proxy itself clears)",
     )
 
-    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
+    def check_mode(self, ctx: NodeCheckContext, found: ConfiguredMode) -> Iterable[Finding]:
         node = ctx.node
-        found = ctx.kube_proxy_mode
-        if found is None:
-            return
         missing = missing_for_expectation(ctx.cluster, node.name)
         if missing:
             yield self.finding(

@@ -24,13 +24,13 @@ from kpdoctor.checks._common import (
     KUBE_PROXY_CONFIG_DOCS,
     KUBE_PROXY_METRICS_DOCS,
     NFTABLES_BLOG,
-    unknown_kube_proxy,
+    KubeProxyModeCheck,
 )
 from kpdoctor.cluster.config import format_duration
+from kpdoctor.cluster.kube_proxy_node import ConfiguredMode
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.kube_proxy_http import Metrics
-from kpdoctor.node_context import NodeCheck, NodeCheckContext
-from kpdoctor.node_only import is_node_only
+from kpdoctor.node_context import NodeCheckContext
 from kpdoctor.shellcmd import Lit, Name, Part, command
 
 DURATION = "kubeproxy_sync_proxy_rules_duration_seconds"
@@ -68,7 +68,7 @@ def _by_family(metrics: Metrics, name: str) -> dict[str, float]:
     return {s.labels.get("ip_family", ""): s.value for s in metrics.get(name)}
 
 
-class SyncLag(NodeCheck):
+class SyncLag(KubeProxyModeCheck):
     id = "KP-SYNC-LAG"
     title = "Changes reach the node's rules promptly (sync settings, sync metrics, cost at this scale)"
     scope = "node"
@@ -93,13 +93,8 @@ class SyncLag(NodeCheck):
                   "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/iptables/proxier.go"
                   " (largeClusterEndpointsThreshold, forceSyncProxyRules)")
 
-    def check_node(self, ctx: NodeCheckContext) -> Iterable[Finding]:
+    def check_mode(self, ctx: NodeCheckContext, found: ConfiguredMode) -> Iterable[Finding]:
         node = ctx.node
-        found = ctx.kube_proxy_mode
-        if found is None:
-            if is_node_only(ctx.cluster):
-                yield unknown_kube_proxy(self, ctx)
-            return
         mode, _why, origin = found
         p = ctx.parsed
         config = (p.configz or origin.config).with_defaults()

@@ -29,6 +29,18 @@ WORKLOAD_PODS_GAP = "workload-pods"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
+class Namespaced:
+    """A namespaced API object; its `key` is `namespace/name`, as kubectl and the reports name it."""
+
+    __slots__ = ()
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
 @dataclass(frozen=True, slots=True)
 class ServicePort:
     name: str
@@ -46,7 +58,7 @@ class LoadBalancerIngress:
 
 
 @dataclass(frozen=True, slots=True)
-class Service:
+class Service(Namespaced):
     namespace: str
     name: str
     type: str = "ClusterIP"
@@ -66,10 +78,6 @@ class Service:
     # spec.selector: empty for a selector-less Service (its EndpointSlices are someone else's job)
     selector: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     external_name: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
     @property
     def is_headless(self) -> bool:
@@ -192,7 +200,7 @@ class Container:
 
 
 @dataclass(frozen=True, slots=True)
-class DaemonSet:
+class DaemonSet(Namespaced):
     namespace: str
     name: str
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
@@ -206,10 +214,6 @@ class DaemonSet:
     available: int = 0
     updated: int = 0
     misscheduled: int = 0
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +236,7 @@ class PodCondition:
 
 
 @dataclass(frozen=True, slots=True)
-class Pod:
+class Pod(Namespaced):
     namespace: str
     name: str
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
@@ -248,10 +252,6 @@ class Pod:
     container_statuses: tuple[ContainerStatus, ...] = ()
     conditions: tuple[PodCondition, ...] = ()
     deleting: bool = False  # metadata.deletionTimestamp is set (terminating)
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
     def condition(self, kind: str) -> PodCondition | None:
         return next((c for c in self.conditions if c.type == kind), None)

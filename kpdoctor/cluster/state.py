@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -97,13 +97,8 @@ class ClusterState:
 
     @cached_property
     def kube_proxy_pods(self) -> tuple[Pod, ...]:
-        ds_names = {(d.namespace, d.name) for d in self.kube_proxy_daemonsets}
-        return tuple(
-            p
-            for p in self.pods
-            if (p.owner_kind == "DaemonSet" and (p.namespace, p.owner_name) in ds_names)
-            or _is_kube_proxy_workload(p.name, p.labels, p.containers)
-        )
+        return self._pods_of(self.kube_proxy_daemonsets,
+                             lambda p: _is_kube_proxy_workload(p.name, p.labels, p.containers))
 
     def kube_proxy_pod_on(self, node_name: str) -> Pod | None:
         """The running (or most recent) kube-proxy pod on a node; Running pods win."""
@@ -121,12 +116,14 @@ class ClusterState:
 
     @cached_property
     def cilium_pods(self) -> tuple[Pod, ...]:
-        names = {(d.namespace, d.name) for d in self.cilium_daemonsets}
+        return self._pods_of(self.cilium_daemonsets, lambda p: p.labels.get("k8s-app") == "cilium")
+
+    def _pods_of(self, daemonsets: tuple[DaemonSet, ...], also: Callable[[Pod], bool]) -> tuple[Pod, ...]:
+        """The pods owned by one of `daemonsets`, or that `also` recognizes (a static pod, a renamed one)."""
+        names = {(d.namespace, d.name) for d in daemonsets}
         return tuple(
-            p
-            for p in self.pods
-            if (p.owner_kind == "DaemonSet" and (p.namespace, p.owner_name) in names)
-            or p.labels.get("k8s-app") == "cilium"
+            p for p in self.pods
+            if (p.owner_kind == "DaemonSet" and (p.namespace, p.owner_name) in names) or also(p)
         )
 
     def kube_proxy_version(self) -> tuple[int, int] | None:

@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option(None, "--address", help="Address of the single --node (overrides InternalIP)."),
         ssh: og.SshFlags = og.SSH,
         timeout: float = og.TIMEOUT,
-        concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
+        concurrency: int = og.CONCURRENCY,
     ) -> None:
         """Write a bundle (docs/bundle.md): cluster snapshot, kube-proxy logs and each node's facts. Read-only."""
         from kpdoctor.errors import InputError, UnreachableError

@@ -46,8 +46,8 @@ def register(app: typer.Typer) -> None:
     @gate_app.command("kube-proxy-removal", help=GATE_HELP)
     @og.with_option_groups
     def kube_proxy_removal(
-        bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz (docs/bundle.md)."),
-        snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
+        bundle: str = og.BUNDLE,
+        snapshot: str = og.SNAPSHOT,
         api: og.ApiFlags = og.LIVE_API,
         phase: str = typer.Option("pre-removal", "--phase", help="pre-removal | post-removal."),
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json | junit."),

@@ -53,9 +53,9 @@ def register_mode_switch(gate_app: typer.Typer) -> None:
             "post-switch: the baseline the pre-switch phase wrote (--write-baseline).")),
         write_baseline: str = typer.Option(None, "--write-baseline", metavar="FILE", help=(
             "pre-switch: write each node's mode and view per Service to FILE (JSON) for --phase post-switch.")),
-        bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz (docs/bundle.md)."),
-        snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
-        demo: bool = typer.Option(False, "--demo", help="Use the demo bundle shipped with kpdoctor."),
+        bundle: str = og.BUNDLE,
+        snapshot: str = og.SNAPSHOT,
+        demo: bool = og.DEMO,
         api: og.ApiFlags = og.LIVE_API,
         transport: str = typer.Option(None, "--transport", help=(
             "Live API: how to reach the nodes: kube-exec | pod | ssh | local (local: with --node NAME).")),

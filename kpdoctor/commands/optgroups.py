@@ -28,6 +28,11 @@ T = TypeVar("T")
 # single options several commands share, as a parameter's default: `timeout: float = TIMEOUT`
 TIMEOUT: Any = typer.Option(DEFAULT_TIMEOUT, "--timeout", help=TIMEOUT_HELP)
 OUTPUT_FILE: Any = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP)
+SNAPSHOT: Any = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files.")
+BUNDLE: Any = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz (docs/bundle.md).")
+DEMO: Any = typer.Option(False, "--demo", help="Use the demo bundle shipped with kpdoctor.")
+NODES: Any = typer.Option("", "--nodes", help="Comma-separated node names or globs (default: all).")
+CONCURRENCY: Any = typer.Option(32, "--concurrency", help="Nodes collected at once.")
 F = TypeVar("F", bound=Callable[..., Any])
 
 

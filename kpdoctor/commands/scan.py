@@ -32,15 +32,15 @@ def register(app: typer.Typer) -> None:
     @app.command("scan", help=SCAN_HELP)
     @og.with_option_groups
     def scan_cmd(
-        bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz (docs/bundle.md)."),
-        snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
+        bundle: str = og.BUNDLE,
+        snapshot: str = og.SNAPSHOT,
         demo: bool = typer.Option(False, "--demo", help="Scan the demo bundle shipped with kpdoctor (exit 0 "
                                   "unless --fail-on is given)."),
         api: og.ApiFlags = og.LIVE_API,
         transport: str = typer.Option(None, "--transport",
                                       help="How to reach nodes: ssh | kube-exec | pod | local | none (default: the "
                                       "bundle's files for --bundle/--demo, none otherwise)."),
-        nodes: str = typer.Option("", "--nodes", help="Comma-separated node names or globs (default: all)."),
+        nodes: str = og.NODES,
         node_selector: str = typer.Option("", "--node-selector", "-l", help="Node label selector k=v[,k=v]."),
         checks: str = typer.Option(None, "--checks", help="Only these: ids, tag:<tag>, scope:cluster|node."),
         skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>, scope:cluster|node."),
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         probe: bool = typer.Option(False, "--probe", help="Opt-in active probe: TCP-connect to every NodePort on each "
                                    "scanned node's InternalIP from here; results read by KP-NODEPORT-FIREWALL."),
         probe_flags: og.ProbeFlags = og.PROBE,
-        concurrency: int = typer.Option(32, "--concurrency", help="Nodes collected at once."),
+        concurrency: int = og.CONCURRENCY,
         collector_image: str = typer.Option(None, "--collector-image", help="--transport pod: the collector pod's "
                                             "image (default: the node's own kube-proxy image)."),
         timeout: float = og.TIMEOUT,

@@ -31,11 +31,11 @@ def register(app: typer.Typer) -> None:
                                       help="The Service (and optionally one of its ports) to explain."),
         client: str = typer.Option(None, "--from", help="Where the client is: pod/NS/NAME | node/NAME | external | IP."),
         bundle: str = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz."),
-        snapshot: str = typer.Option(None, "--snapshot", help="Directory of `kubectl get -o json` files."),
-        demo: bool = typer.Option(False, "--demo", help="Use the demo bundle shipped with kpdoctor."),
+        snapshot: str = og.SNAPSHOT,
+        demo: bool = og.DEMO,
         api: og.ApiFlags = og.LIVE_API,
         transport: str = typer.Option(None, "--transport", help="ssh | kube-exec | local | none (as for scan)."),
-        nodes: str = typer.Option("", "--nodes", help="Comma-separated node names or globs (default: all)."),
+        nodes: str = og.NODES,
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json."),
     ) -> None:
         from kpdoctor.commands.why_run import run_why

@@ -26,6 +26,16 @@ def _cm_gap(ctx: GateContext) -> str:
     return f"ConfigMaps could not be read ({gap.reason})" if gap else ""
 
 
+def _per_agent_node(ctx: GateContext, name: str, title: str,
+                    reasons_of: Callable[[GateContext, str], list[GateReason]],
+                    no_nodes: str = "the input holds no nodes") -> GateCondition:
+    """A condition judged node by node over `ctx.agent_nodes` (one case per node); unknown without nodes."""
+    if not ctx.agent_nodes:
+        return GateCondition(name, title, (unknown("Nodes", f"cannot prove: {no_nodes}"),))
+    cases = [GateCase(f"Node {node}", tuple(reasons_of(ctx, node))) for node in ctx.agent_nodes]
+    return GateCondition(name, title, cases=tuple(cases))
+
+
 def replacement_configured(ctx: GateContext) -> GateCondition:
     """`kube-proxy-replacement` in cilium-config is `true` (legacy `strict` accepted with a warning)."""
     title = "Cilium kube-proxy replacement is configured (cilium-config kube-proxy-replacement=true)"
@@ -79,65 +89,63 @@ def agents_ready(ctx: GateContext) -> GateCondition:
     title = "A Cilium agent is Running and Ready on every node that runs kube-proxy today"
     if ctx.cluster.gap("Pod"):
         return GateCondition("agents-ready", title, (unknown("Pods", "cannot prove: Pods could not be read"),))
-    if not ctx.agent_nodes:
-        return GateCondition("agents-ready", title, (unknown("Nodes", "cannot prove: the input holds no nodes"),))
-    cases = []
-    for node in ctx.agent_nodes:
-        pods = ctx.agent_pods.get(node, ())
-        reasons: list[GateReason] = []
-        if not pods:
-            reasons.append(blocking(f"Node {node}", f"no Cilium agent pod on {node}"))
-        elif not ctx.agent_ready(node):
-            states = ", ".join(f"{p.name}: {p.phase or '?'}{'' if p.ready else ' not ready'}"
-                               + (f" ({', '.join(c.reason for c in p.container_statuses if c.reason)})"
-                                  if any(c.reason for c in p.container_statuses) else "")
-                               for p in pods)
-            reasons.append(blocking(f"Node {node}", f"Cilium agent on {node} is not Running and Ready: {states}",
-                                    commands=(command("kubectl", "-n", Name(pods[0].namespace), "describe", "pod",
-                                                      Name(pods[0].name)),
-                                              command("kubectl", "-n", Name(pods[0].namespace), "logs", Name(pods[0].name),
-                                                      "-c", "cilium-agent"))))
-        cases.append(GateCase(f"Node {node}", tuple(reasons)))
-    return GateCondition("agents-ready", title, cases=tuple(cases))
+    return _per_agent_node(ctx, "agents-ready", title, _agent_ready_reasons)
+
+
+def _agent_ready_reasons(ctx: GateContext, node: str) -> list[GateReason]:
+    pods = ctx.agent_pods.get(node, ())
+    reasons: list[GateReason] = []
+    if not pods:
+        reasons.append(blocking(f"Node {node}", f"no Cilium agent pod on {node}"))
+    elif not ctx.agent_ready(node):
+        states = ", ".join(f"{p.name}: {p.phase or '?'}{'' if p.ready else ' not ready'}"
+                           + (f" ({', '.join(c.reason for c in p.container_statuses if c.reason)})"
+                              if any(c.reason for c in p.container_statuses) else "")
+                           for p in pods)
+        reasons.append(blocking(f"Node {node}", f"Cilium agent on {node} is not Running and Ready: {states}",
+                                commands=(command("kubectl", "-n", Name(pods[0].namespace), "describe", "pod",
+                                                  Name(pods[0].name)),
+                                          command("kubectl", "-n", Name(pods[0].namespace), "logs", Name(pods[0].name),
+                                                  "-c", "cilium-agent"))))
+    return reasons
 
 
 def agents_kpr_mode(ctx: GateContext) -> GateCondition:
     """Each agent's own status says KubeProxyReplacement True, from a Cilium version kpdoctor knows."""
     title = "Every agent reports kube-proxy replacement mode True (cilium-dbg status -o json)"
-    if not ctx.agent_nodes:
-        return GateCondition("agents-kpr-mode", title, (unknown("Nodes", "cannot prove: the input holds no nodes"),))
-    cases = []
-    for node in ctx.agent_nodes:
-        subject = f"Node {node}"
-        status = ctx.agent_status(node)
-        reasons: list[GateReason] = []
-        if status is None:
-            reasons.append(unknown(subject, f"cannot prove: no agent status for {node}: {ctx.agent_status_error(node)}"))
-        elif not status.supported:
-            reasons.append(unknown(subject, (
-                f"cannot prove: agent status on {node} is from Cilium {status.version_label!s}; kpdoctor knows the "
-                f"status of Cilium {SUPPORTED_RANGE} only and will not guess what another version's fields mean"),
-                evidence=(f"{status.source}: cilium.msg={status.cilium_msg!r}",)))
-        else:
-            ev = (f"{status.source}: kube-proxy-replacement.mode={status.kpr_mode!r}, cilium.state="
-                  f"{status.cilium_state!r}, Cilium {status.version_label}",)
-            if status.kpr_mode == "False":
-                reasons.append(blocking(subject, f"agent on {node} reports KubeProxyReplacement False", evidence=ev))
-            elif status.kpr_mode != "True":
-                reasons.append(blocking(subject, (
-                    f"agent on {node} does not report KubeProxyReplacement True (mode {status.kpr_mode!r}; an empty "
-                    "mode is what the legacy 'strict' value produces): the agent must be restarted with "
-                    "kube-proxy-replacement=true"), evidence=ev))
-            if status.cilium_state != "Ok":
-                reasons.append(blocking(subject, f"agent on {node} is not healthy: cilium state "
-                                                 f"{status.cilium_state or 'missing'!s} ({status.cilium_msg})",
-                                        evidence=ev))
-            if status.kubernetes_state not in ("Ok",):
-                reasons.append(blocking(subject, f"agent on {node} has no working connection to the API server: "
-                                                 f"kubernetes state {status.kubernetes_state or 'missing'!s} "
-                                                 f"({status.kubernetes_msg})", evidence=ev))
-        cases.append(GateCase(subject, tuple(reasons)))
-    return GateCondition("agents-kpr-mode", title, cases=tuple(cases))
+    return _per_agent_node(ctx, "agents-kpr-mode", title, _agent_kpr_reasons)
+
+
+def _agent_kpr_reasons(ctx: GateContext, node: str) -> list[GateReason]:
+    subject = f"Node {node}"
+    status = ctx.agent_status(node)
+    reasons: list[GateReason] = []
+    if status is None:
+        reasons.append(unknown(subject, f"cannot prove: no agent status for {node}: {ctx.agent_status_error(node)}"))
+    elif not status.supported:
+        reasons.append(unknown(subject, (
+            f"cannot prove: agent status on {node} is from Cilium {status.version_label!s}; kpdoctor knows the "
+            f"status of Cilium {SUPPORTED_RANGE} only and will not guess what another version's fields mean"),
+            evidence=(f"{status.source}: cilium.msg={status.cilium_msg!r}",)))
+    else:
+        ev = (f"{status.source}: kube-proxy-replacement.mode={status.kpr_mode!r}, cilium.state="
+              f"{status.cilium_state!r}, Cilium {status.version_label}",)
+        if status.kpr_mode == "False":
+            reasons.append(blocking(subject, f"agent on {node} reports KubeProxyReplacement False", evidence=ev))
+        elif status.kpr_mode != "True":
+            reasons.append(blocking(subject, (
+                f"agent on {node} does not report KubeProxyReplacement True (mode {status.kpr_mode!r}; an empty "
+                "mode is what the legacy 'strict' value produces): the agent must be restarted with "
+                "kube-proxy-replacement=true"), evidence=ev))
+        if status.cilium_state != "Ok":
+            reasons.append(blocking(subject, f"agent on {node} is not healthy: cilium state "
+                                             f"{status.cilium_state or 'missing'!s} ({status.cilium_msg})",
+                                    evidence=ev))
+        if status.kubernetes_state not in ("Ok",):
+            reasons.append(blocking(subject, f"agent on {node} has no working connection to the API server: "
+                                             f"kubernetes state {status.kubernetes_state or 'missing'!s} "
+                                             f"({status.kubernetes_msg})", evidence=ev))
+    return reasons
 
 
 def _is_ip(text: str) -> bool:
@@ -250,37 +258,36 @@ def services_served_now(ctx: GateContext) -> GateCondition:
 def nodes_ready(ctx: GateContext) -> GateCondition:
     """Pre-removal: no node where kube-proxy is the only thing serving Services; Nodes Ready."""
     title = "Every node is ready for the switch (the replacement, not kube-proxy alone, serves Services)"
-    if not ctx.agent_nodes:
-        return GateCondition("nodes-ready", title, (unknown("Nodes", "cannot prove: no nodes in the input"),))
-    cases = []
-    for node in ctx.agent_nodes:
-        subject = f"Node {node}"
-        reasons: list[GateReason] = []
-        obj = ctx.cluster.node_by_name.get(node)
-        if obj is None:
-            reasons.append(unknown(subject, f"cannot prove: Node {node} is not in the input"))
-        elif obj.ready is False:
-            reasons.append(blocking(subject, f"Node {node} is NotReady"))
-        elif obj.ready is None:
-            reasons.append(unknown(subject, f"cannot prove: Node {node} reports no Ready condition"))
-        if ctx.kube_proxy_serving(node) and not ctx.proven_kpr(node):
-            if not ctx.agent_pods.get(node):
-                why = "no Cilium agent pod"
-            elif not ctx.agent_ready(node):
-                why = "Cilium agent not Running/Ready"
-            else:
-                why = ctx.agent_status_error(node) or "agent does not report a healthy replacement (mode True)"
-            status = ctx.agent_status(node)
-            if ctx.agent_ready(node) and (status is None or not status.supported):
-                if status is not None:
-                    why = f"agent status from Cilium {status.version_label}, outside {SUPPORTED_RANGE}"
-                reasons.append(unknown(subject, f"cannot prove the replacement serves Services on {node}: {why}"))
-            else:
-                reasons.append(blocking(subject, (
-                    f"kube-proxy's rules are the only thing serving Services on {node} ({why}): removing kube-proxy "
-                    f"now takes every Service down on {node}"), critical=True))
-        cases.append(GateCase(subject, tuple(reasons)))
-    return GateCondition("nodes-ready", title, cases=tuple(cases))
+    return _per_agent_node(ctx, "nodes-ready", title, _node_ready_reasons, no_nodes="no nodes in the input")
+
+
+def _node_ready_reasons(ctx: GateContext, node: str) -> list[GateReason]:
+    subject = f"Node {node}"
+    reasons: list[GateReason] = []
+    obj = ctx.cluster.node_by_name.get(node)
+    if obj is None:
+        reasons.append(unknown(subject, f"cannot prove: Node {node} is not in the input"))
+    elif obj.ready is False:
+        reasons.append(blocking(subject, f"Node {node} is NotReady"))
+    elif obj.ready is None:
+        reasons.append(unknown(subject, f"cannot prove: Node {node} reports no Ready condition"))
+    if ctx.kube_proxy_serving(node) and not ctx.proven_kpr(node):
+        if not ctx.agent_pods.get(node):
+            why = "no Cilium agent pod"
+        elif not ctx.agent_ready(node):
+            why = "Cilium agent not Running/Ready"
+        else:
+            why = ctx.agent_status_error(node) or "agent does not report a healthy replacement (mode True)"
+        status = ctx.agent_status(node)
+        if ctx.agent_ready(node) and (status is None or not status.supported):
+            if status is not None:
+                why = f"agent status from Cilium {status.version_label}, outside {SUPPORTED_RANGE}"
+            reasons.append(unknown(subject, f"cannot prove the replacement serves Services on {node}: {why}"))
+        else:
+            reasons.append(blocking(subject, (
+                f"kube-proxy's rules are the only thing serving Services on {node} ({why}): removing kube-proxy "
+                f"now takes every Service down on {node}"), critical=True))
+    return reasons
 
 
 def kube_proxy_removed(ctx: GateContext) -> GateCondition:

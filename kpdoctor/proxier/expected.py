@@ -99,6 +99,16 @@ def view_options(inp: ProxierInput) -> ViewOptions:
     return ViewOptions(short_circuit=mode != "ipvs", localhost_node_ports=localhost)
 
 
+def _verdict(has_any: bool, policy_local: bool, has_local: bool) -> str:
+    """What traffic under one traffic policy meets: no endpoint at all rejects; a Local policy without a
+    local endpoint drops; otherwise it is DNATed to the policy's endpoints."""
+    if not has_any:
+        return REJECT
+    if policy_local and not has_local:
+        return DROP
+    return DNAT
+
+
 def service_port_views(spe: ServicePortEndpoints, node_ip: str | None = None,
                        options: ViewOptions = ViewOptions()) -> list[FrontendView]:
     """The frontends of one service port with their expected verdicts and endpoints."""
@@ -110,19 +120,9 @@ def service_port_views(spe: ServicePortEndpoints, node_ip: str | None = None,
     affinity = info.session_affinity_seconds
 
     internal = cat.local if info.internal_policy_local else cat.cluster
-    if not has_any:
-        internal_verdict = REJECT
-    elif info.internal_policy_local and not cat.local:
-        internal_verdict = DROP
-    else:
-        internal_verdict = DNAT
+    internal_verdict = _verdict(has_any, info.internal_policy_local, bool(cat.local))
     external = cat.local if info.external_policy_local else cat.cluster
-    if not has_any:
-        external_verdict = REJECT
-    elif info.external_policy_local and not cat.local:
-        external_verdict = DROP
-    else:
-        external_verdict = DNAT
+    external_verdict = _verdict(has_any, info.external_policy_local, bool(cat.local))
 
     # eTP=Local: pods and the node short-circuit to the cluster endpoints (the KUBE-EXT chain exists
     # whenever the Service has endpoints, also without local ones)
