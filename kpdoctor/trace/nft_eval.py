@@ -35,6 +35,24 @@ _TERMINAL = {"accept": "accept", "drop": "drop", "reject": "reject", "queue": "q
 _PROTO_NUM = {"6": "tcp", "17": "udp", "132": "sctp", "1": "icmp", "58": "ipv6-icmp"}
 
 
+# A payload expression implies its header: nft adds the dependency (`tcp dport 22` is `meta l4proto tcp tcp dport
+# 22`, `ip6 daddr X` in an inet table is `meta nfproto ipv6 ip6 daddr X`), so on a packet without that header the
+# match fails whatever its operator (`!=` included). `th` is any transport header with ports.
+_HEADER_PROTOS = {"tcp": ("tcp",), "udp": ("udp",), "sctp": ("sctp",), "udplite": ("udplite",),
+                  "th": ("tcp", "udp", "sctp", "udplite"), "icmp": ("icmp",), "icmpv6": ("ipv6-icmp",)}
+_HEADER_FAMILY = {"ip": 4, "ip6": 6, "icmp": 4, "icmpv6": 6}
+
+
+def header_absent(key: str, pkt: Packet) -> bool:
+    """True when the packet has no header for this payload key (`tcp dport` on UDP, `ip6 daddr` on IPv4)."""
+    head = key.split(" ", 1)[0]
+    family = _HEADER_FAMILY.get(head)
+    if family is not None and family != pkt.family:
+        return True
+    protos = _HEADER_PROTOS.get(head)
+    return protos is not None and pkt.proto not in protos
+
+
 def _key_value(key: str, pkt: Packet, ctx: Any) -> str | Fork | None:
     """The packet's value for one left-hand side component, as nft prints it; None: not evaluated."""
     if key in ("ip daddr", "ip6 daddr"):
@@ -167,6 +185,8 @@ class NftWalker:
         return values
 
     def _match(self, table: NftTable, stmt: MatchStmt, pkt: Packet) -> bool | Fork:
+        if any(header_absent(key, pkt) for key in stmt.lhs.keys):
+            return False
         values = self._values(stmt.lhs, pkt)
         if values is None:
             return Fork(f"unknown match {stmt.text}")
@@ -208,6 +228,8 @@ class NftWalker:
             items = _anon_map(stmt.data) if stmt.data.startswith("{") else []
             n = stmt.numgen
             return [(1.0 / n, value, f"numgen {key[0]} of {n}") for key, value in items]
+        if any(header_absent(key, pkt) for key in stmt.lhs.keys):
+            return [(None, "", "no element")]
         values = self._values(stmt.lhs, pkt)
         if values is None:
             return Fork(f"unknown match {stmt.text}")
