@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kpdoctor.trace.firewall_cause import firewall_cause, sentence
 from kpdoctor.trace.run import TraceResult, endpoint_set, outcomes
 
 _VERB = {"drop": "dropped", "reject": "rejected", "queue": "queued"}
@@ -75,7 +76,9 @@ def explain(result: TraceResult) -> list[str]:
         later = _later_chains(o["steps"])
         before = f" before {later}" if later else ""
         verb = _VERB.get(o["verdict"], o["verdict"])
-        out.append(f"{share}{cond}: {verb} by {_safe(where)} ({_safe(text)}) at {_safe(source) or 'n/a'}{before}.")
+        cause = firewall_cause(o["steps"], by)
+        fw = _safe(sentence(cause, by.get("kind") == "policy")) if cause else ""
+        out.append(f"{share}{cond}: {verb} by {_safe(where)} ({_safe(text)}) at {_safe(source) or 'n/a'}{before}{fw}.")
         for also in o["also_blocked_by"]:
             out.append(f"  Fixing that is not enough: it would then be {_VERB.get(also.get('detail', ''), 'stopped')} by "
                        f"{_safe(also.get('where', ''))} ({_safe(also.get('text', ''))}) at {_safe(also.get('source', ''))}.")
@@ -84,12 +87,19 @@ def explain(result: TraceResult) -> list[str]:
     return out
 
 
+# kube-proxy's chains a packet meets at each hook (iptables mode), first the one to name when it was not reached
+_KUBE_AT_HOOK = {"prerouting": ("KUBE-SERVICES", "KUBE-NODEPORTS"), "output": ("KUBE-SERVICES", "KUBE-NODEPORTS"),
+                 "forward": ("KUBE-FORWARD",), "input": ("KUBE-NODEPORTS",)}
+
+
 def _later_chains(steps: list[dict[str, str]]) -> str:
-    """Which kube-proxy chain the packet had not reached when it was stopped (for the explanation)."""
+    """Which kube-proxy chain of the hook where the packet was stopped it had not reached (for the explanation)."""
     seen = " ".join(s.get("text", "") for s in steps)
     if "KUBE-" not in seen:
         return ""  # not kube-proxy's iptables rules (nftables mode, or no kube-proxy on the path)
-    for chain in ("KUBE-FORWARD", "KUBE-NODEPORTS", "KUBE-SERVICES"):
+    hooks = [s.get("text", "").split(" ", 1)[0] for s in steps if s.get("kind") == "hook"]
+    hook = next((h for h in reversed(hooks) if h in _KUBE_AT_HOOK), "")
+    for chain in _KUBE_AT_HOOK.get(hook, ()):
         if chain not in seen:
             return chain
     return ""

@@ -159,3 +159,19 @@ def test_listed_packets_match_kernel(fw: FwNode, packet: tuple[str, str, int, st
        proto=st.sampled_from(["tcp", "udp"]))
 def test_hypothesis_packets_match_kernel(fw: FwNode, kind: str, dst: str, dport: int, proto: str) -> None:
     _check(fw, kind, dst, dport, proto)
+
+
+def test_explain_names_the_host_firewall(fw: FwNode) -> None:
+    """On the kernel's own dump: a NodePort the host firewall stops (ufw's FORWARD policy DROP for an eTP=Local
+    NodePort, which kube-proxy does not mark for masquerade so KUBE-FORWARD does not accept it; firewalld's forward
+    reject for any NodePort) is explained as the firewall's doing, and the kernel agrees nothing got through."""
+    port = 31131 if fw.firewall == "ufw" else 31130
+    result, _, possible = trace_in_lab(fw.mode, fw.dump, fw.ip_addr, GOOD_CLIENT, fw.node_ip, port, "tcp", "n0")
+    assert possible == set()
+    lines = explain(result)
+    assert lines and all(f"host firewall {fw.firewall}" in line for line in lines), lines
+    if fw.firewall == "ufw":
+        assert all("filter FORWARD (policy DROP)" in line and "ufw-user-forward" in line for line in lines), lines
+    else:
+        assert all("inet firewalld filter_FORWARD (reject with icmpx admin-prohibited)" in line for line in lines)
+    assert kernel_outcome(fw.node, fw.client, GOOD_CLIENT, fw.node_ip, port, "tcp", 3) == []
