@@ -2,9 +2,11 @@
 
 The host firewalls are other people's, not ours (tests/fixtures/realworld/firewalls/*/SOURCE):
 - `ufw-docker-iptables-S`: the filter table of a real ufw + Docker host (`iptables -S`: INPUT and FORWARD policy
-  DROP, ufw's full chain set, Docker's DOCKER-USER / DOCKER-ISOLATION chains), restored with
+  DROP, ufw's full chain set, Docker's DOCKER-USER / DOCKER-ISOLATION chains), and `docker-nat-save`, Docker's
+  nat table from another real host (DNAT of published port 80, MASQUERADE), restored with
   `iptables-nft-restore --noflush` after kube-proxy's captured iptables rules (edge-1), so kube-proxy's jumps
-  come first in INPUT and FORWARD as on a real node (kube-proxy prepends them);
+  come first in PREROUTING, INPUT and FORWARD as on a real node (kube-proxy prepends them); a `docker0` veth
+  holds Docker's 172.17.0.0/16;
 - `firewalld-centos8-nft`: a real CentOS 8 `table inet firewalld` (zones by iifname, input and forward ending in
   `reject with icmpx type admin-prohibited`), loaded with `nft -f` beside kube-proxy's captured nftables table
   (edge-2).
@@ -43,6 +45,7 @@ from tests.support.trace_kernel import (
 TOOLS = ("ip", "iptables-nft-restore", "iptables-nft-save", "iptables-nft", "nft", "conntrack", "nfacct")
 pytestmark = pytest.mark.root(*TOOLS)
 UFW = REAL_FIREWALLS / "ufw-docker-iptables-S" / "dump.txt"
+DOCKER_NAT = REAL_FIREWALLS / "docker-nat-save" / "dump.txt"
 FIREWALLD = REAL_FIREWALLS / "firewalld-centos8-nft" / "dump.txt"
 POD_SRC, POD_GW = "10.244.250.5", "10.244.250.1"  # a pod address behind the node's pods0 (and its gateway)
 NODE = "NODE"  # placeholder: the node's own address (differs per mode)
@@ -59,6 +62,8 @@ PACKETS = [
     ("external", NODE, 8080, "tcp"),  # neither allows it
     ("external", NODE, 443, "udp"),
     ("external", "10.99.7.7", 80, "tcp"),  # no rule names it: plain forwarding
+    ("external", NODE, 80, "tcp"),  # Docker publishes 80 -> 172.17.0.2:8080 (ufw: DNAT, then FORWARD policy DROP)
+    ("node", NODE, 80, "tcp"),  # node-local to Docker's published port (OUTPUT -> DOCKER)
     ("pod", "10.96.150.31", 443, "tcp"),  # pod -> ClusterIP (payments/billing)
     ("pod", "10.96.150.34", 8125, "udp"),  # pod -> ClusterIP (payments/audit-udp)
     ("pod", NODE, 8080, "tcp"),  # pod -> a node port no one allows
@@ -104,6 +109,9 @@ def fw(request: pytest.FixtureRequest) -> Iterator[FwNode]:
         if firewall == "ufw":
             apply_iptables(node, RULES.read_text())
             netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=iptables_s_to_restore(UFW.read_text()))
+            netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=DOCKER_NAT.read_text())
+            netns.veth(node, "docker0", pods, "d0")  # Docker's bridge, here a veth into the pods namespace
+            netns.add_route(node, "172.17.0.0/16", dev="docker0")
             dump = netns.run(["iptables-nft-save"], netns=node).stdout
         else:
             netns.run(["nft", "-j", "-f", "-"], netns=node, input=kube_proxy_table_only(NFT_RULES.read_text()))
