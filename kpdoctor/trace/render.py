@@ -58,16 +58,16 @@ def render_json(result: TraceResult) -> str:
 
 
 def explain(result: TraceResult) -> list[str]:
-    """Sentences naming the cause of each outcome that is not delivered."""
-    out: list[str] = []
+    """Sentences naming the cause of each outcome that is not delivered. Outcomes that differ only in what the
+    trace had to assume (an interface name it does not know, ...) are said once, with the assumptions named."""
+    entries: dict[tuple[str, tuple[str, ...]], list[list[str]]] = {}  # (share, sentences) -> assumption lists
     for o in outcomes(result):
         share = _pct(o["p"])
-        cond = f" (if {'; '.join(o['assumptions'])})" if o["assumptions"] else ""
         if o["verdict"] == "accept":
             where = _addr(result, o["final_dst"], o["final_dport"])
             nat = f", DNAT {o['dnat_to']}" if o["dnat_to"] else ", not translated"
             snat = " with source masqueraded" if o["masquerade"] else (f" SNAT to {o['snat_to']}" if o["snat_to"] else "")
-            out.append(f"{share}{cond}: delivered to {where}{nat}{snat}.")
+            entries.setdefault((share, (f"delivered to {where}{nat}{snat}.",)), []).append(o["assumptions"])
             continue
         by = o["decided_by"] or {}
         where = by.get("where", "")
@@ -78,10 +78,22 @@ def explain(result: TraceResult) -> list[str]:
         verb = _VERB.get(o["verdict"], o["verdict"])
         cause = firewall_cause(o["steps"], by)
         fw = _safe(sentence(cause, by.get("kind") == "policy")) if cause else ""
-        out.append(f"{share}{cond}: {verb} by {_safe(where)} ({_safe(text)}) at {_safe(source) or 'n/a'}{before}{fw}.")
+        nat = f" (after DNAT to {o['dnat_to']})" if o["dnat_to"] else ""
+        said = [f"{verb} by {_safe(where)} ({_safe(text)}) at {_safe(source) or 'n/a'}{before}{fw}{nat}."]
         for also in o["also_blocked_by"]:
-            out.append(f"  Fixing that is not enough: it would then be {_VERB.get(also.get('detail', ''), 'stopped')} by "
-                       f"{_safe(also.get('where', ''))} ({_safe(also.get('text', ''))}) at {_safe(also.get('source', ''))}.")
+            said.append(f"  Fixing that is not enough: it would then be {_VERB.get(also.get('detail', ''), 'stopped')} "
+                        f"by {_safe(also.get('where', ''))} ({_safe(also.get('text', ''))}) at "
+                        f"{_safe(also.get('source', ''))}.")
+        entries.setdefault((share, tuple(said)), []).append(o["assumptions"])
+    out: list[str] = []
+    for (share, said), conds in entries.items():
+        if len(conds) == 1:
+            cond = f" (if {'; '.join(conds[0])})" if conds[0] else ""
+        else:
+            labels = sorted({a.rsplit(": ", 1)[0] for c in conds for a in c})
+            cond = f" (in {len(conds)} assumed cases, on: {'; '.join(labels)})"
+        out.append(f"{share}{_safe(cond)}: {said[0]}")
+        out.extend(said[1:])
     if not result.complete:
         out.append("Partial: " + "; ".join(result.notes + ([result.error] if result.error else [])))
     return out
