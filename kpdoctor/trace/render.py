@@ -86,14 +86,14 @@ def explain(result: TraceResult) -> list[str]:
                         f"{_safe(also.get('source', ''))}.")
         entries.setdefault((share, tuple(said)), []).append(o["assumptions"])
     out: list[str] = []
-    for (share, said), conds in entries.items():
+    for (share, sentences), conds in entries.items():
         if len(conds) == 1:
             cond = f" (if {'; '.join(conds[0])})" if conds[0] else ""
         else:
             labels = sorted({a.rsplit(": ", 1)[0] for c in conds for a in c})
             cond = f" (in {len(conds)} assumed cases, on: {'; '.join(labels)})"
-        out.append(f"{share}{_safe(cond)}: {said[0]}")
-        out.extend(said[1:])
+        out.append(f"{share}{_safe(cond)}: {sentences[0]}")
+        out.extend(sentences[1:])
     if not result.complete:
         out.append("Partial: " + "; ".join(result.notes + ([result.error] if result.error else [])))
     return out
