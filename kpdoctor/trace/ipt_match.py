@@ -295,6 +295,24 @@ def _ct_orig_dport(port: int) -> Match:
     return inner
 
 
+def _constant_proto(protos: tuple[str, ...]) -> Match:
+    def inner(p: Packet, c: Any) -> Result:
+        return p.proto in protos
+
+    return inner
+
+
+def _icmp_match(text: str) -> Match:
+    """`-m icmp --icmp-type T`: no match on another protocol; on an ICMP packet the type is not one the trace
+    knows (it follows TCP, UDP and SCTP packets), so it forks rather than guesses."""
+    def inner(p: Packet, c: Any) -> Result:
+        if p.proto not in ("icmp", "ipv6-icmp"):
+            return False
+        return Fork(f"unknown match {text} (the packet's ICMP type)")
+
+    return inner
+
+
 def unknown(text: str) -> Match:
     return lambda p, c: Fork(f"unknown match {text}")
 
@@ -427,7 +445,7 @@ def _module(module: str, opts: list[tuple[str, list[str], bool]], text: str) -> 
         ipsec = _constant(pol == "none")  # the traced packet has no IPsec policy
         return [_neg(ipsec) if neg else ipsec]
     if module in ("icmp", "icmp6", "icmpv6"):
-        return [lambda p, c: p.proto in ("icmp", "ipv6-icmp")]
+        return [_icmp_match(text) if flat else _constant_proto(("icmp", "ipv6-icmp"))]
     return [unknown(text)]
 
 

@@ -64,13 +64,14 @@ def _pod_source(cluster: ClusterState, node: str) -> str | None:
     return None
 
 
-def summarize(result: TraceResult) -> tuple[str, float]:
+def summarize(result: TraceResult, found: list[dict[str, Any]] | None = None) -> tuple[str, float]:
     """One line: each distinct outcome with its chance; outcomes that rest on an assumption (a fact the dumps
-    do not give) are listed as "if ...: " without a chance (theirs is conditional on the assumption)."""
+    do not give) are listed as "if ...: " without a chance (theirs is conditional on the assumption).
+    `found`: the result's outcomes when the caller already has them."""
     shares: dict[str, float] = {}
     possible: list[str] = []
     delivered = 0.0
-    for o in outcomes(result):
+    for o in outcomes(result) if found is None else found:
         if o["verdict"] == "accept":
             text = f"-> {o['dnat_to'] or 'not translated'}"
         else:
@@ -110,8 +111,9 @@ def requests(cluster: ClusterState, svc: Service, port_name: str | None,
 
 
 def cell(node_name: str, label: str, client: str, result: TraceResult) -> Cell:
-    summary, delivered = summarize(result)
-    return Cell(node_name, label, client, summary, delivered, result.complete and not result.error, outcomes(result))
+    found = outcomes(result)
+    summary, delivered = summarize(result, found)
+    return Cell(node_name, label, client, summary, delivered, result.complete and not result.error, found)
 
 
 def matrix(cluster: ClusterState, svc: Service, port_name: str | None, states: dict[str, NodeState]) -> list[Cell]:

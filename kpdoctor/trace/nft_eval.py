@@ -35,6 +35,24 @@ _TERMINAL = {"accept": "accept", "drop": "drop", "reject": "reject", "queue": "q
 _PROTO_NUM = {"6": "tcp", "17": "udp", "132": "sctp", "1": "icmp", "58": "ipv6-icmp"}
 
 
+# A payload expression implies its header: nft adds the dependency (`tcp dport 22` is `meta l4proto tcp tcp dport
+# 22`, `ip6 daddr X` in an inet table is `meta nfproto ipv6 ip6 daddr X`), so on a packet without that header the
+# match fails whatever its operator (`!=` included). `th` is any transport header with ports.
+_HEADER_PROTOS = {"tcp": ("tcp",), "udp": ("udp",), "sctp": ("sctp",), "udplite": ("udplite",),
+                  "th": ("tcp", "udp", "sctp", "udplite"), "icmp": ("icmp",), "icmpv6": ("ipv6-icmp",)}
+_HEADER_FAMILY = {"ip": 4, "ip6": 6, "icmp": 4, "icmpv6": 6}
+
+
+def header_absent(key: str, pkt: Packet) -> bool:
+    """True when the packet has no header for this payload key (`tcp dport` on UDP, `ip6 daddr` on IPv4)."""
+    head = key.split(" ", 1)[0]
+    family = _HEADER_FAMILY.get(head)
+    if family is not None and family != pkt.family:
+        return True
+    protos = _HEADER_PROTOS.get(head)
+    return protos is not None and pkt.proto not in protos
+
+
 def _key_value(key: str, pkt: Packet, ctx: Any) -> str | Fork | None:
     """The packet's value for one left-hand side component, as nft prints it; None: not evaluated."""
     if key in ("ip daddr", "ip6 daddr"):
@@ -71,6 +89,29 @@ def _key_value(key: str, pkt: Packet, ctx: Any) -> str | Fork | None:
     return None
 
 
+# Port names `nft list ruleset` prints in the text form (from the node's /etc/services; the JSON form has numbers):
+# the IANA names of the ports host firewalls open. A name not here is not guessed: the match forks.
+SERVICES = {"ssh": 22, "telnet": 23, "smtp": 25, "domain": 53, "bootps": 67, "bootpc": 68, "tftp": 69, "http": 80,
+            "kerberos": 88, "pop3": 110, "sunrpc": 111, "ntp": 123, "netbios-ns": 137, "netbios-dgm": 138,
+            "netbios-ssn": 139, "imap": 143, "snmp": 161, "ldap": 389, "https": 443, "microsoft-ds": 445,
+            "submission": 587, "ipp": 631, "ldaps": 636, "imaps": 993, "pop3s": 995, "dhcpv6-client": 546,
+            "dhcpv6-server": 547, "mdns": 5353, "mysql": 3306, "postgresql": 5432, "ftp": 21, "nfs": 2049,
+            "rsync": 873, "syslog": 514, "isakmp": 500, "ipsec-nat-t": 4500, "openvpn": 1194}
+_PORT_KEYS = frozenset({"th dport", "tcp dport", "udp dport", "sctp dport", "udplite dport",
+                        "th sport", "tcp sport", "udp sport", "sctp sport", "udplite sport"})
+
+
+def _unknown_service(keys: tuple[str, ...], rhs: str) -> str:
+    """A port name in the literal or anonymous set `rhs` that SERVICES does not hold ("" when none)."""
+    if not _PORT_KEYS & set(keys):
+        return ""
+    for word in rhs.strip("{} ").replace(",", " ").split():
+        name = word.strip('"')
+        if name and name[0].isalpha() and name not in SERVICES:
+            return name
+    return ""
+
+
 def _num(text: str) -> int | None:
     try:
         return int(text, 0)
@@ -94,7 +135,7 @@ def _component_matches(want: str, have: str) -> bool:
             return lo <= v <= hi
         if ip_int(h) is not None:
             return in_range(h, low.strip(), high.strip()) is True
-    wn, hn = _num(w), _num(h)
+    wn, hn = SERVICES.get(w) if w in SERVICES else _num(w), _num(h)
     if wn is not None and hn is not None:
         return wn == hn
     a, b = ip_int(w), ip_int(h)
@@ -167,12 +208,17 @@ class NftWalker:
         return values
 
     def _match(self, table: NftTable, stmt: MatchStmt, pkt: Packet) -> bool | Fork:
+        if any(header_absent(key, pkt) for key in stmt.lhs.keys):
+            return False
         values = self._values(stmt.lhs, pkt)
         if values is None:
             return Fork(f"unknown match {stmt.text}")
         if isinstance(values, Fork):
             return values
         rhs = stmt.rhs
+        name = "" if rhs.startswith("@") else _unknown_service(stmt.lhs.keys, rhs)
+        if name:
+            return Fork(f"unknown match {stmt.text} (port name {name} not known)")
         if rhs.startswith("@"):
             found = self._lookup_set(table, rhs[1:])
             if found is None:
@@ -208,6 +254,8 @@ class NftWalker:
             items = _anon_map(stmt.data) if stmt.data.startswith("{") else []
             n = stmt.numgen
             return [(1.0 / n, value, f"numgen {key[0]} of {n}") for key, value in items]
+        if any(header_absent(key, pkt) for key in stmt.lhs.keys):
+            return [(None, "", "no element")]
         values = self._values(stmt.lhs, pkt)
         if values is None:
             return Fork(f"unknown match {stmt.text}")

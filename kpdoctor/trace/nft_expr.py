@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 # left-hand sides: the words that start one, and how many words it takes
 _PAYLOAD = {"ip": {"saddr", "daddr", "protocol"}, "ip6": {"saddr", "daddr", "nexthdr"},
             "th": {"sport", "dport"}, "tcp": {"sport", "dport", "flags"}, "udp": {"sport", "dport"},
-            "sctp": {"sport", "dport"}, "udplite": {"sport", "dport"}}
+            "sctp": {"sport", "dport"}, "udplite": {"sport", "dport"},
+            "icmp": {"type", "code"}, "icmpv6": {"type", "code"}}
 _META_BARE = {"iifname", "oifname", "iif", "oif", "mark", "skuid", "skgid", "iiftype", "oiftype", "pkttype",
               "nfproto", "l4proto", "cgroup", "ibrname", "obrname", "iifgroup", "oifgroup", "cpu", "rtclassid"}
 _VERDICTS = {"accept", "drop", "return", "continue", "queue"}

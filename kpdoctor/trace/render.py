@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kpdoctor.trace.firewall_cause import firewall_cause, sentence
 from kpdoctor.trace.run import TraceResult, endpoint_set, outcomes
 
 _VERB = {"drop": "dropped", "reject": "rejected", "queue": "queued"}
@@ -57,16 +58,16 @@ def render_json(result: TraceResult) -> str:
 
 
 def explain(result: TraceResult) -> list[str]:
-    """Sentences naming the cause of each outcome that is not delivered."""
-    out: list[str] = []
+    """Sentences naming the cause of each outcome that is not delivered. Outcomes that differ only in what the
+    trace had to assume (an interface name it does not know, ...) are said once, with the assumptions named."""
+    entries: dict[tuple[str, tuple[str, ...]], list[list[str]]] = {}  # (share, sentences) -> assumption lists
     for o in outcomes(result):
         share = _pct(o["p"])
-        cond = f" (if {'; '.join(o['assumptions'])})" if o["assumptions"] else ""
         if o["verdict"] == "accept":
             where = _addr(result, o["final_dst"], o["final_dport"])
             nat = f", DNAT {o['dnat_to']}" if o["dnat_to"] else ", not translated"
             snat = " with source masqueraded" if o["masquerade"] else (f" SNAT to {o['snat_to']}" if o["snat_to"] else "")
-            out.append(f"{share}{cond}: delivered to {where}{nat}{snat}.")
+            entries.setdefault((share, (f"delivered to {where}{nat}{snat}.",)), []).append(o["assumptions"])
             continue
         by = o["decided_by"] or {}
         where = by.get("where", "")
@@ -75,21 +76,42 @@ def explain(result: TraceResult) -> list[str]:
         later = _later_chains(o["steps"])
         before = f" before {later}" if later else ""
         verb = _VERB.get(o["verdict"], o["verdict"])
-        out.append(f"{share}{cond}: {verb} by {_safe(where)} ({_safe(text)}) at {_safe(source) or 'n/a'}{before}.")
+        cause = firewall_cause(o["steps"], by)
+        fw = _safe(sentence(cause, by.get("kind") == "policy")) if cause else ""
+        nat = f" (after DNAT to {o['dnat_to']})" if o["dnat_to"] else ""
+        said = [f"{verb} by {_safe(where)} ({_safe(text)}) at {_safe(source) or 'n/a'}{before}{fw}{nat}."]
         for also in o["also_blocked_by"]:
-            out.append(f"  Fixing that is not enough: it would then be {_VERB.get(also.get('detail', ''), 'stopped')} by "
-                       f"{_safe(also.get('where', ''))} ({_safe(also.get('text', ''))}) at {_safe(also.get('source', ''))}.")
+            said.append(f"  Fixing that is not enough: it would then be {_VERB.get(also.get('detail', ''), 'stopped')} "
+                        f"by {_safe(also.get('where', ''))} ({_safe(also.get('text', ''))}) at "
+                        f"{_safe(also.get('source', ''))}.")
+        entries.setdefault((share, tuple(said)), []).append(o["assumptions"])
+    out: list[str] = []
+    for (share, sentences), conds in entries.items():
+        if len(conds) == 1:
+            cond = f" (if {'; '.join(conds[0])})" if conds[0] else ""
+        else:
+            labels = sorted({a.rsplit(": ", 1)[0] for c in conds for a in c})
+            cond = f" (in {len(conds)} assumed cases, on: {'; '.join(labels)})"
+        out.append(f"{share}{_safe(cond)}: {sentences[0]}")
+        out.extend(sentences[1:])
     if not result.complete:
         out.append("Partial: " + "; ".join(result.notes + ([result.error] if result.error else [])))
     return out
 
 
+# kube-proxy's chains a packet meets at each hook (iptables mode), first the one to name when it was not reached
+_KUBE_AT_HOOK = {"prerouting": ("KUBE-SERVICES", "KUBE-NODEPORTS"), "output": ("KUBE-SERVICES", "KUBE-NODEPORTS"),
+                 "forward": ("KUBE-FORWARD",), "input": ("KUBE-NODEPORTS",)}
+
+
 def _later_chains(steps: list[dict[str, str]]) -> str:
-    """Which kube-proxy chain the packet had not reached when it was stopped (for the explanation)."""
+    """Which kube-proxy chain of the hook where the packet was stopped it had not reached (for the explanation)."""
     seen = " ".join(s.get("text", "") for s in steps)
     if "KUBE-" not in seen:
         return ""  # not kube-proxy's iptables rules (nftables mode, or no kube-proxy on the path)
-    for chain in ("KUBE-FORWARD", "KUBE-NODEPORTS", "KUBE-SERVICES"):
+    hooks = [s.get("text", "").split(" ", 1)[0] for s in steps if s.get("kind") == "hook"]
+    hook = next((h for h in reversed(hooks) if h in _KUBE_AT_HOOK), "")
+    for chain in _KUBE_AT_HOOK.get(hook, ()):
         if chain not in seen:
             return chain
     return ""

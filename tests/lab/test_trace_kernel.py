@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import MappingProxyType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,10 +22,6 @@ from hypothesis import strategies as st
 
 from kpdoctor.lab import netns
 from kpdoctor.lab.apply import apply_iptables
-from kpdoctor.node.conntrack_text import parse_conntrack_entries
-from kpdoctor.node.state import Fact, NodeState
-from kpdoctor.trace.addresses import Endpoint
-from kpdoctor.trace.run import TraceRequest, endpoint_set, run_trace
 from tests.support.trace_kernel import (
     BLOCKED_CLIENT,
     FIREWALL,
@@ -36,8 +31,9 @@ from tests.support.trace_kernel import (
     NODE_IPS,
     REJECTED_CLIENT,
     RULES,
-    SENDER,
+    kernel_outcome,
     kube_proxy_table_only,
+    trace_in_lab,
     wire_trace_lab,
 )
 
@@ -107,37 +103,16 @@ def kernel(request: pytest.FixtureRequest) -> Iterator[KernelNode]:
 
 def _kernel_outcome(k: KernelNode, src: str, dst: str, dport: int, proto: str, count: int) -> list[str]:
     """Send `count` connections; the DNAT target ("ip:port", "" when not translated) of each confirmed one."""
-    netns.run(["conntrack", "-F"], netns=k.node, check=False)
-    netns.run(["python3", "-c", SENDER, src, dst, str(dport), proto, "41000", str(count)], netns=k.client,
-              timeout=30)
-    listed = netns.run(["conntrack", "-L", "-p", proto, "--orig-src", src, "--orig-dst", dst], netns=k.node,
-                       check=False).stdout
-    out = []
-    for e in parse_conntrack_entries(listed):
-        if e.dport != dport or not 41000 <= (e.sport or 0) < 41000 + count:
-            continue
-        translated = e.reply_src != dst or e.reply_sport != dport
-        out.append(f"{e.reply_src}:{e.reply_sport}" if translated else "")
-    return out
+    return kernel_outcome(k.node, k.client, src, dst, dport, proto, count)
 
 
 def _trace(k: KernelNode, src: str, dst: str, dport: int, proto: str) -> tuple[dict[str, float], set[str]]:
     """(endpoint -> probability over the branches that assumed nothing, every DNAT target any accepted branch
     reaches). They differ where the rules depend on state the dump cannot show (ClientIP affinity's
     `-m recent --rcheck`): then the kernel may pick any of the possible targets."""
-    dump_fact = "iptables-nft-save.txt" if k.mode == "iptables" else "nft-ruleset.json"
-    facts = {
-        dump_fact: Fact(dump_fact, k.dump, dump_fact, 0),
-        "ip-addr.json": Fact("ip-addr.json", k.ip_addr, "ip -j addr", 0),
-        "sysctl.txt": Fact("sysctl.txt", "net.ipv4.ip_forward = 1\n", "sysctl", 0),
-        "iptables-version.txt": Fact("iptables-version.txt", "iptables v1.8.9 (nf_tables)\n", "iptables -V", 0),
-    }
-    state = NodeState("lab-node", "bundle", MappingProxyType(facts))
-    req = TraceRequest("lab-node", Endpoint(src, None, None, "client"), Endpoint(dst, dport, proto, ""), proto,
-                       sport=41000, iif="n0")
-    result = run_trace(req, state, None)
+    result, predicted, possible = trace_in_lab(k.mode, k.dump, k.ip_addr, src, dst, dport, proto, "n0")
     assert not result.error
-    return endpoint_set(result), {leaf.dnat_to for leaf in result.leaves if leaf.verdict == "accept"}
+    return predicted, possible
 
 
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -9,7 +9,9 @@ ruleset is dumped (`nft -j list ruleset`: what the trace reads), a table of the 
 that matched (`# handle N`, its verdict) and each base chain's policy. For each packet, the trace must name the
 same base chains in the same order, the same matched rules (table, chain, handle) in the same order, and the
 same final verdict: the kernel's sequence must be the sequence of one of the trace's branches (a numgen branch
-point gives several branches with the same rules). Root only; namespaces with unique names, removed after.
+point gives several branches with the same rules). A second node holds kube-proxy's table beside a real
+firewalld table (`table inet firewalld` of a CentOS 8 host, tests/fixtures/realworld/firewalls/*/SOURCE) and is
+checked the same way. Root only; namespaces with unique names, removed after.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -36,6 +39,7 @@ from tests.support.trace_kernel import (
     GOOD_CLIENT,
     NFT_FIREWALL,
     NFT_RULES,
+    REAL_FIREWALLS,
     REJECTED_CLIENT,
     SENDER,
     kube_proxy_table_only,
@@ -118,19 +122,17 @@ def _send(m: Monitor, src: str, dst: str, dport: int, proto: str, sport: int) ->
     netns.run(["python3", "-c", SENDER, src, dst, str(dport), proto, str(sport), "1"], netns=m.client, timeout=30)
 
 
-@pytest.fixture(scope="module")
-def monitor() -> Iterator[Monitor]:
-    from conftest import require_root
-
-    require_root(*TOOLS)
+@contextmanager
+def _monitor(tables: list[str]) -> Iterator[Monitor]:
+    """A node namespace with kube-proxy's table and `tables` (nft -f texts, in order), dumped, then traced."""
     prefix = netns.unique_prefix("kpd-nm")
     node, client, pods = f"{prefix}-node", f"{prefix}-cli", f"{prefix}-pods"
     proc: subprocess.Popen[str] | None = None
     try:
         wire_trace_lab(node, client, pods, NODE_IP)
         netns.run(["nft", "-j", "-f", "-"], netns=node, input=kube_proxy_table_only(NFT_RULES.read_text()))
-        netns.run(["nft", "-f", "-"], netns=node, input=NFT_FIREWALL)
-        netns.run(["nft", "-f", "-"], netns=node, input=UFW_STYLE)
+        for text in tables:
+            netns.run(["nft", "-f", "-"], netns=node, input=text)
         dump = netns.run(["nft", "-j", "list", "ruleset"], netns=node).stdout
         ip_addr = netns.run(["ip", "-j", "addr"], netns=node).stdout
         netns.run(["nft", "-f", "-"], netns=node, input=TRACER)  # after the dump: not part of what is traced
@@ -162,6 +164,25 @@ def monitor() -> Iterator[Monitor]:
         netns.delete(client)
         netns.delete(pods)
         netns.delete(node)
+
+
+@pytest.fixture(scope="module")
+def monitor() -> Iterator[Monitor]:
+    from conftest import require_root
+
+    require_root(*TOOLS)
+    with _monitor([NFT_FIREWALL, UFW_STYLE]) as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def firewalld_monitor() -> Iterator[Monitor]:
+    """kube-proxy's table beside a real firewalld table (tests/fixtures/realworld/firewalls/firewalld-centos8-nft)."""
+    from conftest import require_root
+
+    require_root(*TOOLS)
+    with _monitor([(REAL_FIREWALLS / "firewalld-centos8-nft" / "dump.txt").read_text()]) as m:
+        yield m
 
 
 @dataclass(frozen=True)
@@ -264,3 +285,35 @@ def test_ufw_style_default_deny_input(monitor: Monitor, dport: int, verdict: str
     assert "inet kpd-ufw ufw-input" in kernel.chains and kernel.verdict == verdict
     leaves = _trace(monitor, GOOD_CLIENT, NODE_IP, dport, "tcp", sport)
     assert [trace_path(leaf) for leaf in leaves] == [kernel]
+
+
+# the real firewalld table: ClusterIPs and NodePorts (forwarded: firewalld's filter_FORWARD rejects them), the
+# node's ports firewalld's public zone allows (ssh, 9090) or not, UDP to the ssh port (`tcp dport ssh` is TCP only)
+FIREWALLD_CASES = [
+    (GOOD_CLIENT, "10.96.150.31", 443, "tcp"),
+    (GOOD_CLIENT, "10.96.150.33", 53, "udp"),
+    (GOOD_CLIENT, NODE_IP, 31130, "tcp"),
+    (GOOD_CLIENT, NODE_IP, 31131, "tcp"),
+    (GOOD_CLIENT, NODE_IP, 22, "tcp"),
+    (GOOD_CLIENT, NODE_IP, 9090, "tcp"),
+    (GOOD_CLIENT, NODE_IP, 8080, "tcp"),
+    (GOOD_CLIENT, NODE_IP, 22, "udp"),
+    (GOOD_CLIENT, "10.99.7.7", 80, "tcp"),
+]
+
+
+@pytest.mark.parametrize(("src", "dst", "dport", "proto"), FIREWALLD_CASES,
+                         ids=[f"{d}:{p}/{t}" for _, d, p, t in FIREWALLD_CASES])
+def test_real_firewalld_equals_nft_monitor_trace(firewalld_monitor: Monitor, src: str, dst: str, dport: int,
+                                                 proto: str) -> None:
+    """The kernel's base chains, matched rules (jumps and gotos through firewalld's zone chains included) and
+    verdict are those of one of the trace's branches (the trace forks on `oifname`: routing is not evaluated)."""
+    sport = 43000 + FIREWALLD_CASES.index((src, dst, dport, proto))
+    firewalld_monitor.drain()
+    _send(firewalld_monitor, src, dst, dport, proto, sport)
+    time.sleep(0.4)
+    kernel = kernel_path(firewalld_monitor.drain(), sport, proto)
+    assert any(c.startswith("inet firewalld ") for c in kernel.chains), kernel
+    predicted = [trace_path(leaf) for leaf in _trace(firewalld_monitor, src, dst, dport, proto, sport)]
+    assert kernel in predicted, (f"{src} -> {dst}:{dport}/{proto}\nkernel: {kernel}\ntrace branches:\n"
+                                 + "\n".join(map(str, predicted)))

@@ -5,12 +5,19 @@ rulesets, the client addresses, the host firewall added on top, and the packet s
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 from pathlib import Path
+from types import MappingProxyType
 
 from kpdoctor.lab import netns
+from kpdoctor.node.conntrack_text import parse_conntrack_entries
+from kpdoctor.node.state import Fact, NodeState
+from kpdoctor.trace.addresses import Endpoint
+from kpdoctor.trace.run import TraceRequest, TraceResult, endpoint_set, run_trace
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trace"
+REAL_FIREWALLS = Path(__file__).resolve().parents[1] / "fixtures" / "realworld" / "firewalls"
 RULES = FIXTURES / "edge-1-iptables-nft-save.txt"
 NFT_RULES = FIXTURES / "edge-2-nft-ruleset.json"
 NODE_IPS = {"iptables": "10.81.0.2", "nftables": "10.82.0.2"}  # each node's InternalIP in the capture
@@ -52,10 +59,13 @@ SENDER = textwrap.dedent("""
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((src, int(base) + i))
         s.setblocking(False)
-        if proto == "tcp":
-            s.connect_ex((dst, int(dport)))
-        else:
-            s.sendto(b"kpdoctor-trace", (dst, int(dport)))
+        try:  # a locally generated packet that a rule rejects fails here (EPERM): the kernel's answer, not an error
+            if proto == "tcp":
+                s.connect_ex((dst, int(dport)))
+            else:
+                s.sendto(b"kpdoctor-trace", (dst, int(dport)))
+        except OSError:
+            pass
         socks.append(s)
     time.sleep(0.3)
     for s in socks:
@@ -82,3 +92,88 @@ def wire_trace_lab(node: str, client: str, pods: str, node_ip: str) -> None:
     netns.add_route(node, "10.244.0.0/16", dev="pods0")
     netns.add_route(node, "default", dev="pods0")  # a real node has a default route
     netns.sysctl(node, "net.ipv4.ip_forward", "1")
+
+
+SPORT_BASE = 41000
+
+
+def kernel_outcome(node: str, sender: str, src: str, dst: str, dport: int, proto: str, count: int) -> list[str]:
+    """Send `count` connections from `src` (in namespace `sender`, which may be the node itself) and read the
+    node's conntrack table: the DNAT target ("ip:port", "" when not translated) of each confirmed connection.
+    No entry: a rule dropped or rejected the packet before conntrack confirmed it."""
+    netns.run(["conntrack", "-F"], netns=node, check=False)
+    netns.run(["python3", "-c", SENDER, src, dst, str(dport), proto, str(SPORT_BASE), str(count)], netns=sender,
+              timeout=30)
+    listed = netns.run(["conntrack", "-L", "-p", proto, "--orig-src", src, "--orig-dst", dst], netns=node,
+                       check=False).stdout
+    out = []
+    for e in parse_conntrack_entries(listed):
+        if e.dport != dport or not SPORT_BASE <= (e.sport or 0) < SPORT_BASE + count:
+            continue
+        translated = e.reply_src != dst or e.reply_sport != dport
+        out.append(f"{e.reply_src}:{e.reply_sport}" if translated else "")
+    return out
+
+
+def trace_in_lab(mode: str, dump: str, ip_addr: str, src: str, dst: str, dport: int, proto: str,
+                 iif: str | None) -> tuple[TraceResult, dict[str, float], set[str]]:
+    """Trace one packet on what the namespace's kernel dumped (`iptables-nft-save` or `nft -j list ruleset`) with
+    its own `ip -j addr`: (the result, endpoint -> probability over branches that assumed nothing, every DNAT
+    target ("" when not translated) any accepted branch reaches)."""
+    dump_fact = "iptables-nft-save.txt" if mode == "iptables" else "nft-ruleset.json"
+    facts = {
+        dump_fact: Fact(dump_fact, dump, dump_fact, 0),
+        "ip-addr.json": Fact("ip-addr.json", ip_addr, "ip -j addr", 0),
+        "sysctl.txt": Fact("sysctl.txt", "net.ipv4.ip_forward = 1\n", "sysctl", 0),
+        "iptables-version.txt": Fact("iptables-version.txt", "iptables v1.8.9 (nf_tables)\n", "iptables -V", 0),
+    }
+    state = NodeState("lab-node", "bundle", MappingProxyType(facts))
+    req = TraceRequest("lab-node", Endpoint(src, None, None, "client"), Endpoint(dst, dport, proto, ""), proto,
+                       sport=SPORT_BASE, iif=iif)
+    result = run_trace(req, state, None)
+    return result, endpoint_set(result), {leaf.dnat_to for leaf in result.leaves if leaf.verdict == "accept"}
+
+
+def iptables_s_to_restore(text: str, table: str = "filter") -> str:
+    """`iptables -S` output (-P/-N/-A lines of one table) as `iptables-restore --noflush` input: built-in chains
+    keep their rules (only the policy is set), user chains are created, rules are appended."""
+    head, rules = [f"*{table}"], []
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["-P"] and len(words) == 3:
+            head.append(f":{words[1]} {words[2]} [0:0]")
+        elif words[:1] == ["-N"] and len(words) == 2:
+            head.append(f":{words[1]} - [0:0]")
+        elif words[:1] == ["-A"]:
+            rules.append(line)
+    return "\n".join([*head, *rules, "COMMIT", ""])
+
+
+# Local delivery needs a listener: the kernel kills an unconfirmed-reply TCP conntrack entry when the node answers a
+# SYN with a RST, so a packet that the rules accepted would look dropped. Bounded: it exits after `seconds`.
+LISTENER = textwrap.dedent("""
+    import socket, sys, time
+    seconds, ports = float(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+    socks = []
+    for port in ports:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(64)
+        socks.append(s)
+    print("listening", flush=True)
+    time.sleep(seconds)
+""")
+
+
+def start_listener(node: str, ports: list[int], seconds: float = 1200.0) -> subprocess.Popen[str]:
+    """TCP listeners on `ports` in namespace `node` (the caller stops the process it gets back, by its PID)."""
+    proc = subprocess.Popen(["ip", "netns", "exec", node, "python3", "-c", LISTENER, str(seconds),
+                             *map(str, ports)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "listening":
+        proc.kill()
+        proc.wait(timeout=10)
+        raise RuntimeError(f"listener in {node} did not start (exit {proc.poll()})")
+    return proc

@@ -29,8 +29,12 @@ from kpdoctor.trace.addresses import Endpoint
 from kpdoctor.trace.render import render_json, render_text
 from kpdoctor.trace.run import TraceRequest, run_trace
 
-CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "realworld" / "dumps"
-DUMPS = sorted(p for p in CORPUS.iterdir() if (p / "dump.txt").is_file())
+REALWORLD = Path(__file__).resolve().parents[1] / "fixtures" / "realworld"
+CORPUS = REALWORLD / "dumps"
+# host firewalls as their users pasted them (ufw + Docker `iptables -S`, firewalld's `nft list table`): no expect.json,
+# they are not kube-proxy dumps; each must trace like any other
+FIREWALLS = REALWORLD / "firewalls"
+DUMPS = sorted(p for corpus in (CORPUS, FIREWALLS) for p in corpus.iterdir() if (p / "dump.txt").is_file())
 MAX_FRONTENDS = 6  # per dump: bounded
 NODE = "10.0.0.1"
 SOURCES = {4: ("203.0.113.10", "10.244.1.5", NODE), 6: ("2001:db8::10", "fd00:10:244::5", "fd00::1")}
@@ -65,13 +69,15 @@ def _targets(text: str, name: str) -> list[tuple[str, int, str]]:
 
 
 def test_the_corpus_is_there() -> None:
-    assert len(DUMPS) >= 30
+    assert len(DUMPS) >= 32
+    assert {p.name for p in FIREWALLS.iterdir()} >= {"ufw-docker-iptables-S", "firewalld-centos8-nft"}
 
 
 @pytest.mark.parametrize("case", DUMPS, ids=[p.name for p in DUMPS])
 def test_every_real_dump_traces_without_a_crash(case: Path) -> None:
     text = (case / "dump.txt").read_text(encoding="utf-8", errors="replace")
-    expect = json.loads((case / "expect.json").read_text(encoding="utf-8"))
+    found = case / "expect.json"
+    expect = json.loads(found.read_text(encoding="utf-8")) if found.is_file() else {}
     if "error" in expect:  # the corpus says kpdoctor refuses it, in one line
         with pytest.raises(InputError, match=re.escape(expect["error"])):
             analyze_text(text, case.name)
