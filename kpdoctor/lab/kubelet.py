@@ -308,6 +308,23 @@ def _remove_sandbox_netns(cached: Path) -> None:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=20, check=False)
 
 
+def _sandbox_netns_names(ctr: list[str]) -> set[str]:
+    """The /run/netns/cni-* names of every container of this lab's containerd (running or not): containerd
+    bind-mounts them inside the lab's mount namespace, so on the host each stays an empty file once that
+    namespace is gone (the libcni cache misses sandboxes whose network was never set up or already torn down)."""
+    names: set[str] = set()
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        ids = subprocess.run([*ctr, "containers", "ls", "-q"], capture_output=True, text=True, timeout=20).stdout.split()
+        for cid in ids[:500]:
+            info = subprocess.run([*ctr, "containers", "info", cid], capture_output=True, text=True, timeout=20).stdout
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                for ns in json.loads(info).get("Spec", {}).get("linux", {}).get("namespaces", []):
+                    path = Path(str(ns.get("path") or ""))
+                    if ns.get("type") == "network" and path.parent.name == "netns" and path.name.startswith("cni-"):
+                        names.add(path.name)
+    return names
+
+
 def teardown(state_dir: Path, prefix: str) -> list[str]:
     """Stop kubelet, every container, containerd and its shims; unmount the namespace; remove the cgroups
     and the socket directory."""
@@ -320,8 +337,10 @@ def teardown(state_dir: Path, prefix: str) -> list[str]:
         if proc.role == "kubelet":
             procs.stop(proc)
             removed.append(f"kubelet[{proc.pid}]")
+    sandbox_netns: set[str] = set()
     if Path(rec.socket).exists():
         ctr = ["ctr", "-a", rec.socket, "-n", "k8s.io"]
+        sandbox_netns = _sandbox_netns_names(ctr)
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             tasks = subprocess.run([*ctr, "tasks", "ls", "-q"], capture_output=True, text=True, timeout=20).stdout.split()
             for task in tasks:
@@ -342,6 +361,10 @@ def teardown(state_dir: Path, prefix: str) -> list[str]:
         procs.stop(proc)
     for mount in reversed(rec.mounts):
         subprocess.run(["umount", "-l", mount], capture_output=True, timeout=20, check=False)
+    for name in sorted(sandbox_netns):  # after the lab's mount namespace is gone: plain files on the host now
+        if (Path("/run/netns") / name).exists():
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=20, check=False)
+            removed.append(f"netns {name}")
     for hierarchy in sorted(CGROUP_BASE.iterdir()) if CGROUP_BASE.is_dir() else []:
         top = hierarchy / rec.cgroup
         if not top.is_dir():  # "unified" too: runc makes the same path in the v2 hierarchy

@@ -152,12 +152,15 @@ def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
         sandboxes = subprocess.run(["ctr", "-a", socket, "-n", "k8s.io", "tasks", "ls", "-q"], capture_output=True,
                                    text=True, timeout=20, check=True).stdout.split()  # fmt: skip
         assert [p for t in sandboxes for p in kubelet.CNI_CACHE.glob(f"*-{t}-*")], "no CNI result cached"
+        sandbox_netns = kubelet._sandbox_netns_names(["ctr", "-a", socket, "-n", "k8s.io"])
+        assert sandbox_netns, "no sandbox network namespace found"
     assert not kubelet._shims(socket)
     assert not [p for p in Path("/sys/fs/cgroup").glob(f"*/{cgroup}")]
     assert mount_ns not in Path("/proc/self/mountinfo").read_text()
     assert not (tmp_path / "klab").exists()
     assert not kubelet.socket_dir(state.prefix).exists()
     assert not [p for t in sandboxes for p in kubelet.CNI_CACHE.glob(f"*-{t}-*")]  # the host's libcni cache
+    assert not [n for n in sandbox_netns if (Path("/run/netns") / n).exists()]  # /run/netns/cni-* of its pods
     assert shutil.which("containerd")  # the package stays; only what `up` started is gone
 
 
