@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
+from kpdoctor.dataplane.chain_owners import grep_v_kube_spares
 from kpdoctor.dataplane.chain_owners import kube_proxy_chains as _owned_by_kube_proxy
 from kpdoctor.gate.context import GateContext
 from kpdoctor.gate.model import (
@@ -48,6 +49,12 @@ def kube_proxy_chains(dump: IptablesView | None) -> list[str]:
     if dump is None:
         return []
     return [name for table, chains in dump.policies.items() for name in _owned_by_kube_proxy(table, chains)]
+
+
+def _by_hand(dump: IptablesView | None, save: str, restore: str) -> str:
+    """`save | grep -v KUBE | restore`, unless that would also delete kube-router's KUBE-* chains."""
+    spares = grep_v_kube_spares(dump.policies if dump else {}, save, restore)
+    return spares or command(save, Lit("|"), "grep", "-v", "KUBE", Lit("|"), restore)
 
 
 def _dump_body(text: str) -> str:
@@ -103,11 +110,12 @@ def node_leftovers(state: NodeState) -> NodeLeftovers:
         if body in seen_dumps:
             continue
         seen_dumps.add(body)
-        chains = kube_proxy_chains(parsed.iptables(fact))
+        dump = parsed.iptables(fact)
+        chains = kube_proxy_chains(dump)
         if chains:
             items.append(CleanupItem(f"{label}: {_summary(chains)}", (
                 command("kube-proxy", "--cleanup"),
-                command(save, Lit("|"), "grep", "-v", "KUBE", Lit("|"), restore),
+                _by_hand(dump, save, restore),
             )))
     for family in (t.rsplit(" ", 1)[0] for t in kube_proxy_nft_tables(state.text("nft-ruleset.json") or "")):
         items.append(CleanupItem(f"nftables: table {family} kube-proxy", (

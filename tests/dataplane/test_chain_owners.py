@@ -19,6 +19,7 @@ from kpdoctor.gate.cleanup import kube_proxy_chains as gate_kube_proxy_chains
 from kpdoctor.gate.cleanup import node_leftovers
 from kpdoctor.node.parsed import ParsedNode, parse_iptables_view
 from kpdoctor.node.state import Fact, NodeState
+from tests.support.kube_router import KUBE_PROXY_CHAINS, k3s_kube_router_save
 
 DUMPS = Path(__file__).resolve().parents[1] / "fixtures" / "realworld"
 # Real: kube-proxy IPVS mode beside an old kubelet, both KUBE-FIREWALL chains (see SOURCE beside it).
@@ -48,6 +49,13 @@ filter f2b-sshd fail2ban
 filter INPUT_direct firewalld
 filter INPUT -
 nat kind-masq-agent -
+filter KUBE-ROUTER-INPUT kube-router
+filter KUBE-ROUTER-FORWARD kube-router
+filter KUBE-ROUTER-OUTPUT kube-router
+nat KUBE-ROUTER-SERVICES kube-router
+filter KUBE-NWPLCY-DEFAULT kube-router
+filter KUBE-NWPLCY-ZZSW4TF5Z4TPKJKX kube-router
+filter KUBE-POD-FW-MLN43CE5BLFI7QUX kube-router
 """
 
 
@@ -124,3 +132,28 @@ def test_host_firewall_prefixes_are_derived() -> None:
 
     assert set(FIREWALL_CHAIN_PREFIXES) == {"ufw-", "ufw6-", "f2b-", "IN_public", "FWDI_", "INPUT_direct", "cali-"}
     assert all(co.owner("filter", p + "x") in co.HOST_FIREWALL_OWNERS for p in FIREWALL_CHAIN_PREFIXES)
+
+
+def test_kube_router_chains_are_not_kube_proxys() -> None:
+    """k3s' kube-router chains are neither counted by the check side nor removed by the gate's cleanup plan."""
+    state = _node(k3s_kube_router_save())  # real k3s dump: kube-router beside kube-proxy
+    dump = ParsedNode(state).iptables("iptables-save.txt")
+    assert dump is not None and len(dump.chains("filter")) == 21  # 3 built-in + 18 `-N` lines
+    check_side = dump.kube_chains()
+    assert check_side == {"filter": list(KUBE_PROXY_CHAINS)}
+    assert Counter(check_side["filter"]) == Counter(gate_kube_proxy_chains(dump))
+    assert co.chains_of(co.KUBE_ROUTER, "filter", dump.policies["filter"]) == [
+        "KUBE-NWPLCY-DEFAULT", "KUBE-POD-FW-MLN43CE5BLFI7QUX", "KUBE-POD-FW-PWYWJNCVCCM6XMKB",
+        "KUBE-POD-FW-QTYSHUKQZGTBE67I", "KUBE-ROUTER-FORWARD", "KUBE-ROUTER-INPUT", "KUBE-ROUTER-OUTPUT"]
+    (item,) = node_leftovers(state).items
+    assert item.what.startswith("iptables (default backend): 5 KUBE-* chains (")
+    assert "KUBE-ROUTER" not in item.what and "KUBE-POD-FW" not in item.what
+    # the by-hand `iptables-save | grep -v KUBE | iptables-restore` would delete kube-router's chains too
+    assert item.commands[0] == "kube-proxy --cleanup"
+    assert item.commands[1].startswith("# not `iptables-save | grep -v KUBE | iptables-restore`")
+    assert "kube-router's 7 chains" in item.commands[1]
+
+
+def test_without_kube_router_the_by_hand_cleanup_stays() -> None:
+    (item,) = node_leftovers(_node(TWO_FIREWALLS.read_text())).items
+    assert item.commands[1] == "iptables-save | grep -v KUBE | iptables-restore"
