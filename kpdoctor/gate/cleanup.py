@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
 from kpdoctor.dataplane.chain_owners import grep_v_kube_spares
 from kpdoctor.dataplane.chain_owners import kube_proxy_chains as _owned_by_kube_proxy
+from kpdoctor.dataplane.nft_structure import parse_nft_structure
 from kpdoctor.gate.context import GateContext
 from kpdoctor.gate.model import (
     CleanupItem,
@@ -63,16 +64,9 @@ def _dump_body(text: str) -> str:
 
 
 def kube_proxy_nft_tables(ruleset_json: str) -> list[str]:
-    try:
-        doc = json.loads(ruleset_json or "{}")
-    except (json.JSONDecodeError, RecursionError):  # a hostile node: malformed or absurdly deep
-        return []
-    tables = []
-    for item in doc.get("nftables", []) if isinstance(doc, dict) else []:
-        table = item.get("table") if isinstance(item, dict) else None
-        if isinstance(table, dict) and table.get("name") == "kube-proxy":
-            tables.append(f"{table.get('family', 'ip')} kube-proxy")
-    return tables
+    """`family kube-proxy` for each kube-proxy table of `nft -j list ruleset` (read by the one light nft reader)."""
+    found = parse_nft_structure(ruleset_json) if ruleset_json else None
+    return [f"{family} kube-proxy" for family, name in (found.tables if found else ()) if name == "kube-proxy"]
 
 
 def _has_kube_ipvs0(addr_json: str) -> bool:
