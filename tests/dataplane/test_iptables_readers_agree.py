@@ -3,7 +3,7 @@
 The readers: the strict parser (`parse_iptables_save`), its lenient mode, the structure view the checks read
 outside a scan (`kpdoctor.node.parsed.parse_iptables_view`) and inside one (`NodeDumps.light`, derived from the
 scan's one full parse), the gate's leftover count (`kpdoctor.gate.cleanup.kube_proxy_chains`) and the node
-summary's declared chains (`kpdoctor.node.summary.chains_by_table`, still its own string splits: see there). The inputs are
+summary's declared chains (`kpdoctor.node.summary.chains_by_table`: the parser, declarations only). The inputs are
 hand-made odd and hostile shapes (this is the last resort the test says so: each is one thing a real dump or a
 hostile node can hold - quoting, negation, CRLF, a cut dump, NUL, a 4 MiB line); the expected values are counted
 by hand from each text, not taken from a parser.
@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 import pytest
 
-from kpdoctor.dataplane.iptables_save import parse_iptables_save
+from kpdoctor.dataplane.iptables_save import line_chain, line_kind, parse_iptables_save
 from kpdoctor.errors import InputError
 from kpdoctor.gate.cleanup import kube_proxy_chains
 from kpdoctor.node.dumps import NodeDumps
@@ -105,8 +105,8 @@ def test_every_reader_agrees(name: str) -> None:
     assert _structure(view) == _structure(in_scan) == (chains, rules)
     assert kube_proxy_chains(view) == kube_proxy_chains(in_scan) == [
         c for t in chains for c in chains[t] if c.startswith("KUBE-")]
-    # the node summary's fast reader (string splits over the declarations, for the iptables-wrappers choice):
-    # the same declared chains; it reads declarations only, so the chain of a rule without one is not among them
+    # the node summary's reader (the same parser, lenient and declarations only: `rules=False`): the same declared
+    # chains; it passes over the `-A` lines, so the chain of a rule without a declaration is not among them
     declared = {t: [c for c in names if c != "KUBE-SEP-Y"] for t, names in chains.items()}
     assert chains_by_table(text) == declared
     # rule line numbers agree too (the view numbers lines as the parser does: on "\n" only)
@@ -121,3 +121,24 @@ def test_the_4mib_rule_is_read_whole() -> None:
     view = parse_iptables_view(CASES["4 MiB line"][0])
     (rule,) = view.chain_rules("nat", "KUBE-SERVICES")
     assert rule.target == "KUBE-SVC-X" and len(rule.line) > 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_line_classifier_is_the_parsers(name: str) -> None:
+    """`line_kind`/`line_chain` (the delta engine's per-line view) say of each line what the parser did with it."""
+    text = CASES[name][0]
+    dump = parse_iptables_save(text, "dump", lenient=True)
+    rules = {i: (c.name, t) for t, tb in dump.tables.items() for c in tb.chains.values() for i in c.idx}
+    decls = {c.line - 1: c.name for tb in dump.tables.values() for c in tb.chains.values()}
+    problems = {int(p.where.rsplit(":", 1)[1]) - 1 for p in dump.problems}
+    lines = text.replace("\r\n", "\n").split("\n")
+    for i, line in enumerate(lines):
+        kind = line_kind(line)
+        if kind == "rule":  # in the chain it names, or rejected with its line number
+            assert rules[i][0] == line_chain(line, kind) if i in rules else i in problems, (i, line[:80])
+        elif kind == "decl":
+            assert decls[i] == line_chain(line, kind) if i in decls else i in problems, (i, line[:80])
+        elif kind == "skip":
+            assert i not in rules and i not in decls and i not in problems
+        else:  # table lines, COMMIT, rules with counters, garbage: the parser's own business, never a declaration
+            assert i not in decls
