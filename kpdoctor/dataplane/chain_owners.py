@@ -134,3 +134,22 @@ def grep_v_kube_spares(tables: Mapping[str, Iterable[str]], save: str, restore: 
         return None
     return (f"# not `{save} | grep -v KUBE | {restore}`: it would also delete kube-router's {len(router)} chains "
             "(KUBE-ROUTER-*, KUBE-NWPLCY-*, KUBE-POD-FW-*); use `kube-proxy --cleanup`")
+
+
+# ipsets named KUBE-*: kube-proxy's IPVS mode (KUBE-CLUSTER-IP, KUBE-LOOP-BACK, KUBE-NODE-PORT-TCP, ...) and
+# kube-router's network policy controller (`kubeSourceIPSetPrefix` "KUBE-SRC-", `kubeDestinationIPSetPrefix`
+# "KUBE-DST-", in the same source file as its chain names).
+KUBE_ROUTER_IPSET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-")
+
+
+def kube_proxy_ipsets(names: Iterable[str]) -> list[str]:
+    """The names in `names` (ipsets) that are kube-proxy's, in their order."""
+    return [n for n in names if n.startswith(_KUBE_PREFIX) and not n.startswith(KUBE_ROUTER_IPSET_PREFIXES)]
+
+
+def ipset_cleanup_words(names: Iterable[str]) -> tuple[str, ...]:
+    """The words of `ipset list -n | grep ^KUBE- | xargs -r -n1 ipset destroy` (shell pipes as "|"), with a
+    `grep -v` sparing kube-router's sets when `names` (the node's ipsets) hold any."""
+    spare = ("|", "grep", "-v", "-e", "^KUBE-SRC-", "-e", "^KUBE-DST-") \
+        if any(n.startswith(KUBE_ROUTER_IPSET_PREFIXES) for n in names) else ()
+    return ("ipset", "list", "-n", "|", "grep", "^KUBE-", *spare, "|", "xargs", "-r", "-n1", "ipset", "destroy")

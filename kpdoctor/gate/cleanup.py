@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
-from kpdoctor.dataplane.chain_owners import grep_v_kube_spares
+from kpdoctor.dataplane.chain_owners import grep_v_kube_spares, ipset_cleanup_words, kube_proxy_ipsets
 from kpdoctor.dataplane.chain_owners import kube_proxy_chains as _owned_by_kube_proxy
 from kpdoctor.dataplane.nft_structure import parse_nft_structure
 from kpdoctor.gate.context import GateContext
@@ -119,10 +119,10 @@ def node_leftovers(state: NodeState) -> NodeLeftovers:
         items.append(CleanupItem(f"IPVS: {ipvs} virtual services", ("kube-proxy --cleanup", "ipvsadm --clear")))
     if _has_kube_ipvs0(state.text("ip-addr.json") or ""):
         items.append(CleanupItem("dummy interface kube-ipvs0", ("ip link delete kube-ipvs0",)))
-    sets = [name for name in parsed.ipsets or () if name.startswith("KUBE-")]
+    sets = kube_proxy_ipsets(parsed.ipsets or ())  # kube-router's KUBE-SRC-*/KUBE-DST-* stay
     if sets:
         items.append(CleanupItem(f"ipset: {len(sets)} KUBE-* sets ({', '.join(sets[:3])}{', ...' if len(sets) > 3 else ''})",
-                                 ("ipset list -n | grep '^KUBE-' | xargs -r -n1 ipset destroy",)))
+                                 (command(*(Lit(w) if w == "|" else w for w in ipset_cleanup_words(parsed.ipsets or ()))),)))
     missing = tuple(
         " or ".join(group) for group in REQUIRED_FACTS if not any(state.text(f) is not None for f in group)
     )

@@ -157,3 +157,29 @@ def test_kube_router_chains_are_not_kube_proxys() -> None:
 def test_without_kube_router_the_by_hand_cleanup_stays() -> None:
     (item,) = node_leftovers(_node(TWO_FIREWALLS.read_text())).items
     assert item.commands[1] == "iptables-save | grep -v KUBE | iptables-restore"
+
+
+# `ipset list` as ipset prints it; the names are hand-made in the shapes the two sources define (kube-proxy
+# pkg/proxy/ipvs/ipset.go: KUBE-CLUSTER-IP, KUBE-LOOP-BACK; kube-router: "KUBE-SRC-"/"KUBE-DST-" + 16 base32)
+IPSETS_ROUTER = "Name: KUBE-SRC-MDS4VXHW5BS46X4W\nType: hash:ip\n\nName: KUBE-DST-VT3EM5JBT4XCQ4Y6\nType: hash:ip\n"
+IPSETS_BOTH = IPSETS_ROUTER + "\nName: KUBE-CLUSTER-IP\nType: hash:ip,port\n\nName: KUBE-LOOP-BACK\nType: hash:ip,port,ip\n"
+
+
+def _ipset_node(listing: str) -> NodeState:
+    facts = {"ipset-list.txt": Fact("ipset-list.txt", listing), "iptables-save.txt": Fact("iptables-save.txt", "")}
+    return NodeState("n1", "bundle", MappingProxyType(facts))
+
+
+def test_kube_routers_ipsets_are_not_kube_proxys() -> None:
+    from kpdoctor.service_proxy import presence
+
+    assert co.kube_proxy_ipsets(["KUBE-SRC-MDS4VXHW5BS46X4W", "KUBE-CLUSTER-IP", "KUBE-DST-X", "cali40all"]) == [
+        "KUBE-CLUSTER-IP"]
+    router_only = _ipset_node(IPSETS_ROUTER)
+    assert node_leftovers(router_only).items == ()
+    assert presence(ParsedNode(router_only)).ipvs == ""  # no IPVS evidence: not kube-proxy's
+    (item,) = node_leftovers(_ipset_node(IPSETS_BOTH)).items
+    assert item.what == "ipset: 2 KUBE-* sets (KUBE-CLUSTER-IP, KUBE-LOOP-BACK)"
+    assert item.commands == ("ipset list -n | grep '^KUBE-' | grep -v -e '^KUBE-SRC-' -e '^KUBE-DST-' "
+                             "| xargs -r -n1 ipset destroy",)
+    assert "2 KUBE-* sets" in presence(ParsedNode(_ipset_node(IPSETS_BOTH))).ipvs
