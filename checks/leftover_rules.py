@@ -11,10 +11,11 @@ to the wrong place, or is handled twice by two dataplanes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from kpdoctor.checks._common import KUBE_PROXY_CLI_DOCS, unknown_kube_proxy
 from kpdoctor.comparison import iptables_rules_key
+from kpdoctor.dataplane.chain_owners import grep_v_kube_spares, ipset_cleanup_words
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.node_only import is_node_only
@@ -22,9 +23,14 @@ from kpdoctor.service_proxy import UNKNOWN, presence
 from kpdoctor.shellcmd import Lit, command
 
 
-def iptables_cleanup(node: str, key: str) -> list[str]:
+def iptables_cleanup(node: str, key: str, tables: Mapping[str, Iterable[str]] | None = None) -> list[str]:
+    """Save, then drop every KUBE-* line; `tables` (the dump's table -> chains): with kube-router's KUBE-* chains
+    in it, the grep would delete them too, so it is not offered."""
     save = "iptables-legacy-save" if "legacy" in key else "iptables-save"
     restore = "iptables-legacy-restore" if "legacy" in key else "iptables-restore"
+    spares = grep_v_kube_spares(tables or {}, save, restore)
+    if spares:
+        return [command(save, Lit(">"), "/root/iptables-before-cleanup.txt", on=node), spares]
     return [
         command(save, Lit(">"), "/root/iptables-before-cleanup.txt", on=node),
         command(save, Lit("|"), "grep", "-v", "KUBE", Lit("|"), restore, on=node,
@@ -92,7 +98,8 @@ class LeftoverRules(NodeCheck):
                     if not chains:
                         continue
                     evidence = [f"{key}: iptables-mode chains {', '.join(chains[:4])} ({len(chains)} in all)"]
-                commands = iptables_cleanup(node.name, key)
+                dump = p.iptables(key)
+                commands = iptables_cleanup(node.name, key, dump.policies if dump else None)
             elif other == "nftables":
                 evidence = [pres.nftables]
                 commands = [command("nft", "list", "table", "ip", "kube-proxy", Lit(">"),
@@ -104,8 +111,8 @@ class LeftoverRules(NodeCheck):
                 commands = [command("ipvsadm", "--save", "-n", Lit(">"), "/root/ipvs-before-cleanup.txt", on=node.name),
                             command("ipvsadm", "--clear", on=node.name),
                             command("ip", "link", "delete", "kube-ipvs0", on=node.name),
-                            command("ipset", "list", "-n", Lit("|"), "grep", "^KUBE-", Lit("|"), "xargs", "-r", "-n1",
-                                    "ipset", "destroy", on=node.name)]
+                            command(*(Lit(w) if w == "|" else w for w in ipset_cleanup_words(p.ipsets or ())),
+                                    on=node.name)]
             replacement = ""
             if mode is None and ctx.cluster.cilium_daemonsets:
                 replacement = " (Cilium handles Services here; these rules compete with it)"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from kpdoctor.cluster.config import KubeProxyConfig, apply_flags, config_path_from_args
 from kpdoctor.cluster.model import DaemonSet, Node, Pod
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState, NodeProxyConfig, kube_proxy_argv
+from kpdoctor.dataplane.chain_owners import kube_proxy_ipsets
 from kpdoctor.node.parsed import ParsedNode
 
 DAEMONSET = "daemonset"
@@ -142,7 +143,7 @@ def presence(p: ParsedNode) -> Presence:
         ipvs_parts.append(f"ipvsadm-save.txt: {len(p.ipvs_services)} virtual servers")
     if any(i.name == "kube-ipvs0" for i in p.interfaces or ()):
         ipvs_parts.append("ip-addr.json: interface kube-ipvs0")
-    kube_sets = [s for s in p.ipsets or () if s.startswith("KUBE-")]
+    kube_sets = kube_proxy_ipsets(p.ipsets or ())  # kube-router's KUBE-SRC-*/KUBE-DST-* are no IPVS evidence
     if kube_sets:
         ipvs_parts.append(f"ipset-list.txt: {len(kube_sets)} KUBE-* sets (e.g. {kube_sets[0]})")
     return Presence(default, legacy, ipvs_chains, nft, "; ".join(ipvs_parts))

@@ -11,7 +11,14 @@ The kubelet's chains, from kubelet `pkg/kubelet/kubelet_network_linux.go` (v1.28
   iptables mode ensures an identical copy of that chain, but the kubelet keeps re-creating it after
   kube-proxy is gone, so it is never a kube-proxy leftover.
 kube-proxy's IPVS mode has its own, unrelated `KUBE-FIREWALL` in **nat** (LoadBalancer source ranges):
-that one is kube-proxy's. Every other `KUBE-*` chain counts as kube-proxy's (as every list did before).
+that one is kube-proxy's.
+
+kube-router's network policy controller (also embedded in k3s) names its chains `KUBE-*` too, from
+cloudnativelabs/kube-router `pkg/controllers/netpol/network_policy_controller.go`: `KUBE-ROUTER-INPUT`,
+`KUBE-ROUTER-FORWARD`, `KUBE-ROUTER-OUTPUT` (its hooks from the built-in filter chains), `KUBE-NWPLCY-*`
+(one per NetworkPolicy, and `KUBE-NWPLCY-DEFAULT`) and `KUBE-POD-FW-*` (one per pod); its older service
+proxy adds `KUBE-ROUTER-SERVICES`. They are kube-router's: they stay (and must stay) when kube-proxy is gone.
+Every other `KUBE-*` chain counts as kube-proxy's.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 
 KUBE_PROXY = "kube-proxy"
 KUBELET = "kubelet"
+KUBE_ROUTER = "kube-router"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +46,11 @@ class ChainOwner:
         return chain in self.names or chain.startswith(self.prefixes)
 
 
-# First match wins: the kubelet's exact names come before kube-proxy's `KUBE-` prefix.
+# First match wins: the kubelet's exact names and kube-router's prefixes come before kube-proxy's `KUBE-`.
 OWNERS: tuple[ChainOwner, ...] = (
     ChainOwner(KUBELET, names=frozenset({"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"})),
     ChainOwner(KUBELET, names=frozenset({"KUBE-FIREWALL"}), tables=frozenset({"filter"})),
+    ChainOwner(KUBE_ROUTER, prefixes=("KUBE-ROUTER-", "KUBE-NWPLCY-", "KUBE-POD-FW-")),
     ChainOwner(KUBE_PROXY, prefixes=("KUBE-",)),
     ChainOwner("Docker", prefixes=("DOCKER",)),
     ChainOwner("Calico", prefixes=("cali-",)),
@@ -77,6 +86,10 @@ def _kubelet_names() -> tuple[frozenset[str], Mapping[str, frozenset[str]]]:
 
 _KUBELET_ANY_TABLE, _KUBELET_BY_TABLE = _kubelet_names()
 _KUBE_PREFIX = "KUBE-"
+# Other components' `KUBE-*` prefixes (any table): the fast filter below skips them.
+_OTHER_KUBE_PREFIXES: tuple[str, ...] = tuple(
+    p for o in OWNERS if o.owner != KUBE_PROXY and o.tables is None for p in o.prefixes if p.startswith(_KUBE_PREFIX)
+)
 
 
 def kubelet_chains(table: str) -> frozenset[str]:
@@ -93,13 +106,50 @@ def owner(table: str, chain: str) -> str | None:
 
 
 def is_kube_proxy_chain(table: str, chain: str) -> bool:
-    return chain.startswith(_KUBE_PREFIX) and chain not in kubelet_chains(table)
+    return chain.startswith(_KUBE_PREFIX) and chain not in kubelet_chains(table) \
+        and not chain.startswith(_OTHER_KUBE_PREFIXES)
 
 
 def kube_proxy_chains(table: str, chains: Iterable[str]) -> list[str]:
     """The names in `chains` (declared in `table`) that are kube-proxy's, in their order.
 
-    Same answer as `owner(table, c) == KUBE_PROXY` for each name, as one set lookup per name: dumps hold
-    100k chains."""
+    Same answer as `owner(table, c) == KUBE_PROXY` for each name, as one set lookup (and one prefix test)
+    per name: dumps hold 100k chains."""
     kubelet = kubelet_chains(table)
-    return [c for c in chains if c.startswith(_KUBE_PREFIX) and c not in kubelet]
+    others = _OTHER_KUBE_PREFIXES
+    return [c for c in chains if c.startswith(_KUBE_PREFIX) and c not in kubelet and not c.startswith(others)]
+
+
+def chains_of(who: str, table: str, chains: Iterable[str]) -> list[str]:
+    """The names in `chains` (declared in `table`) that `who` owns, in their order."""
+    return [c for c in chains if owner(table, c) == who]
+
+
+def grep_v_kube_spares(tables: Mapping[str, Iterable[str]], save: str, restore: str) -> str | None:
+    """None when `save | grep -v KUBE | restore` removes only kube-proxy's (and the kubelet's, re-created) chains
+    from a dump declaring `tables` (table -> chain names); else why that command must not be run (it would delete
+    kube-router's KUBE-* chains too)."""
+    router = [c for table, chains in tables.items() for c in chains_of(KUBE_ROUTER, table, chains)]
+    if not router:
+        return None
+    return (f"# not `{save} | grep -v KUBE | {restore}`: it would also delete kube-router's {len(router)} chains "
+            "(KUBE-ROUTER-*, KUBE-NWPLCY-*, KUBE-POD-FW-*); use `kube-proxy --cleanup`")
+
+
+# ipsets named KUBE-*: kube-proxy's IPVS mode (KUBE-CLUSTER-IP, KUBE-LOOP-BACK, KUBE-NODE-PORT-TCP, ...) and
+# kube-router's network policy controller (`kubeSourceIPSetPrefix` "KUBE-SRC-", `kubeDestinationIPSetPrefix`
+# "KUBE-DST-", in the same source file as its chain names).
+KUBE_ROUTER_IPSET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-")
+
+
+def kube_proxy_ipsets(names: Iterable[str]) -> list[str]:
+    """The names in `names` (ipsets) that are kube-proxy's, in their order."""
+    return [n for n in names if n.startswith(_KUBE_PREFIX) and not n.startswith(KUBE_ROUTER_IPSET_PREFIXES)]
+
+
+def ipset_cleanup_words(names: Iterable[str]) -> tuple[str, ...]:
+    """The words of `ipset list -n | grep ^KUBE- | xargs -r -n1 ipset destroy` (shell pipes as "|"), with a
+    `grep -v` sparing kube-router's sets when `names` (the node's ipsets) hold any."""
+    spare = ("|", "grep", "-v", "-e", "^KUBE-SRC-", "-e", "^KUBE-DST-") \
+        if any(n.startswith(KUBE_ROUTER_IPSET_PREFIXES) for n in names) else ()
+    return ("ipset", "list", "-n", "|", "grep", "^KUBE-", *spare, "|", "xargs", "-r", "-n1", "ipset", "destroy")

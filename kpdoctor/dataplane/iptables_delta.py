@@ -13,8 +13,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# Line breaks other than \n / \r\n that str.splitlines() (the light parser) honours and the full
-# parser does not: a dump containing one is read by the light parser itself, so line numbers agree.
+# Line breaks other than \n that str.splitlines() honours: the parser splits on \n only (after \r\n -> \n) while
+# the alignment works on the raw lines, so a dump holding one is parsed in full (rare; kept from when a second,
+# splitlines()-based light parser numbered such lines differently).
 ODD_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
@@ -369,28 +370,10 @@ def align_text(text: str, ref: IptablesRef, pos: Mapping[str, int], dups: Mappin
     return un, ur, _NodeLines(own, old, un, ur, nr - len(ur) + len(un))
 
 
-def _line_kind(line: str) -> str:
-    """How the full parser treats a line: rule, decl, skip, or other (anything else: no delta)."""
-    if line.startswith("-A "):
-        return "rule"
-    if not line or line[0] == "#" or line.isspace():
-        return "skip"
-    if line[0] == ":":
-        return "decl"
-    return "other"
-
-
-def _chain_of(line: str, kind: str) -> str:
-    if kind == "rule":
-        j = line.find(" ", 3)
-        return line[3:j] if j > 0 else line[3:]
-    return line[1:].split(" ", 1)[0]
-
-
 def make_delta(ref: IptablesRef, text: str, source: str) -> DeltaDump | None:
     from bisect import bisect_right
 
-    from kpdoctor.dataplane.iptables_save import Chain, parse_iptables_save
+    from kpdoctor.dataplane.iptables_save import Chain, line_chain, line_kind, parse_iptables_save
     from kpdoctor.errors import InputError
 
     old = ref.lines
@@ -404,7 +387,7 @@ def make_delta(ref: IptablesRef, text: str, source: str) -> DeltaDump | None:
     un, ur, lines = found
     delta = DeltaDump(ref, text, lines, un, ur, {}, False)
     for j in ur:
-        kind = _line_kind(old[j])
+        kind = line_kind(old[j])
         if kind == "other":
             return None  # a table line or COMMIT of the reference is not in this dump
     node_starts = [delta.node_index(j) for j in ref.table_starts]
@@ -413,7 +396,7 @@ def make_delta(ref: IptablesRef, text: str, source: str) -> DeltaDump | None:
     decl_changed = False
     for i in un:
         line = lines[i]
-        kind = _line_kind(line)
+        kind = line_kind(line)
         if kind == "other" or any(c in line for c in ODD_BREAKS):
             return None
         if kind == "skip":
@@ -421,15 +404,15 @@ def make_delta(ref: IptablesRef, text: str, source: str) -> DeltaDump | None:
         k = bisect_right(node_starts, i) - 1
         if k < 0:
             return None
-        changed.add((ref.table_names[k], _chain_of(line, kind)))
+        changed.add((ref.table_names[k], line_chain(line, kind)))
         decl_changed = decl_changed or kind == "decl"
         keep.append(i)
     for j in ur:
         line = old[j]
-        kind = _line_kind(line)
+        kind = line_kind(line)
         if kind == "skip":
             continue
-        changed.add((ref.table_at(j), _chain_of(line, kind)))
+        changed.add((ref.table_at(j), line_chain(line, kind)))
         decl_changed = decl_changed or kind == "decl"
     # The changed chains' lines in this dump (with the table lines around them) go through the real
     # parser: what it rejects there, it would reject in the whole dump (then: a full parse reports it).

@@ -211,6 +211,7 @@ class Table:
 class IptablesDump:
     source: str
     tables: dict[str, Table] = field(default_factory=dict)
+    problems: list[InputError] = field(default_factory=list)  # lenient mode: the lines it skipped, and why
 
     def table(self, name: str) -> Table | None:
         return self.tables.get(name)
@@ -263,20 +264,52 @@ def _unterminated_quote(spec: str) -> bool:
     return False
 
 
-def parse_iptables_save(text: str, source: str = "<iptables-save>") -> IptablesDump:
+def line_kind(line: str) -> str:
+    """How `_parse` treats a line, for readers that look at single lines (the delta engine,
+    `kpdoctor.dataplane.iptables_delta`): "rule" (`-A`), "decl" (`:`), "skip" (empty, comment, blank) or
+    "other" (a table line, COMMIT, a rule with counters, anything the parser rejects). `_parse` inlines this
+    test in its loop (a call per line would cost a fifth of the parse); tests/dataplane/test_iptables_readers_agree
+    checks the two agree."""
+    if line.startswith("-A "):
+        return "rule"
+    if not line or line[0] == "#" or line.isspace():
+        return "skip"
+    if line[0] == ":":
+        return "decl"
+    return "other"
+
+
+def line_chain(line: str, kind: str) -> str:
+    """The chain a "rule" or "decl" line (`line_kind`) is about, cut as `_parse` cuts it."""
+    if kind == "rule":
+        j = line.find(" ", 3)
+        return line[3:j] if j > 0 else line[3:]
+    return line[1:].split(" ", 1)[0]
+
+
+def parse_iptables_save(text: str, source: str = "<iptables-save>", *, lenient: bool = False,
+                        rules: bool = True) -> IptablesDump:
     """Parse iptables-save / ip6tables-save output; see `_parse` (the cyclic GC is paused meanwhile:
-    its full passes over hundreds of thousands of fresh chains and lists cost as much as the parse)."""
+    its full passes over hundreds of thousands of fresh chains and lists cost as much as the parse).
+
+    `lenient`: the structure readers' mode (`kpdoctor.node.parsed.parse_iptables_view`): nothing raises; each
+    line the strict mode rejects is skipped and its error kept in `IptablesDump.problems` (same message, same
+    `source:line`), except a rule for an undeclared chain, which is kept (the chain declared as a user chain,
+    policy "-"); lines may be indented; a table without COMMIT is kept (a truncated dump: what it has).
+    `rules=False` (with `lenient`): tables and chain declarations only, `-A` lines passed over unread (the node
+    summary's fast mode: a 450k-line dump in a third of the time)."""
     with gc_paused():
-        return _parse(text, source)
+        return _parse(text, source, lenient, rules)
 
 
-def _parse(text: str, source: str) -> IptablesDump:
+def _parse(text: str, source: str, lenient: bool = False, rules: bool = True) -> IptablesDump:
     """Parse iptables-save / ip6tables-save output (nft or legacy backend; restore syntax with -A only).
 
     Raises InputError naming `source:line` and quoting the line for anything
     iptables-save would not print: unknown line types, rules outside a table,
     rules for undeclared chains, bad chain lines, unbalanced quotes, and a table
-    without COMMIT (a truncated dump).
+    without COMMIT (a truncated dump). In `lenient` mode the error is kept in
+    `dump.problems` instead and the line skipped (see `parse_iptables_save`).
     """
     dump = IptablesDump(source)
     tables = dump.tables
@@ -284,23 +317,34 @@ def _parse(text: str, source: str) -> IptablesDump:
     chains: dict[str, Chain] = {}
 
     def fail(lineno: int, line: str, why: str) -> InputError:
-        return InputError(f"{why}: {_quote_line(line)}", where=f"{source}:{lineno}")
+        err = InputError(f"{why}: {_quote_line(line)}", where=f"{source}:{lineno}")
+        if not lenient:
+            raise err
+        dump.problems.append(err)
+        return err
 
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     src = text.split("\n")
+    if lenient and (text[:1].isspace() or "\n " in text or "\n\t" in text):
+        src = [line.lstrip() for line in src]  # an indented paste: the structure is still readable
     i = -1
     for i, line in enumerate(src):
         if line.startswith("-A "):  # the hot path: ~all lines of a big dump
+            if not rules:
+                continue
             j = line.find(" ", 3)
             name = line[3:j] if j > 0 else line[3:]
             chain = chains.get(name)
             if chain is None:
                 if table is None:
-                    raise fail(i + 1, line, "rule outside a table (no '*table' line before it)")
-                raise fail(i + 1, line, f"rule for chain {name!r}, which is not declared in table {table.name!r}")
+                    fail(i + 1, line, "rule outside a table (no '*table' line before it)")
+                    continue
+                fail(i + 1, line, f"rule for chain {name!r}, which is not declared in table {table.name!r}")
+                chain = chains[name] = Chain(name, "-", "[0:0]", i + 1, src)  # lenient: the rule is kept
             if _unterminated_quote(line):
-                raise fail(i + 1, line, "unterminated quote")
+                fail(i + 1, line, "unterminated quote")
+                continue
             chain.idx.append(i)
             continue
         if not line:
@@ -308,64 +352,83 @@ def _parse(text: str, source: str) -> IptablesDump:
         c = line[0]
         if c == ":":
             if table is None:
-                raise fail(i + 1, line, "chain declaration outside a table")
+                fail(i + 1, line, "chain declaration outside a table")
+                continue
             if line.endswith(" - [0:0]"):  # the usual user chain line, checked cheaply
                 name, policy, counters = line[1:-8], "-", "[0:0]"
                 if not name or " " in name or '"' in name or "'" in name or name[0] == "-" or len(name) > 128:
-                    raise fail(i + 1, line, "bad chain line (expected ':NAME POLICY [packets:bytes]')")
+                    fail(i + 1, line, "bad chain line (expected ':NAME POLICY [packets:bytes]')")
+                    continue
             else:
                 parts = line[1:].split(" ")
                 if len(parts) != 3 or not _valid_chain_name(parts[0]) or parts[1] not in _POLICIES \
                         or not _valid_counters(parts[2]):
-                    raise fail(i + 1, line, "bad chain line (expected ':NAME POLICY [packets:bytes]')")
+                    fail(i + 1, line, "bad chain line (expected ':NAME POLICY [packets:bytes]')")
+                    continue
                 name, policy, counters = parts
             if name in chains:
-                raise fail(i + 1, line, f"chain {name!r} declared twice")
+                fail(i + 1, line, f"chain {name!r} declared twice")
+                continue
             chains[name] = Chain(name, policy, counters, i + 1, src)
         elif c == "#":
             continue
         elif c == "*":
             if table is not None:
-                raise fail(i + 1, line, f"new table before COMMIT of table {table.name!r}")
+                fail(i + 1, line, f"new table before COMMIT of table {table.name!r}")
+                tables[table.name] = table  # lenient: the table ends here
+                table, chains = None, {}
             name = line[1:].strip()
             if not name or not name.isidentifier():
-                raise fail(i + 1, line, "bad table line")
+                fail(i + 1, line, "bad table line")
+                continue
             if name in tables:
-                raise fail(i + 1, line, f"table {name!r} appears twice")
-            table = Table(name, i + 1)
+                fail(i + 1, line, f"table {name!r} appears twice")
+                table = tables[name]  # lenient: the second copy adds to the first
+            else:
+                table = Table(name, i + 1)
             chains = table.chains
         elif line == "COMMIT":
             if table is None:
-                raise fail(i + 1, line, "COMMIT without a table")
+                fail(i + 1, line, "COMMIT without a table")
+                continue
             tables[table.name] = table
             table = None
             chains = {}
         elif c == "[":
             # A rule saved with counters (`iptables-save -c`): "[p:b] -A CHAIN ...".
+            if not rules:
+                continue
             counters, _, rest = line.partition(" ")
             if table is None or not _valid_counters(counters) or not rest.startswith("-A "):
-                raise fail(i + 1, line, "bad counters or rule")
+                fail(i + 1, line, "bad counters or rule")
+                continue
             name, _, spec = rest[3:].partition(" ")
             chain = chains.get(name)
             if chain is None:
-                raise fail(i + 1, line, f"rule for chain {name!r}, which is not declared in table {table.name!r}")
+                fail(i + 1, line, f"rule for chain {name!r}, which is not declared in table {table.name!r}")
+                chain = chains[name] = Chain(name, "-", "[0:0]", i + 1, src)  # lenient: the rule is kept
             if _unterminated_quote(spec):
-                raise fail(i + 1, line, "unterminated quote")
+                fail(i + 1, line, "unterminated quote")
+                continue
             chain.overrides[len(chain.idx)] = (counters, spec)
             chain.idx.append(i)
         elif line.isspace():
             continue
         elif line.startswith("-"):
-            raise fail(i + 1, line, "unsupported command (iptables-save prints only '-A' rules)")
+            fail(i + 1, line, "unsupported command (iptables-save prints only '-A' rules)")
         else:
-            raise fail(i + 1, line, "not an iptables-save line")
+            fail(i + 1, line, "not an iptables-save line")
     if table is not None:
         last = next((n for n in range(len(src) - 1, -1, -1) if src[n].strip()), i)
-        raise InputError(
+        err = InputError(
             f"table {table.name!r} (from line {table.line}) has no COMMIT: the dump is truncated "
             f"after {_quote_line(src[last])}",
             where=f"{source}:{last + 1}",
         )
+        if not lenient:
+            raise err
+        dump.problems.append(err)
+        tables[table.name] = table
     return dump
 
 

@@ -12,27 +12,15 @@ Only `kpdoctor.errors.InputError` escapes on bad input: JSON errors carry
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from kpdoctor.dataplane.nft_json import load_nft_items
 from kpdoctor.dataplane.nft_printer import NftPrinter, printer_for
 from kpdoctor.errors import InputError
 from kpdoctor.gcpause import gc_paused
-
-# The JSON decoder. orjson is an optional accelerator, not a dependency: with the collector paused
-# (`gc_paused`) it decodes a 20 MB dump in ~0.2 s against the stdlib's ~0.3 s. Its JSONDecodeError
-# subclasses json's (lineno/colno), so error reporting is the same either way.
-_loads: Callable[[str], Any] = json.loads
-try:
-    import orjson
-
-    _loads = orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-    pass
-
 
 # ---------------------------------------------------------------------------------------------
 # model
@@ -176,16 +164,9 @@ def parse_nft_json(text: str, *, source: str = "nft-ruleset.json") -> NftRuleset
 
 
 def _parse_nft_json(text: str, source: str) -> NftRuleset:
-    try:
-        doc = _loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"malformed nft JSON: {exc.msg}", where=f"{source}:{exc.lineno}:{exc.colno}") from None
-    except RecursionError:
-        raise InputError("malformed nft JSON: nested too deeply", where=source) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("nftables"), list):
-        raise InputError('not an `nft -j list ruleset` document (no top-level "nftables" list)', where=source)
+    items = load_nft_items(text, source)
     rs = NftRuleset(source=source)
-    for i, obj in enumerate(doc["nftables"]):
+    for i, obj in enumerate(items):
         try:
             _json_object(rs, obj)
         except InputError:

@@ -1,7 +1,8 @@
 """The light nftables reader: tables, base chains, rule counts and iptables-nft tables of `nft -j list ruleset`.
 
-Read by kpdoctor.node.parsed (ParsedNode.nft) and kpdoctor.node.summary; a leaf module (json only), so the node
-summary does not import the parsed-facts module that imports it back.
+Read by kpdoctor.node.parsed (ParsedNode.nft), kpdoctor.node.summary and the gate's cleanup plan; the document is
+decoded by the one nft JSON reader (`kpdoctor.dataplane.nft_json`, shared with the full parser); a leaf module
+otherwise, so the node summary does not import the parsed-facts module that imports it back.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from kpdoctor.dataplane.nft_json import load_nft_items
+from kpdoctor.errors import InputError
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +55,8 @@ def parse_nft_structure(text: str | None) -> NftTables | None:
     if not text.strip():
         return NftTables((), (), {}, frozenset())
     try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):  # a hostile node: malformed or absurdly deep
-        return NftTables((), (), {}, frozenset(), valid=False)
-    items = doc.get("nftables") if isinstance(doc, dict) else None
-    if not isinstance(items, list):
+        items = load_nft_items(text)
+    except InputError:  # a hostile node: malformed, absurdly deep, or not a ruleset (the full parser says which)
         return NftTables((), (), {}, frozenset(), valid=False)
     tables: list[tuple[str, str]] = []
     chains: list[NftChainHead] = []

@@ -15,7 +15,9 @@ import re
 from dataclasses import dataclass
 
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
+from kpdoctor.dataplane.chain_owners import grep_v_kube_spares, ipset_cleanup_words, kube_proxy_ipsets
 from kpdoctor.dataplane.chain_owners import kube_proxy_chains as _owned_by_kube_proxy
+from kpdoctor.dataplane.nft_structure import parse_nft_structure
 from kpdoctor.gate.context import GateContext
 from kpdoctor.gate.model import (
     CleanupItem,
@@ -50,22 +52,21 @@ def kube_proxy_chains(dump: IptablesView | None) -> list[str]:
     return [name for table, chains in dump.policies.items() for name in _owned_by_kube_proxy(table, chains)]
 
 
+def _by_hand(dump: IptablesView | None, save: str, restore: str) -> str:
+    """`save | grep -v KUBE | restore`, unless that would also delete kube-router's KUBE-* chains."""
+    spares = grep_v_kube_spares(dump.policies if dump else {}, save, restore)
+    return spares or command(save, Lit("|"), "grep", "-v", "KUBE", Lit("|"), restore)
+
+
 def _dump_body(text: str) -> str:
     """A dump without its comment lines and packet counters, to tell two dumps of one backend apart."""
     return _COUNTERS.sub("", "\n".join(line for line in text.splitlines() if not line.startswith("#")))
 
 
 def kube_proxy_nft_tables(ruleset_json: str) -> list[str]:
-    try:
-        doc = json.loads(ruleset_json or "{}")
-    except (json.JSONDecodeError, RecursionError):  # a hostile node: malformed or absurdly deep
-        return []
-    tables = []
-    for item in doc.get("nftables", []) if isinstance(doc, dict) else []:
-        table = item.get("table") if isinstance(item, dict) else None
-        if isinstance(table, dict) and table.get("name") == "kube-proxy":
-            tables.append(f"{table.get('family', 'ip')} kube-proxy")
-    return tables
+    """`family kube-proxy` for each kube-proxy table of `nft -j list ruleset` (read by the one light nft reader)."""
+    found = parse_nft_structure(ruleset_json) if ruleset_json else None
+    return [f"{family} kube-proxy" for family, name in (found.tables if found else ()) if name == "kube-proxy"]
 
 
 def _has_kube_ipvs0(addr_json: str) -> bool:
@@ -103,11 +104,12 @@ def node_leftovers(state: NodeState) -> NodeLeftovers:
         if body in seen_dumps:
             continue
         seen_dumps.add(body)
-        chains = kube_proxy_chains(parsed.iptables(fact))
+        dump = parsed.iptables(fact)
+        chains = kube_proxy_chains(dump)
         if chains:
             items.append(CleanupItem(f"{label}: {_summary(chains)}", (
                 command("kube-proxy", "--cleanup"),
-                command(save, Lit("|"), "grep", "-v", "KUBE", Lit("|"), restore),
+                _by_hand(dump, save, restore),
             )))
     for family in (t.rsplit(" ", 1)[0] for t in kube_proxy_nft_tables(state.text("nft-ruleset.json") or "")):
         items.append(CleanupItem(f"nftables: table {family} kube-proxy", (
@@ -117,10 +119,10 @@ def node_leftovers(state: NodeState) -> NodeLeftovers:
         items.append(CleanupItem(f"IPVS: {ipvs} virtual services", ("kube-proxy --cleanup", "ipvsadm --clear")))
     if _has_kube_ipvs0(state.text("ip-addr.json") or ""):
         items.append(CleanupItem("dummy interface kube-ipvs0", ("ip link delete kube-ipvs0",)))
-    sets = [name for name in parsed.ipsets or () if name.startswith("KUBE-")]
+    sets = kube_proxy_ipsets(parsed.ipsets or ())  # kube-router's KUBE-SRC-*/KUBE-DST-* stay
     if sets:
         items.append(CleanupItem(f"ipset: {len(sets)} KUBE-* sets ({', '.join(sets[:3])}{', ...' if len(sets) > 3 else ''})",
-                                 ("ipset list -n | grep '^KUBE-' | xargs -r -n1 ipset destroy",)))
+                                 (command(*(Lit(w) if w == "|" else w for w in ipset_cleanup_words(parsed.ipsets or ()))),)))
     missing = tuple(
         " or ".join(group) for group in REQUIRED_FACTS if not any(state.text(f) is not None for f in group)
     )

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from kpdoctor.cluster.kube_proxy_node import ProxyMode
+from kpdoctor.dataplane.chain_owners import ipset_cleanup_words, kube_proxy_ipsets
 from kpdoctor.gate.cleanup import IPTABLES_DUMPS, kube_proxy_chains, kube_proxy_nft_tables
 from kpdoctor.gate.model import CleanupItem
 from kpdoctor.node.parsed import parse_iptables_view
@@ -123,10 +124,11 @@ def _ipvs(state: NodeState) -> list[CleanupItem]:
     if "kube-ipvs0" in (state.text("ip-addr.json") or ""):
         items.append(CleanupItem("dummy interface kube-ipvs0 of the old IPVS mode (answers for every Service IP)",
                                  (command("ip", "link", "delete", "kube-ipvs0"),)))
-    sets = _IPSET.findall(state.text("ipset-list.txt") or "")
+    every = _IPSET.findall(state.text("ipset-list.txt") or "")
+    sets = kube_proxy_ipsets(every)  # kube-router's KUBE-SRC-*/KUBE-DST-* stay
     if sets:
         items.append(CleanupItem(f"ipset: {len(sets)} KUBE-* sets of the old IPVS mode",
-                                 ("ipset list -n | grep '^KUBE-' | xargs -r -n1 ipset destroy",)))
+                                 (command(*(Lit(w) if w == "|" else w for w in ipset_cleanup_words(every))),)))
     return items
 
 

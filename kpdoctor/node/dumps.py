@@ -8,12 +8,12 @@ node's `ParsedNode` (`SharedParsedNode`) answers `iptables(key)` with it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kpdoctor.dataplane.iptables_delta import ODD_BREAKS, DeltaDump, IptablesRef, IptablesRefs
-from kpdoctor.node.parsed import IptablesView, IptRule, ParsedNode
+from kpdoctor.dataplane.iptables_delta import DeltaDump, IptablesRef, IptablesRefs
+from kpdoctor.node.parsed import ChainRules, IptablesView, ParsedNode
 from kpdoctor.node.state import NodeState
 
 
@@ -23,8 +23,8 @@ class NodeDumps:
     Byte-identical facts (`iptables-save.txt` and `iptables-nft-save.txt` on an nf_tables node)
     share one parse. The structure view the firewall/backend/leftover checks read
     (`kpdoctor.node.parsed.IptablesView`) is derived from that parse instead of a second pass
-    over the text; a dump the full parser rejects (or whose lines it would number differently)
-    gets the lenient light parser, exactly as before.
+    over the text; a dump the full parser rejects gets the same parser's lenient mode
+    (`kpdoctor.node.parsed.parse_iptables_view`).
 
     With `refs` (the scan's `IptablesRefs`), a big dump that differs from a dump already parsed
     in this scan in only a few lines is not parsed at all: `delta(key)` describes it as that
@@ -111,20 +111,19 @@ class NodeDumps:
         delta = self.delta(key)
         if delta is not None:
             return light_of_delta(delta)
-        if not any(c in text for c in ODD_BREAKS):
-            try:
-                full = self.full(key)
-            except InputError:
-                full = None
-            if full is not None and not any(ch.overrides for t in full.tables.values() for ch in t.chains.values()):
-                known = self._light_of.get(id(full))
-                if known is None:
-                    known = self._light_of[id(full)] = (full, light_from_full(full))
-                    ref = self.refs.of_dump(full) if self.refs is not None else None
-                    if ref is not None and ref.light is None:
-                        ref.light = known[1]
-                return known[1]
-        return parse_iptables_view(text)
+        try:
+            full = self.full(key)
+        except InputError:
+            full = None
+        if full is not None:
+            known = self._light_of.get(id(full))
+            if known is None:
+                known = self._light_of[id(full)] = (full, light_from_full(full))
+                ref = self.refs.of_dump(full) if self.refs is not None else None
+                if ref is not None and ref.light is None:
+                    ref.light = known[1]
+            return known[1]
+        return parse_iptables_view(text, f"{self.node.name}/{key}")  # the same parser, lenient: never raises
 
 
 
@@ -147,7 +146,7 @@ def light_of_delta(delta: DeltaDump) -> LightDump:
             else:
                 edited[table][name] = ch.policy
         policies = edited
-    rules = {name: _ChainRules(name, delta.chains_of(name)) for name in ref.full.tables}
+    rules = {name: ChainRules(name, delta.chains_of(name)) for name in ref.full.tables}
     light = LightDump(policies=policies, rules=rules)
     if not delta.decl_changed:
         # Same declarations (same `policies` object): the name sets are the reference's, computed once.
@@ -180,39 +179,6 @@ def _delta_kube_chains(delta: DeltaDump, known: dict[str, list[str]],
             out[table] = names
     return out
 
-class _ChainRules(Mapping[str, tuple[IptRule, ...]]):
-    """One table's rules per chain, built on first access (the light parser's `IptRule`s, same numbers).
-
-    Chains iterate in the order of their first rule, as the light parser inserts them."""
-
-    def __init__(self, table: str, chains: Mapping[str, Any]) -> None:
-        self._table = table
-        self._chains = chains
-        self._built: dict[str, tuple[IptRule, ...]] = {}
-        self._order: list[str] | None = None
-
-    def __getitem__(self, chain: str) -> tuple[IptRule, ...]:
-        found = self._built.get(chain)
-        if found is None:
-            ch = self._chains.get(chain)
-            if ch is None or not ch.idx:
-                raise KeyError(chain)
-            src = ch.src
-            table = self._table
-            found = tuple(IptRule(table, chain, n, src[i].strip(), i + 1) for n, i in enumerate(ch.idx))
-            self._built[chain] = found
-        return found
-
-    def __iter__(self) -> Iterator[str]:
-        if self._order is None:
-            with_rules = [(ch.idx[0], name) for name, ch in self._chains.items() if ch.idx]
-            self._order = [name for _, name in sorted(with_rules)]
-        return iter(self._order)
-
-    def __len__(self) -> int:
-        return sum(1 for ch in self._chains.values() if ch.idx)
-
-
 @dataclass(frozen=True)
 class LightDump(IptablesView):
     """`IptablesView` whose set-building questions are answered once (they are asked per check)."""
@@ -238,7 +204,7 @@ class LightDump(IptablesView):
 
 def light_from_full(full: Any) -> LightDump:
     policies = {name: {c: ch.policy for c, ch in t.chains.items()} for name, t in full.tables.items()}
-    rules = {name: _ChainRules(name, t.chains) for name, t in full.tables.items()}
+    rules = {name: ChainRules(name, t.chains) for name, t in full.tables.items()}
     return LightDump(policies=policies, rules=rules)
 
 

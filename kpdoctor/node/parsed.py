@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from kpdoctor.cluster.config import KubeProxyConfig
 from kpdoctor.dataplane.chain_owners import kube_proxy_chains
+from kpdoctor.dataplane.iptables_save import IptablesDump, parse_iptables_save
 from kpdoctor.dataplane.nft_structure import NftTables, parse_nft_structure
 from kpdoctor.node.conntrack_text import parse_conntrack_entries, parse_conntrack_stats
 from kpdoctor.node.kube_proxy_http import Healthz, parse_configz, parse_healthz, parse_metrics
@@ -261,33 +262,56 @@ class IptablesView:
         return not self.policies
 
 
-def parse_iptables_view(text: str | None) -> IptablesView:
-    policies: dict[str, dict[str, str]] = {}
-    rules: dict[str, dict[str, list[IptRule]]] = {}
-    table = ""
-    for lineno, raw in enumerate((text or "").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("*"):
-            table = line[1:].strip()
-            policies.setdefault(table, {})
-            rules.setdefault(table, {})
-        elif line.startswith(":") and table:
-            parts = line[1:].split()
-            if parts:
-                policies[table][parts[0]] = parts[1] if len(parts) > 1 else "-"
-        elif line.startswith("-A ") and table:
-            parts = line.split(None, 2)
-            if len(parts) < 2:
-                continue
-            chain = parts[1]
-            bucket = rules[table].setdefault(chain, [])
-            bucket.append(IptRule(table, chain, len(bucket), line, lineno))
+class ChainRules(Mapping[str, tuple[IptRule, ...]]):
+    """One table's rules per chain of a parsed dump (`kpdoctor.dataplane.iptables_save`), as `IptRule`s built on
+    first access.
+
+    Chains iterate in the order of their first rule, as the light parser inserts them."""
+
+    def __init__(self, table: str, chains: Mapping[str, Any]) -> None:
+        self._table = table
+        self._chains = chains
+        self._built: dict[str, tuple[IptRule, ...]] = {}
+        self._order: list[str] | None = None
+
+    def __getitem__(self, chain: str) -> tuple[IptRule, ...]:
+        found = self._built.get(chain)
+        if found is None:
+            ch = self._chains.get(chain)
+            if ch is None or not ch.idx:
+                raise KeyError(chain)
+            src = ch.src
+            table = self._table
+            if ch.overrides:  # rules saved with counters: the view's line is the rule without them
+                found = tuple(IptRule(table, chain, n, r.text.partition(" ")[2] if r.counters else r.text.strip(), r.line)
+                              for n, r in enumerate(ch.rules(table)))
+            else:
+                found = tuple(IptRule(table, chain, n, src[i].strip(), i + 1) for n, i in enumerate(ch.idx))
+            self._built[chain] = found
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        if self._order is None:
+            with_rules = [(ch.idx[0], name) for name, ch in self._chains.items() if ch.idx]
+            self._order = [name for _, name in sorted(with_rules)]
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return sum(1 for ch in self._chains.values() if ch.idx)
+
+
+def view_of_dump(dump: IptablesDump) -> IptablesView:
+    """The structure view of a parsed dump (the scan derives its `LightDump` the same way: node/dumps.py)."""
     return IptablesView(
-        policies={t: dict(c) for t, c in policies.items()},
-        rules={t: {c: tuple(r) for c, r in chains.items()} for t, chains in rules.items()},
+        policies={name: {c: ch.policy for c, ch in t.chains.items()} for name, t in dump.tables.items()},
+        rules={name: ChainRules(name, t.chains) for name, t in dump.tables.items()},
     )
+
+
+def parse_iptables_view(text: str | None, source: str = "<iptables-save>") -> IptablesView:
+    """`iptables-save` text -> its structure, read by the one iptables-save parser in its lenient mode: what that
+    parser rejects is left out of the view (see `parse_iptables_save(lenient=True)`), never raised."""
+    return view_of_dump(parse_iptables_save(text or "", source, lenient=True))
 
 
 # -------------------------------------------------------------------------- IPVS / ipset

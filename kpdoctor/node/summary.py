@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from kpdoctor.dataplane.chain_owners import HINT_CHAINS, HOST_FIREWALL_PREFIXES
+from kpdoctor.dataplane.iptables_save import parse_iptables_save
 from kpdoctor.dataplane.nft_structure import parse_nft_structure
 
 if TYPE_CHECKING:
@@ -68,62 +69,31 @@ class NodeSummary:
         return out
 
 
-def sections(save: str) -> list[tuple[str, str]]:
-    """(table, the text after its `*table` line) for each table of an `iptables-save` dump, in order.
+def declared(save: str) -> dict[str, dict[str, str]]:
+    """`iptables-save` text -> table -> declared chain -> policy ("-" for user chains), in dump order.
 
-    Splits on line-initial `*` (only table headers start so) instead of walking lines: a 5,000-Service
-    dump is 50k lines, and the summary reads it several times on the `kpdoctor node` path.
-    """
-    out: list[tuple[str, str]] = []
-    for part in ("\n" + save).split("\n*")[1:]:
-        name, _, body = part.partition("\n")
-        out.append((name.strip(), body))
-    return out
-
-
-def _chain_names(body: str) -> list[str]:
-    names: list[str] = []
-    for piece in ("\n" + body).split("\n:")[1:]:
-        cut = len(piece)
-        for sep in (" ", "\n"):
-            at = piece.find(sep, 0, cut)
-            if at >= 0:
-                cut = at
-        names.append(piece[:cut])
-    return names
+    Read by the one iptables-save parser in its lenient, declarations-only mode (`rules=False`: the `-A` lines
+    are passed over unread), so a dump the checks and the scan read one way is not summarised another."""
+    dump = parse_iptables_save(save, "<iptables-save>", lenient=True, rules=False)
+    return {name: {c: ch.policy for c, ch in t.chains.items()} for name, t in dump.tables.items()}
 
 
 def chains_by_table(save: str) -> dict[str, list[str]]:
     """`iptables-save` text -> table -> declared chain names."""
-    tables: dict[str, list[str]] = {}
-    for name, body in sections(save):
-        tables.setdefault(name, []).extend(_chain_names(body))
-    return tables
+    return {table: list(chains) for table, chains in declared(save).items()}
+
+
+def _builtin_policies(tables: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    return {c: p for c, p in tables.get("filter", {}).items() if p != "-"}
 
 
 def policies(save: str) -> dict[str, str]:
     """Built-in chain policies of the filter table, e.g. {"INPUT": "ACCEPT", "FORWARD": "DROP"}."""
-    out: dict[str, str] = {}
-    for name, body in sections(save):
-        if name != "filter":
-            continue
-        for line in body.splitlines():
-            if line.startswith(":"):
-                parts = line[1:].split()
-                if len(parts) >= 2 and parts[1] != "-":
-                    out[parts[0]] = parts[1]
-    return out
+    return _builtin_policies(declared(save))
 
 
 def _rule_lines(save: str | None) -> int:
     return 0 if not save else save.count("\n-") + save.startswith("-")
-
-
-def _has_line(text: str | None, prefix: str) -> bool:
-    """Whether a line starts with `prefix` (what `re.search("^" + prefix, text, re.M)` answered, faster)."""
-    if not text:
-        return False
-    return text.startswith(prefix) or f"\n{prefix}" in text
 
 
 def _backend_texts(state: NodeState, backend: str | None) -> dict[str, str | None]:
@@ -235,9 +205,11 @@ def summarize(state: NodeState) -> NodeSummary:
     if match:
         backend = "nf_tables" if match.group(2) == "nf_tables" else "legacy"
     texts = _backend_texts(state, backend)
-    with_kube = tuple(b for b in ("legacy", "nf_tables") if _has_line(texts[b], ":KUBE-"))
-    with_proxy = tuple(b for b in ("legacy", "nf_tables") if _has_line(texts[b], ":KUBE-SERVICES "))
-    chains = {b: chains_by_table(t or "") for b, t in texts.items()}  # once per dump: they can be 5 MB each
+    decls = {b: declared(t or "") for b, t in texts.items()}  # once per dump: they can be 35 MB each
+    chains = {b: {table: list(names) for table, names in tables.items()} for b, tables in decls.items()}
+    with_kube = tuple(b for b in ("legacy", "nf_tables")
+                      if any(c.startswith("KUBE-") for names in decls[b].values() for c in names))
+    with_proxy = tuple(b for b in ("legacy", "nf_tables") if any("KUBE-SERVICES" in names for names in decls[b].values()))
     mode, reason = wrapper_detection(texts["nf_tables"], texts["legacy"], chains)
     tables = _nft_tables(state)
     firewall = [f"nft table {f} {n}" for f, n in tables if n in FIREWALL_NFT_TABLES]
@@ -268,7 +240,7 @@ def summarize(state: NodeState) -> NodeSummary:
         nft_kube_proxy_tables=tuple(f"{f} {n}" for f, n in tables if n == "kube-proxy"),
         host_firewall=tuple(firewall),
         filter_policies=MappingProxyType(
-            {b: MappingProxyType(policies(t)) for b, t in texts.items() if t and "*filter" in t}
+            {b: MappingProxyType(_builtin_policies(decls[b])) for b, t in texts.items() if t and "*filter" in t}
         ),
         kube_proxy_surfaces=MappingProxyType(
             {s: state.text(f"kube-proxy/{s}.{'json' if s in ('healthz', 'configz') else 'txt'}") is not None

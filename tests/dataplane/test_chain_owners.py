@@ -19,6 +19,7 @@ from kpdoctor.gate.cleanup import kube_proxy_chains as gate_kube_proxy_chains
 from kpdoctor.gate.cleanup import node_leftovers
 from kpdoctor.node.parsed import ParsedNode, parse_iptables_view
 from kpdoctor.node.state import Fact, NodeState
+from tests.support.kube_router import KUBE_PROXY_CHAINS, k3s_kube_router_save
 
 DUMPS = Path(__file__).resolve().parents[1] / "fixtures" / "realworld"
 # Real: kube-proxy IPVS mode beside an old kubelet, both KUBE-FIREWALL chains (see SOURCE beside it).
@@ -48,6 +49,13 @@ filter f2b-sshd fail2ban
 filter INPUT_direct firewalld
 filter INPUT -
 nat kind-masq-agent -
+filter KUBE-ROUTER-INPUT kube-router
+filter KUBE-ROUTER-FORWARD kube-router
+filter KUBE-ROUTER-OUTPUT kube-router
+nat KUBE-ROUTER-SERVICES kube-router
+filter KUBE-NWPLCY-DEFAULT kube-router
+filter KUBE-NWPLCY-ZZSW4TF5Z4TPKJKX kube-router
+filter KUBE-POD-FW-MLN43CE5BLFI7QUX kube-router
 """
 
 
@@ -124,3 +132,54 @@ def test_host_firewall_prefixes_are_derived() -> None:
 
     assert set(FIREWALL_CHAIN_PREFIXES) == {"ufw-", "ufw6-", "f2b-", "IN_public", "FWDI_", "INPUT_direct", "cali-"}
     assert all(co.owner("filter", p + "x") in co.HOST_FIREWALL_OWNERS for p in FIREWALL_CHAIN_PREFIXES)
+
+
+def test_kube_router_chains_are_not_kube_proxys() -> None:
+    """k3s' kube-router chains are neither counted by the check side nor removed by the gate's cleanup plan."""
+    state = _node(k3s_kube_router_save())  # real k3s dump: kube-router beside kube-proxy
+    dump = ParsedNode(state).iptables("iptables-save.txt")
+    assert dump is not None and len(dump.chains("filter")) == 21  # 3 built-in + 18 `-N` lines
+    check_side = dump.kube_chains()
+    assert check_side == {"filter": list(KUBE_PROXY_CHAINS)}
+    assert Counter(check_side["filter"]) == Counter(gate_kube_proxy_chains(dump))
+    assert co.chains_of(co.KUBE_ROUTER, "filter", dump.policies["filter"]) == [
+        "KUBE-NWPLCY-DEFAULT", "KUBE-POD-FW-MLN43CE5BLFI7QUX", "KUBE-POD-FW-PWYWJNCVCCM6XMKB",
+        "KUBE-POD-FW-QTYSHUKQZGTBE67I", "KUBE-ROUTER-FORWARD", "KUBE-ROUTER-INPUT", "KUBE-ROUTER-OUTPUT"]
+    (item,) = node_leftovers(state).items
+    assert item.what.startswith("iptables (default backend): 5 KUBE-* chains (")
+    assert "KUBE-ROUTER" not in item.what and "KUBE-POD-FW" not in item.what
+    # the by-hand `iptables-save | grep -v KUBE | iptables-restore` would delete kube-router's chains too
+    assert item.commands[0] == "kube-proxy --cleanup"
+    assert item.commands[1].startswith("# not `iptables-save | grep -v KUBE | iptables-restore`")
+    assert "kube-router's 7 chains" in item.commands[1]
+
+
+def test_without_kube_router_the_by_hand_cleanup_stays() -> None:
+    (item,) = node_leftovers(_node(TWO_FIREWALLS.read_text())).items
+    assert item.commands[1] == "iptables-save | grep -v KUBE | iptables-restore"
+
+
+# `ipset list` as ipset prints it; the names are hand-made in the shapes the two sources define (kube-proxy
+# pkg/proxy/ipvs/ipset.go: KUBE-CLUSTER-IP, KUBE-LOOP-BACK; kube-router: "KUBE-SRC-"/"KUBE-DST-" + 16 base32)
+IPSETS_ROUTER = "Name: KUBE-SRC-MDS4VXHW5BS46X4W\nType: hash:ip\n\nName: KUBE-DST-VT3EM5JBT4XCQ4Y6\nType: hash:ip\n"
+IPSETS_BOTH = IPSETS_ROUTER + "\nName: KUBE-CLUSTER-IP\nType: hash:ip,port\n\nName: KUBE-LOOP-BACK\nType: hash:ip,port,ip\n"
+
+
+def _ipset_node(listing: str) -> NodeState:
+    facts = {"ipset-list.txt": Fact("ipset-list.txt", listing), "iptables-save.txt": Fact("iptables-save.txt", "")}
+    return NodeState("n1", "bundle", MappingProxyType(facts))
+
+
+def test_kube_routers_ipsets_are_not_kube_proxys() -> None:
+    from kpdoctor.service_proxy import presence
+
+    assert co.kube_proxy_ipsets(["KUBE-SRC-MDS4VXHW5BS46X4W", "KUBE-CLUSTER-IP", "KUBE-DST-X", "cali40all"]) == [
+        "KUBE-CLUSTER-IP"]
+    router_only = _ipset_node(IPSETS_ROUTER)
+    assert node_leftovers(router_only).items == ()
+    assert presence(ParsedNode(router_only)).ipvs == ""  # no IPVS evidence: not kube-proxy's
+    (item,) = node_leftovers(_ipset_node(IPSETS_BOTH)).items
+    assert item.what == "ipset: 2 KUBE-* sets (KUBE-CLUSTER-IP, KUBE-LOOP-BACK)"
+    assert item.commands == ("ipset list -n | grep '^KUBE-' | grep -v -e '^KUBE-SRC-' -e '^KUBE-DST-' "
+                             "| xargs -r -n1 ipset destroy",)
+    assert "2 KUBE-* sets" in presence(ParsedNode(_ipset_node(IPSETS_BOTH))).ipvs
