@@ -165,13 +165,16 @@ def _blob(tar: tarfile.TarFile, data: bytes) -> tuple[str, int]:
     return digest, len(data)
 
 
-def write_oci(out: Path, name: str, layer: bytes, entrypoint: list[str]) -> Path:
-    """An OCI image layout tarball holding one image (one layer) tagged `name`."""
+def write_oci(out: Path, name: str, layer: bytes, entrypoint: list[str], *, env: Iterable[str] = (),
+              user: str = "") -> Path:  # fmt: skip
+    """An OCI image layout tarball holding one image (one layer) tagged `name` (`env` after PATH; `user` as
+    the image config's User, e.g. "65534:65534"; empty: root)."""
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
     config = {
         "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": entrypoint, "Env": [PATH_ENV], "WorkingDir": "/",
-                   "Labels": {"org.opencontainers.image.description": "built offline by kpdoctor lab"}},
+        "config": {"Entrypoint": entrypoint, "Env": [PATH_ENV, *env], "WorkingDir": "/",
+                   "Labels": {"org.opencontainers.image.description": "built offline by kpdoctor lab"},
+                   **({"User": user} if user else {})},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created_by": "kpdoctor.lab.images"}],
     }  # fmt: skip

@@ -1,8 +1,9 @@
 """deploy/job.yaml's scan, run with the in-cluster config against the lab's real kube-apiserver: a real
 ServiceAccount token (TokenRequest) for deploy/rbac.yaml's ServiceAccount, the lab CA, and
 KUBERNETES_SERVICE_HOST/PORT, the SA files in a directory named by KPDOCTOR_SERVICEACCOUNT_DIR (a pod has
-them at /var/run/secrets/kubernetes.io/serviceaccount). The lab has no kubelet yet (issue 14 item 1), so
-the manifest's own script runs here, outside a pod, not in a container built from deploy/Containerfile."""
+them at /var/run/secrets/kubernetes.io/serviceaccount). Here the manifest's own script runs outside a
+pod (a lab without a kubelet: cheaper, and it reaches the failure paths); the same Job as a real Pod on
+the lab's kubelet, in the offline-built kpdoctor image, is tests/lab/test_incluster_job_pod.py."""
 
 from __future__ import annotations
 
@@ -83,8 +84,15 @@ def _comparable(value: Any) -> Any:
 
 
 def test_job_and_cronjob_run_the_same_pod() -> None:
+    """The CronJob's Jobs are deploy/job.yaml's Job (only the finished-Job TTL differs: the CronJob keeps
+    its history by count). The CronJob itself is not run: its controller is kube-controller-manager's,
+    which the lab does not run."""
     job, cron = _pod_spec(DEPLOY / "job.yaml"), _pod_spec(DEPLOY / "cronjob.yaml")
     assert job == cron
+    job_spec = yaml.safe_load((DEPLOY / "job.yaml").read_text())["spec"]
+    cron_doc = yaml.safe_load((DEPLOY / "cronjob.yaml").read_text())
+    assert {k: v for k, v in job_spec.items() if k != "ttlSecondsAfterFinished"} == cron_doc["spec"]["jobTemplate"]["spec"]
+    assert cron_doc["spec"]["concurrencyPolicy"] == "Forbid"
     assert job["serviceAccountName"] == "kpdoctor"
     container = job["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -98,6 +106,7 @@ def test_the_jobs_scan_in_cluster_equals_the_laptop_scan(cluster: ClusterState, 
                          cwd=tmp_path, timeout=300, check=False)  # fmt: skip
     assert "Traceback" not in job.stderr, job.stderr[-2000:]
     logged = report(job)  # the JSON report is the pod's log
+    assert job.stderr == ""  # and nothing else: kpdoctor's stderr went to <stamp>.stderr on the volume
     assert logged["gaps"] == [], logged["gaps"]
     reports = tmp_path / "reports"
     assert json.loads((reports / "latest.json").read_text()) == logged
@@ -118,3 +127,13 @@ def test_missing_serviceaccount_files_are_one_line_unreachable(cluster: ClusterS
     assert proc.returncode == 3, proc.stdout[-800:] + proc.stderr[-800:]
     assert "Traceback" not in proc.stderr
     assert "Service token file does not exist" in proc.stderr and str(tmp_path / "nothing") in proc.stderr
+
+
+def test_the_jobs_script_logs_the_error_when_no_report_is_written(cluster: ClusterState, tmp_path: Path) -> None:
+    container = _pod_spec(DEPLOY / "job.yaml")["containers"][0]
+    env = {**_job_env(cluster, tmp_path, container), "KPDOCTOR_SERVICEACCOUNT_DIR": str(tmp_path / "nothing")}
+    job = subprocess.run([*container["command"], *container["args"]], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=300, check=False)  # fmt: skip
+    assert job.returncode == 3 and job.stdout == "", job.stdout[-800:]
+    assert len(job.stderr.strip().splitlines()) == 1 and str(tmp_path / "nothing") in job.stderr, job.stderr
+    assert not (tmp_path / "reports" / "latest.json").exists()
