@@ -40,9 +40,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from kpdoctor.lab import k8sbuild, kproxypod, kubelet, procs, pyimage
+from kpdoctor.lab import kproxypod, kubelet, procs, pyimage
 from kpdoctor.lab.kcluster import ClusterState
-from tests.conftest import REQUIRE_ROOT
 from tests.support.klab import (
     REPO,
     admin_api,
@@ -50,6 +49,7 @@ from tests.support.klab import (
     kpdoctor,
     lab_cluster,
     report,
+    require_kubelet,
     service,
     wait_for_rules,
 )
@@ -57,18 +57,6 @@ from tests.support.klab import (
 pytestmark = pytest.mark.root("etcd", "nft", "curl", "containerd", "runc", "ctr", "nsenter")
 DEPLOY = REPO / "deploy"
 NS = "kpdoctor"
-
-
-def _require_kubelet() -> None:
-    reason = None
-    if k8sbuild.cached(k8sbuild.resolve_release("1.37"), "kubelet") is None:
-        reason = "kubelet 1.37 not built (python3 -m kpdoctor.lab.k8sbuild --kubelet 1.37)"
-    elif not Path("/usr/lib/cni/bridge").is_file():
-        reason = "containernetworking-plugins not installed"
-    if reason and REQUIRE_ROOT:
-        pytest.fail(f"KPDOCTOR_REQUIRE_ROOT_TESTS=1 but {reason}")
-    if reason:
-        pytest.skip(reason)
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -178,7 +166,7 @@ def _wait_done(state: ClusterState, name: str, deadline_s: float = 420) -> dict[
 @pytest.fixture(scope="module")
 def job_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Bring the lab up, run the Job's Pod on the kubelet, scan from the laptop; tear everything down."""
-    _require_kubelet()
+    require_kubelet()
     tmp = tmp_path_factory.mktemp("klab-incluster-pod")
     with lab_cluster(tmp, nodes=1, with_kubelet=True) as state:
         socket = kubelet.KubeletRecord(state.kubelet_node, "", "", f"kpdoctor-{state.prefix}").socket

@@ -23,11 +23,10 @@ from typing import Any
 import pytest
 import yaml
 
-from kpdoctor.lab import images, k8sbuild, kcluster, kproxypod, kubelet, pki
+from kpdoctor.lab import images, kcluster, kproxypod, kubelet, pki
 from kpdoctor.lab.kapi import ApiError
 from kpdoctor.lab.kcluster import ClusterState
 from kpdoctor.node import podcollect
-from tests.conftest import REQUIRE_ROOT
 from tests.support.klab import (
     REPO,
     admin_api,
@@ -36,6 +35,7 @@ from tests.support.klab import (
     kpdoctor,
     lab_cluster,
     report,
+    require_kubelet,
     save,
     service,
     wait_for_rules,
@@ -45,21 +45,9 @@ DEPLOY = REPO / "deploy"
 pytestmark = pytest.mark.root("etcd", "nft", "curl", "containerd", "runc", "ctr", "nsenter")
 
 
-def _require_kubelet() -> None:
-    reason = None
-    if k8sbuild.cached(k8sbuild.resolve_release("1.37"), "kubelet") is None:
-        reason = "kubelet 1.37 not built (python3 -m kpdoctor.lab.k8sbuild --kubelet 1.37)"
-    elif not Path("/usr/lib/cni/bridge").is_file():
-        reason = "containernetworking-plugins not installed"
-    if reason and REQUIRE_ROOT:
-        pytest.fail(f"KPDOCTOR_REQUIRE_ROOT_TESTS=1 but {reason}")
-    if reason:
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
-    _require_kubelet()
+    require_kubelet()
     with lab_cluster(tmp_path_factory.mktemp("klab-kubelet"), nodes=2, with_kubelet=True) as state:
         apply_workload(state, wait=("web", "api"))
         yield state
@@ -140,7 +128,7 @@ def test_kube_exec_equals_local_with_a_fault(cluster: ClusterState, fault: str) 
 
 
 def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
-    _require_kubelet()
+    require_kubelet()
     with lab_cluster(tmp_path, nodes=1, with_kubelet=True) as state:
         rec = kubelet.KubeletRecord.load(state.state_dir)
         assert rec is not None and kubelet._shims(rec.socket), "no containerd shim ran"

@@ -161,3 +161,16 @@ def findings(rep: dict[str, Any], at_least: str = "warning") -> list[tuple[str, 
 
 def statuses(rep: dict[str, Any]) -> dict[str, str]:
     return {c["id"]: c["status"] for c in rep["checks"]}
+
+
+def require_kubelet() -> None:
+    """Skip (or fail, under KPDOCTOR_REQUIRE_ROOT_TESTS=1) when the lab cannot run a kubelet here."""
+    reason = None
+    if k8sbuild.cached(k8sbuild.resolve_release("1.37"), "kubelet") is None:
+        reason = "kubelet 1.37 not built (python3 -m kpdoctor.lab.k8sbuild --kubelet 1.37)"
+    elif not Path("/usr/lib/cni/bridge").is_file():
+        reason = "containernetworking-plugins not installed"
+    if reason and REQUIRE_ROOT:
+        pytest.fail(f"KPDOCTOR_REQUIRE_ROOT_TESTS=1 but {reason}")
+    if reason:
+        pytest.skip(reason)
