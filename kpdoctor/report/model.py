@@ -13,6 +13,7 @@ occurrence keeps its own evidence and its own (real-name) remediation commands.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,12 +36,13 @@ class SourceInfo:
     transport: str = "none"
 
 
+@functools.lru_cache(maxsize=4096)
 def _node_pattern(node: str) -> re.Pattern[str]:
     return re.compile(r"(?<![\w.-])" + re.escape(node) + r"(?![\w-]|\.\w)")
 
 
 def _normalize(text: str, node: str | None) -> str:
-    return _node_pattern(node).sub(_TOKEN, text) if node else text
+    return _node_pattern(node).sub(_TOKEN, text) if node and node in text else text
 
 
 def _remediation(f: Finding) -> dict[str, Any] | None:
@@ -57,7 +59,7 @@ def _occurrence(f: Finding) -> dict[str, Any]:
         "evidence": list(f.evidence),
         "remediation": _remediation(f),
         "silenced_reason": f.silenced_reason,
-        "labels": {k: v for k, v in f.labels},
+        "labels": dict(f.labels),
     }
 
 
