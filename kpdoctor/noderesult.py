@@ -24,6 +24,7 @@ FORMAT = "kpdoctor-node-result/v1"
 MAX_FINDINGS = 100_000  # per node
 MAX_TEXT = 1 << 16  # characters per string field
 MAX_ITEMS = 256  # evidence lines, remediation commands, labels per finding
+MAX_LABEL = 1 << 20  # characters per label value (KP-NODEPORT-FIREWALL's `services`: every eTP=Local Service)
 
 
 @dataclass
@@ -114,8 +115,8 @@ class Interner:
         self.tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.remediations: dict[tuple[str, tuple[str, ...]], Remediation] = {}
 
-    def text(self, value: Any) -> str:
-        if type(value) is not str or len(value) > MAX_TEXT:
+    def text(self, value: Any, limit: int = MAX_TEXT) -> str:
+        if type(value) is not str or len(value) > limit:
             raise _Bad
         return self.strings.setdefault(value, value)
 
@@ -158,7 +159,7 @@ def _finding(doc: Any, node: str, i: int, where: str, strings: Interner) -> Find
         if labels:
             if not all(type(kv) is list and len(kv) == 2 for kv in labels):
                 raise _Bad
-            pairs = tuple((strings.text(k), strings.text(v)) for k, v in labels)
+            pairs = tuple((strings.text(k), strings.text(v, MAX_LABEL)) for k, v in labels)
         return Finding(
             check_id=strings.text(get("check")), severity=severity, scope=node, subject=strings.text(get("subject")),
             message=strings.text(get("message")), evidence=strings.texts(get("evidence", [])),
@@ -186,8 +187,10 @@ def _finding_error(doc: Any, i: int, where: str) -> None:
     if not isinstance(labels, list) or len(labels) > MAX_ITEMS or not all(
             isinstance(kv, list) and len(kv) == 2 for kv in labels):
         raise InputError(f"{what}.labels: expected a list of [key, value] pairs", where=where)
-    for kv in labels:
-        _texts(kv, f"{what}.labels", where)
+    for k, v in labels:
+        _text(k, f"{what}.labels", where)
+        if not isinstance(v, str) or len(v) > MAX_LABEL:
+            raise InputError(f"{what}.labels: a value is not a string of at most {MAX_LABEL} characters", where=where)
     if not isinstance(d.get("not_evaluated", False), bool):
         raise InputError(f"{what}.not_evaluated: expected true or false", where=where)
     for key in ("check", "subject", "message", "docs"):

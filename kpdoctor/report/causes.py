@@ -16,6 +16,7 @@ remediation commands of cause and consequences, deduplicated.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -121,6 +122,27 @@ def _entry(causes: dict[str, dict[str, Any]], check: Mapping[str, Any], group: M
     return causes[cause_id]
 
 
+def _local_policy_notes(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[str]]]) \
+        -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]]:
+    """(check, group, occurrence, Service `ns/name`) of KP-NODEPORT-FIREWALL's eTP=Local notes (not silenced):
+    the Services from the note's `services` label (one note per node lists them all), else from its subject."""
+    out = []
+    for check, group, occ, _nodes in flat:
+        if check["id"] != "KP-NODEPORT-FIREWALL" or "externalTrafficPolicy: Local" not in occ["message"] \
+                or group["silenced"]:
+            continue
+        try:
+            listed = json.loads(occ["labels"].get("services", "[]"))
+        except ValueError:
+            listed = []
+        names = [s for s in listed if isinstance(s, str)] if isinstance(listed, list) else []
+        if not names and occ["subject"].startswith("Service "):
+            names = [occ["subject"][8:]]
+        for service in dict.fromkeys(n.split(":", 1)[0] for n in names):
+            out.append((check, group, occ, service))
+    return out
+
+
 def _unservable(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[str]]],
                 by_node: Mapping[str, tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]],
                 causes: dict[str, dict[str, Any]], cluster: ClusterState | None) -> None:
@@ -131,11 +153,7 @@ def _unservable(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any],
     if not any(rank in KUBE_PROXY_DOWN for rank, *_rest in by_node.values()):
         return
     homes_of = endpoint_nodes(cluster)
-    for check, group, occ, _nodes in flat:
-        if check["id"] != "KP-NODEPORT-FIREWALL" or "externalTrafficPolicy: Local" not in occ["message"] \
-                or not occ["subject"].startswith("Service ") or group["silenced"]:
-            continue
-        service = occ["subject"][8:].split(":", 1)[0]
+    for check, group, occ, service in _local_policy_notes(flat):
         homes = homes_of.get(service, [])
         down = {n: by_node[n] for n in homes if n in by_node and by_node[n][0] in KUBE_PROXY_DOWN}
         found = {cause[3]["subject"]: cause for cause in down.values()}
@@ -143,7 +161,7 @@ def _unservable(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any],
             continue
         _rank_, ccheck, cgroup, cocc = next(iter(found.values()))
         entry = _entry(causes, ccheck, cgroup, cocc, cluster)
-        occ["cause"] = entry["id"]
+        occ["cause"] = occ["cause"] or entry["id"]  # a node's one note lists many Services: its first cause
         if any(c["subject"] == f"Service {service}" for c in entry["consequences"]):
             continue
         entry["consequences"].append({

@@ -132,3 +132,18 @@ def test_decode_keeps_repeated_values_once_and_accepts_what_severity_parse_accep
     assert one.message == "m on n1" and two.message == "m on n2" and two.scope == "n2"
     alone = decode(doc("n3"), "n3").findings[0]  # without a shared Interner: the same values
     assert (alone.remediation, alone.evidence, alone.docs) == (one.remediation, one.evidence, one.docs)
+
+
+def test_a_label_may_be_longer_than_a_text_field_but_is_bounded() -> None:
+    from kpdoctor.noderesult import MAX_LABEL, MAX_TEXT
+
+    def doc(value: str) -> dict[str, Any]:
+        return {"format": FORMAT, "node": {"name": "n1"}, "findings": [
+            {"check": "KP-X", "severity": "info", "subject": "s", "message": "m", "labels": [["services", value]]}]}
+
+    long = json.dumps([f"ns/svc-{i}:http/TCP" for i in range(MAX_TEXT // 10)])  # > MAX_TEXT characters
+    assert MAX_TEXT < len(long) < MAX_LABEL
+    assert decode(doc(long), "n1").findings[0].labels == (("services", long),)
+    with pytest.raises(InputError) as err:
+        decode(doc("x" * (MAX_LABEL + 1)), "pod kpdoctor-n1")
+    assert "findings[0].labels" in str(err.value)
