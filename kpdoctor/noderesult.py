@@ -17,6 +17,7 @@ from kpdoctor.checks_api import Check
 from kpdoctor.engine import CheckRun, ScanResult, settle_status
 from kpdoctor.errors import InputError
 from kpdoctor.findings import Finding, Remediation, Severity
+from kpdoctor.gcpause import gc_paused
 from kpdoctor.node.state import NodeState
 from kpdoctor.silences import SilenceSet
 
@@ -198,6 +199,7 @@ def _finding_error(doc: Any, i: int, where: str) -> None:
     _texts(d.get("evidence", []), f"{what}.evidence", where)
 
 
+@gc_paused()  # a node's thousands of findings: no cycles (kpdoctor/gcpause.py)
 def decode(doc: Any, where: str, strings: Interner | None = None) -> NodeResult:
     """A node result from outside; `where` names it (file, pod) in the one-line error. Pass one `strings`
     to every decode of a merge: repeated values are then kept once."""
@@ -234,6 +236,7 @@ def decode(doc: Any, where: str, strings: Interner | None = None) -> NodeResult:
     return NodeResult(node, _text(d.get("service_proxy", ""), "service_proxy", where), runs, findings, omitted)
 
 
+@gc_paused()
 def merge(checks: Sequence[Check], central: ScanResult, nodes: Iterable[NodeResult], *,
           silences: SilenceSet | None = None) -> ScanResult:
     """`central` ran the cluster checks (and holds the load-error findings); `nodes` are the node checks'

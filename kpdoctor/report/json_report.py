@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from kpdoctor.gcpause import gc_paused
+
 # json.dumps(indent=2) runs the standard library's generator-based pure-Python encoder (its C encoder is
 # used only without indent): ~1.3 s for the 58 MB report of a 10,000-Service / 100-node scan. `_Indented`
 # writes the very same text (byte for byte: same separators, same escaping through the C string encoder,
@@ -143,6 +145,7 @@ class _Indented:
         out.append(self.newline(level) + "}")
 
 
+@gc_paused()
 def render_json(report: Mapping[str, Any]) -> str:
     if not isinstance(report, dict):
         return _inert(json.dumps(report, indent=2, sort_keys=False, ensure_ascii=False)) + "\n"
@@ -151,6 +154,7 @@ def render_json(report: Mapping[str, Any]) -> str:
     return _inert("".join(writer.out)) + "\n"
 
 
+@gc_paused()
 def write_json(report: Mapping[str, Any], out: TextIO) -> None:
     """render_json's text written to `out` as it is produced: a 700 MB report of 1,000 nodes is never held
     whole (nor its pieces, nor its copy) in memory."""

@@ -22,6 +22,7 @@ from typing import Any
 from kpdoctor import __version__
 from kpdoctor.engine import SCAN_CHECK_ID, SCAN_CHECK_TITLE, ScanResult
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.gcpause import gc_paused
 from kpdoctor.report.causes import attach_causes
 
 REPORT_FORMAT = "kpdoctor-report/v1"
@@ -112,6 +113,7 @@ def group_findings(findings: list[Finding]) -> list[dict[str, Any]]:
     return out
 
 
+@gc_paused()  # 1,000 nodes' findings: ~1M dicts and lists, no cycles (kpdoctor/gcpause.py)
 def build_report(
     result: ScanResult,
     *,
