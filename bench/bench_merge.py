@@ -97,12 +97,23 @@ def build(services: int, nodes: int, variants: int, min_severity: str) -> Path:
     return base
 
 
-def merge_main(base: Path) -> None:
-    """The measured part (run in its own process)."""
+def merge_main(base: Path, profile: Path | None = None) -> None:
+    """The measured part (run in its own process); with `profile`, under cProfile (its stats written there)."""
+    if profile is not None:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            merge_main(base)
+        finally:
+            profiler.disable()
+            profiler.dump_stats(str(profile))
+        return
     from kpdoctor.engine import run_checks
-    from kpdoctor.noderesult import decode, merge
+    from kpdoctor.noderesult import Interner, decode, merge
     from kpdoctor.registry import discover
-    from kpdoctor.report.json_report import render_json
+    from kpdoctor.report.json_report import write_json
     from kpdoctor.report.model import SourceInfo, build_report
     from kpdoctor.scanner import open_bundle
 
@@ -112,10 +123,12 @@ def merge_main(base: Path) -> None:
     central = run_checks([c for c in checks if c.scope == "cluster"], cluster, nodes=[])
     t1 = time.perf_counter()
     files = sorted((base / "results").iterdir())
-    node_results = [decode(json.loads(f.read_text()), str(f)) for f in files]
+    strings = Interner()
+    node_results = [decode(json.loads(f.read_text()), str(f), strings) for f in files]
     merged = merge(checks, central, node_results)
     report = build_report(merged, source=SourceInfo("merge", str(base), "pod"), fail_on=None, exit_code=0)
-    (base / "report.json").write_text(render_json(report))
+    with (base / "report.json").open("w", encoding="utf-8") as out:
+        write_json(report, out)
     t2 = time.perf_counter()
     print(json.dumps({"central_s": t1 - t0, "merge_s": t2 - t1, "nodes": len(merged.nodes),
                       "omitted": merged.options.node_findings_omitted,
@@ -129,13 +142,15 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--variants", type=int, default=4)
     parser.add_argument("--min-severity", default="", help="node side: count, not send, findings below this")
+    parser.add_argument("--profile", type=Path, help="write the merge's cProfile stats here (slower; not a timing run)")
     parser.add_argument("--merge", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.merge:
-        merge_main(args.merge)
+        merge_main(args.merge, args.profile)
         return
     base = build(args.services, args.nodes, args.variants, args.min_severity)
-    run = run_child([sys.executable, __file__, "--merge", str(base)], stdout=subprocess.PIPE, stderr=None)
+    profile = ["--profile", str(args.profile.resolve())] if args.profile else []
+    run = run_child([sys.executable, __file__, "--merge", str(base), *profile], stdout=subprocess.PIPE, stderr=None)
     if run.returncode != 0:
         raise SystemExit(f"merge failed: {run.stdout}")
     parts = json.loads(run.stdout)

@@ -30,7 +30,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kpdoctor.checks._common import KUBE_PROXY_DOCS, service_subject, unknown_kube_proxy
@@ -44,6 +44,7 @@ from kpdoctor.proxier.serviceport import IPV4, all_service_ports
 from kpdoctor.shellcmd import Lit, Name, command, iptables_delete
 
 DEFAULT_RANGE = (30000, 32767)
+LISTED = 10  # eTP=Local NodePorts named in the evidence of the one note per node (all in its `services` label)
 HC_FACT = "kube-proxy/healthcheck-nodeports.json"
 
 
@@ -394,6 +395,10 @@ class NodePortFirewall(NodeCheck):
             )
 
     def _local_policy(self, ctx: NodeCheckContext, mode: str) -> Iterator[Finding]:
+        """eTP=Local NodePorts that drop on this node by design (no local endpoint): ONE informational finding
+        per node naming how many and which (the first LISTED as evidence; every one in the `services` label,
+        a JSON list of `namespace/name:port/PROTOCOL`) - at 10,000 Services a node has hundreds of them and a
+        note per Service repeats the same explanation hundreds of times per node, on every node."""
         node = ctx.node
         from kpdoctor.node_context import expected_node_port_drops
 
@@ -401,18 +406,34 @@ class NodePortFirewall(NodeCheck):
             dropped = expected_node_port_drops(ctx, mode if is_proxy_mode(mode) else None)  # the expected view's NodePort DROPs
         except Exception:  # noqa: BLE001 - an expectation we cannot render is reported by KP-STALE-ENDPOINTS
             return
-        for fe, view in sorted(dropped):
-            yield self.finding(
-                ctx, service_subject(view.service, fe.protocol),
-                f"NodePort {fe.port}/{fe.protocol} of {view.service} (externalTrafficPolicy: Local) drops on node "
-                f"{node.name} because no endpoint of the Service runs there: this is expected - it keeps the "
-                "client source IP and makes the load balancer's health check (healthCheckNodePort, 503 here) take "
-                "this node out of rotation. Clients that hit this node directly time out",
-                severity=Severity.INFO,
-                evidence=[f"expected dataplane: {fe} -> drop (no local endpoints on {node.name})"],
-                fix="Nothing to fix if traffic arrives through a load balancer that honours the health check; "
-                "otherwise use externalTrafficPolicy: Cluster or run an endpoint on every node.",
-            )
+        if not dropped:
+            return
+        dropped = sorted(dropped)
+        services = json.dumps([f"{view.service}/{fe.protocol.upper()}" for fe, view in dropped])
+        evidence = [f"expected dataplane: {fe} -> drop (no local endpoints on {node.name})"
+                    for fe, _view in dropped[:LISTED]]
+        if len(dropped) > LISTED:
+            evidence.append(f"… and {len(dropped) - LISTED} more (all {len(dropped)} in the JSON report's "
+                            "labels.services)")
+        if len(dropped) == 1:
+            fe, view = dropped[0]
+            subject = service_subject(view.service, fe.protocol)
+            what = f"NodePort {fe.port}/{fe.protocol} of {view.service} (externalTrafficPolicy: Local) drops"
+            why = "no endpoint of the Service runs there"
+        else:
+            subject = f"Node {node.name}"
+            what = f"{len(dropped)} NodePorts of Services with externalTrafficPolicy: Local drop"
+            why = "no endpoint of their Service runs there"
+        found = self.finding(
+            ctx, subject,
+            f"{what} on node {node.name} because {why}: this is expected - it keeps the client source IP and "
+            "makes the load balancer's health check (healthCheckNodePort, 503 here) take this node out of "
+            "rotation. Clients that hit this node directly time out",
+            severity=Severity.INFO, evidence=evidence,
+            fix="Nothing to fix if traffic arrives through a load balancer that honours the health check; "
+            "otherwise use externalTrafficPolicy: Cluster or run an endpoint on every node.",
+        )
+        yield replace(found, labels=(("services", services),))
 
     def _health_checks(self, ctx: NodeCheckContext, p: ParsedNode, uses: list[PortUse]) -> Iterator[Finding]:
         node = ctx.node

@@ -17,6 +17,7 @@ from kpdoctor.checks_api import Check
 from kpdoctor.engine import CheckRun, ScanResult, settle_status
 from kpdoctor.errors import InputError
 from kpdoctor.findings import Finding, Remediation, Severity
+from kpdoctor.gcpause import gc_paused
 from kpdoctor.node.state import NodeState
 from kpdoctor.silences import SilenceSet
 
@@ -24,6 +25,7 @@ FORMAT = "kpdoctor-node-result/v1"
 MAX_FINDINGS = 100_000  # per node
 MAX_TEXT = 1 << 16  # characters per string field
 MAX_ITEMS = 256  # evidence lines, remediation commands, labels per finding
+MAX_LABEL = 1 << 20  # characters per label value (KP-NODEPORT-FIREWALL's `services`: every eTP=Local Service)
 
 
 @dataclass
@@ -97,36 +99,111 @@ def _obj(value: Any, what: str, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _finding(doc: Any, node: str, i: int, where: str) -> Finding:
+_SEVERITIES = {s.label: s for s in Severity}
+
+
+class _Bad(Exception):
+    """A fast-path check failed: the slow path (_finding_error) names the field in the InputError."""
+
+
+class Interner:
+    """One object per distinct value over every node result decoded with it: 1,000 nodes send the same
+    docs URL, remediation texts and commands, evidence lines; kept once, the merge of their findings costs
+    memory for what differs, not for what repeats (a node's name makes its messages differ anyway)."""
+
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}
+        self.tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.remediations: dict[tuple[str, tuple[str, ...]], Remediation] = {}
+
+    def text(self, value: Any, limit: int = MAX_TEXT) -> str:
+        if type(value) is not str or len(value) > limit:
+            raise _Bad
+        return self.strings.setdefault(value, value)
+
+    def texts(self, value: Any) -> tuple[str, ...]:
+        if type(value) is not list or len(value) > MAX_ITEMS:
+            raise _Bad
+        key = tuple([self.text(v) for v in value])
+        return self.tuples.setdefault(key, key)
+
+    def remediation(self, text: str, commands: tuple[str, ...]) -> Remediation:
+        key = (text, commands)
+        found = self.remediations.get(key)
+        if found is None:
+            found = self.remediations[key] = Remediation(text, commands)
+        return found
+
+
+def _finding(doc: Any, node: str, i: int, where: str, strings: Interner) -> Finding:
+    """A finding from outside, every field checked (type, length, count); repeated values interned."""
+    try:
+        if type(doc) is not dict:
+            raise _Bad
+        get = doc.get
+        sev = get("severity")
+        severity = _SEVERITIES.get(sev) if type(sev) is str else None
+        if severity is None and type(sev) is str:
+            try:
+                severity = Severity.parse(sev)  # " Error", "WARNING": what Severity.parse accepts
+            except ValueError:
+                raise _Bad from None
+        rem = get("remediation")
+        labels = get("labels", [])
+        not_evaluated = get("not_evaluated", False)
+        if severity is None or type(not_evaluated) is not bool or type(labels) is not list or \
+                len(labels) > MAX_ITEMS or not (rem is None or type(rem) is dict):
+            raise _Bad
+        remediation = None if rem is None else strings.remediation(strings.text(rem.get("text", "")),
+                                                                   strings.texts(rem.get("commands", [])))
+        pairs: tuple[tuple[str, str], ...] = ()
+        if labels:
+            if not all(type(kv) is list and len(kv) == 2 for kv in labels):
+                raise _Bad
+            pairs = tuple((strings.text(k), strings.text(v, MAX_LABEL)) for k, v in labels)
+        return Finding(
+            check_id=strings.text(get("check")), severity=severity, scope=node, subject=strings.text(get("subject")),
+            message=strings.text(get("message")), evidence=strings.texts(get("evidence", [])),
+            remediation=remediation, docs=strings.text(get("docs", "")), not_evaluated=not_evaluated, labels=pairs,
+        )  # fmt: skip
+    except _Bad:
+        _finding_error(doc, i, where)
+        raise InputError(f"findings[{i}]: not a finding", where=where) from None
+
+
+def _finding_error(doc: Any, i: int, where: str) -> None:
+    """Raise the InputError naming the field of findings[i] that is wrong (the slow path of _finding)."""
     what = f"findings[{i}]"
     d = _obj(doc, what, where)
     try:
-        severity = Severity.parse(_text(d.get("severity"), f"{what}.severity", where))
+        Severity.parse(_text(d.get("severity"), f"{what}.severity", where))
     except ValueError as exc:
         raise InputError(f"{what}.severity: {exc}", where=where) from None
     rem = d.get("remediation")
-    remediation = None
     if rem is not None:
         r = _obj(rem, f"{what}.remediation", where)
-        remediation = Remediation(_text(r.get("text", ""), f"{what}.remediation.text", where),
-                                  _texts(r.get("commands", []), f"{what}.remediation.commands", where))
+        _text(r.get("text", ""), f"{what}.remediation.text", where)
+        _texts(r.get("commands", []), f"{what}.remediation.commands", where)
     labels = d.get("labels", [])
     if not isinstance(labels, list) or len(labels) > MAX_ITEMS or not all(
             isinstance(kv, list) and len(kv) == 2 for kv in labels):
         raise InputError(f"{what}.labels: expected a list of [key, value] pairs", where=where)
+    for k, v in labels:
+        _text(k, f"{what}.labels", where)
+        if not isinstance(v, str) or len(v) > MAX_LABEL:
+            raise InputError(f"{what}.labels: a value is not a string of at most {MAX_LABEL} characters", where=where)
     if not isinstance(d.get("not_evaluated", False), bool):
         raise InputError(f"{what}.not_evaluated: expected true or false", where=where)
-    return Finding(
-        check_id=_text(d.get("check"), f"{what}.check", where), severity=severity, scope=node,
-        subject=_text(d.get("subject"), f"{what}.subject", where), message=_text(d.get("message"), f"{what}.message", where),
-        evidence=_texts(d.get("evidence", []), f"{what}.evidence", where), remediation=remediation,
-        docs=_text(d.get("docs", ""), f"{what}.docs", where), not_evaluated=d.get("not_evaluated", False),
-        labels=tuple((_text(k, f"{what}.labels", where), _text(v, f"{what}.labels", where)) for k, v in labels),
-    )  # fmt: skip
+    for key in ("check", "subject", "message", "docs"):
+        _text(d.get(key, "" if key == "docs" else None), f"{what}.{key}", where)
+    _texts(d.get("evidence", []), f"{what}.evidence", where)
 
 
-def decode(doc: Any, where: str) -> NodeResult:
-    """A node result from outside; `where` names it (file, pod) in the one-line error."""
+@gc_paused()  # a node's thousands of findings: no cycles (kpdoctor/gcpause.py)
+def decode(doc: Any, where: str, strings: Interner | None = None) -> NodeResult:
+    """A node result from outside; `where` names it (file, pod) in the one-line error. Pass one `strings`
+    to every decode of a merge: repeated values are then kept once."""
+    strings = strings if strings is not None else Interner()
     d = _obj(doc, "node result", where)
     if d.get("format") != FORMAT:
         raise InputError(f"not a {FORMAT} document (format {str(d.get('format'))[:40]!r})", where=where)
@@ -150,7 +227,7 @@ def decode(doc: Any, where: str) -> NodeResult:
             raise InputError(f"runs[{i}].duration_s: expected seconds", where=where)
         runs.append(NodeRun(_text(run.get("check"), f"runs[{i}].check", where), float(duration),
                             list(_texts(run.get("errors", []), f"runs[{i}].errors", where))))  # fmt: skip
-    findings = [_finding(f, name, i, where) for i, f in enumerate(findings_doc)]
+    findings = [_finding(f, name, i, where, strings) for i, f in enumerate(findings_doc)]
     omitted_doc = _obj(d.get("omitted", {}), "omitted", where)
     if len(omitted_doc) > MAX_ITEMS or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10**9
                                                for v in omitted_doc.values()):  # fmt: skip
@@ -159,6 +236,7 @@ def decode(doc: Any, where: str) -> NodeResult:
     return NodeResult(node, _text(d.get("service_proxy", ""), "service_proxy", where), runs, findings, omitted)
 
 
+@gc_paused()
 def merge(checks: Sequence[Check], central: ScanResult, nodes: Iterable[NodeResult], *,
           silences: SilenceSet | None = None) -> ScanResult:
     """`central` ran the cluster checks (and holds the load-error findings); `nodes` are the node checks'

@@ -16,6 +16,7 @@ remediation commands of cause and consequences, deduplicated.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -121,6 +122,22 @@ def _entry(causes: dict[str, dict[str, Any]], check: Mapping[str, Any], group: M
     return causes[cause_id]
 
 
+def _listed_services(occ: Mapping[str, Any], parsed: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Services `ns/name` of a KP-NODEPORT-FIREWALL eTP=Local note: its `services` label (a JSON list; the
+    one note per node lists them all; parsed once per distinct label in `parsed`), else its subject."""
+    label = occ["labels"].get("services", "")
+    if label not in parsed:
+        try:
+            listed = json.loads(label) if label else []
+        except ValueError:
+            listed = []
+        names = [s for s in listed if isinstance(s, str)] if isinstance(listed, list) else []
+        parsed[label] = tuple(dict.fromkeys(n.split(":", 1)[0] for n in names))
+    if parsed[label]:
+        return parsed[label]
+    return (occ["subject"][8:].split(":", 1)[0],) if occ["subject"].startswith("Service ") else ()
+
+
 def _unservable(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[str]]],
                 by_node: Mapping[str, tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]],
                 causes: dict[str, dict[str, Any]], cluster: ClusterState | None) -> None:
@@ -131,27 +148,39 @@ def _unservable(flat: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any],
     if not any(rank in KUBE_PROXY_DOWN for rank, *_rest in by_node.values()):
         return
     homes_of = endpoint_nodes(cluster)
+    parsed: dict[str, tuple[str, ...]] = {}
+    verdict: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None] = {}  # Service -> its cause
+    linked: set[tuple[str, str]] = set()  # (cause id, Service) already among that cause's consequences
+    seeded: set[str] = set()
     for check, group, occ, _nodes in flat:
         if check["id"] != "KP-NODEPORT-FIREWALL" or "externalTrafficPolicy: Local" not in occ["message"] \
-                or not occ["subject"].startswith("Service ") or group["silenced"]:
+                or group["silenced"]:
             continue
-        service = occ["subject"][8:].split(":", 1)[0]
-        homes = homes_of.get(service, [])
-        down = {n: by_node[n] for n in homes if n in by_node and by_node[n][0] in KUBE_PROXY_DOWN}
-        found = {cause[3]["subject"]: cause for cause in down.values()}
-        if not homes or len(found) != 1 or len(down) != len(homes):
-            continue
-        _rank_, ccheck, cgroup, cocc = next(iter(found.values()))
-        entry = _entry(causes, ccheck, cgroup, cocc, cluster)
-        occ["cause"] = entry["id"]
-        if any(c["subject"] == f"Service {service}" for c in entry["consequences"]):
-            continue
-        entry["consequences"].append({
-            "check": check["id"], "group": group["id"], "subject": f"Service {service}", "severity": "error",
-            "message": (f"Service {service} has endpoints, but no node can serve it: externalTrafficPolicy: Local "
-                        f"and its ready endpoints are only on {', '.join(homes)}, where the cause above stops "
-                        "kube-proxy (and with it the health check node port the load balancer asks); every other "
-                        "node drops its NodePort by design")})
+        for service in _listed_services(occ, parsed):
+            if service not in verdict:  # the same on every node: decided once per Service
+                homes = homes_of.get(service, [])
+                down = {n: by_node[n] for n in homes if n in by_node and by_node[n][0] in KUBE_PROXY_DOWN}
+                found = {cause[3]["subject"]: cause for cause in down.values()}
+                verdict[service] = next(iter(found.values()))[1:] if homes and len(found) == 1 and \
+                    len(down) == len(homes) else None
+            cause = verdict[service]
+            if cause is None:
+                continue
+            entry = _entry(causes, *cause, cluster)
+            occ["cause"] = occ["cause"] or entry["id"]  # a node's one note lists many Services: its first cause
+            if entry["id"] not in seeded:  # what the cause already lists (other checks' consequences)
+                seeded.add(entry["id"])
+                linked.update((entry["id"], c["subject"][8:]) for c in entry["consequences"]
+                              if c["subject"].startswith("Service "))
+            if (entry["id"], service) in linked:
+                continue
+            linked.add((entry["id"], service))
+            entry["consequences"].append({
+                "check": check["id"], "group": group["id"], "subject": f"Service {service}", "severity": "error",
+                "message": (f"Service {service} has endpoints, but no node can serve it: externalTrafficPolicy: "
+                            f"Local and its ready endpoints are only on {', '.join(homes_of[service])}, where the "
+                            "cause above stops kube-proxy (and with it the health check node port the load "
+                            "balancer asks); every other node drops its NodePort by design")})
 
 
 def attach_causes(report: dict[str, Any], cluster: ClusterState | None) -> None:

@@ -13,6 +13,7 @@ occurrence keeps its own evidence and its own (real-name) remediation commands.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 from kpdoctor import __version__
 from kpdoctor.engine import SCAN_CHECK_ID, SCAN_CHECK_TITLE, ScanResult
 from kpdoctor.findings import Finding, Severity
+from kpdoctor.gcpause import gc_paused
 from kpdoctor.report.causes import attach_causes
 
 REPORT_FORMAT = "kpdoctor-report/v1"
@@ -35,12 +37,13 @@ class SourceInfo:
     transport: str = "none"
 
 
+@functools.lru_cache(maxsize=4096)
 def _node_pattern(node: str) -> re.Pattern[str]:
     return re.compile(r"(?<![\w.-])" + re.escape(node) + r"(?![\w-]|\.\w)")
 
 
 def _normalize(text: str, node: str | None) -> str:
-    return _node_pattern(node).sub(_TOKEN, text) if node else text
+    return _node_pattern(node).sub(_TOKEN, text) if node and node in text else text
 
 
 def _remediation(f: Finding) -> dict[str, Any] | None:
@@ -57,7 +60,7 @@ def _occurrence(f: Finding) -> dict[str, Any]:
         "evidence": list(f.evidence),
         "remediation": _remediation(f),
         "silenced_reason": f.silenced_reason,
-        "labels": {k: v for k, v in f.labels},
+        "labels": dict(f.labels),
     }
 
 
@@ -110,6 +113,7 @@ def group_findings(findings: list[Finding]) -> list[dict[str, Any]]:
     return out
 
 
+@gc_paused()  # 1,000 nodes' findings: ~1M dicts and lists, no cycles (kpdoctor/gcpause.py)
 def build_report(
     result: ScanResult,
     *,

@@ -58,6 +58,20 @@ def test_merged_node_results_equal_the_central_scan() -> None:
     ({"format": FORMAT, "node": {"name": "n1"}, "findings": [{"check": "X", "severity": "error", "subject": "s",
       "message": "m" * 70000}]}, "longer than"),
     ({"format": FORMAT, "node": {"name": "n1"}, "runs": [{"check": "X", "duration_s": "slow"}]}, "duration_s"),
+    ({"format": FORMAT, "node": {"name": "n1"}, "findings": ["x"]}, "findings[0]: expected an object"),
+    ({"format": FORMAT, "node": {"name": "n1"}, "findings": [{"check": "X", "severity": 3}]}, "findings[0].severity"),
+    ({"format": FORMAT, "node": {"name": "n1"}, "findings": [{"check": "X", "severity": "info", "subject": "s",
+      "message": "m", "evidence": ["a", 7]}]}, "findings[0].evidence"),
+    ({"format": FORMAT, "node": {"name": "n1"}, "findings": [{"check": "X", "severity": "info", "subject": "s",
+      "message": "m", "evidence": ["e"] * 300}]}, "findings[0].evidence"),
+    ({"format": FORMAT, "node": {"name": "n1"}, "findings": [{"check": "X", "severity": "info", "subject": "s",
+      "message": "m", "remediation": {"text": "t", "commands": "rm -rf /"}}]}, "findings[0].remediation.commands"),
+    ({"format": FORMAT, "node": {"name": "n1"}, "findings": [{"check": "X", "severity": "info", "subject": "s",
+      "message": "m", "labels": [["k", 1]]}]}, "findings[0].labels"),
+    ({"format": FORMAT, "node": {"name": "n1"}, "findings": [{"check": "X", "severity": "info", "subject": "s",
+      "message": "m", "not_evaluated": "yes"}]}, "findings[0].not_evaluated"),
+    ({"format": FORMAT, "node": {"name": "n1"}, "findings": [{"check": None, "severity": "info", "subject": "s",
+      "message": "m"}]}, "findings[0].check"),
 ])  # fmt: skip
 def test_hostile_documents_are_one_line_input_errors(doc: Any, message: str) -> None:
     with pytest.raises(InputError) as err:
@@ -100,3 +114,36 @@ def test_compact_results_count_what_they_leave_out() -> None:
     assert dropped, "the demo has no informational node finding: this test would show nothing"
     assert sorted(map(key, merged.findings)) == sorted(key(f) for f in whole.findings if f not in dropped)
     assert merged.options.node_findings_omitted == len(dropped)
+
+
+def test_decode_keeps_repeated_values_once_and_accepts_what_severity_parse_accepts() -> None:
+    def doc(node: str) -> dict[str, Any]:
+        return json.loads(json.dumps({"format": FORMAT, "node": {"name": node}, "findings": [
+            {"check": "KP-X", "severity": " Warning", "subject": f"Node {node}", "message": f"m on {node}",
+             "evidence": ["same line"], "docs": "file:///docs/KP-X.md", "labels": [["service", "a/b"]],
+             "remediation": {"text": "do this", "commands": ["kubectl get nodes"]}}]}))
+
+    from kpdoctor.noderesult import Interner
+
+    strings = Interner()
+    one, two = (decode(doc(n), n, strings).findings[0] for n in ("n1", "n2"))
+    assert one.severity is Severity.WARNING and one.labels == (("service", "a/b"),)
+    assert one.remediation is two.remediation and one.evidence is two.evidence and one.docs is two.docs
+    assert one.message == "m on n1" and two.message == "m on n2" and two.scope == "n2"
+    alone = decode(doc("n3"), "n3").findings[0]  # without a shared Interner: the same values
+    assert (alone.remediation, alone.evidence, alone.docs) == (one.remediation, one.evidence, one.docs)
+
+
+def test_a_label_may_be_longer_than_a_text_field_but_is_bounded() -> None:
+    from kpdoctor.noderesult import MAX_LABEL, MAX_TEXT
+
+    def doc(value: str) -> dict[str, Any]:
+        return {"format": FORMAT, "node": {"name": "n1"}, "findings": [
+            {"check": "KP-X", "severity": "info", "subject": "s", "message": "m", "labels": [["services", value]]}]}
+
+    long = json.dumps([f"ns/svc-{i}:http/TCP" for i in range(MAX_TEXT // 10)])  # > MAX_TEXT characters
+    assert MAX_TEXT < len(long) < MAX_LABEL
+    assert decode(doc(long), "n1").findings[0].labels == (("services", long),)
+    with pytest.raises(InputError) as err:
+        decode(doc("x" * (MAX_LABEL + 1)), "pod kpdoctor-n1")
+    assert "findings[0].labels" in str(err.value)

@@ -108,3 +108,25 @@ def test_the_most_fundamental_cause_wins_and_unrelated_faults_stay_apart() -> No
         "KP-PROXY-HEALTH/Pod kube-system/kube-proxy-76gg5", "KP-PROXY-HEALTH/DaemonSet kube-system/kube-proxy"}
     groups = _groups(report)
     assert groups["KP-NODEPORT-FIREWALL/Node edge-1"]["cause"] == ""  # a firewall is not caused by kube-proxy
+
+
+def test_b2_one_etp_local_note_listing_many_services_links_each_unservable_one() -> None:
+    """B2 plus generated copies of pay-gateway (eTP=Local, its one endpoint on edge-1 where kube-proxy is
+    down): edge-2's one KP-NODEPORT-FIREWALL note lists them all, and each is a Service no node can serve."""
+    import kpdoctor.checks.kube_proxy_health as health
+    import kpdoctor.checks.nodeport_firewall as firewall
+    from tests.support.checks import with_service_copies
+
+    cluster, nodes = load_bundle(BUNDLES / "B2-stale-endpoint" / "bundle")
+    cluster = with_service_copies(cluster, "payments/pay-gateway", 3)
+    result = run_checks([health.CHECK, firewall.CHECK], cluster, nodes)
+    report = build_report(result, source=SourceInfo("bundle", "B2", "bundle"), fail_on=Severity.ERROR, exit_code=1)
+    [cause] = report["causes"]
+    note = _groups(report)["KP-NODEPORT-FIREWALL/Node edge-2"]
+    assert note["count"] == 1 and note["message"].startswith("4 NodePorts of Services with externalTrafficPolicy")
+    assert note["cause"] == cause["id"] == "KP-PROXY-HEALTH/Pod kube-system/kube-proxy-76gg5"
+    dead = sorted(c["subject"] for c in cause["consequences"] if c["check"] == "KP-NODEPORT-FIREWALL")
+    assert dead == ["Service payments/pay-gateway"] + [f"Service payments/pay-gateway-copy-{i}" for i in range(3)]
+    assert ("4 Services no node can serve (payments/pay-gateway, payments/pay-gateway-copy-0, "
+            "payments/pay-gateway-copy-1, ...)") in cause["headline"]
+    jsonschema.validate(json.loads(render("json", report)), SCHEMA)

@@ -78,6 +78,24 @@ def with_many_services(cluster: ClusterState, n: int) -> ClusterState:
     return replace(cluster, services=cluster.services + extra)
 
 
+def with_service_copies(cluster: ClusterState, key: str, n: int) -> ClusterState:
+    """`cluster` plus n copies of Service `key` ("ns/name") and its EndpointSlices (same endpoints, same
+    nodes), named <name>-copy-<i> with their own cluster IP, NodePorts and health-check node port. Generated
+    objects (a hand-made shape, from a real one): many Services that behave alike on every node."""
+    ns, name = key.split("/", 1)
+    [svc] = [s for s in cluster.services if s.namespace == ns and s.name == name]
+    slices = [sl for sl in cluster.endpoint_slices if sl.namespace == ns and sl.service_name == name]
+    services, copies = list(cluster.services), list(cluster.endpoint_slices)
+    for i in range(n):
+        copy = f"{name}-copy-{i}"
+        services.append(replace(
+            svc, name=copy, cluster_ips=(f"10.96.250.{i + 1}",), load_balancer_ingress=(),
+            health_check_node_port=svc.health_check_node_port and 32000 + i,
+            ports=tuple(replace(p, node_port=p.node_port and 31500 + 10 * i + j) for j, p in enumerate(svc.ports))))
+        copies += [replace(sl, name=f"{copy}-{sl.name}", service_name=copy) for sl in slices]
+    return replace(cluster, services=tuple(services), endpoint_slices=tuple(copies))
+
+
 def with_facts(node: NodeState, **changes: str | None) -> NodeState:
     """A copy of `node` with facts replaced (key with '__' for '/'); None removes the fact."""
     for raw_key, content in changes.items():
