@@ -280,7 +280,7 @@ class Cluster:
             if node.name == self.state.kubelet_node:
                 continue  # created once its kubelet has registered (_kubelet)
             self.api.apply(kobjects.pod(self.state.version, node.name, ds["metadata"]["uid"]))
-            self.api.set_status("Pod", f"kube-proxy-{node.name}", kobjects.pod_status(node.ip, self.state.version),
+            self.api.set_status("Pod", kobjects.ds_pod_name(node.name), kobjects.pod_status(node.ip, self.state.version),
                                 namespace=kobjects.KUBE_SYSTEM)  # fmt: skip
 
     def _kube_proxy(self, node: knet.NodeNet, binary: Path) -> None:

@@ -9,6 +9,7 @@ would report for the process that really runs there.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -85,13 +86,24 @@ def daemonset_status(nodes: int) -> dict[str, Any]:
             "observedGeneration": 1}  # fmt: skip
 
 
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's rand.String alphabet (generateName suffixes)
+
+
+def ds_pod_name(node_name: str) -> str:
+    """The DaemonSet pod's name on `node_name`, shaped like the controller's (`kube-proxy-` + 5 generated
+    characters), fixed per node so the lab is reproducible. Not `kube-proxy-<node>`: that is the name of a
+    static pod's mirror pod on the node, and the kubelet lab runs that shape too."""
+    digest = hashlib.sha256(node_name.encode()).digest()
+    return "kube-proxy-" + "".join(_NAME_ALPHABET[b % len(_NAME_ALPHABET)] for b in digest[:5])
+
+
 def pod(version: str, node_name: str, ds_uid: str) -> dict[str, Any]:
     spec = _pod_spec(version)
     spec["nodeName"] = node_name
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
-            "name": f"kube-proxy-{node_name}", "namespace": KUBE_SYSTEM, "labels": dict(LABELS),
+            "name": ds_pod_name(node_name), "namespace": KUBE_SYSTEM, "labels": dict(LABELS),
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "kube-proxy", "uid": ds_uid,
                                  "controller": True, "blockOwnerDeletion": True}],
         },

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from kpdoctor.lab import kproxypod, kubelet, procs, pyimage
+from kpdoctor.lab import kobjects, kproxypod, kubelet, procs, pyimage
 from kpdoctor.lab.kcluster import ClusterState
 from tests.support.klab import (
     REPO,
@@ -117,7 +117,7 @@ def _restart_kube_proxy(state: ClusterState) -> None:
     by the kubelet, so its pod reports restartCount 1 and the previous container's exit code."""
     api, rec = admin_api(state), kubelet.KubeletRecord.load(state.state_dir)
     assert rec is not None
-    name = f"kube-proxy-{state.kubelet_node}"
+    name = kobjects.ds_pod_name(state.kubelet_node)
     container = api.get("Pod", name, namespace="kube-system")["status"]["containerStatuses"][0]["containerID"]
     subprocess.run(["ctr", "-a", rec.socket, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL",
                     container.removeprefix("containerd://")], check=True, capture_output=True, timeout=30)  # fmt: skip

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kpdoctor.lab import images, kcluster, kproxypod, kubelet, pki
+from kpdoctor.lab import images, kcluster, kobjects, kproxypod, kubelet, pki
 from kpdoctor.lab.kapi import ApiError
 from kpdoctor.lab.kcluster import ClusterState
 from kpdoctor.node import podcollect
@@ -87,7 +87,7 @@ def test_the_kubelet_runs_the_daemonset_pod(cluster: ClusterState) -> None:
     assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.37.2"
     ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True", ready
-    pod = api.get("Pod", f"kube-proxy-{cluster.kubelet_node}", namespace="kube-system")
+    pod = api.get("Pod", kobjects.ds_pod_name(cluster.kubelet_node), namespace="kube-system")
     assert pod["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet"
     status = pod["status"]["containerStatuses"][0]
     assert status["ready"] is True and status["containerID"].startswith("containerd://"), status
@@ -101,7 +101,7 @@ def test_kube_exec_equals_local_on_a_healthy_node(cluster: ClusterState) -> None
     after = _rules(cluster)
     local = _scan(cluster, "local")
     assert via_exec["nodes"][0]["transport"] == "kube-exec" and via_exec["nodes"][0]["reachable"]
-    assert via_exec["nodes"][0]["address"] == f"pod kube-system/kube-proxy-{cluster.kubelet_node}"
+    assert via_exec["nodes"][0]["address"] == f"pod kube-system/{kobjects.ds_pod_name(cluster.kubelet_node)}"
     assert _outcome(via_exec) == _outcome(local)
     assert via_exec["exit_code"] == local["exit_code"] == 0
     assert "/proxyMode iptables" in via_exec["nodes"][0]["services_by"]  # read through the pod proxy
@@ -307,16 +307,18 @@ def test_static_pod_kube_proxy_seen_the_same_way(cluster: ClusterState) -> None:
     rec = kubelet.KubeletRecord.load(cluster.state_dir)
     assert rec is not None
     node = cluster.kubelet_node
-    name = f"kube-proxy-{node}"
+    name = f"kube-proxy-{node}"  # the mirror pod: `<manifest name>-<node>`
     image = images.kube_proxy_image(cluster.version)
-    api.delete("Pod", name, namespace="kube-system")
-    _wait_pod(cluster, name, lambda pod: pod is None)
+    ds_pod = kobjects.ds_pod_name(node)
+    api.delete("Pod", ds_pod, namespace="kube-system")
+    _wait_pod(cluster, ds_pod, lambda pod: pod is None)
     manifest = Path(rec.root) / "manifests" / "kube-proxy.yaml"
     manifest.write_text(yaml.safe_dump(kproxypod.static_pod(image, str(cluster.state_dir / f"kube-proxy-{node}.yaml"),
                                                             str(cluster.state_dir))))  # fmt: skip
     try:
-        # the module passes alone in 95 s, but the mirror pod stayed Pending past 90 s once in a full-suite CI run
-        # (cause not established; the deleted DaemonSet pod had the same name): wait longer
+        # The mirror pod stayed Pending for 240 s in 2 of ~5 full CI runs while the lab named its DaemonSet pod
+        # `kube-proxy-<node>` too (deleted just before; the module passed alone): the DaemonSet pod now has a
+        # controller-shaped name, as on a real cluster, so the two never share a name.
         mirror = _wait_pod(cluster, name, lambda pod: pod is not None and pod["status"].get("phase") == "Running",
                            deadline_s=240)
         assert mirror["metadata"]["annotations"].get("kubernetes.io/config.mirror")
@@ -335,7 +337,7 @@ def test_static_pod_kube_proxy_seen_the_same_way(cluster: ClusterState) -> None:
 def _recreate_ds_pod(state: ClusterState) -> None:
     """Put the DaemonSet's pod back on the kubelet node (as the DaemonSet controller would) and wait for it."""
     api = admin_api(state)
-    name = f"kube-proxy-{state.kubelet_node}"
+    name = kobjects.ds_pod_name(state.kubelet_node)
     ds = api.get("DaemonSet", "kube-proxy", namespace="kube-system")
     api.apply(kproxypod.pod(images.kube_proxy_image(state.version), state.kubelet_node, ds["metadata"]["uid"]))
     _wait_pod(state, name, lambda pod: pod is not None and pod["status"].get("phase") == "Running")
@@ -352,7 +354,7 @@ def _set_metrics_bind(state: ClusterState, bind: str) -> None:
     for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
         cm["metadata"].pop(key, None)
     api.apply(cm)
-    name = f"kube-proxy-{state.kubelet_node}"
+    name = kobjects.ds_pod_name(state.kubelet_node)
     api.delete("Pod", name, namespace="kube-system")
     _wait_pod(state, name, lambda pod: pod is None)
     _recreate_ds_pod(state)

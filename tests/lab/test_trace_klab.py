@@ -53,7 +53,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClusterState
         b = _pod(api, "web-1", state, 1)
         api.apply(service("web", node_port=30080))
         api.apply(endpointslice("web", [(a, n0.name), (b, n1.name)]))
-        wait_for_rules(state, f"{NS}/web:http")
+        wait_for_rules(state, f"{NS}/web:http", serving=True)  # not only the no-endpoints REJECT
         bundle = tmp / "bundle"
         proc = kpdoctor("collect", "-f", str(bundle), "--transport", "local", "--node", n0.name,
                         "--kubeconfig", state.kubeconfig, netns=n0.netns)

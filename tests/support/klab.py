@@ -95,12 +95,21 @@ def save(netns: str, mode: str) -> str:
 
 
 def wait_for_rules(state: ClusterState, needle: str, *, present: bool = True, deadline_s: float = 30.0,
-                   nodes: list[str] | None = None) -> None:  # fmt: skip
-    """Until every (chosen) node's kube-proxy has written (or removed) a rule containing `needle`."""
+                   nodes: list[str] | None = None, serving: bool = False) -> None:  # fmt: skip
+    """Until every (chosen) node's kube-proxy has written (or removed) a rule containing `needle`. `serving`: a
+    rule other than kube-proxy's "has no endpoints" REJECT (kube-proxy may sync a new Service before its
+    EndpointSlice, and that REJECT carries the same `ns/name:port` comment)."""
+
+    def written(netns: str) -> bool:
+        text = save(netns, state.mode)
+        if not serving:
+            return needle in text
+        return any(needle in line and "has no endpoints" not in line for line in text.splitlines())
+
     end = time.monotonic() + deadline_s
     pending = [n for n in state.nodes if nodes is None or n.name in nodes]
     while pending and time.monotonic() < end:
-        pending = [n for n in pending if (needle in save(n.netns, state.mode)) != present]
+        pending = [n for n in pending if written(n.netns) != present]
         if pending:
             time.sleep(0.25)
     assert not pending, f"kube-proxy on {[n.name for n in pending]} did not sync {needle!r} within {deadline_s}s"
@@ -125,7 +134,7 @@ def apply_workload(state: ClusterState, *, node_port: int = 30080, with_api: boo
         api.apply(service("api"))
         api.apply(endpointslice("api", pods[:1]))
     for svc in wait:
-        wait_for_rules(state, rule_needle(state, svc))
+        wait_for_rules(state, rule_needle(state, svc), serving=True)
 
 
 def kpdoctor(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
