@@ -58,7 +58,6 @@ def cleanup_commands(backend: str, node: str) -> list[str]:
 class BackendSplit(NodeCheck):
     id = "KP-BACKEND-SPLIT"
     title = "kube-proxy's iptables rules are in one backend only (legacy vs nf_tables)"
-    scope = "node"
     severity = Severity.ERROR
     tags = ("iptables", "backend")
     reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "iptables-version.txt")

@@ -30,7 +30,6 @@ def _has_kernel_facts(p: ParsedNode) -> bool:
 class KernelModules(KubeProxyModeCheck):
     id = "KP-KERNEL-MODULES"
     title = "The kernel provides what the configured proxier mode needs"
-    scope = "node"
     severity = Severity.ERROR
     tags = ("kernel", "iptables", "nftables", "ipvs")
     reads = ("uname-r.txt", "sysctl.txt", "proc-modules.txt", "modules-builtin.txt", "ip_tables_matches.txt")

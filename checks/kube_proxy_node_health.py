@@ -31,7 +31,6 @@ LAST_QUEUED = "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"
 class KubeProxyNodeHealth(NodeCheck):
     id = "KP-PROXY-NODE-HEALTH"
     title = "kube-proxy answers on the node, /healthz is 200 and rules were synced"
-    scope = "node"
     severity = Severity.ERROR
     tags = ("kube-proxy", "iptables", "nftables", "ipvs", "common")
     reads = ("kube-proxy/",)

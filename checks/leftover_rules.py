@@ -43,7 +43,6 @@ def iptables_cleanup(node: str, key: str, tables: Mapping[str, Iterable[str]] | 
 class LeftoverRules(NodeCheck):
     id = "KP-LEFTOVER-RULES"
     title = "No kube-proxy rules of a mode the node no longer runs"
-    scope = "node"
     severity = Severity.WARNING
     tags = ("iptables", "nftables", "ipvs", "cilium", "cleanup")
     reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ipvsadm-save.txt",

@@ -151,7 +151,6 @@ def covered(match: Match, uses: Iterable[PortUse]) -> list[PortUse]:
 class NodePortFirewall(NodeCheck):
     id = "KP-NODEPORT-FIREWALL"
     title = "NodePorts are not blocked by the host firewall, FORWARD policy or nodePortAddresses"
-    scope = "node"
     severity = Severity.ERROR
     tags = ("nodeport", "firewall", "iptables", "nftables", "ipvs", "common")
     reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ip-addr.json",

@@ -36,7 +36,6 @@ _IPVS_FAILED = MODE_UNUSABLE_LOG["ipvs"]
 class ProxierMode(KubeProxyModeCheck):
     id = "KP-PROXIER-MODE"
     title = "kube-proxy runs the configured proxier mode, and the mode fits the node and the cluster"
-    scope = "node"
     severity = Severity.ERROR
     tags = ("kube-proxy", "iptables", "nftables", "ipvs", "common")
     reads = ("kube-proxy/", "iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ipvsadm-save.txt",

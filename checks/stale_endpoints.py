@@ -137,7 +137,6 @@ def _nft_evidence(text: str | None, endpoint: str) -> list[str]:
 class StaleEndpoints(KubeProxyModeCheck):
     id = "KP-STALE-ENDPOINTS"
     title = "Node Service rules match the current EndpointSlices (no stale or missing endpoints)"
-    scope = "node"
     severity = Severity.ERROR
     tags = ("dataplane", "iptables", "nftables", "ipvs", "conntrack", "common")
     reads = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt", "nft-ruleset.json", "ipvsadm-save.txt")

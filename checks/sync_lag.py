@@ -71,7 +71,6 @@ def _by_family(metrics: Metrics, name: str) -> dict[str, float]:
 class SyncLag(KubeProxyModeCheck):
     id = "KP-SYNC-LAG"
     title = "Changes reach the node's rules promptly (sync settings, sync metrics, cost at this scale)"
-    scope = "node"
     severity = Severity.WARNING
     tags = ("kube-proxy", "iptables", "nftables", "ipvs", "performance", "common")
     reads = ("kube-proxy/", "iptables-version.txt")

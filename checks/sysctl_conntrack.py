@@ -42,7 +42,6 @@ def _bridges_with_pods(p: ParsedNode) -> list[str]:
 class SysctlConntrack(NodeCheck):
     id = "KP-SYSCTL-CONNTRACK"
     title = "ip_forward, route_localnet, bridge-nf-call-iptables and conntrack headroom"
-    scope = "node"
     severity = Severity.ERROR
     tags = ("sysctl", "conntrack", "kernel")
     reads = ("sysctl.txt", "conntrack-stats.txt", "ip-addr.json")

@@ -11,9 +11,9 @@ plain `CheckContext` (`why`, the withholding guard).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
-from kpdoctor.checks_api import Check, CheckContext
+from kpdoctor.checks_api import Check, CheckContext, Scope
 from kpdoctor.cluster.kube_proxy_node import KUBE_PROXY_LOG, ConfiguredMode, ProxyMode, pod_log
 from kpdoctor.cluster.kube_proxy_node import configured_mode as _configured_mode
 from kpdoctor.cluster.model import Pod
@@ -230,6 +230,8 @@ class NodeCheckContext(CheckContext):
 
 class NodeCheck(Check):
     """A node-scope check: implements `check_node`, which receives the typed `NodeCheckContext`."""
+
+    scope: ClassVar[Scope] = "node"  # runs once per node: what makes it a node check
 
     def run(self, ctx: CheckContext) -> Iterable[Finding]:
         return self.check_node(ctx if isinstance(ctx, NodeCheckContext) else NodeCheckContext(ctx))

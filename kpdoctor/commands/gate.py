@@ -7,12 +7,12 @@ Heavy imports (the gate, renderers, kubernetes) happen inside the command so
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import typer
 
 from kpdoctor.commands import optgroups as og
 from kpdoctor.commands.options import format_error
+from kpdoctor.commands.report_output import write_gate_report
 
 GATE_HELP = """CI gate for replacing kube-proxy with Cilium's kube-proxy replacement. Zero false passes:
 it passes only when every condition is proven from the evidence.
@@ -75,14 +75,8 @@ def register(app: typer.Typer) -> None:
         result = run_gate(source.cluster, source.nodes, phase=cast(Phase, phase))
         result = replace(result, source=source.source, notes=source.notes)
         if output:
-            text = render(fmt, result, show_plan=show_plan)
-            try:
-                Path(output).write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise InputError(f"cannot write report: {exc.strerror}", where=output) from None
-            print(f"kpdoctor: gate {result.gate} ({result.phase}): {result.verdict} — {fmt} report written to "
-                  f"{output} ({len(result.blocking_reasons)} blocking, {len(result.unknown_reasons)} cannot-prove; "
-                  f"exit {result.exit_code})", file=sys.stderr)
+            write_gate_report(result, fmt, output, render(fmt, result, show_plan=show_plan), detail=(
+                f"{len(result.blocking_reasons)} blocking, {len(result.unknown_reasons)} cannot-prove; "))
         else:
             from kpdoctor.commands.terminal import use_color
             from kpdoctor.report.layout import console_width

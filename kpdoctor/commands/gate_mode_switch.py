@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import typer
 
 from kpdoctor.commands import optgroups as og
 from kpdoctor.commands.options import OUTPUT_FILE_HELP, format_error
+from kpdoctor.commands.report_output import write_gate_report
 
 MODE_SWITCH_HELP = """CI gate for switching kube-proxy's mode (--to nftables|iptables|ipvs). Zero false passes:
 it passes only when every condition is proven from the evidence (docs/mode-switch.md).
@@ -129,12 +129,7 @@ def register_mode_switch(gate_app: typer.Typer) -> None:
         result = replace(result, source=shown_source, notes=notes)
         text = render(fmt, result, show_plan=show_plan)
         if output:
-            try:
-                Path(output).write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise InputError(f"cannot write report: {exc.strerror}", where=output) from None
-            print(f"kpdoctor: gate {result.gate} ({result.phase}): {result.verdict} — {fmt} report written to "
-                  f"{output} (exit {result.exit_code})", file=sys.stderr)
+            write_gate_report(result, fmt, output, text)
         else:
             sys.stdout.write(text)
             sys.stdout.flush()

@@ -1,5 +1,5 @@
 """What `kpdoctor scan` and `kpdoctor node` share after the scan: writing the report (the --probe-* flags are
-kpdoctor.commands.optgroups.ProbeFlags).
+kpdoctor.commands.optgroups.ProbeFlags); and what the two gates share: writing their report to --output-file.
 
 A leaf of `kpdoctor.commands` (standard library and lazy imports only) so that `scan` and `node` both
 depend on it instead of on each other.
@@ -37,3 +37,16 @@ def emit_report(outcome: Any, fmt: str, output: str | None, *, min_severity: str
         sys.stdout.write(render(fmt, outcome.report, color=use_color(sys.stdout) and fmt == "console", width=width,
                                 min_severity=min_severity))
         sys.stdout.flush()
+
+
+def write_gate_report(result: Any, fmt: str, output: str, text: str, *, detail: str = "") -> None:
+    """A gate's rendered report to --output-file FILE (an unwritable FILE: one-line InputError naming it), then
+    the verdict line on stderr; `detail` goes before the exit code in its parentheses."""
+    from kpdoctor.errors import InputError
+
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write report: {exc.strerror}", where=output) from None
+    print(f"kpdoctor: gate {result.gate} ({result.phase}): {result.verdict} — {fmt} report written to "
+          f"{output} ({detail}exit {result.exit_code})", file=sys.stderr)

@@ -157,13 +157,9 @@ def _type_tuple(t: Any) -> tuple[str, ...]:
     return (str(t),) if t is not None else ()
 
 
+@gc_paused()
 def parse_nft_json(text: str, *, source: str = "nft-ruleset.json") -> NftRuleset:
     """`nft -j list ruleset` -> NftRuleset. Errors name `source:line:column` or the object index."""
-    with gc_paused():
-        return _parse_nft_json(text, source)
-
-
-def _parse_nft_json(text: str, source: str) -> NftRuleset:
     items = load_nft_items(text, source)
     rs = NftRuleset(source=source)
     for i, obj in enumerate(items):
@@ -304,13 +300,9 @@ def _unquote(s: str) -> str:
     return s
 
 
+@gc_paused()
 def parse_nft_text(text: str, *, source: str = "nft-ruleset.txt") -> NftRuleset:
     """`nft list ruleset` -> NftRuleset; a truncated or garbled dump names the offending line."""
-    with gc_paused():
-        return _parse_nft_text(text, source)
-
-
-def _parse_nft_text(text: str, source: str) -> NftRuleset:
     lines = _Lines(text, source)
     rs = NftRuleset(source=source)
     while (item := lines.next()) is not None:

@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 
-from kpdoctor.lab.relay import _pipe, _setns
+from kpdoctor.lab.relay import _pipe, in_netns
 
 ALLOWED = ipaddress.ip_network("10.240.0.0/24")
 MAX_HEADER = 8192
@@ -54,17 +54,8 @@ def parse_connect(head: bytes) -> tuple[str, int] | None:
 
 
 def socket_in(netns: str) -> socket.socket:
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        finally:
-            _setns(own)
-    finally:
-        os.close(own)
-        os.close(target)
+    with in_netns(netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     return sock
 

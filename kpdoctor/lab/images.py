@@ -218,23 +218,23 @@ def _go_binary(workdir: Path, source: str, what: str) -> bytes:
     return (workdir / what).read_bytes()
 
 
-def pause_image() -> Image:
-    out = images_dir() / "pause.oci.tar"
+def _go_image(what: str, ref: str, source: str) -> Image:
+    """The one-binary image `ref` running /`what`, built from Go `source` once and cached as `what`.oci.tar."""
+    out = images_dir() / f"{what}.oci.tar"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        binary = _go_binary(images_dir() / "pause-src", PAUSE_GO, "pause")
-        write_oci(out, PAUSE_IMAGE, layer_tar({}, {"pause": binary}), ["/pause"])
-    return Image(PAUSE_IMAGE, out)
+        binary = _go_binary(images_dir() / f"{what}-src", source, what)
+        write_oci(out, ref, layer_tar({}, {what: binary}), [f"/{what}"])
+    return Image(ref, out)
+
+
+def pause_image() -> Image:
+    return _go_image("pause", PAUSE_IMAGE, PAUSE_GO)
 
 
 def echo_image() -> Image:
     """A static HTTP server on :8080 answering with its hostname: the pods the kubelet runs behind Services."""
-    out = images_dir() / "echo.oci.tar"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        binary = _go_binary(images_dir() / "echo-src", ECHO_GO, "echo")
-        write_oci(out, ECHO_IMAGE, layer_tar({}, {"echo": binary}), ["/echo"])
-    return Image(ECHO_IMAGE, out)
+    return _go_image("echo", ECHO_IMAGE, ECHO_GO)
 
 
 def host_tools(tools: Iterable[str] = TOOLS) -> list[str]:

@@ -20,6 +20,8 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 CLONE_NEWNET = 0x40000000
 BUFFER = 1 << 16
@@ -32,23 +34,30 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def listen_in(netns: str, host: str, port: int) -> socket.socket:
-    """A listening TCP socket created inside the named network namespace."""
+@contextmanager
+def in_netns(netns: str) -> Iterator[None]:
+    """Runs the block inside the named network namespace, then back in this one (a socket stays where it was made)."""
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
     try:
         _setns(target)
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(512)
-            sock.setblocking(False)
+            yield
         finally:
             _setns(own)
     finally:
         os.close(own)
         os.close(target)
+
+
+def listen_in(netns: str, host: str, port: int) -> socket.socket:
+    """A listening TCP socket created inside the named network namespace."""
+    with in_netns(netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(512)
+        sock.setblocking(False)
     return sock
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -177,25 +177,28 @@ def _conntrack_stats(text: str | None) -> dict[str, int]:
     return totals
 
 
-def _kube_ipvs0(text: str | None) -> bool | None:
-    if text is None:
-        return None
-    try:
-        links = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    return any(isinstance(link, dict) and link.get("ifname") == "kube-ipvs0" for link in links or [])
-
-
-def _healthz(text: str | None) -> bool | None:
+def _json_fact(text: str | None, read: Callable[[Any], bool | None]) -> bool | None:
+    """`read` of the JSON document `text`; None when the file is absent or not JSON."""
     if text is None:
         return None
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError):
         return None
-    healthy = doc.get("healthy") if isinstance(doc, dict) else None
-    return healthy if isinstance(healthy, bool) else None
+    return read(doc)
+
+
+def _kube_ipvs0(text: str | None) -> bool | None:
+    return _json_fact(text, lambda links: any(
+        isinstance(link, dict) and link.get("ifname") == "kube-ipvs0" for link in links or []))
+
+
+def _healthz(text: str | None) -> bool | None:
+    def healthy(doc: Any) -> bool | None:
+        value = doc.get("healthy") if isinstance(doc, dict) else None
+        return value if isinstance(value, bool) else None
+
+    return _json_fact(text, healthy)
 
 
 def summarize(state: NodeState) -> NodeSummary:

@@ -3,9 +3,15 @@ carries every exec/proxy request in tests/test_klab_kubelet.py)."""
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
+
+import pytest
 import yaml
 
-from kpdoctor.lab import egress
+from kpdoctor.lab import egress, relay
+from tests.support.checks import netns
 
 
 def test_connect_to_the_node_segment_only() -> None:
@@ -29,3 +35,32 @@ def test_egress_selector_config() -> None:
     (sel,) = doc["egressSelections"]
     assert sel["name"] == "cluster"
     assert sel["connection"] == {"proxyProtocol": "HTTPConnect", "transport": {"uds": {"udsName": "/run/x/egress.sock"}}}
+
+
+@pytest.mark.root("ip")
+def test_sockets_are_made_inside_the_namespace() -> None:
+    """relay.in_netns (behind listen_in and egress.socket_in): a real namespace; the sockets stay in it and this
+    process is back in its own namespace afterwards."""
+    before = os.stat("/proc/self/ns/net").st_ino
+    with netns("kpd-egress") as ns:
+        server = relay.listen_in(ns, "127.0.0.1", 0)
+        port = server.getsockname()[1]
+        client = egress.socket_in(ns)
+        try:
+            client.setblocking(True)
+            client.settimeout(5)
+            client.connect(("127.0.0.1", port))  # the namespace's own loopback
+            server.setblocking(True)
+            server.settimeout(5)
+            conn, _ = server.accept()
+            conn.close()
+            outside = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            outside.settimeout(5)
+            try:  # made outside the block: the host's loopback, where the namespace's listener is not
+                assert outside.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+            finally:
+                outside.close()
+        finally:
+            client.close()
+            server.close()
+    assert os.stat("/proc/self/ns/net").st_ino == before
