@@ -11,6 +11,7 @@ status.addresses already decides. Each decision names the Node and the CIDR it c
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from kpdoctor.cluster.state import ClusterState
@@ -23,7 +24,7 @@ class PodNet:
     network: int
     mask: int
     node: str
-    text: str  # the CIDR as the Node gives it
+    text: str  # the CIDR, as ipaddress prints it
     own: bool  # the traced node's own podCIDR
 
     def reason(self, family: int, value: int) -> str | None:
@@ -47,6 +48,7 @@ def pod_nets(cluster: ClusterState | None, node_name: str) -> tuple[PodNet, ...]
             found = cidr(text)
             if found is None or found[2] == 0:  # not a network, or a /0 (that would claim every address)
                 continue
-            out.append(PodNet(found[0], found[1], found[2], node.name, text, node.name == node_name))
+            canonical = str(ipaddress.ip_network(text.strip(), strict=False))  # what the trace prints of it
+            out.append(PodNet(found[0], found[1], found[2], node.name[:253], canonical, node.name == node_name))
     out.sort(key=lambda n: not n.own)
     return tuple(out)

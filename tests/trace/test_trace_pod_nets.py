@@ -148,3 +148,30 @@ def test_assumed_notes_are_bounded() -> None:
 
     notes = _assumed_notes(local.assumed)
     assert len(notes) == MAX_ASSUMED_NOTES + 1 and notes[-1] == "assumed the same for 28 more addresses in the Nodes' podCIDRs"
+
+
+def test_hostile_node_fields_are_canonical_and_bounded() -> None:
+    """A podCIDR with stray whitespace or host bits is printed as the network it is; a name is bounded (the
+    renderers escape it)."""
+    nets = pod_nets(_cluster(("x" * 400, "10.0.0.3", " 10.244.7.9/24\n")), "a")
+    assert len(nets) == 1 and nets[0].text == "10.244.7.0/24" and len(nets[0].node) == 253
+
+
+def test_cli_trace_says_which_fact_decided(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo bundle without its ip-addr.json: the text output names the podCIDR that decided each endpoint."""
+    import shutil
+
+    from kpdoctor.cli import main
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEMO, bundle)
+    removed = [p for p in bundle.glob("nodes/*/ip-addr.json")]
+    for p in removed:
+        p.unlink()
+    assert len(removed) == 2
+    main(["trace", "--bundle", str(bundle), "--node", "edge-1", "--from", "external", "--to", "svc/payments/ledger"])
+    out = capsys.readouterr().out
+    assert "note: assumed: 10.244.53.12 is a pod address (edge-2's podCIDR 10.244.53.0/24), not local" in out
+    assert "route lookup for 10.244.52.11  => not local: forward (assumed: 10.244.52.11 is a pod address (this " \
+           "node's podCIDR 10.244.52.0/24), not local)" in out
+    assert "endpoints: 10.244.52.11:8080" in out  # decided: the endpoints are given with their chance
