@@ -8,25 +8,27 @@ Target (issue 15): <= 1.0 s end to end for one trace.
 Also (--matrix-nodes N): `trace --matrix` for one Service over N nodes' dumps. Target: <= 5 s for 100 nodes.
 
 Usage: python3 bench/bench_trace.py [--services 10000] [--endpoints 10] [--runs 3] [--ip-addr] [--compare TREE]
-       [--matrix-nodes 100] [--matrix-services 1000]
+       [--matrix-nodes 100] [--matrix-services 1000] [--synth-pod-ips]
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from childrun import run_child  # noqa: E402
-from synth import SynthSpec, synth_cluster, write_snapshot  # noqa: E402
+from synth import SynthSpec, synth_objects  # noqa: E402
 
 SYSCTL = "net.ipv4.ip_forward = 1\n"
 
@@ -43,20 +45,47 @@ def ip_addr_json(node_ip: str, pod_cidr: str) -> str:
         in enumerate(links)]) + "\n"
 
 
-def build_bundle(services: int, endpoints: int, nodes: int = 1, ip_addr: bool = False) -> tuple[Path, SynthSpec]:
+def place_pods(objs: dict[str, list[dict[str, Any]]]) -> tuple[int, int]:
+    """Give each endpoint an address inside its node's podCIDR, as a real cluster's IPAM does (host-local per
+    node podCIDR: from .2, .0/.1 are the bridge's); bench/synth.py numbers pods from one range regardless of
+    the node. A node whose /24 is full keeps synth's address (outside every podCIDR). (placed, endpoints)."""
+    nets = {n["metadata"]["name"]: ipaddress.ip_network(n["spec"]["podCIDR"]) for n in objs["nodes"]}
+    used = dict.fromkeys(nets, 2)
+    placed = total = 0
+    for sl in objs["endpointslices"]:
+        for ep in sl["endpoints"]:
+            total += 1
+            node = ep.get("nodeName")
+            if node in nets and used[node] < nets[node].num_addresses - 1:
+                ep["addresses"] = [str(nets[node].network_address + used[node])]
+                used[node] += 1
+                placed += 1
+    return placed, total
+
+
+def build_bundle(services: int, endpoints: int, nodes: int = 1, ip_addr: bool = False,
+                 in_podcidr: bool = True) -> tuple[Path, SynthSpec, str]:
     """A bundle with the rendered dumps of the first `nodes` nodes (the cluster has at least 2); `ip_addr`:
     with each node's ip-addr.json (as `kpdoctor collect` gathers it: then the trace knows which addresses are
-    the node's own; without it, every endpoint address forks "local or not")."""
+    the node's own; without it the trace decides from the Nodes' addresses and podCIDRs, and every endpoint
+    address outside them forks "local or not"); `in_podcidr`: pod addresses inside their node's podCIDR
+    (`place_pods`), else bench/synth.py's (outside every podCIDR). Also: how many pods were placed."""
+    from kpdoctor.cluster.snapshot import load_objects
     from kpdoctor.proxier.context import build_input
     from kpdoctor.proxier.render import render
 
     spec = SynthSpec(services=services, endpoints=endpoints, nodes=max(2, nodes))
     base = HERE / "out" / (f"trace-{services}x{endpoints}" + ("" if nodes == 1 else f"-{nodes}nodes")
-                           + ("-ipaddr" if ip_addr else ""))
+                           + ("-ipaddr" if ip_addr else "") + ("-podcidr" if in_podcidr else ""))
     if (base / ".complete").exists():
-        return base, spec
-    write_snapshot(spec, base / "cluster")
-    cluster = synth_cluster(spec)
+        return base, spec, (base / ".complete").read_text().strip()
+    objs = synth_objects(spec)
+    placed, total = place_pods(objs) if in_podcidr else (0, sum(len(s["endpoints"]) for s in objs["endpointslices"]))
+    (base / "cluster").mkdir(parents=True, exist_ok=True)
+    for kind, items in objs.items():
+        with open(base / "cluster" / f"{kind}.json", "w", encoding="utf-8") as handle:
+            json.dump({"apiVersion": "v1", "kind": "List", "items": items}, handle)
+    cluster = load_objects(((o, f"synth:{kind}") for kind, items in objs.items() for o in items), source="synth")
     for k in range(nodes):
         name = spec.node_name(k)
         node_dir = base / "nodes" / name
@@ -67,8 +96,9 @@ def build_bundle(services: int, endpoints: int, nodes: int = 1, ip_addr: bool = 
         if ip_addr:
             node = cluster.node_by_name[name]
             (node_dir / "ip-addr.json").write_text(ip_addr_json(node.internal_ips[0], (node.pod_cidrs or [""])[0]))
-    (base / ".complete").write_text("ok\n")
-    return base, spec
+    layout = f"{placed} of {total} pod addresses inside their node's podCIDR"
+    (base / ".complete").write_text(layout + "\n")
+    return base, spec, layout
 
 
 def last_service(bundle: Path) -> str:
@@ -120,11 +150,15 @@ def main() -> None:
     parser.add_argument("--matrix-services", type=int, default=1000)
     parser.add_argument("--ip-addr", action="store_true",
                         help="nodes with ip-addr.json (as collected); default without (every endpoint forks)")
+    parser.add_argument("--synth-pod-ips", action="store_true",
+                        help="keep bench/synth.py's pod addresses (outside every node's podCIDR: the layout of the "
+                             "figures before the trace used podCIDRs); default: inside their node's podCIDR")
     parser.add_argument("--compare", type=Path, default=None,
                         help="another kpdoctor tree (e.g. a checkout of main): timed in the same run")
     args = parser.parse_args()
     trees = [HERE.parent] + ([args.compare.resolve()] if args.compare else [])
-    bundle, spec = build_bundle(args.services, args.endpoints, ip_addr=args.ip_addr)
+    in_podcidr = not args.synth_pod_ips
+    bundle, spec, layout = build_bundle(args.services, args.endpoints, ip_addr=args.ip_addr, in_podcidr=in_podcidr)
     target = last_service(bundle)
     node = spec.node_name(0)
     with open(bundle / "nodes" / node / "iptables-save.txt", encoding="utf-8") as dump:
@@ -133,7 +167,7 @@ def main() -> None:
             "--to", target, "-o", "json"]
     print(f"# kpdoctor trace --bundle: {args.services} Services x {args.endpoints} endpoints, {lines} dump lines, "
           f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}, "
-          f"ip-addr.json: {'yes' if args.ip_addr else 'no'}")
+          f"ip-addr.json: {'yes' if args.ip_addr else 'no'}; {layout}")
     for tree in trees:
         out_file = bundle / "trace.json"
         times, cpus = timed(argv, out_file, args.runs, tree)
@@ -141,7 +175,9 @@ def main() -> None:
         print(f"[{tree}] target {target}: endpoints {len(result['endpoints'])}, outcomes {len(result['outcomes'])}")
         print(f"[{tree}] one trace, end to end: wall {_fmt(times)}; CPU {_fmt(cpus)}")
     if args.matrix_nodes:
-        mbundle, mspec = build_bundle(args.matrix_services, args.endpoints, args.matrix_nodes, args.ip_addr)
+        mbundle, mspec, mlayout = build_bundle(args.matrix_services, args.endpoints, args.matrix_nodes, args.ip_addr,
+                                               in_podcidr)
+        print(f"# --matrix bundle: {mlayout}")
         svc = last_service(mbundle).split(":")[0]
         margv = [sys.executable, "-m", "kpdoctor", "trace", "--bundle", str(mbundle), "--matrix", "--to", svc,
                  "-o", "json"]

@@ -12,6 +12,11 @@ from kpdoctor.trace.ipnet import split_host_port
 
 EXTERNAL_V4 = "203.0.113.10"  # TEST-NET-3 (RFC 5737): a client outside the cluster
 EXTERNAL_V6 = "2001:db8::10"
+# what the trace may say of them without the node's ip-addr.json: `external` means "not in the cluster"
+EXTERNAL_NOT_LOCAL = {
+    EXTERNAL_V4: "the `external` client (TEST-NET-3, RFC 5737: a client outside the cluster), not local",
+    EXTERNAL_V6: "the `external` client (2001:db8::/32, RFC 3849: a client outside the cluster), not local",
+}
 
 
 @dataclass(frozen=True)

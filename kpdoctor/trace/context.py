@@ -4,10 +4,11 @@ bound on forks (one per trace, no globals)."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kpdoctor.dataplane.ipset import IPSets
-from kpdoctor.trace.ipnet import LocalAddresses, in_cidr
+from kpdoctor.trace.ipnet import LocalAddresses, PodRange, in_cidr
 from kpdoctor.trace.model import Packet, TooManyBranches
 from kpdoctor.trace.spec_cache import SpecCache
 
@@ -62,13 +63,24 @@ class TraceContext:
         return ",".join(values) in {m.split()[0] for m in found.members}
 
 
-def local_addresses(interfaces: list[tuple[str, str]] | None, known: list[str]) -> LocalAddresses:
-    """`interfaces`: (ifname, address) from ip-addr.json (None when not collected); `known`: the Node's API
-    addresses (always local)."""
+def local_addresses(interfaces: list[tuple[str, str]] | None, known: list[str] | Mapping[str, str],
+                    pod_ranges: tuple[PodRange, ...] = (), outside: Mapping[str, str] | None = None) -> LocalAddresses:
+    """`interfaces`: (ifname, address) from ip-addr.json (None when not collected); `known`: addresses that are
+    local whatever ip-addr.json says (the Node's API addresses), or address -> the fact that says so (shown in
+    the trace when ip-addr.json was not collected); `pod_ranges`: the Nodes' podCIDRs, used only without
+    ip-addr.json; `outside`: addresses that are not the node's (address -> why), used only without ip-addr.json."""
     addrs: set[str] = set()
-    for text in [*(a for _, a in interfaces or ()), *known]:
+    sources: dict[str, str] = {}
+    named = known if isinstance(known, Mapping) else dict.fromkeys(known, "")
+    for text, source in [*((a, "") for _, a in interfaces or ()), *named.items()]:
         try:
-            addrs.add(str(ipaddress.ip_address(text)))
+            addr = str(ipaddress.ip_address(text))
         except ValueError:
             continue
-    return LocalAddresses(frozenset(addrs), complete=interfaces is not None)
+        addrs.add(addr)
+        if interfaces is None and source:
+            sources.setdefault(addr, source)
+    complete = interfaces is not None
+    if complete:
+        return LocalAddresses(frozenset(addrs), complete, sources)
+    return LocalAddresses(frozenset(addrs), complete, sources, pod_ranges, dict(outside or {}))

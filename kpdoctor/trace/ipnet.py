@@ -4,8 +4,10 @@ dump compares the packet's address with tens of thousands of rule addresses)."""
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 
 
 @lru_cache(maxsize=65536)
@@ -91,16 +93,30 @@ def join_host_port(addr: str, port: int | None) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
+class PodRange(Protocol):
+    """A Node's podCIDR (kpdoctor/trace/pod_nets.PodNet)."""
+
+    def reason(self, family: int, value: int) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class LocalAddresses:
     """The node's own addresses (what `addrtype LOCAL` / `fib daddr type local` match).
 
     `complete` is True when the node's `ip -j addr` was collected: then an address not listed is not
-    local. Without it only the Node's API addresses and loopback are known, and any other address is
-    "not known" (the evaluators fork on it rather than guess)."""
+    local. Without it the Node's API addresses (and IPVS VIPs) and loopback are local, an address inside a
+    Node's podCIDR is a pod address, not local (`pod_nets`, kpdoctor/trace/pod_nets.py), so is an address of
+    `outside` (the trace's stand-in for a client outside the cluster), and any other
+    address is "not known" (the evaluators fork on it rather than guess). `sources`: where each listed
+    address came from; `assumed`: the addresses the pod CIDRs decided since the last `reset()`, with why."""
 
     addresses: frozenset[str]
     complete: bool
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    pod_nets: tuple[PodRange, ...] = field(default=(), compare=False, hash=False)
+    outside: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)  # not local, and why
+    assumed: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    _memo: dict[str, str | None] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def is_local(self, addr: str) -> bool | None:
         found = ip_int(addr)
@@ -112,7 +128,40 @@ class LocalAddresses:
             return True
         if _canonical(addr) in self.addresses:
             return True
-        return False if self.complete else None
+        if self.complete:
+            return False
+        if self.pod_nets or self.outside:
+            why = self._not_local_reason(addr, found)
+            if why is not None:
+                self.assumed[addr] = why
+                return False
+        return None
+
+    def _not_local_reason(self, addr: str, found: tuple[int, int]) -> str | None:
+        memo = self._memo
+        if addr in memo:
+            return memo[addr]
+        why = self.outside.get(_canonical(addr)) or next(
+            (r for n in self.pod_nets if (r := n.reason(*found)) is not None), None)
+        memo[addr] = why
+        return why
+
+    def why(self, addr: str) -> str:
+        """Which fact decided `is_local(addr)` ("" for ip-addr.json, loopback, or when nothing did)."""
+        if self.complete:
+            return ""
+        found = ip_int(addr)
+        if found is None:
+            return ""
+        source = self.sources.get(_canonical(addr))
+        if source:
+            return source
+        reason = self._not_local_reason(addr, found) if self.pod_nets or self.outside else None
+        return f"assumed: {addr} is {reason}" if reason else ""
+
+    def reset(self) -> None:
+        """Forget which addresses the last trace assumed (one LocalAddresses serves every trace of a node)."""
+        self.assumed.clear()
 
 
 @lru_cache(maxsize=65536)

@@ -15,11 +15,12 @@ from kpdoctor.dataplane.iptables_save import tokenize
 from kpdoctor.errors import InputError
 from kpdoctor.node.parsed import parse_ip_addr, parse_iptables_version, parse_sysctl
 from kpdoctor.node.state import NodeState
-from kpdoctor.trace.addresses import Endpoint, Labels
+from kpdoctor.trace.addresses import EXTERNAL_NOT_LOCAL, Endpoint, Labels
 from kpdoctor.trace.chains import node_chains
 from kpdoctor.trace.context import TraceContext, local_addresses
 from kpdoctor.trace.ipnet import split_host_port
 from kpdoctor.trace.model import Branch, Packet, TooManyBranches
+from kpdoctor.trace.pod_nets import pod_nets
 from kpdoctor.trace.spec_cache import SpecCache
 from kpdoctor.trace.walk import PathWalker, Routing
 
@@ -81,10 +82,12 @@ def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4,
     built once and copied for this node (--matrix)."""
     version = parse_iptables_version(state.text("iptables-version.txt"))
     node = cluster.node_by_name.get(state.name) if cluster is not None else None
-    known = [a.address for a in node.addresses] if node is not None else []
+    known = {a.address: f"{a.address} is in Node {state.name}'s status.addresses ({a.type})"
+             for a in node.addresses} if node is not None else {}
     ip_addr = state.text("ip-addr.json")
     ifaces = None if ip_addr is None else [(i.name, a[0]) for i in parse_ip_addr(ip_addr) for a in i.addresses]
-    local = local_addresses(ifaces, known)
+    ranges = pod_nets(cluster, state.name) if ifaces is None else ()
+    local = local_addresses(ifaces, known, ranges, EXTERNAL_NOT_LOCAL)
     ipsets: IPSets | None = None
     ipset_text = state.text("ipset-list.txt")
     notes: list[str] = []
@@ -104,7 +107,12 @@ def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4,
     key = "net.ipv4.ip_forward" if family == 4 else "net.ipv6.conf.all.forwarding"
     fwd_text = sysctls.get(key)
     routing = Routing(None if fwd_text is None else fwd_text.strip() == "1")
-    if ifaces is None:
+    if ifaces is None and ranges:
+        notes.append("ip-addr.json not collected: whether an address is the node's own is decided from the Node's "
+                     "status.addresses (local), the Nodes' podCIDRs (pod addresses, not local; except this node's "
+                     "CNI gateway, its podCIDR's first two addresses) and the `external` client's address (not "
+                     "local); other cases are followed both ways")
+    elif ifaces is None:
         notes.append("ip-addr.json not collected: whether an address is the node's own is known only for the "
                      "Node's API addresses; other cases are followed both ways")
     notes.append("routing table not evaluated: a destination that is not the node's own is assumed routable "
@@ -113,7 +121,9 @@ def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4,
     complete = True
     if found.ipvs_vips and ifaces is None:
         # kube-proxy binds every VIP to kube-ipvs0: without ip-addr.json, the VIPs are known local all the same
-        ctx.local = local_addresses(None, known + found.ipvs_vips)
+        vips = {vip: f"{vip} is an IPVS virtual server (kube-proxy binds it to kube-ipvs0)"
+                for vip in found.ipvs_vips}
+        ctx.local = local_addresses(None, {**vips, **known}, ranges, EXTERNAL_NOT_LOCAL)
         notes.append("IPVS virtual-server addresses taken as local (kube-proxy binds them to kube-ipvs0)")
     if mode == "ipvs" and "ipvs" not in found.walked:
         complete = False
@@ -134,6 +144,7 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None,
         prepared = prepare(state, cluster, family)
     ctx = prepared.ctx
     ctx.forks = 0
+    ctx.local.reset()
     local_origin = req.src.node == req.node and req.src.label.startswith("node ") \
         or ctx.local.is_local(req.src.address) is True
     iif = req.iif if req.iif is not None else ("" if local_origin else None)
@@ -151,8 +162,20 @@ def run_trace(req: TraceRequest, state: NodeState, cluster: ClusterState | None,
     except TooManyBranches as exc:
         result.error = str(exc)
         result.complete = False
+    result.notes.extend(_assumed_notes(ctx.local.assumed))
     _label_endpoints(result)
     return result
+
+
+MAX_ASSUMED_NOTES = 10
+
+
+def _assumed_notes(assumed: dict[str, str]) -> list[str]:
+    """One note per address the Nodes' podCIDRs decided (a Service with many endpoints: the first few)."""
+    out = [f"assumed: {addr} is {why}" for addr, why in list(assumed.items())[:MAX_ASSUMED_NOTES]]
+    if len(assumed) > MAX_ASSUMED_NOTES:
+        out.append(f"assumed the same for {len(assumed) - MAX_ASSUMED_NOTES} more addresses in the Nodes' podCIDRs")
+    return out
 
 
 def _label_endpoints(result: TraceResult) -> None:

@@ -124,9 +124,11 @@ class PathWalker:
 
     def _is_local(self, b: Branch) -> list[tuple[Branch, bool]]:
         local = self.ctx.local.is_local(b.packet.dst)  # type: ignore[attr-defined]
+        why = self.ctx.local.why(b.packet.dst) if local is not None else ""  # type: ignore[attr-defined]
         b.add("hook", "routing", f"route lookup for {b.packet.dst}",
               detail={True: "local address of the node", False: "not local: forward",
-                      None: "unknown (ip-addr.json not collected): both followed"}[local])
+                      None: "unknown (ip-addr.json not collected): both followed"}[local]
+              + (f" ({why})" if why else ""))
         if local is not None:
             return [(b, local)]
         yes = b.fork(1.0, f"{b.packet.dst} is a local address: yes")

@@ -12,16 +12,21 @@ Bounded: at most MAX_EXAMPLES rulesets x packets, SAMPLES connections per statis
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kpdoctor.cluster.state import ClusterState
 from kpdoctor.lab import netns
 from kpdoctor.lab.apply import apply_iptables
+from kpdoctor.node.bundle import read_bundle
+from kpdoctor.trace.inputs import trace_cluster_state
 from tests.support.trace_kernel import (
     BLOCKED_CLIENT,
     FIREWALL,
@@ -58,6 +63,16 @@ SAMPLES = 120
 # alarm; at 120 connections a share off by more than ~0.2 (0.19 at p=1/3, 0.21 at p=1/2) is caught.
 Z = 4.5
 MAX_EXAMPLES = 25
+MAX_EXAMPLES_WITHOUT_IP_ADDR = 15
+CAPTURED_NODE = {"iptables": "edge-1", "nftables": "edge-2"}  # the capture's node each ruleset comes from
+DEMO = Path(__file__).resolve().parents[2] / "kpdoctor" / "demo" / "bundle"  # capture B2's cluster state
+
+
+@functools.cache
+def b2_cluster() -> ClusterState:
+    cluster = trace_cluster_state(read_bundle(DEMO))
+    assert cluster is not None
+    return cluster
 
 
 @dataclass
@@ -106,27 +121,41 @@ def _kernel_outcome(k: KernelNode, src: str, dst: str, dport: int, proto: str, c
     return kernel_outcome(k.node, k.client, src, dst, dport, proto, count)
 
 
-def _trace(k: KernelNode, src: str, dst: str, dport: int, proto: str) -> tuple[dict[str, float], set[str]]:
+def _trace(k: KernelNode, src: str, dst: str, dport: int, proto: str,
+           without_ip_addr: bool = False) -> tuple[dict[str, float], set[str]]:
     """(endpoint -> probability over the branches that assumed nothing, every DNAT target any accepted branch
     reaches). They differ where the rules depend on state the dump cannot show (ClientIP affinity's
-    `-m recent --rcheck`): then the kernel may pick any of the possible targets."""
-    result, predicted, possible = trace_in_lab(k.mode, k.dump, k.ip_addr, src, dst, dport, proto, "n0")
-    assert not result.error
+    `-m recent --rcheck`): then the kernel may pick any of the possible targets. `without_ip_addr`: the trace
+    does not get the namespace's `ip -j addr`, only capture B2's cluster state (the Node's status.addresses,
+    the Nodes' podCIDRs) as the node the dump was captured on."""
+    predicted, possible, _ = _trace_drops(k, src, dst, dport, proto, without_ip_addr)
     return predicted, possible
 
 
-@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(target=st.sampled_from(TARGETS), src=st.sampled_from([GOOD_CLIENT, BLOCKED_CLIENT, REJECTED_CLIENT]))
-def test_trace_matches_kernel(kernel: KernelNode, target: tuple[str, int, str], src: str) -> None:
+def _trace_drops(k: KernelNode, src: str, dst: str, dport: int, proto: str,
+                 without_ip_addr: bool) -> tuple[dict[str, float], set[str], bool]:
+    """`_trace`, and whether a branch that rests on an assumption ends dropped or rejected (then the kernel,
+    which knows the fact the trace assumed, may confirm nothing although some other branch is accepted)."""
+    if without_ip_addr:
+        result, predicted, possible = trace_in_lab(k.mode, k.dump, None, src, dst, dport, proto, "n0",
+                                                   cluster=b2_cluster(), node=CAPTURED_NODE[k.mode])
+    else:
+        result, predicted, possible = trace_in_lab(k.mode, k.dump, k.ip_addr, src, dst, dport, proto, "n0")
+    assert not result.error
+    return predicted, possible, any(leaf.verdict != "accept" and leaf.assumptions for leaf in result.leaves)
+
+
+def _check(kernel: KernelNode, target: tuple[str, int, str], src: str, without_ip_addr: bool = False) -> None:
     dst, dport, proto = target
     dst = kernel.node_ip if dst == NODE_IP else dst
-    predicted, possible = _trace(kernel, src, dst, dport, proto)
+    predicted, possible, may_drop = _trace_drops(kernel, src, dst, dport, proto, without_ip_addr)
     many = len(possible) > 1
     observed = _kernel_outcome(kernel, src, dst, dport, proto, SAMPLES if many else 3)
     if not possible:  # the trace says: dropped or rejected before conntrack confirms the connection
         assert observed == [], f"trace predicts no delivery for {src} -> {dst}:{dport}/{proto}, kernel: {observed}"
         return
-    assert observed, f"trace predicts {possible} for {src} -> {dst}:{dport}/{proto}, the kernel confirmed nothing"
+    assert observed or may_drop, (f"trace predicts {possible} for {src} -> {dst}:{dport}/{proto}, the kernel "
+                                  "confirmed nothing")
     assert set(observed) <= possible, f"kernel used {set(observed) - possible}, trace allows only {possible}"
     if many and set(predicted) == possible:  # pure chance (statistic): every target seen, in proportion
         assert set(observed) == set(predicted), f"{SAMPLES} connections reached only {set(observed)} of {predicted}"
@@ -135,6 +164,31 @@ def test_trace_matches_kernel(kernel: KernelNode, target: tuple[str, int, str], 
             bound = Z * (p * (1 - p) / len(observed)) ** 0.5
             assert abs(share - p) < bound, (f"{target_ep}: predicted {p:.2f}, observed {share:.2f} of "
                                             f"{len(observed)} (bound {bound:.2f})")
+
+
+@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(target=st.sampled_from(TARGETS), src=st.sampled_from([GOOD_CLIENT, BLOCKED_CLIENT, REJECTED_CLIENT]))
+def test_trace_matches_kernel(kernel: KernelNode, target: tuple[str, int, str], src: str) -> None:
+    _check(kernel, target, src)
+
+
+@settings(max_examples=MAX_EXAMPLES_WITHOUT_IP_ADDR, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(target=st.sampled_from(TARGETS), src=st.sampled_from([GOOD_CLIENT, BLOCKED_CLIENT, REJECTED_CLIENT]))
+def test_trace_without_ip_addr_matches_kernel(kernel: KernelNode, target: tuple[str, int, str], src: str) -> None:
+    """Without ip-addr.json: "is it local?" is decided from the cluster's facts; the prediction is still the
+    kernel's."""
+    _check(kernel, target, src, without_ip_addr=True)
+
+
+def test_without_ip_addr_the_pod_endpoints_are_decided_and_are_the_kernels(kernel: KernelNode) -> None:
+    """Not a vacuous pass: without ip-addr.json the ledger ClusterIP's endpoints are predicted unconditionally
+    (the podCIDRs decide they are not local), exactly as with it, and the kernel spreads connections over them."""
+    target = ("10.96.150.30", 80, "tcp")
+    with_addr, _ = _trace(kernel, GOOD_CLIENT, *target)
+    predicted, possible = _trace(kernel, GOOD_CLIENT, *target, without_ip_addr=True)
+    assert len(predicted) >= 2 and predicted == with_addr and set(predicted) == possible
+    _check(kernel, target, GOOD_CLIENT, without_ip_addr=True)
 
 
 def test_kernel_fixture_has_the_firewall(kernel: KernelNode) -> None:

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 from types import MappingProxyType
 
+from kpdoctor.cluster.state import ClusterState
 from kpdoctor.lab import netns
 from kpdoctor.node.conntrack_text import parse_conntrack_entries
 from kpdoctor.node.state import Fact, NodeState
@@ -115,22 +116,25 @@ def kernel_outcome(node: str, sender: str, src: str, dst: str, dport: int, proto
     return out
 
 
-def trace_in_lab(mode: str, dump: str, ip_addr: str, src: str, dst: str, dport: int, proto: str,
-                 iif: str | None) -> tuple[TraceResult, dict[str, float], set[str]]:
+def trace_in_lab(mode: str, dump: str, ip_addr: str | None, src: str, dst: str, dport: int, proto: str,
+                 iif: str | None, cluster: ClusterState | None = None,
+                 node: str = "lab-node") -> tuple[TraceResult, dict[str, float], set[str]]:
     """Trace one packet on what the namespace's kernel dumped (`iptables-nft-save` or `nft -j list ruleset`) with
-    its own `ip -j addr`: (the result, endpoint -> probability over branches that assumed nothing, every DNAT
-    target ("" when not translated) any accepted branch reaches)."""
+    its own `ip -j addr` (None: as if not collected; then `cluster`, the cluster state of Node `node`, is what the
+    trace knows of the node's addresses): (the result, endpoint -> probability over branches that assumed
+    nothing, every DNAT target ("" when not translated) any accepted branch reaches)."""
     dump_fact = "iptables-nft-save.txt" if mode == "iptables" else "nft-ruleset.json"
     facts = {
         dump_fact: Fact(dump_fact, dump, dump_fact, 0),
-        "ip-addr.json": Fact("ip-addr.json", ip_addr, "ip -j addr", 0),
         "sysctl.txt": Fact("sysctl.txt", "net.ipv4.ip_forward = 1\n", "sysctl", 0),
         "iptables-version.txt": Fact("iptables-version.txt", "iptables v1.8.9 (nf_tables)\n", "iptables -V", 0),
     }
-    state = NodeState("lab-node", "bundle", MappingProxyType(facts))
-    req = TraceRequest("lab-node", Endpoint(src, None, None, "client"), Endpoint(dst, dport, proto, ""), proto,
+    if ip_addr is not None:
+        facts["ip-addr.json"] = Fact("ip-addr.json", ip_addr, "ip -j addr", 0)
+    state = NodeState(node, "bundle", MappingProxyType(facts))
+    req = TraceRequest(node, Endpoint(src, None, None, "client"), Endpoint(dst, dport, proto, ""), proto,
                        sport=SPORT_BASE, iif=iif)
-    result = run_trace(req, state, None)
+    result = run_trace(req, state, cluster)
     return result, endpoint_set(result), {leaf.dnat_to for leaf in result.leaves if leaf.verdict == "accept"}
 
 
