@@ -10,7 +10,7 @@ import sys
 from kpdoctor.engine import exit_code, run_checks
 from kpdoctor.errors import InputError
 from kpdoctor.node.fanout import default_reporter
-from kpdoctor.node.inpod import NAMESPACE, InPodRun, analyze_nodes
+from kpdoctor.node.inpod import NAMESPACE, InPodRun, analyze_nodes, with_unreachable_finding
 from kpdoctor.node.podcollect import cleanup_expired
 from kpdoctor.noderesult import merge
 from kpdoctor.registry import Registry
@@ -45,7 +45,9 @@ def scan_in_pods(req: ScanRequest, *, registry: Registry, silences: SilenceSet |
                         reporter=default_reporter() if req.progress else None)  # fmt: skip
     for leftover in run.leftovers:
         print(f"kpdoctor scan: collector pod not deleted: {leftover}", file=sys.stderr)
-    result = merge(checks, central, run.results.values(), silences=silences)
+    node_checks = [c for c in checks if c.scope == "node"]
+    results = [with_unreachable_finding(r, node_checks) for r in run.results.values()]
+    result = merge(checks, central, results, silences=silences)
     code = exit_code(result.findings, req.fail_on)
     if names and not any(n.reachable for n in result.nodes):
         code = EXIT_UNREACHABLE

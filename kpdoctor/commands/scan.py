@@ -82,6 +82,9 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--fail-on: {exc}") from None
         registry = discover()
         silences = silence.load()
+        if analyze_in_pod and (transport != "pod" or not collector_image):
+            raise InputError("--analyze-in-pod needs --transport pod and --collector-image IMAGE (a kpdoctor image "
+                             "with the netfilter tools; the kube-proxy image has no kpdoctor)")
         flags = NodeFlags(transport, None, ssh, timeout, concurrency)
         collect_options = node_collect_options(flags, api, collector_image=collector_image)
         if probe and demo:
@@ -103,9 +106,6 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise InputError(f"--min-severity: {exc}") from None
         if analyze_in_pod:  # kpdoctor.node.inpod
-            if transport != "pod" or not collector_image:
-                raise InputError("--analyze-in-pod needs --transport pod and --collector-image IMAGE (a kpdoctor image "
-                                 "with the netfilter tools; the kube-proxy image has no kpdoctor)")
             from kpdoctor.inpod_scan import scan_in_pods
 
             outcome, _ = scan_in_pods(req, registry=registry, silences=silences, image=collector_image)

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kpdoctor.checks_api import Check
+from kpdoctor.engine import unreachable_finding
 from kpdoctor.errors import InputError
 from kpdoctor.node.fanout import Interrupted, Reporter, fan_out
 from kpdoctor.node.podcollect import PodTransport
@@ -60,6 +62,19 @@ def _failed(name: str, error: str, address: str = "") -> NodeResult:
     return NodeResult(NodeState(name=name, transport="pod", address=address, error=error))
 
 
+def _last_line(stderr: bytes) -> str:
+    """kpdoctor's one-line error is its last stderr line (a progress line may precede it)."""
+    lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no error output"
+
+
+def with_unreachable_finding(result: NodeResult, node_checks: Sequence[Check]) -> NodeResult:
+    """A node whose analysis failed gets the finding a central scan gives a node it could not reach."""
+    if not result.node.reachable and not result.findings:
+        result.findings = [unreachable_finding(result.node, node_checks)]
+    return result
+
+
 def analyze_node(name: str, transport: PodTransport, *, check_ids: Sequence[str], timeout: float,
                  strings: Interner) -> tuple[NodeResult, int]:  # fmt: skip
     """Create the pod, run the node side in it, decode its result; the pod is deleted before returning."""
@@ -76,7 +91,7 @@ def analyze_node(name: str, transport: PodTransport, *, check_ids: Sequence[str]
         return _failed(name, NO_KPDOCTOR.format(image=transport.image), where), received
     if res.timed_out or res.truncated or res.exit_code != 0:
         why = ("timed out" if res.timed_out else f"result larger than {MAX_RESULT} bytes" if res.truncated
-               else f"exit {res.exit_code}: " + (res.error or res.stderr.decode(errors="replace").strip()[-300:]))
+               else f"exit {res.exit_code}: " + (res.error or _last_line(res.stderr)))
         return _failed(name, f"in-pod analysis failed: {why}", where), received
     try:
         result = decode(json.loads(res.stdout), where, strings)

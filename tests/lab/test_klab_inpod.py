@@ -11,7 +11,10 @@ Service's endpoint (a relay to the API server, tests/support/klab.api_relay) so 
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -75,14 +78,14 @@ def _rules(netns: str) -> list[str]:
     return sorted(ln for ln in save(netns, "iptables").splitlines() if not ln.startswith("#"))
 
 
-def _scan(lab: dict[str, Any], transport: str, *extra: str) -> tuple[dict[str, Any], float]:
+def _scan(lab: dict[str, Any], transport: str, *extra: str, codes: tuple[int, ...] = (0, 1)) -> tuple[dict[str, Any], float]:
     state, node = lab["state"], lab["node"]
     t0 = time.perf_counter()
     proc = kpdoctor("scan", "--kubeconfig", state.kubeconfig, "--transport", transport, "--nodes", node.name,
                     "-o", "json", *extra, netns=node.netns if transport == "local" else None)  # fmt: skip
     wall = time.perf_counter() - t0
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert proc.returncode in (0, 1), proc.stderr[-1500:]
+    assert proc.returncode in codes, proc.stderr[-1500:]
     return report(proc), wall
 
 
@@ -154,7 +157,8 @@ def test_an_image_without_kpdoctor_is_a_one_line_node_error(lab: dict[str, Any])
     state = lab["state"]
     pod = admin_api(state).get("Pod", f"kube-proxy-{state.kubelet_node}", namespace="kube-system")
     kube_proxy_image = pod["spec"]["containers"][0]["image"]
-    rep, _ = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", kube_proxy_image, "--timeout", "60")
+    rep, _ = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", kube_proxy_image, "--timeout", "60",
+                   codes=(3,))
     node = rep["nodes"][0]
     assert not node["reachable"] and "has no kpdoctor" in node["error"] and "\n" not in node["error"], node
     assert rep["exit_code"] == 3
@@ -165,3 +169,34 @@ def test_analyze_in_pod_needs_an_image(lab: dict[str, Any]) -> None:
     proc = kpdoctor("scan", "--kubeconfig", lab["state"].kubeconfig, "--transport", "pod", "--analyze-in-pod")
     assert proc.returncode == 2 and "--collector-image" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_timeout_leaves_no_pod(lab: dict[str, Any]) -> None:
+    """An image the kubelet cannot pull: the pod never runs, the node times out, the pod is deleted."""
+    rep, _ = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", "registry.invalid/kpdoctor/none:0",
+                   "--timeout", "10", codes=(3,))  # fmt: skip
+    node = rep["nodes"][0]
+    assert not node["reachable"] and "not running in time" in node["error"], node
+    assert _collector_pods(lab["state"]) == []
+
+
+def test_ctrl_c_deletes_the_pod(lab: dict[str, Any]) -> None:
+    state = lab["state"]
+    argv = [sys.executable, "-m", "kpdoctor", "scan", "--kubeconfig", state.kubeconfig, "--transport", "pod",
+            "--analyze-in-pod", "--nodes", state.kubelet_node, "--collector-image", "registry.invalid/kpdoctor/none:0",
+            "--timeout", "120", "-o", "json"]  # fmt: skip
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)  # fmt: skip
+    try:
+        end = time.monotonic() + 60
+        while not _collector_pods(state) and time.monotonic() < end and child.poll() is None:
+            time.sleep(0.2)
+        assert _collector_pods(state), "the collector pod was never created"
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "Traceback" not in err, err[-1500:]
+    assert _collector_pods(state) == []
