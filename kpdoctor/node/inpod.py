@@ -36,7 +36,7 @@ from kpdoctor.noderesult import Interner, NodeResult, decode
 NAMESPACE = "kpdoctor"  # deploy/rbac.yaml's namespace and ServiceAccount
 SERVICE_ACCOUNT = "kpdoctor"
 MAX_RESULT = 64 << 20  # bytes of node result read back (a 10,000-Service node with every note: a few MiB)
-NO_KPDOCTOR = ("the collector image {image} has no kpdoctor: --analyze-in-pod needs a kpdoctor image with the "
+NO_KPDOCTOR = ("the collector image {image} has no kpdoctor (it could not be started there): --analyze-in-pod needs a kpdoctor image with the "
                "netfilter tools (deploy/Containerfile), not the kube-proxy image")  # fmt: skip
 
 
@@ -59,7 +59,8 @@ class InPodRun:
 
 
 def _failed(name: str, error: str, address: str = "") -> NodeResult:
-    return NodeResult(NodeState(name=name, transport="pod", address=address, error=error))
+    """A node without a result; the reason on one line (it may quote the API's or the runtime's text)."""
+    return NodeResult(NodeState(name=name, transport="pod", address=address, error=" ".join(error.split())[:1000]))
 
 
 def _last_line(stderr: bytes) -> str:
@@ -87,20 +88,25 @@ def analyze_node(name: str, transport: PodTransport, *, check_ids: Sequence[str]
     finally:
         transport.close()
     received = len(res.stdout)
-    if res.exit_code in (126, 127) or res.error == "not installed":
-        return _failed(name, NO_KPDOCTOR.format(image=transport.image), where), received
+    said = res.error + res.stderr[-4096:].decode(errors="replace")
+    # containerd's "failed to start exec ... OCI runtime exec failed: ... executable file not found": the
+    # kubernetes client's error-channel parse cuts that text at 200 characters, before the reason
+    if res.exit_code in (126, 127) or res.error == "not installed" or any(
+            needle in said for needle in ("executable file not found", "failed to start exec")):
+        return _failed(name, NO_KPDOCTOR.format(image=transport.image), transport.address), received
     if res.timed_out or res.truncated or res.exit_code != 0:
         why = ("timed out" if res.timed_out else f"result larger than {MAX_RESULT} bytes" if res.truncated
                else f"exit {res.exit_code}: " + (res.error or _last_line(res.stderr)))
-        return _failed(name, f"in-pod analysis failed: {why}", where), received
+        return _failed(name, f"in-pod analysis failed: {why}", transport.address), received
     try:
         result = decode(json.loads(res.stdout), where, strings)
     except (ValueError, RecursionError) as exc:  # json.loads: not JSON, or nested too deep
-        return _failed(name, f"in-pod analysis: not JSON: {str(exc)[:200]}", where), received
+        return _failed(name, f"in-pod analysis: not JSON: {str(exc)[:200]}", transport.address), received
     except InputError as exc:
-        return _failed(name, f"in-pod analysis: {exc}", where), received
+        return _failed(name, f"in-pod analysis: {exc}", transport.address), received
     if result.node.name != name:
-        return _failed(name, f"in-pod analysis: the result is for node {result.node.name!r}", where), received
+        return _failed(name, f"in-pod analysis: the result is for node {result.node.name!r}",
+                       transport.address), received
     result.node = NodeState(name=name, transport="pod", address=f"{transport.address} (analyzed in pod)",
                             error=result.node.error)  # fmt: skip
     return result, received

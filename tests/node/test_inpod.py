@@ -116,6 +116,11 @@ def test_each_answer_from_the_pod() -> None:
         (RunResult(json.dumps(good).encode(), b"", 0), ""),
         (RunResult(b"", b"exec: kpdoctor: executable file not found", 127), "has no kpdoctor"),
         (RunResult(b"", b"boom\nlast line\n", 1), "exit 1: last line"),
+        (RunResult(b"", b"", None, error="exec stream failed: OCI runtime exec failed: exec: \"kpdoctor\": "
+                   "executable file not found in $PATH\n"), "has no kpdoctor"),
+        (RunResult(b"", b"", None, error="exec stream failed: invalid literal for int() with base 10: 'Internal error "
+                   "occurred: error executing command in container: failed to start exec \"6bfc\": OCI runtime exec f'"),
+         "has no kpdoctor"),  # what the lab's kubelet 1.37 + containerd 1.6 gave, through the kubernetes client
         (RunResult(b"{not json", b"", 0), "not JSON"),
         (RunResult(b"[" * 100000, b"", 0), "not JSON"),
         (RunResult(json.dumps({**good, "findings": [{"check": 1}]}).encode(), b"", 0), "findings[0]"),
