@@ -1,5 +1,5 @@
 """`kpdoctor scan --transport pod --analyze-in-pod`: the cluster checks run here, every node's checks run in
-its collector pod (kpdoctor.node.inpod), and the node results are merged into the one report
+its collector pod (kpdoctor.inpod), and the node results are merged into the one report
 (kpdoctor.noderesult.merge), as bench/bench_merge.py measures at 1,000 nodes."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import sys
 
 from kpdoctor.engine import exit_code, run_checks
 from kpdoctor.errors import InputError
+from kpdoctor.inpod import NAMESPACE, InPodRun, analyze_nodes, with_unreachable_finding
 from kpdoctor.node.fanout import default_reporter
-from kpdoctor.node.inpod import NAMESPACE, InPodRun, analyze_nodes, with_unreachable_finding
 from kpdoctor.node.podcollect import cleanup_expired
 from kpdoctor.noderesult import merge
 from kpdoctor.registry import Registry

@@ -232,7 +232,7 @@ def register(app: typer.Typer) -> None:
         req = ScanRequest(fail_on=threshold, probe=probe, probe_options=probe_options,
                           collected=(cluster, ListNodes([state]), SourceInfo(kind, location, chosen)))
         outcome = scan(req, silences=silences, checks_override=selected)
-        if result_json:  # the node side of `scan --analyze-in-pod` (kpdoctor.node.inpod): exit 0 once written
+        if result_json:  # the node side of `scan --analyze-in-pod` (kpdoctor.inpod): exit 0 once written
             from kpdoctor.noderesult import encode
 
             json.dump(encode(outcome.result, name), sys.stdout, separators=(",", ":"))

@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
             shown_from = Severity.parse(min_severity).label if min_severity else ("warning" if quiet else None)
         except ValueError as exc:
             raise InputError(f"--min-severity: {exc}") from None
-        if analyze_in_pod:  # kpdoctor.node.inpod
+        if analyze_in_pod:  # kpdoctor.inpod
             from kpdoctor.inpod_scan import scan_in_pods
 
             outcome, _ = scan_in_pods(req, registry=registry, silences=silences, image=collector_image)

@@ -1,5 +1,5 @@
 """`scan --transport pod --analyze-in-pod` on the lab's real kubelet: the node's checks run inside the collector
-pod and only the compact node result comes back (kpdoctor.node.inpod); the merged report has the findings of
+pod and only the compact node result comes back (kpdoctor.inpod); the merged report has the findings of
 `--transport pod` (raw dumps brought back) and of `--transport local` (run on the node itself).
 
 Setup as tests/lab/test_incluster_job_pod.py: `kpdoctor lab cluster up --with-kubelet` (one node), the
@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
+from kpdoctor import inpod
 from kpdoctor.lab import kubelet, pyimage
 from kpdoctor.lab.kcluster import ClusterState
-from kpdoctor.node import inpod, podcollect
+from kpdoctor.node import podcollect
 from tests.support.klab import (
     REPO,
     admin_api,

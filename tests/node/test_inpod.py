@@ -1,4 +1,4 @@
-"""kpdoctor.node.inpod without a cluster: the node side (`kpdoctor node NAME --result-json`, run as the real CLI
+"""kpdoctor.inpod without a cluster: the node side (`kpdoctor node NAME --result-json`, run as the real CLI
 on the demo bundle's real kube-proxy nodes) merges into the central scan's report, and what the central side
 does with each kind of answer from the pod. The pod itself, on a real kubelet: tests/lab/test_klab_inpod.py.
 _Transport below is a hand-made stand-in for PodTransport (the last resort, said so): it pins how the
@@ -11,8 +11,9 @@ import json
 import subprocess
 from typing import Any
 
+from kpdoctor import inpod
 from kpdoctor.engine import run_checks
-from kpdoctor.node import inpod, podcollect
+from kpdoctor.node import podcollect
 from kpdoctor.node.transport import RunResult, TransportError
 from kpdoctor.noderesult import FORMAT, Interner, decode, merge
 from kpdoctor.registry import discover
