@@ -114,8 +114,8 @@ def analyze_node(name: str, transport: PodTransport, *, check_ids: Sequence[str]
 
 def analyze_nodes(names: Sequence[str], *, options: Any, image: str, cluster: Any, check_ids: Sequence[str],
                   reporter: Reporter | None = None, cancel: CancelToken | None = None) -> InPodRun:  # fmt: skip
-    """Every node's in-pod analysis, at most options.concurrency at once; Ctrl-C deletes the pods (fan_out's
-    cancel closes each transport) and raises fanout.Interrupted."""
+    """Every node's in-pod analysis, at most options.concurrency at once. On Ctrl-C the fan-out's cancel closes
+    (deletes) every pod; the nodes without a result are then failed ones and `interrupted` is set."""
     run = InPodRun()
     strings = Interner()
     lock = threading.Lock()
