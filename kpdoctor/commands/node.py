@@ -131,6 +131,8 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="Report: console | json | junit | markdown | html ('text' = console)."),
         output: str = og.OUTPUT_FILE,
         facts_json: bool = typer.Option(False, "--facts-json", help="Print the collected NodeState as JSON instead (no checks run)."),
+        result_json: bool = typer.Option(False, "--result-json", help="Print the node checks' compact result "
+                                         "(kpdoctor-node-result/v1, what `scan --analyze-in-pod` reads back) instead of a report."),
         checks: str = typer.Option(None, "--checks", help="Only these node checks: ids, tag:<tag>."),
         skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>."),
         fail_on: str = typer.Option(None, "--fail-on", help="info | warning | error | critical (default error)."),
@@ -151,6 +153,8 @@ def register(app: typer.Typer) -> None:
         if facts_json and (probe or output):
             raise InputError("--facts-json prints the collected NodeState to stdout; it runs no checks, no probe "
                              "and writes no report")
+        if result_json and (facts_json or probe or output or fmt != "console"):
+            raise InputError("--result-json prints the node result to stdout: no -o, --output-file, --facts-json or --probe")
         chosen = transport or ("bundle" if bundle else "ssh")
         flags = NodeFlags(transport, address, ssh, timeout, concurrency)
         # everything that can be wrong with the flags fails here, before any node or API is contacted
@@ -208,7 +212,7 @@ def register(app: typer.Typer) -> None:
             if unreachable:
                 raise UnreachableError(state.error, where=f"node {name}")
             return
-        if fmt == "console":
+        if fmt == "console" and not result_json:
             print_state(state)
         if cluster is None:  # node facts only: the checks those allow run, the others are listed as not evaluated
             from kpdoctor.node_only import node_only_cluster
@@ -228,6 +232,12 @@ def register(app: typer.Typer) -> None:
         req = ScanRequest(fail_on=threshold, probe=probe, probe_options=probe_options,
                           collected=(cluster, ListNodes([state]), SourceInfo(kind, location, chosen)))
         outcome = scan(req, silences=silences, checks_override=selected)
+        if result_json:  # the node side of `scan --analyze-in-pod` (kpdoctor.inpod): exit 0 once written
+            from kpdoctor.noderesult import encode
+
+            json.dump(encode(outcome.result, name), sys.stdout, separators=(",", ":"))
+            sys.stdout.write("\n")
+            return
         if fmt == "console" and not output:
             print()
         emit_report(outcome, fmt, output)

@@ -250,6 +250,15 @@ def host_tools(tools: Iterable[str] = TOOLS) -> list[str]:
     return found
 
 
+def netfilter_entries() -> dict[str, str]:
+    """This host's netfilter userland (TOOLS, xtables modules, their libraries, ETC_FILES) as image entries:
+    the kube-proxy image's, and the in-pod collector image's (kpdoctor.lab.pyimage)."""
+    tools = host_tools()
+    modules = [str(p) for p in Path(XTABLES_DIR).glob("*.so")] if Path(XTABLES_DIR).is_dir() else []
+    real = {os.path.realpath(t) for t in tools + modules}
+    return _host_closure(tools + modules + sorted(_libraries(real)) + [p for p in ETC_FILES if os.path.exists(p)])
+
+
 def kube_proxy_image_tar(version: str) -> Image:
     """registry.k8s.io/kube-proxy:<version>, built from the lab's kube-proxy binary and this host's userland."""
     version = k8sbuild.resolve_release(version)
@@ -260,10 +269,7 @@ def kube_proxy_image_tar(version: str) -> Image:
     binary = k8sbuild.cached(version, "kube-proxy")
     if binary is None:
         raise LabError(f"kube-proxy {version} is not built (python3 -m kpdoctor.lab.k8sbuild {version})")
-    tools = host_tools()
-    modules = [str(p) for p in Path(XTABLES_DIR).glob("*.so")] if Path(XTABLES_DIR).is_dir() else []
-    real = {os.path.realpath(t) for t in tools + modules}
-    entries = _host_closure(tools + modules + sorted(_libraries(real)) + [p for p in ETC_FILES if os.path.exists(p)])
+    entries = netfilter_entries()
     entries["usr/local/bin/kube-proxy"] = "file:" + str(binary)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_oci(out, name, layer_tar(entries), ["/usr/local/bin/kube-proxy"])

@@ -33,6 +33,7 @@ from kpdoctor.lab import images
 from kpdoctor.lab.netns import LabError
 
 KPDOCTOR_IMAGE = "kpdoctor.local/kpdoctor:lab"
+COLLECTOR_IMAGE = "kpdoctor.local/kpdoctor-collector:lab"  # + the netfilter userland: `scan --analyze-in-pod`
 PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
 LIBDIR = "usr/lib/x86_64-linux-gnu"
 STDLIB_SKIP = frozenset({"test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "sqlite3", "curses",
@@ -140,12 +141,16 @@ def layer_entries(repo: Path) -> tuple[dict[str, str], dict[str, bytes]]:
     return entries, {"usr/local/bin/kpdoctor": script, "usr/local/bin/kubectl-kpdoctor": script}
 
 
-def kpdoctor_image_tar(repo: Path, out_dir: Path) -> images.Image:
+def kpdoctor_image_tar(repo: Path, out_dir: Path, *, collector: bool = False) -> images.Image:
     """KPDOCTOR_IMAGE as an OCI tarball in `out_dir` (built each call, not cached: it is the checkout `repo`,
-    which changes between runs, and a shared cache would race between parallel runs)."""
+    which changes between runs, and a shared cache would race between parallel runs). With `collector`:
+    COLLECTOR_IMAGE, the same plus the kube-proxy image's netfilter userland (what the node side reads)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "kpdoctor.oci.tar"
+    name = COLLECTOR_IMAGE if collector else KPDOCTOR_IMAGE
+    out = out_dir / ("kpdoctor-collector.oci.tar" if collector else "kpdoctor.oci.tar")
     entries, extra = layer_entries(repo)
-    images.write_oci(out, KPDOCTOR_IMAGE, images.layer_tar(entries, extra), ["kpdoctor"],
+    if collector:
+        entries = {**images.netfilter_entries(), **entries}
+    images.write_oci(out, name, images.layer_tar(entries, extra), ["kpdoctor"],
                      env=["HOME=/tmp"], user="65534:65534")  # fmt: skip
-    return images.Image(KPDOCTOR_IMAGE, out)
+    return images.Image(name, out)

@@ -41,6 +41,7 @@ NODE_ANNOTATION = "kpdoctor.io/node"
 CAPABILITIES = ("NET_ADMIN", "NET_RAW")
 CONTAINER = "collector"
 SLACK_S = 60  # the pod's own deadline: the run's timeout plus this
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def pod_name(node_name: str) -> str:
@@ -75,6 +76,21 @@ def collector_pod(node_name: str, image: str, *, name: str, lifetime_s: int, nam
     }  # fmt: skip
 
 
+def with_service_account(manifest: dict[str, Any], account: str, lifetime_s: int) -> dict[str, Any]:
+    """The manifest, running as ServiceAccount `account` of its namespace with a token that expires with the pod
+    (--analyze-in-pod: the node side reads the cluster with the in-cluster config). The token volume is written
+    out (what ServiceAccount admission would add), read-only, so the token's lifetime is bounded here."""
+    spec = manifest["spec"]
+    spec["serviceAccountName"] = account
+    spec["volumes"].append({"name": "kube-api-access", "projected": {"defaultMode": 0o444, "sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": max(600, lifetime_s)}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+    ]}})  # fmt: skip
+    spec["containers"][0]["volumeMounts"].append({"name": "kube-api-access", "mountPath": SA_DIR, "readOnly": True})
+    return manifest
+
+
 def node_image(node_name: str, *, cluster: Any = None, api: Any = None) -> str:
     """The image of the node's own kube-proxy pod (every node has it already: nothing is pulled)."""
     if cluster is not None:
@@ -105,9 +121,11 @@ class PodTransport(KubeExecTransport):
     name = "pod"
 
     def __init__(self, node_name: str, *, api: Any, cluster: Any = None, image: str | None = None,
-                 namespace: str = KUBE_SYSTEM, lifetime_s: int = 0, stream_fn: Any = None) -> None:  # fmt: skip
+                 namespace: str = KUBE_SYSTEM, lifetime_s: int = 0, stream_fn: Any = None,
+                 service_account: str = "") -> None:  # fmt: skip
         super().__init__(node_name, api=api, cluster=cluster, stream_fn=stream_fn)
         self.image = image or ""
+        self.service_account = service_account  # --analyze-in-pod: the pod's ServiceAccount (else no token)
         self.pod_namespace = namespace
         self.lifetime_s = lifetime_s
         self.created = ""  # the pod's name once created
@@ -122,8 +140,10 @@ class PodTransport(KubeExecTransport):
         try:
             image = self.image or node_image(self.node_name, cluster=self.cluster, api=self.api)
             name = pod_name(self.node_name)
-            manifest = collector_pod(self.node_name, image, name=name, namespace=self.pod_namespace,
-                                     lifetime_s=int(self.lifetime_s or timeout) + SLACK_S)  # fmt: skip
+            lifetime = int(self.lifetime_s or timeout) + SLACK_S
+            manifest = collector_pod(self.node_name, image, name=name, namespace=self.pod_namespace, lifetime_s=lifetime)
+            if self.service_account:
+                manifest = with_service_account(manifest, self.service_account, lifetime)
             with self._lock:
                 if self._closed:
                     raise TransportError("interrupted before the collector pod was created")

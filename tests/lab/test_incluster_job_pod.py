@@ -26,25 +26,23 @@ the Job's pod is checked in tests/lab/test_incluster_job.py.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-from kpdoctor.lab import kobjects, kproxypod, kubelet, procs, pyimage
+from kpdoctor.lab import kobjects, kproxypod, kubelet, pyimage
 from kpdoctor.lab.kcluster import ClusterState
 from tests.support.klab import (
     REPO,
     admin_api,
+    api_relay,
     endpointslice,
     kpdoctor,
     lab_cluster,
@@ -61,30 +59,6 @@ NS = "kpdoctor"
 
 def _docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
-
-
-@contextlib.contextmanager
-def _api_relay(state: ClusterState, node: Any) -> Iterator[int]:
-    """The endpoint reconciler's part: a relay on the node's address to the API server, and the `kubernetes`
-    Service's EndpointSlice naming it. Yields the port."""
-    port = int(urlsplit(state.apiserver).port or 443)
-    proc = procs.spawn("api-relay", [sys.executable, "-m", "kpdoctor.lab.relay", f"--target=127.0.0.1:{port}",
-                                     f"--listen={node.netns}:{node.ip}:{port}"],
-                       state.state_dir / "logs" / "api-relay.log",
-                       env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-    try:
-        end = time.monotonic() + 20
-        while "ready" not in Path(proc.log).read_text(errors="replace"):
-            assert procs.alive(proc) and time.monotonic() < end, Path(proc.log).read_text()[-500:]
-            time.sleep(0.2)
-        slice_ = endpointslice("kubernetes", [(node.ip, node.name)], namespace="default")
-        slice_["metadata"]["name"] = "kubernetes"
-        slice_["ports"] = [{"name": "https", "port": port, "protocol": "TCP"}]
-        admin_api(state).apply(slice_)
-        wait_for_rules(state, "default/kubernetes:https", nodes=[node.name])
-        yield port
-    finally:
-        procs.stop(proc)
 
 
 def _bind_reports_volume(state: ClusterState, node: str, path: Path) -> None:
@@ -181,7 +155,7 @@ def job_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         assert rec is not None
         subprocess.run(["ctr", "-a", rec.socket, "-n", "k8s.io", "images", "import", str(image.tarball)],
                        check=True, capture_output=True, timeout=300)  # fmt: skip
-        with _api_relay(state, node):
+        with api_relay(state, node):
             for doc in _docs(DEPLOY / "rbac.yaml"):
                 api.apply(doc)
             api.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt", "namespace": NS},

@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from kpdoctor.lab import k8sbuild, kcluster
+from kpdoctor.lab import k8sbuild, kcluster, procs
 from kpdoctor.lab.kapi import Api
 from kpdoctor.lab.kcluster import ClusterState
 from tests.conftest import REQUIRE_ROOT, root_unavailable_reason
@@ -183,3 +184,27 @@ def require_kubelet() -> None:
         pytest.fail(f"KPDOCTOR_REQUIRE_ROOT_TESTS=1 but {reason}")
     if reason:
         pytest.skip(reason)
+
+
+@contextmanager
+def api_relay(state: ClusterState, node: Any) -> Iterator[int]:
+    """The endpoint reconciler's part: a relay on the node's address to the API server, and the `kubernetes`
+    Service's EndpointSlice naming it. Yields the port."""
+    port = int(urlsplit(state.apiserver).port or 443)
+    proc = procs.spawn("api-relay", [sys.executable, "-m", "kpdoctor.lab.relay", f"--target=127.0.0.1:{port}",
+                                     f"--listen={node.netns}:{node.ip}:{port}"],
+                       state.state_dir / "logs" / "api-relay.log",
+                       env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    try:
+        end = time.monotonic() + 20
+        while "ready" not in Path(proc.log).read_text(errors="replace"):
+            assert procs.alive(proc) and time.monotonic() < end, Path(proc.log).read_text()[-500:]
+            time.sleep(0.2)
+        slice_ = endpointslice("kubernetes", [(node.ip, node.name)], namespace="default")
+        slice_["metadata"]["name"] = "kubernetes"
+        slice_["ports"] = [{"name": "https", "port": port, "protocol": "TCP"}]
+        admin_api(state).apply(slice_)
+        wait_for_rules(state, "default/kubernetes:https", nodes=[node.name])
+        yield port
+    finally:
+        procs.stop(proc)

@@ -1,0 +1,203 @@
+"""`scan --transport pod --analyze-in-pod` on the lab's real kubelet: the node's checks run inside the collector
+pod and only the compact node result comes back (kpdoctor.inpod); the merged report has the findings of
+`--transport pod` (raw dumps brought back) and of `--transport local` (run on the node itself).
+
+Setup as tests/lab/test_incluster_job_pod.py: `kpdoctor lab cluster up --with-kubelet` (one node), the
+collector image built offline (kpdoctor.lab.pyimage with the kube-proxy image's netfilter userland) and
+imported into the kubelet's containerd, deploy/rbac.yaml applied as shipped (the pod's ServiceAccount), and
+what the lab's missing controllers would write: the `kube-root-ca.crt` ConfigMap and the `kubernetes`
+Service's endpoint (a relay to the API server, tests/support/klab.api_relay) so the in-cluster config works.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from kpdoctor import inpod
+from kpdoctor.lab import kubelet, pyimage
+from kpdoctor.lab.kcluster import ClusterState
+from kpdoctor.node import podcollect
+from tests.support.klab import (
+    REPO,
+    admin_api,
+    api_relay,
+    endpointslice,
+    kpdoctor,
+    lab_cluster,
+    report,
+    require_kubelet,
+    save,
+    service,
+    wait_for_rules,
+)
+
+pytestmark = pytest.mark.root("etcd", "nft", "curl", "containerd", "runc", "ctr", "nsenter")
+NAMESPACES = ("kube-system", inpod.NAMESPACE)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    require_kubelet()
+    tmp = tmp_path_factory.mktemp("klab-inpod")
+    with lab_cluster(tmp, nodes=1, with_kubelet=True) as state:
+        node = state.nodes[0]
+        api = admin_api(state)
+        api.apply(service("web"))
+        api.apply(endpointslice("web", [(node.pods[0].ip, node.name)]))
+        wait_for_rules(state, "lab/web:http")
+        image = pyimage.kpdoctor_image_tar(REPO, tmp / "image", collector=True)
+        rec = kubelet.KubeletRecord.load(state.state_dir)
+        assert rec is not None
+        subprocess.run(["ctr", "-a", rec.socket, "-n", "k8s.io", "images", "import", str(image.tarball)],
+                       check=True, capture_output=True, timeout=300)  # fmt: skip
+        with api_relay(state, node):
+            for doc in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()):
+                if doc:
+                    api.apply(doc)
+            api.apply({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "kube-root-ca.crt", "namespace": inpod.NAMESPACE},
+                       "data": {"ca.crt": (state.state_dir / "pki" / "ca.crt").read_text()}})  # fmt: skip
+            yield {"state": state, "node": node, "image": image.name}
+
+
+def _collector_pods(state: ClusterState) -> list[str]:
+    api = admin_api(state)
+    return [p["metadata"]["name"] for ns in NAMESPACES
+            for p in api.request("GET", api.path("Pod", ns), labelSelector=podcollect.SELECTOR)["items"]]  # fmt: skip
+
+
+def _rules(netns: str) -> list[str]:
+    return sorted(ln for ln in save(netns, "iptables").splitlines() if not ln.startswith("#"))
+
+
+def _scan(lab: dict[str, Any], transport: str, *extra: str, codes: tuple[int, ...] = (0, 1)) -> tuple[dict[str, Any], float]:
+    state, node = lab["state"], lab["node"]
+    t0 = time.perf_counter()
+    proc = kpdoctor("scan", "--kubeconfig", state.kubeconfig, "--transport", transport, "--nodes", node.name,
+                    "-o", "json", *extra, netns=node.netns if transport == "local" else None)  # fmt: skip
+    wall = time.perf_counter() - t0
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode in codes, proc.stderr[-1500:]
+    return report(proc), wall
+
+
+def _outcome(rep: dict[str, Any]) -> tuple[dict[str, str], list[tuple[str, str, str, str]]]:
+    """Every check's status and every finding group's (check id, severity, subject, message)."""
+    groups = sorted((c["id"], g.get("severity", ""), str(g.get("subject", "")), str(g.get("message", "")))
+                    for c in rep["checks"] for g in c.get("groups", []))  # fmt: skip
+    return {c["id"]: c["status"] for c in rep["checks"]}, groups
+
+
+@pytest.mark.parametrize("fault", [None, "ip_forward"])
+def test_in_pod_analysis_equals_pod_and_local(lab: dict[str, Any], fault: str | None) -> None:
+    netns = lab["node"].netns
+    if fault:
+        subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True, timeout=20)
+    try:
+        before = _rules(netns)
+        in_pod, wall_in = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", lab["image"])
+        after = _rules(netns)
+        via_pod, wall_pod = _scan(lab, "pod")
+        local, _ = _scan(lab, "local")
+    finally:
+        if fault:
+            subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True, timeout=20)
+    node = in_pod["nodes"][0]
+    assert node["reachable"] and node["transport"] == "pod", node
+    assert node["address"].startswith(f"pod {inpod.NAMESPACE}/kpdoctor-collect-") and "analyzed in pod" in node["address"]
+    assert in_pod["gaps"] == via_pod["gaps"], (in_pod["gaps"], via_pod["gaps"])
+    statuses, groups = _outcome(in_pod)
+    assert (statuses, groups) == _outcome(via_pod) == _outcome(local)
+    assert in_pod["exit_code"] == via_pod["exit_code"] == local["exit_code"]
+    if fault:
+        assert [g for g in groups if g[1] in ("warning", "error", "critical")], "the fault gave no finding"
+    else:
+        assert not [g for g in groups if g[1] in ("error", "critical")], groups
+    assert before == after  # read-only
+    assert _collector_pods(lab["state"]) == []
+    print(f"\nwall s, fault={fault}: --analyze-in-pod {wall_in:.1f}, --transport pod {wall_pod:.1f}")
+
+
+def test_bytes_back_from_the_pod(lab: dict[str, Any]) -> None:
+    """What crosses the exec stream for one node: every fact's output (stdout + stderr) without in-pod analysis,
+    the node result's JSON with it. Printed for docs/performance.md."""
+    from kubernetes import client
+
+    from kpdoctor.cluster.live import api_client, load_live
+    from kpdoctor.node.collect import CollectOptions, collect_node
+
+    state, name = lab["state"], lab["node"].name
+    core = client.CoreV1Api(api_client(state.kubeconfig, None))
+    cluster = load_live(state.kubeconfig, None).state
+    options = CollectOptions(transport="pod", kube_api=core, timeout=120, concurrency=1)
+    t0 = time.perf_counter()
+    raw = collect_node(name, cluster=cluster, options=options)
+    t1 = time.perf_counter()
+    run = inpod.analyze_nodes([name], options=options, image=lab["image"], cluster=cluster, check_ids=[])
+    t2 = time.perf_counter()
+    assert raw.reachable and run.results[name].node.reachable, (raw.error, run.results[name].node.error)
+    raw_bytes = sum(len((f.content or "").encode()) + len(f.stderr.encode()) for f in raw.facts.values())
+    result_bytes = run.received[name]
+    assert 0 < result_bytes < raw_bytes
+    assert run.results[name].runs, "no check ran in the pod"
+    print(f"\nbytes back from the pod: raw facts {raw_bytes} ({len(raw.facts)} facts, {t1 - t0:.1f} s), "
+          f"node result {result_bytes} ({len(run.results[name].findings)} findings, {t2 - t1:.1f} s)")
+    assert _collector_pods(state) == []
+
+
+def test_an_image_without_kpdoctor_is_a_one_line_node_error(lab: dict[str, Any]) -> None:
+    state = lab["state"]
+    pod = admin_api(state).get("Pod", f"kube-proxy-{state.kubelet_node}", namespace="kube-system")
+    kube_proxy_image = pod["spec"]["containers"][0]["image"]
+    rep, _ = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", kube_proxy_image, "--timeout", "60",
+                   codes=(3,))
+    node = rep["nodes"][0]
+    assert not node["reachable"] and "has no kpdoctor" in node["error"] and "\n" not in node["error"], node
+    assert rep["exit_code"] == 3
+    assert _collector_pods(state) == []
+
+
+def test_analyze_in_pod_needs_an_image(lab: dict[str, Any]) -> None:
+    proc = kpdoctor("scan", "--kubeconfig", lab["state"].kubeconfig, "--transport", "pod", "--analyze-in-pod")
+    assert proc.returncode == 2 and "--collector-image" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_timeout_leaves_no_pod(lab: dict[str, Any]) -> None:
+    """An image the kubelet cannot pull: the pod never runs, the node times out, the pod is deleted."""
+    rep, _ = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", "registry.invalid/kpdoctor/none:0",
+                   "--timeout", "10", codes=(3,))  # fmt: skip
+    node = rep["nodes"][0]
+    assert not node["reachable"] and "not running in time" in node["error"], node
+    assert _collector_pods(lab["state"]) == []
+
+
+def test_ctrl_c_deletes_the_pod(lab: dict[str, Any]) -> None:
+    state = lab["state"]
+    argv = [sys.executable, "-m", "kpdoctor", "scan", "--kubeconfig", state.kubeconfig, "--transport", "pod",
+            "--analyze-in-pod", "--nodes", state.kubelet_node, "--collector-image", "registry.invalid/kpdoctor/none:0",
+            "--timeout", "120", "-o", "json"]  # fmt: skip
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)  # fmt: skip
+    try:
+        end = time.monotonic() + 60
+        while not _collector_pods(state) and time.monotonic() < end and child.poll() is None:
+            time.sleep(0.2)
+        assert _collector_pods(state), "the collector pod was never created"
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "Traceback" not in err, err[-1500:]
+    assert _collector_pods(state) == []
