@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from kpdoctor import inpod
-from kpdoctor.lab import kubelet, pyimage
+from kpdoctor.lab import kobjects, kubelet, pyimage
 from kpdoctor.lab.kcluster import ClusterState
 from kpdoctor.node import podcollect
 from tests.support.klab import (
@@ -156,7 +156,7 @@ def test_bytes_back_from_the_pod(lab: dict[str, Any]) -> None:
 
 def test_an_image_without_kpdoctor_is_a_one_line_node_error(lab: dict[str, Any]) -> None:
     state = lab["state"]
-    pod = admin_api(state).get("Pod", f"kube-proxy-{state.kubelet_node}", namespace="kube-system")
+    pod = admin_api(state).get("Pod", kobjects.ds_pod_name(state.kubelet_node), namespace="kube-system")
     kube_proxy_image = pod["spec"]["containers"][0]["image"]
     rep, _ = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", kube_proxy_image, "--timeout", "60",
                    codes=(3,))
