@@ -17,13 +17,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from kpdoctor import inpod
-from kpdoctor.lab import kobjects, kubelet, pyimage
+from kpdoctor.lab import kobjects, kubelet, pki, pyimage
 from kpdoctor.lab.kcluster import ClusterState
 from kpdoctor.node import podcollect
 from tests.support.klab import (
@@ -79,10 +80,11 @@ def _rules(netns: str) -> list[str]:
     return sorted(ln for ln in save(netns, "iptables").splitlines() if not ln.startswith("#"))
 
 
-def _scan(lab: dict[str, Any], transport: str, *extra: str, codes: tuple[int, ...] = (0, 1)) -> tuple[dict[str, Any], float]:
+def _scan(lab: dict[str, Any], transport: str, *extra: str, codes: tuple[int, ...] = (0, 1),
+          kubeconfig: str = "") -> tuple[dict[str, Any], float]:  # fmt: skip
     state, node = lab["state"], lab["node"]
     t0 = time.perf_counter()
-    proc = kpdoctor("scan", "--kubeconfig", state.kubeconfig, "--transport", transport, "--nodes", node.name,
+    proc = kpdoctor("scan", "--kubeconfig", kubeconfig or state.kubeconfig, "--transport", transport, "--nodes", node.name,
                     "-o", "json", *extra, netns=node.netns if transport == "local" else None)  # fmt: skip
     wall = time.perf_counter() - t0
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -200,4 +202,89 @@ def test_ctrl_c_deletes_the_pod(lab: dict[str, Any]) -> None:
             child.kill()
             child.wait()
     assert "Traceback" not in err, err[-1500:]
+    assert _collector_pods(state) == []
+
+
+CALLER = "kpdoctor-caller"  # deploy/rbac-inpod-caller.yaml's ServiceAccount
+CALLER_ROLE = "kpdoctor-inpod-caller"
+
+
+def _caller_docs() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((REPO / "deploy" / "rbac-inpod-caller.yaml").read_text()) if d]
+
+
+def _allowed(state: ClusterState, verb: str, resource: str, namespace: str, subresource: str = "") -> bool:
+    """The real API server's RBAC decision for the caller's ServiceAccount (a SubjectAccessReview)."""
+    attrs = {"verb": verb, "resource": resource, "namespace": namespace, "group": ""}
+    if subresource:
+        attrs["subresource"] = subresource
+    body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": f"system:serviceaccount:{inpod.NAMESPACE}:{CALLER}",
+                     "groups": ["system:serviceaccounts", f"system:serviceaccounts:{inpod.NAMESPACE}",
+                                "system:authenticated"],
+                     "resourceAttributes": attrs}}  # fmt: skip
+    api = admin_api(state)
+    return bool(api.request("POST", f"{api.server}/apis/authorization.k8s.io/v1/subjectaccessreviews", body)
+                ["status"].get("allowed"))  # fmt: skip
+
+
+def _wait_allowed(state: ClusterState, want: bool, *args: str) -> None:
+    """Until the API server's RBAC cache has seen the Role change (bounded)."""
+    end = time.monotonic() + 30
+    while _allowed(state, *args) != want:
+        assert time.monotonic() < end, f"RBAC never became allowed={want} for {args}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def caller_kubeconfig(lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """deploy/rbac-inpod-caller.yaml applied as shipped (beside deploy/rbac.yaml, which the lab fixture applied)
+    and a kubeconfig with a real TokenRequest token of its ServiceAccount: nothing else grants it anything."""
+    state = lab["state"]
+    api = admin_api(state)
+    for doc in _caller_docs():
+        api.apply(doc)
+    token = api.token(CALLER, inpod.NAMESPACE, seconds=3600)
+    return pki.write_kubeconfig(tmp_path_factory.mktemp("caller") / "caller.kubeconfig", state.apiserver,
+                                state.state_dir / "pki" / "ca.crt", user=CALLER, token=token)  # fmt: skip
+
+
+def test_inpod_caller_rbac_is_enough(lab: dict[str, Any], caller_kubeconfig: Path) -> None:
+    """With only deploy/rbac-inpod-caller.yaml's rights, `--analyze-in-pod` reports what the admin's scan does;
+    the real API server denies the caller what the manifest leaves out."""
+    state = lab["state"]
+    _wait_allowed(state, True, "create", "pods", inpod.NAMESPACE, "exec")
+    admin, _ = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", lab["image"])
+    caller, _ = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", lab["image"],
+                      kubeconfig=str(caller_kubeconfig))  # fmt: skip
+    node = caller["nodes"][0]
+    assert node["reachable"] and "analyzed in pod" in node["address"], node
+    assert _outcome(caller) == _outcome(admin)
+    assert caller["gaps"] == admin["gaps"] and caller["exit_code"] == admin["exit_code"]
+    assert _collector_pods(state) == []
+    for denied in (("get", "secrets", inpod.NAMESPACE), ("list", "secrets", "kube-system"),
+                   ("create", "pods", "kube-system"), ("create", "pods", "default"),
+                   ("create", "pods", "kube-system", "exec"), ("create", "serviceaccounts", inpod.NAMESPACE, "token")):
+        assert not _allowed(state, *denied), denied  # fmt: skip
+
+
+def test_inpod_caller_without_pods_exec_is_a_one_line_node_error(lab: dict[str, Any], caller_kubeconfig: Path) -> None:
+    """The shipped Role minus pods/exec: the pod is created (and deleted), the exec is forbidden; the node is
+    unreachable with one line naming the missing right, exit 3, no traceback. The Role is put back."""
+    state = lab["state"]
+    api = admin_api(state)
+    role = next(d for d in _caller_docs() if d["kind"] == "Role" and d["metadata"]["name"] == CALLER_ROLE)
+    cut = {**role, "rules": [r for r in role["rules"] if "pods/exec" not in r["resources"]]}
+    assert len(cut["rules"]) == len(role["rules"]) - 1
+    api.apply(cut)
+    try:
+        _wait_allowed(state, False, "create", "pods", inpod.NAMESPACE, "exec")
+        rep, _ = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", lab["image"], "--timeout", "60",
+                       kubeconfig=str(caller_kubeconfig), codes=(3,))  # fmt: skip
+    finally:
+        api.apply(role)
+    node = rep["nodes"][0]
+    assert not node["reachable"] and rep["exit_code"] == 3, node
+    assert "\n" not in node["error"] and "pods/exec" in node["error"], node["error"]
+    print(f"\nwithout pods/exec: {node['error']}")
     assert _collector_pods(state) == []
