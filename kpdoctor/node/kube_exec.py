@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kpdoctor.node.apireason import api_reason
 from kpdoctor.node.transport import NOT_FOUND, RunResult, TransportError, cut_at_line
 
 KUBE_SYSTEM = "kube-system"
@@ -209,6 +210,4 @@ def _bytes(value: Any) -> bytes:
 
 
 def _reason(exc: BaseException) -> str:
-    status = getattr(exc, "status", None)
-    reason = getattr(exc, "reason", None)
-    return f"HTTP {status} {reason}" if status else str(exc) or type(exc).__name__
+    return api_reason(exc)  # the API server's Status message when the error carries one (kpdoctor.node.apireason)
