@@ -11,10 +11,7 @@ Service's endpoint (a relay to the API server, tests/support/klab.api_relay) so 
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +23,13 @@ import yaml
 from kpdoctor import inpod
 from kpdoctor.lab import kobjects, kubelet, pki, pyimage
 from kpdoctor.lab.kcluster import ClusterState
-from kpdoctor.node import podcollect
 from tests.support.klab import (
     REPO,
     admin_api,
     api_relay,
+    collector_pods,
     endpointslice,
+    interrupt_once_collecting,
     kpdoctor,
     lab_cluster,
     report,
@@ -71,9 +69,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def _collector_pods(state: ClusterState) -> list[str]:
-    api = admin_api(state)
-    return [p["metadata"]["name"] for ns in NAMESPACES
-            for p in api.request("GET", api.path("Pod", ns), labelSelector=podcollect.SELECTOR)["items"]]  # fmt: skip
+    return collector_pods(state, NAMESPACES)
 
 
 def _rules(netns: str) -> list[str]:
@@ -185,22 +181,10 @@ def test_timeout_leaves_no_pod(lab: dict[str, Any]) -> None:
 
 def test_ctrl_c_deletes_the_pod(lab: dict[str, Any]) -> None:
     state = lab["state"]
-    argv = [sys.executable, "-m", "kpdoctor", "scan", "--kubeconfig", state.kubeconfig, "--transport", "pod",
-            "--analyze-in-pod", "--nodes", state.kubelet_node, "--collector-image", "registry.invalid/kpdoctor/none:0",
-            "--timeout", "120", "-o", "json"]  # fmt: skip
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)  # fmt: skip
-    try:
-        end = time.monotonic() + 60
-        while not _collector_pods(state) and time.monotonic() < end and child.poll() is None:
-            time.sleep(0.2)
-        assert _collector_pods(state), "the collector pod was never created"
-        child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    err = interrupt_once_collecting(
+        ["scan", "--kubeconfig", state.kubeconfig, "--transport", "pod", "--analyze-in-pod", "--nodes",
+         state.kubelet_node, "--collector-image", "registry.invalid/kpdoctor/none:0", "--timeout", "120", "-o", "json"],
+        lambda: bool(_collector_pods(state)))  # fmt: skip
     assert "Traceback" not in err, err[-1500:]
     assert _collector_pods(state) == []
 

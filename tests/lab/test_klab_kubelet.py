@@ -10,11 +10,8 @@ under KPDOCTOR_REQUIRE_ROOT_TESTS=1, as the other lab tests).
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +28,9 @@ from tests.support.klab import (
     REPO,
     admin_api,
     apply_workload,
+    collector_pods,
     endpointslice,
+    interrupt_once_collecting,
     kpdoctor,
     lab_cluster,
     report,
@@ -155,9 +154,7 @@ def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
 # -- --transport pod: a collector pod per node, always deleted ---------------------------------------------
 
 def _collector_pods(state: ClusterState) -> list[str]:
-    items = admin_api(state).request("GET", admin_api(state).path("Pod", "kube-system"),
-                                     labelSelector=podcollect.SELECTOR)["items"]  # fmt: skip
-    return [p["metadata"]["name"] for p in items]
+    return collector_pods(state)
 
 
 def _tasks(state: ClusterState) -> int:
@@ -205,22 +202,10 @@ def test_pod_transport_error_and_timeout_leave_no_pod(cluster: ClusterState, ima
 
 def test_pod_transport_ctrl_c_deletes_the_pod(cluster: ClusterState) -> None:
     tasks = _tasks(cluster)
-    argv = [sys.executable, "-m", "kpdoctor", "scan", "--kubeconfig", cluster.kubeconfig, "--transport", "pod",
-            "--nodes", cluster.kubelet_node, "--collector-image", "registry.invalid/kpdoctor/none:0",
-            "--timeout", "120", "-o", "json"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    try:
-        end = time.monotonic() + 60
-        while not _collector_pods(cluster) and time.monotonic() < end and child.poll() is None:
-            time.sleep(0.2)
-        assert _collector_pods(cluster), "the collector pod was never created"
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    err = interrupt_once_collecting(
+        ["scan", "--kubeconfig", cluster.kubeconfig, "--transport", "pod", "--nodes", cluster.kubelet_node,
+         "--collector-image", "registry.invalid/kpdoctor/none:0", "--timeout", "120", "-o", "json"],
+        lambda: bool(_collector_pods(cluster)))  # fmt: skip
     assert "Traceback" not in err, err[-1500:]
     _no_collector_left(cluster, tasks)
 

@@ -30,6 +30,7 @@ from kpdoctor.lab.apply import apply_iptables
 from kpdoctor.trace.render import explain
 from tests.support.trace_kernel import (
     GOOD_CLIENT,
+    KERNEL_TOOLS,
     NFT_RULES,
     NODE_IPS,
     REAL_FIREWALLS,
@@ -42,8 +43,7 @@ from tests.support.trace_kernel import (
     wire_trace_lab,
 )
 
-TOOLS = ("ip", "iptables-nft-restore", "iptables-nft-save", "iptables-nft", "nft", "conntrack", "nfacct")
-pytestmark = pytest.mark.root(*TOOLS)
+pytestmark = pytest.mark.root(*KERNEL_TOOLS)
 UFW = REAL_FIREWALLS / "ufw-docker-iptables-S" / "dump.txt"
 DOCKER_NAT = REAL_FIREWALLS / "docker-nat-save" / "dump.txt"
 FIREWALLD = REAL_FIREWALLS / "firewalld-centos8-nft" / "dump.txt"
@@ -94,7 +94,7 @@ class FwNode:
 def fw(request: pytest.FixtureRequest) -> Iterator[FwNode]:
     from conftest import require_root
 
-    require_root(*TOOLS)
+    require_root(*KERNEL_TOOLS)
     firewall = request.param
     mode = "iptables" if firewall == "ufw" else "nftables"
     node_ip = NODE_IPS[mode]

@@ -31,6 +31,7 @@ from tests.support.trace_kernel import (
     BLOCKED_CLIENT,
     FIREWALL,
     GOOD_CLIENT,
+    KERNEL_TOOLS,
     NFT_FIREWALL,
     NFT_RULES,
     NODE_IPS,
@@ -42,8 +43,7 @@ from tests.support.trace_kernel import (
     wire_trace_lab,
 )
 
-TOOLS = ("ip", "iptables-nft-restore", "iptables-nft-save", "iptables-nft", "nft", "conntrack", "nfacct")
-pytestmark = pytest.mark.root(*TOOLS)
+pytestmark = pytest.mark.root(*KERNEL_TOOLS)
 NODE_IP = "NODE_IP"  # placeholder in TARGETS: the node's own InternalIP (differs per mode)
 # destinations from the captured rules (ClusterIPs, a NodePort, an unknown port) and one that no rule names
 TARGETS = [
@@ -92,7 +92,7 @@ class KernelNode:
 def kernel(request: pytest.FixtureRequest) -> Iterator[KernelNode]:
     from conftest import require_root
 
-    require_root(*TOOLS)
+    require_root(*KERNEL_TOOLS)
     mode = request.param
     node_ip = NODE_IPS[mode]
     prefix = netns.unique_prefix("kpd-tr")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import pytest
 from kpdoctor.lab import k8sbuild, kcluster, procs
 from kpdoctor.lab.kapi import Api
 from kpdoctor.lab.kcluster import ClusterState
+from kpdoctor.node import podcollect
 from tests.conftest import REQUIRE_ROOT, root_unavailable_reason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,3 +210,30 @@ def api_relay(state: ClusterState, node: Any) -> Iterator[int]:
         yield port
     finally:
         procs.stop(proc)
+
+
+def collector_pods(state: ClusterState, namespaces: Sequence[str] = ("kube-system",)) -> list[str]:
+    """The names of kpdoctor's collector pods (its label) in `namespaces`."""
+    api = admin_api(state)
+    return [p["metadata"]["name"] for ns in namespaces
+            for p in api.request("GET", api.path("Pod", ns), labelSelector=podcollect.SELECTOR)["items"]]  # fmt: skip
+
+
+def interrupt_once_collecting(argv: list[str], collecting: Callable[[], bool]) -> str:
+    """Run kpdoctor `argv` (a child process), send it SIGINT (Ctrl-C) once `collecting()` is true (its collector
+    pod exists; at most 60 s), and return its stderr after it exits (at most 60 s; killed otherwise)."""
+    child = subprocess.Popen([sys.executable, "-m", "kpdoctor", *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                             cwd=REPO)  # fmt: skip
+    try:
+        end = time.monotonic() + 60
+        while not collecting() and time.monotonic() < end and child.poll() is None:
+            time.sleep(0.2)
+        assert collecting(), "the collector pod was never created"
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return err

@@ -37,6 +37,10 @@ table inet kpd-hostfw {{
 """
 
 
+# what a kernel-proof module needs on the machine (its root marker and require_root)
+KERNEL_TOOLS = ("ip", "iptables-nft-restore", "iptables-nft-save", "iptables-nft", "nft", "conntrack", "nfacct")
+
+
 def kube_proxy_table_only(text: str) -> str:
     """The `ip kube-proxy` table's objects of an `nft -j list ruleset` dump, as an `nft -j -f` input."""
 
