@@ -53,9 +53,8 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json | junit."),
         output: str = og.OUTPUT_FILE,
         timeout: float = og.TIMEOUT,
-        show_plan: bool = typer.Option(False, "--show-plan", help=(
-            "Print the cleanup plan even when the gate did not pass: under 'NOT SAFE TO RUN: the gate did not "
-            "pass', every command commented out (console; JSON always carries it, commented out unless passed).")),
+        show_plan: bool = og.show_plan_option("cleanup plan", " (console; JSON always carries it, commented out "
+                                               "unless passed)"),
     ) -> None:
         from dataclasses import replace
         from typing import cast

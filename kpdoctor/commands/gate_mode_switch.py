@@ -64,9 +64,7 @@ def register_mode_switch(gate_app: typer.Typer) -> None:
         ssh: og.SshFlags = og.SSH,
         fmt: str = typer.Option("console", "-o", "--output", "--format", help="console | json | junit."),
         output: str = typer.Option(None, "-f", "--output-file", metavar="FILE", help=OUTPUT_FILE_HELP),
-        show_plan: bool = typer.Option(False, "--show-plan", help=(
-            "Print the rollout plan even when the gate did not pass: under 'NOT SAFE TO RUN: the gate did not "
-            "pass', every command commented out.")),
+        show_plan: bool = og.show_plan_option("rollout plan"),
     ) -> None:
         import os
 

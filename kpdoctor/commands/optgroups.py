@@ -33,6 +33,16 @@ BUNDLE: Any = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz (
 DEMO: Any = typer.Option(False, "--demo", help="Use the demo bundle shipped with kpdoctor.")
 NODES: Any = typer.Option("", "--nodes", help="Comma-separated node names or globs (default: all).")
 CONCURRENCY: Any = typer.Option(32, "--concurrency", help="Nodes collected at once.")
+
+
+def show_plan_option(plan: str, more: str = "") -> Any:
+    """The gates' --show-plan: print `plan` (the cleanup or rollout plan) under 'NOT SAFE TO RUN' when the gate
+    did not pass; `more` ends the help text (before its period)."""
+    return typer.Option(False, "--show-plan", help=(
+        f"Print the {plan} even when the gate did not pass: under 'NOT SAFE TO RUN: the gate did not pass', every "
+        f"command commented out{more}."))
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

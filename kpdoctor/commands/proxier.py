@@ -173,24 +173,16 @@ def build_proxier_inputs(
     return inputs
 
 
-def build_proxier_input(
-    snapshot: str,
-    node: str,
-    *,
-    mode: str | None = None,
-    config: str | None = None,
-    version: str | None = None,
-    family: str = "IPv4",
-) -> ProxierInput:
-    """Load the snapshot and resolve everything `render`/`view` need for one node and family."""
-    from kpdoctor.cluster.snapshot import load_snapshot
+def build_proxier_input(snapshot: str, node: str, *, mode: str | None = None, config: str | None = None,
+                        version: str | None = None, family: str = "IPv4") -> ProxierInput:
+    """Load the snapshot (load_render_cluster) and resolve everything `render`/`view` need for one node and
+    family; the family and mode are checked before the snapshot is read."""
     from kpdoctor.errors import InputError
 
     if family not in FAMILIES:
         raise InputError(f"--family {family!r}: choose IPv4 or IPv6")
     mode = _check_mode(mode)
-    cluster = load_snapshot(snapshot)
-    check_slices_have_services(cluster)
+    cluster = load_render_cluster(snapshot)
     return build_proxier_inputs(cluster, node, mode=mode, config=config, version=version, family=family)[0]
 
 

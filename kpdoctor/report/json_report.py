@@ -35,6 +35,33 @@ def _float(o: float) -> str:
     return float.__repr__(o)
 
 
+def _scalar(o: Any) -> str | None:
+    """JSON text of a str, None, bool, int or float; None for anything else."""
+    if isinstance(o, str):
+        return _encode_str(o)
+    if o is None:
+        return "null"
+    if o is True:
+        return "true"
+    if o is False:
+        return "false"
+    if isinstance(o, int):
+        return int.__repr__(o)
+    if isinstance(o, float):
+        return _float(o)
+    return None
+
+
+def _key(key: Any) -> str:
+    """A mapping key that is not exactly a str, spelled as json.dumps spells it (same TypeError otherwise)."""
+    if isinstance(key, str):
+        return key
+    text = _scalar(key)
+    if text is None:
+        raise TypeError(f"keys must be str, int, float, bool or None, not {key.__class__.__name__}")
+    return text
+
+
 class _Indented:
     def __init__(self, sink: TextIO | None = None) -> None:
         self.out: list[str] = []
@@ -52,21 +79,6 @@ class _Indented:
             nl.append("\n" + _INDENT * len(nl))
         return nl[level]
 
-    def scalar(self, o: Any) -> str | None:
-        if isinstance(o, str):
-            return _encode_str(o)
-        if o is None:
-            return "null"
-        if o is True:
-            return "true"
-        if o is False:
-            return "false"
-        if isinstance(o, int):
-            return int.__repr__(o)
-        if isinstance(o, float):
-            return _float(o)
-        return None
-
     def value(self, o: Any, level: int) -> None:
         t = type(o)
         if t is str:
@@ -78,7 +90,7 @@ class _Indented:
         if t is list:
             self.sequence(o, level)
             return
-        text = self.scalar(o)
+        text = _scalar(o)
         if text is not None:
             self.out.append(text)
         elif isinstance(o, (list, tuple)):
@@ -88,14 +100,21 @@ class _Indented:
         else:
             raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
 
-    def sequence(self, o: list[Any] | tuple[Any, ...], level: int) -> None:
-        out = self.out
-        if not o:
-            out.append("[]")
-            return
+    def opened(self, empty: bool, brackets: str, level: int) -> str | None:
+        """Write an empty container whole (`[]`, `{}`: None back), else its opening bracket and the first item's
+        indent, and return the separator between its items."""
+        if empty:
+            self.out.append(brackets)
+            return None
         inner = self.newline(level + 1)
-        sep = "," + inner
-        out.append("[" + inner)
+        self.out.append(brackets[0] + inner)
+        return "," + inner
+
+    def sequence(self, o: list[Any] | tuple[Any, ...], level: int) -> None:
+        sep = self.opened(not o, "[]", level)
+        if sep is None:
+            return
+        out = self.out
         first = True
         for item in o:
             if not first:
@@ -110,30 +129,14 @@ class _Indented:
         out.append(self.newline(level) + "]")
 
     def mapping(self, o: dict[Any, Any], level: int) -> None:
-        out = self.out
-        if not o:
-            out.append("{}")
+        sep = self.opened(not o, "{}", level)
+        if sep is None:
             return
-        inner = self.newline(level + 1)
-        sep = "," + inner
-        out.append("{" + inner)
+        out = self.out
         first = True
         for key, item in o.items():
             if type(key) is not str:
-                if isinstance(key, str):
-                    pass
-                elif isinstance(key, float):
-                    key = _float(key)
-                elif key is True:
-                    key = "true"
-                elif key is False:
-                    key = "false"
-                elif key is None:
-                    key = "null"
-                elif isinstance(key, int):
-                    key = int.__repr__(key)
-                else:
-                    raise TypeError(f"keys must be str, int, float, bool or None, not {key.__class__.__name__}")
+                key = _key(key)
             if not first:
                 out.append(sep)
             first = False
