@@ -23,7 +23,7 @@ from tests.support.nft import (
     GOLDEN,
     GOLDEN_SERVICE_CIDRS,
     apply_and_list,
-    diff_normalized,
+    assert_golden,
     nft_scenarios,
     normalize,
     scenario_inputs,
@@ -99,9 +99,7 @@ def test_iptables_default_is_still_one_family() -> None:
 def test_cli_output_applied_equals_the_golden(scenario: Path) -> None:
     """CLI (default families) -> nft -f in a fresh netns -> nft list ruleset == real kube-proxy v1.36.2's."""
     listed, _ = apply_and_list(render(scenario / "cluster", nft_node(scenario), *CIDR_FLAGS))
-    want = normalize((scenario / "nftables" / "nft-ruleset.txt").read_text())
-    got = normalize(listed)
-    assert got == want, diff_normalized(want, got)
+    assert_golden(scenario, listed)
 
 
 # ---- --kube-proxy-version ----------------------------------------------------------------------------

@@ -32,9 +32,9 @@ from kpdoctor.proxier.nftables import (
 from tests.support.nft import (
     GOLDEN_SERVICE_CIDRS,
     apply_and_list,
-    diff_normalized,
+    assert_golden,
+    assert_same_ruleset,
     nft_scenarios,
-    normalize,
     scenario_inputs,
 )
 
@@ -74,9 +74,7 @@ def test_golden_fidelity_v136(scenario: Any) -> None:
     """render -> nft -f (fresh netns) -> nft list ruleset == real kube-proxy v1.36.2's, after normalization."""
     text = render_nftables_families(scenario_inputs(scenario), service_cidrs=GOLDEN_SERVICE_CIDRS)
     listed, listed_json = apply_and_list(text)
-    want = normalize((scenario / "nftables" / "nft-ruleset.txt").read_text())
-    got = normalize(listed)
-    assert got == want, diff_normalized(want, got)
+    assert_golden(scenario, listed)
     # and the JSON dump of the applied rules parses to the same model as the text dump
     assert _rule_texts(parse_nft_json(listed_json)) == _rule_texts(parse_nft_text(listed))
 
@@ -317,7 +315,7 @@ def test_upstream_overall_nftables_rules_v133() -> None:
     ours = render_nftables(inp, service_cidrs=("172.30.0.0/16",))
     got, _ = apply_and_list(ours)
     want, _ = apply_and_list(_objects_first(UPSTREAM_EXPECTED))
-    assert normalize(got) == normalize(want), diff_normalized(normalize(want), normalize(got))
+    assert_same_ruleset(want, got)
 
 
 def test_upstream_overall_rules_text_v133() -> None:

@@ -88,6 +88,18 @@ def diff_normalized(want: dict[tuple[str, str], list[str]], got: dict[tuple[str,
     return "\n".join(lines)
 
 
+def assert_same_ruleset(want: str, got: str) -> None:
+    """Two `nft list ruleset` texts are equal after normalize() (what kube-proxy randomizes); the assertion
+    message is the diff."""
+    want_n, got_n = normalize(want), normalize(got)
+    assert got_n == want_n, diff_normalized(want_n, got_n)
+
+
+def assert_golden(scenario: Path, listed: str) -> None:
+    """`listed` (an `nft list ruleset`) is what real kube-proxy v1.36.2 left for `scenario`, after normalize()."""
+    assert_same_ruleset((scenario / "nftables" / "nft-ruleset.txt").read_text(), listed)
+
+
 @contextlib.contextmanager
 def netns() -> Iterator[str]:
     """A fresh, uniquely named network namespace, always deleted."""
