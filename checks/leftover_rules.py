@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from kpdoctor.checks._common import KUBE_PROXY_CLI_DOCS, unknown_kube_proxy
 from kpdoctor.comparison import iptables_rules_key
-from kpdoctor.dataplane.chain_owners import grep_v_kube_spares, ipset_cleanup_words
+from kpdoctor.dataplane.chain_owners import grep_v_kube_spares, ipset_cleanup_command
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.node_only import is_node_only
@@ -110,8 +110,7 @@ class LeftoverRules(NodeCheck):
                 commands = [command("ipvsadm", "--save", "-n", Lit(">"), "/root/ipvs-before-cleanup.txt", on=node.name),
                             command("ipvsadm", "--clear", on=node.name),
                             command("ip", "link", "delete", "kube-ipvs0", on=node.name),
-                            command(*(Lit(w) if w == "|" else w for w in ipset_cleanup_words(p.ipsets or ())),
-                                    on=node.name)]
+                            ipset_cleanup_command(p.ipsets or (), on=node.name)]
             replacement = ""
             if mode is None and ctx.cluster.cilium_daemonsets:
                 replacement = " (Cilium handles Services here; these rules compete with it)"

@@ -35,13 +35,14 @@ from typing import Any
 
 from kpdoctor.checks._common import KUBE_PROXY_DOCS, service_subject, unknown_kube_proxy
 from kpdoctor.cluster.kube_proxy_node import is_proxy_mode
+from kpdoctor.dataplane.iptables_delete import iptables_delete
 from kpdoctor.dataplane.semantic import DNAT, DROP, NODE_PORT
 from kpdoctor.findings import Finding, Severity
 from kpdoctor.node.parsed import IptablesView, IptRule, ParsedNode
 from kpdoctor.node_context import NodeCheck, NodeCheckContext
 from kpdoctor.node_only import is_node_only
 from kpdoctor.proxier.serviceport import IPV4, all_service_ports
-from kpdoctor.shellcmd import Lit, Name, command, iptables_delete
+from kpdoctor.shellcmd import Lit, Name, command
 
 DEFAULT_RANGE = (30000, 32767)
 LISTED = 10  # eTP=Local NodePorts named in the evidence of the one note per node (all in its `services` label)

@@ -25,10 +25,7 @@ from dataclasses import dataclass
 
 # A Kubernetes object name (RFC 1123 subdomain, as Node, Namespace, DaemonSet, Pod and ConfigMap names are).
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-# iptables options that are commands of their own: a rule text holding one would make `-D` do something else.
-_IPT_COMMANDS = frozenset({"-A", "--append", "-C", "--check", "-D", "--delete", "-I", "--insert", "-R", "--replace",
-                           "-L", "--list", "-S", "--list-rules", "-F", "--flush", "-Z", "--zero", "-N", "--new-chain",
-                           "-X", "--delete-chain", "-P", "--policy", "-E", "--rename-chain", "-t", "--table"})
+
 
 
 class UnsafeValue(ValueError):
@@ -121,22 +118,3 @@ def command(*parts: Part, on: str | None = None, note: str = "") -> str:
     """Render one suggested command (see the module doc); never raises."""
     return Command(tuple(parts), on, note).render()
 
-
-def iptables_delete(tool: str, table: str, rule_line: str, *, on: str | None = None, note: str = "") -> str:
-    """`TOOL -t TABLE -D CHAIN ARGS...` that deletes exactly the rule `-A CHAIN ARGS...` printed by iptables-save.
-
-    The rule text is split the way iptables-save quotes it, and every argument is quoted again for the
-    shell. A rule whose text holds another iptables command option is not offered.
-    """
-    from kpdoctor.dataplane.iptables_save import tokenize
-
-    try:
-        args = tokenize(rule_line)
-    except ValueError:
-        return "# command not offered: the rule text has an unterminated quote"
-    if len(args) < 2 or args[0] != "-A":
-        return "# command not offered: the rule text does not start with -A CHAIN"
-    extra = [a for a in args[2:] if a in _IPT_COMMANDS]
-    if extra:
-        return f"# command not offered: the rule text holds the iptables command option {escape_text(extra[0])}"
-    return command(tool, "-t", table, "-D", *args[1:], on=on, note=note)

@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from kpdoctor.shellcmd import Lit, command
+
 KUBE_PROXY = "kube-proxy"
 KUBELET = "kubelet"
 KUBE_ROUTER = "kube-router"
@@ -147,9 +149,10 @@ def kube_proxy_ipsets(names: Iterable[str]) -> list[str]:
     return [n for n in names if n.startswith(_KUBE_PREFIX) and not n.startswith(KUBE_ROUTER_IPSET_PREFIXES)]
 
 
-def ipset_cleanup_words(names: Iterable[str]) -> tuple[str, ...]:
-    """The words of `ipset list -n | grep ^KUBE- | xargs -r -n1 ipset destroy` (shell pipes as "|"), with a
-    `grep -v` sparing kube-router's sets when `names` (the node's ipsets) hold any."""
+def ipset_cleanup_command(names: Iterable[str], *, on: str | None = None) -> str:
+    """`ipset list -n | grep ^KUBE- | xargs -r -n1 ipset destroy`, with a `grep -v` sparing kube-router's sets
+    when `names` (the node's ipsets) hold any; `on` names the node in the trailing comment."""
     spare = ("|", "grep", "-v", "-e", "^KUBE-SRC-", "-e", "^KUBE-DST-") \
         if any(n.startswith(KUBE_ROUTER_IPSET_PREFIXES) for n in names) else ()
-    return ("ipset", "list", "-n", "|", "grep", "^KUBE-", *spare, "|", "xargs", "-r", "-n1", "ipset", "destroy")
+    words = ("ipset", "list", "-n", "|", "grep", "^KUBE-", *spare, "|", "xargs", "-r", "-n1", "ipset", "destroy")
+    return command(*(Lit(w) if w == "|" else w for w in words), on=on)

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from kpdoctor.cluster.state import KUBE_SYSTEM, ClusterState
-from kpdoctor.dataplane.chain_owners import grep_v_kube_spares, ipset_cleanup_words, kube_proxy_ipsets
+from kpdoctor.dataplane.chain_owners import grep_v_kube_spares, ipset_cleanup_command, kube_proxy_ipsets
 from kpdoctor.dataplane.chain_owners import kube_proxy_chains as _owned_by_kube_proxy
 from kpdoctor.dataplane.nft_structure import parse_nft_structure
 from kpdoctor.gate.context import GateContext
@@ -122,7 +122,7 @@ def node_leftovers(state: NodeState) -> NodeLeftovers:
     sets = kube_proxy_ipsets(parsed.ipsets or ())  # kube-router's KUBE-SRC-*/KUBE-DST-* stay
     if sets:
         items.append(CleanupItem(f"ipset: {len(sets)} KUBE-* sets ({', '.join(sets[:3])}{', ...' if len(sets) > 3 else ''})",
-                                 (command(*(Lit(w) if w == "|" else w for w in ipset_cleanup_words(parsed.ipsets or ()))),)))
+                                 (ipset_cleanup_command(parsed.ipsets or ()),)))
     missing = tuple(
         " or ".join(group) for group in REQUIRED_FACTS if not any(state.text(f) is not None for f in group)
     )

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from kpdoctor.cluster.kube_proxy_node import ProxyMode
-from kpdoctor.dataplane.chain_owners import ipset_cleanup_words, kube_proxy_ipsets
+from kpdoctor.dataplane.chain_owners import ipset_cleanup_command, kube_proxy_ipsets
 from kpdoctor.gate.cleanup import IPTABLES_DUMPS, kube_proxy_chains, kube_proxy_nft_tables
 from kpdoctor.gate.model import CleanupItem
 from kpdoctor.node.parsed import parse_iptables_view
@@ -128,7 +128,7 @@ def _ipvs(state: NodeState) -> list[CleanupItem]:
     sets = kube_proxy_ipsets(every)  # kube-router's KUBE-SRC-*/KUBE-DST-* stay
     if sets:
         items.append(CleanupItem(f"ipset: {len(sets)} KUBE-* sets of the old IPVS mode",
-                                 (command(*(Lit(w) if w == "|" else w for w in ipset_cleanup_words(every))),)))
+                                 (ipset_cleanup_command(every),)))
     return items
 
 

@@ -12,20 +12,20 @@ from typing import Any
 
 import requests
 
+# API path prefix -> (namespaced kinds, cluster-scoped kinds) the lab writes; each kind's plural is its
+# lower-cased name plus "s" (true of every kind here).
+_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "/api/v1": (("Service", "Pod", "ConfigMap", "ServiceAccount"), ("Namespace", "Node")),
+    "/apis/discovery.k8s.io/v1": (("EndpointSlice",), ()),
+    "/apis/apps/v1": (("DaemonSet",), ()),
+    "/apis/rbac.authorization.k8s.io/v1": (("Role", "RoleBinding"), ("ClusterRole", "ClusterRoleBinding")),
+}
 # kind -> (API path prefix, plural, namespaced)
 RESOURCES: dict[str, tuple[str, str, bool]] = {
-    "Namespace": ("/api/v1", "namespaces", False),
-    "Node": ("/api/v1", "nodes", False),
-    "Service": ("/api/v1", "services", True),
-    "Pod": ("/api/v1", "pods", True),
-    "ConfigMap": ("/api/v1", "configmaps", True),
-    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
-    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices", True),
-    "DaemonSet": ("/apis/apps/v1", "daemonsets", True),
-    "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
-    "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
-    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
-    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+    kind: (prefix, kind.lower() + "s", namespaced)
+    for prefix, kinds in _GROUPS.items()
+    for namespaced, group in ((True, kinds[0]), (False, kinds[1]))
+    for kind in group
 }
 
 

@@ -104,9 +104,7 @@ class Topology:
     def _node(self, i: int, total: int, pods: int) -> NodeNet:
         name = f"{self.prefix}-n{i}"
         ns = self._new_ns(name)
-        for key, value in (("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.send_redirects", "0"),
-                           ("net.ipv4.conf.default.send_redirects", "0")):  # fmt: skip
-            netns.sysctl(ns, key, value)
+        netns.node_forwarding(ns)
         self._plug(ns, f"n{i}")
         netns.add_address(ns, "eth0", f"{node_ip(i)}/24")
         netns.add_route(ns, "default", via=NET_GATEWAY)
@@ -116,11 +114,6 @@ class Topology:
         node = NodeNet(name, ns, node_ip(i), pod_cidr(i))
         for j in range(pods):
             pod_ns = self._new_ns(f"{name}p{j}")
-            gw = f"10.244.{i + 1}.1"
-            netns.veth(ns, f"vp{j}", pod_ns, "eth0")
-            netns.add_address(ns, f"vp{j}", f"{gw}/32")
-            netns.add_route(ns, f"{pod_ip(i, j)}/32", dev=f"vp{j}")
-            netns.add_address(pod_ns, "eth0", f"{pod_ip(i, j)}/32")
-            netns.add_route(pod_ns, "default", via=gw, dev="eth0", onlink=True)
+            netns.plug_pod(ns, f"vp{j}", pod_ns, pod_ip(i, j), f"10.244.{i + 1}.1")
             node.pods.append(PodNet(f"pod-{i}-{j}", pod_ns, pod_ip(i, j)))
         return node

@@ -135,3 +135,26 @@ def add_route(netns: str, dest: str, *, via: str | None = None, dev: str | None 
     if onlink:
         args.append("onlink")
     run(args)
+
+
+def node_forwarding(netns: str) -> None:
+    """A node namespace that routes for its pods: ip_forward on, ICMP redirects off.
+
+    A pod reaching itself through a Service leaves and re-enters on the same veth, which makes the kernel
+    send ICMP redirects; those spend the per-peer ICMP rate-limit tokens, and the next REJECT's
+    port-unreachable is then held back ~1 s (a refused connect looks slow).
+    """
+    sysctl(netns, "net.ipv4.ip_forward", "1")
+    sysctl(netns, "net.ipv4.conf.all.send_redirects", "0")
+    sysctl(netns, "net.ipv4.conf.default.send_redirects", "0")
+
+
+def plug_pod(node_ns: str, node_if: str, pod_ns: str, ip: str, gateway: str) -> None:
+    """Wire a pod namespace to its node the way the CNI ptp plugin does: a veth (`node_if` on the node, eth0
+    in the pod), `gateway`/32 on the node's end, a /32 host route to `ip` through it, and the pod's default
+    route via `gateway` on-link."""
+    veth(node_ns, node_if, pod_ns, "eth0")
+    add_address(node_ns, node_if, f"{gateway}/32")
+    add_route(node_ns, f"{ip}/32", dev=node_if)
+    add_address(pod_ns, "eth0", f"{ip}/32")
+    add_route(pod_ns, "default", via=gateway, dev="eth0", onlink=True)

@@ -112,12 +112,7 @@ class Lab:
             raise netns.LabError(f"pods must be between 0 and {MAX_PODS}")
         netns.require_tools("sysctl")
         node = self._new_ns(self.node_ns)
-        netns.sysctl(node, "net.ipv4.ip_forward", "1")
-        # A pod reaching itself through a Service leaves and re-enters on the same veth, which makes
-        # the kernel send ICMP redirects; those spend the per-peer ICMP rate-limit tokens, and the
-        # next REJECT's port-unreachable is then held back ~1 s (a refused connect looks slow).
-        netns.sysctl(node, "net.ipv4.conf.all.send_redirects", "0")
-        netns.sysctl(node, "net.ipv4.conf.default.send_redirects", "0")
+        netns.node_forwarding(node)
         client = self._new_ns(self.client_ns)
         netns.veth(node, "eth0", client, "eth0")
         netns.add_address(node, "eth0", f"{NODE_IP}/{NODE_NET_PREFIX}")
@@ -140,11 +135,7 @@ class Lab:
         ns = self._new_ns(f"{self.prefix}-p{index}")
         node_if = f"vp{index}"
         ip = pod_ip(index)
-        netns.veth(self.node_ns, node_if, ns, "eth0")
-        netns.add_address(self.node_ns, node_if, f"{POD_GATEWAY}/32")
-        netns.add_route(self.node_ns, f"{ip}/32", dev=node_if)
-        netns.add_address(ns, "eth0", f"{ip}/32")
-        netns.add_route(ns, "default", via=POD_GATEWAY, dev="eth0", onlink=True)
+        netns.plug_pod(self.node_ns, node_if, ns, ip, POD_GATEWAY)
         pod = Pod(name=name, netns=ns, ip=ip, node_if=node_if)
         self.pods.append(pod)
         return pod

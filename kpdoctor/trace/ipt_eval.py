@@ -16,7 +16,7 @@ from kpdoctor.dataplane.iptables_save import IptablesDump, Table
 from kpdoctor.trace.ipnet import ip_int, join_host_port, split_host_port
 from kpdoctor.trace.ipt_lazy import LazyDump, LazyTable
 from kpdoctor.trace.ipt_match import NON_TERMINATING, Compiled, quick_miss
-from kpdoctor.trace.model import Branch, Fork, split
+from kpdoctor.trace.model import Branch, Fork, base_chain_verdicts, split
 from kpdoctor.trace.spec_cache import SpecCache
 
 MAX_DEPTH = 64
@@ -148,19 +148,15 @@ class IptablesWalker:
 
     def run_builtin(self, table: str, chain: str, branch: Branch) -> list[tuple[Branch, str]]:
         """[(branch, verdict)] with verdict accept | drop | reject | queue for a built-in chain."""
-        where = f"{table} {chain}"
-        out: list[tuple[Branch, str]] = []
-        for b, verdict in self._chain(table, chain, branch, 0):
-            if verdict in ("", "return"):
-                policy = self.r.policy(table, chain) or "ACCEPT"
-                v = TERMINAL.get(policy, "accept")
-                step = b.add("policy", where, f"policy {policy}", self.r.source(self.r.chain_line(table, chain)), v)
-                if v != "accept":
-                    b.verdict_by = step
-                out.append((b, v))
-            else:
-                out.append((b, verdict))
-        return out
+        def policy(b: Branch) -> str:  # every branch that reaches the policy records it, ACCEPT too
+            name = self.r.policy(table, chain) or "ACCEPT"
+            v = TERMINAL.get(name, "accept")
+            step = b.add("policy", f"{table} {chain}", f"policy {name}", self.r.source(self.r.chain_line(table, chain)), v)
+            if v != "accept":
+                b.verdict_by = step
+            return v
+
+        return base_chain_verdicts(self._chain(table, chain, branch, 0), policy)
 
     def _chain(self, table: str, chain: str, branch: Branch, depth: int) -> Iterator[tuple[Branch, str]]:
         """Yields (branch, verdict) for each way out of `chain`: '' (fell off the end) or 'return', or a

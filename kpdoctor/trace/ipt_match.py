@@ -27,6 +27,11 @@ _BASE_OPTIONS = frozenset({"-s", "--source", "-d", "--destination", "-p", "--pro
                            "--in-interface", "-o", "--out-interface", "-f", "--fragment"})
 _ALWAYS = frozenset({"comment", "tcp", "udp", "sctp", "nfacct"})
 _LIMITS = frozenset({"limit", "hashlimit"})
+# Port options -> the packet port fields they match (any of them): of the tcp/udp/sctp matches, of multiport.
+_PORT_OPTIONS = {"--dport": ("dport",), "--destination-port": ("dport",),
+                 "--sport": ("sport",), "--source-port": ("sport",)}
+_MULTIPORT_OPTIONS = {"--dports": ("dport",), "--destination-ports": ("dport",),
+                      "--sports": ("sport",), "--source-ports": ("sport",), "--ports": ("dport", "sport")}
 # Targets that do not end the walk of a chain (they log, count, mark the conntrack entry, ...).
 NON_TERMINATING = frozenset({
     "LOG", "NFLOG", "ULOG", "TRACE", "AUDIT", "TCPMSS", "CHECKSUM", "CLASSIFY", "DSCP", "TOS", "TTL", "HL",
@@ -281,6 +286,14 @@ def _either(a: Match, b: Match) -> Match:
     return inner
 
 
+def _ports_match(fields: tuple[str, ...], values: list[str]) -> Match:
+    """The port option's spec (its first value) against `fields` (one field, or either of two)."""
+    spec = values[0] if values else ""
+    if len(fields) == 1:
+        return _port_match(fields[0], spec)
+    return _either(_port_match(fields[0], spec), _port_match(fields[1], spec))
+
+
 def _ct_orig_dst(net: str) -> Match:
     def inner(p: Packet, c: Any) -> Result:
         return in_cidr(p.orig_dst or p.dst, net) is True
@@ -352,11 +365,8 @@ def _module(module: str, opts: list[tuple[str, list[str], bool]], text: str) -> 
 
     if module in _ALWAYS:
         for opt, values, neg in opts:
-            v = values[0] if values else ""
-            if opt in ("--dport", "--destination-port"):
-                add(_port_match("dport", v), neg)
-            elif opt in ("--sport", "--source-port"):
-                add(_port_match("sport", v), neg)
+            if opt in _PORT_OPTIONS:
+                add(_ports_match(_PORT_OPTIONS[opt], values), neg)
             elif opt == "--tcp-flags" and len(values) == 2:
                 add(_tcp_flags(values[0], values[1]), neg)
             elif opt == "--syn":
@@ -369,13 +379,8 @@ def _module(module: str, opts: list[tuple[str, list[str], bool]], text: str) -> 
         return out
     if module == "multiport":
         for opt, values, neg in opts:
-            v = values[0] if values else ""
-            if opt in ("--dports", "--destination-ports"):
-                add(_port_match("dport", v), neg)
-            elif opt in ("--sports", "--source-ports"):
-                add(_port_match("sport", v), neg)
-            elif opt == "--ports":
-                add(_either(_port_match("dport", v), _port_match("sport", v)), neg)
+            if opt in _MULTIPORT_OPTIONS:
+                add(_ports_match(_MULTIPORT_OPTIONS[opt], values), neg)
         return out
     if module in ("mark", "connmark"):
         field_name = "mark" if module == "mark" else "ctmark"

@@ -8,6 +8,7 @@ interface name: each side carries the assumption it made, and both are followed)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -103,6 +104,13 @@ def split(branch: Branch, fork: Fork) -> tuple[Branch, Branch]:
     no.add("unknown", "", f"{fork.label}: both branches followed", detail="assumed: does not match")
     return yes, no
 
+
+def base_chain_verdicts(outcomes: Iterable[tuple[Branch, str]],
+                        policy: Callable[[Branch], str]) -> list[tuple[Branch, str]]:
+    """(branch, verdict) for every way out of a base chain (iptables built-in, nft chain with a hook): a
+    branch that fell off the end or returned takes `policy(branch)`, the chain policy's verdict, which
+    records its own step; a terminal verdict stands."""
+    return [(b, policy(b)) if verdict in ("", "return") else (b, verdict) for b, verdict in outcomes]
 
 class TooManyBranches(Exception):
     """The walk forked past its bound (unknown matches on non-terminal rules multiply branches)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from kpdoctor.dataplane.nft import NftChain, NftRuleset, NftSet, NftTable
 from kpdoctor.trace.ipnet import in_cidr, in_range, ip_int, join_host_port, split_host_port
-from kpdoctor.trace.model import Branch, Fork, Packet, split
+from kpdoctor.trace.model import Branch, Fork, Packet, base_chain_verdicts, split
 from kpdoctor.trace.nft_expr import (
     CompiledRule,
     Lhs,
@@ -176,18 +176,15 @@ class NftWalker:
         self.ctx = ctx
 
     def run_base(self, table: NftTable, chain: NftChain, branch: Branch) -> list[tuple[Branch, str]]:
-        where = f"{table.family} {table.name} {chain.name}"
-        out = []
-        for b, verdict in self._chain(table, chain, branch, 0):
-            if verdict in ("", "return"):
-                policy = chain.policy or "accept"
-                v = _TERMINAL.get(policy, "accept")
-                if v != "accept":
-                    b.verdict_by = b.add("policy", where, f"policy {policy}", self.r.source, v)
-                out.append((b, v))
-            else:
-                out.append((b, verdict))
-        return out
+        def policy(b: Branch) -> str:  # only a policy that is not accept is recorded
+            name = chain.policy or "accept"
+            v = _TERMINAL.get(name, "accept")
+            if v != "accept":
+                b.verdict_by = b.add("policy", f"{table.family} {table.name} {chain.name}", f"policy {name}",
+                                     self.r.source, v)
+            return v
+
+        return base_chain_verdicts(self._chain(table, chain, branch, 0), policy)
 
     def _lookup_set(self, table: NftTable, name: str) -> NftSet | None:
         return table.sets.get(name)

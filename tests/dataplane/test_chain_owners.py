@@ -183,3 +183,11 @@ def test_kube_routers_ipsets_are_not_kube_proxys() -> None:
     assert item.commands == ("ipset list -n | grep '^KUBE-' | grep -v -e '^KUBE-SRC-' -e '^KUBE-DST-' "
                              "| xargs -r -n1 ipset destroy",)
     assert "2 KUBE-* sets" in presence(ParsedNode(_ipset_node(IPSETS_BOTH))).ipvs
+
+
+def test_ipset_cleanup_command_spares_kube_routers_sets_only_when_the_node_has_them() -> None:
+    # the one pipeline KP-LEFTOVER-RULES, the removal gate and the mode-switch gate print
+    assert co.ipset_cleanup_command(["KUBE-CLUSTER-IP"], on="n1") == (
+        "ipset list -n | grep '^KUBE-' | xargs -r -n1 ipset destroy   # on n1")
+    assert co.ipset_cleanup_command(["KUBE-CLUSTER-IP", "KUBE-DST-VT3EM5JBT4XCQ4Y6"]) == (
+        "ipset list -n | grep '^KUBE-' | grep -v -e '^KUBE-SRC-' -e '^KUBE-DST-' | xargs -r -n1 ipset destroy")
