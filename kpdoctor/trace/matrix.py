@@ -4,6 +4,9 @@ For each node and each frontend of the Service that the node serves (ClusterIP:p
 NodePort, LoadBalancer ingress and external IPs) the packet comes from outside, from a pod on that node
 (an address of the node's podCIDR), and from the node itself. Each cell is the trace's summary: where it
 goes (endpoints, with chance) or what stops it, "partial" when the trace could not see everything.
+
+A node whose facts could not be read (unreachable, collection failed; `NodeState.error`) is one row whose
+frontend and client are "-" and whose summary is "not collected: <reason>": nothing is guessed for it.
 """
 
 from __future__ import annotations
@@ -116,11 +119,26 @@ def cell(node_name: str, label: str, client: str, result: TraceResult) -> Cell:
     return Cell(node_name, label, client, summary, delivered, result.complete and not result.error, found)
 
 
+NOT_COLLECTED = "not collected: "
+REASON_MAX = 300  # characters of a node's error kept in its row (the error comes from outside)
+
+
+def not_collected(node_name: str, reason: str) -> Cell:
+    """The one row of a node whose facts could not be read: no outcome, not complete."""
+    text = " ".join(reason.split())
+    if len(text) > REASON_MAX:
+        text = text[:REASON_MAX] + "..."
+    return Cell(node_name, "-", "-", NOT_COLLECTED + (text or "unknown reason"), 0.0, False)
+
+
 def matrix(cluster: ClusterState, svc: Service, port_name: str | None, states: dict[str, NodeState]) -> list[Cell]:
     cells: list[Cell] = []
     specs = SpecCache()  # the nodes' dumps hold mostly the same rules: each compiled once
     labels = Labels(cluster)  # built once, copied per node
     for node_name, state in sorted(states.items()):
+        if state.error:
+            cells.append(not_collected(node_name, state.error))
+            continue
         prepared = prepare(state, cluster, specs=specs, labels=labels)
         for label, client, req in requests(cluster, svc, port_name, node_name):
             cells.append(cell(node_name, label, client, run_trace(req, state, cluster, prepared)))
@@ -132,6 +150,6 @@ def render_matrix(cells: list[Cell]) -> str:
 
     lines = ["| node | frontend | from | outcome |", "|---|---|---|---|"]
     for c in cells:
-        partial = "" if c.complete else " (partial)"
+        partial = "" if c.complete or c.summary.startswith(NOT_COLLECTED) else " (partial)"
         lines.append(f"| {_safe(c.node)} | {c.frontend} | {c.client} | {_safe(c.summary)}{partial} |")
     return "\n".join(lines) + "\n"

@@ -1,16 +1,20 @@
-"""`kpdoctor trace --matrix` on the demo bundle: one Service, every node x frontend x client."""
+"""`kpdoctor trace --matrix`: one Service, every node x frontend x client (the demo bundle; a snapshot whose nodes refuse ssh)."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
 
 from kpdoctor.cli import main
 from kpdoctor.node.bundle import read_bundle
+from kpdoctor.node.state import NodeState
 from kpdoctor.trace.inputs import trace_cluster_state
-from kpdoctor.trace.matrix import matrix
+from kpdoctor.trace.matrix import matrix, render_matrix
+from tests.support.cli import NO_CLUSTER, kpd
 
 DEMO = Path(__file__).resolve().parents[2] / "kpdoctor" / "demo" / "bundle"
 
@@ -41,3 +45,64 @@ def test_cli_matrix_needs_a_service(capsys: pytest.CaptureFixture[str]) -> None:
         main(["trace", "--demo", "--matrix", "--to", "10.96.150.31:443"])
     assert exit_info.value.code == 2
     assert "--matrix needs --to svc/" in capsys.readouterr().err
+
+
+def test_a_node_that_could_not_be_read_is_one_row_not_collected() -> None:
+    b = read_bundle(DEMO)
+    cluster = trace_cluster_state(b)
+    assert cluster is not None
+    states = b.node_states()
+    # hand-made: a NodeState as the collectors leave it for a node they could not reach, its error hostile text
+    states["edge-2"] = NodeState("edge-2", "ssh", error="ssh: refused\x1b[31m |\n" + "x" * 1000)
+    cells = matrix(cluster, cluster.service_by_key["payments/pay-gateway"], None, states)
+    down = [c for c in cells if c.node == "edge-2"]
+    assert len(down) == 1 and (down[0].frontend, down[0].client, down[0].complete) == ("-", "-", False)
+    assert down[0].summary.startswith("not collected: ssh: refused") and len(down[0].summary) < 400
+    assert {c.node for c in cells if c.complete} == {"edge-1"}  # edge-1's rows are still traced
+    row = [line for line in render_matrix(cells).splitlines() if line.startswith("| edge-2 |")]
+    assert len(row) == 1 and "\x1b" not in row[0] and "\\x1b" in row[0] and "(partial)" not in row[0], row
+
+
+def _unreachable_snapshot(tmp_path: Path) -> tuple[Path, int]:
+    """The demo's cluster/ with every Node's InternalIP 127.0.0.1, and a loopback port nothing listens on."""
+    snap = tmp_path / "snapshot"
+    shutil.copytree(DEMO / "cluster", snap)
+    nodes = json.loads((snap / "nodes.json").read_text())
+    for item in nodes["items"]:
+        item["status"]["addresses"] = [{"type": "InternalIP", "address": "127.0.0.1"}]
+    (snap / "nodes.json").write_text(json.dumps(nodes))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return snap, port
+
+
+def test_snapshot_matrix_over_ssh_nodes_refused_equals_the_bundle_collect_wrote(tmp_path: Path) -> None:
+    """Real ssh to a closed loopback port: every node refused. The snapshot matrix is one "not collected" row a
+    node (exit 3, as scan when no node could be read); a bundle `kpdoctor collect` wrote the same way gives the
+    same matrix, JSON for JSON."""
+    snap, port = _unreachable_snapshot(tmp_path)
+    ssh = ["--transport", "ssh", "--ssh-port", str(port), "--timeout", "20"]
+    live = kpd("trace", "--snapshot", str(snap), *ssh, "--matrix", "--to", "svc/payments/pay-gateway", "-o", "json",
+               env=NO_CLUSTER)
+    assert live.returncode == 3 and "Traceback" not in live.stderr, live.stderr[-2000:]
+    cells = json.loads(live.stdout)
+    assert [(c["node"], c["frontend"], c["complete"]) for c in cells] == [("edge-1", "-", False), ("edge-2", "-", False)]
+    assert all(c["summary"].startswith("not collected: ") and "refused" in c["summary"] for c in cells), cells
+    collected = kpd("collect", "-f", str(tmp_path / "bundle"), "--snapshot", str(snap), *ssh, env=NO_CLUSTER)
+    assert "Traceback" not in collected.stderr and (tmp_path / "bundle").is_dir(), collected.stderr[-2000:]
+    offline = kpd("trace", "--bundle", str(tmp_path / "bundle"), "--matrix", "--to", "svc/payments/pay-gateway",
+                  "-o", "json", env=NO_CLUSTER)
+    assert offline.returncode == 3 and json.loads(offline.stdout) == cells, offline.stderr[-2000:]
+
+
+def test_node_selection_for_the_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["trace", "--demo", "--matrix", "--to", "svc/payments/pay-gateway", "-l", "kube-proxy-mode=nftables",
+          "-o", "json"])
+    assert {c["node"] for c in json.loads(capsys.readouterr().out)} == {"edge-2"}
+    main(["trace", "--demo", "--matrix", "--to", "svc/payments/pay-gateway", "--node", "edge-*", "-o", "json"])
+    assert {c["node"] for c in json.loads(capsys.readouterr().out)} == {"edge-1", "edge-2"}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["trace", "--demo", "--to", "svc/payments/pay-gateway", "--from", "external", "--node", "edge-1",
+              "--node", "edge-2"])
+    assert exit_info.value.code == 2 and "give one --node" in capsys.readouterr().err
