@@ -67,9 +67,10 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--mark {mark!r}: not a number (e.g. 0x4000)") from None
         if not 0 <= mark_value <= 0xFFFFFFFF:
             raise InputError(f"--mark {mark!r}: out of the 32-bit range")
-        nodes = [n.strip() for item in node for n in item.split(",") if n.strip()]
-        if not matrix and (len(nodes) != 1 or src is None):
-            raise InputError("give one --node and --from (or --matrix with --to svc/NS/NAME)")
+        # --matrix: every --node (comma-separated too); a trace: the last --node, as when it took one value
+        nodes = [n.strip() for item in node for n in item.split(",") if n.strip()] if matrix else node[-1:]
+        if not matrix and (not nodes or "," in nodes[0] or src is None):
+            raise InputError("give --node NAME (one) and --from (or --matrix with --to svc/NS/NAME)")
         if node_selector and not matrix:
             raise InputError("--node-selector chooses the nodes of --matrix; a trace follows one --node")
         flags = NodeFlags(transport, None, ssh, timeout, concurrency)
