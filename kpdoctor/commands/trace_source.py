@@ -9,6 +9,7 @@ asked for (`kpdoctor.trace.names`), as `kpdoctor why` does with `ScanRequest.pod
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +56,7 @@ def from_cluster(*, snapshot: str | None, kubeconfig: str | None, context: str |
                          f"node's rules through {' | '.join(LIVE_TRANSPORTS)}")
     req = ScanRequest(snapshot=snapshot, kubeconfig=kubeconfig, context=context, transport=transport,
                       node_names=list(nodes), node_selector=node_selector, collect_options=collect_options,
-                      pod_namespaces=named.pod_namespaces)
+                      pod_namespaces=named.pod_namespaces, progress=many and sys.stderr.isatty())
     cluster, source, _, _ = gather(req)
     states = {name: source.load(name) for name in source.names()}
     if many:
@@ -63,9 +64,9 @@ def from_cluster(*, snapshot: str | None, kubeconfig: str | None, context: str |
         if not chosen:
             raise InputError("no node of the cluster to trace" + (f" matches --node-selector {node_selector}"
                                                                    if node_selector else ""))
-        for name in chosen:  # Ctrl-C during the collection: the nodes not reached yet
+        for name in chosen:  # the fan-out answers for every node (Ctrl-C included); never drop one silently
             if name not in states:
-                states[name] = NodeState(name, transport or "", error="collection interrupted before this node")
+                states[name] = NodeState(name, transport or "", error="no result from the collection")
         return TraceSource(cluster, lambda: chosen, states.__getitem__, live=True)
     node = nodes[0]
     state = states.get(node)

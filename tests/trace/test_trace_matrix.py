@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ from kpdoctor.node.bundle import read_bundle
 from kpdoctor.node.state import NodeState
 from kpdoctor.trace.inputs import trace_cluster_state
 from kpdoctor.trace.matrix import matrix, render_matrix
-from tests.support.cli import NO_CLUSTER, kpd
+from tests.support.cli import NO_CLUSTER, REPO, kpd
 
 DEMO = Path(__file__).resolve().parents[2] / "kpdoctor" / "demo" / "bundle"
 
@@ -105,3 +109,36 @@ def test_node_selection_for_the_matrix(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as exit_info:
         main(["trace", "--demo", "--to", "svc/payments/pay-gateway", "--from", "external", "--node", "edge-1,edge-2"])
     assert exit_info.value.code == 2 and "give --node NAME (one)" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_nodes_hang_prints_them_as_not_collected(tmp_path: Path) -> None:
+    """Real ssh to a loopback listener that accepts and never answers (a hung node); Ctrl-C (SIGINT) once both
+    nodes' connections are open: the matrix is still printed, each node one "not collected" row saying so.
+    (--timeout 8: the ssh client's banner wait cannot be cut short by Ctrl-C, the process ends when it expires;
+    the fan-out marks the nodes interrupted 3 s after Ctrl-C, well before.)"""
+    snap, _ = _unreachable_snapshot(tmp_path)
+    accepted: list[socket.socket] = []
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        hung.settimeout(30)
+        argv = ["trace", "--snapshot", str(snap), "--transport", "ssh", "--ssh-port", str(hung.getsockname()[1]),
+                "--timeout", "8", "--matrix", "--to", "svc/payments/pay-gateway", "-o", "json"]
+        child = subprocess.Popen([sys.executable, "-m", "kpdoctor", *argv], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO),
+                                                                         **NO_CLUSTER})  # fmt: skip
+        try:
+            while len(accepted) < 2:  # both nodes' ssh connected: the collection is under way
+                accepted.append(hung.accept()[0])
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            for conn in accepted:
+                conn.close()
+    assert "Traceback" not in err and child.returncode == 3, err[-2000:]
+    cells = json.loads(out)
+    assert [c["node"] for c in cells] == ["edge-1", "edge-2"], cells
+    assert all(c["summary"].startswith("not collected: ") and "interrupted" in c["summary"] for c in cells), cells
