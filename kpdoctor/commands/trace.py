@@ -126,7 +126,7 @@ def _matrix(source: Any, cluster: Any, dst: str, fmt: str) -> None:
     import json
 
     from kpdoctor.errors import InputError
-    from kpdoctor.trace.matrix import matrix, render_matrix
+    from kpdoctor.trace.matrix import is_not_collected, matrix, render_matrix
 
     kind, _, rest = dst.partition("/")
     if kind not in ("svc", "service") or cluster is None:
@@ -142,5 +142,5 @@ def _matrix(source: Any, cluster: Any, dst: str, fmt: str) -> None:
         sys.stdout.write("[\n" + ",\n".join(json.dumps(c.__dict__) for c in cells) + "\n]\n")
     else:
         sys.stdout.write(render_matrix(cells))
-    if states and all(s.error for s in states.values()):
+    if cells and all(is_not_collected(c) for c in cells):
         raise typer.Exit(3)  # as `kpdoctor scan`: every requested node could not be read

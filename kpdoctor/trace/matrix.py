@@ -5,8 +5,9 @@ NodePort, LoadBalancer ingress and external IPs) the packet comes from outside, 
 (an address of the node's podCIDR), and from the node itself. Each cell is the trace's summary: where it
 goes (endpoints, with chance) or what stops it, "partial" when the trace could not see everything.
 
-A node whose facts could not be read (unreachable, collection failed; `NodeState.error`) is one row whose
-frontend and client are "-" and whose summary is "not collected: <reason>": nothing is guessed for it.
+A node whose facts could not be read (unreachable, collection failed; `NodeState.error`), or that was reached
+but left no dump to walk (every dump command failed) or a dump that cannot be read, is one row whose frontend
+and client are "-" and whose summary is "not collected: <reason>": nothing is guessed for it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from kpdoctor.cluster.model import Service
 from kpdoctor.cluster.state import ClusterState
+from kpdoctor.errors import InputError
 from kpdoctor.node.state import NodeState
 from kpdoctor.trace.addresses import EXTERNAL_V4, Endpoint, Labels
 from kpdoctor.trace.run import TraceRequest, TraceResult, outcomes, prepare, run_trace
@@ -131,6 +133,19 @@ def not_collected(node_name: str, reason: str) -> Cell:
     return Cell(node_name, "-", "-", NOT_COLLECTED + (text or "unknown reason"), 0.0, False)
 
 
+DUMPS = ("iptables-nft-save.txt", "iptables-legacy-save.txt", "iptables-save.txt", "nft-ruleset.json")
+
+
+def _unusable(state: NodeState, exc: InputError) -> str:
+    """Why a reached node cannot be traced: the error, and why its first failed dump was not collected."""
+    failed = next((f"{key}: {state.fact(key).error}" for key in DUMPS if state.fact(key).error), "")
+    return f"{exc} ({failed})" if failed else str(exc)
+
+
+def is_not_collected(c: Cell) -> bool:
+    return c.frontend == "-" and c.summary.startswith(NOT_COLLECTED)
+
+
 def matrix(cluster: ClusterState, svc: Service, port_name: str | None, states: dict[str, NodeState]) -> list[Cell]:
     cells: list[Cell] = []
     specs = SpecCache()  # the nodes' dumps hold mostly the same rules: each compiled once
@@ -139,7 +154,11 @@ def matrix(cluster: ClusterState, svc: Service, port_name: str | None, states: d
         if state.error:
             cells.append(not_collected(node_name, state.error))
             continue
-        prepared = prepare(state, cluster, specs=specs, labels=labels)
+        try:
+            prepared = prepare(state, cluster, specs=specs, labels=labels)
+        except InputError as exc:  # reached, but nothing to walk (every dump failed) or a dump that cannot be read
+            cells.append(not_collected(node_name, _unusable(state, exc)))
+            continue
         for label, client, req in requests(cluster, svc, port_name, node_name):
             cells.append(cell(node_name, label, client, run_trace(req, state, cluster, prepared)))
     return cells
@@ -150,6 +169,6 @@ def render_matrix(cells: list[Cell]) -> str:
 
     lines = ["| node | frontend | from | outcome |", "|---|---|---|---|"]
     for c in cells:
-        partial = "" if c.complete or c.summary.startswith(NOT_COLLECTED) else " (partial)"
+        partial = "" if c.complete or is_not_collected(c) else " (partial)"
         lines.append(f"| {_safe(c.node)} | {c.frontend} | {c.client} | {_safe(c.summary)}{partial} |")
     return "\n".join(lines) + "\n"

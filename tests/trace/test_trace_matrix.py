@@ -142,3 +142,26 @@ def test_ctrl_c_while_nodes_hang_prints_them_as_not_collected(tmp_path: Path) ->
     cells = json.loads(out)
     assert [c["node"] for c in cells] == ["edge-1", "edge-2"], cells
     assert all(c["summary"].startswith("not collected: ") and "interrupted" in c["summary"] for c in cells), cells
+
+
+def test_a_reached_node_without_a_dump_is_not_collected_and_the_others_are_traced(tmp_path: Path) -> None:
+    """As a kube-exec collection leaves a node whose exec failed for every command (seen on the lab: its
+    kube-proxy pod exists, no kubelet answers): reached, but no dump. The demo bundle with edge-2's dumps
+    removed: edge-2 is one "not collected" row naming why, edge-1 is traced; without any dump, exit 3."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEMO, bundle)
+    dumps = ("iptables-nft-save.txt", "iptables-legacy-save.txt", "iptables-save.txt", "nft-ruleset.json")
+    for name in dumps:
+        (bundle / "nodes" / "edge-2" / name).unlink()
+    args = ["trace", "--bundle", str(bundle), "--matrix", "--to", "svc/payments/pay-gateway", "-o", "json"]
+    proc = kpd(*args, env=NO_CLUSTER)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    cells = json.loads(proc.stdout)
+    down = [c for c in cells if c["node"] == "edge-2"]
+    assert len(down) == 1 and down[0]["summary"].startswith("not collected: edge-2: no iptables or nftables dump")
+    assert "(iptables-nft-save.txt: not collected)" in down[0]["summary"], down
+    assert len([c for c in cells if c["node"] == "edge-1" and c["complete"]]) == 9
+    for name in dumps:
+        (bundle / "nodes" / "edge-1" / name).unlink()
+    proc = kpd(*args, env=NO_CLUSTER)
+    assert proc.returncode == 3 and len(json.loads(proc.stdout)) == 2, proc.stderr[-2000:]
