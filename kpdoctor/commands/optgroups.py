@@ -32,6 +32,7 @@ SNAPSHOT: Any = typer.Option(None, "--snapshot", help="Directory of `kubectl get
 BUNDLE: Any = typer.Option(None, "--bundle", help="Bundle directory or .tar.gz (docs/bundle.md).")
 DEMO: Any = typer.Option(False, "--demo", help="Use the demo bundle shipped with kpdoctor.")
 NODES: Any = typer.Option("", "--nodes", help="Comma-separated node names or globs (default: all).")
+NODE_SELECTOR: Any = typer.Option("", "--node-selector", "-l", help="Node label selector k=v[,k=v].")
 CONCURRENCY: Any = typer.Option(32, "--concurrency", help="Nodes collected at once.")
 
 

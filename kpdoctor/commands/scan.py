@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
                                       help="How to reach nodes: ssh | kube-exec | pod | local | none (default: the "
                                       "bundle's files for --bundle/--demo, none otherwise)."),
         nodes: str = og.NODES,
-        node_selector: str = typer.Option("", "--node-selector", "-l", help="Node label selector k=v[,k=v]."),
+        node_selector: str = og.NODE_SELECTOR,
         checks: str = typer.Option(None, "--checks", help="Only these: ids, tag:<tag>, scope:cluster|node."),
         skip: str = typer.Option(None, "--skip", help="Not these: ids, tag:<tag>, scope:cluster|node."),
         silence: og.SilenceFlags = og.SILENCES,

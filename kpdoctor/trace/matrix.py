@@ -4,6 +4,10 @@ For each node and each frontend of the Service that the node serves (ClusterIP:p
 NodePort, LoadBalancer ingress and external IPs) the packet comes from outside, from a pod on that node
 (an address of the node's podCIDR), and from the node itself. Each cell is the trace's summary: where it
 goes (endpoints, with chance) or what stops it, "partial" when the trace could not see everything.
+
+A node whose facts could not be read (unreachable, collection failed; `NodeState.error`), or that was reached
+but left no dump to walk (every dump command failed) or a dump that cannot be read, is one row whose frontend
+and client are "-" and whose summary is "not collected: <reason>": nothing is guessed for it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from kpdoctor.cluster.model import Service
 from kpdoctor.cluster.state import ClusterState
+from kpdoctor.errors import InputError
 from kpdoctor.node.state import NodeState
 from kpdoctor.trace.addresses import EXTERNAL_V4, Endpoint, Labels
 from kpdoctor.trace.run import TraceRequest, TraceResult, outcomes, prepare, run_trace
@@ -116,12 +121,44 @@ def cell(node_name: str, label: str, client: str, result: TraceResult) -> Cell:
     return Cell(node_name, label, client, summary, delivered, result.complete and not result.error, found)
 
 
+NOT_COLLECTED = "not collected: "
+REASON_MAX = 300  # characters of a node's error kept in its row (the error comes from outside)
+
+
+def not_collected(node_name: str, reason: str) -> Cell:
+    """The one row of a node whose facts could not be read: no outcome, not complete."""
+    text = " ".join(reason.split())
+    if len(text) > REASON_MAX:
+        text = text[:REASON_MAX] + "..."
+    return Cell(node_name, "-", "-", NOT_COLLECTED + (text or "unknown reason"), 0.0, False)
+
+
+DUMPS = ("iptables-nft-save.txt", "iptables-legacy-save.txt", "iptables-save.txt", "nft-ruleset.json")
+
+
+def _unusable(state: NodeState, exc: InputError) -> str:
+    """Why a reached node cannot be traced: the error, and why its first failed dump was not collected."""
+    failed = next((f"{key}: {state.fact(key).error}" for key in DUMPS if state.fact(key).error), "")
+    return f"{exc} ({failed})" if failed else str(exc)
+
+
+def is_not_collected(c: Cell) -> bool:
+    return c.frontend == "-" and c.summary.startswith(NOT_COLLECTED)
+
+
 def matrix(cluster: ClusterState, svc: Service, port_name: str | None, states: dict[str, NodeState]) -> list[Cell]:
     cells: list[Cell] = []
     specs = SpecCache()  # the nodes' dumps hold mostly the same rules: each compiled once
     labels = Labels(cluster)  # built once, copied per node
     for node_name, state in sorted(states.items()):
-        prepared = prepare(state, cluster, specs=specs, labels=labels)
+        if state.error:
+            cells.append(not_collected(node_name, state.error))
+            continue
+        try:
+            prepared = prepare(state, cluster, specs=specs, labels=labels)
+        except InputError as exc:  # reached, but nothing to walk (every dump failed) or a dump that cannot be read
+            cells.append(not_collected(node_name, _unusable(state, exc)))
+            continue
         for label, client, req in requests(cluster, svc, port_name, node_name):
             cells.append(cell(node_name, label, client, run_trace(req, state, cluster, prepared)))
     return cells
@@ -132,6 +169,6 @@ def render_matrix(cells: list[Cell]) -> str:
 
     lines = ["| node | frontend | from | outcome |", "|---|---|---|---|"]
     for c in cells:
-        partial = "" if c.complete else " (partial)"
+        partial = "" if c.complete or is_not_collected(c) else " (partial)"
         lines.append(f"| {_safe(c.node)} | {c.frontend} | {c.client} | {_safe(c.summary)}{partial} |")
     return "\n".join(lines) + "\n"

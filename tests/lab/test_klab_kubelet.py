@@ -395,3 +395,25 @@ def test_collect_and_node_commands_take_the_pod_transport(cluster: ClusterState,
     assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-1500:]
     assert _outcome(report(proc))[1] == _outcome(_scan(cluster, "local"))[1]
     assert _collector_pods(cluster) == []
+
+
+def test_trace_matrix_over_kube_exec_equals_the_bundle_matrix(cluster: ClusterState, tmp_path: Path) -> None:
+    """`trace --matrix` from the live API through `--transport kube-exec` (scan's collection) equals the matrix of
+    a bundle `kpdoctor collect --transport kube-exec` wrote just before. The kubelet node is read through its
+    kube-proxy pod; the other node's kube-proxy is no pod (nothing to exec into): one "not collected" row."""
+    import json
+
+    other = next(n.name for n in cluster.nodes if n.name != cluster.kubelet_node)
+    via = ["--kubeconfig", cluster.kubeconfig, "--transport", "kube-exec"]
+    proc = kpdoctor("collect", *via, "-f", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    matrix = ["--matrix", "--to", "svc/lab/web", "-o", "json"]
+    live = kpdoctor("trace", *via, *matrix)
+    offline = kpdoctor("trace", "--bundle", str(tmp_path / "b"), *matrix)
+    assert live.returncode == offline.returncode == 0, live.stderr[-1500:] + offline.stderr[-1500:]
+    cells = json.loads(live.stdout)
+    assert cells == json.loads(offline.stdout)
+    read = [c for c in cells if c["node"] == cluster.kubelet_node]
+    assert len(read) == 6 and all(c["complete"] and c["delivered"] == pytest.approx(1.0) for c in read), read
+    down = [c for c in cells if c["node"] == other]
+    assert len(down) == 1 and down[0]["summary"].startswith("not collected: ") and not down[0]["complete"], down

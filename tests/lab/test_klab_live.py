@@ -30,6 +30,7 @@ from tests.support.klab import (
     report,
     save,
     service,
+    sshd_on_nodes,
     statuses,
     wait_for_rules,
 )
@@ -254,31 +255,9 @@ def test_min_sync_period_raised(one_node: ClusterState) -> None:
 def test_scan_every_node_over_ssh(healthy: ClusterState) -> None:
     """Real sshd in each node namespace; kpdoctor runs in the lab's client namespace (on the nodes' segment,
     with the API server relayed to its loopback) and reaches each node at its InternalIP from the Node object."""
-    from kpdoctor.lab import netns
-    from kpdoctor.node.sshlab import SSHD, SshLab
-
-    client = f"{healthy.prefix}-client"
-    lab = SshLab.create(privileged=True)
-    started: list[procs.Proc] = []
-    try:
-        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-        for node in healthy.nodes:
-            conf = lab.sshd_config(22, node.ip)
-            started.append(procs.spawn("sshd", [SSHD, "-D", "-e", "-f", str(conf)], lab.workdir / f"{node.name}.log",
-                                       netns=node.netns))  # fmt: skip
-            pub = (lab.workdir / "host_ed25519.pub").read_text().split()
-            with open(lab.known_hosts, "a", encoding="ascii") as fh:
-                fh.write(f"{node.ip} {pub[0]} {pub[1]}\n")
-        for node in healthy.nodes:
-            netns.run(["bash", "-c", f"for i in $(seq 50); do (echo > /dev/tcp/{node.ip}/22) 2>/dev/null && exit 0;"
-                       " sleep 0.1; done; exit 1"], netns=client)  # fmt: skip
-        proc = kpdoctor("scan", "--kubeconfig", healthy.kubeconfig, "--transport", "ssh", "--ssh-user", lab.user,
-                        "--ssh-key", str(lab.user_key), "--known-hosts", str(lab.known_hosts), "-o", "json",
-                        netns=client)  # fmt: skip
-    finally:
-        for p in started:
-            procs.stop(p)
-        lab.close()
+    with sshd_on_nodes(healthy, healthy.nodes) as ssh_flags:
+        proc = kpdoctor("scan", "--kubeconfig", healthy.kubeconfig, "--transport", "ssh", *ssh_flags, "-o", "json",
+                        netns=f"{healthy.prefix}-client")  # fmt: skip
     rep = report(proc)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-1000:]
     assert rep["summary"]["nodes_reachable"] == rep["summary"]["nodes_total"] == len(healthy.nodes)

@@ -237,3 +237,32 @@ def interrupt_once_collecting(argv: list[str], collecting: Callable[[], bool]) -
             child.kill()
             child.wait()
     return err
+
+
+@contextmanager
+def sshd_on_nodes(state: ClusterState, nodes: Sequence[Any]) -> Iterator[list[str]]:
+    """A real sshd on port 22 in each of `nodes`' namespaces (the lab's other nodes get none), reachable from the
+    lab's client namespace (where `kpdoctor --transport ssh` runs, the API server relayed to its loopback).
+    Yields the ssh flags that reach them (user, key, known_hosts)."""
+    from kpdoctor.lab import netns
+    from kpdoctor.node.sshlab import SSHD, SshLab
+
+    lab = SshLab.create(privileged=True)
+    started: list[procs.Proc] = []
+    try:
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+        for node in nodes:
+            conf = lab.sshd_config(22, node.ip)
+            started.append(procs.spawn("sshd", [SSHD, "-D", "-e", "-f", str(conf)], lab.workdir / f"{node.name}.log",
+                                       netns=node.netns))  # fmt: skip
+            pub = (lab.workdir / "host_ed25519.pub").read_text().split()
+            with open(lab.known_hosts, "a", encoding="ascii") as fh:
+                fh.write(f"{node.ip} {pub[0]} {pub[1]}\n")
+        for node in nodes:
+            netns.run(["bash", "-c", f"for i in $(seq 50); do (echo > /dev/tcp/{node.ip}/22) 2>/dev/null && exit 0;"
+                       " sleep 0.1; done; exit 1"], netns=f"{state.prefix}-client")  # fmt: skip
+        yield ["--ssh-user", lab.user, "--ssh-key", str(lab.user_key), "--known-hosts", str(lab.known_hosts)]
+    finally:
+        for p in started:
+            procs.stop(p)
+        lab.close()
