@@ -1,10 +1,11 @@
 """PEP 508 requirement lines (a distribution's `Requires-Dist`) with the standard library only: the required
 name, and whether the line's environment marker holds here with no extra requested.
 
-kpdoctor.lab.pyimage walks kpdoctor's installed requirement closure to lay out the lab's kpdoctor image. It used
-`packaging`, which only the dev extra brings, so `kpdoctor lab cluster up --with-kubelet` failed on a plain
-install; this is the part of `packaging` it needs (the marker grammar, the default marker environment, and
-PEP 440 comparison of release versions). Anything outside that (a marker it cannot parse, an ordering
+kpdoctor.lab.pyimage walks kpdoctor's installed requirement closure to lay out the lab's kpdoctor image (what
+the in-cluster Job and `--analyze-in-pod` lab tests and bench/bench_collector_pod.py run). It used `packaging`,
+which only the dev extra brings (through pytest), so building that image failed on a plain install; this is
+the part of `packaging` it needs (the marker grammar, the default marker environment, and PEP 440 comparison
+of release versions), rather than a new runtime dependency for a lab-only path. Anything outside that (a marker it cannot parse, an ordering
 comparison of a pre/post/dev version) is a ValueError naming the line, never a guess.
 """
 
