@@ -29,6 +29,7 @@ import yaml
 
 from kpdoctor.errors import InputError
 from kpdoctor.findings import Finding
+from kpdoctor.silence_lists import apply_per_service
 
 DEFAULT_FILE = ".kpdoctor.yaml"
 _KEYS = ("check", "node", "namespace", "service", "reason", "expires")
@@ -57,11 +58,14 @@ class Silence:
         return ", ".join(parts)
 
     def matches(self, finding: Finding) -> bool:
+        return self.matches_parts(finding.check_id, *subject_parts(finding))
+
+    def matches_parts(self, check_id: str, node: str, namespace: str, service: str) -> bool:
+        """Whether this silence applies to check `check_id` on that node / namespace / Service ("" = none)."""
         if self.expired:
             return False
-        if self.check != "*" and self.check.lower() != finding.check_id.lower():
+        if self.check != "*" and self.check.lower() != check_id.lower():
             return False
-        node, namespace, service = subject_parts(finding)
         if self.node and not (node and fnmatchcase(node, self.node)):
             return False
         if self.namespace and not (namespace and fnmatchcase(namespace, self.namespace)):
@@ -96,8 +100,12 @@ class SilenceSet:
         out: list[Finding] = []
         for finding in findings:
             hit = next((s for s in self.silences if s.matches(finding)), None)
-            if hit is None or finding.silenced_reason:
+            if finding.silenced_reason:
                 out.append(finding)
+                continue
+            if hit is None:  # a finding listing several Services: the silences of each (kpdoctor.silence_lists)
+                out.append(apply_per_service(finding, subject_parts(finding)[0], self.silences) if self.silences
+                           else finding)  # fmt: skip
                 continue
             hit.used += 1
             out.append(replace(finding, silenced_reason=f"{hit.reason} ({hit.where})"))

@@ -14,6 +14,7 @@ from kpdoctor.cli import app
 from kpdoctor.commands import optgroups as og
 from kpdoctor.commands.nodeflags import NodeFlags, kube_exec_api, node_collect_options, options_from
 from kpdoctor.errors import InputError
+from tests.support.cli import kpd
 
 
 def _toy() -> typer.Typer:
@@ -66,6 +67,7 @@ def _help(*path: str) -> list[str]:
     (og.SSH, [("collect",), ("node",), ("scan",)]),
     (og.PROBE, [("node",), ("scan",)]),
     (og.SILENCES, [("node",), ("scan",)]),
+    (og.POD, [("node",), ("scan",)]),
     (og.LIVE_API, [("scan",), ("why",), ("gate", "kube-proxy-removal")]),
     (og.KUBECONFIG, [("collect",), ("node",), ("version",)]),
 ])
@@ -118,3 +120,19 @@ def test_bad_flags_fail_before_anything_is_contacted(flags: NodeFlags, message: 
 def test_shared_single_options_read_the_same(flag: str, commands: list[tuple[str, ...]]) -> None:
     lines = {" ".join(line.split()) for path in commands for line in _help(*path) if line.strip().startswith(flag)}
     assert len(lines) == 1, lines
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["scan", "--analyze-in-pod"], "--analyze-in-pod needs --transport pod and --collector-image"),
+    (["node", "n1", "--analyze-in-pod", "--transport", "pod"], "--analyze-in-pod needs --transport pod and"),
+    (["node", "n1", "--analyze-in-pod", "--transport", "ssh", "--collector-image", "i"], "needs --transport pod"),
+    (["node", "n1", "--transport", "pod", "--analyze-in-pod", "--collector-image", "i", "--snapshot", "/nonexistent",
+      "--probe"], "not with --snapshot, --probe"),
+    (["node", "n1", "--transport", "pod", "--analyze-in-pod", "--collector-image", "i", "--result-json"],
+     "not with --result-json"),
+])  # fmt: skip
+def test_in_pod_flags_fail_before_anything_is_contacted(argv: list[str], message: str) -> None:
+    """`scan` and `node` take --collector-image / --analyze-in-pod from one group (og.POD), checked alike."""
+    proc = kpd(*argv, "--kubeconfig", "/nonexistent/kubeconfig")
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

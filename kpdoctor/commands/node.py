@@ -139,6 +139,7 @@ def register(app: typer.Typer) -> None:
         silence: og.SilenceFlags = og.SILENCES,
         probe: bool = typer.Option(False, "--probe", help="Opt-in: TCP-connect to the cluster's NodePorts on this node's InternalIP from here."),
         probe_flags: og.ProbeFlags = og.PROBE,
+        pod: og.PodFlags = og.POD,
     ) -> None:
         from kpdoctor.errors import InputError, UnreachableError
         from kpdoctor.node.collect import collect_node
@@ -157,6 +158,14 @@ def register(app: typer.Typer) -> None:
             raise InputError("--result-json prints the node result to stdout: no -o, --output-file, --facts-json or --probe")
         chosen = transport or ("bundle" if bundle else "ssh")
         flags = NodeFlags(transport, address, ssh, timeout, concurrency)
+        pod.validate(transport)
+        if pod.analyze_in_pod:  # kpdoctor.inpod, one node
+            from kpdoctor.commands.node_inpod import node_in_pod, refuse_with
+
+            refuse_with(bundle=bundle, snapshot=snapshot, address=address, facts_json=facts_json,
+                        result_json=result_json, probe=probe)  # fmt: skip
+            node_in_pod(name, pod=pod, flags=flags, api=api, setup=_check_setup(checks, skip, fail_on, silence),
+                        fmt=fmt, output=output)  # fmt: skip
         # everything that can be wrong with the flags fails here, before any node or API is contacted
         selected: list[Any] = []
         silences, threshold, probe_options = (None, None, None)
@@ -204,6 +213,10 @@ def register(app: typer.Typer) -> None:
                 raise InputError("ssh needs the node's address: pass --address, --snapshot DIR or a kubeconfig")
             kube_api = kube_exec_api(chosen, api)
             options = options_from(flags, transport=chosen, bundle=bundle, kube_api=kube_api)
+            if chosen == "pod":  # --collector-image, and earlier runs' expired collector pods deleted
+                from kpdoctor.node.podcollect import prepare
+
+                options = prepare(options, pod.collector_image)
             state = collect_node(name, cluster=cluster, options=options)
         unreachable = bool(state.error and not state.facts)
         if facts_json:

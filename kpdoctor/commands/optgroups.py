@@ -169,6 +169,32 @@ SILENCES: Any = OptionGroup[SilenceFlags](
 
 
 @dataclass(frozen=True)
+class PodFlags:
+    """--collector-image, --analyze-in-pod: the collector pod of --transport pod (kpdoctor.inpod)."""
+
+    collector_image: str | None = None
+    analyze_in_pod: bool = False
+
+    def validate(self, transport: str | None) -> None:
+        """--analyze-in-pod needs --transport pod and a kpdoctor image (exit 2 before anything is contacted)."""
+        from kpdoctor.errors import InputError
+
+        if self.analyze_in_pod and (transport != "pod" or not self.collector_image):
+            raise InputError("--analyze-in-pod needs --transport pod and --collector-image IMAGE (a kpdoctor image "
+                             "with the netfilter tools; the kube-proxy image has no kpdoctor)")
+
+
+POD: Any = OptionGroup[PodFlags](
+    lambda collector_image, analyze_in_pod: PodFlags(collector_image, analyze_in_pod),
+    ("collector_image", str, typer.Option(None, "--collector-image", help="--transport pod: the collector pod's "
+                                          "image (default: the node's own kube-proxy image).")),
+    ("analyze_in_pod", bool, typer.Option(False, "--analyze-in-pod", help="--transport pod: run the node checks in "
+                                          "each collector pod (ServiceAccount kpdoctor, deploy/rbac.yaml); needs a "
+                                          "kpdoctor image as collector image.")),
+)
+
+
+@dataclass(frozen=True)
 class ApiFlags:
     """--kubeconfig, --context: which API server (None: $KUBECONFIG or ~/.kube/config, its current context)."""
 

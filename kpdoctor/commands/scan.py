@@ -53,13 +53,7 @@ def register(app: typer.Typer) -> None:
                                    "scanned node's InternalIP from here; results read by KP-NODEPORT-FIREWALL."),
         probe_flags: og.ProbeFlags = og.PROBE,
         concurrency: int = og.CONCURRENCY,
-        collector_image: str = typer.Option(None, "--collector-image", help="--transport pod: the collector pod's "
-                                            "image (default: the node's own kube-proxy image)."),
-        analyze_in_pod: bool = typer.Option(False, "--analyze-in-pod", help="--transport pod: run each node's checks "
-                                            "inside its collector pod (namespace and ServiceAccount `kpdoctor` of "
-                                            "deploy/rbac.yaml) and merge the compact results here. Needs "
-                                            "--collector-image with kpdoctor and the netfilter tools (not the "
-                                            "kube-proxy image)."),
+        pod: og.PodFlags = og.POD,
         timeout: float = og.TIMEOUT,
         ssh: og.SshFlags = og.SSH,
         service: str = typer.Option(None, "--service", help="Narrow the report to one Service NS/NAME and add its "
@@ -82,11 +76,9 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--fail-on: {exc}") from None
         registry = discover()
         silences = silence.load()
-        if analyze_in_pod and (transport != "pod" or not collector_image):
-            raise InputError("--analyze-in-pod needs --transport pod and --collector-image IMAGE (a kpdoctor image "
-                             "with the netfilter tools; the kube-proxy image has no kpdoctor)")
+        pod.validate(transport)
         flags = NodeFlags(transport, None, ssh, timeout, concurrency)
-        collect_options = node_collect_options(flags, api, collector_image=collector_image)
+        collect_options = node_collect_options(flags, api, collector_image=pod.collector_image)
         if probe and demo:
             raise InputError("--probe cannot be used with --demo: the demo's node addresses are not real machines")
         probe_options = probe_flags.options() if probe else None
@@ -105,10 +97,10 @@ def register(app: typer.Typer) -> None:
             shown_from = Severity.parse(min_severity).label if min_severity else ("warning" if quiet else None)
         except ValueError as exc:
             raise InputError(f"--min-severity: {exc}") from None
-        if analyze_in_pod:  # kpdoctor.inpod
+        if pod.analyze_in_pod and pod.collector_image:  # kpdoctor.inpod
             from kpdoctor.inpod_scan import scan_in_pods
 
-            outcome, _ = scan_in_pods(req, registry=registry, silences=silences, image=collector_image)
+            outcome, _ = scan_in_pods(req, registry=registry, silences=silences, image=pod.collector_image)
         else:
             outcome = scan(req, registry=registry, silences=silences)
         emit_report(outcome, fmt, output, min_severity=shown_from)

@@ -29,7 +29,7 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from kpdoctor.lab import images
+from kpdoctor.lab import images, pep508
 from kpdoctor.lab.netns import LabError
 
 KPDOCTOR_IMAGE = "kpdoctor.local/kpdoctor:lab"
@@ -51,9 +51,9 @@ def _norm(name: str) -> str:
 
 def requirement_closure(root: str = "kpdoctor") -> list[metadata.Distribution]:
     """The installed distributions `root` requires, transitively (environment markers evaluated; extras not
-    taken), without `root` itself. A required distribution that is not installed is a LabError."""
-    from packaging.requirements import Requirement
-
+    taken), without `root` itself. A required distribution that is not installed, or a requirement line
+    kpdoctor.lab.pep508 cannot evaluate, is a LabError (the standard library only: a plain install has no
+    `packaging`)."""
     seen: dict[str, metadata.Distribution] = {}
     todo = [root]
     while todo:
@@ -66,9 +66,11 @@ def requirement_closure(root: str = "kpdoctor") -> list[metadata.Distribution]:
             raise LabError(f"the kpdoctor image needs the Python distribution {name}, which is not installed") from None
         seen[_norm(name)] = dist
         for line in dist.requires or []:
-            req = Requirement(line)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
+            try:
+                if pep508.applies(line):
+                    todo.append(pep508.requirement_name(line))
+            except ValueError as exc:
+                raise LabError(f"the kpdoctor image: {name}'s requirement {line!r}: {exc}") from None
     seen.pop(_norm(root), None)
     return sorted(seen.values(), key=lambda d: _norm(d.metadata["Name"]))
 

@@ -152,6 +152,27 @@ def test_bytes_back_from_the_pod(lab: dict[str, Any]) -> None:
     assert _collector_pods(state) == []
 
 
+def test_node_command_analyzes_in_the_pod_too(lab: dict[str, Any]) -> None:
+    """`kpdoctor node NAME --transport pod --analyze-in-pod`: that node's node checks, run in its collector pod,
+    the same as the node checks of `scan --analyze-in-pod`; no cluster check; the pod is gone afterwards."""
+    from kpdoctor.registry import discover
+
+    state, node = lab["state"], lab["node"]
+    node_ids = {c.id for c in discover().checks if c.scope == "node"}
+    proc = kpdoctor("node", node.name, "--kubeconfig", state.kubeconfig, "--transport", "pod", "--analyze-in-pod",
+                    "--collector-image", lab["image"], "-o", "json")  # fmt: skip
+    assert "Traceback" not in proc.stderr and proc.returncode in (0, 1), proc.stderr[-1500:]
+    alone = report(proc)
+    scanned, _ = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", lab["image"])
+    assert alone["nodes"][0]["reachable"] and "analyzed in pod" in alone["nodes"][0]["address"], alone["nodes"]
+    statuses, groups = _outcome(alone)
+    assert set(statuses) == node_ids
+    scan_statuses, scan_groups = _outcome(scanned)
+    assert statuses == {k: v for k, v in scan_statuses.items() if k in node_ids}
+    assert groups == [g for g in scan_groups if g[0] in node_ids]
+    assert _collector_pods(state) == []
+
+
 def test_an_image_without_kpdoctor_is_a_one_line_node_error(lab: dict[str, Any]) -> None:
     state = lab["state"]
     pod = admin_api(state).get("Pod", kobjects.ds_pod_name(state.kubelet_node), namespace="kube-system")
