@@ -47,6 +47,7 @@ COMPONENTS = {
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
     "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
     "kubelet": "k8s.io/kubernetes/cmd/kubelet",
 }
 
@@ -205,7 +206,7 @@ def build_lab(releases: list[str], log: Path | None = None, controller_manager: 
               kubelet: bool = False) -> list[Built]:  # fmt: skip
     """Everything the lab needs: the control plane of CONTROL_PLANE_RELEASE and kube-proxy per release
     (and the kubelet of CONTROL_PLANE_RELEASE for `lab cluster up --with-kubelet`)."""
-    cp = ["kube-apiserver", "kubectl"] + (["kube-controller-manager"] if controller_manager else [])
+    cp = ["kube-apiserver", "kubectl"] + (["kube-controller-manager", "kube-scheduler"] if controller_manager else [])
     cp += ["kubelet"] if kubelet else []
     built: list[Built] = []
     cp_version = resolve_release(CONTROL_PLANE_RELEASE)
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("releases", nargs="*", default=list(RELEASES), help="kube-proxy releases (1.34 ... 1.37)")
     parser.add_argument("--log", type=Path, default=None)
-    parser.add_argument("--controller-manager", action="store_true")
+    parser.add_argument("--controller-manager", action="store_true",
+                        help="also kube-controller-manager and kube-scheduler (the lab's Job/CronJob controllers)")
     parser.add_argument("--kubelet", action="store_true", help="also the kubelet (lab cluster up --with-kubelet)")
     args = parser.parse_args(argv)
     try:
