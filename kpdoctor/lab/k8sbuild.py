@@ -1,4 +1,5 @@
-"""Build kube-apiserver, kubectl and kube-proxy from the Go module proxy, cached by version.
+"""Build kube-apiserver, kubectl and kube-proxy (and kubelet, kube-controller-manager, kube-scheduler) from the
+Go module proxy, cached by version.
 
 `k8s.io/kubernetes` cannot be `go install`ed: its go.mod replaces every staging module
 (`k8s.io/api`, `k8s.io/client-go`, ...) with `./staging/src/k8s.io/<name>`. We build through a
@@ -205,7 +206,8 @@ def build(version: str, components: list[str], log: Path | None = None) -> list[
 def build_lab(releases: list[str], log: Path | None = None, controller_manager: bool = False,
               kubelet: bool = False) -> list[Built]:  # fmt: skip
     """Everything the lab needs: the control plane of CONTROL_PLANE_RELEASE and kube-proxy per release
-    (and the kubelet of CONTROL_PLANE_RELEASE for `lab cluster up --with-kubelet`)."""
+    (and the kubelet of CONTROL_PLANE_RELEASE for `lab cluster up --with-kubelet`, kube-controller-manager and
+    kube-scheduler for `--with-controller-manager`)."""
     cp = ["kube-apiserver", "kubectl"] + (["kube-controller-manager", "kube-scheduler"] if controller_manager else [])
     cp += ["kubelet"] if kubelet else []
     built: list[Built] = []
