@@ -250,6 +250,12 @@ def _assert_same_report(run: Run, state: ClusterState) -> None:
 
 def test_the_job_runs_for_real(lab: Lab, job_run: Run) -> None:
     _assert_ran_for_real(job_run, lab.state, "", "")
+    # its log is in the lab kubelet's own podLogsDir, not in the host's /var/log/pods (kpdoctor.lab.kubelet)
+    rec = kubelet.KubeletRecord.load(lab.state.state_dir)
+    assert rec is not None
+    meta = job_run.job.pod["metadata"]
+    logdir = Path(rec.root) / "pod-logs" / f"{NS}_{meta['name']}_{meta['uid']}"
+    assert (logdir / "kpdoctor" / "0.log").is_file() and not (Path("/var/log/pods") / logdir.name).exists()
 
 
 def test_the_jobs_report_equals_the_laptop_scan(lab: Lab, job_run: Run) -> None:
