@@ -174,13 +174,18 @@ def cronjob(lab: Lab, job_run: Run) -> dict[str, Any]:
     return created
 
 
+def _kubectl(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    """The lab's own kubectl (built with the API server), as a user runs it."""
+    kubectl = k8sbuild.binary_path(k8sbuild.resolve_release(k8sbuild.CONTROL_PLANE_RELEASE), "kubectl")
+    return subprocess.run([str(kubectl), "--kubeconfig", lab.state.kubeconfig, "-n", NS, *args], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def manual_run(lab: Lab, cronjob: dict[str, Any]) -> Run:
-    """`kubectl create job --from=cronjob/kpdoctor-scan`, with the lab's own kubectl (built with the API server)."""
-    kubectl = k8sbuild.binary_path(k8sbuild.resolve_release(k8sbuild.CONTROL_PLANE_RELEASE), "kubectl")
+    """`kubectl create job --from=cronjob/kpdoctor-scan`."""
     started = time.monotonic()
-    made = subprocess.run([str(kubectl), "--kubeconfig", lab.state.kubeconfig, "-n", NS, "create", "job",
-                           f"--from=cronjob/{CRONJOB}", MANUAL_JOB], capture_output=True, text=True, timeout=60)  # fmt: skip
+    made = _kubectl(lab, "create", "job", f"--from=cronjob/{CRONJOB}", MANUAL_JOB)
     assert made.returncode == 0, made.stderr
     run = follow_job(lab.api, MANUAL_JOB, started)
     print(f"\nkubectl create job --from=cronjob/{CRONJOB}: created -> condition {run.condition} in {run.seconds:.1f} s")
@@ -260,6 +265,14 @@ def test_the_job_runs_for_real(lab: Lab, job_run: Run) -> None:
 
 def test_the_jobs_report_equals_the_laptop_scan(lab: Lab, job_run: Run) -> None:
     _assert_same_report(job_run, lab.state)
+
+
+def test_the_kubectl_commands_docs_give_work(lab: Lab, job_run: Run) -> None:
+    """docs/in-cluster.md's `kubectl wait --for=condition=complete` and `kubectl logs job/kpdoctor-scan`."""
+    waited = _kubectl(lab, "wait", "--for=condition=complete", "--timeout=5s", "job/kpdoctor-scan")
+    assert (waited.returncode == 0) == (job_run.laptop.returncode == 0), (waited.stdout, waited.stderr)
+    logs = _kubectl(lab, "logs", "job/kpdoctor-scan")
+    assert logs.returncode == 0 and json.loads(logs.stdout) == json.loads(job_run.job.log), logs.stderr
 
 
 def test_the_report_is_on_the_reports_volume(lab: Lab, job_run: Run) -> None:
