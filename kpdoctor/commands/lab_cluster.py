@@ -29,6 +29,8 @@ def register(group: typer.Typer) -> None:
         fmt: str = typer.Option("text", "-o", "--output", "--format", help="text | json"),
         with_kubelet: bool = typer.Option(False, "--with-kubelet", help="Run a real kubelet + containerd on the "
                                           "first node; its kube-proxy is the DaemonSet's pod (docs/lab.md)."),
+        with_cm: bool = typer.Option(False, "--with-controller-manager", help="Also run a real kube-controller-"
+                                     "manager (Job, CronJob, ...) and kube-scheduler; needs --with-kubelet."),
     ) -> None:
         """Build (or reuse the cached) binaries, start etcd, kube-apiserver and a kube-proxy per node."""
         from kpdoctor.lab import k8sbuild, kcluster
@@ -37,13 +39,15 @@ def register(group: typer.Typer) -> None:
             raise InputError(f"--format {fmt!r}: choose text or json")
         if mode not in kcluster.MODES:
             raise InputError(f"--mode {mode!r}: choose from {', '.join(kcluster.MODES)}")
+        if with_cm and not with_kubelet:
+            raise InputError("--with-controller-manager needs --with-kubelet (the Pods it makes run there)")
         try:
             k8sbuild.resolve_release(version)
         except k8sbuild.BuildError as exc:
             raise InputError(f"--kube-proxy-version: {exc}") from None
         try:
             state = kcluster.up(Path(state_dir), version=version, nodes=nodes, mode=mode, pods_per_node=pods,
-                                 with_kubelet=with_kubelet)
+                                 with_kubelet=with_kubelet, with_controller_manager=with_cm)
         except k8sbuild.BuildError as exc:
             print(f"kpdoctor lab cluster up: {str(exc).splitlines()[0]}", file=sys.stderr)
             raise typer.Exit(3) from None
@@ -57,6 +61,8 @@ def register(group: typer.Typer) -> None:
             typer.echo(f"  node {node['name']}  netns {node['netns']}  {node['ip']}")
         if state.kubelet_node:
             typer.echo(f"  kubelet + containerd on {state.kubelet_node}: its kube-proxy is the DaemonSet's pod")
+        if state.controller_manager:
+            typer.echo("  kube-controller-manager + kube-scheduler: Jobs, CronJobs and Pods run for real")
         typer.echo(f"stop it with: kpdoctor lab cluster down --state-dir {state_dir}")
 
     @cluster.command("down")

@@ -1,4 +1,5 @@
-"""Build kube-apiserver, kubectl and kube-proxy from the Go module proxy, cached by version.
+"""Build kube-apiserver, kubectl and kube-proxy (and kubelet, kube-controller-manager, kube-scheduler) from the
+Go module proxy, cached by version.
 
 `k8s.io/kubernetes` cannot be `go install`ed: its go.mod replaces every staging module
 (`k8s.io/api`, `k8s.io/client-go`, ...) with `./staging/src/k8s.io/<name>`. We build through a
@@ -47,6 +48,7 @@ COMPONENTS = {
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
     "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
     "kubelet": "k8s.io/kubernetes/cmd/kubelet",
 }
 
@@ -204,8 +206,9 @@ def build(version: str, components: list[str], log: Path | None = None) -> list[
 def build_lab(releases: list[str], log: Path | None = None, controller_manager: bool = False,
               kubelet: bool = False) -> list[Built]:  # fmt: skip
     """Everything the lab needs: the control plane of CONTROL_PLANE_RELEASE and kube-proxy per release
-    (and the kubelet of CONTROL_PLANE_RELEASE for `lab cluster up --with-kubelet`)."""
-    cp = ["kube-apiserver", "kubectl"] + (["kube-controller-manager"] if controller_manager else [])
+    (and the kubelet of CONTROL_PLANE_RELEASE for `lab cluster up --with-kubelet`, kube-controller-manager and
+    kube-scheduler for `--with-controller-manager`)."""
+    cp = ["kube-apiserver", "kubectl"] + (["kube-controller-manager", "kube-scheduler"] if controller_manager else [])
     cp += ["kubelet"] if kubelet else []
     built: list[Built] = []
     cp_version = resolve_release(CONTROL_PLANE_RELEASE)
@@ -224,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("releases", nargs="*", default=list(RELEASES), help="kube-proxy releases (1.34 ... 1.37)")
     parser.add_argument("--log", type=Path, default=None)
-    parser.add_argument("--controller-manager", action="store_true")
+    parser.add_argument("--controller-manager", action="store_true",
+                        help="also kube-controller-manager and kube-scheduler (the lab's Job/CronJob controllers)")
     parser.add_argument("--kubelet", action="store_true", help="also the kubelet (lab cluster up --with-kubelet)")
     args = parser.parse_args(argv)
     try:

@@ -15,9 +15,11 @@ import requests
 # API path prefix -> (namespaced kinds, cluster-scoped kinds) the lab writes; each kind's plural is its
 # lower-cased name plus "s" (true of every kind here).
 _GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "/api/v1": (("Service", "Pod", "ConfigMap", "ServiceAccount"), ("Namespace", "Node")),
+    "/api/v1": (("Service", "Pod", "ConfigMap", "ServiceAccount", "PersistentVolumeClaim"),
+                ("Namespace", "Node", "PersistentVolume")),
     "/apis/discovery.k8s.io/v1": (("EndpointSlice",), ()),
     "/apis/apps/v1": (("DaemonSet",), ()),
+    "/apis/batch/v1": (("Job", "CronJob"), ()),
     "/apis/rbac.authorization.k8s.io/v1": (("Role", "RoleBinding"), ("ClusterRole", "ClusterRoleBinding")),
 }
 # kind -> (API path prefix, plural, namespaced)

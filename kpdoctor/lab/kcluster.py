@@ -9,6 +9,9 @@
                                      registered through the API with its InternalIP and podCIDR
     kube-proxy per node              the real binary of the chosen release, mode iptables (nft backend),
                                      iptables-legacy, or nftables; /healthz :10256, /metrics :10249 on the node
+    with --with-kubelet              a real kubelet + containerd on node 0 (kpdoctor.lab.kubelet)
+    with --with-controller-manager   a real kube-controller-manager and kube-scheduler (kpdoctor.lab.controllers)
+                                     and the API server's ServiceAccount admission plugin on
 
 `up` records every namespace and process in <state-dir>/state.json *before* creating it, so `down`
 (another process, later) removes exactly what `up` made, also after a failed `up`. Processes are
@@ -17,6 +20,7 @@ matched by PID and start time (kpdoctor.lab.procs).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -29,8 +33,20 @@ from typing import Any
 
 import yaml
 
-from kpdoctor.lab import egress, images, k8sbuild, knet, kobjects, kproxypod, kubelet, netns, pki, procs
-from kpdoctor.lab.kapi import Api
+from kpdoctor.lab import (
+    controllers,
+    egress,
+    images,
+    k8sbuild,
+    knet,
+    kobjects,
+    kproxypod,
+    kubelet,
+    netns,
+    pki,
+    procs,
+)
+from kpdoctor.lab.kapi import Api, ApiError
 
 MODES = ("iptables", "iptables-legacy", "nftables")
 STATE_FILE = "state.json"
@@ -59,6 +75,7 @@ class ClusterState:
     processes: list[procs.Proc] = field(default_factory=list)
     nodes: list[knet.NodeNet] = field(default_factory=list)
     kubelet_node: str = ""  # the node a real kubelet runs (--with-kubelet), else ""
+    controller_manager: bool = False  # a real kube-controller-manager + kube-scheduler run (--with-controller-manager)
 
     @property
     def path(self) -> Path:
@@ -69,7 +86,7 @@ class ClusterState:
             "prefix": self.prefix, "version": self.version, "mode": self.mode, "apiserver": self.apiserver,
             "kubeconfig": self.kubeconfig, "namespaces": self.namespaces,
             "processes": [p.to_json() for p in self.processes], "nodes": [n.to_json() for n in self.nodes],
-            "kubelet_node": self.kubelet_node,
+            "kubelet_node": self.kubelet_node, "controller_manager": self.controller_manager,
         }  # fmt: skip
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -83,6 +100,7 @@ class ClusterState:
             str(data.get("apiserver", "")), str(data.get("kubeconfig", "")), [str(n) for n in data["namespaces"]],
             [procs.Proc.from_json(p) for p in data["processes"]],
             [knet.NodeNet.from_json(n) for n in data.get("nodes", [])], str(data.get("kubelet_node", "")),
+            bool(data.get("controller_manager", False)),
         )  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
@@ -94,6 +112,7 @@ class ClusterState:
                        "kubeconfig": str(self.state_dir / f"kube-proxy-{n.name}.kubeconfig")}
                       for n in self.nodes],
             **({"kubelet_node": self.kubelet_node} if self.kubelet_node else {}),
+            **({"controller_manager": True} if self.controller_manager else {}),
         }  # fmt: skip
 
 
@@ -112,6 +131,16 @@ def _wait(what: str, probe: Callable[[], bool], deadline_s: float, log: str | No
         lines = Path(log).read_text(errors="replace").strip().splitlines()
         tail = f" (last log line: {lines[-1][:300]})" if lines else ""
     raise netns.LabError(f"{what} exited{tail}" if deadline_s == 0 else f"{what} not ready after {deadline_s:g}s{tail}")
+
+
+def _exists(api: Api, kind: str, name: str, namespace: str) -> bool:
+    try:
+        api.get(kind, name, namespace=namespace)
+    except ApiError as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
 
 
 def _tcp_open(port: int) -> bool:
@@ -161,9 +190,11 @@ class Cluster:
     """Bring a lab cluster up step by step, recording each part in the state file first."""
 
     def __init__(self, state_dir: Path, *, version: str, mode: str, prefix: str | None = None,
-                 with_kubelet: bool = False) -> None:  # fmt: skip
+                 with_kubelet: bool = False, with_controller_manager: bool = False) -> None:  # fmt: skip
         if mode not in MODES:
             raise netns.LabError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
+        if with_controller_manager and not with_kubelet:
+            raise netns.LabError("--with-controller-manager needs --with-kubelet (the Pods it makes run there)")
         self.state = ClusterState(state_dir, prefix or netns.unique_prefix("kpk"), k8sbuild.resolve_release(version),
                                   mode)  # fmt: skip
         self.dir = state_dir
@@ -171,6 +202,7 @@ class Cluster:
         self.ca: pki.CA | None = None
         self.port = 0
         self.with_kubelet = with_kubelet
+        self.state.controller_manager = with_controller_manager
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _new_ns(self, name: str) -> str:
@@ -194,12 +226,15 @@ class Cluster:
                                  where=str(self.dir))  # fmt: skip
         (self.dir / "logs").mkdir(exist_ok=True)
         self.state.save()
-        bins = {b.component: b.path for b in k8sbuild.build_lab([self.state.version])}
+        bins = {b.component: b.path for b in k8sbuild.build_lab([self.state.version],
+                                                                 controller_manager=self.state.controller_manager)}
         if self.with_kubelet:
             kubelet.require()
             k8sbuild.build(self.state.version, ["kubelet"])
         proxy_bin = k8sbuild.binary_path(self.state.version, "kube-proxy")
         self._control_plane(bins["kube-apiserver"])
+        if self.state.controller_manager:
+            self._controllers(bins["kube-controller-manager"], bins["kube-scheduler"])
         self.state.nodes = knet.Topology(self.state.prefix, self._new_ns).build(nodes, pods_per_node)
         if self.with_kubelet:
             self.state.kubelet_node = self.state.nodes[0].name
@@ -248,7 +283,8 @@ class Cluster:
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={sa.cert}", f"--service-account-signing-key-file={sa.key}",
             f"--service-cluster-ip-range={knet.SERVICE_CIDR}", "--endpoint-reconciler-type=none",
-            "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
+            *([] if self.state.controller_manager else ["--disable-admission-plugins=ServiceAccount"]),
+            "--allow-privileged=true",
             f"--cert-dir={pkidir}", "--profiling=false", "--v=1", *self._kubelet_apiserver_args(ca),
         ])  # fmt: skip
         self.api = Api(server, str(ca.cert_path), str(admin.cert), str(admin.key))
@@ -257,6 +293,19 @@ class Cluster:
         except TimeoutError as exc:
             raise netns.LabError(f"kube-apiserver: {exc}", where=self.state.processes[-1].log) from None
         self.api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lab"}})
+
+    def _controllers(self, kcm_bin: Path, scheduler_bin: Path) -> None:
+        """kube-controller-manager and kube-scheduler (kpdoctor.lab.controllers), ready before any Pod is made:
+        with ServiceAccount admission on, a Pod needs its namespace's `default` ServiceAccount."""
+        assert self.api is not None and self.ca is not None
+        for part in (controllers.controller_manager(kcm_bin, self.dir, self.ca, self.state.apiserver, free_port()),
+                     controllers.scheduler(scheduler_bin, self.dir, self.ca, self.state.apiserver, free_port())):
+            proc = self._spawn(part.role, part.argv)
+            _wait(part.role, functools.partial(controllers.healthy, part.healthz), 60, proc.log, proc)
+        kcm = self.state.processes[-2]
+        for ns in (kobjects.KUBE_SYSTEM, "lab", "default"):
+            _wait(f"ServiceAccount {ns}/default (kube-controller-manager)",
+                  functools.partial(_exists, self.api, "ServiceAccount", "default", ns), 60, kcm.log, kcm)  # fmt: skip
 
     def _relay(self) -> None:
         # every node, and the client namespace (where `kpdoctor scan --transport ssh` runs to reach the nodes)
@@ -388,9 +437,10 @@ def down(state_dir: Path, *, keep_logs: bool = False) -> list[str]:
 
 
 def up(state_dir: Path, *, version: str, nodes: int, mode: str, pods_per_node: int = 2,
-       with_kubelet: bool = False) -> ClusterState:  # fmt: skip
+       with_kubelet: bool = False, with_controller_manager: bool = False) -> ClusterState:  # fmt: skip
     """Start a lab cluster; on any failure remove what was started and re-raise."""
-    cluster = Cluster(state_dir, version=version, mode=mode, with_kubelet=with_kubelet)
+    cluster = Cluster(state_dir, version=version, mode=mode, with_kubelet=with_kubelet,
+                      with_controller_manager=with_controller_manager)
     try:
         return cluster.up(nodes, pods_per_node)
     except BaseException:

@@ -17,6 +17,11 @@ the host, so in that namespace each of those /proc/sys files has a file with kub
 over it: kubelet reads what it wants and writes nothing. Everything kubelet and containerd mount (overlay
 rootfs, volume tmpfs) stays inside the namespace and disappears with it.
 
+Why podLogsDir under the state dir: the kubelet's container GC deletes, every minute, each directory of its
+pod logs dir whose pod it does not know; in the shared /var/log/pods that is every other lab's pod logs
+(seen: `kubectl logs` of a finished Job's pod failing with "lstat /var/log/pods/...: no such file" while
+another lab ran), and would be a real kubelet's on the host.
+
 Why restrict_oom_score_adj: this machine's root lacks CAP_SYS_RESOURCE, so runc cannot lower a container's
 oom_score_adj (pause: -998, system-node-critical: -997) and every sandbox failed ("failed to update
 /proc/self/oom_score_adj: Permission denied"); containerd clamps them to its own (0) instead.
@@ -218,6 +223,9 @@ def kubelet_config(rec: KubeletRecord, node_ip: str, serving: pki.CertPair, ca: 
         "failCgroupV1": False, "failSwapOn": False, "protectKernelDefaults": True,
         "containerRuntimeEndpoint": f"unix://{rec.socket}",
         "staticPodPath": f"{rec.root}/manifests",
+        # its own, not the host's /var/log/pods: a kubelet's container GC removes every pod log directory there
+        # of a pod it does not know (pod_workers.ShouldPodContentBeRemoved), i.e. another lab's or the host's
+        "podLogsDir": f"{rec.root}/pod-logs",
         "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
         "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": False, "resolvConf": "/etc/resolv.conf",

@@ -2,7 +2,7 @@
 pod and only the compact node result comes back (kpdoctor.inpod); the merged report has the findings of
 `--transport pod` (raw dumps brought back) and of `--transport local` (run on the node itself).
 
-Setup as tests/lab/test_incluster_job_pod.py: `kpdoctor lab cluster up --with-kubelet` (one node), the
+Setup: `kpdoctor lab cluster up --with-kubelet` (one node, no controller-manager), the
 collector image built offline (kpdoctor.lab.pyimage with the kube-proxy image's netfilter userland) and
 imported into the kubelet's containerd, deploy/rbac.yaml applied as shipped (the pod's ServiceAccount), and
 what the lab's missing controllers would write: the `kube-root-ca.crt` ConfigMap and the `kubernetes`

@@ -54,9 +54,10 @@ def require_klab(version: str = "1.37") -> None:
 
 @contextmanager
 def lab_cluster(tmp: Path, *, version: str = "1.37", nodes: int = 2, mode: str = "iptables",
-                with_kubelet: bool = False) -> Iterator[ClusterState]:  # fmt: skip
+                with_kubelet: bool = False, with_controller_manager: bool = False) -> Iterator[ClusterState]:  # fmt: skip
     require_klab(version)
-    state = kcluster.up(tmp / "klab", version=version, nodes=nodes, mode=mode, with_kubelet=with_kubelet)
+    state = kcluster.up(tmp / "klab", version=version, nodes=nodes, mode=mode, with_kubelet=with_kubelet,
+                        with_controller_manager=with_controller_manager)
     try:
         yield state
     finally:
@@ -175,11 +176,15 @@ def statuses(rep: dict[str, Any]) -> dict[str, str]:
     return {c["id"]: c["status"] for c in rep["checks"]}
 
 
-def require_kubelet() -> None:
-    """Skip (or fail, under KPDOCTOR_REQUIRE_ROOT_TESTS=1) when the lab cannot run a kubelet here."""
+def require_kubelet(controller_manager: bool = False) -> None:
+    """Skip (or fail, under KPDOCTOR_REQUIRE_ROOT_TESTS=1) when the lab cannot run a kubelet here (and, with
+    `controller_manager`, kube-controller-manager and kube-scheduler)."""
     reason = None
+    cp = k8sbuild.resolve_release(k8sbuild.CONTROL_PLANE_RELEASE)
     if k8sbuild.cached(k8sbuild.resolve_release("1.37"), "kubelet") is None:
         reason = "kubelet 1.37 not built (python3 -m kpdoctor.lab.k8sbuild --kubelet 1.37)"
+    elif controller_manager and any(k8sbuild.cached(cp, c) is None for c in ("kube-controller-manager", "kube-scheduler")):
+        reason = f"kube-controller-manager/kube-scheduler {cp} not built (python3 -m kpdoctor.lab.k8sbuild --controller-manager 1.37)"
     elif not Path("/usr/lib/cni/bridge").is_file():
         reason = "containernetworking-plugins not installed"
     if reason and REQUIRE_ROOT:
