@@ -33,21 +33,20 @@ from tests.support.trace_kernel import (
     KERNEL_TOOLS,
     NFT_RULES,
     NODE_IPS,
+    POD_SRC,
     REAL_FIREWALLS,
     RULES,
-    iptables_s_to_restore,
     kernel_outcome,
     kube_proxy_table_only,
+    load_ufw_docker,
     start_listener,
     trace_in_lab,
+    wire_pod_source,
     wire_trace_lab,
 )
 
 pytestmark = pytest.mark.root(*KERNEL_TOOLS)
-UFW = REAL_FIREWALLS / "ufw-docker-iptables-S" / "dump.txt"
-DOCKER_NAT = REAL_FIREWALLS / "docker-nat-save" / "dump.txt"
 FIREWALLD = REAL_FIREWALLS / "firewalld-centos8-nft" / "dump.txt"
-POD_SRC, POD_GW = "10.244.250.5", "10.244.250.1"  # a pod address behind the node's pods0 (and its gateway)
 NODE = "NODE"  # placeholder: the node's own address (differs per mode)
 # (source kind, destination, port, protocol): kind "external" (client netns, arrives on n0), "pod" (arrives on
 # pods0), "node" (locally generated)
@@ -103,15 +102,10 @@ def fw(request: pytest.FixtureRequest) -> Iterator[FwNode]:
     listener = None
     try:
         wire_trace_lab(node, client, pods, node_ip)
-        netns.add_address(node, "pods0", f"{POD_GW}/32")
-        netns.add_address(pods, "p0", f"{POD_SRC}/32")
-        netns.add_route(pods, "default", via=POD_GW, dev="p0", onlink=True)
+        wire_pod_source(node, pods)
         if firewall == "ufw":
             apply_iptables(node, RULES.read_text())
-            netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=iptables_s_to_restore(UFW.read_text()))
-            netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=DOCKER_NAT.read_text())
-            netns.veth(node, "docker0", pods, "d0")  # Docker's bridge, here a veth into the pods namespace
-            netns.add_route(node, "172.17.0.0/16", dev="docker0")
+            load_ufw_docker(node, pods)
             dump = netns.run(["iptables-nft-save"], netns=node).stdout
         else:
             netns.run(["nft", "-j", "-f", "-"], netns=node, input=kube_proxy_table_only(NFT_RULES.read_text()))

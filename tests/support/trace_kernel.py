@@ -100,6 +100,14 @@ def wire_trace_lab(node: str, client: str, pods: str, node_ip: str) -> None:
 
 
 SPORT_BASE = 41000
+POD_SRC, POD_GW = "10.244.250.5", "10.244.250.1"  # a pod address behind the node's pods0 (and its gateway)
+
+
+def wire_pod_source(node: str, pods: str) -> None:
+    """Give the pods namespace a pod address (POD_SRC) that sends through the node's pods0 (gateway POD_GW)."""
+    netns.add_address(node, "pods0", f"{POD_GW}/32")
+    netns.add_address(pods, "p0", f"{POD_SRC}/32")
+    netns.add_route(pods, "default", via=POD_GW, dev="p0", onlink=True)
 
 
 def kernel_outcome(node: str, sender: str, src: str, dst: str, dport: int, proto: str, count: int) -> list[str]:
@@ -121,8 +129,8 @@ def kernel_outcome(node: str, sender: str, src: str, dst: str, dport: int, proto
 
 
 def trace_in_lab(mode: str, dump: str, ip_addr: str | None, src: str, dst: str, dport: int, proto: str,
-                 iif: str | None, cluster: ClusterState | None = None,
-                 node: str = "lab-node") -> tuple[TraceResult, dict[str, float], set[str]]:
+                 iif: str | None, cluster: ClusterState | None = None, node: str = "lab-node",
+                 sport: int = SPORT_BASE) -> tuple[TraceResult, dict[str, float], set[str]]:
     """Trace one packet on what the namespace's kernel dumped (`iptables-nft-save` or `nft -j list ruleset`) with
     its own `ip -j addr` (None: as if not collected; then `cluster`, the cluster state of Node `node`, is what the
     trace knows of the node's addresses): (the result, endpoint -> probability over branches that assumed
@@ -137,7 +145,7 @@ def trace_in_lab(mode: str, dump: str, ip_addr: str | None, src: str, dst: str, 
         facts["ip-addr.json"] = Fact("ip-addr.json", ip_addr, "ip -j addr", 0)
     state = NodeState(node, "bundle", MappingProxyType(facts))
     req = TraceRequest(node, Endpoint(src, None, None, "client"), Endpoint(dst, dport, proto, ""), proto,
-                       sport=SPORT_BASE, iif=iif)
+                       sport=sport, iif=iif)
     result = run_trace(req, state, cluster)
     return result, endpoint_set(result), {leaf.dnat_to for leaf in result.leaves if leaf.verdict == "accept"}
 
@@ -185,3 +193,17 @@ def start_listener(node: str, ports: list[int], seconds: float = 1200.0) -> subp
         proc.wait(timeout=10)
         raise RuntimeError(f"listener in {node} did not start (exit {proc.poll()})")
     return proc
+
+
+UFW_DOCKER = REAL_FIREWALLS / "ufw-docker-iptables-S" / "dump.txt"
+DOCKER_NAT = REAL_FIREWALLS / "docker-nat-save" / "dump.txt"
+
+
+def load_ufw_docker(node: str, pods: str) -> None:
+    """The real ufw + Docker filter table and Docker's nat table (tests/fixtures/realworld/firewalls/*/SOURCE),
+    restored with `--noflush` after kube-proxy's rules already in `node` (kube-proxy's jumps come first, as on a
+    real node); a `docker0` veth into `pods` holds Docker's 172.17.0.0/16."""
+    netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=iptables_s_to_restore(UFW_DOCKER.read_text()))
+    netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=DOCKER_NAT.read_text())
+    netns.veth(node, "docker0", pods, "d0")  # Docker's bridge, here a veth into the pods namespace
+    netns.add_route(node, "172.17.0.0/16", dev="docker0")
