@@ -207,3 +207,32 @@ def load_ufw_docker(node: str, pods: str) -> None:
     netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=DOCKER_NAT.read_text())
     netns.veth(node, "docker0", pods, "d0")  # Docker's bridge, here a veth into the pods namespace
     netns.add_route(node, "172.17.0.0/16", dev="docker0")
+
+
+CALICO_AKS = REAL_FIREWALLS / "calico-aks-kubenet-S" / "dump.txt"
+# the node-side veth of the test's pod: a workload interface of the Calico dump (kube-system's konnectivity-agent:
+# egress policies, then the kns.kube-system profile, both accept)
+CALICO_POD_IF = "cali9d7310e16e7"
+
+
+def calico_filter_restore(text: str) -> str:
+    """The real Calico node's filter table (`iptables -S`) as `iptables-nft-restore --noflush` input without its
+    KUBE-* chains: kube-proxy's chains and their rules stay those already loaded (the lab's capture); Calico's
+    chains and the built-in chains' rules, in the real node's order, are the dump's."""
+    kept = [line for line in text.splitlines()
+            if not line.startswith(("-N KUBE-", "-A KUBE-"))]
+    return iptables_s_to_restore("\n".join(kept))
+
+
+def load_calico_aks(node: str) -> None:
+    """Put the real Calico node's filter table (tests/fixtures/realworld/firewalls/calico-aks-kubenet-S/SOURCE) in
+    place of the filter table's built-in chains of kube-proxy's rules already in `node` (kube-proxy's KUBE-* chains
+    stay), and name the pods veth (pods0) after one of that node's workload interfaces."""
+    for chain in ("INPUT", "FORWARD", "OUTPUT"):
+        netns.run(["iptables-nft", "-t", "filter", "-F", chain], netns=node)
+    netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=calico_filter_restore(CALICO_AKS.read_text()))
+    netns.run(["ip", "link", "set", "pods0", "down"], netns=node)
+    netns.run(["ip", "link", "set", "pods0", "name", CALICO_POD_IF], netns=node)
+    netns.run(["ip", "link", "set", CALICO_POD_IF, "up"], netns=node)
+    netns.add_route(node, "10.244.0.0/16", dev=CALICO_POD_IF)
+    netns.add_route(node, "default", dev=CALICO_POD_IF)
