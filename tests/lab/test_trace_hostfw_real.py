@@ -29,6 +29,7 @@ from kpdoctor.lab import netns
 from kpdoctor.lab.apply import apply_iptables
 from kpdoctor.trace.render import explain
 from tests.support.trace_kernel import (
+    CALICO_POD_IF,
     GOOD_CLIENT,
     KERNEL_TOOLS,
     NFT_RULES,
@@ -38,6 +39,7 @@ from tests.support.trace_kernel import (
     RULES,
     kernel_outcome,
     kube_proxy_table_only,
+    load_calico_aks,
     load_ufw_docker,
     start_listener,
     trace_in_lab,
@@ -68,6 +70,8 @@ PACKETS = [
     ("pod", NODE, 8080, "tcp"),  # pod -> a node port no one allows
     ("node", "10.96.150.30", 80, "tcp"),  # node-local -> ClusterIP
     ("node", NODE, 31130, "tcp"),  # node-local -> its own NodePort
+    ("pod", "10.244.52.11", 8080, "tcp"),  # pod -> pod (Calico: from-workload and to-workload chains)
+    ("pod", "10.244.52.11", 4789, "udp"),  # VXLAN from a pod (Calico's workload chain drops it)
 ]
 NODE_PORTS = [22, 80, 443, 6379, 8080, 9090, 31130, 31131, 31999]  # every TCP port sent to the node's address
 SAMPLES = 60
@@ -84,18 +88,19 @@ class FwNode:
     pods: str
     dump: str
     ip_addr: str
+    pod_if: str
 
     def __repr__(self) -> str:
         return f"FwNode({self.firewall}, {self.node!r})"
 
 
-@pytest.fixture(scope="module", params=["ufw", "firewalld"])
+@pytest.fixture(scope="module", params=["ufw", "firewalld", "calico"])
 def fw(request: pytest.FixtureRequest) -> Iterator[FwNode]:
     from conftest import require_root
 
     require_root(*KERNEL_TOOLS)
     firewall = request.param
-    mode = "iptables" if firewall == "ufw" else "nftables"
+    mode = "nftables" if firewall == "firewalld" else "iptables"
     node_ip = NODE_IPS[mode]
     prefix = netns.unique_prefix("kpd-hf")
     node, client, pods = f"{prefix}-node", f"{prefix}-cli", f"{prefix}-pods"
@@ -107,13 +112,18 @@ def fw(request: pytest.FixtureRequest) -> Iterator[FwNode]:
             apply_iptables(node, RULES.read_text())
             load_ufw_docker(node, pods)
             dump = netns.run(["iptables-nft-save"], netns=node).stdout
+        elif firewall == "calico":
+            apply_iptables(node, RULES.read_text())
+            load_calico_aks(node)
+            dump = netns.run(["iptables-nft-save"], netns=node).stdout
         else:
             netns.run(["nft", "-j", "-f", "-"], netns=node, input=kube_proxy_table_only(NFT_RULES.read_text()))
             netns.run(["nft", "-f", "-"], netns=node, input=FIREWALLD.read_text())
             dump = netns.run(["nft", "-j", "list", "ruleset"], netns=node).stdout
         ip_addr = netns.run(["ip", "-j", "addr"], netns=node).stdout
         listener = start_listener(node, NODE_PORTS)
-        yield FwNode(firewall, mode, node_ip, node, client, pods, dump, ip_addr)
+        yield FwNode(firewall, mode, node_ip, node, client, pods, dump, ip_addr,
+                     CALICO_POD_IF if firewall == "calico" else "pods0")
     finally:
         if listener is not None:
             listener.kill()
@@ -128,7 +138,7 @@ def _where(fw: FwNode, kind: str) -> tuple[str, str, str]:
     if kind == "external":
         return GOOD_CLIENT, fw.client, "n0"
     if kind == "pod":
-        return POD_SRC, fw.pods, "pods0"
+        return POD_SRC, fw.pods, fw.pod_if
     return fw.node_ip, fw.node, ""
 
 
@@ -167,6 +177,9 @@ def test_explain_names_the_host_firewall(fw: FwNode) -> None:
     """On the kernel's own dump: a NodePort the host firewall stops (ufw's FORWARD policy DROP for an eTP=Local
     NodePort, which kube-proxy does not mark for masquerade so KUBE-FORWARD does not accept it; firewalld's forward
     reject for any NodePort) is explained as the firewall's doing, and the kernel agrees nothing got through."""
+    if fw.firewall == "calico":
+        _explain_calico_workload_drop(fw)
+        return
     port = 31131 if fw.firewall == "ufw" else 31130
     result, _, possible = trace_in_lab(fw.mode, fw.dump, fw.ip_addr, GOOD_CLIENT, fw.node_ip, port, "tcp", "n0")
     assert possible == set()
@@ -177,3 +190,13 @@ def test_explain_names_the_host_firewall(fw: FwNode) -> None:
     else:
         assert all("inet firewalld filter_FORWARD (reject with icmpx admin-prohibited)" in line for line in lines)
     assert kernel_outcome(fw.node, fw.client, GOOD_CLIENT, fw.node_ip, port, "tcp", 3) == []
+
+
+def _explain_calico_workload_drop(fw: FwNode) -> None:
+    """Calico's workload chain drops VXLAN (UDP 4789) sent by a pod: explained as Calico's doing, at its rule."""
+    result, _, possible = trace_in_lab(fw.mode, fw.dump, fw.ip_addr, POD_SRC, "10.244.52.11", 4789, "udp", fw.pod_if)
+    assert possible == set()
+    lines = explain(result)
+    assert lines and all("host firewall Calico" in line for line in lines), lines
+    assert all(f"cali-fw-{CALICO_POD_IF}" in line for line in lines), lines
+    assert kernel_outcome(fw.node, fw.pods, POD_SRC, "10.244.52.11", 4789, "udp", 3) == []
