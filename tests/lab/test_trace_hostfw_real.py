@@ -7,6 +7,8 @@ The host firewalls are other people's, not ours (tests/fixtures/realworld/firewa
   `iptables-nft-restore --noflush` after kube-proxy's captured iptables rules (edge-1), so kube-proxy's jumps
   come first in PREROUTING, INPUT and FORWARD as on a real node (kube-proxy prepends them); a `docker0` veth
   holds Docker's 172.17.0.0/16;
+- `calico-aks-kubenet-S`: the filter table of a real Calico + kube-proxy node (AKS), in place of the filter table's
+  built-in chains of kube-proxy's captured iptables rules (edge-1); the pod sends through a cali* workload veth;
 - `firewalld-centos8-nft`: a real CentOS 8 `table inet firewalld` (zones by iifname, input and forward ending in
   `reject with icmpx type admin-prohibited`), loaded with `nft -f` beside kube-proxy's captured nftables table
   (edge-2).
