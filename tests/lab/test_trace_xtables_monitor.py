@@ -86,8 +86,12 @@ PACKETS = [
     ("pod", "10.244.52.11", 4789, "udp"),  # VXLAN from a workload (Calico's workload chain drops it)
     ("pod", "10.244.52.11", 8080, "tcp"),  # pod to pod
     ("pod", NODE, 22, "tcp"),  # workload to host (Calico: cali-wl-to-host)
+    ("stray", "10.96.150.31", 443, "tcp"),  # a pod on a cali* interface Calico does not know ("Unknown interface")
+    ("stray", "10.244.52.11", 8080, "tcp"),
 ]
 MAX_EXAMPLES = 6
+# a second pod, on a workload-style interface the Calico dump does not name
+STRAY_IF, STRAY_SRC, STRAY_GW = "cali0f0f0f0f0f0", "10.244.251.5", "10.244.251.1"
 _sports = itertools.count(42500)
 
 
@@ -97,6 +101,7 @@ class XtNode:
     node: str
     client: str
     pods: str
+    stray: str
     dump: str
     ip_addr: str
     monitor: LineMonitor
@@ -111,10 +116,11 @@ def xt(request: pytest.FixtureRequest) -> Iterator[XtNode]:
 
     require_root(*TOOLS)
     prefix = netns.unique_prefix("kpd-xm")
-    node, client, pods = f"{prefix}-node", f"{prefix}-cli", f"{prefix}-pods"
+    node, client, pods, stray = f"{prefix}-node", f"{prefix}-cli", f"{prefix}-pods", f"{prefix}-stray"
     try:
         wire_trace_lab(node, client, pods, NODE_IP)
         wire_pod_source(node, pods)
+        _wire_stray_pod(node, stray)
         apply_iptables(node, RULES.read_text())
         if request.param == "ufw-docker":
             load_ufw_docker(node, pods)
@@ -130,7 +136,7 @@ def xt(request: pytest.FixtureRequest) -> Iterator[XtNode]:
                 netns.run(["iptables-nft", "-t", "raw", "-A", chain, "-p", proto, "--sport", SPORTS, "-j", "TRACE"],
                           netns=node)
         with line_monitor(node, ["xtables-monitor", "--trace"]) as mon:
-            xt = XtNode(request.param, node, client, pods, dump, ip_addr, mon)
+            xt = XtNode(request.param, node, client, pods, stray, dump, ip_addr, mon)
             seen: list[str] = []
             for attempt in range(25):  # until the monitor is subscribed: a probe packet's trace comes back
                 _send(xt, "node", NODE_IP, 9, "udp", 42900 + attempt)
@@ -145,8 +151,18 @@ def xt(request: pytest.FixtureRequest) -> Iterator[XtNode]:
             yield xt
     finally:
         netns.delete(client)
+        netns.delete(stray)
         netns.delete(pods)
         netns.delete(node)
+
+
+def _wire_stray_pod(node: str, stray: str) -> None:
+    netns.create(stray)
+    netns.veth(node, STRAY_IF, stray, "p0")
+    netns.add_address(node, STRAY_IF, f"{STRAY_GW}/32")
+    netns.add_route(node, f"{STRAY_SRC}/32", dev=STRAY_IF)
+    netns.add_address(stray, "p0", f"{STRAY_SRC}/32")
+    netns.add_route(stray, "default", via=STRAY_GW, dev="p0", onlink=True)
 
 
 @dataclass(frozen=True)
@@ -237,6 +253,8 @@ def _where(xt: XtNode, kind: str) -> tuple[str, str, str]:
     """(source address, the namespace that sends, the interface the packet arrives on at the node)."""
     if kind == "pod":
         return POD_SRC, xt.pods, CALICO_POD_IF if xt.name == "calico-aks" else "pods0"
+    if kind == "stray":
+        return STRAY_SRC, xt.stray, STRAY_IF
     if kind == "node":
         return NODE_IP, xt.node, ""
     return {"external": GOOD_CLIENT, "blocked": BLOCKED_CLIENT, "rejected": REJECTED_CLIENT}[kind], xt.client, "n0"
@@ -298,8 +316,9 @@ def test_hypothesis_packets_equal_xtables_monitor_trace(xt: XtNode, kind: str, d
 
 def test_kernel_paths_are_not_trivial(xt: XtNode) -> None:
     """The comparison has teeth: the kernel's path through a ClusterIP names kube-proxy's DNAT rule, the host
-    firewall's FORWARD drop (and, on the ufw node, ufw's FORWARD policy DROP for the eTP=Local NodePort) ends in a
-    drop, and each of those paths is one of the trace's branches."""
+    firewall's FORWARD drop (and, on the ufw node, ufw's FORWARD policy DROP for the eTP=Local NodePort; on the
+    Calico node, the "Unknown interface" and workload VXLAN drops) ends in a drop, and each of those paths is one of
+    the trace's branches."""
     path = _check(xt, "external", "10.96.150.31", 443, "tcp", 42950)
     assert any("-j DNAT --to-destination 10.244.5" in text for _, text in path.rules), path
     assert path.verdict == "accept" and "filter FORWARD" in path.chains
@@ -310,3 +329,8 @@ def test_kernel_paths_are_not_trivial(xt: XtNode) -> None:
         assert local.verdict == "drop" and local.chains[-1] == "filter FORWARD", local
     else:
         assert local.verdict == "accept", local
+    if xt.name == "calico-aks":
+        stray = _check(xt, "stray", "10.96.150.31", 443, "tcp", 42953)
+        assert stray.verdict == "drop" and "Unknown interface" in stray.rules[-1][1], stray
+        vxlan = _check(xt, "pod", "10.244.52.11", 4789, "udp", 42954)
+        assert vxlan.verdict == "drop" and "Drop VXLAN encapped packets" in vxlan.rules[-1][1], vxlan
