@@ -49,7 +49,7 @@ from tests.support.trace_kernel import (
     wire_trace_lab,
 )
 
-pytestmark = pytest.mark.root(*KERNEL_TOOLS)
+pytestmark = pytest.mark.root(*KERNEL_TOOLS, "ipset")
 FIREWALLD = REAL_FIREWALLS / "firewalld-centos8-nft" / "dump.txt"
 NODE = "NODE"  # placeholder: the node's own address (differs per mode)
 # (source kind, destination, port, protocol): kind "external" (client netns, arrives on n0), "pod" (arrives on
@@ -91,6 +91,7 @@ class FwNode:
     dump: str
     ip_addr: str
     pod_if: str
+    ipset_list: str | None
 
     def __repr__(self) -> str:
         return f"FwNode({self.firewall}, {self.node!r})"
@@ -100,7 +101,7 @@ class FwNode:
 def fw(request: pytest.FixtureRequest) -> Iterator[FwNode]:
     from conftest import require_root
 
-    require_root(*KERNEL_TOOLS)
+    require_root(*KERNEL_TOOLS, "ipset")
     firewall = request.param
     mode = "nftables" if firewall == "firewalld" else "iptables"
     node_ip = NODE_IPS[mode]
@@ -123,9 +124,10 @@ def fw(request: pytest.FixtureRequest) -> Iterator[FwNode]:
             netns.run(["nft", "-f", "-"], netns=node, input=FIREWALLD.read_text())
             dump = netns.run(["nft", "-j", "list", "ruleset"], netns=node).stdout
         ip_addr = netns.run(["ip", "-j", "addr"], netns=node).stdout
+        ipset_list = netns.run(["ipset", "list"], netns=node).stdout if firewall == "calico" else None
         listener = start_listener(node, NODE_PORTS)
         yield FwNode(firewall, mode, node_ip, node, client, pods, dump, ip_addr,
-                     CALICO_POD_IF if firewall == "calico" else "pods0")
+                     CALICO_POD_IF if firewall == "calico" else "pods0", ipset_list)
     finally:
         if listener is not None:
             listener.kill()
@@ -147,7 +149,8 @@ def _where(fw: FwNode, kind: str) -> tuple[str, str, str]:
 def _check(fw: FwNode, kind: str, dst: str, dport: int, proto: str) -> None:
     dst = fw.node_ip if dst == NODE else dst
     src, sender, iif = _where(fw, kind)
-    result, predicted, possible = trace_in_lab(fw.mode, fw.dump, fw.ip_addr, src, dst, dport, proto, iif)
+    result, predicted, possible = trace_in_lab(fw.mode, fw.dump, fw.ip_addr, src, dst, dport, proto, iif,
+                                               ipset_list=fw.ipset_list)
     assert not result.error, result.error
     many = len(possible) > 1
     observed = kernel_outcome(fw.node, sender, src, dst, dport, proto, SAMPLES if many else 3)
@@ -196,7 +199,8 @@ def test_explain_names_the_host_firewall(fw: FwNode) -> None:
 
 def _explain_calico_workload_drop(fw: FwNode) -> None:
     """Calico's workload chain drops VXLAN (UDP 4789) sent by a pod: explained as Calico's doing, at its rule."""
-    result, _, possible = trace_in_lab(fw.mode, fw.dump, fw.ip_addr, POD_SRC, "10.244.52.11", 4789, "udp", fw.pod_if)
+    result, _, possible = trace_in_lab(fw.mode, fw.dump, fw.ip_addr, POD_SRC, "10.244.52.11", 4789, "udp", fw.pod_if,
+                                       ipset_list=fw.ipset_list)
     assert possible == set()
     lines = explain(result)
     assert lines and all("host firewall Calico" in line for line in lines), lines

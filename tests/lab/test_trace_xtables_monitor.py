@@ -56,7 +56,7 @@ from tests.support.trace_kernel import (
     wire_trace_lab,
 )
 
-TOOLS = ("ip", "iptables-nft", "iptables-nft-restore", "iptables-nft-save", "xtables-monitor")
+TOOLS = ("ip", "iptables-nft", "iptables-nft-restore", "iptables-nft-save", "xtables-monitor", "ipset")
 pytestmark = pytest.mark.root(*TOOLS)
 NODE_IP = NODE_IPS["iptables"]
 NODE = "NODE"  # placeholder: the node's own address
@@ -88,8 +88,9 @@ PACKETS = [
     ("pod", NODE, 22, "tcp"),  # workload to host (Calico: cali-wl-to-host)
     ("stray", "10.96.150.31", 443, "tcp"),  # a pod on a cali* interface Calico does not know ("Unknown interface")
     ("stray", "10.244.52.11", 8080, "tcp"),
+    ("pod", "198.51.100.7", 443, "tcp"),  # a pod to the outside world (Calico's nat-outgoing: ipsets, MASQUERADE)
 ]
-MAX_EXAMPLES = 6
+MAX_EXAMPLES = 4
 # a second pod, on a workload-style interface the Calico dump does not name
 STRAY_IF, STRAY_SRC, STRAY_GW = "cali0f0f0f0f0f0", "10.244.251.5", "10.244.251.1"
 _sports = itertools.count(42500)
@@ -104,6 +105,7 @@ class XtNode:
     stray: str
     dump: str
     ip_addr: str
+    ipset_list: str
     monitor: LineMonitor
 
     def __repr__(self) -> str:
@@ -131,12 +133,13 @@ def xt(request: pytest.FixtureRequest) -> Iterator[XtNode]:
         dump = netns.run(["iptables-nft-save"], netns=node).stdout
         assert "*raw" not in dump  # the raw table below is the test's alone
         ip_addr = netns.run(["ip", "-j", "addr"], netns=node).stdout
+        ipset_list = netns.run(["ipset", "list"], netns=node).stdout
         for chain in ("PREROUTING", "OUTPUT"):
             for proto in ("tcp", "udp"):
                 netns.run(["iptables-nft", "-t", "raw", "-A", chain, "-p", proto, "--sport", SPORTS, "-j", "TRACE"],
                           netns=node)
         with line_monitor(node, ["xtables-monitor", "--trace"]) as mon:
-            xt = XtNode(request.param, node, client, pods, stray, dump, ip_addr, mon)
+            xt = XtNode(request.param, node, client, pods, stray, dump, ip_addr, ipset_list, mon)
             seen: list[str] = []
             for attempt in range(25):  # until the monitor is subscribed: a probe packet's trace comes back
                 _send(xt, "node", NODE_IP, 9, "udp", 42900 + attempt)
@@ -291,7 +294,8 @@ def _check(xt: XtNode, kind: str, dst: str, dport: int, proto: str, sport: int) 
     assert kernel.chains, "the kernel traced no base chain"
     dumped = set(xt.dump.splitlines())
     assert all(text in dumped for _, text in kernel.rules), "a rule the kernel matched is not a line of the dump"
-    result, _, _ = trace_in_lab("iptables", xt.dump, xt.ip_addr, src, dst, dport, proto, iif, sport=sport)
+    result, _, _ = trace_in_lab("iptables", xt.dump, xt.ip_addr, src, dst, dport, proto, iif, sport=sport,
+                                ipset_list=xt.ipset_list)
     assert not result.error, result.error
     predicted = [trace_path(leaf) for leaf in result.leaves]
     assert kernel in predicted, (f"{xt.name}: {kind} {src}:{sport} -> {dst}:{dport}/{proto}\nkernel: {kernel}\n"
@@ -334,3 +338,11 @@ def test_kernel_paths_are_not_trivial(xt: XtNode) -> None:
         assert stray.verdict == "drop" and "Unknown interface" in stray.rules[-1][1], stray
         vxlan = _check(xt, "pod", "10.244.52.11", 4789, "udp", 42954)
         assert vxlan.verdict == "drop" and "Drop VXLAN encapped packets" in vxlan.rules[-1][1], vxlan
+        out = _check(xt, "pod", "198.51.100.7", 443, "tcp", 42955)  # ipset members: tests/support CALICO_IPSETS
+        assert out.rules[-1][1].startswith("-A cali-nat-outgoing") and "--match-set cali40masq-ipam-pools" in \
+            out.rules[-1][1], out
+        result, _, _ = trace_in_lab("iptables", xt.dump, xt.ip_addr, POD_SRC, "198.51.100.7", 443, "tcp",
+                                    CALICO_POD_IF, ipset_list=xt.ipset_list)
+        assert not [a for leaf in result.leaves for a in leaf.assumptions if "ipset" in a]  # decided, not forked
+        inside = _check(xt, "pod", "10.244.52.11", 8080, "tcp", 42956)
+        assert not any(text.startswith("-A cali-nat-outgoing") for _, text in inside.rules), inside

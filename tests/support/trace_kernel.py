@@ -130,7 +130,8 @@ def kernel_outcome(node: str, sender: str, src: str, dst: str, dport: int, proto
 
 def trace_in_lab(mode: str, dump: str, ip_addr: str | None, src: str, dst: str, dport: int, proto: str,
                  iif: str | None, cluster: ClusterState | None = None, node: str = "lab-node",
-                 sport: int = SPORT_BASE) -> tuple[TraceResult, dict[str, float], set[str]]:
+                 sport: int = SPORT_BASE, ipset_list: str | None = None,
+                 ) -> tuple[TraceResult, dict[str, float], set[str]]:
     """Trace one packet on what the namespace's kernel dumped (`iptables-nft-save` or `nft -j list ruleset`) with
     its own `ip -j addr` (None: as if not collected; then `cluster`, the cluster state of Node `node`, is what the
     trace knows of the node's addresses): (the result, endpoint -> probability over branches that assumed
@@ -143,6 +144,8 @@ def trace_in_lab(mode: str, dump: str, ip_addr: str | None, src: str, dst: str, 
     }
     if ip_addr is not None:
         facts["ip-addr.json"] = Fact("ip-addr.json", ip_addr, "ip -j addr", 0)
+    if ipset_list is not None:
+        facts["ipset-list.txt"] = Fact("ipset-list.txt", ipset_list, "ipset list", 0)
     state = NodeState(node, "bundle", MappingProxyType(facts))
     req = TraceRequest(node, Endpoint(src, None, None, "client"), Endpoint(dst, dport, proto, ""), proto,
                        sport=sport, iif=iif)
@@ -224,13 +227,33 @@ def calico_filter_restore(text: str) -> str:
     return iptables_s_to_restore("\n".join(kept))
 
 
+CALICO_NAT = REAL_FIREWALLS / "calico-nat-save" / "dump.txt"
+# the Calico ipsets the nat table names, with members the test chooses: the lab's pod range is Calico's IP pool
+CALICO_IPSETS = {"cali40masq-ipam-pools": ["10.244.0.0/16"], "cali40all-ipam-pools": ["10.244.0.0/16"]}
+
+
+def calico_nat_restore(text: str) -> str:
+    """A real Calico node's nat table (iptables-save) as `iptables-nft-restore --noflush` input without kube-proxy's
+    KUBE-* chains (the lab capture's stay) and without comments."""
+    return "\n".join(line for line in text.splitlines()
+                     if not line.startswith((":KUBE-", "-A KUBE-", "#"))) + "\n"
+
+
 def load_calico_aks(node: str) -> None:
-    """Put the real Calico node's filter table (tests/fixtures/realworld/firewalls/calico-aks-kubenet-S/SOURCE) in
-    place of the filter table's built-in chains of kube-proxy's rules already in `node` (kube-proxy's KUBE-* chains
-    stay), and name the pods veth (pods0) after one of that node's workload interfaces."""
-    for chain in ("INPUT", "FORWARD", "OUTPUT"):
-        netns.run(["iptables-nft", "-t", "filter", "-F", chain], netns=node)
+    """Put a real Calico node's filter table (tests/fixtures/realworld/firewalls/calico-aks-kubenet-S/SOURCE) and
+    another real Calico node's nat table (calico-nat-save/SOURCE) in place of the built-in chains of kube-proxy's
+    rules already in `node` (kube-proxy's KUBE-* chains stay; Calico's jumps come first, as Calico inserts them),
+    create the ipsets Calico's rules name (CALICO_IPSETS), and name the pods veth (pods0) after one of the filter
+    table's workload interfaces."""
+    for table, chains in (("filter", ("INPUT", "FORWARD", "OUTPUT")), ("nat", ("PREROUTING", "OUTPUT", "POSTROUTING"))):
+        for chain in chains:
+            netns.run(["iptables-nft", "-t", table, "-F", chain], netns=node)
+    for name, members in CALICO_IPSETS.items():
+        netns.run(["ipset", "create", name, "hash:net"], netns=node)
+        for member in members:
+            netns.run(["ipset", "add", name, member], netns=node)
     netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=calico_filter_restore(CALICO_AKS.read_text()))
+    netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=calico_nat_restore(CALICO_NAT.read_text()))
     netns.run(["ip", "link", "set", "pods0", "down"], netns=node)
     netns.run(["ip", "link", "set", "pods0", "name", CALICO_POD_IF], netns=node)
     netns.run(["ip", "link", "set", CALICO_POD_IF, "up"], netns=node)
