@@ -169,10 +169,17 @@ def _mark_match(field_name: str, spec: str) -> Match:
 
 
 def _ctstate_match(values: str) -> Match:
+    """`--ctstate`: the packet's state, or the virtual states DNAT / SNAT (the connection's destination / source
+    was translated). DNAT is known (the trace DNATs the first packet itself, or was told); SNAT is set only at
+    nat POSTROUTING, after every iptables filter hook of a new connection: not for NEW, unknown for ESTABLISHED."""
     states = {v.upper() for v in values.split(",")}
 
     def inner(p: Packet, c: Any) -> Result:
-        return p.ctstate in states
+        if p.ctstate in states or ("DNAT" in states and p.dnat):
+            return True
+        if "SNAT" in states and p.ctstate != "NEW":
+            return Fork(f"-m conntrack --ctstate {values} (whether the connection was source-NATed is not known)")
+        return False
 
     return inner
 

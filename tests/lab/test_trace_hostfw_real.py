@@ -7,6 +7,8 @@ The host firewalls are other people's, not ours (tests/fixtures/realworld/firewa
   `iptables-nft-restore --noflush` after kube-proxy's captured iptables rules (edge-1), so kube-proxy's jumps
   come first in PREROUTING, INPUT and FORWARD as on a real node (kube-proxy prepends them); a `docker0` veth
   holds Docker's 172.17.0.0/16;
+- `calico-aks-kubenet-S`: the filter table of a real Calico + kube-proxy node (AKS), in place of the filter table's
+  built-in chains of kube-proxy's captured iptables rules (edge-1); the pod sends through a cali* workload veth;
 - `firewalld-centos8-nft`: a real CentOS 8 `table inet firewalld` (zones by iifname, input and forward ending in
   `reject with icmpx type admin-prohibited`), loaded with `nft -f` beside kube-proxy's captured nftables table
   (edge-2).
@@ -29,25 +31,26 @@ from kpdoctor.lab import netns
 from kpdoctor.lab.apply import apply_iptables
 from kpdoctor.trace.render import explain
 from tests.support.trace_kernel import (
+    CALICO_POD_IF,
     GOOD_CLIENT,
     KERNEL_TOOLS,
     NFT_RULES,
     NODE_IPS,
+    POD_SRC,
     REAL_FIREWALLS,
     RULES,
-    iptables_s_to_restore,
     kernel_outcome,
     kube_proxy_table_only,
+    load_calico_aks,
+    load_ufw_docker,
     start_listener,
     trace_in_lab,
+    wire_pod_source,
     wire_trace_lab,
 )
 
-pytestmark = pytest.mark.root(*KERNEL_TOOLS)
-UFW = REAL_FIREWALLS / "ufw-docker-iptables-S" / "dump.txt"
-DOCKER_NAT = REAL_FIREWALLS / "docker-nat-save" / "dump.txt"
+pytestmark = pytest.mark.root(*KERNEL_TOOLS, "ipset")
 FIREWALLD = REAL_FIREWALLS / "firewalld-centos8-nft" / "dump.txt"
-POD_SRC, POD_GW = "10.244.250.5", "10.244.250.1"  # a pod address behind the node's pods0 (and its gateway)
 NODE = "NODE"  # placeholder: the node's own address (differs per mode)
 # (source kind, destination, port, protocol): kind "external" (client netns, arrives on n0), "pod" (arrives on
 # pods0), "node" (locally generated)
@@ -69,6 +72,8 @@ PACKETS = [
     ("pod", NODE, 8080, "tcp"),  # pod -> a node port no one allows
     ("node", "10.96.150.30", 80, "tcp"),  # node-local -> ClusterIP
     ("node", NODE, 31130, "tcp"),  # node-local -> its own NodePort
+    ("pod", "10.244.52.11", 8080, "tcp"),  # pod -> pod (Calico: from-workload and to-workload chains)
+    ("pod", "10.244.52.11", 4789, "udp"),  # VXLAN from a pod (Calico's workload chain drops it)
 ]
 NODE_PORTS = [22, 80, 443, 6379, 8080, 9090, 31130, 31131, 31999]  # every TCP port sent to the node's address
 SAMPLES = 60
@@ -85,41 +90,44 @@ class FwNode:
     pods: str
     dump: str
     ip_addr: str
+    pod_if: str
+    ipset_list: str | None
 
     def __repr__(self) -> str:
         return f"FwNode({self.firewall}, {self.node!r})"
 
 
-@pytest.fixture(scope="module", params=["ufw", "firewalld"])
+@pytest.fixture(scope="module", params=["ufw", "firewalld", "calico"])
 def fw(request: pytest.FixtureRequest) -> Iterator[FwNode]:
     from conftest import require_root
 
-    require_root(*KERNEL_TOOLS)
+    require_root(*KERNEL_TOOLS, "ipset")
     firewall = request.param
-    mode = "iptables" if firewall == "ufw" else "nftables"
+    mode = "nftables" if firewall == "firewalld" else "iptables"
     node_ip = NODE_IPS[mode]
     prefix = netns.unique_prefix("kpd-hf")
     node, client, pods = f"{prefix}-node", f"{prefix}-cli", f"{prefix}-pods"
     listener = None
     try:
         wire_trace_lab(node, client, pods, node_ip)
-        netns.add_address(node, "pods0", f"{POD_GW}/32")
-        netns.add_address(pods, "p0", f"{POD_SRC}/32")
-        netns.add_route(pods, "default", via=POD_GW, dev="p0", onlink=True)
+        wire_pod_source(node, pods)
         if firewall == "ufw":
             apply_iptables(node, RULES.read_text())
-            netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=iptables_s_to_restore(UFW.read_text()))
-            netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=DOCKER_NAT.read_text())
-            netns.veth(node, "docker0", pods, "d0")  # Docker's bridge, here a veth into the pods namespace
-            netns.add_route(node, "172.17.0.0/16", dev="docker0")
+            load_ufw_docker(node, pods)
+            dump = netns.run(["iptables-nft-save"], netns=node).stdout
+        elif firewall == "calico":
+            apply_iptables(node, RULES.read_text())
+            load_calico_aks(node)
             dump = netns.run(["iptables-nft-save"], netns=node).stdout
         else:
             netns.run(["nft", "-j", "-f", "-"], netns=node, input=kube_proxy_table_only(NFT_RULES.read_text()))
             netns.run(["nft", "-f", "-"], netns=node, input=FIREWALLD.read_text())
             dump = netns.run(["nft", "-j", "list", "ruleset"], netns=node).stdout
         ip_addr = netns.run(["ip", "-j", "addr"], netns=node).stdout
+        ipset_list = netns.run(["ipset", "list"], netns=node).stdout if firewall == "calico" else None
         listener = start_listener(node, NODE_PORTS)
-        yield FwNode(firewall, mode, node_ip, node, client, pods, dump, ip_addr)
+        yield FwNode(firewall, mode, node_ip, node, client, pods, dump, ip_addr,
+                     CALICO_POD_IF if firewall == "calico" else "pods0", ipset_list)
     finally:
         if listener is not None:
             listener.kill()
@@ -134,14 +142,15 @@ def _where(fw: FwNode, kind: str) -> tuple[str, str, str]:
     if kind == "external":
         return GOOD_CLIENT, fw.client, "n0"
     if kind == "pod":
-        return POD_SRC, fw.pods, "pods0"
+        return POD_SRC, fw.pods, fw.pod_if
     return fw.node_ip, fw.node, ""
 
 
 def _check(fw: FwNode, kind: str, dst: str, dport: int, proto: str) -> None:
     dst = fw.node_ip if dst == NODE else dst
     src, sender, iif = _where(fw, kind)
-    result, predicted, possible = trace_in_lab(fw.mode, fw.dump, fw.ip_addr, src, dst, dport, proto, iif)
+    result, predicted, possible = trace_in_lab(fw.mode, fw.dump, fw.ip_addr, src, dst, dport, proto, iif,
+                                               ipset_list=fw.ipset_list)
     assert not result.error, result.error
     many = len(possible) > 1
     observed = kernel_outcome(fw.node, sender, src, dst, dport, proto, SAMPLES if many else 3)
@@ -173,6 +182,9 @@ def test_explain_names_the_host_firewall(fw: FwNode) -> None:
     """On the kernel's own dump: a NodePort the host firewall stops (ufw's FORWARD policy DROP for an eTP=Local
     NodePort, which kube-proxy does not mark for masquerade so KUBE-FORWARD does not accept it; firewalld's forward
     reject for any NodePort) is explained as the firewall's doing, and the kernel agrees nothing got through."""
+    if fw.firewall == "calico":
+        _explain_calico_workload_drop(fw)
+        return
     port = 31131 if fw.firewall == "ufw" else 31130
     result, _, possible = trace_in_lab(fw.mode, fw.dump, fw.ip_addr, GOOD_CLIENT, fw.node_ip, port, "tcp", "n0")
     assert possible == set()
@@ -183,3 +195,14 @@ def test_explain_names_the_host_firewall(fw: FwNode) -> None:
     else:
         assert all("inet firewalld filter_FORWARD (reject with icmpx admin-prohibited)" in line for line in lines)
     assert kernel_outcome(fw.node, fw.client, GOOD_CLIENT, fw.node_ip, port, "tcp", 3) == []
+
+
+def _explain_calico_workload_drop(fw: FwNode) -> None:
+    """Calico's workload chain drops VXLAN (UDP 4789) sent by a pod: explained as Calico's doing, at its rule."""
+    result, _, possible = trace_in_lab(fw.mode, fw.dump, fw.ip_addr, POD_SRC, "10.244.52.11", 4789, "udp", fw.pod_if,
+                                       ipset_list=fw.ipset_list)
+    assert possible == set()
+    lines = explain(result)
+    assert lines and all("host firewall Calico" in line for line in lines), lines
+    assert all(f"cali-fw-{CALICO_POD_IF}" in line for line in lines), lines
+    assert kernel_outcome(fw.node, fw.pods, POD_SRC, "10.244.52.11", 4789, "udp", 3) == []

@@ -16,10 +16,7 @@ checked the same way. Root only; namespaces with unique names, removed after.
 
 from __future__ import annotations
 
-import queue
 import re
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +30,7 @@ from kpdoctor.node.state import Fact, NodeState
 from kpdoctor.trace.addresses import Endpoint
 from kpdoctor.trace.model import Branch
 from kpdoctor.trace.run import TraceRequest, run_trace
+from tests.support.line_monitor import LineMonitor, line_monitor
 from tests.support.trace_kernel import (
     BLOCKED_CLIENT,
     CLIENT_NET,
@@ -99,23 +97,13 @@ class Monitor:
     client: str
     dump: str
     ip_addr: str
-    lines: queue.Queue[str]
+    lines: LineMonitor
 
     def __repr__(self) -> str:
         return f"Monitor({self.node!r})"
 
     def drain(self) -> list[str]:
-        out = []
-        while True:
-            try:
-                out.append(self.lines.get_nowait())
-            except queue.Empty:
-                return out
-
-
-def _reader(stream: object, lines: queue.Queue[str]) -> None:
-    for line in stream:  # type: ignore[attr-defined]
-        lines.put(line.rstrip("\n"))
+        return self.lines.drain()
 
 
 def _send(m: Monitor, src: str, dst: str, dport: int, proto: str, sport: int) -> None:
@@ -127,7 +115,6 @@ def _monitor(tables: list[str]) -> Iterator[Monitor]:
     """A node namespace with kube-proxy's table and `tables` (nft -f texts, in order), dumped, then traced."""
     prefix = netns.unique_prefix("kpd-nm")
     node, client, pods = f"{prefix}-node", f"{prefix}-cli", f"{prefix}-pods"
-    proc: subprocess.Popen[str] | None = None
     try:
         wire_trace_lab(node, client, pods, NODE_IP)
         netns.run(["nft", "-j", "-f", "-"], netns=node, input=kube_proxy_table_only(NFT_RULES.read_text()))
@@ -136,31 +123,22 @@ def _monitor(tables: list[str]) -> Iterator[Monitor]:
         dump = netns.run(["nft", "-j", "list", "ruleset"], netns=node).stdout
         ip_addr = netns.run(["ip", "-j", "addr"], netns=node).stdout
         netns.run(["nft", "-f", "-"], netns=node, input=TRACER)  # after the dump: not part of what is traced
-        proc = subprocess.Popen(netns.ns_argv(node, ["nft", "-a", "monitor", "trace"]), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
-        m = Monitor(node, client, dump, ip_addr, lines)
-        seen: list[str] = []
-        for attempt in range(25):  # until the monitor is subscribed: a probe packet's trace comes back
-            _send(m, GOOD_CLIENT, "10.96.150.30", 81, "tcp", 40100 + attempt)
-            time.sleep(0.2)
-            seen = m.drain()
-            if any(EVENT.match(line) for line in seen):
-                break
-        else:
-            pytest.skip("`nft -a monitor trace` in a network namespace printed no trace event for 5 s "
-                        f"(kernel/nft without nftrace in netns?); it printed: {seen[-5:]!r}")
-        time.sleep(0.3)
-        m.drain()
-        yield m
+        with line_monitor(node, ["nft", "-a", "monitor", "trace"]) as lines:
+            m = Monitor(node, client, dump, ip_addr, lines)
+            seen: list[str] = []
+            for attempt in range(25):  # until the monitor is subscribed: a probe packet's trace comes back
+                _send(m, GOOD_CLIENT, "10.96.150.30", 81, "tcp", 40100 + attempt)
+                time.sleep(0.2)
+                seen = m.drain()
+                if any(EVENT.match(line) for line in seen):
+                    break
+            else:
+                pytest.skip("`nft -a monitor trace` in a network namespace printed no trace event for 5 s "
+                            f"(kernel/nft without nftrace in netns?); it printed: {seen[-5:]!r}")
+            time.sleep(0.3)
+            m.drain()
+            yield m
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         netns.delete(client)
         netns.delete(pods)
         netns.delete(node)

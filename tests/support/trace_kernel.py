@@ -100,6 +100,14 @@ def wire_trace_lab(node: str, client: str, pods: str, node_ip: str) -> None:
 
 
 SPORT_BASE = 41000
+POD_SRC, POD_GW = "10.244.250.5", "10.244.250.1"  # a pod address behind the node's pods0 (and its gateway)
+
+
+def wire_pod_source(node: str, pods: str) -> None:
+    """Give the pods namespace a pod address (POD_SRC) that sends through the node's pods0 (gateway POD_GW)."""
+    netns.add_address(node, "pods0", f"{POD_GW}/32")
+    netns.add_address(pods, "p0", f"{POD_SRC}/32")
+    netns.add_route(pods, "default", via=POD_GW, dev="p0", onlink=True)
 
 
 def kernel_outcome(node: str, sender: str, src: str, dst: str, dport: int, proto: str, count: int) -> list[str]:
@@ -121,8 +129,9 @@ def kernel_outcome(node: str, sender: str, src: str, dst: str, dport: int, proto
 
 
 def trace_in_lab(mode: str, dump: str, ip_addr: str | None, src: str, dst: str, dport: int, proto: str,
-                 iif: str | None, cluster: ClusterState | None = None,
-                 node: str = "lab-node") -> tuple[TraceResult, dict[str, float], set[str]]:
+                 iif: str | None, cluster: ClusterState | None = None, node: str = "lab-node",
+                 sport: int = SPORT_BASE, ipset_list: str | None = None,
+                 ) -> tuple[TraceResult, dict[str, float], set[str]]:
     """Trace one packet on what the namespace's kernel dumped (`iptables-nft-save` or `nft -j list ruleset`) with
     its own `ip -j addr` (None: as if not collected; then `cluster`, the cluster state of Node `node`, is what the
     trace knows of the node's addresses): (the result, endpoint -> probability over branches that assumed
@@ -135,9 +144,11 @@ def trace_in_lab(mode: str, dump: str, ip_addr: str | None, src: str, dst: str, 
     }
     if ip_addr is not None:
         facts["ip-addr.json"] = Fact("ip-addr.json", ip_addr, "ip -j addr", 0)
+    if ipset_list is not None:
+        facts["ipset-list.txt"] = Fact("ipset-list.txt", ipset_list, "ipset list", 0)
     state = NodeState(node, "bundle", MappingProxyType(facts))
     req = TraceRequest(node, Endpoint(src, None, None, "client"), Endpoint(dst, dport, proto, ""), proto,
-                       sport=SPORT_BASE, iif=iif)
+                       sport=sport, iif=iif)
     result = run_trace(req, state, cluster)
     return result, endpoint_set(result), {leaf.dnat_to for leaf in result.leaves if leaf.verdict == "accept"}
 
@@ -185,3 +196,66 @@ def start_listener(node: str, ports: list[int], seconds: float = 1200.0) -> subp
         proc.wait(timeout=10)
         raise RuntimeError(f"listener in {node} did not start (exit {proc.poll()})")
     return proc
+
+
+UFW_DOCKER = REAL_FIREWALLS / "ufw-docker-iptables-S" / "dump.txt"
+DOCKER_NAT = REAL_FIREWALLS / "docker-nat-save" / "dump.txt"
+
+
+def load_ufw_docker(node: str, pods: str) -> None:
+    """The real ufw + Docker filter table and Docker's nat table (tests/fixtures/realworld/firewalls/*/SOURCE),
+    restored with `--noflush` after kube-proxy's rules already in `node` (kube-proxy's jumps come first, as on a
+    real node); a `docker0` veth into `pods` holds Docker's 172.17.0.0/16."""
+    netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=iptables_s_to_restore(UFW_DOCKER.read_text()))
+    netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=DOCKER_NAT.read_text())
+    netns.veth(node, "docker0", pods, "d0")  # Docker's bridge, here a veth into the pods namespace
+    netns.add_route(node, "172.17.0.0/16", dev="docker0")
+
+
+CALICO_AKS = REAL_FIREWALLS / "calico-aks-kubenet-S" / "dump.txt"
+# the node-side veth of the test's pod: a workload interface of the Calico dump (kube-system's konnectivity-agent:
+# egress policies, then the kns.kube-system profile, both accept)
+CALICO_POD_IF = "cali9d7310e16e7"
+
+
+def calico_filter_restore(text: str) -> str:
+    """The real Calico node's filter table (`iptables -S`) as `iptables-nft-restore --noflush` input without its
+    KUBE-* chains: kube-proxy's chains and their rules stay those already loaded (the lab's capture); Calico's
+    chains and the built-in chains' rules, in the real node's order, are the dump's."""
+    kept = [line for line in text.splitlines()
+            if not line.startswith(("-N KUBE-", "-A KUBE-"))]
+    return iptables_s_to_restore("\n".join(kept))
+
+
+CALICO_NAT = REAL_FIREWALLS / "calico-nat-save" / "dump.txt"
+# the Calico ipsets the nat table names, with members the test chooses: the lab's pod range is Calico's IP pool
+CALICO_IPSETS = {"cali40masq-ipam-pools": ["10.244.0.0/16"], "cali40all-ipam-pools": ["10.244.0.0/16"]}
+
+
+def calico_nat_restore(text: str) -> str:
+    """A real Calico node's nat table (iptables-save) as `iptables-nft-restore --noflush` input without kube-proxy's
+    KUBE-* chains (the lab capture's stay) and without comments."""
+    return "\n".join(line for line in text.splitlines()
+                     if not line.startswith((":KUBE-", "-A KUBE-", "#"))) + "\n"
+
+
+def load_calico_aks(node: str) -> None:
+    """Put a real Calico node's filter table (tests/fixtures/realworld/firewalls/calico-aks-kubenet-S/SOURCE) and
+    another real Calico node's nat table (calico-nat-save/SOURCE) in place of the built-in chains of kube-proxy's
+    rules already in `node` (kube-proxy's KUBE-* chains stay; Calico's jumps come first, as Calico inserts them),
+    create the ipsets Calico's rules name (CALICO_IPSETS), and name the pods veth (pods0) after one of the filter
+    table's workload interfaces."""
+    for table, chains in (("filter", ("INPUT", "FORWARD", "OUTPUT")), ("nat", ("PREROUTING", "OUTPUT", "POSTROUTING"))):
+        for chain in chains:
+            netns.run(["iptables-nft", "-t", table, "-F", chain], netns=node)
+    for name, members in CALICO_IPSETS.items():
+        netns.run(["ipset", "create", name, "hash:net"], netns=node)
+        for member in members:
+            netns.run(["ipset", "add", name, member], netns=node)
+    netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=calico_filter_restore(CALICO_AKS.read_text()))
+    netns.run(["iptables-nft-restore", "--noflush"], netns=node, input=calico_nat_restore(CALICO_NAT.read_text()))
+    netns.run(["ip", "link", "set", "pods0", "down"], netns=node)
+    netns.run(["ip", "link", "set", "pods0", "name", CALICO_POD_IF], netns=node)
+    netns.run(["ip", "link", "set", CALICO_POD_IF, "up"], netns=node)
+    netns.add_route(node, "10.244.0.0/16", dev=CALICO_POD_IF)
+    netns.add_route(node, "default", dev=CALICO_POD_IF)

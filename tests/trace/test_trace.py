@@ -76,6 +76,18 @@ def test_marks_and_conntrack_state() -> None:
     assert _match("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", PKT.evolve(ctstate="ESTABLISHED")) == [True]
 
 
+def test_ctstate_dnat_and_snat_are_the_connections_translations() -> None:
+    """Calico's `cali-OUTPUT ... -m conntrack ! --ctstate DNAT -j cali-to-host-endpoint`: after kube-proxy's DNAT the
+    kernel's conntrack carries the DNAT status (tests/lab/test_trace_xtables_monitor.py saw it skip the rule)."""
+    spec = "-m conntrack ! --ctstate DNAT -j cali-to-host-endpoint"
+    assert _match(spec) == [True]
+    assert _match(spec, PKT.evolve(dnat=True)) == [False]
+    assert _match("-m conntrack --ctstate NEW,DNAT -j X") == [True]
+    assert _match("-m conntrack --ctstate SNAT -j X") == [False]  # a new connection is source-NATed only later
+    fork = _match("-m conntrack --ctstate SNAT -j X", PKT.evolve(ctstate="ESTABLISHED"))[0]
+    assert isinstance(fork, Fork) and fork.p is None
+
+
 # ------------------------------------------------------------------------------ whole traces (demo bundle)
 
 
