@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kpdoctor.node.apireason import api_reason
+from kpdoctor.node.exec_status import exit_status
 from kpdoctor.node.transport import NOT_FOUND, RunResult, TransportError, cut_at_line
 
 KUBE_SYSTEM = "kube-system"
@@ -124,7 +125,7 @@ class KubeExecTransport:
                                          time.monotonic() - start, False, True)  # fmt: skip
                 if resp.peek_stderr():
                     err.extend(_bytes(resp.read_stderr())[:65536])
-            code = resp.returncode
+            code, status_error = exit_status(resp)
         except Exception as exc:
             return RunResult(bytes(out), bytes(err), None, time.monotonic() - start, False, False,
                              f"exec stream failed: {_reason(exc)}")  # fmt: skip
@@ -133,8 +134,9 @@ class KubeExecTransport:
                 resp.close()
         error = ""
         if code is None:
-            code = NOT_FOUND if b"executable file not found" in err else None
-            error = "not installed" if code == NOT_FOUND else "no exit status from the exec stream"
+            code = NOT_FOUND if b"executable file not found" in err or "executable file not found" in status_error \
+                else None
+            error = "not installed" if code == NOT_FOUND else (status_error or "no exit status from the exec stream")
         return RunResult(bytes(out), bytes(err), code, time.monotonic() - start, False, False, error)
 
     def read_file(self, path: str, *, timeout: float, max_bytes: int) -> RunResult:
