@@ -1,0 +1,246 @@
+"""The IPVS kernel proof's lab (tests/lab/test_trace_ipvs_kernel.py), run inside a User-Mode-Linux guest
+(`kpdoctor.lab.uml`) because the host kernel has no IPVS.
+
+In the guest: the root namespace is the node. It gets the reference proxier's IPVS-mode state for one node of a
+recorded cluster (kube-ipvs0 and its addresses, the ipsets, the virtual servers, the iptables rules, restored with
+iptables-legacy: this UML kernel has no nft_chain_nat), kube-proxy's IPVS sysctls, a "client" namespace on a veth
+(the sources) and a "pods" namespace on a second veth holding every real server's address with TCP listeners.
+The dumps the trace reads are taken inside the guest after the rules are loaded (`iptables-legacy-save`,
+`ipvsadm --save -n`, `ipset list`, `ip -j addr`); then the client opens real TCP connections, case after case,
+and the guest records each one's fate (client side: open / refused / timeout), the node's conntrack table and
+IPVS's own connection table (`ipvsadm -Lnc`).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from kpdoctor.dataplane.ipvs import parse_ipvsadm_save
+from kpdoctor.lab.uml import GuestRun, run_in_guest
+from kpdoctor.node.conntrack_text import parse_conntrack_entries
+from kpdoctor.node.state import Fact, NodeState
+from kpdoctor.proxier.ipvs import SECTION_ADDRESSES, SECTION_IPSET, SECTION_IPTABLES, SECTION_IPVSADM
+
+CLIENT_NET = "203.0.113"  # TEST-NET-3: the client veth
+NODE_ON_CLIENT_NET = f"{CLIENT_NET}.1"
+CLIENT_MAIN = f"{CLIENT_NET}.10"
+NODE_ON_PODS = "169.254.1.1"  # the node's address toward the pods namespace (a masqueraded source shows it)
+POD_PORTS = (8080, 8443, 6443)  # what the real servers of the recorded cluster listen on
+# ports the node itself listens on: a packet delivered locally connects, so a REJECT or DROP rule is visible
+NODE_PORTS = (81, 31999, 32100, 32101)
+CONNECT_SECONDS = 1.5  # a connection neither open nor refused by then was dropped
+
+# Bounded: every listener exits after LISTEN_SECONDS; the guest's script is bounded by kpdoctor.lab.uml.
+LISTENER = textwrap.dedent("""
+    import selectors, socket, sys, time
+    seconds, ports = float(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+    sel = selectors.DefaultSelector()
+    for port in ports:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(128)
+        sel.register(s, selectors.EVENT_READ)
+    print("listening", flush=True)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:  # accept and close: a full accept queue would drop SYNs
+        for key, _ in sel.select(timeout=0.2):
+            conn, _ = key.fileobj.accept()
+            conn.close()
+""")
+
+# The client: each case's connections from (src, sport_base + i), non-blocking, all in flight together; the fate of
+# each after CONNECT_SECONDS at most. Output: one JSON object per case.
+CLIENT = textwrap.dedent("""
+    import errno, json, select, socket, sys, time
+    cases, deadline_s = json.load(open(sys.argv[1])), float(sys.argv[2])
+    out = []
+    for case in cases:
+        socks = {}
+        for i in range(case["count"]):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((case["src"], case["sport"] + i))
+            s.setblocking(False)
+            s.connect_ex((case["dst"], case["dport"]))
+            socks[s.fileno()] = (case["sport"] + i, s)
+        fate = {}
+        poller = select.poll()
+        for fd in socks:
+            poller.register(fd, select.POLLOUT | select.POLLERR | select.POLLHUP)
+        end = time.monotonic() + deadline_s
+        while len(fate) < len(socks) and time.monotonic() < end:
+            for fd, _ in poller.poll(max(1, int((end - time.monotonic()) * 1000))):
+                if fd in fate:
+                    continue
+                sport, s = socks[fd]
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                fate[fd] = "open" if err == 0 else ("refused" if err == errno.ECONNREFUSED else errno.errorcode.get(err, str(err)))
+                poller.unregister(fd)
+        result = {str(sport): fate.get(fd, "timeout") for fd, (sport, s) in socks.items()}
+        for sport, s in socks.values():
+            s.close()
+        out.append({"id": case["id"], "fates": result})
+    json.dump(out, sys.stdout)
+""")
+
+GUEST_SCRIPT = textwrap.dedent("""
+    set -e
+    modprobe ip_vs
+    # what kube-proxy's IPVS proxier sets (pkg/proxy/ipvs/proxier.go)
+    sysctl -qw net.ipv4.vs.conntrack=1 net.ipv4.vs.expire_nodest_conn=1 net.ipv4.vs.expire_quiescent_template=1
+    sysctl -qw net.ipv4.ip_forward=1
+    sh ./wiring.sh
+    sh ./addresses.sh
+    ipset restore < ipset.txt
+    ipvsadm -R < ipvsadm.txt
+    iptables-legacy-restore < iptables.txt
+    iptables-legacy-save > "$KPD_OUT/iptables-legacy-save.txt"
+    ipvsadm --save -n > "$KPD_OUT/ipvsadm-save.txt"
+    ipset list > "$KPD_OUT/ipset-list.txt"
+    ip -j addr > "$KPD_OUT/ip-addr.json"
+    sysctl net.ipv4.ip_forward > "$KPD_OUT/sysctl.txt"
+    ip netns exec pods python3 listener.py 40 {pod_ports} > pods-listener.txt &
+    PODS=$!
+    python3 listener.py 40 {node_ports} > node-listener.txt &
+    NODE=$!
+    for i in $(seq 100); do
+        [ "$(cat pods-listener.txt node-listener.txt 2>/dev/null | grep -c listening)" = 2 ] && break
+        sleep 0.1
+    done
+    ip netns exec client python3 client.py cases.json {deadline} > "$KPD_OUT/client.json"
+    conntrack -L -p tcp > "$KPD_OUT/conntrack.txt" 2>/dev/null
+    ipvsadm -Lnc > "$KPD_OUT/ipvs-connections.txt"
+    kill $PODS $NODE
+""")
+
+
+def sections(render: str) -> dict[str, str]:
+    """The four `#### <section>` parts of `kpdoctor proxier render --mode ipvs`."""
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in render.splitlines(keepends=True):
+        if line.startswith("#### "):
+            current = out.setdefault(line[5:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return {name: "".join(lines) for name, lines in out.items()}
+
+
+def wiring(node_ips: tuple[str, ...], real_servers: set[str], sources: tuple[str, ...]) -> str:
+    """The guest's namespaces: client (every source address) --veth-- node --veth-- pods (every real server)."""
+    lines = [
+        "set -e",
+        "ip link set lo up",
+        "ip netns add client", "ip netns add pods",
+        "ip link add c0 netns client type veth peer name n0",
+        "ip link add p0 netns pods type veth peer name pods0",
+        "ip link set n0 up", "ip link set pods0 up",
+        "ip -n client link set lo up", "ip -n client link set c0 up",
+        "ip -n pods link set lo up", "ip -n pods link set p0 up",
+        f"ip addr add {NODE_ON_CLIENT_NET}/24 dev n0",
+        *(f"ip addr add {ip}/32 dev n0" for ip in node_ips),
+        f"ip -n client addr add {CLIENT_MAIN}/24 dev c0",
+        f"ip addr add {NODE_ON_PODS}/32 dev pods0",
+        f"ip -n pods route add {NODE_ON_PODS} dev p0",
+        f"ip -n pods route add default via {NODE_ON_PODS} dev p0",
+        "ip -n client route add default via " + NODE_ON_CLIENT_NET,
+    ]
+    for src in sources:
+        if src != CLIENT_MAIN:
+            lines.append(f"ip -n client addr add {src}/32 dev c0")
+            lines.append(f"ip route add {src}/32 via {CLIENT_MAIN} dev n0")
+    for rs in sorted(real_servers):
+        lines.append(f"ip -n pods addr add {rs}/32 dev p0")
+        lines.append(f"ip route add {rs}/32 dev pods0")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: int
+    src: str
+    dst: str
+    dport: int
+    count: int
+    sport: int  # the first source port; the case uses sport .. sport + count - 1
+
+
+@dataclass
+class Seen:
+    """What the kernel did with one case's connections."""
+
+    fates: dict[int, str]  # source port -> open | refused | timeout | errno name
+    real_server: dict[int, str] = field(default_factory=dict)  # source port -> "ip:port" (ipvsadm -Lnc)
+    conntrack_target: dict[int, str] = field(default_factory=dict)  # source port -> reply source "ip:port"
+    masqueraded: dict[int, bool] = field(default_factory=dict)  # source port -> reply dst != original source
+
+
+@dataclass
+class GuestLab:
+    run: GuestRun
+    facts: dict[str, str]  # the dumps taken inside the guest, by the fact name the trace reads
+    seen: dict[int, Seen]
+
+
+def _ipvs_connections(text: str) -> dict[tuple[str, int], str]:
+    """`ipvsadm -Lnc`: (source ip, source port) -> destination "ip:port"."""
+    out = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 6 and words[0] in ("TCP", "UDP", "SCTP"):
+            src, _, sport = words[3].rpartition(":")
+            out[(src, int(sport))] = words[5]
+    return out
+
+
+def run_lab(render: str, node_ips: tuple[str, ...], cases: list[Case], timeout: float = 90.0) -> GuestLab:
+    parts = sections(render)
+    table = parse_ipvsadm_save(parts[SECTION_IPVSADM])
+    real_servers = {rs.address for vs in table.virtual_servers for rs in vs.real_servers}
+    sources = tuple(sorted({c.src for c in cases}))
+    script = GUEST_SCRIPT.format(pod_ports=" ".join(map(str, POD_PORTS)), node_ports=" ".join(map(str, NODE_PORTS)),
+                                 deadline=CONNECT_SECONDS)
+    inputs = {
+        "wiring.sh": wiring(node_ips, real_servers, sources),
+        "addresses.sh": "set -e\n" + parts[SECTION_ADDRESSES],
+        "ipset.txt": parts[SECTION_IPSET],
+        "ipvsadm.txt": parts[SECTION_IPVSADM],
+        "iptables.txt": parts[SECTION_IPTABLES],
+        "listener.py": LISTENER,
+        "client.py": CLIENT,
+        "cases.json": json.dumps([c.__dict__ for c in cases]),
+    }
+    run = run_in_guest(script, inputs, timeout=timeout)
+    if run.returncode != 0 or "client.json" not in run.files:
+        raise AssertionError(f"guest script failed (rc {run.returncode}, timed out: {run.timed_out}):\n"
+                             f"{run.output[-3000:]}\n--- console ---\n{run.console[-3000:]}")
+    ipvs_conns = _ipvs_connections(run.files["ipvs-connections.txt"])
+    conntrack = {(e.src, e.sport): e for e in parse_conntrack_entries(run.files["conntrack.txt"])}
+    by_id = {c.id: c for c in cases}
+    seen: dict[int, Seen] = {}
+    for entry in json.loads(run.files["client.json"]):
+        case = by_id[entry["id"]]
+        s = Seen({int(p): f for p, f in entry["fates"].items()})
+        for sport in s.fates:
+            if (case.src, sport) in ipvs_conns:
+                s.real_server[sport] = ipvs_conns[(case.src, sport)]
+            ct = conntrack.get((case.src, sport))
+            if ct is not None and ct.dst == case.dst and ct.dport == case.dport:
+                s.conntrack_target[sport] = ct.dnat_target
+                s.masqueraded[sport] = ct.reply_dst != case.src
+        seen[case.id] = s
+    facts = {name: run.files[name] for name in
+             ("iptables-legacy-save.txt", "ipvsadm-save.txt", "ipset-list.txt", "ip-addr.json", "sysctl.txt")}
+    return GuestLab(run, facts, seen)
+
+
+def node_state(node: str, facts: dict[str, str]) -> NodeState:
+    """The guest's dumps as a node's facts (what `kpdoctor scan` would have collected there)."""
+    all_facts = {name: Fact(name, text, name, 0) for name, text in facts.items()}
+    all_facts["iptables-version.txt"] = Fact("iptables-version.txt", "iptables v1.8.9 (legacy)\n", "iptables -V", 0)
+    all_facts["kube-proxy/proxyMode.txt"] = Fact("kube-proxy/proxyMode.txt", "ipvs\n", "curl", 0)
+    return NodeState(node, "bundle", MappingProxyType(all_facts))
