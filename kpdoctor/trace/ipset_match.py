@@ -3,7 +3,7 @@
 Each dimension of the set type is matched against the packet field its `--match-set` flag names (src/dst):
 - `ip`: the address equals the member's (a member written as a CIDR or an a-b range covers its addresses);
 - `net`: the address is inside the member's prefix (a bare address is a host prefix); a member flagged `nomatch`
-  excludes what it covers (hash:net* types);
+  excludes what it covers unless a more specific member covers it too (hash:net* types);
 - `port`: hash types store the protocol with the port (`tcp:8080`; a bare port is tcp, as `ipset add`
   defaults); bitmap:port stores the port alone and matches it for any protocol that has ports.
 
@@ -120,11 +120,11 @@ class SetIndex:
         for want, have in zip(member, key, strict=True):
             if isinstance(want, tuple) and want and want[0] == "net":
                 _, fam, net, mask = want
-                if not (isinstance(have, tuple) and have[0] == fam and (int(have[1]) & int(mask)) == net):  # type: ignore[call-overload]
+                if not (isinstance(have, tuple) and have[0] == fam and (int(have[1]) & int(mask)) == net):
                     return False
             elif isinstance(want, tuple) and want and want[0] == "range":
                 _, fam, low, high = want
-                if not (isinstance(have, tuple) and have[0] == fam and low <= have[1] <= high):  # type: ignore[operator]
+                if not (isinstance(have, tuple) and have[0] == fam and low <= have[1] <= high):
                     return False
             elif want != have:
                 return False
@@ -137,8 +137,28 @@ class SetIndex:
         key = self._packet_key(dirs, pkt)
         if key is None:
             return False  # a port dimension and a protocol without ports (or not an address): no match
-        if any(self._covers(m, key) for m in self.excluded):
+        excluded = [_specificity(m) for m in self.excluded if self._covers(m, key)]
+        if not excluded:
+            if key in self.exact or any(self._covers(m, key) for m in self.wide):
+                return True
+            return None if self.undecided else False
+        # the kernel lets the most specific covering entry decide (hash:net* lookups go from the longest prefix)
+        matched = [_specificity(m) for m in self.wide if self._covers(m, key)]
+        if key in self.exact:
+            matched.append(_specificity(key))
+        if not matched or max(excluded) > max(matched):
             return False
-        if key in self.exact or any(self._covers(m, key) for m in self.wide):
-            return True
-        return None if self.undecided else False
+        return True if max(matched) > max(excluded) else None
+
+
+def _specificity(member: tuple[object, ...]) -> int:
+    """Prefix bits of a member over all its dimensions (a range counts as the widest, 0)."""
+    bits = 0
+    for want in member:
+        if isinstance(want, tuple) and want and want[0] == "net":
+            bits += bin(int(want[3])).count("1")
+        elif isinstance(want, tuple) and want and want[0] == "range":
+            continue
+        else:
+            bits += 128
+    return bits

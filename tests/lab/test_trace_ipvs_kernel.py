@@ -34,7 +34,16 @@ from kpdoctor.proxier.context import build_input
 from kpdoctor.proxier.ipvs import SECTION_IPVSADM, render_ipvs
 from kpdoctor.trace.addresses import Endpoint
 from kpdoctor.trace.run import TraceRequest, TraceResult, run_trace
-from tests.support.ipvs_guest import CLIENT_MAIN, NODE_PORTS, Case, GuestLab, Seen, node_state, run_lab, sections
+from tests.support.ipvs_guest import (
+    CLIENT_MAIN,
+    NODE_PORTS,
+    Case,
+    GuestLab,
+    Seen,
+    node_state,
+    run_lab,
+    sections,
+)
 
 pytestmark = pytest.mark.root("linux.uml", "ipvsadm", "ipset", "iptables-legacy-restore", "conntrack")
 
