@@ -8,7 +8,8 @@ external IP, Services without endpoints). Not the real kube-proxy binary: kube-p
 guest has no network to the lab's.
 
 The trace runs on the dumps taken inside the guest (iptables-legacy-save, ipvsadm --save -n, ipset list,
-ip -j addr). For every case (listed: every virtual server from four kinds of source; plus seeded-random cases),
+ip -j addr). For every case (listed: every virtual server from four kinds of source and from the node itself;
+plus seeded-random cases),
 what the trace predicts must be what the guest's kernel did with real TCP connections:
 - the verdict: accept = the connection opened, reject = refused (RST / ICMP unreachable), drop = no answer;
 - the real server of each connection (IPVS's own `ipvsadm -Lnc`, and conntrack's reply source agrees): the set
@@ -84,6 +85,9 @@ def _cases() -> list[Case]:
     for i, (src, dst, dport, count) in enumerate(listed + randoms):
         out.append(Case(i, src, dst, dport, count, sport))
         sport += count
+    for dst, dport, count in targets:  # from the node itself: IPVS schedules at LOCAL_OUT, not at input
+        out.append(Case(len(out), node_ips[0], dst, dport, count, sport, on_node=True))
+        sport += count
     return out
 
 
@@ -102,7 +106,7 @@ def lab() -> GuestLab:
 
 def _trace(lab: GuestLab, case: Case) -> TraceResult:
     req = TraceRequest(NODE, Endpoint(case.src, None, None, "client"), Endpoint(case.dst, case.dport, "tcp", ""),
-                       "tcp", sport=case.sport, iif="n0")
+                       "tcp", sport=case.sport, iif=None if case.on_node else "n0")
     return run_trace(req, node_state(NODE, lab.facts), None)
 
 

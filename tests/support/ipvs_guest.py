@@ -112,6 +112,7 @@ GUEST_SCRIPT = textwrap.dedent("""
         sleep 0.1
     done
     ip netns exec client python3 client.py cases.json {deadline} > "$KPD_OUT/client.json"
+    python3 client.py node-cases.json {deadline} > "$KPD_OUT/node-client.json"
     conntrack -L -p tcp > "$KPD_OUT/conntrack.txt" 2>/dev/null
     ipvsadm -Lnc > "$KPD_OUT/ipvs-connections.txt"
     kill $PODS $NODE
@@ -167,6 +168,7 @@ class Case:
     dport: int
     count: int
     sport: int  # the first source port; the case uses sport .. sport + count - 1
+    on_node: bool = False  # sent by the node itself (its root namespace), not from the client namespace
 
 
 @dataclass
@@ -201,7 +203,7 @@ def run_lab(render: str, node_ips: tuple[str, ...], cases: list[Case], timeout: 
     parts = sections(render)
     table = parse_ipvsadm_save(parts[SECTION_IPVSADM])
     real_servers = {rs.address for vs in table.virtual_servers for rs in vs.real_servers}
-    sources = tuple(sorted({c.src for c in cases}))
+    sources = tuple(sorted({c.src for c in cases if not c.on_node}))
     script = GUEST_SCRIPT.format(pod_ports=" ".join(map(str, POD_PORTS)), node_ports=" ".join(map(str, NODE_PORTS)),
                                  deadline=CONNECT_SECONDS)
     inputs = {
@@ -212,17 +214,18 @@ def run_lab(render: str, node_ips: tuple[str, ...], cases: list[Case], timeout: 
         "iptables.txt": parts[SECTION_IPTABLES],
         "listener.py": LISTENER,
         "client.py": CLIENT,
-        "cases.json": json.dumps([c.__dict__ for c in cases]),
+        "cases.json": json.dumps([c.__dict__ for c in cases if not c.on_node]),
+        "node-cases.json": json.dumps([c.__dict__ for c in cases if c.on_node]),
     }
     run = run_in_guest(script, inputs, timeout=timeout)
-    if run.returncode != 0 or "client.json" not in run.files:
+    if run.returncode != 0 or "node-client.json" not in run.files:
         raise AssertionError(f"guest script failed (rc {run.returncode}, timed out: {run.timed_out}):\n"
                              f"{run.output[-3000:]}\n--- console ---\n{run.console[-3000:]}")
     ipvs_conns = _ipvs_connections(run.files["ipvs-connections.txt"])
     conntrack = {(e.src, e.sport): e for e in parse_conntrack_entries(run.files["conntrack.txt"])}
     by_id = {c.id: c for c in cases}
     seen: dict[int, Seen] = {}
-    for entry in json.loads(run.files["client.json"]):
+    for entry in json.loads(run.files["client.json"]) + json.loads(run.files["node-client.json"]):
         case = by_id[entry["id"]]
         s = Seen({int(p): f for p, f in entry["fates"].items()})
         for sport in s.fates:
