@@ -8,8 +8,8 @@ external IP, Services without endpoints). Not the real kube-proxy binary: kube-p
 guest has no network to the lab's.
 
 The trace runs on the dumps taken inside the guest (iptables-legacy-save, ipvsadm --save -n, ipset list,
-ip -j addr). For every case (listed: every virtual server from four kinds of source and from the node itself;
-plus seeded-random cases),
+ip -j addr). For every case (listed: every virtual server from four kinds of client, from the node itself and
+from two real servers, hairpin included; plus seeded-random cases),
 what the trace predicts must be what the guest's kernel did with real TCP connections:
 - the verdict: accept = the connection opened, reject = refused (RST / ICMP unreachable), drop = no answer;
 - the real server of each connection (IPVS's own `ipvsadm -Lnc`, and conntrack's reply source agrees): the set
@@ -53,6 +53,9 @@ NODE = "kpnode1"
 # four kinds of client: outside the cluster and inside one LoadBalancer's source range (203.0.113.0/24), inside
 # the other range (198.51.100.128/25), outside both, and a pod-network address (ClusterIP traffic not masqueraded)
 SOURCES = (CLIENT_MAIN, "198.51.100.200", "198.51.100.20", "10.244.3.7")
+# pods of kpnode1 that are real servers (KUBE-LOOP-BACK lists kpnode1's own endpoints): each in a namespace of its
+# own on veth podcN; a connection that IPVS sends back to its sender is the hairpin case
+POD_SOURCES = ("10.244.1.20", "10.244.1.21")
 SEED = 15
 RANDOM_CASES = 30
 FATE_VERDICT = {"open": "accept", "refused": "reject", "timeout": "drop"}
@@ -86,8 +89,12 @@ def _cases() -> list[Case]:
         out.append(Case(i, src, dst, dport, count, sport))
         sport += count
     for dst, dport, count in targets:  # from the node itself: IPVS schedules at LOCAL_OUT, not at input
-        out.append(Case(len(out), node_ips[0], dst, dport, count, sport, on_node=True))
+        out.append(Case(len(out), node_ips[0], dst, dport, count, sport, "node"))
         sport += count
+    for src in POD_SOURCES:  # from a real server: hairpin when IPVS picks the sender (KUBE-LOOP-BACK masquerade)
+        for dst, dport, count in frontends:
+            out.append(Case(len(out), src, dst, dport, count, sport, "pods"))
+            sport += count
     return out
 
 
@@ -104,9 +111,16 @@ def lab() -> GuestLab:
     return run_lab(render, node_ips, _cases())
 
 
+def _iif(case: Case) -> str | None:
+    """The interface the packet arrives on at the node (None: generated on the node)."""
+    if case.origin == "pods":
+        return f"podc{POD_SOURCES.index(case.src)}"
+    return "n0" if case.origin == "client" else None
+
+
 def _trace(lab: GuestLab, case: Case) -> TraceResult:
     req = TraceRequest(NODE, Endpoint(case.src, None, None, "client"), Endpoint(case.dst, case.dport, "tcp", ""),
-                       "tcp", sport=case.sport, iif=None if case.on_node else "n0")
+                       "tcp", sport=case.sport, iif=_iif(case))
     return run_trace(req, node_state(NODE, lab.facts), None)
 
 
@@ -167,6 +181,10 @@ def test_the_cases_cover_each_outcome(lab: GuestLab) -> None:
     assert max(spread) >= 4, spread
     masq = Counter(m for s in lab.seen.values() for m in s.masqueraded.values())
     assert masq[True] > 0 and masq[False] > 0, masq
+    by_id = {c.id: c for c in _cases()}
+    hairpins = [p for i, s in lab.seen.items() for p, rs in s.real_server.items()
+                if by_id[i].origin == "pods" and rs.startswith(f"{by_id[i].src}:") and s.masqueraded.get(p)]
+    assert hairpins, "no pod's connection came back to itself (KUBE-LOOP-BACK masquerade)"
 
 
 def test_the_traced_dumps_are_the_guests_own(lab: GuestLab) -> None:

@@ -105,17 +105,27 @@ GUEST_SCRIPT = textwrap.dedent("""
     sysctl net.ipv4.ip_forward > "$KPD_OUT/sysctl.txt"
     ip netns exec pods python3 listener.py 40 {pod_ports} > pods-listener.txt &
     PODS=$!
+    PODC=""
+    for ns in $(ip netns list | awk '/^podc/ {{print $1}}'); do
+        ip netns exec "$ns" python3 listener.py 40 {pod_ports} > "$ns-listener.txt" &
+        PODC="$PODC $!"
+    done
     python3 listener.py 40 {node_ports} > node-listener.txt &
     NODE=$!
     for i in $(seq 100); do
-        [ "$(cat pods-listener.txt node-listener.txt 2>/dev/null | grep -c listening)" = 2 ] && break
+        [ "$(cat ./*-listener.txt 2>/dev/null | grep -c listening)" = "$(ls ./*-listener.txt | wc -l)" ] && break
         sleep 0.1
     done
     ip netns exec client python3 client.py cases.json {deadline} > "$KPD_OUT/client.json"
     python3 client.py node-cases.json {deadline} > "$KPD_OUT/node-client.json"
+    i=0
+    for case_file in podc-*.json; do
+        ip netns exec "podc$i" python3 client.py "$case_file" {deadline} > "$KPD_OUT/pods-client-$i.json"
+        i=$((i + 1))
+    done
     conntrack -L -p tcp > "$KPD_OUT/conntrack.txt" 2>/dev/null
     ipvsadm -Lnc > "$KPD_OUT/ipvs-connections.txt"
-    kill $PODS $NODE
+    kill $PODS $PODC $NODE
 """)
 
 
@@ -131,8 +141,11 @@ def sections(render: str) -> dict[str, str]:
     return {name: "".join(lines) for name, lines in out.items()}
 
 
-def wiring(node_ips: tuple[str, ...], real_servers: set[str], sources: tuple[str, ...]) -> str:
-    """The guest's namespaces: client (every source address) --veth-- node --veth-- pods (every real server)."""
+def wiring(node_ips: tuple[str, ...], real_servers: set[str], sources: tuple[str, ...],
+           pod_sources: tuple[str, ...]) -> str:
+    """The guest's namespaces: client (every source address) --veth-- node --veth-- pods (every real server but
+    the sending ones), and node --veth podcN-- podcN for each real server that also sends (a namespace of its own,
+    as a pod has: the other real servers' replies come back through the node)."""
     lines = [
         "set -e",
         "ip link set lo up",
@@ -154,7 +167,13 @@ def wiring(node_ips: tuple[str, ...], real_servers: set[str], sources: tuple[str
         if src != CLIENT_MAIN:
             lines.append(f"ip -n client addr add {src}/32 dev c0")
             lines.append(f"ip route add {src}/32 via {CLIENT_MAIN} dev n0")
-    for rs in sorted(real_servers):
+    for i, src in enumerate(pod_sources):
+        ns = f"podc{i}"
+        lines += [f"ip netns add {ns}", f"ip link add q0 netns {ns} type veth peer name {ns}", f"ip link set {ns} up",
+                  f"ip -n {ns} link set lo up", f"ip -n {ns} link set q0 up", f"ip addr add {NODE_ON_PODS}/32 dev {ns}",
+                  f"ip -n {ns} route add {NODE_ON_PODS} dev q0", f"ip -n {ns} route add default via {NODE_ON_PODS} dev q0",
+                  f"ip -n {ns} addr add {src}/32 dev q0", f"ip route add {src}/32 dev {ns}"]
+    for rs in sorted(real_servers - set(pod_sources)):
         lines.append(f"ip -n pods addr add {rs}/32 dev p0")
         lines.append(f"ip route add {rs}/32 dev pods0")
     return "\n".join(lines) + "\n"
@@ -168,7 +187,7 @@ class Case:
     dport: int
     count: int
     sport: int  # the first source port; the case uses sport .. sport + count - 1
-    on_node: bool = False  # sent by the node itself (its root namespace), not from the client namespace
+    origin: str = "client"  # the sender's namespace: client, node (the node itself) or pods (a real server's address)
 
 
 @dataclass
@@ -203,19 +222,22 @@ def run_lab(render: str, node_ips: tuple[str, ...], cases: list[Case], timeout: 
     parts = sections(render)
     table = parse_ipvsadm_save(parts[SECTION_IPVSADM])
     real_servers = {rs.address for vs in table.virtual_servers for rs in vs.real_servers}
-    sources = tuple(sorted({c.src for c in cases if not c.on_node}))
+    sources = tuple(sorted({c.src for c in cases if c.origin == "client"}))
+    pod_sources = tuple(sorted({c.src for c in cases if c.origin == "pods"}))
     script = GUEST_SCRIPT.format(pod_ports=" ".join(map(str, POD_PORTS)), node_ports=" ".join(map(str, NODE_PORTS)),
                                  deadline=CONNECT_SECONDS)
     inputs = {
-        "wiring.sh": wiring(node_ips, real_servers, sources),
+        "wiring.sh": wiring(node_ips, real_servers, sources, pod_sources),
         "addresses.sh": "set -e\n" + parts[SECTION_ADDRESSES],
         "ipset.txt": parts[SECTION_IPSET],
         "ipvsadm.txt": parts[SECTION_IPVSADM],
         "iptables.txt": parts[SECTION_IPTABLES],
         "listener.py": LISTENER,
         "client.py": CLIENT,
-        "cases.json": json.dumps([c.__dict__ for c in cases if not c.on_node]),
-        "node-cases.json": json.dumps([c.__dict__ for c in cases if c.on_node]),
+        "cases.json": json.dumps([c.__dict__ for c in cases if c.origin == "client"]),
+        "node-cases.json": json.dumps([c.__dict__ for c in cases if c.origin == "node"]),
+        **{f"podc-{i}.json": json.dumps([c.__dict__ for c in cases if c.origin == "pods" and c.src == src])
+           for i, src in enumerate(pod_sources)},
     }
     run = run_in_guest(script, inputs, timeout=timeout)
     if run.returncode != 0 or "node-client.json" not in run.files:
@@ -225,7 +247,9 @@ def run_lab(render: str, node_ips: tuple[str, ...], cases: list[Case], timeout: 
     conntrack = {(e.src, e.sport): e for e in parse_conntrack_entries(run.files["conntrack.txt"])}
     by_id = {c.id: c for c in cases}
     seen: dict[int, Seen] = {}
-    for entry in json.loads(run.files["client.json"]) + json.loads(run.files["node-client.json"]):
+    names = ["client", "node-client", *(f"pods-client-{i}" for i in range(len(pod_sources)))]
+    answers = [json.loads(run.files[f"{name}.json"]) for name in names]
+    for entry in [e for part in answers for e in part]:
         case = by_id[entry["id"]]
         s = Seen({int(p): f for p, f in entry["fates"].items()})
         for sport in s.fates:
