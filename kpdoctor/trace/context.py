@@ -25,6 +25,7 @@ class TraceContext:
     forks: int = field(default=0)
     specs: SpecCache = field(default_factory=SpecCache)  # compiled rule specs (--matrix shares one between nodes)
     set_indexes: dict[str, SetIndex] = field(default_factory=dict)  # ipsets indexed on first use
+    bridges: frozenset[str] | None = None  # interfaces that are another's master (ip-addr.json); None: not known
 
     def count_fork(self) -> None:
         self.forks += 1
