@@ -28,7 +28,6 @@ CLIENT_NET = "203.0.113"  # TEST-NET-3: the client veth
 NODE_ON_CLIENT_NET = f"{CLIENT_NET}.1"
 CLIENT_MAIN = f"{CLIENT_NET}.10"
 NODE_ON_PODS = "169.254.1.1"  # the node's address toward the pods namespace (a masqueraded source shows it)
-POD_PORTS = (8080, 8443, 6443)  # what the real servers of the recorded cluster listen on
 # ports the node itself listens on: a packet delivered locally connects, so a REJECT or DROP rule is visible
 NODE_PORTS = (81, 31999, 32100, 32101)
 CONNECT_SECONDS = 1.5  # a connection neither open nor refused by then was dropped
@@ -224,7 +223,8 @@ def run_lab(render: str, node_ips: tuple[str, ...], cases: list[Case], timeout: 
     real_servers = {rs.address for vs in table.virtual_servers for rs in vs.real_servers}
     sources = tuple(sorted({c.src for c in cases if c.origin == "client"}))
     pod_sources = tuple(sorted({c.src for c in cases if c.origin == "pods"}))
-    script = GUEST_SCRIPT.format(pod_ports=" ".join(map(str, POD_PORTS)), node_ports=" ".join(map(str, NODE_PORTS)),
+    pod_ports = sorted({rs.port for vs in table.virtual_servers for rs in vs.real_servers})
+    script = GUEST_SCRIPT.format(pod_ports=" ".join(map(str, pod_ports)), node_ports=" ".join(map(str, NODE_PORTS)),
                                  deadline=CONNECT_SECONDS)
     inputs = {
         "wiring.sh": wiring(node_ips, real_servers, sources, pod_sources),
