@@ -55,8 +55,9 @@ pytestmark = pytest.mark.root("linux.uml", "ipvsadm", "ipset", "iptables-legacy-
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-proxy-v1.36"
 # V2: ClusterIPs, NodePorts (eTP Cluster and Local), LoadBalancers with source ranges, an external IP, Services
-# without endpoints; V3: sessionAffinity ClientIP (IPVS persistence, -p) and terminating endpoints
-CLUSTERS = ("V2-nodeport-lb", "V3-affinity-terminating")
+# without endpoints; V3: sessionAffinity ClientIP (IPVS persistence, -p) and terminating endpoints; V1: a UDP
+# virtual server (DNS) and one with 12 real servers
+CLUSTERS = ("V2-nodeport-lb", "V3-affinity-terminating", "V1-basic-clusterip")
 NODE = "kpnode1"
 # four kinds of client: outside the cluster and inside one LoadBalancer's source range (203.0.113.0/24), inside
 # the other range (198.51.100.128/25), outside both, and a pod-network address (ClusterIP traffic not masqueraded)
@@ -86,10 +87,12 @@ def pod_sources(cluster: str) -> tuple[str, ...]:
 def _cases(cluster: str) -> tuple[Case, ...]:
     render, node_ips = _render(cluster)
     table = parse_ipvsadm_save(sections(render)[SECTION_IPVSADM])
-    frontends = [(vs.address, vs.port, max(1, 2 * len(vs.real_servers))) for vs in table.virtual_servers]
+    frontends = [(vs.address, vs.port, max(1, 2 * len(vs.real_servers)), vs.protocol.lower())
+                 for vs in table.virtual_servers]
     taken = {(vs.address, vs.port) for vs in table.virtual_servers}
     vips = sorted({vs.address for vs in table.virtual_servers if vs.address not in node_ips})
-    extra = [(node_ips[0], port, 1) for port in NODE_PORTS] + [(vip, 81, 1) for vip in vips[:2] if (vip, 81) not in taken]
+    extra = [(node_ips[0], port, 1, "tcp") for port in NODE_PORTS] + [
+        (vip, 81, 1, "tcp") for vip in vips[:2] if (vip, 81) not in taken]
     targets = frontends + extra
     listed = [(src, *t) for t in targets for src in SOURCES]
     rng = random.Random(SEED)
@@ -98,20 +101,20 @@ def _cases(cluster: str) -> tuple[Case, ...]:
     randoms = []
     for _ in range(RANDOM_CASES):
         src = rng.choice(nets).format(rng.randrange(11, 250))
-        addr, port, count = rng.choice(targets)
+        addr, port, count, proto = rng.choice(targets)
         if rng.random() < 0.3:
             port, count = rng.choice([*NODE_PORTS, 80, 443, 8080, 30100, 30102]), 1
-        randoms.append((src, addr, port, count))
+        randoms.append((src, addr, port, count, proto))
     out, sport = [], 20000
-    for i, (src, dst, dport, count) in enumerate(listed + randoms):
-        out.append(Case(i, src, dst, dport, count, sport))
+    for i, (src, dst, dport, count, proto) in enumerate(listed + randoms):
+        out.append(Case(i, src, dst, dport, count, sport, proto=proto))
         sport += count
-    for dst, dport, count in targets:  # from the node itself: IPVS schedules at LOCAL_OUT, not at input
-        out.append(Case(len(out), node_ips[0], dst, dport, count, sport, "node"))
+    for dst, dport, count, proto in targets:  # from the node itself: IPVS schedules at LOCAL_OUT, not at input
+        out.append(Case(len(out), node_ips[0], dst, dport, count, sport, "node", proto))
         sport += count
     for src in pod_sources(cluster):  # from a real server: hairpin when IPVS picks the sender
-        for dst, dport, count in frontends:
-            out.append(Case(len(out), src, dst, dport, count, sport, "pods"))
+        for dst, dport, count, proto in frontends:
+            out.append(Case(len(out), src, dst, dport, count, sport, "pods", proto))
             sport += count
     return tuple(out)
 
@@ -146,8 +149,8 @@ def _iif(lab: Lab, case: Case) -> str | None:
 
 
 def _trace(lab: Lab, case: Case) -> TraceResult:
-    req = TraceRequest(NODE, Endpoint(case.src, None, None, "client"), Endpoint(case.dst, case.dport, "tcp", ""),
-                       "tcp", sport=case.sport, iif=_iif(lab, case))
+    req = TraceRequest(NODE, Endpoint(case.src, None, None, "client"),
+                       Endpoint(case.dst, case.dport, case.proto, ""), case.proto, sport=case.sport, iif=_iif(lab, case))
     return run_trace(req, node_state(NODE, lab.guest.facts), None)
 
 
@@ -162,7 +165,7 @@ def _kernel_view(seen: Seen, sport: int) -> tuple[str, str, bool]:
 def _mismatch(lab: Lab, case: Case) -> str | None:
     """Why the trace and the kernel disagree on `case` (None: they agree)."""
     result = _trace(lab, case)
-    what = f"{case.src} -> {case.dst}:{case.dport} ({case.count} connections)"
+    what = f"{case.src} -> {case.dst}:{case.dport}/{case.proto} ({case.count} connections)"
     if result.error or not result.complete:
         return f"{what}: trace incomplete ({result.error or result.notes})"
     seen = lab.guest.seen[case.id]

@@ -31,59 +31,92 @@ NODE_ON_PODS = "169.254.1.1"  # the node's address toward the pods namespace (a 
 # ports the node itself listens on: a packet delivered locally connects, so a REJECT or DROP rule is visible
 NODE_PORTS = (81, 31999, 32100, 32101)
 CONNECT_SECONDS = 1.5  # a connection neither open nor refused by then was dropped
+SETTLE_SECONDS = 0.3  # the longest a case waits for its answers before the next case starts
 
 # Bounded: every listener exits after LISTEN_SECONDS; the guest's script is bounded by kpdoctor.lab.uml.
 LISTENER = textwrap.dedent("""
-    import selectors, socket, sys, time
-    seconds, ports = float(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+    import selectors, socket, struct, sys, time
+    IP_PKTINFO = 8  # linux/in.h (Python 3.11 has no constant)
+    seconds, ports = float(sys.argv[1]), sys.argv[2:]  # proto:port
     sel = selectors.DefaultSelector()
-    for port in ports:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    for spec in ports:
+        proto, _, port = spec.partition(":")
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
-        s.listen(128)
-        sel.register(s, selectors.EVENT_READ)
+        s.bind(("0.0.0.0", int(port)))
+        if proto == "tcp":
+            s.listen(128)
+        else:  # answer from the address the datagram was sent to (the namespace holds many)
+            s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sel.register(s, selectors.EVENT_READ, proto)
     print("listening", flush=True)
     end = time.monotonic() + seconds
-    while time.monotonic() < end:  # accept and close: a full accept queue would drop SYNs
+    while time.monotonic() < end:  # TCP: accept and close (a full accept queue would drop SYNs); UDP: echo
         for key, _ in sel.select(timeout=0.2):
-            conn, _ = key.fileobj.accept()
-            conn.close()
+            if key.data == "tcp":
+                conn, _ = key.fileobj.accept()
+                conn.close()
+            else:
+                data, anc, _, peer = key.fileobj.recvmsg(2048, socket.CMSG_SPACE(12))
+                info = next(d for lvl, typ, d in anc if lvl == socket.IPPROTO_IP and typ == IP_PKTINFO)
+                _, _, to = struct.unpack("I4s4s", info[:12])  # ifindex, local address, header destination
+                reply = struct.pack("I4s4s", 0, to, bytes(4))
+                key.fileobj.sendmsg([data], [(socket.IPPROTO_IP, IP_PKTINFO, reply)], 0, peer)
 """)
 
-# The client: each case's connections from (src, sport_base + i), non-blocking, all in flight together; the fate of
-# each after CONNECT_SECONDS at most. Output: one JSON object per case.
+# The client: each case's connections from (src, sport_base + i), non-blocking, all in flight together (TCP: a SYN;
+# UDP: one datagram, answered by the echo listener). The next case starts once this one's connections are all
+# answered or after SETTLE seconds (so a dropped case costs no wall time: the first packets of the cases still go
+# out in order, which is what rr schedules by); a connection still unanswered CONNECT_SECONDS after its case
+# started was dropped. Output: one JSON object per case.
 CLIENT = textwrap.dedent("""
     import errno, json, select, socket, sys, time
-    cases, deadline_s = json.load(open(sys.argv[1])), float(sys.argv[2])
-    out = []
+    cases, deadline_s, settle_s = json.load(open(sys.argv[1])), float(sys.argv[2]), float(sys.argv[3])
+    fates, pending, poller = {}, {}, select.poll()  # fates: (case id, sport) -> fate; pending: fd -> (key, sock, udp, t0)
+
+    def step(timeout_ms):
+        for fd, _ in poller.poll(timeout_ms):
+            key, s, udp, _ = pending.pop(fd)
+            poller.unregister(fd)
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if udp and err == 0:
+                try:  # the echo came back
+                    s.recv(2048)
+                except OSError as exc:
+                    err = exc.errno
+            fates[key] = "open" if err == 0 else ("refused" if err == errno.ECONNREFUSED else errno.errorcode.get(err, str(err)))
+            s.close()
+        now = time.monotonic()
+        for fd, (key, s, _, t0) in list(pending.items()):
+            if now - t0 > deadline_s:
+                del pending[fd]
+                poller.unregister(fd)
+                fates[key] = "timeout"
+                s.close()
+
     for case in cases:
-        socks = {}
+        udp = case["proto"] == "udp"
+        t0 = time.monotonic()
+        mine = []
         for i in range(case["count"]):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((case["src"], case["sport"] + i))
             s.setblocking(False)
             s.connect_ex((case["dst"], case["dport"]))
-            socks[s.fileno()] = (case["sport"] + i, s)
-        fate = {}
-        poller = select.poll()
-        for fd in socks:
-            poller.register(fd, select.POLLOUT | select.POLLERR | select.POLLHUP)
-        end = time.monotonic() + deadline_s
-        while len(fate) < len(socks) and time.monotonic() < end:
-            for fd, _ in poller.poll(max(1, int((end - time.monotonic()) * 1000))):
-                if fd in fate:
-                    continue
-                sport, s = socks[fd]
-                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                fate[fd] = "open" if err == 0 else ("refused" if err == errno.ECONNREFUSED else errno.errorcode.get(err, str(err)))
-                poller.unregister(fd)
-        result = {str(sport): fate.get(fd, "timeout") for fd, (sport, s) in socks.items()}
-        for sport, s in socks.values():
-            s.close()
-        out.append({"id": case["id"], "fates": result})
-    json.dump(out, sys.stdout)
+            if udp:
+                s.send(b"kpdoctor")
+            pending[s.fileno()] = ((case["id"], case["sport"] + i), s, udp, t0)
+            poller.register(s.fileno(), (select.POLLIN if udp else select.POLLOUT) | select.POLLERR | select.POLLHUP)
+            mine.append((case["id"], case["sport"] + i))
+        while any(k not in fates for k in mine) and time.monotonic() - t0 < settle_s:
+            step(20)
+    while pending:
+        step(50)
+    out = {}
+    for (cid, sport), fate in fates.items():
+        out.setdefault(cid, {})[str(sport)] = fate
+    json.dump([{"id": cid, "fates": f} for cid, f in out.items()], sys.stdout)
 """)
 
 GUEST_SCRIPT = textwrap.dedent("""
@@ -92,6 +125,9 @@ GUEST_SCRIPT = textwrap.dedent("""
     # what kube-proxy's IPVS proxier sets (pkg/proxy/ipvs/proxier.go)
     sysctl -qw net.ipv4.vs.conntrack=1 net.ipv4.vs.expire_nodest_conn=1 net.ipv4.vs.expire_quiescent_template=1
     sysctl -qw net.ipv4.ip_forward=1
+    # every rejected connection gets its ICMP answer: the node's ICMP rate limit is state no dump shows (with it,
+    # a burst of rejects from one client turns some into silent drops)
+    sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv4.icmp_msgs_per_sec=100000
     sh ./wiring.sh
     sh ./addresses.sh
     ipset restore < ipset.txt
@@ -115,14 +151,15 @@ GUEST_SCRIPT = textwrap.dedent("""
         [ "$(cat ./*-listener.txt 2>/dev/null | grep -c listening)" = "$(ls ./*-listener.txt | wc -l)" ] && break
         sleep 0.1
     done
-    ip netns exec client python3 client.py cases.json {deadline} > "$KPD_OUT/client.json"
-    python3 client.py node-cases.json {deadline} > "$KPD_OUT/node-client.json"
+    ip netns exec client python3 client.py cases.json {deadline} {settle} > "$KPD_OUT/client.json"
+    python3 client.py node-cases.json {deadline} {settle} > "$KPD_OUT/node-client.json"
     i=0
     for case_file in podc-*.json; do
-        ip netns exec "podc$i" python3 client.py "$case_file" {deadline} > "$KPD_OUT/pods-client-$i.json"
+        [ -e "$case_file" ] || continue
+        ip netns exec "podc$i" python3 client.py "$case_file" {deadline} {settle} > "$KPD_OUT/pods-client-$i.json"
         i=$((i + 1))
     done
-    conntrack -L -p tcp > "$KPD_OUT/conntrack.txt" 2>/dev/null
+    conntrack -L > "$KPD_OUT/conntrack.txt" 2>/dev/null
     ipvsadm -Lnc > "$KPD_OUT/ipvs-connections.txt"
     kill $PODS $PODC $NODE
 """)
@@ -187,6 +224,7 @@ class Case:
     count: int
     sport: int  # the first source port; the case uses sport .. sport + count - 1
     origin: str = "client"  # the sender's namespace: client, node (the node itself) or pods (a real server's address)
+    proto: str = "tcp"  # tcp | udp
 
 
 @dataclass
@@ -206,14 +244,14 @@ class GuestLab:
     seen: dict[int, Seen]
 
 
-def _ipvs_connections(text: str) -> dict[tuple[str, int], str]:
-    """`ipvsadm -Lnc`: (source ip, source port) -> destination "ip:port"."""
+def _ipvs_connections(text: str) -> dict[tuple[str, str, int], str]:
+    """`ipvsadm -Lnc`: (protocol, source ip, source port) -> destination "ip:port"."""
     out = {}
     for line in text.splitlines():
         words = line.split()
         if len(words) == 6 and words[0] in ("TCP", "UDP", "SCTP"):
             src, _, sport = words[3].rpartition(":")
-            out[(src, int(sport))] = words[5]
+            out[(words[0].lower(), src, int(sport))] = words[5]
     return out
 
 
@@ -223,9 +261,9 @@ def run_lab(render: str, node_ips: tuple[str, ...], cases: list[Case], timeout: 
     real_servers = {rs.address for vs in table.virtual_servers for rs in vs.real_servers}
     sources = tuple(sorted({c.src for c in cases if c.origin == "client"}))
     pod_sources = tuple(sorted({c.src for c in cases if c.origin == "pods"}))
-    pod_ports = sorted({rs.port for vs in table.virtual_servers for rs in vs.real_servers})
-    script = GUEST_SCRIPT.format(pod_ports=" ".join(map(str, pod_ports)), node_ports=" ".join(map(str, NODE_PORTS)),
-                                 deadline=CONNECT_SECONDS)
+    pod_ports = sorted({f"{vs.protocol.lower()}:{rs.port}" for vs in table.virtual_servers for rs in vs.real_servers})
+    script = GUEST_SCRIPT.format(pod_ports=" ".join(map(str, pod_ports)), node_ports=" ".join(f"tcp:{p}" for p in NODE_PORTS),
+                                 deadline=CONNECT_SECONDS, settle=SETTLE_SECONDS)
     inputs = {
         "wiring.sh": wiring(node_ips, real_servers, sources, pod_sources),
         "addresses.sh": "set -e\n" + parts[SECTION_ADDRESSES],
@@ -244,7 +282,7 @@ def run_lab(render: str, node_ips: tuple[str, ...], cases: list[Case], timeout: 
         raise AssertionError(f"guest script failed (rc {run.returncode}, timed out: {run.timed_out}):\n"
                              f"{run.output[-3000:]}\n--- console ---\n{run.console[-3000:]}")
     ipvs_conns = _ipvs_connections(run.files["ipvs-connections.txt"])
-    conntrack = {(e.src, e.sport): e for e in parse_conntrack_entries(run.files["conntrack.txt"])}
+    conntrack = {(e.protocol, e.src, e.sport): e for e in parse_conntrack_entries(run.files["conntrack.txt"])}
     by_id = {c.id: c for c in cases}
     seen: dict[int, Seen] = {}
     names = ["client", "node-client", *(f"pods-client-{i}" for i in range(len(pod_sources)))]
@@ -253,9 +291,9 @@ def run_lab(render: str, node_ips: tuple[str, ...], cases: list[Case], timeout: 
         case = by_id[entry["id"]]
         s = Seen({int(p): f for p, f in entry["fates"].items()})
         for sport in s.fates:
-            if (case.src, sport) in ipvs_conns:
-                s.real_server[sport] = ipvs_conns[(case.src, sport)]
-            ct = conntrack.get((case.src, sport))
+            if (case.proto, case.src, sport) in ipvs_conns:
+                s.real_server[sport] = ipvs_conns[(case.proto, case.src, sport)]
+            ct = conntrack.get((case.proto, case.src, sport))
             if ct is not None and ct.dst == case.dst and ct.dport == case.dport:
                 s.conntrack_target[sport] = ct.dnat_target
                 s.masqueraded[sport] = ct.reply_dst != case.src
