@@ -30,7 +30,7 @@ CLIENT_MAIN = f"{CLIENT_NET}.10"
 NODE_ON_PODS = "169.254.1.1"  # the node's address toward the pods namespace (a masqueraded source shows it)
 # ports the node itself listens on: a packet delivered locally connects, so a REJECT or DROP rule is visible
 NODE_PORTS = (81, 31999, 32100, 32101)
-CONNECT_SECONDS = 1.5  # a connection neither open nor refused by then was dropped
+CONNECT_SECONDS = 3.0  # a connection neither open nor refused by then was dropped (generous: a busy machine)
 SETTLE_SECONDS = 0.3  # the longest a case waits for its answers before the next case starts
 
 # Bounded: every listener exits after LISTEN_SECONDS; the guest's script is bounded by kpdoctor.lab.uml.
@@ -138,25 +138,25 @@ GUEST_SCRIPT = textwrap.dedent("""
     ipset list > "$KPD_OUT/ipset-list.txt"
     ip -j addr > "$KPD_OUT/ip-addr.json"
     sysctl net.ipv4.ip_forward > "$KPD_OUT/sysctl.txt"
-    ip netns exec pods python3 listener.py 40 {pod_ports} > pods-listener.txt &
+    ip netns exec pods python3 -S listener.py 40 {pod_ports} > pods-listener.txt &
     PODS=$!
     PODC=""
     for ns in $(ip netns list | awk '/^podc/ {{print $1}}'); do
-        ip netns exec "$ns" python3 listener.py 40 {pod_ports} > "$ns-listener.txt" &
+        ip netns exec "$ns" python3 -S listener.py 40 {pod_ports} > "$ns-listener.txt" &
         PODC="$PODC $!"
     done
-    python3 listener.py 40 {node_ports} > node-listener.txt &
+    python3 -S listener.py 40 {node_ports} > node-listener.txt &
     NODE=$!
     for i in $(seq 100); do
         [ "$(cat ./*-listener.txt 2>/dev/null | grep -c listening)" = "$(ls ./*-listener.txt | wc -l)" ] && break
         sleep 0.1
     done
-    ip netns exec client python3 client.py cases.json {deadline} {settle} > "$KPD_OUT/client.json"
-    python3 client.py node-cases.json {deadline} {settle} > "$KPD_OUT/node-client.json"
+    ip netns exec client python3 -S client.py cases.json {deadline} {settle} > "$KPD_OUT/client.json"
+    python3 -S client.py node-cases.json {deadline} {settle} > "$KPD_OUT/node-client.json"
     i=0
     for case_file in podc-*.json; do
         [ -e "$case_file" ] || continue
-        ip netns exec "podc$i" python3 client.py "$case_file" {deadline} {settle} > "$KPD_OUT/pods-client-$i.json"
+        ip netns exec "podc$i" python3 -S client.py "$case_file" {deadline} {settle} > "$KPD_OUT/pods-client-$i.json"
         i=$((i + 1))
     done
     conntrack -L > "$KPD_OUT/conntrack.txt" 2>/dev/null
@@ -178,8 +178,8 @@ def sections(render: str) -> dict[str, str]:
 
 
 def wiring(node_ips: tuple[str, ...], real_servers: set[str], sources: tuple[str, ...],
-           pod_sources: tuple[str, ...]) -> str:
-    """The guest's namespaces: client (every source address) --veth-- node --veth-- pods (every real server but
+           pod_sources: tuple[str, ...]) -> dict[str, str]:
+    """The guest's namespaces (as `as_batches` files): client (every source address) --veth-- node --veth-- pods (every real server but
     the sending ones), and node --veth podcN-- podcN for each real server that also sends (a namespace of its own,
     as a pod has: the other real servers' replies come back through the node)."""
     lines = [
@@ -212,7 +212,23 @@ def wiring(node_ips: tuple[str, ...], real_servers: set[str], sources: tuple[str
     for rs in sorted(real_servers - set(pod_sources)):
         lines.append(f"ip -n pods addr add {rs}/32 dev p0")
         lines.append(f"ip route add {rs}/32 dev pods0")
-    return "\n".join(lines) + "\n"
+    return as_batches(lines[1:], "wiring")
+
+
+def as_batches(commands: list[str], name: str) -> dict[str, str]:
+    """`ip` commands as one `ip -batch` file per namespace (a UML guest starts a process slowly: one `ip` per
+    namespace instead of one per command) and `NAME.sh`, which runs the node's batch first (it creates the
+    namespaces and links), then each namespace's."""
+    batches: dict[str, list[str]] = {}
+    for command in commands:
+        words = command.split()
+        assert words[0] == "ip", command
+        ns = words[2] if words[1] == "-n" else ""
+        batches.setdefault(ns, []).append(" ".join(words[3:] if ns else words[1:]))
+    files = {f"{name}-{ns or 'node'}.ip": "\n".join(lines) + "\n" for ns, lines in batches.items()}
+    runs = [f"ip {'-n ' + ns + ' ' if ns else ''}-batch {name}-{ns or 'node'}.ip" for ns in sorted(batches, key=bool)]
+    files[f"{name}.sh"] = "set -e\n" + "\n".join(runs) + "\n"
+    return files
 
 
 @dataclass(frozen=True)
@@ -265,8 +281,8 @@ def run_lab(render: str, node_ips: tuple[str, ...], cases: list[Case], timeout: 
     script = GUEST_SCRIPT.format(pod_ports=" ".join(map(str, pod_ports)), node_ports=" ".join(f"tcp:{p}" for p in NODE_PORTS),
                                  deadline=CONNECT_SECONDS, settle=SETTLE_SECONDS)
     inputs = {
-        "wiring.sh": wiring(node_ips, real_servers, sources, pod_sources),
-        "addresses.sh": "set -e\n" + parts[SECTION_ADDRESSES],
+        **wiring(node_ips, real_servers, sources, pod_sources),
+        **as_batches([line for line in parts[SECTION_ADDRESSES].splitlines() if line.strip()], "addresses"),
         "ipset.txt": parts[SECTION_IPSET],
         "ipvsadm.txt": parts[SECTION_IPVSADM],
         "iptables.txt": parts[SECTION_IPTABLES],
