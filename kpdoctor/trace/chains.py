@@ -17,7 +17,7 @@ from kpdoctor.errors import InputError
 from kpdoctor.node.state import NodeState
 from kpdoctor.trace.ipt_eval import IptablesRules, IptablesWalker
 from kpdoctor.trace.ipt_lazy import LazyDump, read_dump
-from kpdoctor.trace.ipvs_eval import IPVS_PRIORITY, IpvsRunner
+from kpdoctor.trace.ipvs_eval import IPVS_LOCAL_OUT_PRIORITY, IPVS_PRIORITY, IpvsRunner
 from kpdoctor.trace.model import Branch
 from kpdoctor.trace.nft_eval import NftRules, NftWalker
 from kpdoctor.trace.walk import IPT_HOOKS, BaseChain, ipt_priority
@@ -106,6 +106,7 @@ def node_chains(state: NodeState, backend: str | None, family: int, ctx: Any) ->
             if ipvs_table.virtual_servers:
                 runner = IpvsRunner(ipvs_table, f"{state.name}/ipvsadm-save.txt")
                 out.chains.append(BaseChain("input", IPVS_PRIORITY, "IPVS", False, runner.run))
+                out.chains.append(BaseChain("output", IPVS_LOCAL_OUT_PRIORITY, "IPVS", False, runner.run_local_out))
                 out.walked.append("ipvs")
                 out.ipvs_vips = [vs.address for vs in ipvs_table.virtual_servers if not vs.fwmark]
     fact = "nft-ruleset.json" if state.text("nft-ruleset.json") is not None else "nft-ruleset.txt"

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kpdoctor.dataplane.ipset import IPSets
-from kpdoctor.trace.ipnet import LocalAddresses, PodRange, in_cidr
+from kpdoctor.trace.ipnet import LocalAddresses, PodRange
+from kpdoctor.trace.ipset_match import SetIndex
 from kpdoctor.trace.model import Packet, TooManyBranches
 from kpdoctor.trace.spec_cache import SpecCache
 
@@ -23,6 +24,8 @@ class TraceContext:
     max_forks: int = MAX_FORKS
     forks: int = field(default=0)
     specs: SpecCache = field(default_factory=SpecCache)  # compiled rule specs (--matrix shares one between nodes)
+    set_indexes: dict[str, SetIndex] = field(default_factory=dict)  # ipsets indexed on first use
+    bridges: frozenset[str] | None = None  # interfaces that are another's master (ip-addr.json); None: not known
 
     def count_fork(self) -> None:
         self.forks += 1
@@ -33,34 +36,17 @@ class TraceContext:
         return self.primary
 
     def ipset_member(self, name: str, dirs: list[str], pkt: Packet) -> bool | None:
-        """Whether the packet's (src|dst[,port]) is in ipset `name`; None when the set is not known or its
-        type is not one the trace evaluates (then the rule forks)."""
+        """Whether the packet's (src|dst[,port]...) is in ipset `name`; None when the set is not known or its
+        type is not one the trace evaluates (then the rule forks). See kpdoctor.trace.ipset_match."""
         if self.ipsets is None:
             return None
-        found = self.ipsets.get(name)
-        if found is None:
-            return None
-        kind = found.type.split(":", 1)[-1]  # hash:ip,port -> ip,port
-        parts = kind.split(",")
-        if len(parts) != len(dirs) or parts[0] not in ("ip", "net"):
-            return None
-        values: list[str] = []
-        for part, d in zip(parts, dirs, strict=True):
-            if part in ("ip", "net"):
-                values.append(pkt.src if d == "src" else pkt.dst)
-            elif part == "port":
-                port = pkt.sport if d == "src" else pkt.dport
-                values.append(f"{pkt.proto}:{port}")
-            else:
+        index = self.set_indexes.get(name)
+        if index is None:
+            found = self.ipsets.get(name)
+            if found is None:
                 return None
-        if len(values) == 1:
-            addr = values[0]
-            for member in found.members:
-                m = member.split()[0]
-                if m == addr or ("/" in m and in_cidr(addr, m)):
-                    return True
-            return False
-        return ",".join(values) in {m.split()[0] for m in found.members}
+            index = self.set_indexes[name] = SetIndex(found)
+        return index.contains(dirs, pkt)
 
 
 def local_addresses(interfaces: list[tuple[str, str]] | None, known: list[str] | Mapping[str, str],

@@ -7,7 +7,8 @@ give, a module kpdoctor does not evaluate). Nothing is guessed: what cannot be d
 Covered: -s -d -p -i -o -f, and the modules kube-proxy, kubelet, Docker, Calico, Cilium's chaining mode
 and host firewalls (ufw, firewalld's iptables backend) use: tcp/udp/sctp ports and flags, multiport,
 comment, mark, connmark, conntrack, state, addrtype, statistic, recent, set (ipset), limit, hashlimit,
-pkttype, iprange, policy, nfacct, icmp/icmp6. Everything else is an "unknown match".
+pkttype, iprange, policy, nfacct, icmp/icmp6, physdev's input side (decided for packets that were not bridged).
+Everything else is an "unknown match".
 """
 
 from __future__ import annotations
@@ -333,6 +334,24 @@ def _icmp_match(text: str) -> Match:
     return inner
 
 
+def _physdev(opts: list[tuple[str, list[str], bool]], text: str) -> Match:
+    """`-m physdev`: a packet carries bridge-port facts only when it entered through a port of a bridge (with
+    br_netfilter), and then its input interface is that bridge. A packet generated on the node, or arriving on an
+    interface that is no interface's master in ip-addr.json (so not a bridge with ports), matches none of the
+    positive options; anything else forks (which port a bridged packet came through is in no dump)."""
+    positive = {o for o, _, neg in opts if not neg}
+    negated = {o for o, _, neg in opts if neg}
+
+    def inner(p: Packet, c: Any) -> Result:
+        bridges = getattr(c, "bridges", None)
+        if p.iif == "" or (p.iif and bridges is not None and p.iif not in bridges):
+            # no physdev facts: every positive option fails; a negated one (`! --physdev-is-in`) holds
+            return not positive and bool(negated)
+        return Fork(f"unknown match {text} (was the packet bridged? its input interface is a bridge or not known)")
+
+    return inner
+
+
 def unknown(text: str) -> Match:
     return lambda p, c: Fork(f"unknown match {text}")
 
@@ -458,7 +477,14 @@ def _module(module: str, opts: list[tuple[str, list[str], bool]], text: str) -> 
         return [_neg(ipsec) if neg else ipsec]
     if module in ("icmp", "icmp6", "icmpv6"):
         return [_icmp_match(text) if flat else _constant_proto(("icmp", "ipv6-icmp"))]
+    if module == "physdev" and opts and all(o in _PHYSDEV_OPTS for o, _, _ in opts):
+        return [_physdev(opts, text)]
     return [unknown(text)]
+
+
+# the input-side options only: on the way out, a packet bridged at the bridge layer meets the hooks again with
+# facts this trace does not follow
+_PHYSDEV_OPTS = ("--physdev-in", "--physdev-is-in", "--physdev-is-bridged")
 
 
 _DECISIVE = ("_port_match.", "_proto_match.")  # closures that return True/False, never a Fork

@@ -7,6 +7,12 @@ weight > 0; which one a given connection gets depends on state the dump does not
 the weight's); a virtual server with no usable real server rejects (ip_vs_leave: ICMP port unreachable,
 NF_DROP). The chosen packet is DNATed and sent on by IPVS through the output and postrouting hooks
 (ip_vs_nat_xmit -> LOCAL_OUT), which the walker then runs.
+
+A packet the node itself sends is scheduled earlier, at the output hook (ip_vs_local_request4, priority
+NF_IP_PRI_NAT_DST + 2 = -98, after nat OUTPUT): it is DNATed there and rerouted to the real server, so it never
+reaches the input hook and its filter rules. The IPVS kernel proof (tests/lab/test_trace_ipvs_kernel.py) showed
+it: the node's own connection to a LoadBalancer with loadBalancerSourceRanges reached a real server, while the
+trace, scheduling at input, had it dropped by KUBE-SOURCE-RANGES-FIREWALL in filter INPUT.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from kpdoctor.trace.ipnet import ip_int, join_host_port
 from kpdoctor.trace.model import Branch
 
 IPVS_PRIORITY = 98
+IPVS_LOCAL_OUT_PRIORITY = -98
 
 
 def _same(a: str, b: str) -> bool:
@@ -38,7 +45,15 @@ class IpvsRunner:
                 return vs
         return None
 
+    def run_local_out(self, branch: Branch) -> list[tuple[Branch, str]]:
+        """The output hook: only a packet generated on the node (no input interface), not yet taken by IPVS."""
+        if branch.ipvs or branch.packet.iif != "":
+            return [(branch, "accept")]
+        return self.run(branch)
+
     def run(self, branch: Branch) -> list[tuple[Branch, str]]:
+        if branch.ipvs:  # already scheduled (at the output hook, or before)
+            return [(branch, "accept")]
         vs = self.lookup(branch)
         where = "ipvs"
         if vs is None:

@@ -85,7 +85,8 @@ def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4,
     known = {a.address: f"{a.address} is in Node {state.name}'s status.addresses ({a.type})"
              for a in node.addresses} if node is not None else {}
     ip_addr = state.text("ip-addr.json")
-    ifaces = None if ip_addr is None else [(i.name, a[0]) for i in parse_ip_addr(ip_addr) for a in i.addresses]
+    links = None if ip_addr is None else parse_ip_addr(ip_addr)
+    ifaces = None if links is None else [(i.name, a[0]) for i in links for a in i.addresses]
     ranges = pod_nets(cluster, state.name) if ifaces is None else ()
     local = local_addresses(ifaces, known, ranges, EXTERNAL_NOT_LOCAL)
     ipsets: IPSets | None = None
@@ -97,7 +98,8 @@ def prepare(state: NodeState, cluster: ClusterState | None, family: int = 4,
         except InputError as exc:
             notes.append(f"ipset-list.txt not usable ({exc}): ipset matches are followed both ways")
     ctx = TraceContext(local, ipsets, primary=node.internal_ips[0] if node and node.internal_ips else "",
-                       specs=specs if specs is not None else SpecCache())
+                       specs=specs if specs is not None else SpecCache(),
+                       bridges=None if links is None else frozenset(i.master for i in links if i.master))
     found = node_chains(state, None if version is None else version.backend, family, ctx)
     if not found.iptables_dumps and not found.has_nft_dump:
         raise InputError("no iptables or nftables dump of this node (iptables-save.txt, iptables-nft-save.txt, "
