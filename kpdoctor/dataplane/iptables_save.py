@@ -287,6 +287,21 @@ def line_chain(line: str, kind: str) -> str:
     return line[1:].split(" ", 1)[0]
 
 
+def ends_mid_table(text: str) -> bool:
+    """True when an iptables-save text stops inside a table: its last line that is not blank or a comment is
+    not `COMMIT` (a complete dump, even of no table at all, never does). Reads only the end of the text. An
+    output cut short with exit status 0 is how an exec stream loses data (kubernetes/kubernetes#124571)."""
+    end = len(text)
+    while True:
+        start = text.rfind("\n", 0, end) + 1
+        line = text[start:end].strip()
+        if line and not line.startswith("#"):
+            return line != "COMMIT"
+        if start == 0:
+            return False
+        end = start - 1
+
+
 def parse_iptables_save(text: str, source: str = "<iptables-save>", *, lenient: bool = False,
                         rules: bool = True) -> IptablesDump:
     """Parse iptables-save / ip6tables-save output; see `_parse` (the cyclic GC is paused meanwhile:

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kpdoctor.node import collectors as C
+from kpdoctor.node.cut_dump import ends_mid_table, read_again
 from kpdoctor.node.run_fact import decode, exit_reason, missing, to_fact
 from kpdoctor.node.state import Fact
 from kpdoctor.node.transport import NOT_FOUND, BatchItem, CancelToken, RunResult, Transport
@@ -93,6 +94,8 @@ class Gatherer:
         fact = to_fact(spec.key, spec.source, res)
         if not fact.present and spec.per_table and res.exit_code != NOT_FOUND and not res.truncated:
             return self._per_table(spec, fact)
+        if fact.content is not None and spec.per_table and not res.truncated and ends_mid_table(fact.content):
+            return read_again(spec, fact, self._run)
         return fact
 
     def _loaded_tables(self, key: str) -> list[str]:
