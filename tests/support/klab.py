@@ -20,8 +20,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
-from kpdoctor.lab import k8sbuild, kcluster, procs
+from kpdoctor import inpod
+from kpdoctor.lab import k8sbuild, kcluster, kubelet, procs, pyimage
 from kpdoctor.lab.kapi import Api
 from kpdoctor.lab.kcluster import ClusterState
 from kpdoctor.node import podcollect
@@ -139,6 +141,32 @@ def apply_workload(state: ClusterState, *, node_port: int = 30080, with_api: boo
         api.apply(endpointslice("api", pods[:1]))
     for svc in wait:
         wait_for_rules(state, rule_needle(state, svc), serving=True)
+
+
+def sorted_rules(netns: str) -> list[str]:
+    """The namespace's iptables rules, sorted, without iptables-save's "# Generated/Completed on <time>" lines
+    (kube-proxy's own periodic resync may reorder KUBE-SERVICES between two reads; the set is what counts)."""
+    return sorted(ln for ln in save(netns, "iptables").splitlines() if not ln.startswith("#"))
+
+
+def install_collector(state: ClusterState, tmp: Path) -> str:
+    """What `--analyze-in-pod` needs on the kubelet lab besides the API relay (api_relay): the collector image
+    built offline (kpdoctor.lab.pyimage) imported into the kubelet's containerd, deploy/rbac.yaml applied as
+    shipped, and the `kube-root-ca.crt` ConfigMap the lab's missing controller would write. Returns the image
+    name."""
+    image = pyimage.kpdoctor_image_tar(REPO, tmp / "image", collector=True)
+    rec = kubelet.KubeletRecord.load(state.state_dir)
+    assert rec is not None
+    subprocess.run(["ctr", "-a", rec.socket, "-n", "k8s.io", "images", "import", str(image.tarball)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    api = admin_api(state)
+    for doc in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()):
+        if doc:
+            api.apply(doc)
+    api.apply({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "kube-root-ca.crt", "namespace": inpod.NAMESPACE},
+               "data": {"ca.crt": (state.state_dir / "pki" / "ca.crt").read_text()}})  # fmt: skip
+    return image.name
 
 
 def kpdoctor(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
