@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from kpdoctor.lab.kapi import Api
 from kpdoctor.lab.kcluster import ClusterState
 from kpdoctor.node import podcollect
 from tests.conftest import REQUIRE_ROOT, root_unavailable_reason
+from tests.support.cli import kpd_interrupted
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -255,21 +255,14 @@ def collector_pods(state: ClusterState, namespaces: Sequence[str] = ("kube-syste
 def interrupt_once_collecting(argv: list[str], collecting: Callable[[], bool]) -> str:
     """Run kpdoctor `argv` (a child process), send it SIGINT (Ctrl-C) once `collecting()` is true (its collector
     pod exists; at most 60 s), and return its stderr after it exits (at most 60 s; killed otherwise)."""
-    child = subprocess.Popen([sys.executable, "-m", "kpdoctor", *argv], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-                             cwd=REPO)  # fmt: skip
-    try:
+
+    def until_collecting(child: subprocess.Popen[str]) -> None:
         end = time.monotonic() + 60
         while not collecting() and time.monotonic() < end and child.poll() is None:
             time.sleep(0.2)
         assert collecting(), "the collector pod was never created"
-        child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    return err
+
+    return kpd_interrupted(*argv, ready=until_collecting).stderr
 
 
 @contextmanager
