@@ -41,13 +41,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-import yaml  # noqa: E402
 from bench_live_read import populate  # noqa: E402
 
 from kpdoctor import inpod  # noqa: E402
-from kpdoctor.lab import kcluster, kubelet, netns, procs, pyimage  # noqa: E402
+from kpdoctor.lab import kcluster, netns, procs  # noqa: E402
 from kpdoctor.node.sshlab import SSHD, SshLab  # noqa: E402
-from tests.support.klab import admin_api, api_relay  # noqa: E402
+from tests.support.klab import api_relay, install_collector  # noqa: E402
 
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -155,20 +154,9 @@ def wait_synced(netns: str, n: int, deadline_s: float) -> float:
 def setup_in_pod(state: kcluster.ClusterState, tmp: Path, stack: contextlib.ExitStack) -> str:
     """tests/lab/test_klab_inpod.py's fixture: the collector image in containerd, deploy/rbac.yaml, the CA
     ConfigMap and the API relay behind the `kubernetes` Service. Returns the image name."""
-    image = pyimage.kpdoctor_image_tar(REPO, tmp / "image", collector=True)
-    rec = kubelet.KubeletRecord.load(state.state_dir)
-    assert rec is not None
-    subprocess.run(["ctr", "-a", rec.socket, "-n", "k8s.io", "images", "import", str(image.tarball)],
-                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    image = install_collector(state, tmp)
     stack.enter_context(api_relay(state, state.nodes[0]))
-    api = admin_api(state)
-    for doc in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()):
-        if doc:
-            api.apply(doc)
-    api.apply({"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {"name": "kube-root-ca.crt", "namespace": inpod.NAMESPACE},
-               "data": {"ca.crt": (state.state_dir / "pki" / "ca.crt").read_text()}})  # fmt: skip
-    return image.name
+    return image
 
 
 def setup_ssh(state: kcluster.ClusterState, stack: contextlib.ExitStack) -> list[str]:

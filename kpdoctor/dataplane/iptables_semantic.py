@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from kpdoctor.dataplane import semantic as sem
 from kpdoctor.dataplane.iptables_paths import (
     NOT_A_PATH,
     ChainPath,
@@ -46,22 +47,10 @@ from kpdoctor.dataplane.iptables_paths import (
     strip_host_prefix,
 )
 from kpdoctor.dataplane.iptables_save import IptablesDump, Table
-from kpdoctor.dataplane.semantic import (
-    CLUSTER_IP,
-    DNAT,
-    DROP,
-    EXTERNAL_IP,
-    LOAD_BALANCER,
-    LOCALHOST_NODE_PORT,
-    NODE_PORT,
-    REJECT,
-    Frontend,
-    FrontendView,
-    SemanticView,
-)
+from kpdoctor.dataplane.semantic import Frontend, FrontendView, SemanticView
 from kpdoctor.gcpause import gc_paused
 
-_KIND_SUFFIXES = ((" cluster IP", CLUSTER_IP), (" external IP", EXTERNAL_IP), (" loadbalancer IP", LOAD_BALANCER))
+_KIND_SUFFIXES = ((" cluster IP", sem.CLUSTER_IP), (" external IP", sem.EXTERNAL_IP), (" loadbalancer IP", sem.LOAD_BALANCER))
 _FILTER_SUFFIXES = (" has no local endpoints", " has no endpoints")
 
 LOCALHOST = "127.0.0.1"
@@ -159,7 +148,7 @@ class SemanticTrace:
             by_np: dict[Any, list[int]] = {}
             by_ip: dict[Any, list[int]] = {}
             for n, (fe, _, _) in enumerate(self.entries):
-                if fe.kind in (NODE_PORT, LOCALHOST_NODE_PORT):
+                if fe.kind in (sem.NODE_PORT, sem.LOCALHOST_NODE_PORT):
                     by_np.setdefault((fe.port, fe.protocol), []).append(n)
                 else:
                     by_ip.setdefault((fe.address, fe.port, fe.protocol), []).append(n)
@@ -181,26 +170,26 @@ class SemanticTrace:
 def _frontend_view(fe: Frontend, service: str, path: ChainPath,
                    filter_ip: Mapping[tuple[str, int, str], tuple[str, str, str]],
                    filter_np: Mapping[tuple[int, str], tuple[str, str]]) -> FrontendView:
-    ranges = frozenset(path.ranges) if fe.kind == LOAD_BALANCER else frozenset()
+    ranges = frozenset(path.ranges) if fe.kind == sem.LOAD_BALANCER else frozenset()
     endpoints, affinity, internal = path.endpoints, path.affinity, path.internal
-    if fe.kind == LOCALHOST_NODE_PORT:  # from the node itself: KUBE-EXT's src-type LOCAL path
+    if fe.kind == sem.LOCALHOST_NODE_PORT:  # from the node itself: KUBE-EXT's src-type LOCAL path
         if path.local_source is not None:
             endpoints, affinity = path.local_source, path.local_affinity
         internal = None
     internal_eps = frozenset(internal) if internal is not None else None
     if endpoints:
         dnat = frozenset(endpoints)
-        return FrontendView(fe, service, DNAT, dnat, affinity, ranges, internal_eps if internal_eps != dnat else None)
-    if path.drop_mark and fe.kind != LOCALHOST_NODE_PORT:
+        return FrontendView(fe, service, sem.DNAT, dnat, affinity, ranges, internal_eps if internal_eps != dnat else None)
+    if path.drop_mark and fe.kind != sem.LOCALHOST_NODE_PORT:
         # KUBE-MARK-DROP (kube-proxy before v1.25): the filter table's KUBE-FIREWALL drops the marked packet
-        return FrontendView(fe, service, DROP, frozenset(), 0, ranges, internal_eps or None)
-    if fe.kind in (NODE_PORT, LOCALHOST_NODE_PORT):
+        return FrontendView(fe, service, sem.DROP, frozenset(), 0, ranges, internal_eps or None)
+    if fe.kind in (sem.NODE_PORT, sem.LOCALHOST_NODE_PORT):
         # un-NATed, a node port is delivered locally: unless the filter table drops or rejects it, nothing
         # listens there and the kernel answers with a reset / port unreachable
-        verdict, fservice = filter_np.get((fe.port, fe.protocol), (REJECT, service))
+        verdict, fservice = filter_np.get((fe.port, fe.protocol), (sem.REJECT, service))
     else:
         # un-NATed, a Service IP is routed on as plain traffic: nothing on this node answers it
-        verdict, fservice, _ = filter_ip.get((fe.address, fe.port, fe.protocol), (DROP, service, ""))
+        verdict, fservice, _ = filter_ip.get((fe.address, fe.port, fe.protocol), (sem.DROP, service, ""))
     return FrontendView(fe, service or fservice, verdict, frozenset(), 0, ranges, internal_eps or None)
 
 
@@ -220,7 +209,7 @@ def _filter_verdicts(filt: Table | None, parsed: dict[str, SpecRule] | None = No
     filter_ip: _FilterIp = {}
     filter_np: _FilterNp = {}
     if filt is not None:
-        for chain, kind in (("KUBE-SERVICES", CLUSTER_IP), ("KUBE-EXTERNAL-SERVICES", EXTERNAL_IP)):
+        for chain, kind in (("KUBE-SERVICES", sem.CLUSTER_IP), ("KUBE-EXTERNAL-SERVICES", sem.EXTERNAL_IP)):
             found = filt.chains.get(chain)
             for spec in found.specs if found is not None else ():
                 r = parsed.get(spec) if parsed is not None else None
@@ -230,7 +219,7 @@ def _filter_verdicts(filt: Table | None, parsed: dict[str, SpecRule] | None = No
                         parsed[spec] = r
                 if r.target not in ("REJECT", "DROP") or r.dport is None or not r.proto:
                     continue
-                verdict = REJECT if r.target == "REJECT" else DROP
+                verdict = sem.REJECT if r.target == "REJECT" else sem.DROP
                 service = service_from_comment(r.comment, _FILTER_SUFFIXES)
                 proto = r.proto.upper()
                 if r.dest and "-d" not in r.negated:
@@ -246,17 +235,17 @@ def _add_filter_only(views: dict[Frontend, FrontendView], filter_ip: _FilterIp, 
     """Frontends the filter table rejects or drops before any nat rule exists for them (with `localhost`,
     the filter's `--dst-type LOCAL` node-port rules hold for 127.0.0.1 too)."""
     for (addr, port, proto), (verdict, service, kind) in filter_ip.items():
-        if kind == EXTERNAL_IP:
-            kind = kinds.get(addr, EXTERNAL_IP)
+        if kind == sem.EXTERNAL_IP:
+            kind = kinds.get(addr, sem.EXTERNAL_IP)
         fe = Frontend(kind, addr, port, proto)
         if fe not in views:
             views[fe] = FrontendView(fe, service, verdict)
     for (port, proto), (verdict, service) in filter_np.items():
-        fe = Frontend(NODE_PORT, "", port, proto)
+        fe = Frontend(sem.NODE_PORT, "", port, proto)
         if fe not in views:
             views[fe] = FrontendView(fe, service, verdict)
         if localhost:
-            fe = Frontend(LOCALHOST_NODE_PORT, LOCALHOST, port, proto)
+            fe = Frontend(sem.LOCALHOST_NODE_PORT, LOCALHOST, port, proto)
             if fe not in views:
                 views[fe] = FrontendView(fe, service, verdict)
 
@@ -298,11 +287,11 @@ def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
                     break
             if not kind:
                 if r.target.startswith("KUBE-FW-"):
-                    kind = LOAD_BALANCER
+                    kind = sem.LOAD_BALANCER
                 elif r.target.startswith("KUBE-EXT-"):
-                    kind = kinds.get(addr, EXTERNAL_IP)
+                    kind = kinds.get(addr, sem.EXTERNAL_IP)
                 else:
-                    kind = kinds.get(addr, CLUSTER_IP)
+                    kind = kinds.get(addr, sem.CLUSTER_IP)
             service = service_from_comment(r.comment, (s for s, _ in _KIND_SUFFIXES))
             add(Frontend(kind, addr, r.dport, r.proto.upper()), service, r.target)
         nodeports = resolver.rules("KUBE-NODEPORTS")
@@ -312,7 +301,7 @@ def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
                 continue
             if r.dest and "-d" not in r.negated and _is_loopback(r.dest):
                 continue  # localhost NodePorts only: without the general rule the node's own IPs get nothing
-            add(Frontend(NODE_PORT, "", r.dport, r.proto.upper()), service_from_comment(r.comment, ()), r.target)
+            add(Frontend(sem.NODE_PORT, "", r.dport, r.proto.upper()), service_from_comment(r.comment, ()), r.target)
         localhost = _localhost_reaches_nodeports(resolver.rules("KUBE-SERVICES"))
         if localhost:
             # 127.0.0.1:PORT from the node: the first KUBE-NODEPORTS rule that matches it (kube-proxy's nfacct
@@ -322,7 +311,7 @@ def _semantic_view(dump: IptablesDump, address_kinds: Mapping[str, str] | None,
                     continue
                 if r.dest and not _holds_localhost(r.dest):
                     continue
-                add(Frontend(LOCALHOST_NODE_PORT, LOCALHOST, r.dport, r.proto.upper()),
+                add(Frontend(sem.LOCALHOST_NODE_PORT, LOCALHOST, r.dport, r.proto.upper()),
                     service_from_comment(r.comment, ()), r.target)
 
     from_nat = len(views)
@@ -425,4 +414,4 @@ def semantic_view_delta(base: SemanticTrace, nat: Table | None, filt: Table | No
 
 def address_kinds_of(view: SemanticView) -> dict[str, str]:
     """address -> frontend kind, from an (expected) view: the `address_kinds` argument."""
-    return {fe.address: fe.kind for fe in view.frontends if fe.address and fe.kind != NODE_PORT}
+    return {fe.address: fe.kind for fe in view.frontends if fe.address and fe.kind != sem.NODE_PORT}

@@ -39,19 +39,10 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
+from kpdoctor.dataplane import semantic as sem
 from kpdoctor.dataplane.ipset import IPSets
 from kpdoctor.dataplane.ipvs import VirtualServer
-from kpdoctor.dataplane.semantic import (
-    CLUSTER_IP,
-    DNAT,
-    EXTERNAL_IP,
-    LOAD_BALANCER,
-    NODE_PORT,
-    REJECT,
-    Frontend,
-    FrontendView,
-    SemanticView,
-)
+from kpdoctor.dataplane.semantic import Frontend, FrontendView, SemanticView
 
 
 def _names(base: str) -> tuple[str, str]:
@@ -134,30 +125,30 @@ def ipvs_semantic_view(
     def kind_of(vs: VirtualServer) -> str:
         entry = _entry(vs)
         if entry in cluster:
-            return CLUSTER_IP
+            return sem.CLUSTER_IP
         if entry in lbs:
-            return LOAD_BALANCER
+            return sem.LOAD_BALANCER
         if entry in external:
-            return EXTERNAL_IP
+            return sem.EXTERNAL_IP
         if str(vs.port) in np_ports.get(vs.protocol, frozenset()) or entry in np_sctp:
-            return NODE_PORT
+            return sem.NODE_PORT
         # Not in any set (a leftover, or only ipvsadm output was collected): addresses on kube-ipvs0
         # are Service VIPs; node addresses (or anything unbound, when sets are known) carry node ports.
         if vs.address in node_addresses or (sets.known and vs.address not in bound) or _loopback(vs.address):
-            return NODE_PORT
+            return sem.NODE_PORT
         if (vs.port, vs.protocol) in api_node_ports and vs.address not in vips:
-            return NODE_PORT
-        return CLUSTER_IP
+            return sem.NODE_PORT
+        return sem.CLUSTER_IP
 
     views: dict[Frontend, FrontendView] = {}
     for vs in virtual_servers:
         if vs.fwmark:
             continue  # kube-proxy never makes fwmark services
         kind = kind_of(vs)
-        frontend = Frontend(kind, "" if kind == NODE_PORT else vs.address, vs.port, vs.protocol)
+        frontend = Frontend(kind, "" if kind == sem.NODE_PORT else vs.address, vs.port, vs.protocol)
         endpoints = frozenset(rs.key for rs in vs.real_servers if rs.weight > 0)
         ranges: frozenset[str] = frozenset()
-        if kind == LOAD_BALANCER and fw_enforced and _entry(vs) in lb_fw:
+        if kind == sem.LOAD_BALANCER and fw_enforced and _entry(vs) in lb_fw:
             prefix = _entry(vs) + ","
             ranges = frozenset(_canonical_net(m[len(prefix):]) for m in source_cidrs | source_ips
                                if m.startswith(prefix))
@@ -168,7 +159,7 @@ def ipvs_semantic_view(
         view = FrontendView(
             frontend=frontend,
             service=(names or {}).get(frontend, ""),
-            verdict=DNAT if endpoints else REJECT,
+            verdict=sem.DNAT if endpoints else sem.REJECT,
             endpoints=endpoints,
             affinity_seconds=affinity,  # persistence of a refused frontend means nothing
             source_ranges=ranges,
@@ -189,8 +180,8 @@ def api_frontends(expected: SemanticView | None) -> tuple[set[tuple[int, str]], 
     if expected is None:
         return set(), set()
     return (
-        {(fe.port, fe.protocol) for fe in expected.frontends if fe.kind == NODE_PORT},
-        {fe.address for fe in expected.frontends if fe.address and fe.kind != NODE_PORT},
+        {(fe.port, fe.protocol) for fe in expected.frontends if fe.kind == sem.NODE_PORT},
+        {fe.address for fe in expected.frontends if fe.address and fe.kind != sem.NODE_PORT},
     )
 
 

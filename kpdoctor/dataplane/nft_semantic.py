@@ -21,19 +21,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from kpdoctor.dataplane import semantic as sem
 from kpdoctor.dataplane.nft import NftChain, NftRuleset, NftSet, NftTable
-from kpdoctor.dataplane.semantic import (
-    CLUSTER_IP,
-    DNAT,
-    DROP,
-    EXTERNAL_IP,
-    LOAD_BALANCER,
-    NODE_PORT,
-    REJECT,
-    Frontend,
-    FrontendView,
-    SemanticView,
-)
+from kpdoctor.dataplane.semantic import Frontend, FrontendView, SemanticView
 
 KUBE_PROXY_TABLE = "kube-proxy"
 _PREFIXES = ("service-", "local-", "external-", "firewall-", "endpoint-")
@@ -224,10 +214,10 @@ def semantic_view(
 
     def kind_of(addr: str, proto: str, port: str) -> str:
         if addr in cluster_ips:
-            return CLUSTER_IP
+            return sem.CLUSTER_IP
         if address_kinds and addr in address_kinds:
             return address_kinds[addr]
-        return LOAD_BALANCER if (addr, proto, port) in firewall else EXTERNAL_IP
+        return sem.LOAD_BALANCER if (addr, proto, port) in firewall else sem.EXTERNAL_IP
 
     views: dict[Frontend, FrontendView] = {}
 
@@ -239,22 +229,22 @@ def semantic_view(
             res = ex.resolve(target_chain)
             internal = ex.short_circuit(target_chain)
             previous = views.get(fe)
-            if previous is not None and previous.verdict != DNAT and not res.endpoints:
+            if previous is not None and previous.verdict != sem.DNAT and not res.endpoints:
                 return  # a no-endpoint verdict already says what happens
             if res.endpoints:
-                views[fe] = FrontendView(fe, service, DNAT, res.endpoints, res.affinity_seconds, source_ranges,
+                views[fe] = FrontendView(fe, service, sem.DNAT, res.endpoints, res.affinity_seconds, source_ranges,
                                          internal if internal != res.endpoints else None)
                 return
             # Nothing DNATs traffic that does not short-circuit (unless a no-endpoint element below says
             # otherwise): a node port is delivered to the node, where nothing listens (reset / port
             # unreachable); a cluster IP is rejected by `cluster-ips-check`; other IPs are routed on.
-            if fe.kind == NODE_PORT or (fe.kind == CLUSTER_IP and rejects_cluster_ips):
-                verdict = REJECT
+            if fe.kind == sem.NODE_PORT or (fe.kind == sem.CLUSTER_IP and rejects_cluster_ips):
+                verdict = sem.REJECT
             else:
-                verdict = DROP
+                verdict = sem.DROP
             views[fe] = FrontendView(fe, service, verdict, frozenset(), 0, source_ranges, internal or None)
             return
-        verdict = REJECT if verdict_value and "reject" in verdict_value else DROP
+        verdict = sem.REJECT if verdict_value and "reject" in verdict_value else sem.DROP
         previous = views.get(fe)
         if previous is not None and previous.endpoints:
             return
@@ -276,7 +266,7 @@ def semantic_view(
         target = _verdict_target(value)
         if len(key) != 2 or not target or _port(key[1]) is None:
             continue
-        fe = Frontend(NODE_PORT, "", int(key[1]), key[0].upper())
+        fe = Frontend(sem.NODE_PORT, "", int(key[1]), key[0].upper())
         add(fe, service_of_chain(target), target, None)
     for key, value, comment in elements("no-endpoint-services"):
         if len(key) != 3 or _port(key[2]) is None:
@@ -287,5 +277,5 @@ def semantic_view(
     for key, value, comment in elements("no-endpoint-nodeports"):
         if len(key) != 2 or _port(key[1]) is None:
             continue
-        add(Frontend(NODE_PORT, "", int(key[1]), key[0].upper()), comment or "", None, value)
+        add(Frontend(sem.NODE_PORT, "", int(key[1]), key[0].upper()), comment or "", None, value)
     return SemanticView.of(views.values())

@@ -35,19 +35,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from kpdoctor.dataplane.semantic import (
-    CLUSTER_IP,
-    DNAT,
-    DROP,
-    EXTERNAL_IP,
-    LOAD_BALANCER,
-    LOCALHOST_NODE_PORT,
-    NODE_PORT,
-    REJECT,
-    Frontend,
-    FrontendView,
-    SemanticView,
-)
+from kpdoctor.dataplane import semantic as sem
+from kpdoctor.dataplane.semantic import Frontend, FrontendView, SemanticView
 from kpdoctor.proxier.context import ProxierInput
 from kpdoctor.proxier.endpoints import ServicePortEndpoints
 
@@ -103,10 +92,10 @@ def _verdict(has_any: bool, policy_local: bool, has_local: bool) -> str:
     """What traffic under one traffic policy meets: no endpoint at all rejects; a Local policy without a
     local endpoint drops; otherwise it is DNATed to the policy's endpoints."""
     if not has_any:
-        return REJECT
+        return sem.REJECT
     if policy_local and not has_local:
-        return DROP
-    return DNAT
+        return sem.DROP
+    return sem.DNAT
 
 
 def service_port_views(spe: ServicePortEndpoints, node_ip: str | None = None,
@@ -132,7 +121,7 @@ def service_port_views(spe: ServicePortEndpoints, node_ip: str | None = None,
 
     def view(kind: str, address: str, port: int, verdict: str, eps: tuple, ranges: frozenset[str],
              internal_eps: frozenset[str] | None = None) -> FrontendView:
-        dnat = verdict == DNAT
+        dnat = verdict == sem.DNAT
         endpoints = frozenset(ep.key for ep in eps) if dnat else frozenset()
         return FrontendView(
             frontend=Frontend(kind, address, port, proto),
@@ -145,16 +134,16 @@ def service_port_views(spe: ServicePortEndpoints, node_ip: str | None = None,
         )
 
     port = info.port.port
-    views = [view(CLUSTER_IP, _ip(info.cluster_ip), port, internal_verdict, internal, frozenset())]
-    views += [view(EXTERNAL_IP, _ip(eip), port, external_verdict, external, frozenset(), short_circuit)
+    views = [view(sem.CLUSTER_IP, _ip(info.cluster_ip), port, internal_verdict, internal, frozenset())]
+    views += [view(sem.EXTERNAL_IP, _ip(eip), port, external_verdict, external, frozenset(), short_circuit)
               for eip in info.external_ips]
     ranges = source_ranges(spe, node_ip) if has_any else frozenset()
-    views += [view(LOAD_BALANCER, _ip(vip), port, external_verdict, external, ranges, short_circuit)
+    views += [view(sem.LOAD_BALANCER, _ip(vip), port, external_verdict, external, ranges, short_circuit)
               for vip in info.load_balancer_vips]
     if info.node_port:
-        views.append(view(NODE_PORT, "", info.node_port, external_verdict, external, frozenset(), short_circuit))
+        views.append(view(sem.NODE_PORT, "", info.node_port, external_verdict, external, frozenset(), short_circuit))
         if options.localhost_node_ports:
-            views.append(view(LOCALHOST_NODE_PORT, "127.0.0.1", info.node_port, DNAT if has_any else REJECT,
+            views.append(view(sem.LOCALHOST_NODE_PORT, "127.0.0.1", info.node_port, sem.DNAT if has_any else sem.REJECT,
                               cat.cluster, frozenset()))
     return views
 

@@ -6,19 +6,10 @@ looks (a stale endpoint still in the chains, a missing one, a foreign firewall).
 
 from __future__ import annotations
 
+from kpdoctor.dataplane import semantic as sem
 from kpdoctor.dataplane.iptables_save import parse_iptables_save
 from kpdoctor.dataplane.iptables_semantic import address_kinds_of, semantic_view
-from kpdoctor.dataplane.semantic import (
-    CLUSTER_IP,
-    DNAT,
-    DROP,
-    EXTERNAL_IP,
-    LOAD_BALANCER,
-    NODE_PORT,
-    REJECT,
-    Frontend,
-    diff,
-)
+from kpdoctor.dataplane.semantic import Frontend, diff
 from kpdoctor.proxier.expected import expected_view
 from tests.support.iptables import GOLDEN, scenario_input
 
@@ -34,19 +25,19 @@ def _view(text: str, expected=None):  # type: ignore[no-untyped-def]
 def test_frontend_kinds_verdicts_and_ranges_of_v2() -> None:
     view = _view((V2 / "iptables" / "iptables-save.txt").read_text())
     f = view.frontends
-    lb_ranges = f[Frontend(LOAD_BALANCER, "192.0.2.102", 443, "TCP")]
-    assert lb_ranges.verdict == DNAT and lb_ranges.source_ranges == {"203.0.113.0/24", "198.51.100.128/25"}
+    lb_ranges = f[Frontend(sem.LOAD_BALANCER, "192.0.2.102", 443, "TCP")]
+    assert lb_ranges.verdict == sem.DNAT and lb_ranges.source_ranges == {"203.0.113.0/24", "198.51.100.128/25"}
     assert lb_ranges.endpoints == {"10.244.2.24:8443", "10.244.4.24:8443"}
     # eTP=Local: external traffic reaches only the local endpoint; no local endpoint -> drop.
-    assert f[Frontend(LOAD_BALANCER, "192.0.2.100", 80, "TCP")].endpoints == {"10.244.1.21:8080"}
-    assert f[Frontend(NODE_PORT, "", 30101, "TCP")].endpoints == {"10.244.1.21:8080"}
-    assert f[Frontend(LOAD_BALANCER, "192.0.2.101", 443, "TCP")].verdict == DROP
-    assert f[Frontend(NODE_PORT, "", 30102, "TCP")].verdict == DROP
-    assert f[Frontend(CLUSTER_IP, "10.96.20.12", 443, "TCP")].endpoints == {"10.244.4.22:8443", "10.244.5.22:8443"}
+    assert f[Frontend(sem.LOAD_BALANCER, "192.0.2.100", 80, "TCP")].endpoints == {"10.244.1.21:8080"}
+    assert f[Frontend(sem.NODE_PORT, "", 30101, "TCP")].endpoints == {"10.244.1.21:8080"}
+    assert f[Frontend(sem.LOAD_BALANCER, "192.0.2.101", 443, "TCP")].verdict == sem.DROP
+    assert f[Frontend(sem.NODE_PORT, "", 30102, "TCP")].verdict == sem.DROP
+    assert f[Frontend(sem.CLUSTER_IP, "10.96.20.12", 443, "TCP")].endpoints == {"10.244.4.22:8443", "10.244.5.22:8443"}
     # No endpoints at all -> reject on the cluster IP and the node port.
-    assert f[Frontend(CLUSTER_IP, "10.96.20.15", 80, "TCP")].verdict == REJECT
-    assert f[Frontend(NODE_PORT, "", 30104, "TCP")].verdict == REJECT
-    assert f[Frontend(EXTERNAL_IP, "198.51.100.10", 8080, "TCP")].service == "web/legacy-extip:http"
+    assert f[Frontend(sem.CLUSTER_IP, "10.96.20.15", 80, "TCP")].verdict == sem.REJECT
+    assert f[Frontend(sem.NODE_PORT, "", 30104, "TCP")].verdict == sem.REJECT
+    assert f[Frontend(sem.EXTERNAL_IP, "198.51.100.10", 8080, "TCP")].service == "web/legacy-extip:http"
 
 
 def test_affinity_itp_local_and_terminating_fallback_of_v3() -> None:
@@ -55,7 +46,7 @@ def test_affinity_itp_local_and_terminating_fallback_of_v3() -> None:
     assert by_service["stateful/session-600:http"].affinity_seconds == 600
     assert by_service["stateful/session-default:http"].affinity_seconds == 10800
     assert by_service["stateful/node-local:http"].endpoints == {"10.244.1.34:8080"}
-    assert by_service["stateful/node-local-none:http"].verdict == DROP
+    assert by_service["stateful/node-local-none:http"].verdict == sem.DROP
     assert by_service["stateful/draining:http"].endpoints == {"10.244.1.32:8080", "10.244.4.32:8080"}
 
 
@@ -127,8 +118,8 @@ def test_no_endpoint_lb_and_external_ip_are_told_apart_with_address_kinds() -> N
     labelled = _view(text, expected)
     assert labelled == expected
     unlabelled = _view(text)
-    assert Frontend(EXTERNAL_IP, "1.2.3.4", 80, "TCP") in unlabelled.frontends  # documented fallback
-    assert all(v.verdict == REJECT for v in labelled.frontends.values())
+    assert Frontend(sem.EXTERNAL_IP, "1.2.3.4", 80, "TCP") in unlabelled.frontends  # documented fallback
+    assert all(v.verdict == sem.REJECT for v in labelled.frontends.values())
 
 
 def test_empty_and_non_kube_dumps() -> None:

@@ -27,18 +27,7 @@ from hypothesis import strategies as st
 from kpdoctor.cluster.state import ClusterState
 from kpdoctor.gate import run_gate
 from kpdoctor.node.state import NodeState
-from tests.support.gate import (
-    NODES,
-    STATUS,
-    TABLE,
-    build_bundle,
-    drop_configmap,
-    edit_cilium_config,
-    edit_json_fact,
-    edit_pods,
-    load,
-    set_fact,
-)
+from tests.support import gate
 
 State = tuple[ClusterState, dict[str, NodeState]]
 Mutation = Callable[[ClusterState, dict[str, NodeState]], State]
@@ -46,21 +35,21 @@ Mutation = Callable[[ClusterState, dict[str, NodeState]], State]
 
 @pytest.fixture(scope="module", params=["1.14", "1.18"])
 def passing(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> State:
-    state = load(build_bundle(tmp_path_factory.mktemp("zfp"), version=request.param))
+    state = gate.load(gate.build_bundle(tmp_path_factory.mktemp("zfp"), version=request.param))
     assert run_gate(*state).verdict == "pass"
     return state
 
 
 def _status_edit(node: str, fn: Callable[[dict[str, Any]], None]) -> Mutation:
     def mutate(c: ClusterState, n: dict[str, NodeState]) -> State:
-        fact = n[node].facts.get(STATUS)
+        fact = n[node].facts.get(gate.STATUS)
         try:
             doc = json.loads(fact.content or "") if fact is not None else None
         except ValueError:
             doc = None
         if not isinstance(doc, dict) or not isinstance(doc.get("kube-proxy-replacement"), dict):
             return c, n  # an earlier removal already took the status away: nothing left to edit
-        return c, edit_json_fact(n, node, STATUS, lambda d: (fn(d), d)[1])
+        return c, gate.edit_json_fact(n, node, gate.STATUS, lambda d: (fn(d), d)[1])
     return mutate
 
 
@@ -69,11 +58,11 @@ def _feature_off(node: str, feature: str) -> Mutation:
 
 
 def _cfg(**changes: str | None) -> Mutation:
-    return lambda c, n: (edit_cilium_config(c, **{k.replace("_", "-"): v for k, v in changes.items()}), n)
+    return lambda c, n: (gate.edit_cilium_config(c, **{k.replace("_", "-"): v for k, v in changes.items()}), n)
 
 
 def _pods(fn: Callable[[Any], Any]) -> Mutation:
-    return lambda c, n: (edit_pods(c, fn), n)
+    return lambda c, n: (gate.edit_pods(c, fn), n)
 
 
 # (name, mutation, condition id that must not pass, text its reasons must contain)
@@ -82,7 +71,7 @@ PRECONDITIONS: list[tuple[str, Mutation, str, str]] = [
     ("kpr partial", _cfg(kube_proxy_replacement="partial"), "replacement-configured", "'partial'"),
     ("kpr probe", _cfg(kube_proxy_replacement="probe"), "replacement-configured", "'probe'"),
     ("kpr unset", _cfg(kube_proxy_replacement=None), "replacement-configured", "not set"),
-    ("cilium-config gone", lambda c, n: (drop_configmap(c, "cilium-config"), n), "replacement-configured",
+    ("cilium-config gone", lambda c, n: (gate.drop_configmap(c, "cilium-config"), n), "replacement-configured",
      "cilium-config"),
     ("service host unset", _cfg(k8s_service_host=None), "apiserver-direct", "k8s-service-host"),
     ("service port unset", _cfg(k8s_service_port=None), "apiserver-direct", "k8s-service-port"),
@@ -101,9 +90,9 @@ for _node, _pod in (("edge-1", "cilium-8xq2m"), ("edge-2", "cilium-tw6fp")):
          "agents-ready", _node),
         (f"agent pending on {_node}", _pods(lambda p, name=_pod: replace(p, phase="Pending") if p.name == name else p),
          "agents-ready", _node),
-        (f"status missing on {_node}", lambda c, n, node=_node: (c, set_fact(n, node, STATUS, None)),
+        (f"status missing on {_node}", lambda c, n, node=_node: (c, gate.set_fact(n, node, gate.STATUS, None)),
          "agents-kpr-mode", _node),
-        (f"status garbled on {_node}", lambda c, n, node=_node: (c, set_fact(n, node, STATUS, "[1, 2]")),
+        (f"status garbled on {_node}", lambda c, n, node=_node: (c, gate.set_fact(n, node, gate.STATUS, "[1, 2]")),
          "agents-kpr-mode", _node),
         (f"mode False on {_node}", _status_edit(_node, lambda d: d["kube-proxy-replacement"].__setitem__("mode", "False")),
          "agents-kpr-mode", _node),
@@ -124,7 +113,7 @@ for _node, _pod in (("edge-1", "cilium-8xq2m"), ("edge-2", "cilium-tw6fp")):
         (f"socketLB off on {_node}", _feature_off(_node, "socketLB"), "service-coverage", "storefront/catalog"),
         (f"affinity off on {_node}", _feature_off(_node, "sessionAffinity"), "service-coverage",
          "storefront/sessions"),
-        (f"service table garbled on {_node}", lambda c, n, node=_node: (c, set_fact(n, node, TABLE, "{}")),
+        (f"service table garbled on {_node}", lambda c, n, node=_node: (c, gate.set_fact(n, node, gate.TABLE, "{}")),
          "service-coverage", _node),
         (f"Node NotReady {_node}", lambda c, n, node=_node: (replace(c, nodes=tuple(
             replace(x, ready=False) if x.name == node else x for x in c.nodes)), n), "nodes-ready", _node),
@@ -155,7 +144,7 @@ def _groups(entries: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[int]]:
 
 
 def _table(nodes: dict[str, NodeState], node: str) -> list[dict[str, Any]]:
-    return json.loads(nodes[node].facts[TABLE].content or "[]")
+    return json.loads(nodes[node].facts[gate.TABLE].content or "[]")
 
 
 def _failing_services(result: Any) -> set[str]:
@@ -165,13 +154,13 @@ def _failing_services(result: Any) -> set[str]:
 def test_removing_any_frontend_fails_naming_its_service(passing: State) -> None:
     cluster, nodes = passing
     checked = 0
-    for node in NODES:
+    for node in gate.NODES:
         entries = _table(nodes, node)
         for key, indexes in _groups(entries).items():
             flags = entries[indexes[0]]["status"]["realized"]["flags"]
             service = f"{flags['namespace']}/{flags['name']}"
             kept = [e for i, e in enumerate(entries) if i not in indexes]
-            result = run_gate(cluster, set_fact(nodes, node, TABLE, json.dumps(kept)))
+            result = run_gate(cluster, gate.set_fact(nodes, node, gate.TABLE, json.dumps(kept)))
             assert result.verdict == "fail", (node, key)
             assert _failing_services(result) == {service}, (node, key)
             checked += 1
@@ -181,7 +170,7 @@ def test_removing_any_frontend_fails_naming_its_service(passing: State) -> None:
 def test_removing_any_backend_fails_naming_its_service(passing: State) -> None:
     cluster, nodes = passing
     checked = 0
-    for node in NODES:
+    for node in gate.NODES:
         entries = _table(nodes, node)
         for i, entry in enumerate(entries):
             spec = entry["status"]["realized"]
@@ -190,7 +179,7 @@ def test_removing_any_backend_fails_naming_its_service(passing: State) -> None:
                 for part in ("spec", "status"):
                     target = doc[i]["spec"] if part == "spec" else doc[i]["status"]["realized"]
                     del target["backend-addresses"][j]
-                result = run_gate(cluster, set_fact(nodes, node, TABLE, json.dumps(doc)))
+                result = run_gate(cluster, gate.set_fact(nodes, node, gate.TABLE, json.dumps(doc)))
                 assert result.verdict == "fail", (node, i, j)
                 assert _failing_services(result) == {f"{spec['flags']['namespace']}/{spec['flags']['name']}"}
                 checked += 1
@@ -205,7 +194,7 @@ def test_marking_any_backend_not_active_fails(passing: State) -> None:
         for j, _ in enumerate(entry["status"]["realized"]["backend-addresses"]):
             doc = json.loads(json.dumps(entries))
             doc[i]["status"]["realized"]["backend-addresses"][j]["state"] = "maintenance"
-            assert run_gate(cluster, set_fact(nodes, "edge-1", TABLE, json.dumps(doc))).verdict == "fail", (i, j)
+            assert run_gate(cluster, gate.set_fact(nodes, "edge-1", gate.TABLE, json.dumps(doc))).verdict == "fail", (i, j)
 
 
 _STATE: dict[str, State] = {}
@@ -213,7 +202,7 @@ _STATE: dict[str, State] = {}
 
 def _passing_once(tmp_path_factory: pytest.TempPathFactory) -> State:
     if "1.18" not in _STATE:
-        _STATE["1.18"] = load(build_bundle(tmp_path_factory.mktemp("zfp-h"), version="1.18"))
+        _STATE["1.18"] = gate.load(gate.build_bundle(tmp_path_factory.mktemp("zfp-h"), version="1.18"))
     return _STATE["1.18"]
 
 

@@ -21,23 +21,9 @@ import pytest
 import yaml
 
 from kpdoctor import inpod
-from kpdoctor.lab import kobjects, kubelet, pki, pyimage
+from kpdoctor.lab import kobjects, pki
 from kpdoctor.lab.kcluster import ClusterState
-from tests.support.klab import (
-    REPO,
-    admin_api,
-    api_relay,
-    collector_pods,
-    endpointslice,
-    interrupt_once_collecting,
-    kpdoctor,
-    lab_cluster,
-    report,
-    require_kubelet,
-    save,
-    service,
-    wait_for_rules,
-)
+from tests.support import klab
 
 pytestmark = pytest.mark.root("etcd", "nft", "curl", "containerd", "runc", "ctr", "nsenter")
 NAMESPACES = ("kube-system", inpod.NAMESPACE)
@@ -45,47 +31,30 @@ NAMESPACES = ("kube-system", inpod.NAMESPACE)
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    require_kubelet()
+    klab.require_kubelet()
     tmp = tmp_path_factory.mktemp("klab-inpod")
-    with lab_cluster(tmp, nodes=1, with_kubelet=True) as state:
+    with klab.lab_cluster(tmp, nodes=1, with_kubelet=True) as state:
         node = state.nodes[0]
-        api = admin_api(state)
-        api.apply(service("web"))
-        api.apply(endpointslice("web", [(node.pods[0].ip, node.name)]))
-        wait_for_rules(state, "lab/web:http")
-        image = pyimage.kpdoctor_image_tar(REPO, tmp / "image", collector=True)
-        rec = kubelet.KubeletRecord.load(state.state_dir)
-        assert rec is not None
-        subprocess.run(["ctr", "-a", rec.socket, "-n", "k8s.io", "images", "import", str(image.tarball)],
-                       check=True, capture_output=True, timeout=300)  # fmt: skip
-        with api_relay(state, node):
-            for doc in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()):
-                if doc:
-                    api.apply(doc)
-            api.apply({"apiVersion": "v1", "kind": "ConfigMap",
-                       "metadata": {"name": "kube-root-ca.crt", "namespace": inpod.NAMESPACE},
-                       "data": {"ca.crt": (state.state_dir / "pki" / "ca.crt").read_text()}})  # fmt: skip
-            yield {"state": state, "node": node, "image": image.name}
+        klab.apply_workload(state, node_port=0, with_api=False)
+        image = klab.install_collector(state, tmp)
+        with klab.api_relay(state, node):
+            yield {"state": state, "node": node, "image": image}
 
 
 def _collector_pods(state: ClusterState) -> list[str]:
-    return collector_pods(state, NAMESPACES)
-
-
-def _rules(netns: str) -> list[str]:
-    return sorted(ln for ln in save(netns, "iptables").splitlines() if not ln.startswith("#"))
+    return klab.collector_pods(state, NAMESPACES)
 
 
 def _scan(lab: dict[str, Any], transport: str, *extra: str, codes: tuple[int, ...] = (0, 1),
           kubeconfig: str = "") -> tuple[dict[str, Any], float]:  # fmt: skip
     state, node = lab["state"], lab["node"]
     t0 = time.perf_counter()
-    proc = kpdoctor("scan", "--kubeconfig", kubeconfig or state.kubeconfig, "--transport", transport, "--nodes", node.name,
+    proc = klab.kpdoctor("scan", "--kubeconfig", kubeconfig or state.kubeconfig, "--transport", transport, "--nodes", node.name,
                     "-o", "json", *extra, netns=node.netns if transport == "local" else None)  # fmt: skip
     wall = time.perf_counter() - t0
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.returncode in codes, proc.stderr[-1500:]
-    return report(proc), wall
+    return klab.report(proc), wall
 
 
 def _outcome(rep: dict[str, Any]) -> tuple[dict[str, str], list[tuple[str, str, str, str]]]:
@@ -101,9 +70,9 @@ def test_in_pod_analysis_equals_pod_and_local(lab: dict[str, Any], fault: str | 
     if fault:
         subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True, timeout=20)
     try:
-        before = _rules(netns)
+        before = klab.sorted_rules(netns)
         in_pod, wall_in = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", lab["image"])
-        after = _rules(netns)
+        after = klab.sorted_rules(netns)
         via_pod, wall_pod = _scan(lab, "pod")
         local, _ = _scan(lab, "local")
     finally:
@@ -159,10 +128,10 @@ def test_node_command_analyzes_in_the_pod_too(lab: dict[str, Any]) -> None:
 
     state, node = lab["state"], lab["node"]
     node_ids = {c.id for c in discover().checks if c.scope == "node"}
-    proc = kpdoctor("node", node.name, "--kubeconfig", state.kubeconfig, "--transport", "pod", "--analyze-in-pod",
+    proc = klab.kpdoctor("node", node.name, "--kubeconfig", state.kubeconfig, "--transport", "pod", "--analyze-in-pod",
                     "--collector-image", lab["image"], "-o", "json")  # fmt: skip
     assert "Traceback" not in proc.stderr and proc.returncode in (0, 1), proc.stderr[-1500:]
-    alone = report(proc)
+    alone = klab.report(proc)
     scanned, _ = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", lab["image"])
     assert alone["nodes"][0]["reachable"] and "analyzed in pod" in alone["nodes"][0]["address"], alone["nodes"]
     statuses, groups = _outcome(alone)
@@ -175,7 +144,7 @@ def test_node_command_analyzes_in_the_pod_too(lab: dict[str, Any]) -> None:
 
 def test_an_image_without_kpdoctor_is_a_one_line_node_error(lab: dict[str, Any]) -> None:
     state = lab["state"]
-    pod = admin_api(state).get("Pod", kobjects.ds_pod_name(state.kubelet_node), namespace="kube-system")
+    pod = klab.admin_api(state).get("Pod", kobjects.ds_pod_name(state.kubelet_node), namespace="kube-system")
     kube_proxy_image = pod["spec"]["containers"][0]["image"]
     rep, _ = _scan(lab, "pod", "--analyze-in-pod", "--collector-image", kube_proxy_image, "--timeout", "60",
                    codes=(3,))
@@ -186,7 +155,7 @@ def test_an_image_without_kpdoctor_is_a_one_line_node_error(lab: dict[str, Any])
 
 
 def test_analyze_in_pod_needs_an_image(lab: dict[str, Any]) -> None:
-    proc = kpdoctor("scan", "--kubeconfig", lab["state"].kubeconfig, "--transport", "pod", "--analyze-in-pod")
+    proc = klab.kpdoctor("scan", "--kubeconfig", lab["state"].kubeconfig, "--transport", "pod", "--analyze-in-pod")
     assert proc.returncode == 2 and "--collector-image" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
@@ -202,7 +171,7 @@ def test_timeout_leaves_no_pod(lab: dict[str, Any]) -> None:
 
 def test_ctrl_c_deletes_the_pod(lab: dict[str, Any]) -> None:
     state = lab["state"]
-    err = interrupt_once_collecting(
+    err = klab.interrupt_once_collecting(
         ["scan", "--kubeconfig", state.kubeconfig, "--transport", "pod", "--analyze-in-pod", "--nodes",
          state.kubelet_node, "--collector-image", "registry.invalid/kpdoctor/none:0", "--timeout", "120", "-o", "json"],
         lambda: bool(_collector_pods(state)))  # fmt: skip
@@ -215,7 +184,7 @@ CALLER_ROLE = "kpdoctor-inpod-caller"
 
 
 def _caller_docs() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((REPO / "deploy" / "rbac-inpod-caller.yaml").read_text()) if d]
+    return [d for d in yaml.safe_load_all((klab.REPO / "deploy" / "rbac-inpod-caller.yaml").read_text()) if d]
 
 
 def _allowed(state: ClusterState, verb: str, resource: str, namespace: str, subresource: str = "") -> bool:
@@ -228,7 +197,7 @@ def _allowed(state: ClusterState, verb: str, resource: str, namespace: str, subr
                      "groups": ["system:serviceaccounts", f"system:serviceaccounts:{inpod.NAMESPACE}",
                                 "system:authenticated"],
                      "resourceAttributes": attrs}}  # fmt: skip
-    api = admin_api(state)
+    api = klab.admin_api(state)
     return bool(api.request("POST", f"{api.server}/apis/authorization.k8s.io/v1/subjectaccessreviews", body)
                 ["status"].get("allowed"))  # fmt: skip
 
@@ -246,7 +215,7 @@ def caller_kubeconfig(lab: dict[str, Any], tmp_path_factory: pytest.TempPathFact
     """deploy/rbac-inpod-caller.yaml applied as shipped (beside deploy/rbac.yaml, which the lab fixture applied)
     and a kubeconfig with a real TokenRequest token of its ServiceAccount: nothing else grants it anything."""
     state = lab["state"]
-    api = admin_api(state)
+    api = klab.admin_api(state)
     for doc in _caller_docs():
         api.apply(doc)
     token = api.token(CALLER, inpod.NAMESPACE, seconds=3600)
@@ -277,7 +246,7 @@ def test_inpod_caller_without_pods_exec_is_a_one_line_node_error(lab: dict[str, 
     """The shipped Role minus pods/exec: the pod is created (and deleted), the exec is forbidden; the node is
     unreachable with one line naming the missing right, exit 3, no traceback. The Role is put back."""
     state = lab["state"]
-    api = admin_api(state)
+    api = klab.admin_api(state)
     role = next(d for d in _caller_docs() if d["kind"] == "Role" and d["metadata"]["name"] == CALLER_ROLE)
     cut = {**role, "rules": [r for r in role["rules"] if "pods/exec" not in r["resources"]]}
     assert len(cut["rules"]) == len(role["rules"]) - 1

@@ -37,6 +37,7 @@ from tests.support.klab import (
     require_kubelet,
     save,
     service,
+    sorted_rules,
     wait_for_rules,
 )
 
@@ -54,12 +55,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
 
 def _node(state: ClusterState) -> Any:
     return next(n for n in state.nodes if n.name == state.kubelet_node)
-
-
-def _rules(state: ClusterState) -> list[str]:
-    """The node's iptables rules, sorted, without iptables-save's "# Generated/Completed on <time>" lines
-    (kube-proxy's own periodic resync may reorder KUBE-SERVICES between two reads; the set is what counts)."""
-    return sorted(ln for ln in save(_node(state).netns, "iptables").splitlines() if not ln.startswith("#"))
 
 
 def _scan(state: ClusterState, transport: str) -> dict[str, Any]:
@@ -95,9 +90,9 @@ def test_the_kubelet_runs_the_daemonset_pod(cluster: ClusterState) -> None:
 
 
 def test_kube_exec_equals_local_on_a_healthy_node(cluster: ClusterState) -> None:
-    before = _rules(cluster)
+    before = sorted_rules(_node(cluster).netns)
     via_exec = _scan(cluster, "kube-exec")
-    after = _rules(cluster)
+    after = sorted_rules(_node(cluster).netns)
     local = _scan(cluster, "local")
     assert via_exec["nodes"][0]["transport"] == "kube-exec" and via_exec["nodes"][0]["reachable"]
     assert via_exec["nodes"][0]["address"] == f"pod kube-system/{kobjects.ds_pod_name(cluster.kubelet_node)}"
@@ -175,9 +170,9 @@ def _no_collector_left(state: ClusterState, tasks_before: int) -> None:
 
 def test_pod_transport_equals_kube_exec_and_leaves_no_pod(cluster: ClusterState) -> None:
     tasks = _tasks(cluster)
-    before = _rules(cluster)
+    before = sorted_rules(_node(cluster).netns)
     via_pod = _scan(cluster, "pod")
-    after = _rules(cluster)
+    after = sorted_rules(_node(cluster).netns)
     node = via_pod["nodes"][0]
     assert node["transport"] == "pod" and node["reachable"], node
     assert node["address"].startswith("pod kube-system/kpdoctor-collect-")

@@ -30,7 +30,7 @@ from kpdoctor.node.state import Fact, NodeState
 from kpdoctor.trace.addresses import Endpoint
 from kpdoctor.trace.model import Branch
 from kpdoctor.trace.run import TraceRequest, run_trace
-from tests.support.line_monitor import LineMonitor, line_monitor
+from tests.support.line_monitor import TracedNode, await_subscribed, line_monitor
 from tests.support.trace_kernel import (
     BLOCKED_CLIENT,
     CLIENT_NET,
@@ -91,27 +91,12 @@ RULE = re.compile(r"^rule .* # handle (?P<handle>\d+) \(verdict (?P<verdict>[^)]
 POLICY = re.compile(r"^policy (?P<verdict>\w+)")
 
 
-@dataclass
-class Monitor:
-    node: str
-    client: str
-    dump: str
-    ip_addr: str
-    lines: LineMonitor
-
-    def __repr__(self) -> str:
-        return f"Monitor({self.node!r})"
-
-    def drain(self) -> list[str]:
-        return self.lines.drain()
-
-
-def _send(m: Monitor, src: str, dst: str, dport: int, proto: str, sport: int) -> None:
+def _send(m: TracedNode, src: str, dst: str, dport: int, proto: str, sport: int) -> None:
     netns.run(["python3", "-c", SENDER, src, dst, str(dport), proto, str(sport), "1"], netns=m.client, timeout=30)
 
 
 @contextmanager
-def _monitor(tables: list[str]) -> Iterator[Monitor]:
+def _monitor(tables: list[str]) -> Iterator[TracedNode]:
     """A node namespace with kube-proxy's table and `tables` (nft -f texts, in order), dumped, then traced."""
     prefix = netns.unique_prefix("kpd-nm")
     node, client, pods = f"{prefix}-node", f"{prefix}-cli", f"{prefix}-pods"
@@ -124,19 +109,13 @@ def _monitor(tables: list[str]) -> Iterator[Monitor]:
         ip_addr = netns.run(["ip", "-j", "addr"], netns=node).stdout
         netns.run(["nft", "-f", "-"], netns=node, input=TRACER)  # after the dump: not part of what is traced
         with line_monitor(node, ["nft", "-a", "monitor", "trace"]) as lines:
-            m = Monitor(node, client, dump, ip_addr, lines)
-            seen: list[str] = []
-            for attempt in range(25):  # until the monitor is subscribed: a probe packet's trace comes back
-                _send(m, GOOD_CLIENT, "10.96.150.30", 81, "tcp", 40100 + attempt)
-                time.sleep(0.2)
-                seen = m.drain()
-                if any(EVENT.match(line) for line in seen):
-                    break
-            else:
+            m = TracedNode(node, client, dump, ip_addr, lines)
+            subscribed, seen = await_subscribed(
+                lines, lambda attempt: _send(m, GOOD_CLIENT, "10.96.150.30", 81, "tcp", 40100 + attempt),
+                lambda line: EVENT.match(line) is not None)
+            if not subscribed:
                 pytest.skip("`nft -a monitor trace` in a network namespace printed no trace event for 5 s "
                             f"(kernel/nft without nftrace in netns?); it printed: {seen[-5:]!r}")
-            time.sleep(0.3)
-            m.drain()
             yield m
     finally:
         netns.delete(client)
@@ -145,7 +124,7 @@ def _monitor(tables: list[str]) -> Iterator[Monitor]:
 
 
 @pytest.fixture(scope="module")
-def monitor() -> Iterator[Monitor]:
+def monitor() -> Iterator[TracedNode]:
     from conftest import require_root
 
     require_root(*TOOLS)
@@ -154,7 +133,7 @@ def monitor() -> Iterator[Monitor]:
 
 
 @pytest.fixture(scope="module")
-def firewalld_monitor() -> Iterator[Monitor]:
+def firewalld_monitor() -> Iterator[TracedNode]:
     """kube-proxy's table beside a real firewalld table (tests/fixtures/realworld/firewalls/firewalld-centos8-nft)."""
     from conftest import require_root
 
@@ -211,7 +190,7 @@ def trace_path(leaf: Branch) -> Path:
     return Path(chains, tuple(rules), "accept" if leaf.verdict == "accept" else "drop")
 
 
-def _trace(m: Monitor, src: str, dst: str, dport: int, proto: str, sport: int) -> list[Branch]:
+def _trace(m: TracedNode, src: str, dst: str, dport: int, proto: str, sport: int) -> list[Branch]:
     facts = {
         "nft-ruleset.json": Fact("nft-ruleset.json", m.dump, "nft -j list ruleset", 0),
         "ip-addr.json": Fact("ip-addr.json", m.ip_addr, "ip -j addr", 0),
@@ -226,7 +205,7 @@ def _trace(m: Monitor, src: str, dst: str, dport: int, proto: str, sport: int) -
 
 
 @pytest.mark.parametrize(("src", "dst", "dport", "proto"), CASES, ids=[f"{s}->{d}:{p}/{t}" for s, d, p, t in CASES])
-def test_trace_equals_nft_monitor_trace(monitor: Monitor, src: str, dst: str, dport: int, proto: str) -> None:
+def test_trace_equals_nft_monitor_trace(monitor: TracedNode, src: str, dst: str, dport: int, proto: str) -> None:
     sport = 42000 + CASES.index((src, dst, dport, proto))
     monitor.drain()
     _send(monitor, src, dst, dport, proto, sport)
@@ -238,7 +217,7 @@ def test_trace_equals_nft_monitor_trace(monitor: Monitor, src: str, dst: str, dp
                                  + "\n".join(map(str, predicted)))
 
 
-def test_equal_priority_runs_the_later_table_first(monitor: Monitor) -> None:
+def test_equal_priority_runs_the_later_table_first(monitor: TracedNode) -> None:
     """hostfw-forward (priority 0, created after kube-proxy's table) runs before kube-proxy's filter-forward
     (priority 0): the kernel inserts a new hook before the same-priority ones; the trace walks them so."""
     sport = 42100
@@ -253,7 +232,7 @@ def test_equal_priority_runs_the_later_table_first(monitor: Monitor) -> None:
 
 
 @pytest.mark.parametrize(("dport", "verdict"), [(22, "accept"), (8080, "drop")])
-def test_ufw_style_default_deny_input(monitor: Monitor, dport: int, verdict: str) -> None:
+def test_ufw_style_default_deny_input(monitor: TracedNode, dport: int, verdict: str) -> None:
     """The ufw-style chain decides packets to the node itself, in the kernel and in the trace alike."""
     sport = 42200 + dport % 100
     monitor.drain()
@@ -282,7 +261,7 @@ FIREWALLD_CASES = [
 
 @pytest.mark.parametrize(("src", "dst", "dport", "proto"), FIREWALLD_CASES,
                          ids=[f"{d}:{p}/{t}" for _, d, p, t in FIREWALLD_CASES])
-def test_real_firewalld_equals_nft_monitor_trace(firewalld_monitor: Monitor, src: str, dst: str, dport: int,
+def test_real_firewalld_equals_nft_monitor_trace(firewalld_monitor: TracedNode, src: str, dst: str, dport: int,
                                                  proto: str) -> None:
     """The kernel's base chains, matched rules (jumps and gotos through firewalld's zone chains included) and
     verdict are those of one of the trace's branches (the trace forks on `oifname`: routing is not evaluated)."""

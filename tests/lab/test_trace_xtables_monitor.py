@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from kpdoctor.lab import netns
 from kpdoctor.lab.apply import apply_iptables
 from kpdoctor.trace.model import Branch
-from tests.support.line_monitor import LineMonitor, line_monitor
+from tests.support.line_monitor import LineMonitor, TracedNode, await_subscribed, line_monitor
 from tests.support.trace_kernel import (
     BLOCKED_CLIENT,
     CALICO_POD_IF,
@@ -97,16 +97,11 @@ _sports = itertools.count(42500)
 
 
 @dataclass
-class XtNode:
-    name: str
-    node: str
-    client: str
+class XtNode(TracedNode):
+    name: str  # which firewall beside kube-proxy (the fixture's param)
     pods: str
     stray: str
-    dump: str
-    ip_addr: str
     ipset_list: str
-    monitor: LineMonitor
 
     def __repr__(self) -> str:
         return f"XtNode({self.name})"
@@ -139,18 +134,13 @@ def xt(request: pytest.FixtureRequest) -> Iterator[XtNode]:
                 netns.run(["iptables-nft", "-t", "raw", "-A", chain, "-p", proto, "--sport", SPORTS, "-j", "TRACE"],
                           netns=node)
         with line_monitor(node, ["xtables-monitor", "--trace"]) as mon:
-            xt = XtNode(request.param, node, client, pods, stray, dump, ip_addr, ipset_list, mon)
-            seen: list[str] = []
-            for attempt in range(25):  # until the monitor is subscribed: a probe packet's trace comes back
-                _send(xt, "node", NODE_IP, 9, "udp", 42900 + attempt)
-                time.sleep(0.2)
-                seen = mon.drain()
-                if any(line.startswith("PACKET:") for line in seen):
-                    break
-            else:
+            xt = XtNode(node, client, dump, ip_addr, mon, name=request.param, pods=pods, stray=stray,
+                        ipset_list=ipset_list)  # fmt: skip
+            subscribed, seen = await_subscribed(
+                mon, lambda attempt: _send(xt, "node", NODE_IP, 9, "udp", 42900 + attempt),
+                lambda line: line.startswith("PACKET:"))
+            if not subscribed:
                 pytest.fail(f"`xtables-monitor --trace` printed no trace event for 5 s; it printed: {seen[-5:]!r}")
-            time.sleep(0.3)
-            mon.drain()
             yield xt
     finally:
         netns.delete(client)

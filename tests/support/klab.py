@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,12 +19,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
-from kpdoctor.lab import k8sbuild, kcluster, procs
+from kpdoctor import inpod
+from kpdoctor.lab import k8sbuild, kcluster, kubelet, procs, pyimage
 from kpdoctor.lab.kapi import Api
 from kpdoctor.lab.kcluster import ClusterState
 from kpdoctor.node import podcollect
 from tests.conftest import REQUIRE_ROOT, root_unavailable_reason
+from tests.support.cli import kpd_interrupted
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,6 +143,32 @@ def apply_workload(state: ClusterState, *, node_port: int = 30080, with_api: boo
         wait_for_rules(state, rule_needle(state, svc), serving=True)
 
 
+def sorted_rules(netns: str) -> list[str]:
+    """The namespace's iptables rules, sorted, without iptables-save's "# Generated/Completed on <time>" lines
+    (kube-proxy's own periodic resync may reorder KUBE-SERVICES between two reads; the set is what counts)."""
+    return sorted(ln for ln in save(netns, "iptables").splitlines() if not ln.startswith("#"))
+
+
+def install_collector(state: ClusterState, tmp: Path) -> str:
+    """What `--analyze-in-pod` needs on the kubelet lab besides the API relay (api_relay): the collector image
+    built offline (kpdoctor.lab.pyimage) imported into the kubelet's containerd, deploy/rbac.yaml applied as
+    shipped, and the `kube-root-ca.crt` ConfigMap the lab's missing controller would write. Returns the image
+    name."""
+    image = pyimage.kpdoctor_image_tar(REPO, tmp / "image", collector=True)
+    rec = kubelet.KubeletRecord.load(state.state_dir)
+    assert rec is not None
+    subprocess.run(["ctr", "-a", rec.socket, "-n", "k8s.io", "images", "import", str(image.tarball)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    api = admin_api(state)
+    for doc in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()):
+        if doc:
+            api.apply(doc)
+    api.apply({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "kube-root-ca.crt", "namespace": inpod.NAMESPACE},
+               "data": {"ca.crt": (state.state_dir / "pki" / "ca.crt").read_text()}})  # fmt: skip
+    return image.name
+
+
 def kpdoctor(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
              timeout: float = 180) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """Run the real CLI (this worktree's code) as a subprocess, inside `netns` when given."""
@@ -227,21 +255,14 @@ def collector_pods(state: ClusterState, namespaces: Sequence[str] = ("kube-syste
 def interrupt_once_collecting(argv: list[str], collecting: Callable[[], bool]) -> str:
     """Run kpdoctor `argv` (a child process), send it SIGINT (Ctrl-C) once `collecting()` is true (its collector
     pod exists; at most 60 s), and return its stderr after it exits (at most 60 s; killed otherwise)."""
-    child = subprocess.Popen([sys.executable, "-m", "kpdoctor", *argv], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-                             cwd=REPO)  # fmt: skip
-    try:
+
+    def until_collecting(child: subprocess.Popen[str]) -> None:
         end = time.monotonic() + 60
         while not collecting() and time.monotonic() < end and child.poll() is None:
             time.sleep(0.2)
         assert collecting(), "the collector pod was never created"
-        child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    return err
+
+    return kpd_interrupted(*argv, ready=until_collecting).stderr
 
 
 @contextmanager

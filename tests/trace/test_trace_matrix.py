@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from kpdoctor.node.bundle import read_bundle
 from kpdoctor.node.state import NodeState
 from kpdoctor.trace.inputs import trace_cluster_state
 from kpdoctor.trace.matrix import matrix, render_matrix
-from tests.support.cli import NO_CLUSTER, REPO, kpd
+from tests.support.cli import NO_CLUSTER, kpd, kpd_interrupted
 
 DEMO = Path(__file__).resolve().parents[2] / "kpdoctor" / "demo" / "bundle"
 
@@ -124,20 +121,17 @@ def test_ctrl_c_while_nodes_hang_prints_them_as_not_collected(tmp_path: Path) ->
         hung.settimeout(30)
         argv = ["trace", "--snapshot", str(snap), "--transport", "ssh", "--ssh-port", str(hung.getsockname()[1]),
                 "--timeout", "8", "--matrix", "--to", "svc/payments/pay-gateway", "-o", "json"]
-        child = subprocess.Popen([sys.executable, "-m", "kpdoctor", *argv], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO),
-                                                                         **NO_CLUSTER})  # fmt: skip
-        try:
-            while len(accepted) < 2:  # both nodes' ssh connected: the collection is under way
+
+        def both_connected(_child: subprocess.Popen[str]) -> None:  # the collection is under way
+            while len(accepted) < 2:
                 accepted.append(hung.accept()[0])
-            child.send_signal(signal.SIGINT)
-            out, err = child.communicate(timeout=60)
+
+        try:
+            child = kpd_interrupted(*argv, ready=both_connected, env=NO_CLUSTER)
         finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
             for conn in accepted:
                 conn.close()
+    out, err = child.stdout, child.stderr
     assert "Traceback" not in err and child.returncode == 3, err[-2000:]
     cells = json.loads(out)
     assert [c["node"] for c in cells] == ["edge-1", "edge-2"], cells
