@@ -239,7 +239,10 @@ def api_relay(state: ClusterState, node: Any) -> Iterator[int]:
         slice_["metadata"]["name"] = "kubernetes"
         slice_["ports"] = [{"name": "https", "port": port, "protocol": "TCP"}]
         admin_api(state).apply(slice_)
-        wait_for_rules(state, "default/kubernetes:https", nodes=[node.name])
+        # serving: the `kubernetes` Service exists from the API server's start, so kube-proxy already holds its
+        # "has no endpoints" REJECT with this comment; wait for the endpoint's rules (a test that lists the
+        # node's rules right after must not see them arrive)
+        wait_for_rules(state, "default/kubernetes:https", nodes=[node.name], serving=True)
         yield port
     finally:
         procs.stop(proc)
