@@ -15,7 +15,7 @@ from kpdoctor.cluster.kube_proxy_node import ProxyMode, is_proxy_mode
 from kpdoctor.dataplane.semantic import FrontendDiff, SemanticView, diff
 from kpdoctor.node.dumps import NodeDumps, SharedParsedNode
 from kpdoctor.node.parsed import ParsedNode
-from kpdoctor.node.state import NodeState
+from kpdoctor.node.state import IPTABLES_V4_DUMPS, NodeState
 from kpdoctor.node_context import expected_detail, expected_for, node_dumps, parsed
 from kpdoctor.proxier.shared_expectation import NodeExpectation, address_kinds
 from kpdoctor.service_proxy import ipt_evidence
@@ -26,7 +26,7 @@ def iptables_rules_key(p: ParsedNode) -> str | None:
     for key in ("iptables-save.txt", "iptables-legacy-save.txt", "iptables-nft-save.txt"):
         if ipt_evidence(p, key):
             return key
-    for key in ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt"):
+    for key in IPTABLES_V4_DUMPS:
         if p.has(key):
             return key
     return None

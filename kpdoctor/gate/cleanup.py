@@ -30,7 +30,7 @@ from kpdoctor.gate.model import (
 )
 from kpdoctor.gate.model import unknown as unknown_reason
 from kpdoctor.node.parsed import IptablesView, ParsedNode
-from kpdoctor.node.state import NodeState
+from kpdoctor.node.state import IPTABLES_V4_DUMPS, NodeState
 from kpdoctor.shellcmd import Lit, Name, command
 
 # (fact, backend label, save command, restore command)
@@ -40,7 +40,7 @@ IPTABLES_DUMPS = (
     ("iptables-legacy-save.txt", "iptables-legacy", "iptables-legacy-save", "iptables-legacy-restore"),
     ("ip6tables-save.txt", "ip6tables (default backend)", "ip6tables-save", "ip6tables-restore"),
 )
-REQUIRED_FACTS = (("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt"), ("nft-ruleset.json",))
+REQUIRED_FACTS = (IPTABLES_V4_DUMPS, ("nft-ruleset.json",))
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
 
 

@@ -24,14 +24,14 @@ from kpdoctor.dataplane.chain_owners import ipset_cleanup_command, kube_proxy_ip
 from kpdoctor.gate.cleanup import IPTABLES_DUMPS, kube_proxy_chains, kube_proxy_nft_tables
 from kpdoctor.gate.model import CleanupItem
 from kpdoctor.node.parsed import parse_iptables_view
-from kpdoctor.node.state import NodeState
+from kpdoctor.node.state import IPTABLES_V4_DUMPS, NodeState
 from kpdoctor.shellcmd import Lit, command
 
 IPTABLES_MODE_ONLY = re.compile(r"^KUBE-(SVC|SEP|EXT|FW|SVL)-")
 _IPSET = re.compile(r"^Name:\s*(KUBE-\S+)", re.MULTILINE)
 # facts that prove the absence of each old mode's state
 NEEDED = {
-    "iptables": ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt"),
+    "iptables": IPTABLES_V4_DUMPS,
     "nftables": ("nft-ruleset.json",),
     "ipvs": ("ipvsadm-save.txt",),
 }

@@ -20,13 +20,11 @@ from typing import Any
 from kpdoctor.node import collectors as C
 from kpdoctor.node.cut_dump import ends_mid_table, read_again
 from kpdoctor.node.run_fact import decode, exit_reason, missing, to_fact
-from kpdoctor.node.state import Fact
+from kpdoctor.node.state import IPTABLES_V4_DUMPS, Fact
 from kpdoctor.node.transport import NOT_FOUND, BatchItem, CancelToken, RunResult, Transport
 
 _TABLE_NAME = re.compile(r"^[a-z_]{1,32}$")
 _NFT_TABLE_LINE = re.compile(r"^table (\S+) (\S+) \{$")
-# phase-2 dumps that go in their own session, beside the rest (v4 and v6 / nft dumps of a big node overlap)
-_V4_DUMPS = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt")
 _MIN_SLICE = 0.05
 
 
@@ -218,8 +216,9 @@ class Gatherer:
         nft_items = [] if nft_tables is None else [
             _nft_item(f, n) for f, n in nft_tables if not _compat_name(f, n) and C.safe_nft_name(f, n)
         ]  # fmt: skip
-        group_a = [_item(s) for s in runnable if s.key in _V4_DUMPS]
-        group_b = [_item(s) for s in runnable if s.key not in _V4_DUMPS] + ct_items + nft_items
+        # the v4 iptables dumps go in their own session, beside the rest (v4 and v6 / nft dumps of a big node overlap)
+        group_a = [_item(s) for s in runnable if s.key in IPTABLES_V4_DUMPS]
+        group_b = [_item(s) for s in runnable if s.key not in IPTABLES_V4_DUMPS] + ct_items + nft_items
         results: dict[str, RunResult] = {}
 
         def batch(items: list[BatchItem]) -> Iterable[Fact]:

@@ -108,7 +108,7 @@ class KubeExecTransport:
                     stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
                 )  # fmt: skip
         except Exception as exc:
-            return RunResult(duration=time.monotonic() - start, error=f"exec failed: {_reason(exc)}")
+            return RunResult(duration=time.monotonic() - start, error=f"exec failed: {api_reason(exc)}")
         out = bytearray()
         err = bytearray()
         try:
@@ -128,7 +128,7 @@ class KubeExecTransport:
             code, status_error = exit_status(resp)
         except Exception as exc:
             return RunResult(bytes(out), bytes(err), None, time.monotonic() - start, False, False,
-                             f"exec stream failed: {_reason(exc)}")  # fmt: skip
+                             f"exec stream failed: {api_reason(exc)}")  # fmt: skip
         finally:
             with contextlib.suppress(Exception):
                 resp.close()
@@ -161,7 +161,7 @@ class KubeExecTransport:
             status = getattr(exc, "status", None)
             if status in (502, 503) or status is None:
                 hint = f" (a {host}-only bind is not reachable through the API's pod proxy)" if loopback else ""
-                return RunResult(duration=time.monotonic() - start, error=f"pod proxy failed: {_reason(exc)}{hint}")
+                return RunResult(duration=time.monotonic() - start, error=f"pod proxy failed: {api_reason(exc)}{hint}")
             body = (getattr(exc, "body", b"") or b"") if isinstance(getattr(exc, "body", b""), bytes) else \
                 str(getattr(exc, "body", "")).encode()  # fmt: skip
         if len(body) > max_bytes:
@@ -209,7 +209,3 @@ def _read_body(resp: Any, max_bytes: int) -> bytes:
 
 def _bytes(value: Any) -> bytes:
     return value.encode("utf-8", errors="surrogateescape") if isinstance(value, str) else bytes(value)
-
-
-def _reason(exc: BaseException) -> str:
-    return api_reason(exc)  # the API server's Status message when the error carries one (kpdoctor.node.apireason)

@@ -30,7 +30,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from kpdoctor.node.kube_exec import KUBE_SYSTEM, KubeExecTransport, _reason, find_kube_proxy_pod
+from kpdoctor.node.apireason import api_reason
+from kpdoctor.node.kube_exec import KUBE_SYSTEM, KubeExecTransport, find_kube_proxy_pod
 from kpdoctor.node.transport import TransportError
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -155,7 +156,7 @@ class PodTransport(KubeExecTransport):
             raise
         except Exception as exc:  # an API error: the node fails, the pod (if any) goes
             self.close()
-            raise TransportError(f"collector pod: {_reason(exc)}") from None
+            raise TransportError(f"collector pod: {api_reason(exc)}") from None
         self.namespace, self.pod, self.container = self.pod_namespace, self.created, CONTAINER
         self.address = f"pod {self.namespace}/{self.pod}"
         if self._stream is None:
@@ -195,7 +196,7 @@ class PodTransport(KubeExecTransport):
         except Exception as exc:
             if getattr(exc, "status", None) != 404:
                 # the pod's activeDeadlineSeconds and cleanup_expired are the backstops
-                self.leftover = f"{self.pod_namespace}/{name}: {_reason(exc)}"
+                self.leftover = f"{self.pod_namespace}/{name}: {api_reason(exc)}"
 
 
 def prepare(options: Any, image: str | None) -> Any:

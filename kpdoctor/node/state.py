@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from kpdoctor.node.summary import NodeSummary
 
 
+# The IPv4 iptables dumps a node's facts may hold (bundle file names): the default backend's, iptables-nft's and
+# iptables-legacy's.
+IPTABLES_V4_DUMPS = ("iptables-save.txt", "iptables-nft-save.txt", "iptables-legacy-save.txt")
+
+
 @dataclass(frozen=True, slots=True)
 class Fact:
     key: str  # bundle file name, e.g. "iptables-save.txt"
